@@ -1,0 +1,87 @@
+// linear bindings: x (..., in_features) -> y (..., out_features).
+#include "bindings/common.h"
+
+namespace convkit {
+namespace bind {
+namespace {
+
+struct LinArgs {
+  FArr x, w;
+  py::object b;
+  int64_t N, I, O;
+};
+
+LinArgs check_linear(const char* fn, py::handle xo, py::handle wo, py::handle bo) {
+  LinArgs a{to_float(xo, fn, "input"), to_float(wo, fn, "weight"), py::none(), 1, 0, 0};
+  expect_ndim(a.w, 2, fn, "weight", "(out_features, in_features)");
+  a.O = a.w.shape(0);
+  a.I = a.w.shape(1);
+  if (a.x.ndim() < 1 || a.x.shape(a.x.ndim() - 1) != a.I)
+    value_error(fn, "weight " + shape_str(a.w) + " expects inputs with " + std::to_string(a.I) +
+                        " features in the last dimension, but input has shape " +
+                        shape_str(a.x));
+  for (py::ssize_t i = 0; i + 1 < a.x.ndim(); ++i) a.N *= a.x.shape(i);
+  if (!bo.is_none()) {
+    FArr b = to_float(bo, fn, "bias");
+    if (b.ndim() != 1 || b.shape(0) != a.O)
+      value_error(fn, "expected bias of shape (" + std::to_string(a.O) +
+                          ",) to match weight " + shape_str(a.w) + ", but got " + shape_str(b));
+    a.b = b;
+  }
+  return a;
+}
+
+std::vector<int64_t> out_shape(const FArr& x, int64_t last) {
+  std::vector<int64_t> s = shape_of(x);
+  s.back() = last;
+  return s;
+}
+
+const float* bias_ptr(const py::object& b) {
+  return b.is_none() ? nullptr : b.cast<FArr>().data();
+}
+
+template <bool Ref>
+FArr lin_fwd(py::handle xo, py::handle wo, py::handle bo) {
+  LinArgs a = check_linear("linear", xo, wo, bo);
+  FArr y = empty(out_shape(a.x, a.O));
+  float* yp = y.mutable_data();
+  const float *xp = a.x.data(), *wp = a.w.data(), *bp = bias_ptr(a.b);
+  {
+    py::gil_scoped_release nogil;
+    if (Ref) ref::linear_forward(yp, xp, wp, bp, a.N, a.I, a.O);
+    else linear_forward(yp, xp, wp, bp, a.N, a.I, a.O);
+  }
+  return y;
+}
+
+}  // namespace
+
+void bind_linear(py::module_& m) {
+  m.def("linear", &lin_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"));
+  m.def("ref_linear", &lin_fwd<true>);
+  m.def("linear_backward", [](py::handle dyo, py::handle xo, py::handle wo, py::handle bo) {
+    const char* fn = "linear_backward";
+    LinArgs a = check_linear(fn, xo, wo, bo);
+    FArr dy = to_float(dyo, fn, "grad_out");
+    expect_shape(dy, out_shape(a.x, a.O), fn, "grad_out");
+    FArr dx = empty(shape_of(a.x)), dw = empty({a.O, a.I});
+    py::object db = py::none();
+    float* dbp = nullptr;
+    if (!a.b.is_none()) {
+      FArr t = empty({a.O});
+      dbp = t.mutable_data();
+      db = t;
+    }
+    float *dxp = dx.mutable_data(), *dwp = dw.mutable_data();
+    const float *dyp = dy.data(), *xp = a.x.data(), *wp = a.w.data();
+    {
+      py::gil_scoped_release nogil;
+      linear_backward(dxp, dwp, dbp, dyp, xp, wp, a.N, a.I, a.O);
+    }
+    return py::make_tuple(dx, dw, db);
+  }, py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("bias"));
+}
+
+}  // namespace bind
+}  // namespace convkit

@@ -1,0 +1,54 @@
+// Helpers shared by the bind_*.cpp files: turning any array-like into a C-contiguous float32
+// array, and error messages of the form "fn: argument 'x' expected ..., but got ...".
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "convkit/convkit.h"
+
+namespace py = pybind11;
+
+namespace convkit {
+namespace bind {
+
+using FArr = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+std::string shape_str(const py::array& a);
+std::string shape_str(const std::vector<int64_t>& s);
+
+[[noreturn]] void value_error(const std::string& fn, const std::string& msg);
+
+// Any numeric array-like -> C-contiguous float32 (copying only when needed).
+// Non-numeric data (strings, objects, complex) raises TypeError naming fn and arg.
+FArr to_float(py::handle obj, const char* fn, const char* arg);
+// Integer labels -> int64 array; floats or non-numeric raise TypeError.
+py::array_t<int64_t, py::array::c_style | py::array::forcecast> to_labels(py::handle obj,
+                                                                           const char* fn,
+                                                                           const char* arg);
+
+// Requires a.ndim() == nd.
+void expect_ndim(const py::array& a, int nd, const char* fn, const char* arg, const char* layout);
+// Requires a to have exactly `shape`.
+void expect_shape(const py::array& a, const std::vector<int64_t>& shape, const char* fn,
+                  const char* arg);
+
+// a * b * ... with overflow detection: raises ValueError naming fn when the product of sizes
+// does not fit in int64 (or exceeds what can be addressed).
+int64_t checked_numel(const std::vector<int64_t>& dims, const char* fn, const char* what);
+
+FArr empty(const std::vector<int64_t>& shape);
+std::vector<int64_t> shape_of(const py::array& a);
+
+void bind_conv(py::module_& m);
+void bind_pool(py::module_& m);
+void bind_activation(py::module_& m);
+void bind_softmax(py::module_& m);
+void bind_loss(py::module_& m);
+void bind_linear(py::module_& m);
+
+}  // namespace bind
+}  // namespace convkit

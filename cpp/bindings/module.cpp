@@ -1,0 +1,125 @@
+// convkit._core: the pybind11 module. Validation and conversion happen here, before the GIL is
+// released; the C++ core never sees a malformed shape.
+#include <sstream>
+
+#include "bindings/common.h"
+#include "kernels.h"
+
+namespace convkit {
+namespace bind {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::ostringstream o;
+  o << '(';
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  if (s.size() == 1) o << ',';
+  o << ')';
+  return o.str();
+}
+
+std::vector<int64_t> shape_of(const py::array& a) {
+  std::vector<int64_t> s(static_cast<size_t>(a.ndim()));
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s[i] = a.shape(i);
+  return s;
+}
+
+std::string shape_str(const py::array& a) { return shape_str(shape_of(a)); }
+
+void value_error(const std::string& fn, const std::string& msg) {
+  throw py::value_error(fn + ": " + msg);
+}
+
+static py::array as_array(py::handle obj, const char* fn, const char* arg) {
+  if (obj.is_none())
+    throw py::type_error(std::string(fn) + ": argument '" + arg +
+                         "' expected a numeric array, but got None");
+  if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
+  try {
+    return py::module_::import("numpy").attr("asarray")(obj);
+  } catch (py::error_already_set& e) {
+    throw py::type_error(std::string(fn) + ": argument '" + arg +
+                         "' could not be converted to an array: " + e.what());
+  }
+}
+
+FArr to_float(py::handle obj, const char* fn, const char* arg) {
+  py::array a = as_array(obj, fn, arg);
+  const char kind = a.dtype().kind();
+  if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b')
+    throw py::type_error(std::string(fn) + ": argument '" + arg +
+                         "' expected a real numeric array, but got dtype " +
+                         py::str(a.dtype()).cast<std::string>());
+  return FArr::ensure(a);
+}
+
+py::array_t<int64_t, py::array::c_style | py::array::forcecast> to_labels(py::handle obj,
+                                                                           const char* fn,
+                                                                           const char* arg) {
+  py::array a = as_array(obj, fn, arg);
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u')
+    throw py::type_error(std::string(fn) + ": argument '" + arg +
+                         "' expected integer class labels, but got dtype " +
+                         py::str(a.dtype()).cast<std::string>());
+  return py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+void expect_ndim(const py::array& a, int nd, const char* fn, const char* arg, const char* layout) {
+  if (a.ndim() != nd)
+    value_error(fn, std::string("expected ") + arg + " to be " + std::to_string(nd) + "-D " +
+                        layout + ", but got a " + std::to_string(a.ndim()) +
+                        "-D array of shape " + shape_str(a));
+}
+
+void expect_shape(const py::array& a, const std::vector<int64_t>& shape, const char* fn,
+                  const char* arg) {
+  if (shape_of(a) != shape)
+    value_error(fn, std::string("expected ") + arg + " of shape " + shape_str(shape) +
+                        ", but got " + shape_str(a));
+}
+
+int64_t checked_numel(const std::vector<int64_t>& dims, const char* fn, const char* what) {
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    if (d < 0) value_error(fn, std::string(what) + " has a negative size " + shape_str(dims));
+    if (__builtin_mul_overflow(n, d, &n) || n > (int64_t(1) << 48))
+      value_error(fn, std::string(what) + " of shape " + shape_str(dims) +
+                          " has too many elements (the product of its sizes overflows)");
+  }
+  return n;
+}
+
+FArr empty(const std::vector<int64_t>& shape) {
+  std::vector<py::ssize_t> s(shape.begin(), shape.end());
+  return FArr(s);
+}
+
+}  // namespace bind
+}  // namespace convkit
+
+PYBIND11_MODULE(_core, m) {
+  using namespace convkit;
+  m.doc() = "convkit C++ core (see convkit.functional for the documented API)";
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("set_num_threads: expected n >= 1, but got " + std::to_string(n));
+    set_num_threads(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+  m.def("have_openmp", &have_openmp);
+  m.def("compiler", &compiler_id);
+  m.def("isa", &isa_name);
+  m.def("best_isa", &best_isa);
+  m.def("cpu_features", &cpu_features);
+  m.def("set_isa", [](const std::string& name) {
+    if (!set_isa(name))
+      throw py::value_error("set_isa: '" + name + "' is not available on this CPU (available up to '" +
+                            best_isa() + "'; choose scalar, avx2 or avx512)");
+  }, py::arg("name"));
+  m.def("kernel_tile", []() { return py::make_tuple(g_kernels->mr, g_kernels->nr); });
+  bind::bind_conv(m);
+  bind::bind_pool(m);
+  bind::bind_activation(m);
+  bind::bind_softmax(m);
+  bind::bind_loss(m);
+  bind::bind_linear(m);
+}

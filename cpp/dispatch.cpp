@@ -1,0 +1,135 @@
+// Picks the kernel table once, at static initialisation: the widest ISA the CPU (and OS) supports,
+// or a lower one named by $CONVKIT_ISA. Also owns the thread count and per-thread scratch memory.
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "convkit/convkit.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace convkit {
+namespace {
+
+KernelTable make_table(const std::string& isa) {
+  KernelTable t{};
+  fill_table_scalar(t);
+  if (isa == "avx2") fill_table_avx2(t);
+  if (isa == "avx512") fill_table_avx512(t);
+  return t;
+}
+
+bool cpu_has(const std::string& isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (isa == "scalar") return true;
+  if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == "avx512")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           cpu_has("avx2");
+  return false;
+#else
+  return isa == "scalar";
+#endif
+}
+
+KernelTable g_tables[3];
+const char* const kIsaNames[3] = {"scalar", "avx2", "avx512"};
+
+const KernelTable* initial_table() {
+  for (int i = 0; i < 3; ++i) g_tables[i] = make_table(kIsaNames[i]);
+  std::string want = best_isa();
+  if (const char* env = std::getenv("CONVKIT_ISA")) {
+    std::string e(env);
+    if (!e.empty()) {
+      if (e != "scalar" && e != "avx2" && e != "avx512")
+        std::fprintf(stderr, "convkit: CONVKIT_ISA=%s is not one of scalar, avx2, avx512; using %s\n",
+                     env, want.c_str());
+      else if (!cpu_has(e))
+        std::fprintf(stderr, "convkit: CONVKIT_ISA=%s is not supported by this CPU; using %s\n",
+                     env, want.c_str());
+      else
+        want = e;
+    }
+  }
+  for (int i = 0; i < 3; ++i)
+    if (want == kIsaNames[i]) return &g_tables[i];
+  return &g_tables[0];
+}
+
+int initial_threads() {
+#ifdef CONVKIT_HAVE_OPENMP
+  return omp_get_max_threads();  // honours OMP_NUM_THREADS
+#else
+  return 1;
+#endif
+}
+
+std::atomic<int> g_threads{initial_threads()};
+
+}  // namespace
+
+const KernelTable* g_kernels = initial_table();
+
+std::string best_isa() {
+  if (cpu_has("avx512")) return "avx512";
+  if (cpu_has("avx2")) return "avx2";
+  return "scalar";
+}
+
+const char* isa_name() { return g_kernels->name; }
+
+bool set_isa(const std::string& name) {
+  for (int i = 0; i < 3; ++i)
+    if (name == kIsaNames[i] && cpu_has(name)) {
+      g_kernels = &g_tables[i];
+      return true;
+    }
+  return false;
+}
+
+std::string cpu_features() {
+  std::string out;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+#define CK_FEATURE(s) if (__builtin_cpu_supports(s)) { out += s; out += ' '; }
+  CK_FEATURE("sse2") CK_FEATURE("sse4.2") CK_FEATURE("avx") CK_FEATURE("avx2") CK_FEATURE("fma")
+  CK_FEATURE("avx512f") CK_FEATURE("avx512dq") CK_FEATURE("avx512bw") CK_FEATURE("avx512vl")
+  CK_FEATURE("avx512vnni")
+#undef CK_FEATURE
+#endif
+  if (!out.empty()) out.pop_back();
+  return out;
+}
+
+void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n); }
+int get_num_threads() { return g_threads.load(); }
+
+bool have_openmp() {
+#ifdef CONVKIT_HAVE_OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+const char* compiler_id() {
+#ifdef CONVKIT_COMPILER
+  return CONVKIT_COMPILER;
+#else
+  return "unknown";
+#endif
+}
+
+float* scratch(int slot, int64_t count) {
+  // One set of buffers per thread; slots let one op hold several at once.
+  thread_local std::vector<float> bufs[4];
+  std::vector<float>& b = bufs[slot];
+  if (static_cast<int64_t>(b.size()) < count) b.resize(static_cast<size_t>(count));
+  return b.data();
+}
+
+}  // namespace convkit

@@ -1,0 +1,118 @@
+// convkit C++ core: public declarations. No Python here; the bindings and the C++
+// microbenchmarks both link this library directly.
+//
+// Conventions: tensors are dense, C-contiguous float32, NCHW. Sizes are int64_t.
+// Every op writes (overwrites) its outputs; accumulation into parameter gradients lives in Python.
+// Every op gives bitwise-identical results for any thread count.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace convkit {
+
+// ---- threading and configuration ----------------------------------------------------------
+void set_num_threads(int n);
+int get_num_threads();
+bool have_openmp();
+const char* compiler_id();
+
+// ISA selection. `isa_name()` is the table in use; set_isa() switches it (returns false when the
+// CPU lacks that ISA). cpu_features() lists what the CPU reports, e.g. "sse4.2 avx2 fma avx512f".
+const char* isa_name();
+bool set_isa(const std::string& name);
+std::string cpu_features();
+std::string best_isa();
+
+// ---- shapes -------------------------------------------------------------------------------
+struct Conv2dShape {
+  int64_t N, C, H, W;   // input
+  int64_t K, R, S;      // weight (K, C, R, S)
+  int64_t sh, sw;       // stride
+  int64_t ph, pw;       // padding (zeros)
+  int64_t P, Q;         // output: P = (H + 2ph - R) / sh + 1
+};
+// Fills P and Q from the rest.
+void conv2d_out_size(Conv2dShape& s);
+
+struct Pool2dShape {
+  int64_t N, C, H, W;
+  int64_t R, S;         // window
+  int64_t sh, sw;
+  int64_t ph, pw;
+  int64_t P, Q;
+};
+void pool2d_out_size(Pool2dShape& s);
+
+// ---- conv2d -------------------------------------------------------------------------------
+// x (N,C,H,W), w (K,C,R,S), b (K) or null -> y (N,K,P,Q)
+void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+// dy (N,K,P,Q), x, w -> dx (N,C,H,W) [may be null], dw (K,C,R,S) [may be null], db (K) [may be null]
+void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                     const float* w, const Conv2dShape& s);
+
+// ---- pooling ------------------------------------------------------------------------------
+// x (N,C,H,W) -> y (N,C,P,Q). Max treats padding as -inf; avg counts padding as zeros.
+void max_pool2d_forward(float* y, const float* x, const Pool2dShape& s);
+void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2dShape& s);
+void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s);
+void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s);
+
+// ---- activations (elementwise, any shape, n elements) ---------------------------------------
+enum class Act : int { relu = 0, leaky_relu = 1, sigmoid = 2, tanh = 3, elu = 4 };
+void activation_forward(Act a, float param, float* y, const float* x, int64_t n);
+void activation_backward(Act a, float param, float* dx, const float* dy, const float* x, int64_t n);
+
+// ---- softmax over the middle axis of (outer, L, inner) --------------------------------------
+void softmax_forward(float* y, const float* x, int64_t outer, int64_t L, int64_t inner, bool log);
+void softmax_backward(float* dx, const float* dy, const float* x, int64_t outer, int64_t L,
+                      int64_t inner, bool log);
+
+// ---- losses (means; the backward scales by grad_out) ---------------------------------------
+// logits (N, K), labels (N) in [0, K)
+double cross_entropy_forward(const float* logits, const int64_t* labels, int64_t N, int64_t K);
+void cross_entropy_backward(float* dlogits, float grad_out, const float* logits,
+                            const int64_t* labels, int64_t N, int64_t K);
+double bce_with_logits_forward(const float* x, const float* t, int64_t n);
+void bce_with_logits_backward(float* dx, float grad_out, const float* x, const float* t, int64_t n);
+double mse_forward(const float* p, const float* t, int64_t n);
+void mse_backward(float* dp, float grad_out, const float* p, const float* t, int64_t n);
+
+// ---- linear -------------------------------------------------------------------------------
+// x (N, I), w (O, I), b (O) or null -> y (N, O)
+void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N,
+                    int64_t I, int64_t O);
+// dy (N, O) -> dx (N, I), dw (O, I), db (O); any output may be null
+void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                     const float* w, int64_t N, int64_t I, int64_t O);
+
+// ---- dropout ------------------------------------------------------------------------------
+// mask[i] = 1 with probability 1-p (counter-based RNG keyed by seed: same bits for any threads)
+void dropout_forward(float* y, float* mask, const float* x, int64_t n, float p, uint64_t seed);
+void dropout_backward(float* dx, const float* dy, const float* mask, int64_t n, float p);
+
+// ---- GEMM (shared by conv2d and linear) ----------------------------------------------------
+// A view of a matrix with arbitrary element strides: element (i, j) at p[i*rs + j*cs].
+struct MatView {
+  const float* p;
+  int64_t rs, cs;
+};
+// C (M,N) (+)= A (M,K) * B (K,N), C row-major with leading dimension ldc. Multithreaded over
+// tiles of C; every element's reduction order depends only on K, so any thread count gives
+// the same bits.
+void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64_t ldc,
+          bool accumulate);
+
+// ---- reference implementations (plain loops, float64 accumulation): the test oracle ---------
+namespace ref {
+void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                     const float* w, const Conv2dShape& s);
+void max_pool2d_forward(float* y, const float* x, const Pool2dShape& s);
+void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2dShape& s);
+void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s);
+void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s);
+void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N,
+                    int64_t I, int64_t O);
+}  // namespace ref
+
+}  // namespace convkit

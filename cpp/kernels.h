@@ -1,0 +1,35 @@
+// The kernel table: one set of single-threaded inner loops per ISA, picked once at start-up
+// (dispatch.cpp). Front-ends in cpp/ops/ split work over threads and call through this table.
+#pragma once
+#include <cstdint>
+
+namespace convkit {
+
+// Micro-kernel of the GEMM: C (MR x NR, leading dimension ldc) = [C +] Apanel * Bpanel, where
+// Apanel is kc x MR (column of MR per k) and Bpanel is kc x NR (row of NR per k), both packed.
+using GemmUkernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                             bool accumulate);
+
+struct KernelTable {
+  const char* name;
+  int mr, nr;
+  GemmUkernel gemm;
+  // activations: y = f(x), dx = dy * f'(x); `kind` is convkit::Act as int
+  void (*act_fwd)(int kind, float param, float* y, const float* x, int64_t n);
+  void (*act_bwd)(int kind, float param, float* dx, const float* dy, const float* x, int64_t n);
+  // y[i] = exp(x[i] - shift); returns the sum of y in a fixed order
+  double (*exp_shift_sum)(float* y, const float* x, float shift, int64_t n);
+  // max-pool / avg-pool of one (H, W) plane
+  void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
+                        int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+  void (*avgpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
+                        int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+};
+
+extern const KernelTable* g_kernels;  // never null after static initialisation
+
+void fill_table_scalar(KernelTable& t);
+void fill_table_avx2(KernelTable& t);
+void fill_table_avx512(KernelTable& t);
+
+}  // namespace convkit

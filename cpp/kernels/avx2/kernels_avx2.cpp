@@ -1,0 +1,52 @@
+// AVX2 + FMA kernels (this file alone is compiled with -mavx2 -mfma): a 6 x 16 GEMM micro-kernel
+// (12 ymm accumulators + 2 for B + 1 broadcast = 15 of 16 registers) and the portable loops.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace convkit {
+namespace avx2 {
+#include "../portable.inc"
+
+constexpr int MR = 6, NR = 16;
+
+// a: kc x 6 packed, b: kc x 16 packed -> c (6 x 16, ldc)
+static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         bool accumulate) {
+  __m256 acc[MR][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    acc[i][0] = accumulate ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
+    acc[i][1] = accumulate ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b + k * NR);
+    const __m256 b1 = _mm256_loadu_ps(b + k * NR + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
+      acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    _mm256_storeu_ps(c + i * ldc, acc[i][0]);
+    _mm256_storeu_ps(c + i * ldc + 8, acc[i][1]);
+  }
+}
+}  // namespace avx2
+
+void fill_table_avx2(KernelTable& t) {
+  t.name = "avx2";
+  t.mr = avx2::MR;
+  t.nr = avx2::NR;
+  t.gemm = avx2::gemm_ukernel;
+  avx2::fill_portable(t);
+}
+
+}  // namespace convkit

@@ -1,0 +1,36 @@
+// Baseline x86-64 (SSE2) kernels: the portable loops plus a plain 4 x 8 GEMM micro-kernel.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace convkit {
+namespace scalar {
+#include "../portable.inc"
+
+constexpr int MR = 4, NR = 8;
+
+// a: kc x MR packed, b: kc x NR packed -> c (MR x NR, ldc)
+static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         bool accumulate) {
+  float acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = accumulate ? c[i * ldc + j] : 0.f;
+  for (int64_t k = 0; k < kc; ++k)
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += a[k * MR + i] * b[k * NR + j];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
+}
+}  // namespace scalar
+
+void fill_table_scalar(KernelTable& t) {
+  t.name = "scalar";
+  t.mr = scalar::MR;
+  t.nr = scalar::NR;
+  t.gemm = scalar::gemm_ukernel;
+  scalar::fill_portable(t);
+}
+
+}  // namespace convkit

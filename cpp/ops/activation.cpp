@@ -1,0 +1,34 @@
+// Elementwise activations: fixed-size chunks of the flat array per work item, each run by the
+// ISA's vectorised loop.
+#include <algorithm>
+
+#include "convkit/convkit.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace convkit {
+
+namespace {
+constexpr int64_t kChunk = 1 << 15;
+constexpr double kCostPerElem[] = {1, 1, 20, 20, 20};
+}  // namespace
+
+void activation_forward(Act a, float param, float* y, const float* x, int64_t n) {
+  const auto kern = g_kernels->act_fwd;
+  const int kind = static_cast<int>(a);
+  parallel_for((n + kChunk - 1) / kChunk, kCostPerElem[kind] * n, [&](int64_t c) {
+    const int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);
+    kern(kind, param, y + i0, x + i0, len);
+  });
+}
+
+void activation_backward(Act a, float param, float* dx, const float* dy, const float* x, int64_t n) {
+  const auto kern = g_kernels->act_bwd;
+  const int kind = static_cast<int>(a);
+  parallel_for((n + kChunk - 1) / kChunk, kCostPerElem[kind] * n, [&](int64_t c) {
+    const int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);
+    kern(kind, param, dx + i0, dy + i0, x + i0, len);
+  });
+}
+
+}  // namespace convkit

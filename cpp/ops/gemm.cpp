@@ -1,0 +1,144 @@
+// Blocked, packed GEMM (Goto/BLIS style): B is packed kc x nc into NR-wide panels, A mc x kc into
+// MR-tall panels, and the ISA's micro-kernel computes MR x NR tiles of C from them.
+// Tiles at the edges go through a small buffer so the micro-kernel always sees full tiles.
+#include <algorithm>
+#include <cstring>
+
+#include "gemm.h"
+#include "parallel.h"
+
+namespace convkit {
+
+namespace {
+constexpr int64_t kMaxKc = 256;
+constexpr int64_t kMcPanels = 16;    // mc = 16 * MR rows of A stay in L2
+constexpr int64_t kNcPanels = 128;   // nc = 128 * NR columns of B
+
+// Apanel[k*MR + i] = A(i0 + i, k0 + k), zero for i >= m
+void pack_a(float* dst, MatView A, int64_t i0, int64_t m, int64_t k0, int64_t kc, int MR) {
+  for (int64_t ip = 0; ip < m; ip += MR) {
+    const int64_t mr = std::min<int64_t>(MR, m - ip);
+    const float* src = A.p + (i0 + ip) * A.rs + k0 * A.cs;
+    if (A.rs == 1) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* s = src + k * A.cs;
+        float* d = dst + k * MR;
+        for (int64_t i = 0; i < mr; ++i) d[i] = s[i];
+        for (int64_t i = mr; i < MR; ++i) d[i] = 0.f;
+      }
+    } else {
+      for (int64_t i = 0; i < mr; ++i) {
+        const float* s = src + i * A.rs;
+        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = s[k * A.cs];
+      }
+      for (int64_t i = mr; i < MR; ++i)
+        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0.f;
+    }
+    dst += kc * MR;
+  }
+}
+
+// Bpanel[k*NR + j] = B(k0 + k, j0 + j), zero for j >= n
+void pack_b(float* dst, MatView B, int64_t k0, int64_t kc, int64_t j0, int64_t n, int NR) {
+  for (int64_t jp = 0; jp < n; jp += NR) {
+    const int64_t nr = std::min<int64_t>(NR, n - jp);
+    const float* src = B.p + k0 * B.rs + (j0 + jp) * B.cs;
+    if (B.cs == 1) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* s = src + k * B.rs;
+        float* d = dst + k * NR;
+        for (int64_t j = 0; j < nr; ++j) d[j] = s[j];
+        for (int64_t j = nr; j < NR; ++j) d[j] = 0.f;
+      }
+    } else {
+      for (int64_t j = 0; j < nr; ++j) {
+        const float* s = src + j * B.cs;
+        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = s[k * B.rs];
+      }
+      for (int64_t j = nr; j < NR; ++j)
+        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0.f;
+    }
+    dst += kc * NR;
+  }
+}
+}  // namespace
+
+int64_t gemm_kc(int64_t K) {
+  const int64_t nb = (K + kMaxKc - 1) / kMaxKc;
+  return nb == 0 ? 1 : (K + nb - 1) / nb;
+}
+
+void gemm_st(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64_t ldc,
+             bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
+    return;
+  }
+  const int64_t kcmax = gemm_kc(K);
+  const int64_t mc_max = kMcPanels * MR, nc_max = kNcPanels * NR;
+  float* bpack = scratch(0, kcmax * nc_max);
+  float* apack = scratch(1, kcmax * mc_max);
+  alignas(64) float tile[16 * 64];
+
+  for (int64_t jc = 0; jc < N; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, N - jc);
+    for (int64_t pc = 0; pc < K; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, K - pc);
+      const bool acc = accumulate || pc > 0;
+      pack_b(bpack, B, pc, kc, jc, nc, NR);
+      for (int64_t ic = 0; ic < M; ic += mc_max) {
+        const int64_t mc = std::min(mc_max, M - ic);
+        pack_a(apack, A, ic, mc, pc, kc, MR);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int64_t nr = std::min<int64_t>(NR, nc - jr);
+          const float* bp = bpack + (jr / NR) * kc * NR;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t mr = std::min<int64_t>(MR, mc - ir);
+            const float* ap = apack + (ir / MR) * kc * MR;
+            float* c = C + (ic + ir) * ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              kt.gemm(kc, ap, bp, c, ldc, acc);
+            } else {
+              if (acc)
+                for (int64_t i = 0; i < mr; ++i)
+                  std::memcpy(tile + i * NR, c + i * ldc, sizeof(float) * nr);
+              kt.gemm(kc, ap, bp, tile, NR, acc);
+              for (int64_t i = 0; i < mr; ++i)
+                std::memcpy(c + i * ldc, tile + i * NR, sizeof(float) * nr);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64_t ldc,
+          bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  // Split C into row x column blocks; each block is one work item run by gemm_st.
+  const KernelTable& kt = *g_kernels;
+  const int nt = get_num_threads();
+  const int64_t col_unit = kt.nr * 8, row_unit = kt.mr * 8;
+  int64_t cb = (N + col_unit - 1) / col_unit, rb = (M + row_unit - 1) / row_unit;
+  // Enough items to keep every thread busy, but no more than the tiles allow.
+  while (cb * rb > 4 * nt && cb > 1) cb = (cb + 1) / 2;
+  while (cb * rb > 4 * nt && rb > 1) rb = (rb + 1) / 2;
+  const int64_t bw = ((N + cb - 1) / cb + kt.nr - 1) / kt.nr * kt.nr;
+  const int64_t bh = ((M + rb - 1) / rb + kt.mr - 1) / kt.mr * kt.mr;
+  cb = (N + bw - 1) / bw;
+  rb = (M + bh - 1) / bh;
+  parallel_for(cb * rb, 2.0 * M * N * K, [&](int64_t item) {
+    const int64_t i0 = (item / cb) * bh, j0 = (item % cb) * bw;
+    const int64_t m = std::min(bh, M - i0), n = std::min(bw, N - j0);
+    MatView a{A.p + i0 * A.rs, A.rs, A.cs};
+    MatView b{B.p + j0 * B.cs, B.rs, B.cs};
+    gemm_st(m, n, K, a, b, C + i0 * ldc + j0, ldc, accumulate);
+  });
+}
+
+}  // namespace convkit

@@ -1,0 +1,89 @@
+// softmax / log_softmax over the middle axis of (outer, L, inner), max-subtracted. Rows along a
+// non-last axis (inner > 1) are gathered into a contiguous buffer first, so one row routine
+// (vectorised exp through the kernel table) serves every axis.
+#include <algorithm>
+#include <cmath>
+
+#include "convkit/convkit.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace convkit {
+
+namespace {
+
+// y = softmax(x) or log_softmax(x) over one contiguous row of length L
+void row_forward(float* y, const float* x, int64_t L, bool log) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < L; ++i) m = x[i] > m ? x[i] : m;
+  const double sum = g_kernels->exp_shift_sum(y, x, m, L);
+  if (log) {
+    const float lse = m + static_cast<float>(std::log(sum));
+    for (int64_t i = 0; i < L; ++i) y[i] = x[i] - lse;
+  } else {
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t i = 0; i < L; ++i) y[i] *= inv;
+  }
+}
+
+// dx for one row, given dy and x; `tmp` has room for L floats
+void row_backward(float* dx, const float* dy, const float* x, float* tmp, int64_t L, bool log) {
+  row_forward(tmp, x, L, false);  // tmp = softmax(x)
+  double dot = 0.0;
+  if (log) {
+    for (int64_t i = 0; i < L; ++i) dot += dy[i];
+    const float d = static_cast<float>(dot);
+    for (int64_t i = 0; i < L; ++i) dx[i] = dy[i] - tmp[i] * d;
+  } else {
+    for (int64_t i = 0; i < L; ++i) dot += double(dy[i]) * tmp[i];
+    const float d = static_cast<float>(dot);
+    for (int64_t i = 0; i < L; ++i) dx[i] = tmp[i] * (dy[i] - d);
+  }
+}
+
+void gather(float* dst, const float* src, int64_t L, int64_t inner) {
+  for (int64_t l = 0; l < L; ++l) dst[l] = src[l * inner];
+}
+void scatter(float* dst, const float* src, int64_t L, int64_t inner) {
+  for (int64_t l = 0; l < L; ++l) dst[l * inner] = src[l];
+}
+
+}  // namespace
+
+void softmax_forward(float* y, const float* x, int64_t outer, int64_t L, int64_t inner, bool log) {
+  if (L == 0) return;
+  parallel_for(outer * inner, 20.0 * outer * L * inner, [&](int64_t row) {
+    const int64_t o = row / inner, i = row % inner;
+    const float* xr = x + o * L * inner + i;
+    float* yr = y + o * L * inner + i;
+    if (inner == 1) {
+      row_forward(yr, xr, L, log);
+    } else {
+      float* buf = scratch(0, 2 * L);
+      gather(buf, xr, L, inner);
+      row_forward(buf + L, buf, L, log);
+      scatter(yr, buf + L, L, inner);
+    }
+  });
+}
+
+void softmax_backward(float* dx, const float* dy, const float* x, int64_t outer, int64_t L,
+                      int64_t inner, bool log) {
+  if (L == 0) return;
+  parallel_for(outer * inner, 30.0 * outer * L * inner, [&](int64_t row) {
+    const int64_t o = row / inner, i = row % inner;
+    const int64_t off = o * L * inner + i;
+    if (inner == 1) {
+      float* tmp = scratch(0, L);
+      row_backward(dx + off, dy + off, x + off, tmp, L, log);
+    } else {
+      float* buf = scratch(0, 4 * L);
+      gather(buf, x + off, L, inner);
+      gather(buf + L, dy + off, L, inner);
+      row_backward(buf + 2 * L, buf + L, buf, buf + 3 * L, L, log);
+      scatter(dx + off, buf + 2 * L, L, inner);
+    }
+  });
+}
+
+}  // namespace convkit

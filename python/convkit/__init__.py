@@ -1,0 +1,74 @@
+"""convkit: C++-accelerated CNN primitives with a thin Python layer API.
+
+The heavy lifting happens in ``convkit._core`` (C++, OpenMP, SIMD picked at import from what the
+CPU supports); ``convkit.functional`` is the documented function API, and ``nn``, ``optim``,
+``models``, ``data`` and ``training`` build a small training framework on top of it.
+"""
+from __future__ import annotations
+
+import numpy as _np
+
+from . import _core
+
+__version__ = "0.1.0"
+
+_rng = _np.random.default_rng()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of OpenMP threads the kernels use (results do not depend on it)."""
+    if isinstance(n, bool) or not isinstance(n, (int, _np.integer)):
+        raise TypeError(f"set_num_threads: expected an int, but got {type(n).__name__}")
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """The number of OpenMP threads the kernels use (default: $OMP_NUM_THREADS or all cores)."""
+    return _core.get_num_threads()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed parameter initialisation, shuffling and dropout, for reproducible runs."""
+    global _rng
+    _rng = _np.random.default_rng(int(seed))
+
+
+def _generator() -> _np.random.Generator:
+    """The library-wide random generator (reseeded by manual_seed)."""
+    return _rng
+
+
+def _config() -> dict:
+    return {
+        "version": __version__,
+        "compiler": _core.compiler(),
+        "openmp": _core.have_openmp(),
+        "cpu_features": _core.cpu_features(),
+        "isa": _core.isa(),
+        "best_isa": _core.best_isa(),
+        "gemm_tile": "x".join(str(v) for v in _core.kernel_tile()),
+        "threads": _core.get_num_threads(),
+        "numpy": _np.__version__,
+    }
+
+
+def show_config() -> None:
+    """Print the version, compiler, OpenMP, CPU SIMD features, kernel ISA in use and threads."""
+    c = _config()
+    print(f"convkit {c['version']}")
+    print(f"  compiler      : {c['compiler']}")
+    print(f"  OpenMP        : {'yes' if c['openmp'] else 'no (single-threaded build)'}")
+    print(f"  CPU features  : {c['cpu_features'] or 'none detected'}")
+    print(f"  kernel ISA    : {c['isa']} (best available: {c['best_isa']}; "
+          f"set CONVKIT_ISA=scalar|avx2|avx512 to force a lower one)")
+    print(f"  GEMM tile     : {c['gemm_tile']}")
+    print(f"  threads       : {c['threads']}")
+    print(f"  numpy         : {c['numpy']}")
+
+
+from . import functional  # noqa: E402
+
+__all__ = [
+    "__version__", "set_num_threads", "get_num_threads", "manual_seed", "show_config",
+    "functional",
+]
