@@ -130,11 +130,11 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
     });
   }
 
-  if (dx) {
+  if (dx && s.N > 0 && s.C > 0) {
     // Groups of channels small enough that gcol stays around 1 MiB; at least one item per thread.
     int64_t per = std::max<int64_t>(1, (256 * 1024) / std::max<int64_t>(RS * PQ, 1));
-    per = std::min(per, std::max<int64_t>(1, s.C * s.N / get_num_threads() / s.N));
-    per = std::min(std::max<int64_t>(per, 1), std::max<int64_t>(s.C, 1));
+    const int64_t want_groups = (get_num_threads() + s.N - 1) / std::max<int64_t>(s.N, 1);
+    per = std::min(per, std::max<int64_t>(1, (s.C + want_groups - 1) / want_groups));
     const int64_t ngrp = (s.C + per - 1) / per;
     parallel_for(s.N * ngrp, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
       const int64_t n = item / ngrp, c0 = (item % ngrp) * per, c1 = std::min(s.C, c0 + per);

@@ -26,18 +26,28 @@ void row_forward(float* y, const float* x, int64_t L, bool log) {
   }
 }
 
-// dx for one row, given dy and x; `tmp` has room for L floats
+// dx for one row, given dy and x; `tmp` has room for L floats. Written around the row's largest
+// entry k (y_k may be close to 1) so that no term cancels catastrophically:
+//   softmax:     dx_i = y_i ((dy_i - dy_k) - sum_j y_j (dy_j - dy_k))
+//   log_softmax: dx_i = dy_i - y_i sum_j dy_j, and for i = k: dy_k (1 - y_k) - y_k sum_{j!=k} dy_j
+// with 1 - y_k = sum_{j!=k} e_j / sum_j e_j taken from the small terms.
 void row_backward(float* dx, const float* dy, const float* x, float* tmp, int64_t L, bool log) {
-  row_forward(tmp, x, L, false);  // tmp = softmax(x)
-  double dot = 0.0;
+  int64_t k = 0;
+  for (int64_t i = 1; i < L; ++i) k = x[i] > x[k] ? i : k;
+  const double sum = g_kernels->exp_shift_sum(tmp, x, x[k], L);  // tmp[k] == 1
+  const double inv = 1.0 / sum;
   if (log) {
-    for (int64_t i = 0; i < L; ++i) dot += dy[i];
-    const float d = static_cast<float>(dot);
-    for (int64_t i = 0; i < L; ++i) dx[i] = dy[i] - tmp[i] * d;
+    double rest = 0.0;  // sum of dy over j != k
+    for (int64_t i = 0; i < L; ++i) rest += i == k ? 0.0 : double(dy[i]);
+    const double total = rest + dy[k];
+    for (int64_t i = 0; i < L; ++i) dx[i] = static_cast<float>(dy[i] - tmp[i] * inv * total);
+    dx[k] = static_cast<float>(dy[k] * ((sum - 1.0) * inv) - inv * rest);
   } else {
-    for (int64_t i = 0; i < L; ++i) dot += double(dy[i]) * tmp[i];
-    const float d = static_cast<float>(dot);
-    for (int64_t i = 0; i < L; ++i) dx[i] = tmp[i] * (dy[i] - d);
+    const double c = dy[k];
+    double dot = 0.0;
+    for (int64_t i = 0; i < L; ++i) dot += tmp[i] * (dy[i] - c);
+    dot *= inv;
+    for (int64_t i = 0; i < L; ++i) dx[i] = static_cast<float>(tmp[i] * inv * ((dy[i] - c) - dot));
   }
 }
 

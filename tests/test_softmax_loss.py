@@ -1,0 +1,131 @@
+"""softmax / log_softmax over any axis, the losses, and their gradients."""
+import numpy as np
+import pytest
+
+import convkit.functional as F
+
+import reference as R
+from conftest import assert_close, finite_diff, needs_torch, torch
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 10), -1), ((3, 17), 1), ((2, 5, 3, 4), 1),
+                                        ((6, 33, 2), 0), ((7,), 0), ((2, 3, 31), -1)])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_forward_backward(isa, rng, shape, axis, log):
+    x = (rng.standard_normal(shape) * 5).astype(np.float32)
+    f, fb = (F.log_softmax, F.log_softmax_backward) if log else (F.softmax, F.softmax_backward)
+    ref = R.log_softmax if log else R.softmax
+    assert_close(f(x, axis=axis), ref(x, axis), 1e-6)
+    g = rng.standard_normal(shape)
+    fd = finite_diff(lambda v: float((ref(v, axis) * g).sum()), x.astype(np.float64))
+    assert_close(fb(g, x, axis=axis), fd, 1e-5)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_extreme_inputs(isa, log):
+    x = np.array([[1e4, -1e4, 0.0, 1e4 - 1], [-1e4, -1e4 + 3, -1e4, -1e4]], np.float32)
+    f = F.log_softmax if log else F.softmax
+    ref = R.log_softmax if log else R.softmax
+    y = f(x)
+    assert np.isfinite(y).all()
+    assert_close(y, ref(x), 1e-6)
+    assert np.isnan(f(np.array([[0, np.nan, 1]], np.float32))).all()
+
+
+@needs_torch
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_matches_pytorch(rng, log):
+    x = (rng.standard_normal((3, 4, 5)) * 100).astype(np.float32)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    yt = (torch.log_softmax if log else torch.softmax)(xt, 1)
+    g = rng.standard_normal(x.shape)
+    yt.backward(torch.tensor(g))
+    f, fb = (F.log_softmax, F.log_softmax_backward) if log else (F.softmax, F.softmax_backward)
+    assert_close(f(x, 1), yt.detach().numpy(), 1e-5)
+    assert_close(fb(g, x, 1), xt.grad.numpy(), 1e-4)
+
+
+def test_softmax_bad_axis():
+    with pytest.raises(ValueError, match=r"softmax: expected axis in \[-2, 1\]"):
+        F.softmax(np.ones((2, 3)), axis=2)
+
+
+@pytest.mark.parametrize("N,K,scale", [(1, 2, 1), (5, 10, 3), (64, 10, 1e4), (7, 1000, 30)])
+def test_cross_entropy(isa, rng, N, K, scale):
+    x = (rng.standard_normal((N, K)) * scale).astype(np.float32)
+    y = rng.integers(0, K, N)
+    loss = F.cross_entropy(x, y)
+    assert isinstance(loss, float)
+    assert abs(loss - R.cross_entropy(x, y)) <= 1e-5 * max(1.0, abs(R.cross_entropy(x, y)))
+    if scale <= 3:
+        fd = finite_diff(lambda v: R.cross_entropy(v, y), x.astype(np.float64))
+        assert_close(F.cross_entropy_backward(1.0, x, y), fd, 1e-5)
+    assert_close(F.cross_entropy_backward(2.5, x, y), 2.5 * F.cross_entropy_backward(1.0, x, y), 1e-6)
+
+
+def _bce(x, t):
+    x = np.asarray(x, np.float64)
+    return float(np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_bce_with_logits(isa, rng, scale):
+    x = (rng.standard_normal((6, 7)) * scale).astype(np.float32)
+    t = rng.random((6, 7)).astype(np.float32)
+    assert abs(F.binary_cross_entropy_with_logits(x, t) - _bce(x, t)) <= 1e-6 * max(1, _bce(x, t))
+    if scale == 1.0:
+        fd = finite_diff(lambda v: _bce(v, t), x.astype(np.float64))
+        assert_close(F.binary_cross_entropy_with_logits_backward(1.0, x, t), fd, 1e-5)
+
+
+def test_mse(isa, rng):
+    p = rng.standard_normal((5, 3, 2)).astype(np.float32)
+    t = rng.standard_normal((5, 3, 2)).astype(np.float32)
+    want = float(np.mean((p.astype(np.float64) - t) ** 2))
+    assert abs(F.mse_loss(p, t) - want) <= 1e-6 * want
+    fd = finite_diff(lambda v: float(np.mean((v - t) ** 2)), p.astype(np.float64))
+    assert_close(F.mse_loss_backward(0.5, p, t), 0.5 * fd, 1e-5)
+
+
+@needs_torch
+def test_losses_match_pytorch(rng):
+    nnf = torch.nn.functional
+    x = (rng.standard_normal((9, 6)) * 4).astype(np.float32)
+    y = rng.integers(0, 6, 9)
+    t = rng.random((9, 6)).astype(np.float32)
+    for ours, theirs, args in [
+        (F.cross_entropy, lambda a: nnf.cross_entropy(a, torch.tensor(y)), (x, y)),
+        (F.binary_cross_entropy_with_logits,
+         lambda a: nnf.binary_cross_entropy_with_logits(a, torch.tensor(t, dtype=torch.float64)), (x, t)),
+        (F.mse_loss, lambda a: nnf.mse_loss(a, torch.tensor(t, dtype=torch.float64)), (x, t)),
+    ]:
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        lt = theirs(xt)
+        lt.backward(torch.tensor(0.7))
+        assert abs(ours(*args) - lt.item()) <= 1e-5 * abs(lt.item())
+        back = {F.cross_entropy: F.cross_entropy_backward,
+                F.binary_cross_entropy_with_logits: F.binary_cross_entropy_with_logits_backward,
+                F.mse_loss: F.mse_loss_backward}[ours]
+        assert_close(back(0.7, *args), xt.grad.numpy(), 1e-5)
+
+
+def test_loss_bad_input():
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"cross_entropy: labels\[1\] = 4 is out of range"):
+        F.cross_entropy(x, [0, 4, 1])
+    with pytest.raises(ValueError, match="out of range"):
+        F.cross_entropy_backward(1.0, x, [0, -1, 1])
+    with pytest.raises(ValueError, match=r"labels of shape \(3,\)"):
+        F.cross_entropy(x, [0, 1])
+    with pytest.raises(TypeError, match="integer class labels"):
+        F.cross_entropy(x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="mse_loss: expected target of the same shape"):
+        F.mse_loss(np.ones(3), np.ones(4))
+    with pytest.raises(TypeError, match="grad_out"):
+        F.mse_loss_backward("one", np.ones(3), np.ones(3))
+
+
+def test_loss_nan_and_empty():
+    assert np.isnan(F.mse_loss([np.nan, 1.0], [0.0, 1.0]))
+    assert np.isnan(F.cross_entropy(np.zeros((0, 3)), np.zeros(0, np.int64)))
+    assert F.cross_entropy_backward(1.0, np.zeros((0, 3)), np.zeros(0, np.int64)).shape == (0, 3)
