@@ -1,0 +1,256 @@
+"""MNIST-format data: an IDX reader, a loader that finds or downloads the files, and batching.
+
+Search order of load_mnist: ``root``, ``$CONVKIT_DATA``, ``~/.cache/convkit/<kind>``, the system
+dataset folder ``/usr/share/datasets/<kind>``; then, when allowed, a download into the cache, each
+file checked against its published MD5 and moved into place only once complete.
+``kind="mnist-sample"`` is the 4,000-digit sample that ships inside the package (no download).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["read_idx", "load_mnist", "batches", "KINDS"]
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# MD5 of the published .gz files (the same values torchvision and others check).
+_CHECKSUMS = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+
+_MIRRORS = {
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                      "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"],
+}
+
+KINDS = ("mnist", "fashion-mnist", "mnist-sample")
+_SAMPLE_DIR = Path(__file__).parent / "datasets" / "mnist-sample"
+
+
+def read_idx(path) -> np.ndarray:
+    """Reads an IDX file (raw, or gzip-compressed) into an array of its native type.
+
+    A truncated, oversized or malformed file raises ValueError naming the file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(0)
+            raw = gzip.decompress(f.read()) if head == b"\x1f\x8b" else f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"read_idx: {path} is not a readable IDX file: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"read_idx: {path} does not start with an IDX header "
+                         f"(got bytes {raw[:4].hex(' ') or 'nothing'})")
+    dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"read_idx: {path} is truncated inside its header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    count = int(np.prod(dims, dtype=np.int64))
+    want = 4 + 4 * ndim + count * dtype.itemsize
+    if len(raw) != want:
+        what = "truncated" if len(raw) < want else "longer than its header says"
+        raise ValueError(f"read_idx: {path} is {what}: header {dims} needs {want} bytes, "
+                         f"file has {len(raw)}")
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=4 + 4 * ndim)
+    return data.astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("CONVKIT_CACHE", Path.home() / ".cache" / "convkit"))
+
+
+def _find(folder: Path, stem: str):
+    for name in (stem, stem + ".gz"):
+        p = folder / name
+        if p.is_file():
+            return p
+    return None
+
+
+def _candidates(root, kind):
+    """Folders to look in, in order, with a label for error messages."""
+    out = []
+    if root is not None:
+        out += [(Path(root), "root"), (Path(root) / kind, "root")]
+    env = os.environ.get("CONVKIT_DATA")
+    if env:
+        out += [(Path(env), "$CONVKIT_DATA"), (Path(env) / kind, "$CONVKIT_DATA")]
+    out.append((_cache_root() / kind, "cache"))
+    out.append((Path("/usr/share/datasets") / kind, "system"))
+    return out
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: Path, md5: str, quiet: bool) -> None:
+    """Downloads url to dest through a temporary file in the same folder; dest appears only when
+    the whole file has arrived and its MD5 matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            done = 0
+            while True:
+                chunk = resp.read(1 << 16)
+                if not chunk:
+                    break
+                out.write(chunk)
+                done += len(chunk)
+                if not quiet and sys.stderr.isatty():
+                    pct = f"{100 * done / total:5.1f}%" if total else f"{done >> 10} KiB"
+                    print(f"\r  {dest.name}: {pct}", end="", file=sys.stderr, flush=True)
+        if not quiet and sys.stderr.isatty():
+            print(file=sys.stderr)
+        got = _md5(Path(tmp))
+        if got != md5:
+            raise ValueError(f"checksum mismatch for {url}: expected MD5 {md5}, got {got}")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _mirrors(kind):
+    env = os.environ.get("CONVKIT_MNIST_MIRROR")
+    if env:
+        return [m.strip().rstrip("/") + "/" for m in env.split(",") if m.strip()]
+    return _MIRRORS[kind]
+
+
+def _download_kind(kind: str, split: str, quiet: bool) -> Path:
+    folder = _cache_root() / kind
+    errors = []
+    for stem in _FILES[split]:
+        name = stem + ".gz"
+        if _find(folder, stem):
+            continue
+        for mirror in _mirrors(kind):
+            try:
+                if not quiet:
+                    print(f"convkit: downloading {mirror}{name}", file=sys.stderr)
+                _download(mirror + name, folder / name, _CHECKSUMS[kind][name], quiet)
+                break
+            except (OSError, ValueError) as e:
+                errors.append(f"{mirror}{name}: {e}")
+        else:
+            raise _NotFound(errors)
+    return folder
+
+
+class _NotFound(Exception):
+    def __init__(self, errors):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _to_arrays(img_path: Path, lbl_path: Path):
+    images, labels = read_idx(img_path), read_idx(lbl_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"load_mnist: {img_path} {images.shape} and {lbl_path} {labels.shape} "
+                         f"are not a matching pair of (N, H, W) images and (N,) labels")
+    x = images.astype(np.float32)[:, None, :, :]
+    x /= np.float32(255.0)  # as torchvision: exact quotients, not a multiply by 1/255
+    return x, labels.astype(np.int64)
+
+
+def load_mnist(root=None, split="train", kind="mnist", download=True, quiet=False):
+    """-> (images float32 (N, 1, 28, 28) in [0, 1], labels int64 (N,)).
+
+    kind: "mnist", "fashion-mnist", or "mnist-sample" (4,000 real digits shipped with convkit:
+    3,000 train / 1,000 test). split: "train" or "test".
+    """
+    if kind not in KINDS:
+        raise ValueError(f"load_mnist: expected kind in {KINDS}, but got {kind!r}")
+    split = {"t10k": "test"}.get(split, split)
+    if split not in _FILES:
+        raise ValueError(f"load_mnist: expected split 'train' or 'test', but got {split!r}")
+    img_stem, lbl_stem = _FILES[split]
+    if kind == "mnist-sample":
+        folders = [(_SAMPLE_DIR, "package")]
+    else:
+        folders = _candidates(root, kind)
+    for folder, _ in folders:
+        img, lbl = _find(folder, img_stem), _find(folder, lbl_stem)
+        if img and lbl:
+            return _to_arrays(img, lbl)
+    looked = "\n".join(f"  - {f} ({why})" for f, why in folders)
+    if kind != "mnist-sample" and download:
+        try:
+            folder = _download_kind(kind, split, quiet)
+            return _to_arrays(_find(folder, img_stem), _find(folder, lbl_stem))
+        except _NotFound as e:
+            tried = "\n".join(f"  - {err}" for err in e.errors)
+            raise FileNotFoundError(
+                f"load_mnist: {kind} ({split}) is not on this machine and could not be "
+                f"downloaded.\nLooked in:\n{looked}\nDownload attempts:\n{tried}\n"
+                f"Put {img_stem}.gz and {lbl_stem}.gz in one of those folders (or set "
+                f"CONVKIT_DATA, or CONVKIT_MNIST_MIRROR to a reachable mirror), or use "
+                f"kind='mnist-sample' for the bundled offline sample.") from None
+    raise FileNotFoundError(
+        f"load_mnist: {kind} ({split}) not found.\nLooked in:\n{looked}\n"
+        + ("" if kind == "mnist-sample" else
+           "Pass download=True to fetch it, put the files in one of those folders, or use "
+           "kind='mnist-sample' for the bundled offline sample."))
+
+
+def batches(x, y, batch_size, shuffle=True, seed=None):
+    """Yields (xb, yb) mini-batches covering x and y once (the last one may be smaller).
+
+    shuffle=True permutes with `seed`, or with the generator convkit.manual_seed sets.
+    """
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"batches: x has {n} samples but y has {len(y)}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batches: expected batch_size >= 1, but got {batch_size}")
+    batch_size = int(batch_size)
+    if shuffle:
+        if seed is None:
+            from . import _generator
+            order = _generator().permutation(n)
+        else:
+            order = np.random.default_rng(seed).permutation(n)
+        for i in range(0, n, batch_size):
+            idx = order[i: i + batch_size]
+            yield x[idx], y[idx]
+    else:
+        for i in range(0, n, batch_size):
+            yield x[i: i + batch_size], y[i: i + batch_size]

@@ -1,0 +1,391 @@
+"""Layers with explicit forward and backward (no autograd graph).
+
+A layer's ``__init__`` makes its parameters, ``forward`` calls ``convkit.functional`` and caches
+what the backward needs, and ``backward(grad_out)`` returns the gradient of the input while adding
+(``+=``) the parameter gradients into each ``Parameter.grad``.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = [
+    "Parameter", "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU", "Sigmoid",
+    "Tanh", "ELU", "Flatten", "Linear", "Dropout", "Sequential", "CrossEntropyLoss", "MSELoss",
+    "BCEWithLogitsLoss",
+]
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class Parameter:
+    """A trainable array ``data`` and its gradient ``grad`` (float32, same shape)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = np.array(data, dtype=np.float32, order="C", copy=True)
+        self.grad = np.zeros_like(self.data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape})"
+
+
+def _uniform(shape, bound):
+    from . import _generator
+    return _generator().uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+class Module:
+    """Base class: parameters and sub-modules are found from the attributes, in definition order."""
+
+    training = True
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
+
+    def backward(self, grad_out):
+        raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
+
+    # -- parameters ----------------------------------------------------------------------------
+    def named_parameters(self, prefix: str = ""):
+        for name, v in self.__dict__.items():
+            if isinstance(v, Parameter):
+                yield prefix + name, v
+            elif isinstance(v, Module):
+                yield from v.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def children(self):
+        return [v for v in self.__dict__.values() if isinstance(v, Module)]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad.fill(0.0)
+
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        for c in self.children():
+            c.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self):
+        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+
+    def load_state_dict(self, state):
+        """Copies arrays into the parameters; a missing, unexpected or misshapen name raises."""
+        own = OrderedDict(self.named_parameters())
+        missing = [n for n in own if n not in state]
+        unexpected = [n for n in state if n not in own]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(repr(n) for n in missing)}")
+            if unexpected:
+                parts.append(f"unexpected {', '.join(repr(n) for n in unexpected)}")
+            raise ValueError(f"load_state_dict: the state does not match {type(self).__name__}: "
+                             + "; ".join(parts))
+        for n, p in own.items():
+            v = np.asarray(state[n])
+            if v.shape != p.data.shape:
+                raise ValueError(f"load_state_dict: parameter {n!r} has shape {p.data.shape} in "
+                                 f"the model, but {v.shape} in the state")
+        for n, p in own.items():
+            p.data[...] = np.asarray(state[n], dtype=np.float32)
+
+    def save(self, path):
+        """Writes the parameters to an .npz file."""
+        np.savez(path, **self.state_dict())
+
+    def load(self, path):
+        """Reads parameters written by save(); names and shapes must match."""
+        with np.load(path) as f:
+            self.load_state_dict({k: f[k] for k in f.files})
+        return self
+
+    # -- repr ----------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        kids = [(n, v) for n, v in self.__dict__.items() if isinstance(v, Module)]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not kids:
+            return head + ")"
+        lines = [head]
+        for n, v in kids:
+            sub = repr(v).replace("\n", "\n  ")
+            lines.append(f"  ({n}): {sub}")
+        return "\n".join(lines) + "\n)"
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class Conv2d(Module):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        kh, kw = _pair(kernel_size)
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("kernel_size", kh), ("kernel_size", kw)):
+            if int(v) < 1:
+                raise ValueError(f"Conv2d: expected {name} >= 1, but got {v}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = (kh, kw), _pair(stride), _pair(padding)
+        bound = 1.0 / math.sqrt(in_channels * kh * kw)
+        self.weight = Parameter(_uniform((out_channels, in_channels, kh, kw), bound))
+        self.bias = Parameter(_uniform((out_channels,), bound)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        self._x = x = _f32(x)
+        b = None if self.bias is None else self.bias.data
+        return F.conv2d(x, self.weight.data, b, self.stride, self.padding)
+
+    def backward(self, grad_out):
+        b = None if self.bias is None else self.bias.data
+        dx, dw, db = F.conv2d_backward(grad_out, self._x, self.weight.data, b, self.stride,
+                                       self.padding)
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+
+
+class _Pool(Module):
+    _fwd = _bwd = None
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self._x = None
+
+    def forward(self, x):
+        self._x = x = _f32(x)
+        return type(self)._fwd(x, self.kernel_size, self.stride, self.padding)
+
+    def backward(self, grad_out):
+        return type(self)._bwd(grad_out, self._x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool):
+    _fwd, _bwd = F.max_pool2d, F.max_pool2d_backward
+
+
+class AvgPool2d(_Pool):
+    _fwd, _bwd = F.avg_pool2d, F.avg_pool2d_backward
+
+
+class _Activation(Module):
+    _fwd = _bwd = None
+
+    def __init__(self):
+        self._x = None
+
+    def _kw(self):
+        return {}
+
+    def forward(self, x):
+        self._x = x = _f32(x)
+        return type(self)._fwd(x, **self._kw())
+
+    def backward(self, grad_out):
+        return type(self)._bwd(grad_out, self._x, **self._kw())
+
+
+class ReLU(_Activation):
+    _fwd, _bwd = F.relu, F.relu_backward
+
+
+class Sigmoid(_Activation):
+    _fwd, _bwd = F.sigmoid, F.sigmoid_backward
+
+
+class Tanh(_Activation):
+    _fwd, _bwd = F.tanh, F.tanh_backward
+
+
+class LeakyReLU(_Activation):
+    _fwd, _bwd = F.leaky_relu, F.leaky_relu_backward
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def _kw(self):
+        return {"negative_slope": self.negative_slope}
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class ELU(_Activation):
+    _fwd, _bwd = F.elu, F.elu_backward
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def _kw(self):
+        return {"alpha": self.alpha}
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...)); a view, no copy."""
+
+    def __init__(self):
+        self._shape = None
+
+    def forward(self, x):
+        x = np.asarray(x)
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out):
+        return np.asarray(grad_out).reshape(self._shape)
+
+
+class Linear(Module):
+    def __init__(self, in_features, out_features, bias=True):
+        if int(in_features) < 1 or int(out_features) < 1:
+            raise ValueError(f"Linear: expected in_features and out_features >= 1, but got "
+                             f"({in_features}, {out_features})")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = Parameter(_uniform((out_features, in_features), bound))
+        self.bias = Parameter(_uniform((out_features,), bound)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        self._x = x = _f32(x)
+        return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+
+    def backward(self, grad_out):
+        b = None if self.bias is None else self.bias.data
+        dx, dw, db = F.linear_backward(grad_out, self._x, self.weight.data, b)
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Dropout(Module):
+    def __init__(self, p=0.5):
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"Dropout: expected p in [0, 1], but got {p}")
+        self.p = float(p)
+        self._mask = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return _f32(x)
+        y, self._mask = F.dropout(x, self.p, training=True)
+        return y
+
+    def backward(self, grad_out):
+        if self._mask is None:
+            return _f32(grad_out)
+        return F.dropout_backward(grad_out, self._mask, self.p)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Sequential(Module):
+    """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'."""
+
+    def __init__(self, *layers):
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
+            setattr(self, str(i), layer)
+        self._n = len(layers)
+
+    def __len__(self):
+        return self._n
+
+    def __iter__(self):
+        return (getattr(self, str(i)) for i in range(self._n))
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Sequential(*list(self)[i])
+        if not -self._n <= i < self._n:
+            raise IndexError(f"Sequential: index {i} out of range for {self._n} layers")
+        return getattr(self, str(i % self._n))
+
+    def forward(self, x):
+        for layer in self:
+            x = layer(x)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(list(self)):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+
+class _Loss:
+    """loss = crit(pred, target) -> float; crit.backward() -> gradient w.r.t. pred."""
+
+    _fwd = _bwd = None
+
+    def __init__(self):
+        self._pred = self._target = None
+
+    def __call__(self, pred, target):
+        self._pred, self._target = _f32(pred), target
+        return type(self)._fwd(self._pred, target)
+
+    def backward(self, grad_out=1.0):
+        if self._pred is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call the loss on a batch first")
+        return type(self)._bwd(grad_out, self._pred, self._target)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class CrossEntropyLoss(_Loss):
+    _fwd, _bwd = F.cross_entropy, F.cross_entropy_backward
+
+
+class MSELoss(_Loss):
+    _fwd, _bwd = F.mse_loss, F.mse_loss_backward
+
+
+class BCEWithLogitsLoss(_Loss):
+    _fwd, _bwd = F.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits_backward

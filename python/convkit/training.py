@@ -1,0 +1,124 @@
+"""fit / evaluate: the training loop, with a progress bar on a terminal and silence elsewhere."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from . import functional as F
+from .data import batches
+
+__all__ = ["fit", "evaluate", "EarlyStopping"]
+
+
+class EarlyStopping:
+    """Stops fit() when the monitored value (val_loss, or loss without validation data) has not
+    improved by more than min_delta for `patience` epochs."""
+
+    def __init__(self, patience, min_delta=0.0):
+        if int(patience) < 0:
+            raise ValueError(f"EarlyStopping: expected patience >= 0, but got {patience}")
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.best, self.wait, self.stopped_epoch = np.inf, 0, None
+
+    def on_epoch_end(self, epoch, logs):
+        value = logs.get("val_loss", logs["loss"])
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+
+class _Progress:
+    """tqdm when it is installed and stderr is a terminal; a plain one-line bar on a terminal
+    without tqdm; nothing when not a terminal or progress=False."""
+
+    def __init__(self, total, desc, enabled):
+        self.bar, self.total, self.desc, self.n = None, total, desc, 0
+        self.enabled = enabled and sys.stderr.isatty()
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, desc=desc, unit="img", leave=True, file=sys.stderr)
+            except ImportError:
+                pass
+
+    def update(self, n, **stats):
+        if not self.enabled:
+            return
+        self.n += n
+        if self.bar is not None:
+            self.bar.set_postfix(stats, refresh=False)
+            self.bar.update(n)
+        else:
+            frac = self.n / max(self.total, 1)
+            s = " ".join(f"{k}={v}" for k, v in stats.items())
+            print(f"\r{self.desc} [{'#' * int(30 * frac):<30}] {100 * frac:5.1f}% {s}", end="",
+                  file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            print(file=sys.stderr)
+
+
+def evaluate(model, x, y, batch_size=1000):
+    """-> {"loss": mean cross-entropy, "accuracy": fraction correct}, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct, n = 0.0, 0, len(x)
+    try:
+        for xb, yb in batches(x, y, batch_size, shuffle=False):
+            logits = model(xb)
+            total_loss += F.cross_entropy(logits, yb) * len(xb)
+            correct += int((logits.argmax(axis=1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return {"loss": total_loss / max(n, 1), "accuracy": correct / max(n, 1)}
+
+
+def fit(model, loss, optimizer, train, val=None, epochs=1, batch_size=64, callbacks=(),
+        progress=True):
+    """Trains model on train = (x, y). Returns the history: per-epoch lists of loss, accuracy,
+    seconds and images_per_second (and val_loss, val_accuracy when val is given).
+
+    A callback is any object with on_epoch_end(epoch, logs) -> True to stop training.
+    """
+    x, y = train
+    history = {"loss": [], "accuracy": [], "seconds": [], "images_per_second": []}
+    if val is not None:
+        history.update(val_loss=[], val_accuracy=[])
+    for epoch in range(int(epochs)):
+        model.train()
+        bar = _Progress(len(x), f"epoch {epoch + 1}/{epochs}", progress)
+        t0 = time.perf_counter()
+        total, correct, seen = 0.0, 0, 0
+        for xb, yb in batches(x, y, batch_size, shuffle=True):
+            logits = model(xb)
+            value = loss(logits, yb)
+            optimizer.zero_grad()
+            model.backward(loss.backward())
+            optimizer.step()
+            total += value * len(xb)
+            correct += int((logits.argmax(axis=1) == yb).sum())
+            seen += len(xb)
+            bar.update(len(xb), loss=f"{total / seen:.4f}", acc=f"{correct / seen:.4f}",
+                       img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        seconds = time.perf_counter() - t0
+        bar.close()
+        logs = {"loss": total / max(seen, 1), "accuracy": correct / max(seen, 1),
+                "seconds": seconds, "images_per_second": seen / max(seconds, 1e-12)}
+        if val is not None:
+            v = evaluate(model, *val)
+            logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+        for k, v in logs.items():
+            history[k].append(v)
+        if any(cb.on_epoch_end(epoch, logs) for cb in callbacks):
+            break
+    return history

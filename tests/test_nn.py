@@ -1,0 +1,218 @@
+"""Layer API, optimizers, models: against a PyTorch twin with the same weights."""
+import numpy as np
+import pytest
+
+import convkit
+from convkit import models, nn, optim
+
+from conftest import assert_close, needs_torch, torch
+
+
+def _batch(rng, n=16, c=1, size=28):
+    return rng.random((n, c, size, size)).astype(np.float32), rng.integers(0, 10, n)
+
+
+def _torch_twin(model, dtype):
+    """A torch.nn.Sequential with the same layers and weights as a convkit Sequential."""
+    tnn = torch.nn
+    layers = []
+    for layer in model:
+        if isinstance(layer, nn.Conv2d):
+            t = tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                           layer.stride, layer.padding)
+        elif isinstance(layer, nn.Linear):
+            t = tnn.Linear(layer.in_features, layer.out_features)
+        else:
+            t = {nn.ReLU: tnn.ReLU, nn.Tanh: tnn.Tanh, nn.Flatten: tnn.Flatten,
+                 nn.Sigmoid: tnn.Sigmoid}.get(type(layer))
+            if t is not None:
+                t = t()
+            elif isinstance(layer, nn.MaxPool2d):
+                t = tnn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+            elif isinstance(layer, nn.AvgPool2d):
+                t = tnn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding)
+        if hasattr(layer, "weight"):
+            t.weight.data = torch.tensor(layer.weight.data, dtype=dtype)
+            t.bias.data = torch.tensor(layer.bias.data, dtype=dtype)
+        layers.append(t)
+    return tnn.Sequential(*layers)
+
+
+@needs_torch
+@pytest.mark.parametrize("flavour", [dict(), dict(activation="tanh", pool="avg"),
+                                     dict(in_channels=3, input_size=32)])
+def test_lenet5_matches_pytorch_twin(rng, flavour):
+    convkit.manual_seed(0)
+    model = models.lenet5(**flavour)
+    x, y = _batch(rng, c=flavour.get("in_channels", 1), size=flavour.get("input_size", 28))
+    twin = _torch_twin(model, torch.float64)
+    crit = nn.CrossEntropyLoss()
+    loss = crit(model(x), y)
+    model.zero_grad()
+    dx = model.backward(crit.backward())
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    lt = torch.nn.functional.cross_entropy(twin(xt), torch.tensor(y))
+    lt.backward()
+    assert abs(loss - lt.item()) <= 1e-4 * abs(lt.item())
+    assert_close(dx, xt.grad.numpy(), 1e-4, "input grad")
+    tparams = list(twin.parameters())
+    assert len(tparams) == len(model.parameters())
+    for (name, p), t in zip(model.named_parameters(), tparams):
+        assert_close(p.grad, t.grad.numpy(), 1e-4, name)
+
+
+OPTIMIZERS = [
+    ("SGD", dict(lr=0.05)),
+    ("SGD", dict(lr=0.02, momentum=0.9)),
+    ("SGD", dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    ("Adam", dict(lr=1e-3)),
+    ("Adam", dict(lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2)),
+    ("Adagrad", dict(lr=1e-2, weight_decay=1e-3)),
+    ("RMSprop", dict(lr=1e-3)),
+    ("RMSprop", dict(lr=1e-3, alpha=0.9, momentum=0.5, weight_decay=1e-3)),
+    ("Adadelta", dict(lr=1.0)),
+    ("Adadelta", dict(lr=0.5, rho=0.8, weight_decay=1e-3)),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name,kw", OPTIMIZERS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(OPTIMIZERS)])
+def test_optimizers_match_pytorch_over_5_steps(rng, name, kw):
+    """Same gradients -> same weights: the convkit LeNet-5 trains 5 steps; the torch optimizer
+    updates a float32 copy of the weights from the very same gradients."""
+    convkit.manual_seed(1)
+    model = models.lenet5()
+    params = model.parameters()
+    tparams = [torch.tensor(p.data, dtype=torch.float32, requires_grad=True) for p in params]
+    opt = getattr(optim, name)(params, **kw)
+    topt = getattr(torch.optim, name)(tparams, **kw)
+    crit = nn.CrossEntropyLoss()
+    for _ in range(5):
+        x, y = _batch(rng)
+        crit(model(x), y)
+        opt.zero_grad()
+        model.backward(crit.backward())
+        for p, t in zip(params, tparams):
+            t.grad = torch.tensor(p.grad)
+        opt.step()
+        topt.step()
+    for p, t in zip(params, tparams):
+        assert_close(p.data, t.detach().numpy(), 1e-4, name)
+
+
+@needs_torch
+def test_lenet5_full_twin_trains_the_same(rng):
+    """Five SGD-with-momentum steps of the convkit model and of a float64 torch twin."""
+    convkit.manual_seed(2)
+    model = models.lenet5()
+    twin = _torch_twin(model, torch.float64)
+    opt = optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    topt = torch.optim.SGD(twin.parameters(), lr=0.02, momentum=0.9)
+    crit = nn.CrossEntropyLoss()
+    for _ in range(5):
+        x, y = _batch(rng)
+        crit(model(x), y)
+        opt.zero_grad()
+        model.backward(crit.backward())
+        opt.step()
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(twin(torch.tensor(x, dtype=torch.float64)),
+                                          torch.tensor(y)).backward()
+        topt.step()
+    for p, t in zip(model.parameters(), twin.parameters()):
+        assert_close(p.data, t.detach().numpy(), 1e-4)
+
+
+def test_parameter_count_and_names():
+    m = models.lenet5()
+    assert sum(p.data.size for p in m.parameters()) == 61706
+    names = [n for n, _ in m.named_parameters()]
+    assert names[:2] == ["0.weight", "0.bias"] and names[-1] == "11.bias" and len(names) == 10
+    m3 = models.lenet5(in_channels=3, input_size=32, num_classes=7)
+    assert m3(np.zeros((2, 3, 32, 32))).shape == (2, 7)
+    assert "Conv2d(1, 6, kernel_size=(5, 5)" in repr(m) and "(11): Linear" in repr(m)
+
+
+def test_gradients_accumulate_and_zero_grad(rng):
+    m = models.lenet5()
+    x, y = _batch(rng, n=4)
+    crit = nn.CrossEntropyLoss()
+    crit(m(x), y)
+    m.zero_grad()
+    m.backward(crit.backward())
+    g1 = [p.grad.copy() for p in m.parameters()]
+    crit(m(x), y)
+    m.backward(crit.backward())
+    for p, g in zip(m.parameters(), g1):
+        assert_close(p.grad, 2 * g, 1e-6)
+    m.zero_grad()
+    assert all(not p.grad.any() for p in m.parameters())
+
+
+def test_init_is_pytorch_default_and_seeded():
+    convkit.manual_seed(5)
+    a = nn.Linear(100, 30)
+    convkit.manual_seed(5)
+    b = nn.Linear(100, 30)
+    assert np.array_equal(a.weight.data, b.weight.data)
+    assert np.abs(a.weight.data).max() <= 0.1 and np.abs(a.weight.data).max() > 0.09
+    c = nn.Conv2d(6, 16, 5)
+    bound = 1 / np.sqrt(150)
+    assert np.abs(c.weight.data).max() <= bound and np.abs(c.bias.data).max() <= bound
+
+
+def test_dropout_train_eval(rng):
+    d = nn.Dropout(0.5)
+    x = np.ones((100, 100), np.float32)
+    y = d(x)
+    assert set(np.unique(y)) == {0.0, 2.0}
+    assert np.array_equal(d.backward(x), y)
+    d.eval()
+    assert np.array_equal(d(x), x) and np.array_equal(d.backward(x), x)
+
+
+def test_save_load_roundtrip_and_mismatch(tmp_path, rng):
+    m = models.lenet5()
+    x, _ = _batch(rng, n=5)
+    path = tmp_path / "w.npz"
+    m.save(path)
+    m2 = models.lenet5().load(path)
+    assert np.array_equal(m(x), m2(x))
+    with pytest.raises(ValueError, match="'0.weight' has shape"):
+        models.lenet5(in_channels=3, input_size=32).load(path)
+    sd = m.state_dict()
+    sd["extra.weight"] = np.zeros(3)
+    del sd["11.bias"]
+    with pytest.raises(ValueError, match=r"missing '11.bias'.*unexpected 'extra.weight'"):
+        m2.load_state_dict(sd)
+
+
+def test_other_losses_and_layers(rng):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    t = rng.random((4, 3)).astype(np.float32)
+    for crit, ref in [(nn.MSELoss(), lambda: ((x - t) ** 2).mean()),
+                      (nn.BCEWithLogitsLoss(), lambda: np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))))]:
+        assert abs(crit(x, t) - ref()) < 1e-6
+        assert crit.backward().shape == x.shape
+    for layer in (nn.LeakyReLU(0.1), nn.ELU(0.5), nn.Sigmoid(), nn.Tanh(), nn.AvgPool2d(2)):
+        z = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+        assert layer.backward(np.ones_like(layer(z))).shape == z.shape
+    with pytest.raises(TypeError, match="Sequential: layer 1"):
+        nn.Sequential(nn.ReLU(), "relu")
+
+
+def test_clip_max_norm_and_steplr():
+    p = nn.Parameter(np.zeros(4))
+    p.grad[...] = [3, 4, 0, 0]
+    total = optim.clip_max_norm([p], 1.0)
+    assert abs(total - 5.0) < 1e-6
+    assert_close(p.grad, np.array([0.6, 0.8, 0, 0]), 1e-5)
+    opt = optim.SGD([p], lr=1.0)
+    sched = optim.StepLR(opt, step_size=2, gamma=0.5)
+    lrs = []
+    for _ in range(5):
+        sched.step()
+        lrs.append(opt.lr)
+    assert lrs == [1.0, 0.5, 0.5, 0.25, 0.25]
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD([p], lr=-1)
