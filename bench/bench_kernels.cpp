@@ -1,0 +1,149 @@
+// C++ microbenchmarks of the convkit core (no Python): every kernel family, forward and backward,
+// reporting time and GFLOP/s. The ISA is chosen like the library does: the widest the CPU has, or
+// $CONVKIT_ISA; threads follow $OMP_NUM_THREADS.
+//
+//   CONVKIT_ISA=avx2 OMP_NUM_THREADS=1 ./build/bench/convkit_bench --benchmark_filter=conv
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "convkit/convkit.h"
+
+namespace {
+
+std::vector<float> randn(int64_t n, unsigned seed = 1) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+struct ConvCase {
+  const char* name;
+  int64_t N, C, H, W, K, R, stride, pad;
+};
+
+// The shape set of bench/compare.py (and bench/RESULTS.md).
+const ConvCase kConv[] = {
+    {"lenet_conv1", 64, 1, 28, 28, 6, 5, 1, 2},  {"lenet_conv2", 64, 6, 14, 14, 16, 5, 1, 0},
+    {"vgg3x3", 8, 64, 56, 56, 64, 3, 1, 1},      {"strided", 8, 64, 56, 56, 128, 3, 2, 1},
+    {"rgb_stem", 16, 3, 64, 64, 32, 3, 1, 1},    {"pointwise", 8, 128, 28, 28, 128, 1, 1, 0},
+    {"large7x7", 8, 16, 32, 32, 16, 7, 1, 3},
+};
+
+convkit::Conv2dShape shape_of(const ConvCase& c) {
+  convkit::Conv2dShape s{c.N, c.C, c.H, c.W, c.K, c.R, c.R, c.stride, c.stride, c.pad, c.pad, 0, 0};
+  convkit::conv2d_out_size(s);
+  return s;
+}
+
+double conv_flops(const convkit::Conv2dShape& s) {
+  return 2.0 * s.N * s.K * s.C * s.R * s.S * s.P * s.Q;
+}
+
+void BM_conv2d_forward(benchmark::State& st, ConvCase c) {
+  auto s = shape_of(c);
+  auto x = randn(s.N * s.C * s.H * s.W), w = randn(s.K * s.C * s.R * s.S), b = randn(s.K);
+  std::vector<float> y(static_cast<size_t>(s.N * s.K * s.P * s.Q));
+  for (auto _ : st) convkit::conv2d_forward(y.data(), x.data(), w.data(), b.data(), s);
+  st.counters["GFLOP/s"] = benchmark::Counter(conv_flops(s) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(convkit::isa_name());
+}
+
+void BM_conv2d_backward(benchmark::State& st, ConvCase c) {
+  auto s = shape_of(c);
+  auto x = randn(s.N * s.C * s.H * s.W), w = randn(s.K * s.C * s.R * s.S);
+  auto dy = randn(s.N * s.K * s.P * s.Q);
+  std::vector<float> dx(x.size()), dw(w.size()), db(static_cast<size_t>(s.K));
+  for (auto _ : st)
+    convkit::conv2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), s);
+  st.counters["GFLOP/s"] = benchmark::Counter(2 * conv_flops(s) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(convkit::isa_name());
+}
+
+void BM_max_pool2d(benchmark::State& st, bool backward) {
+  convkit::Pool2dShape s{64, 6, 28, 28, 2, 2, 2, 2, 0, 0, 0, 0};
+  convkit::pool2d_out_size(s);
+  auto x = randn(s.N * s.C * s.H * s.W), dy = randn(s.N * s.C * s.P * s.Q);
+  std::vector<float> y(dy.size()), dx(x.size());
+  for (auto _ : st) {
+    if (backward) convkit::max_pool2d_backward(dx.data(), dy.data(), x.data(), s);
+    else convkit::max_pool2d_forward(y.data(), x.data(), s);
+  }
+  st.SetBytesProcessed(st.iterations() * int64_t(x.size() * sizeof(float)));
+  st.SetLabel(convkit::isa_name());
+}
+
+void BM_activation(benchmark::State& st, convkit::Act a, bool backward) {
+  const int64_t n = 64 * 6 * 28 * 28;
+  auto x = randn(n), dy = randn(n, 2);
+  std::vector<float> y(static_cast<size_t>(n));
+  for (auto _ : st) {
+    if (backward) convkit::activation_backward(a, 0.01f, y.data(), dy.data(), x.data(), n);
+    else convkit::activation_forward(a, 0.01f, y.data(), x.data(), n);
+  }
+  st.SetItemsProcessed(st.iterations() * n);
+  st.SetLabel(convkit::isa_name());
+}
+
+void BM_linear(benchmark::State& st, int64_t N, int64_t I, int64_t O, bool backward) {
+  auto x = randn(N * I), w = randn(O * I), b = randn(O), dy = randn(N * O);
+  std::vector<float> y(static_cast<size_t>(N * O)), dx(x.size()), dw(w.size()), db(b.size());
+  for (auto _ : st) {
+    if (backward) convkit::linear_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, I, O);
+    else convkit::linear_forward(y.data(), x.data(), w.data(), b.data(), N, I, O);
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter((backward ? 4.0 : 2.0) * N * I * O * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(convkit::isa_name());
+}
+
+void BM_gemm(benchmark::State& st, int64_t n) {
+  auto a = randn(n * n), b = randn(n * n);
+  std::vector<float> c(static_cast<size_t>(n * n));
+  for (auto _ : st)
+    convkit::gemm(n, n, n, convkit::MatView{a.data(), n, 1}, convkit::MatView{b.data(), n, 1}, c.data(), n, false);
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(convkit::isa_name());
+}
+
+void BM_softmax_xent(benchmark::State& st, bool backward) {
+  const int64_t N = 256, K = 10;
+  auto x = randn(N * K);
+  std::vector<int64_t> y(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) y[i] = i % K;
+  std::vector<float> d(x.size());
+  for (auto _ : st) {
+    if (backward) convkit::cross_entropy_backward(d.data(), 1.f, x.data(), y.data(), N, K);
+    else benchmark::DoNotOptimize(convkit::cross_entropy_forward(x.data(), y.data(), N, K));
+  }
+  st.SetItemsProcessed(st.iterations() * N * K);
+}
+
+int register_all() {
+  for (const ConvCase& c : kConv) {
+    benchmark::RegisterBenchmark((std::string("conv2d_forward/") + c.name).c_str(), BM_conv2d_forward, c)->UseRealTime();
+    benchmark::RegisterBenchmark((std::string("conv2d_backward/") + c.name).c_str(), BM_conv2d_backward, c)->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("max_pool2d_forward/64x6x28x28", BM_max_pool2d, false)->UseRealTime();
+  benchmark::RegisterBenchmark("max_pool2d_backward/64x6x28x28", BM_max_pool2d, true)->UseRealTime();
+  const std::pair<const char*, convkit::Act> acts[] = {{"relu", convkit::Act::relu}, {"tanh", convkit::Act::tanh},
+                                                       {"sigmoid", convkit::Act::sigmoid}, {"elu", convkit::Act::elu}};
+  for (auto& a : acts) {
+    benchmark::RegisterBenchmark((std::string(a.first) + "_forward").c_str(), BM_activation, a.second, false)->UseRealTime();
+    benchmark::RegisterBenchmark((std::string(a.first) + "_backward").c_str(), BM_activation, a.second, true)->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("linear_forward/64x400x120", BM_linear, 64, 400, 120, false)->UseRealTime();
+  benchmark::RegisterBenchmark("linear_backward/64x400x120", BM_linear, 64, 400, 120, true)->UseRealTime();
+  benchmark::RegisterBenchmark("linear_forward/256x1024x1024", BM_linear, 256, 1024, 1024, false)->UseRealTime();
+  benchmark::RegisterBenchmark("gemm/1024", BM_gemm, 1024)->UseRealTime();
+  benchmark::RegisterBenchmark("cross_entropy_forward/256x10", BM_softmax_xent, false)->UseRealTime();
+  benchmark::RegisterBenchmark("cross_entropy_backward/256x10", BM_softmax_xent, true)->UseRealTime();
+  return 0;
+}
+const int registered = register_all();
+
+}  // namespace
+
+BENCHMARK_MAIN();
