@@ -1,4 +1,8 @@
 // Internal GEMM building blocks shared by conv2d and linear.
+//
+// Packed layouts (Goto/BLIS): A is cut into panels of MR rows, each stored k-major (MR values per
+// k); B into panels of NR columns, each stored k-major (NR values per k). Panels are packed to the
+// full reduction depth K, so the kc-block starting at pc of panel i sits at panel + pc * MR (NR).
 #pragma once
 #include <cstdint>
 
@@ -9,6 +13,19 @@ namespace convkit {
 
 // Reduction blocking depends only on K, never on threads: kc blocks of equal size <= 256.
 int64_t gemm_kc(int64_t K);
+
+// Rows rounded up to whole MR panels (columns to NR panels): the packed sizes.
+inline int64_t round_up(int64_t v, int64_t unit) { return (v + unit - 1) / unit * unit; }
+
+// Packs rows [i0, i0 + m) of A (all K columns) into MR-row panels, zero-padded.
+void pack_a(float* dst, MatView A, int64_t i0, int64_t m, int64_t k0, int64_t kc, int MR);
+// Packs columns [j0, j0 + n) of B (rows [k0, k0 + kc)) into NR-column panels, zero-padded.
+void pack_b(float* dst, MatView B, int64_t k0, int64_t kc, int64_t j0, int64_t n, int NR);
+
+// C (m x n, ldc) = init + Apacked (m x K) * Bpacked (K x n), with full-depth packed operands.
+// init: C itself if accumulate, else bias[row] if bias, else 0.
+void gemm_packed(int64_t m, int64_t n, int64_t K, const float* ap, const float* bp, float* C,
+                 int64_t ldc, bool accumulate, const float* bias);
 
 // Single-threaded C (M,N) (+)= A (M,K) * B (K,N) using the current kernel table.
 void gemm_st(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64_t ldc,

@@ -5,10 +5,13 @@
 
 namespace convkit {
 
-// Micro-kernel of the GEMM: C (MR x NR, leading dimension ldc) = [C +] Apanel * Bpanel, where
-// Apanel is kc x MR (column of MR per k) and Bpanel is kc x NR (row of NR per k), both packed.
+// Micro-kernel of the GEMM: the top-left mr x nr corner (mr <= MR, nr <= NR) of
+//   C (leading dimension ldc) = init + Apanel * Bpanel
+// where Apanel is kc x MR (MR values per k) and Bpanel is kc x NR (NR values per k), both packed
+// and zero-padded. init is C itself when `accumulate`, else bias[i] on row i when bias is given,
+// else zero. Rows >= mr and columns >= nr of C are neither read nor written.
 using GemmUkernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                             bool accumulate);
+                             int mr, int nr, bool accumulate, const float* bias);
 
 struct KernelTable {
   const char* name;

@@ -1,12 +1,17 @@
-// conv2d front-end: im2col + the packed GEMM, threaded over independent pieces of the output.
+// conv2d front-end: implicit im2col into packed GEMM panels, threaded over independent pieces.
 //
-// forward   y_n (K, PQ)   = W (K, CRS) * col_n (CRS, PQ)        items: (image, block of PQ columns)
-// grad x    gcol (CRS,PQ) = W^T (CRS, K) * dy_n (K, PQ) -> col2im items: (image, group of channels)
-// grad w    dW (K, CRS)   = sum_n dy_n (K, PQ) * col_n^T         items: fixed chunks of images,
-//                                                                 partials summed in chunk order
-// grad b    db[k]         = sum over n, p, q of dy                items: output channels
-// Every output element is produced by one item, and the chunking of the weight-gradient reduction
-// depends only on N, so any thread count gives the same bits.
+// forward   y_n (K, PQ)    = W (K, CRS) * col_n (CRS, PQ)     W packed once per call; col_n is
+//                                                              written straight into NR-column
+//                                                              panels, one block of them per item:
+//                                                              items (image, block of columns)
+// grad x    gcol (CRS, PQ) = W^T (CRS, K) * dy_n (K, PQ), then scattered back (col2im)
+//                                                              items (image, group of channels);
+//                                                              W^T packed once per call
+// grad w    dW (K, CRS)    = sum_n dy_n (K, PQ) * col_n^T     items: fixed chunks of images,
+//                                                              partials summed in chunk order
+// grad b    db[k]          = sum over n, p, q of dy            items: output channels
+// Every output element is produced by one item, the reduction blocking depends only on the shape,
+// and the image chunks of the weight gradient depend only on N: any thread count, same bits.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -24,73 +29,89 @@ void conv2d_out_size(Conv2dShape& s) {
 
 namespace {
 
-// col (CRS, j1 - j0) for output positions j in [j0, j1) of image x (C, H, W)
-void im2col(float* col, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1) {
-  const int64_t width = j1 - j0;
+// For tap (r, t) and output positions j in [j0, j1): calls f(j, q0, q1, h, lo, hi) for each run
+// of one output row p = j / Q, covering q in [q0, q1); h is the input row (may be outside
+// [0, H)), and q in [lo, hi) are the columns whose input column q*sw + t - pw lies inside [0, W).
+template <class F>
+inline void for_each_run(const Conv2dShape& s, int64_t r, int64_t t, int64_t j0, int64_t j1,
+                         F&& f) {
+  const int64_t a = s.pw - t, b = s.W - 1 + s.pw - t;
+  const int64_t lo_all = a <= 0 ? 0 : (a + s.sw - 1) / s.sw;
+  const int64_t hi_all = b < 0 ? 0 : b / s.sw + 1;
+  int64_t j = j0;
+  while (j < j1) {
+    const int64_t p = j / s.Q, q0 = j - p * s.Q;
+    const int64_t q1 = std::min(s.Q, q0 + (j1 - j));
+    const int64_t lo = std::min(std::max(lo_all, q0), q1);
+    const int64_t hi = std::min(std::max(hi_all, lo), q1);
+    f(j, q0, q1, p * s.sh - s.ph + r, lo, hi);
+    j += q1 - q0;
+  }
+}
+
+// col rows (c, r, t) for positions [j0, j1) of image x (C, H, W); row k starts at col + k * ld
+void im2col(float* col, int64_t ld, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1) {
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t) {
-        float* dst = col + ((c * s.R + r) * s.S + t) * width;
-        int64_t j = j0;
-        while (j < j1) {
-          const int64_t p = j / s.Q, q0 = j % s.Q;
-          const int64_t q1 = std::min(s.Q, q0 + (j1 - j));
-          float* d = dst + (j - j0) - q0;  // d[q] is position (p, q)
-          const int64_t h = p * s.sh - s.ph + r;
+        float* dst = col + ((c * s.R + r) * s.S + t) * ld - j0;
+        const float* plane = x + c * s.H * s.W;
+        for_each_run(s, r, t, j0, j1, [&](int64_t j, int64_t q0, int64_t q1, int64_t h,
+                                          int64_t lo, int64_t hi) {
+          float* d = dst + j - q0;  // d[q] is position (p, q)
           if (h < 0 || h >= s.H) {
             std::fill(d + q0, d + q1, 0.f);
-          } else {
-            const float* src = x + (c * s.H + h) * s.W + t - s.pw;  // src[q*sw] is (h, q*sw+t-pw)
-            // columns with q*sw + t - pw in [0, W)
-            const int64_t a = s.pw - t;
-            int64_t lo = a <= 0 ? 0 : (a + s.sw - 1) / s.sw;
-            const int64_t b = s.W - 1 + s.pw - t;
-            int64_t hi = b < 0 ? 0 : b / s.sw + 1;
-            lo = std::min(std::max(lo, q0), q1);
-            hi = std::min(std::max(hi, lo), q1);
-            std::fill(d + q0, d + lo, 0.f);
-            if (s.sw == 1)
-              std::memcpy(d + lo, src + lo, sizeof(float) * (hi - lo));
-            else
-              for (int64_t q = lo; q < hi; ++q) d[q] = src[q * s.sw];
-            std::fill(d + hi, d + q1, 0.f);
+            return;
           }
-          j += q1 - q0;
-        }
+          const float* src = plane + h * s.W + t - s.pw;  // src[q * sw] is input (h, q*sw+t-pw)
+          std::fill(d + q0, d + lo, 0.f);
+          if (s.sw == 1)
+            std::memcpy(d + lo, src + lo, sizeof(float) * (hi - lo));
+          else
+            for (int64_t q = lo; q < hi; ++q) d[q] = src[q * s.sw];
+          std::fill(d + hi, d + q1, 0.f);
+        });
       }
 }
 
-// dx (c1 - c0, H, W) = sum of gcol ((c1 - c0) * RS, PQ) scattered back to image positions
-void col2im(float* dx, const float* gcol, const Conv2dShape& s, int64_t nch) {
-  const int64_t PQ = s.P * s.Q;
-  std::fill(dx, dx + nch * s.H * s.W, 0.f);
+// The NR-column panels (full CRS depth) of col for positions [j0, j1) of image x.
+void im2col_panels(float* dst, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1,
+                   int NR) {
+  const int64_t CRS = s.C * s.R * s.S;
+  for (int64_t pj = j0; pj < j1; pj += NR, dst += CRS * NR) {
+    const int64_t pe = std::min<int64_t>(j1, pj + NR);
+    im2col(dst, NR, x, s, pj, pe);
+    if (pe - pj < NR)
+      for (int64_t k = 0; k < CRS; ++k) std::fill(dst + k * NR + (pe - pj), dst + (k + 1) * NR, 0.f);
+  }
+}
+
+// dx (nch, H, W) += gcol rows (c, r, t) of positions [j0, j1); row k starts at gcol + k * ld
+void col2im(float* dx, const float* gcol, int64_t ld, const Conv2dShape& s, int64_t nch,
+            int64_t j0, int64_t j1) {
   for (int64_t c = 0; c < nch; ++c)
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t) {
-        const float* src = gcol + ((c * s.R + r) * s.S + t) * PQ;
-        const int64_t a = s.pw - t;
-        const int64_t lo = std::min(s.Q, a <= 0 ? int64_t(0) : (a + s.sw - 1) / s.sw);
-        const int64_t b = s.W - 1 + s.pw - t;
-        const int64_t hi = std::max(lo, std::min(s.Q, b < 0 ? int64_t(0) : b / s.sw + 1));
-        for (int64_t p = 0; p < s.P; ++p) {
-          const int64_t h = p * s.sh - s.ph + r;
-          if (h < 0 || h >= s.H) continue;
-          float* d = dx + (c * s.H + h) * s.W + t - s.pw;
-          const float* g = src + p * s.Q;
+        const float* src = gcol + ((c * s.R + r) * s.S + t) * ld - j0;
+        float* plane = dx + c * s.H * s.W;
+        for_each_run(s, r, t, j0, j1, [&](int64_t j, int64_t q0, int64_t, int64_t h, int64_t lo,
+                                          int64_t hi) {
+          if (h < 0 || h >= s.H) return;
+          const float* g = src + j - q0;
+          float* d = plane + h * s.W + t - s.pw;
           if (s.sw == 1)
             for (int64_t q = lo; q < hi; ++q) d[q] += g[q];
           else
             for (int64_t q = lo; q < hi; ++q) d[q * s.sw] += g[q];
-        }
+        });
       }
 }
 
-// Columns of one forward work item: as many as keep col (CRS x width) around 256 KiB.
-int64_t column_block(const Conv2dShape& s, int64_t nr) {
-  const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S;
-  int64_t w = (64 * 1024) / std::max<int64_t>(CRS, 1);
-  w = std::max<int64_t>(nr, w / nr * nr);
-  return std::min(w, PQ);
+// Columns per block so that `bytes_per_col` times the width stays near `budget` bytes.
+int64_t block_cols(int64_t bytes_per_col, int64_t budget, int64_t total, int NR) {
+  int64_t w = budget / std::max<int64_t>(bytes_per_col, 1);
+  w = std::max<int64_t>(NR, w / NR * NR);
+  return std::min(w, total);
 }
 
 }  // namespace
@@ -98,17 +119,23 @@ int64_t column_block(const Conv2dShape& s, int64_t nr) {
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
   const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, HW = s.H * s.W;
   if (s.N == 0 || s.K == 0 || PQ == 0) return;
-  const int64_t bw = column_block(s, g_kernels->nr);
+  if (CRS == 0) {  // no input channels: the output is the bias
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t k = 0; k < s.K; ++k)
+        std::fill(y + (n * s.K + k) * PQ, y + (n * s.K + k + 1) * PQ, b ? b[k] : 0.f);
+    return;
+  }
+  const KernelTable& kt = *g_kernels;
+  float* apack = scratch(3, round_up(s.K, kt.mr) * CRS);
+  pack_a(apack, MatView{w, CRS, 1}, 0, s.K, 0, CRS, kt.mr);
+  // B panels of one item stay in L2 next to the packed weights.
+  const int64_t bw = block_cols(CRS * 4, 384 * 1024, PQ, kt.nr);
   const int64_t nblk = (PQ + bw - 1) / bw;
   parallel_for(s.N * nblk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
     const int64_t n = item / nblk, j0 = (item % nblk) * bw, j1 = std::min(PQ, j0 + bw);
-    float* yn = y + n * s.K * PQ;
-    for (int64_t k = 0; k < s.K; ++k)
-      std::fill(yn + k * PQ + j0, yn + k * PQ + j1, b ? b[k] : 0.f);
-    if (CRS == 0) return;
-    float* col = scratch(2, CRS * (j1 - j0));
-    im2col(col, x + n * s.C * HW, s, j0, j1);
-    gemm_st(s.K, j1 - j0, CRS, MatView{w, CRS, 1}, MatView{col, j1 - j0, 1}, yn + j0, PQ, true);
+    float* bpack = scratch(2, round_up(j1 - j0, kt.nr) * CRS);
+    im2col_panels(bpack, x + n * s.C * HW, s, j0, j1, kt.nr);
+    gemm_packed(s.K, j1 - j0, CRS, apack, bpack, y + n * s.K * PQ + j0, PQ, false, b);
   });
 }
 
@@ -116,6 +143,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
                      const float* w, const Conv2dShape& s) {
   const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, HW = s.H * s.W, RS = s.R * s.S;
   const int64_t KPQ = s.K * PQ;
+  const KernelTable& kt = *g_kernels;
 
   if (db) {
     parallel_for(s.K, 1.0 * s.N * KPQ, [&](int64_t k) {
@@ -131,24 +159,41 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   }
 
   if (dx && s.N > 0 && s.C > 0) {
-    // Groups of channels small enough that gcol stays around 1 MiB; at least one item per thread.
-    int64_t per = std::max<int64_t>(1, (256 * 1024) / std::max<int64_t>(RS * PQ, 1));
-    const int64_t want_groups = (get_num_threads() + s.N - 1) / std::max<int64_t>(s.N, 1);
-    per = std::min(per, std::max<int64_t>(1, (s.C + want_groups - 1) / want_groups));
-    const int64_t ngrp = (s.C + per - 1) / per;
-    parallel_for(s.N * ngrp, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
-      const int64_t n = item / ngrp, c0 = (item % ngrp) * per, c1 = std::min(s.C, c0 + per);
-      float* dxn = dx + (n * s.C + c0) * HW;
-      if (s.K == 0 || PQ == 0) {
-        std::fill(dxn, dxn + (c1 - c0) * HW, 0.f);
-        return;
+    if (s.K == 0 || PQ == 0) {
+      std::fill(dx, dx + s.N * s.C * HW, 0.f);
+    } else {
+      // Channel groups of about 64 rows of W^T (fewer when the images alone can't feed the
+      // threads), each packed once: panels never straddle two groups.
+      const int64_t nt = get_num_threads();
+      int64_t per = std::max<int64_t>(1, (64 + RS - 1) / RS);
+      const int64_t want_groups = (nt + s.N - 1) / s.N;
+      per = std::min(per, std::max<int64_t>(1, (s.C + want_groups - 1) / want_groups));
+      const int64_t ngrp = (s.C + per - 1) / per;
+      const int64_t grp_stride = round_up(per * RS, kt.mr) * s.K;
+      float* apack = scratch(3, ngrp * grp_stride);
+      for (int64_t g = 0; g < ngrp; ++g) {
+        const int64_t c0 = g * per, rows = (std::min(s.C, c0 + per) - c0) * RS;
+        // W^T rows [c0*RS, c0*RS + rows): element (m, k) at w[k*CRS + c0*RS + m]
+        pack_a(apack + g * grp_stride, MatView{w + c0 * RS, 1, CRS}, 0, rows, 0, s.K, kt.mr);
       }
-      float* gcol = scratch(2, (c1 - c0) * RS * PQ);
-      // A = W^T restricted to rows [c0*RS, c1*RS): element (m, k) at w[k*CRS + c0*RS + m]
-      gemm_st((c1 - c0) * RS, PQ, s.K, MatView{w + c0 * RS, 1, CRS},
-              MatView{dy + n * KPQ, PQ, 1}, gcol, PQ, false);
-      col2im(dxn, gcol, s, c1 - c0);
-    });
+      const int64_t rows_max = per * RS;
+      const int64_t bw = block_cols(4 * (rows_max + s.K), 256 * 1024, PQ, kt.nr);
+      parallel_for(s.N * ngrp, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+        const int64_t n = item / ngrp, g = item % ngrp;
+        const int64_t c0 = g * per, nch = std::min(s.C, c0 + per) - c0, rows = nch * RS;
+        float* dxn = dx + (n * s.C + c0) * HW;
+        std::fill(dxn, dxn + nch * HW, 0.f);
+        float* bpack = scratch(2, round_up(bw, kt.nr) * s.K);
+        float* gcol = scratch(1, rows * bw);
+        for (int64_t j0 = 0; j0 < PQ; j0 += bw) {
+          const int64_t j1 = std::min(PQ, j0 + bw);
+          pack_b(bpack, MatView{dy + n * KPQ, PQ, 1}, 0, s.K, j0, j1 - j0, kt.nr);
+          gemm_packed(rows, j1 - j0, s.K, apack + g * grp_stride, bpack, gcol, j1 - j0, false,
+                      nullptr);
+          col2im(dxn, gcol, j1 - j0, s, nch, j0, j1);
+        }
+      });
+    }
   }
 
   if (dw) {
@@ -166,7 +211,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
       float* col = scratch(2, CRS * PQ);
       const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
       for (int64_t n = n0; n < n1; ++n) {
-        im2col(col, x + n * s.C * HW, s, 0, PQ);
+        im2col(col, PQ, x + n * s.C * HW, s, 0, PQ);
         gemm_st(s.K, CRS, PQ, MatView{dy + n * KPQ, PQ, 1}, MatView{col, 1, PQ}, out, CRS,
                 n > n0);
       }

@@ -2,7 +2,6 @@
 // MR-tall panels, and the ISA's micro-kernel computes MR x NR tiles of C from them.
 // Tiles at the edges go through a small buffer so the micro-kernel always sees full tiles.
 #include <algorithm>
-#include <cstring>
 
 #include "gemm.h"
 #include "parallel.h"
@@ -13,6 +12,8 @@ namespace {
 constexpr int64_t kMaxKc = 256;
 constexpr int64_t kMcPanels = 16;    // mc = 16 * MR rows of A stay in L2
 constexpr int64_t kNcPanels = 128;   // nc = 128 * NR columns of B
+
+}  // namespace
 
 // Apanel[k*MR + i] = A(i0 + i, k0 + k), zero for i >= m
 void pack_a(float* dst, MatView A, int64_t i0, int64_t m, int64_t k0, int64_t kc, int MR) {
@@ -61,11 +62,31 @@ void pack_b(float* dst, MatView B, int64_t k0, int64_t kc, int64_t j0, int64_t n
     dst += kc * NR;
   }
 }
-}  // namespace
 
 int64_t gemm_kc(int64_t K) {
   const int64_t nb = (K + kMaxKc - 1) / kMaxKc;
   return nb == 0 ? 1 : (K + nb - 1) / nb;
+}
+
+void gemm_packed(int64_t m, int64_t n, int64_t K, const float* ap, const float* bp, float* C,
+                 int64_t ldc, bool accumulate, const float* bias) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t kcmax = gemm_kc(K);
+  for (int64_t pc = 0; pc < K; pc += kcmax) {
+    const int64_t kc = std::min(kcmax, K - pc);
+    const bool acc = accumulate || pc > 0;
+    const float* b0 = bias && pc == 0 && !accumulate ? bias : nullptr;
+    for (int64_t ir = 0; ir < m; ir += MR) {
+      const int mr = static_cast<int>(std::min<int64_t>(MR, m - ir));
+      const float* a = ap + ir * K + pc * MR;  // panel ir / MR, kc-block pc
+      for (int64_t jr = 0; jr < n; jr += NR) {
+        const int nr = static_cast<int>(std::min<int64_t>(NR, n - jr));
+        kt.gemm(kc, a, bp + jr * K + pc * NR, C + ir * ldc + jr, ldc, mr, nr, acc,
+                b0 ? b0 + ir : nullptr);
+      }
+    }
+  }
 }
 
 void gemm_st(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64_t ldc,
@@ -82,7 +103,6 @@ void gemm_st(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, in
   const int64_t mc_max = kMcPanels * MR, nc_max = kNcPanels * NR;
   float* bpack = scratch(0, kcmax * nc_max);
   float* apack = scratch(1, kcmax * mc_max);
-  alignas(64) float tile[16 * 64];
 
   for (int64_t jc = 0; jc < N; jc += nc_max) {
     const int64_t nc = std::min(nc_max, N - jc);
@@ -94,22 +114,12 @@ void gemm_st(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, in
         const int64_t mc = std::min(mc_max, M - ic);
         pack_a(apack, A, ic, mc, pc, kc, MR);
         for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int64_t nr = std::min<int64_t>(NR, nc - jr);
+          const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
           const float* bp = bpack + (jr / NR) * kc * NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int64_t mr = std::min<int64_t>(MR, mc - ir);
-            const float* ap = apack + (ir / MR) * kc * MR;
-            float* c = C + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR) {
-              kt.gemm(kc, ap, bp, c, ldc, acc);
-            } else {
-              if (acc)
-                for (int64_t i = 0; i < mr; ++i)
-                  std::memcpy(tile + i * NR, c + i * ldc, sizeof(float) * nr);
-              kt.gemm(kc, ap, bp, tile, NR, acc);
-              for (int64_t i = 0; i < mr; ++i)
-                std::memcpy(c + i * ldc, tile + i * NR, sizeof(float) * nr);
-            }
+            const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+            kt.gemm(kc, apack + (ir / MR) * kc * MR, bp, C + (ic + ir) * ldc + jc + jr, ldc, mr,
+                    nr, acc, nullptr);
           }
         }
       }

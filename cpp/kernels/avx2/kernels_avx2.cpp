@@ -14,14 +14,26 @@ namespace avx2 {
 
 constexpr int MR = 6, NR = 16;
 
-// a: kc x 6 packed, b: kc x 16 packed -> c (6 x 16, ldc)
+// Lane masks for the first n of 8 floats (n in 0..8), for partial tiles.
+static inline __m256i lane_mask(int n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+}
+
+// a: kc x 6 packed, b: kc x 16 packed -> the mr x nr corner of c (ldc)
 static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                         bool accumulate) {
+                         int mr, int nr, bool accumulate, const float* bias) {
   __m256 acc[MR][2];
+  const bool full = nr == NR;
+  const __m256i m0 = lane_mask(nr < 8 ? nr : 8), m1 = lane_mask(nr > 8 ? nr - 8 : 0);
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) {
-    acc[i][0] = accumulate ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
-    acc[i][1] = accumulate ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
+    if (i < mr && accumulate) {
+      acc[i][0] = full ? _mm256_loadu_ps(c + i * ldc) : _mm256_maskload_ps(c + i * ldc, m0);
+      acc[i][1] = full ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_maskload_ps(c + i * ldc + 8, m1);
+    } else {
+      acc[i][0] = acc[i][1] = (bias && i < mr) ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
+    }
   }
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b + k * NR);
@@ -33,10 +45,17 @@ static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, i
       acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
+  if (full && mr == MR) {
 #pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
-    _mm256_storeu_ps(c + i * ldc, acc[i][0]);
-    _mm256_storeu_ps(c + i * ldc + 8, acc[i][1]);
+    for (int i = 0; i < MR; ++i) {
+      _mm256_storeu_ps(c + i * ldc, acc[i][0]);
+      _mm256_storeu_ps(c + i * ldc + 8, acc[i][1]);
+    }
+    return;
+  }
+  for (int i = 0; i < mr; ++i) {
+    _mm256_maskstore_ps(c + i * ldc, m0, acc[i][0]);
+    _mm256_maskstore_ps(c + i * ldc + 8, m1, acc[i][1]);
   }
 }
 }  // namespace avx2

@@ -11,17 +11,18 @@ namespace scalar {
 
 constexpr int MR = 4, NR = 8;
 
-// a: kc x MR packed, b: kc x NR packed -> c (MR x NR, ldc)
+// a: kc x MR packed, b: kc x NR packed -> the mr x nr corner of c (ldc)
 static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                         bool accumulate) {
+                         int mr, int nr, bool accumulate, const float* bias) {
   float acc[MR][NR];
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = accumulate ? c[i * ldc + j] : 0.f;
+    for (int j = 0; j < NR; ++j)
+      acc[i][j] = (accumulate && i < mr && j < nr) ? c[i * ldc + j] : (bias && i < mr ? bias[i] : 0.f);
   for (int64_t k = 0; k < kc; ++k)
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) acc[i][j] += a[k * MR + i] * b[k * NR + j];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) c[i * ldc + j] = acc[i][j];
 }
 }  // namespace scalar
 
