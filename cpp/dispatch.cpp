@@ -126,7 +126,7 @@ const char* compiler_id() {
 
 float* scratch(int slot, int64_t count) {
   // One set of buffers per thread; slots let one op hold several at once.
-  thread_local std::vector<float> bufs[4];
+  thread_local std::vector<float> bufs[8];
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < count) b.resize(static_cast<size_t>(count));
   return b.data();

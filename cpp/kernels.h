@@ -13,10 +13,17 @@ namespace convkit {
 using GemmUkernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                              int mr, int nr, bool accumulate, const float* bias);
 
+// The same, but B row k is read in place from b + boff[k] (NR consecutive floats, of which only
+// the first nr are touched): convolution reads its implicit im2col rows straight from the image.
+using GemmDirectUkernel = void (*)(int64_t kc, const float* a, const float* b,
+                                   const int64_t* boff, float* c, int64_t ldc, int mr, int nr,
+                                   bool accumulate, const float* bias);
+
 struct KernelTable {
   const char* name;
   int mr, nr;
   GemmUkernel gemm;
+  GemmDirectUkernel gemm_direct;
   // activations: y = f(x), dx = dy * f'(x); `kind` is convkit::Act as int
   void (*act_fwd)(int kind, float param, float* y, const float* x, int64_t n);
   void (*act_bwd)(int kind, float param, float* dx, const float* dy, const float* x, int64_t n);
@@ -25,6 +32,9 @@ struct KernelTable {
   // max-pool / avg-pool of one (H, W) plane
   void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
                         int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+  // max-pool backward of one plane for 2x2 windows, stride 2, no padding (writes all of dx)
+  void (*maxpool2x2_bwd_plane)(float* dx, const float* dy, const float* x, int64_t H, int64_t W,
+                               int64_t P, int64_t Q);
   void (*avgpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
                         int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
 };

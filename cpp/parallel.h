@@ -41,7 +41,8 @@ void parallel_for(int64_t n, double work, F&& fn) {
   for (int64_t i = 0; i < n; ++i) fn(i);
 }
 
-// Work buffers reused across calls, one per thread (grown on demand, never shrunk).
+// Work buffers reused across calls, one set per thread (grown on demand, never shrunk); slots
+// 0-1 belong to gemm_st, 2 to per-item buffers of the ops, 3-5 to per-call packed operands.
 float* scratch(int slot, int64_t count);
 
 }  // namespace convkit

@@ -17,6 +17,8 @@ CASES = [
     (3, 1, 6, 6, (1, 1), (1, 1), (0, 0)),
     (1, 4, 31, 33, (2, 2), (2, 2), (1, 1)),   # odd sizes, SIMD tails
     (1, 1, 4, 4, (4, 4), None, (0, 0)),       # one window
+    (2, 3, 9, 35, (2, 2), None, (0, 0)),      # 2x2 fast path: odd sizes, a 17-wide SIMD tail
+    (1, 2, 2, 64, (2, 2), (2, 2), (0, 0)),    # 2x2 fast path: exactly two SIMD steps
 ]
 
 
@@ -108,6 +110,17 @@ def test_thread_count_invariance(rng, threads):
     for o in outs[1:]:
         for a, b in zip(o, outs[0]):
             assert np.array_equal(a, b)
+
+
+def test_2x2_backward_with_nan_and_ties(isa):
+    x = np.zeros((1, 1, 4, 40), np.float32)
+    x[0, 0, 1, 3] = np.nan           # window (0, 1): NaN in its bottom-right corner wins
+    x[0, 0, 2, 4] = x[0, 0, 3, 5] = 7  # window (1, 2): tie, the first in row-major order wins
+    g = np.arange(1, 41, dtype=np.float32).reshape(1, 1, 2, 20)
+    dx = F.max_pool2d_backward(g, x, 2)
+    assert np.array_equal(dx, _core.ref_max_pool2d_backward(g, x, 2, 2, 2, 2, 0, 0))
+    assert dx[0, 0, 1, 3] == 2 and dx[0, 0, 2, 4] == 23 and dx[0, 0, 3, 5] == 0
+    assert np.isnan(F.max_pool2d(x, 2)[0, 0, 0, 1])
 
 
 def test_nan_and_inf():

@@ -114,6 +114,104 @@ int64_t block_cols(int64_t bytes_per_col, int64_t budget, int64_t total, int NR)
   return std::min(w, total);
 }
 
+// x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4 (x itself when there is no padding).
+const float* padded_input(const float* x, const Conv2dShape& s) {
+  if (!s.ph && !s.pw) return x;
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  float* buf = scratch(4, s.N * s.C * plane);
+  parallel_for(s.N * s.C, 1.0 * s.N * s.C * plane, [&](int64_t i) {
+    float* d = buf + i * plane;
+    const float* src = x + i * s.H * s.W;
+    std::fill(d, d + s.ph * Wp, 0.f);
+    for (int64_t h = 0; h < s.H; ++h) {
+      float* row = d + (h + s.ph) * Wp;
+      std::fill(row, row + s.pw, 0.f);
+      std::memcpy(row + s.pw, src + h * s.W, sizeof(float) * s.W);
+      std::fill(row + s.pw + s.W, row + Wp, 0.f);
+    }
+    std::fill(d + (s.H + s.ph) * Wp, d + plane, 0.f);
+  });
+  return buf;
+}
+
+// NR-column panels of col^T for the weight gradient: rows are output positions [j0, j0 + kc),
+// columns are taps crs in [c0, c0 + n); element (j, crs) = xpad[off(crs) + p*sh*Wp + q*sw].
+// Read straight from the padded image: im2col and the transposing pack in one pass.
+void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, int64_t kc,
+               int64_t c0, int64_t n, int NR) {
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, RS = s.R * s.S;
+  for (int64_t jp = 0; jp < n; jp += NR, dst += kc * NR) {
+    const int64_t nr = std::min<int64_t>(NR, n - jp);
+    for (int64_t jj = 0; jj < nr; ++jj) {
+      const int64_t crs = c0 + jp + jj, c = crs / RS, r = (crs % RS) / s.S, t = crs % s.S;
+      const float* base = xpad + c * Hp * Wp + r * Wp + t;
+      float* d = dst + jj;
+      int64_t j = j0;
+      while (j < j0 + kc) {
+        const int64_t p = j / s.Q, q0 = j - p * s.Q, q1 = std::min(s.Q, q0 + (j0 + kc - j));
+        const float* src = base + p * s.sh * Wp;
+        for (int64_t q = q0; q < q1; ++q) d[(j - j0 + q - q0) * NR] = src[q * s.sw];
+        j += q1 - q0;
+      }
+    }
+    for (int64_t jj = nr; jj < NR; ++jj)
+      for (int64_t k = 0; k < kc; ++k) dst[k * NR + jj] = 0.f;
+  }
+}
+
+// Stride-1 convolution on the "wide" grid: output position j' = p * Wp + q runs over the rows of
+// the zero-padded input (Hp = H + 2ph, Wp = W + 2pw), so row (c, r, t) of the implicit im2col is
+// the contiguous run xpad + c*Hp*Wp + r*Wp + t + j'. The micro-kernel reads it in place: no
+// im2col at all. Columns q >= Q of the wide grid are computed and dropped when the tile is copied
+// out; when Wp == Q (1-wide kernels) the wide grid is the output and tiles land in y directly.
+void direct_forward(float* y, const float* x, const float* apack, const float* b,
+                    const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
+  const float* xp = padded_input(x, s);
+  thread_local std::vector<int64_t> off;
+  off.resize(static_cast<size_t>(CRS));
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t) off[(c * s.R + r) * s.S + t] = c * plane + r * Wp + t;
+  const int64_t* offp = off.data();
+
+  const bool exact = Wp == s.Q;
+  // Output rows per item: the wide tile buffer K x rows x Wp stays near 128 KiB, and there are
+  // enough items for the threads.
+  int64_t rows = std::max<int64_t>(1, (32 * 1024) / std::max<int64_t>(s.K * Wp, 1));
+  const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
+  rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
+  const int64_t nblk = (s.P + rows - 1) / rows;
+  const int64_t kcmax = gemm_kc(CRS);
+  const int MR = kt.mr, NR = kt.nr;
+  parallel_for(s.N * nblk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+    const int64_t n = item / nblk, p0 = (item % nblk) * rows, p1 = std::min(s.P, p0 + rows);
+    const float* base = xp + n * s.C * plane + p0 * Wp;
+    const int64_t width = (p1 - p0 - 1) * Wp + s.Q;
+    float* yn = y + n * s.K * PQ;
+    const int64_t ldc = exact ? PQ : width;
+    float* cw = exact ? yn + p0 * s.Q : scratch(2, s.K * width);
+    for (int64_t pc = 0; pc < CRS; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, CRS - pc);
+      for (int64_t jr = 0; jr < width; jr += NR) {
+        const int nr = static_cast<int>(std::min<int64_t>(NR, width - jr));
+        for (int64_t ir = 0; ir < s.K; ir += MR) {
+          const int mr = static_cast<int>(std::min<int64_t>(MR, s.K - ir));
+          kt.gemm_direct(kc, apack + ir * CRS + pc * MR, base + jr, offp + pc,
+                         cw + ir * ldc + jr, ldc, mr, nr, pc > 0,
+                         (pc == 0 && b) ? b + ir : nullptr);
+        }
+      }
+    }
+    if (!exact)
+      for (int64_t k = 0; k < s.K; ++k)
+        for (int64_t p = p0; p < p1; ++p)
+          std::memcpy(yn + k * PQ + p * s.Q, cw + k * width + (p - p0) * Wp, sizeof(float) * s.Q);
+  });
+}
+
 }  // namespace
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
@@ -128,6 +226,10 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
   const KernelTable& kt = *g_kernels;
   float* apack = scratch(3, round_up(s.K, kt.mr) * CRS);
   pack_a(apack, MatView{w, CRS, 1}, 0, s.K, 0, CRS, kt.mr);
+  if (s.sh == 1 && s.sw == 1) {
+    direct_forward(y, x, apack, b, s);
+    return;
+  }
   // B panels of one item stay in L2 next to the packed weights.
   const int64_t bw = block_cols(CRS * 4, 384 * 1024, PQ, kt.nr);
   const int64_t nblk = (PQ + bw - 1) / bw;
@@ -147,18 +249,37 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
 
   if (db) {
     parallel_for(s.K, 1.0 * s.N * KPQ, [&](int64_t k) {
+      // 16 float lanes per image (vectorisable, fixed order), images added in float64
       double acc = 0.0;
       for (int64_t n = 0; n < s.N; ++n) {
         const float* g = dy + n * KPQ + k * PQ;
+        float lane[16] = {};
+        int64_t j = 0;
+        for (; j + 16 <= PQ; j += 16)
+          for (int l = 0; l < 16; ++l) lane[l] += g[j + l];
         double a = 0.0;
-        for (int64_t j = 0; j < PQ; ++j) a += g[j];
+        for (; j < PQ; ++j) a += g[j];
+        for (int l = 0; l < 16; ++l) a += lane[l];
         acc += a;
       }
       db[k] = static_cast<float>(acc);
     });
   }
 
-  if (dx && s.N > 0 && s.C > 0) {
+  // The direct path computes C output rows in MR-row panels: worth it once C fills them.
+  const bool dx_direct = s.sh == 1 && s.sw == 1 && s.ph < s.R && s.pw < s.S &&
+                         4 * s.C >= 3 * round_up(s.C, kt.mr);
+  if (dx && s.N > 0 && s.C > 0 && s.K > 0 && PQ > 0 && dx_direct) {
+    // Stride 1: dx is the stride-1 convolution of dy, padded by (R-1-ph, S-1-pw), with the
+    // weights flipped in space and transposed to (C, K, R, S).
+    float* wf = scratch(5, s.C * s.K * RS);
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t c = 0; c < s.C; ++c)
+        for (int64_t i = 0; i < RS; ++i) wf[(c * s.K + k) * RS + (RS - 1 - i)] = w[(k * s.C + c) * RS + i];
+    Conv2dShape t{s.N, s.K, s.P, s.Q, s.C, s.R, s.S, 1, 1, s.R - 1 - s.ph, s.S - 1 - s.pw, 0, 0};
+    conv2d_out_size(t);
+    conv2d_forward(dx, dy, wf, nullptr, t);
+  } else if (dx && s.N > 0 && s.C > 0) {
     if (s.K == 0 || PQ == 0) {
       std::fill(dx, dx + s.N * s.C * HW, 0.f);
     } else {
@@ -206,15 +327,30 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
     const int64_t per = (s.N + nchunk - 1) / nchunk;
     const int64_t nch = (s.N + per - 1) / per;
     std::vector<float> partial(static_cast<size_t>(nch > 1 ? nch * s.K * CRS : 0));
+    const float* xp = padded_input(x, s);
+    const int64_t plane = (s.H + 2 * s.ph) * (s.W + 2 * s.pw);
+    const int64_t kcmax = gemm_kc(PQ);
+    const int64_t nc_max = 64 * kt.nr;
     parallel_for(nch, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t ci) {
       float* out = nch > 1 ? partial.data() + ci * s.K * CRS : dw;
-      float* col = scratch(2, CRS * PQ);
+      float* apack = scratch(1, round_up(s.K, kt.mr) * kcmax);
+      float* bpack = scratch(2, std::min(round_up(CRS, kt.nr), nc_max) * kcmax);
       const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
-      for (int64_t n = n0; n < n1; ++n) {
-        im2col(col, PQ, x + n * s.C * HW, s, 0, PQ);
-        gemm_st(s.K, CRS, PQ, MatView{dy + n * KPQ, PQ, 1}, MatView{col, 1, PQ}, out, CRS,
-                n > n0);
-      }
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t pc = 0; pc < PQ; pc += kcmax) {
+          const int64_t kc = std::min(kcmax, PQ - pc);
+          pack_a(apack, MatView{dy + n * KPQ, PQ, 1}, 0, s.K, pc, kc, kt.mr);
+          for (int64_t jc = 0; jc < CRS; jc += nc_max) {
+            const int64_t nc = std::min(nc_max, CRS - jc);
+            pack_colT(bpack, xp + n * s.C * plane, s, pc, kc, jc, nc, kt.nr);
+            for (int64_t jr = 0; jr < nc; jr += kt.nr)
+              for (int64_t ir = 0; ir < s.K; ir += kt.mr)
+                kt.gemm(kc, apack + ir * kc, bpack + jr * kc, out + ir * CRS + jc + jr, CRS,
+                        static_cast<int>(std::min<int64_t>(kt.mr, s.K - ir)),
+                        static_cast<int>(std::min<int64_t>(kt.nr, nc - jr)), n > n0 || pc > 0,
+                        nullptr);
+          }
+        }
     });
     if (nch > 1) {
       const int64_t total = s.K * CRS;

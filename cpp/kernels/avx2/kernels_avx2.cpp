@@ -21,8 +21,12 @@ static inline __m256i lane_mask(int n) {
 }
 
 // a: kc x 6 packed, b: kc x 16 packed -> the mr x nr corner of c (ldc)
-static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                         int mr, int nr, bool accumulate, const float* bias) {
+// Direct: B row k is the NR floats at b + boff[k] (masked: nothing past column nr is read),
+// else the packed row b + k * NR.
+template <bool Direct>
+static inline void ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                           float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                           const float* bias) {
   __m256 acc[MR][2];
   const bool full = nr == NR;
   const __m256i m0 = lane_mask(nr < 8 ? nr : 8), m1 = lane_mask(nr > 8 ? nr - 8 : 0);
@@ -36,8 +40,9 @@ static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, i
     }
   }
   for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(b + k * NR);
-    const __m256 b1 = _mm256_loadu_ps(b + k * NR + 8);
+    const float* bk = Direct ? b + boff[k] : b + k * NR;
+    const __m256 b0 = Direct && !full ? _mm256_maskload_ps(bk, m0) : _mm256_loadu_ps(bk);
+    const __m256 b1 = Direct && !full ? _mm256_maskload_ps(bk + 8, m1) : _mm256_loadu_ps(bk + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
       const __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
@@ -58,6 +63,17 @@ static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, i
     _mm256_maskstore_ps(c + i * ldc + 8, m1, acc[i][1]);
   }
 }
+
+static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         int mr, int nr, bool accumulate, const float* bias) {
+  ukernel<false>(kc, a, b, nullptr, c, ldc, mr, nr, accumulate, bias);
+}
+
+static void direct_ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                           float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                           const float* bias) {
+  ukernel<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -65,6 +81,7 @@ void fill_table_avx2(KernelTable& t) {
   t.mr = avx2::MR;
   t.nr = avx2::NR;
   t.gemm = avx2::gemm_ukernel;
+  t.gemm_direct = avx2::direct_ukernel;
   avx2::fill_portable(t);
 }
 

@@ -3,6 +3,7 @@
 // target) and the portable loops.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -17,8 +18,12 @@ constexpr int MR = 8, NR = 32;
 
 // a: kc x 8 packed, b: kc x 32 packed -> the mr x nr corner of c (ldc); masked loads and stores
 // serve partial tiles, so edges need no copies.
-static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                         int mr, int nr, bool accumulate, const float* bias) {
+// Direct: B row k is the NR floats at b + boff[k] (read with the column mask, so nothing past
+// column nr is touched), else the packed row b + k * NR.
+template <bool Direct>
+static inline void ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                           float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                           const float* bias) {
   __m512 acc[MR][2];
   const uint32_t bits = nr >= 32 ? 0xffffffffu : ((1u << nr) - 1u);
   const __mmask16 m0 = static_cast<__mmask16>(bits), m1 = static_cast<__mmask16>(bits >> 16);
@@ -32,8 +37,9 @@ static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, i
     }
   }
   for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(b + k * NR);
-    const __m512 b1 = _mm512_loadu_ps(b + k * NR + 16);
+    const float* bk = Direct ? b + boff[k] : b + k * NR;
+    const __m512 b0 = Direct ? _mm512_maskz_loadu_ps(m0, bk) : _mm512_loadu_ps(bk);
+    const __m512 b1 = Direct ? _mm512_maskz_loadu_ps(m1, bk + 16) : _mm512_loadu_ps(bk + 16);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
@@ -49,6 +55,92 @@ static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, i
     }
   }
 }
+
+static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         int mr, int nr, bool accumulate, const float* bias) {
+  ukernel<false>(kc, a, b, nullptr, c, ldc, mr, nr, accumulate, bias);
+}
+
+static void direct_ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                           float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                           const float* bias) {
+  ukernel<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+}
+// 2x2 / stride-2 max-pool backward of one plane (see portable.inc for the contract): 16 windows
+// per step; even/odd columns are split with permutes, winners picked with mask compares.
+static void maxpool2x2_bwd(float* dx, const float* dy, const float* x, int64_t H, int64_t W,
+                           int64_t P, int64_t Q) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
+  for (int64_t p = 0; p < P; ++p) {
+    const float* r0 = x + 2 * p * W;
+    const float* r1 = r0 + W;
+    float* d0 = dx + 2 * p * W;
+    float* d1 = d0 + W;
+    const float* g = dy + p * Q;
+    for (int64_t q = 0; q < Q; q += 16) {
+      const int n = static_cast<int>(std::min<int64_t>(16, Q - q));
+      const __mmask16 mq = static_cast<__mmask16>((1u << n) - 1u);
+      const __mmask16 mlo = static_cast<__mmask16>(n >= 8 ? 0xffffu : (1u << (2 * n)) - 1u);
+      const __mmask16 mhi = static_cast<__mmask16>(n <= 8 ? 0u : (1u << (2 * (n - 8))) - 1u);
+      const __m512 x0l = _mm512_maskz_loadu_ps(mlo, r0 + 2 * q), x0h = _mm512_maskz_loadu_ps(mhi, r0 + 2 * q + 16);
+      const __m512 x1l = _mm512_maskz_loadu_ps(mlo, r1 + 2 * q), x1h = _mm512_maskz_loadu_ps(mhi, r1 + 2 * q + 16);
+      const __m512 a = _mm512_permutex2var_ps(x0l, even, x0h), b = _mm512_permutex2var_ps(x0l, odd, x0h);
+      const __m512 c = _mm512_permutex2var_ps(x1l, even, x1h), e = _mm512_permutex2var_ps(x1l, odd, x1h);
+      const __mmask16 kb = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+      const __m512 m1 = _mm512_mask_blend_ps(kb, a, b);
+      const __mmask16 kc = _mm512_cmp_ps_mask(c, m1, _CMP_GT_OQ) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+      const __m512 m2 = _mm512_mask_blend_ps(kc, m1, c);
+      const __mmask16 ke = _mm512_cmp_ps_mask(e, m2, _CMP_GT_OQ) | _mm512_cmp_ps_mask(e, e, _CMP_UNORD_Q);
+      const __m512 gv = _mm512_maskz_loadu_ps(mq, g + q);
+      const __m512 ge = _mm512_maskz_mov_ps(ke, gv);
+      const __m512 gc = _mm512_maskz_mov_ps(static_cast<__mmask16>(kc & ~ke), gv);
+      const __m512 gb = _mm512_maskz_mov_ps(static_cast<__mmask16>(kb & ~kc & ~ke), gv);
+      const __m512 ga = _mm512_maskz_mov_ps(static_cast<__mmask16>(~(kb | kc | ke)), gv);
+      _mm512_mask_storeu_ps(d0 + 2 * q, mlo, _mm512_permutex2var_ps(ga, lo_idx, gb));
+      _mm512_mask_storeu_ps(d0 + 2 * q + 16, mhi, _mm512_permutex2var_ps(ga, hi_idx, gb));
+      _mm512_mask_storeu_ps(d1 + 2 * q, mlo, _mm512_permutex2var_ps(gc, lo_idx, ge));
+      _mm512_mask_storeu_ps(d1 + 2 * q + 16, mhi, _mm512_permutex2var_ps(gc, hi_idx, ge));
+    }
+    if (W > 2 * Q) {  // odd width: the last column belongs to no window
+      d0[W - 1] = 0.f;
+      d1[W - 1] = 0.f;
+    }
+  }
+  for (int64_t i = 2 * P * W; i < H * W; ++i) dx[i] = 0.f;  // odd height: the last row
+}
+// Max pool: the 2x2 / stride-2 / unpadded case vectorised like maxpool2x2_bwd, others portable.
+static void maxpool_plane_avx512(float* y, const float* x, int64_t H, int64_t W, int64_t P,
+                                 int64_t Q, int64_t R, int64_t S, int64_t sh, int64_t sw,
+                                 int64_t ph, int64_t pw) {
+  if (!(R == 2 && S == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0)) {
+    maxpool_plane(y, x, H, W, P, Q, R, S, sh, sw, ph, pw);
+    return;
+  }
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (int64_t p = 0; p < P; ++p) {
+    const float* r0 = x + 2 * p * W;
+    const float* r1 = r0 + W;
+    for (int64_t q = 0; q < Q; q += 16) {
+      const int n = static_cast<int>(std::min<int64_t>(16, Q - q));
+      const __mmask16 mq = static_cast<__mmask16>((1u << n) - 1u);
+      const __mmask16 mlo = static_cast<__mmask16>(n >= 8 ? 0xffffu : (1u << (2 * n)) - 1u);
+      const __mmask16 mhi = static_cast<__mmask16>(n <= 8 ? 0u : (1u << (2 * (n - 8))) - 1u);
+      const __m512 x0l = _mm512_maskz_loadu_ps(mlo, r0 + 2 * q), x0h = _mm512_maskz_loadu_ps(mhi, r0 + 2 * q + 16);
+      const __m512 x1l = _mm512_maskz_loadu_ps(mlo, r1 + 2 * q), x1h = _mm512_maskz_loadu_ps(mhi, r1 + 2 * q + 16);
+      __m512 m = _mm512_permutex2var_ps(x0l, even, x0h);
+      for (__m512 v : {_mm512_permutex2var_ps(x0l, odd, x0h), _mm512_permutex2var_ps(x1l, even, x1h),
+                       _mm512_permutex2var_ps(x1l, odd, x1h)}) {
+        const __mmask16 take = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        m = _mm512_mask_blend_ps(take, m, v);
+      }
+      _mm512_mask_storeu_ps(y + p * Q + q, mq, m);
+    }
+  }
+}
 }  // namespace avx512
 
 void fill_table_avx512(KernelTable& t) {
@@ -56,7 +148,10 @@ void fill_table_avx512(KernelTable& t) {
   t.mr = avx512::MR;
   t.nr = avx512::NR;
   t.gemm = avx512::gemm_ukernel;
+  t.gemm_direct = avx512::direct_ukernel;
   avx512::fill_portable(t);
+  t.maxpool2x2_bwd_plane = avx512::maxpool2x2_bwd;
+  t.maxpool_plane = avx512::maxpool_plane_avx512;
 }
 
 }  // namespace convkit
