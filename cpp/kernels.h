@@ -29,6 +29,13 @@ struct KernelTable {
   void (*act_bwd)(int kind, float param, float* dx, const float* dy, const float* x, int64_t n);
   // y[i] = exp(x[i] - shift); returns the sum of y in a fixed order
   double (*exp_shift_sum)(float* y, const float* x, float shift, int64_t n);
+  // A tile of the weight gradient of a convolution whose columns step by 1:
+  //   out[kk * ldo + tt] = sum over n < N, p < P, q < Q of
+  //                        dy[n * dy_ns + kk * PQ + p * Q + q] * x[n * x_ns + p * row_step + tt + q]
+  // for kk < kt (<= 24) and tt < tg (<= 7); the sum runs in a fixed order.
+  void (*conv_dw_tile)(float* out, int64_t ldo, const float* dy, int64_t dy_ns, int kt,
+                       const float* x, int64_t x_ns, int64_t row_step, int tg, int64_t N,
+                       int64_t P, int64_t Q);
   // max-pool / avg-pool of one (H, W) plane
   void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
                         int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);

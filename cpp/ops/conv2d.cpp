@@ -267,8 +267,9 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   }
 
   // The direct path computes C output rows in MR-row panels: worth it once C fills them.
+  // It also computes over the zero border of the padded dy, so only "same"-like padding pays.
   const bool dx_direct = s.sh == 1 && s.sw == 1 && s.ph < s.R && s.pw < s.S &&
-                         4 * s.C >= 3 * round_up(s.C, kt.mr);
+                         4 * s.C >= 3 * round_up(s.C, kt.mr) && 3 * HW <= 4 * PQ;
   if (dx && s.N > 0 && s.C > 0 && s.K > 0 && PQ > 0 && dx_direct) {
     // Stride 1: dx is the stride-1 convolution of dy, padded by (R-1-ph, S-1-pw), with the
     // weights flipped in space and transposed to (C, K, R, S).
@@ -320,6 +321,29 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   if (dw) {
     if (s.N == 0 || PQ == 0 || CRS == 0) {
       std::fill(dw, dw + s.K * CRS, 0.f);
+      return;
+    }
+    if (s.sw == 1 && s.K * CRS < 16384) {
+      // Columns step by 1 and the weight gradient is small: each weight-gradient element is a dot product of dy rows with rows
+      // of the padded input, computed in place by tiles of (output channels x taps in a row).
+      // Each item reduces over every image, row and column in one fixed order.
+      const float* xp = padded_input(x, s);
+      const int64_t Wp = s.W + 2 * s.pw, plane = (s.H + 2 * s.ph) * Wp;
+      static const int kMaxKt[8] = {0, 24, 12, 8, 6, 4, 4, 3};
+      const int tg = static_cast<int>(std::min<int64_t>(s.S, 7));
+      const int64_t ngroups_t = (s.S + tg - 1) / tg;
+      const int ktile = kMaxKt[tg];
+      const int64_t ktiles = (s.K + ktile - 1) / ktile;
+      const auto kern = g_kernels->conv_dw_tile;
+      parallel_for(ktiles * s.C * s.R * ngroups_t, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+        const int64_t tgi = item % ngroups_t, r = (item / ngroups_t) % s.R;
+        const int64_t c = (item / ngroups_t / s.R) % s.C, kti = item / ngroups_t / s.R / s.C;
+        const int64_t k0 = kti * ktile, t0 = tgi * tg;
+        kern(dw + (k0 * s.C + c) * RS + r * s.S + t0, CRS, dy + k0 * PQ, KPQ,
+             static_cast<int>(std::min<int64_t>(ktile, s.K - k0)), xp + c * plane + r * Wp + t0,
+             s.C * plane, s.sh * Wp, static_cast<int>(std::min<int64_t>(tg, s.S - t0)), s.N,
+             s.P, s.Q);
+      });
       return;
     }
     // Fixed chunks of images (depending on N only); each chunk's partial dW is reduced in order.
