@@ -38,9 +38,8 @@ inline void for_each_run(const Conv2dShape& s, int64_t r, int64_t t, int64_t j0,
   const int64_t a = s.pw - t, b = s.W - 1 + s.pw - t;
   const int64_t lo_all = a <= 0 ? 0 : (a + s.sw - 1) / s.sw;
   const int64_t hi_all = b < 0 ? 0 : b / s.sw + 1;
-  int64_t j = j0;
-  while (j < j1) {
-    const int64_t p = j / s.Q, q0 = j - p * s.Q;
+  int64_t p = j0 / s.Q, q0 = j0 - p * s.Q;  // one division; later runs start at q = 0
+  for (int64_t j = j0; j < j1; ++p, q0 = 0) {
     const int64_t q1 = std::min(s.Q, q0 + (j1 - j));
     const int64_t lo = std::min(std::max(lo_all, q0), q1);
     const int64_t hi = std::min(std::max(hi_all, lo), q1);
@@ -112,6 +111,19 @@ int64_t block_cols(int64_t bytes_per_col, int64_t budget, int64_t total, int NR)
   int64_t w = budget / std::max<int64_t>(bytes_per_col, 1);
   w = std::max<int64_t>(NR, w / NR * NR);
   return std::min(w, total);
+}
+
+// out[e] = parts[0][e] + parts[1][e] + ... in that order (parts are `total` apart)
+void reduce_in_order(float* out, const float* parts, int64_t nparts, int64_t total) {
+  const int64_t blk = 4096;
+  parallel_for((total + blk - 1) / blk, 1.0 * total * nparts, [&](int64_t bi) {
+    const int64_t e0 = bi * blk, e1 = std::min(total, e0 + blk);
+    for (int64_t e = e0; e < e1; ++e) {
+      float a = parts[e];
+      for (int64_t i = 1; i < nparts; ++i) a += parts[i * total + e];
+      out[e] = a;
+    }
+  });
 }
 
 // x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4 (x itself when there is no padding).
@@ -323,10 +335,11 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
       std::fill(dw, dw + s.K * CRS, 0.f);
       return;
     }
-    if (s.sw == 1 && s.K * CRS < 16384) {
-      // Columns step by 1 and the weight gradient is small: each weight-gradient element is a dot product of dy rows with rows
+    if (s.sw == 1) {
+      // Columns step by 1: each weight-gradient element is a dot product of dy rows with rows
       // of the padded input, computed in place by tiles of (output channels x taps in a row).
-      // Each item reduces over every image, row and column in one fixed order.
+      // Images are taken in fixed chunks whose dy rows fit in L2 (the chunking depends on the
+      // shape only); each item reduces its chunk in one fixed order, chunks are added in order.
       const float* xp = padded_input(x, s);
       const int64_t Wp = s.W + 2 * s.pw, plane = (s.H + 2 * s.ph) * Wp;
       static const int kMaxKt[8] = {0, 24, 12, 8, 6, 4, 4, 3};
@@ -334,16 +347,24 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
       const int64_t ngroups_t = (s.S + tg - 1) / tg;
       const int ktile = kMaxKt[tg];
       const int64_t ktiles = (s.K + ktile - 1) / ktile;
+      const int64_t nper = std::max<int64_t>(1, (256 * 1024) / (4 * ktile * PQ));
+      const int64_t nchunks = (s.N + nper - 1) / nper;
+      std::vector<float> partial(static_cast<size_t>(nchunks > 1 ? nchunks * s.K * CRS : 0));
       const auto kern = g_kernels->conv_dw_tile;
-      parallel_for(ktiles * s.C * s.R * ngroups_t, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
-        const int64_t tgi = item % ngroups_t, r = (item / ngroups_t) % s.R;
-        const int64_t c = (item / ngroups_t / s.R) % s.C, kti = item / ngroups_t / s.R / s.C;
-        const int64_t k0 = kti * ktile, t0 = tgi * tg;
-        kern(dw + (k0 * s.C + c) * RS + r * s.S + t0, CRS, dy + k0 * PQ, KPQ,
-             static_cast<int>(std::min<int64_t>(ktile, s.K - k0)), xp + c * plane + r * Wp + t0,
-             s.C * plane, s.sh * Wp, static_cast<int>(std::min<int64_t>(tg, s.S - t0)), s.N,
-             s.P, s.Q);
+      const int64_t per_chunk = ktiles * s.C * s.R * ngroups_t;
+      parallel_for(nchunks * per_chunk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+        const int64_t ch = item / per_chunk, it = item % per_chunk;
+        const int64_t tgi = it % ngroups_t, r = (it / ngroups_t) % s.R;
+        const int64_t c = (it / ngroups_t / s.R) % s.C, kti = it / ngroups_t / s.R / s.C;
+        const int64_t k0 = kti * ktile, t0 = tgi * tg, n0 = ch * nper;
+        float* out = nchunks > 1 ? partial.data() + ch * s.K * CRS : dw;
+        kern(out + (k0 * s.C + c) * RS + r * s.S + t0, CRS, dy + n0 * KPQ + k0 * PQ, KPQ,
+             static_cast<int>(std::min<int64_t>(ktile, s.K - k0)),
+             xp + (n0 * s.C + c) * plane + r * Wp + t0, s.C * plane, s.sh * Wp,
+             static_cast<int>(std::min<int64_t>(tg, s.S - t0)), std::min(nper, s.N - n0), s.P,
+             s.Q);
       });
+      if (nchunks > 1) reduce_in_order(dw, partial.data(), nchunks, s.K * CRS);
       return;
     }
     // Fixed chunks of images (depending on N only); each chunk's partial dW is reduced in order.
@@ -376,18 +397,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
           }
         }
     });
-    if (nch > 1) {
-      const int64_t total = s.K * CRS;
-      const int64_t blk = 4096;
-      parallel_for((total + blk - 1) / blk, 1.0 * total * nch, [&](int64_t bi) {
-        const int64_t e0 = bi * blk, e1 = std::min(total, e0 + blk);
-        for (int64_t e = e0; e < e1; ++e) {
-          float a = partial[e];
-          for (int64_t ci = 1; ci < nch; ++ci) a += partial[ci * total + e];
-          dw[e] = a;
-        }
-      });
-    }
+    if (nch > 1) reduce_in_order(dw, partial.data(), nch, s.K * CRS);
   }
 }
 
