@@ -85,6 +85,10 @@ def measure(impls: dict, repeats: int) -> dict:
     samples = {k: [] for k in impls}
     for _ in range(repeats):
         for k, f in impls.items():
+            # Both libraries' OpenMP pools spin for a while after each parallel region; a short
+            # untimed pause lets the other library's spinning threads go to sleep first, so that
+            # neither steals the cores from the one being timed.
+            time.sleep(0.003)
             t = time.perf_counter()
             for _ in range(number):
                 f()
@@ -129,6 +133,32 @@ def np_conv_fwd_bwd(x, w, b, s, p, g):
 
 # ---- rows -------------------------------------------------------------------------------------
 
+def conv_impls(x, w, b, s, p, g):
+    """The fwd and fwd+bwd callables of one shape (a function of its own, so that each closure
+    keeps its own arrays)."""
+    xt, wt, bt, gt = (torch.from_numpy(a) for a in (x, w, b, g))
+    xg, wg, bg = (t.clone().requires_grad_() for t in (xt, wt, bt))
+
+    def t_fwd():
+        with torch.no_grad():
+            torch.nn.functional.conv2d(xt, wt, bt, s, p)
+
+    def t_fb():
+        xg.grad = wg.grad = bg.grad = None
+        torch.nn.functional.conv2d(xg, wg, bg, s, p).backward(gt)
+
+    def c_fb():
+        F.conv2d(x, w, b, s, p)
+        F.conv2d_backward(g, x, w, b, s, p)
+
+    fwd = {"convkit": lambda: F.conv2d(x, w, b, s, p), "pytorch": t_fwd}
+    fb = {"convkit": c_fb, "pytorch": t_fb}
+    if not ARGS.no_numpy:
+        fwd["numpy"] = lambda: np_conv_fwd(x, w, b, s, p)
+        fb["numpy"] = lambda: np_conv_fwd_bwd(x, w, b, s, p, g)
+    return fwd, fb
+
+
 def conv_rows(rng):
     rows = []
     for name, (N, C, H, W), K, k, s, p in CONV_SHAPES:
@@ -138,27 +168,8 @@ def conv_rows(rng):
         y = F.conv2d(x, w, b, s, p)
         g = rng.standard_normal(y.shape).astype(np.float32)
         flops = 2.0 * N * K * C * k * k * y.shape[2] * y.shape[3]
-        xt, wt, bt, gt = (torch.from_numpy(a) for a in (x, w, b, g))
-        xg, wg, bg = (t.clone().requires_grad_() for t in (xt, wt, bt))
-
-        def t_fwd():
-            with torch.no_grad():
-                torch.nn.functional.conv2d(xt, wt, bt, s, p)
-
-        def t_fb():
-            xg.grad = wg.grad = bg.grad = None
-            torch.nn.functional.conv2d(xg, wg, bg, s, p).backward(gt)
-
-        def c_fb():
-            F.conv2d(x, w, b, s, p)
-            F.conv2d_backward(g, x, w, b, s, p)
-
         tag = f"{name} ({N},{C},{H},{W})->{K}, {k}x{k}, s{s}, p{p}"
-        fwd = {"convkit": lambda: F.conv2d(x, w, b, s, p), "pytorch": t_fwd}
-        fb = {"convkit": c_fb, "pytorch": t_fb}
-        if not ARGS.no_numpy:
-            fwd["numpy"] = lambda: np_conv_fwd(x, w, b, s, p)
-            fb["numpy"] = lambda: np_conv_fwd_bwd(x, w, b, s, p, g)
+        fwd, fb = conv_impls(x, w, b, s, p, g)
         rows.append(("conv2d fwd", tag, flops, fwd))
         rows.append(("conv2d fwd+bwd", tag, 3 * flops, fb))
     return rows

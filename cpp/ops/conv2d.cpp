@@ -179,9 +179,18 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
 void direct_forward(float* y, const float* x, const float* apack, const float* b,
                     const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
-  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  const int64_t Wp = s.W + 2 * s.pw;
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
-  const float* xp = padded_input(x, s);
+  // Output rows per item: the wide tile buffer K x rows x Wp stays near 128 KiB, and there are
+  // enough items for the threads.
+  int64_t rows = std::max<int64_t>(1, (32 * 1024) / std::max<int64_t>(s.K * Wp, 1));
+  const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
+  rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
+  const int64_t nblk = (s.P + rows - 1) / rows;
+  // With padding, each item zero-pads just the input rows it reads into its own buffer (still
+  // hot in cache when the kernel reads it); without, the kernel reads x itself.
+  const bool pad = s.ph || s.pw;
+  const int64_t plane = pad ? (rows + s.R - 1) * Wp : s.H * s.W;
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
   for (int64_t c = 0; c < s.C; ++c)
@@ -190,17 +199,28 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   const int64_t* offp = off.data();
 
   const bool exact = Wp == s.Q;
-  // Output rows per item: the wide tile buffer K x rows x Wp stays near 128 KiB, and there are
-  // enough items for the threads.
-  int64_t rows = std::max<int64_t>(1, (32 * 1024) / std::max<int64_t>(s.K * Wp, 1));
-  const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
-  rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
-  const int64_t nblk = (s.P + rows - 1) / rows;
   const int64_t kcmax = gemm_kc(CRS);
   const int MR = kt.mr, NR = kt.nr;
   parallel_for(s.N * nblk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
     const int64_t n = item / nblk, p0 = (item % nblk) * rows, p1 = std::min(s.P, p0 + rows);
-    const float* base = xp + n * s.C * plane + p0 * Wp;
+    const float* base = x + n * s.C * plane + p0 * Wp;
+    if (pad) {  // input rows p0 - ph .. p1 - 1 + R - 1 - ph, zero outside the image
+      float* buf = scratch(6, s.C * plane);
+      const int64_t nrows = p1 - p0 + s.R - 1;
+      for (int64_t c = 0; c < s.C; ++c)
+        for (int64_t hl = 0; hl < nrows; ++hl) {
+          float* row = buf + c * plane + hl * Wp;
+          const int64_t h = p0 + hl - s.ph;
+          if (h < 0 || h >= s.H) {
+            std::fill(row, row + Wp, 0.f);
+            continue;
+          }
+          std::fill(row, row + s.pw, 0.f);
+          std::memcpy(row + s.pw, x + ((n * s.C + c) * s.H + h) * s.W, sizeof(float) * s.W);
+          std::fill(row + s.pw + s.W, row + Wp, 0.f);
+        }
+      base = buf;
+    }
     const int64_t width = (p1 - p0 - 1) * Wp + s.Q;
     float* yn = y + n * s.K * PQ;
     const int64_t ldc = exact ? PQ : width;
@@ -335,8 +355,9 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
       std::fill(dw, dw + s.K * CRS, 0.f);
       return;
     }
-    if (s.sw == 1) {
-      // Columns step by 1: each weight-gradient element is a dot product of dy rows with rows
+    if (s.sw == 1 && s.S >= 3) {
+      // Columns step by 1 (and each dy vector serves at least 3 taps, else the packed GEMM
+      // below reuses data better): each weight-gradient element is a dot product of dy rows with rows
       // of the padded input, computed in place by tiles of (output channels x taps in a row).
       // Images are taken in fixed chunks whose dy rows fit in L2 (the chunking depends on the
       // shape only); each item reduces its chunk in one fixed order, chunks are added in order.
