@@ -29,6 +29,13 @@ struct KernelTable {
   void (*act_bwd)(int kind, float param, float* dx, const float* dy, const float* x, int64_t n);
   // y[i] = exp(x[i] - shift); returns the sum of y in a fixed order
   double (*exp_shift_sum)(float* y, const float* x, float shift, int64_t n);
+  // Stride-1 convolution tile with the output channels in the vector lanes (for images too
+  // narrow for lanes along a row): for rr < 2 rows, i < nq positions, kk < nk <= 16 channels,
+  //   out[kk * ldo + rr * ldr + i] = bias[kk] (or 0) + sum_{k < crs} w[k * 16 + kk] * x[rr * Wp + i + off[k]]
+  // x must be readable for 16 positions past each row start. Null where the ISA has no such kernel.
+  void (*conv_kvec)(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
+                    const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
+                    int nk, bool two_rows);
   // A tile of the weight gradient of a convolution whose columns step by 1:
   //   out[kk * ldo + tt] = sum over n < N, p < P, q < Q of
   //                        dy[n * dy_ns + kk * PQ + p * Q + q] * x[n * x_ns + p * row_step + tt + q]

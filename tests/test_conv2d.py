@@ -27,6 +27,8 @@ SHAPES = [
     (3, 9, 7, 31, 35, (2, 4), (1, 2), (0, 2)),       # odd widths, tails of every tile
     (2, 64, 10, 10, 20, (3, 3), (1, 1), (1, 1)),
     (1, 3, 40, 37, 8, (3, 3), (1, 1), (1, 1)),       # PQ larger than a column block
+    (2, 3, 9, 13, 16, (3, 3), (1, 1), (1, 1)),       # narrow rows: channels-in-lanes path, odd P
+    (1, 2, 7, 15, 13, (3, 2), (1, 1), (0, 1)),       # narrow rows, 13 channels, 12 + 3 columns
 ]
 
 

@@ -244,6 +244,51 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   });
 }
 
+// Stride-1 convolution of narrow images (few output columns: lanes along a row would mostly
+// idle) with the ISA's channel-vectorised tile: 16 output channels in the lanes, two output rows
+// of up to 12 positions per tile. Items: (image, block of 16 output channels).
+void kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, RS = s.R * s.S;
+  const int64_t kblocks = (s.K + 15) / 16;
+  // weights as [block][crs][16], zero-padded past K
+  float* wp = scratch(3, kblocks * CRS * 16);
+  for (int64_t kb = 0; kb < kblocks; ++kb)
+    for (int64_t k = 0; k < CRS; ++k)
+      for (int64_t kk = 0; kk < 16; ++kk) {
+        const int64_t ko = kb * 16 + kk;
+        wp[(kb * CRS + k) * 16 + kk] = ko < s.K ? w[ko * CRS + k] : 0.f;
+      }
+  thread_local std::vector<int64_t> off;
+  off.resize(static_cast<size_t>(CRS));
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t i = 0; i < RS; ++i) off[c * RS + i] = c * plane + (i / s.S) * Wp + i % s.S;
+  const int64_t* offp = off.data();
+  const auto kern = g_kernels->conv_kvec;
+  parallel_for(s.N * kblocks, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+    const int64_t n = item / kblocks, kb = item % kblocks;
+    // the zero-padded image, with a row of slack for the second row and the 12-wide tiles
+    float* buf = scratch(6, s.C * plane + 2 * Wp + 16);
+    for (int64_t c = 0; c < s.C; ++c) {
+      float* d = buf + c * plane;
+      std::fill(d, d + plane, 0.f);
+      for (int64_t h = 0; h < s.H; ++h)
+        std::memcpy(d + (h + s.ph) * Wp + s.pw, x + ((n * s.C + c) * s.H + h) * s.W,
+                    sizeof(float) * s.W);
+    }
+    std::fill(buf + s.C * plane, buf + s.C * plane + 2 * Wp + 16, 0.f);
+    const int nk = static_cast<int>(std::min<int64_t>(16, s.K - kb * 16));
+    float* yk = y + (n * s.K + kb * 16) * PQ;
+    const float* bk = b ? b + kb * 16 : nullptr;
+    for (int64_t p = 0; p < s.P; p += 2)
+      for (int64_t q = 0; q < s.Q; q += 12) {
+        const int nq = static_cast<int>(std::min<int64_t>(12, s.Q - q));
+        kern(yk + p * s.Q + q, PQ, s.Q, buf + p * Wp + q, Wp, offp, CRS, wp + kb * CRS * 16, bk,
+             nq, nk, p + 1 < s.P);
+      }
+  });
+}
+
 }  // namespace
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
@@ -256,6 +301,12 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
     return;
   }
   const KernelTable& kt = *g_kernels;
+  // Narrow outputs (rows of fewer than 16 columns) and at least 12 output channels: channels in
+  // the lanes instead of positions.
+  if (kt.conv_kvec && s.sh == 1 && s.sw == 1 && s.Q < 16 && s.K >= 12 && CRS <= 2048) {
+    kvec_forward(y, x, w, b, s);
+    return;
+  }
   float* apack = scratch(3, round_up(s.K, kt.mr) * CRS);
   pack_a(apack, MatView{w, CRS, 1}, 0, s.K, 0, CRS, kt.mr);
   if (s.sh == 1 && s.sw == 1) {

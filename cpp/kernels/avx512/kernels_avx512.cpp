@@ -196,6 +196,44 @@ static void conv_dw_tile_avx512(float* out, int64_t ldo, const float* dy, int64_
   }
   by_tg[tg](out, ldo, dy, dy_ns, kt, x, x_ns, row_step, tg, N, P, Q);
 }
+// conv_kvec: 2 rows x NQ positions, one zmm of 16 output channels each (2 * NQ accumulators).
+template <int NQ>
+static void kvec_tile(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
+                      const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
+                      int nk, bool two_rows) {
+  __m512 acc[2][NQ];
+  const __mmask16 mk = static_cast<__mmask16>((1u << nk) - 1u);
+  const __m512 b0 = bias ? _mm512_maskz_loadu_ps(mk, bias) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int i = 0; i < NQ; ++i) acc[0][i] = acc[1][i] = b0;
+  for (int64_t k = 0; k < crs; ++k) {
+    const __m512 wk = _mm512_loadu_ps(w + k * 16);
+    const float* xk = x + off[k];
+#pragma GCC unroll 16
+    for (int i = 0; i < NQ; ++i) {
+      acc[0][i] = _mm512_fmadd_ps(_mm512_set1_ps(xk[i]), wk, acc[0][i]);
+      acc[1][i] = _mm512_fmadd_ps(_mm512_set1_ps(xk[Wp + i]), wk, acc[1][i]);
+    }
+  }
+  // transpose out through a small buffer: position-major in registers, channel-major in y
+  alignas(64) float tmp[2][NQ][16];
+#pragma GCC unroll 16
+  for (int i = 0; i < NQ; ++i) {
+    _mm512_store_ps(tmp[0][i], acc[0][i]);
+    _mm512_store_ps(tmp[1][i], acc[1][i]);
+  }
+  for (int rr = 0; rr < (two_rows ? 2 : 1); ++rr)
+    for (int kk = 0; kk < nk; ++kk)
+      for (int i = 0; i < nq; ++i) out[kk * ldo + rr * ldr + i] = tmp[rr][i][kk];
+}
+
+static void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
+                             const int64_t* off, int64_t crs, const float* w, const float* bias,
+                             int nq, int nk, bool two_rows) {
+  if (nq <= 8) kvec_tile<8>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq, nk, two_rows);
+  else if (nq <= 10) kvec_tile<10>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq, nk, two_rows);
+  else kvec_tile<12>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq < 12 ? nq : 12, nk, two_rows);
+}
 }  // namespace avx512
 
 void fill_table_avx512(KernelTable& t) {
@@ -208,6 +246,7 @@ void fill_table_avx512(KernelTable& t) {
   t.maxpool2x2_bwd_plane = avx512::maxpool2x2_bwd;
   t.maxpool_plane = avx512::maxpool_plane_avx512;
   t.conv_dw_tile = avx512::conv_dw_tile_avx512;
+  t.conv_kvec = avx512::conv_kvec_avx512;
 }
 
 }  // namespace convkit
