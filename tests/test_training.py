@@ -55,6 +55,7 @@ def test_example_reaches_95_percent_on_bundled_sample(tmp_path):
     assert summary["test_accuracy"] >= 0.95
     m = models.lenet5().load(tmp_path / "w.npz")
     xt, yt = data.load_mnist(kind="mnist-sample", split="test")
+    xt = (xt - summary["input_mean"]) / summary["input_std"]
     assert training.evaluate(m, xt, yt)["accuracy"] == pytest.approx(summary["test_accuracy"])
 
 

@@ -88,6 +88,19 @@ void im2col_panels(float* dst, const float* x, const Conv2dShape& s, int64_t j0,
 // dx (nch, H, W) += gcol rows (c, r, t) of positions [j0, j1); row k starts at gcol + k * ld
 void col2im(float* dx, const float* gcol, int64_t ld, const Conv2dShape& s, int64_t nch,
             int64_t j0, int64_t j1) {
+  if (s.sw == 1 && j0 == 0 && j1 == s.P * s.Q) {
+    // whole image, unit column stride: one pass per output row, taps summed in registers
+    const auto row = g_kernels->col2im_row;
+    for (int64_t c = 0; c < nch; ++c)
+      for (int64_t r = 0; r < s.R; ++r)
+        for (int64_t p = 0; p < s.P; ++p) {
+          const int64_t h = p * s.sh - s.ph + r;
+          if (h < 0 || h >= s.H) continue;
+          row(dx + (c * s.H + h) * s.W, gcol + (c * s.R + r) * s.S * ld + p * s.Q, ld, s.S, s.W,
+              s.Q, s.pw);
+        }
+    return;
+  }
   for (int64_t c = 0; c < nch; ++c)
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t) {

@@ -234,6 +234,24 @@ static void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* 
   else if (nq <= 10) kvec_tile<10>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq, nk, two_rows);
   else kvec_tile<12>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq < 12 ? nq : 12, nk, two_rows);
 }
+// col2im_row: 16 output columns at a time, the S shifted tap rows added in a register through
+// masked loads (lanes whose source column falls outside [0, Q) load nothing).
+static void col2im_row_avx512(float* drow, const float* g, int64_t tap_stride, int64_t S,
+                              int64_t W, int64_t Q, int64_t pw) {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int64_t w0 = 0; w0 < W; w0 += 16) {
+    const __mmask16 mw = W - w0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (W - w0)) - 1u);
+    __m512 acc = _mm512_maskz_loadu_ps(mw, drow + w0);
+    for (int64_t t = 0; t < S; ++t) {
+      const int64_t base = w0 + pw - t;  // source column of lane 0
+      const __m512i q = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
+      const __mmask16 m = mw & _mm512_cmpge_epi32_mask(q, _mm512_setzero_si512()) &
+                          _mm512_cmplt_epi32_mask(q, _mm512_set1_epi32(static_cast<int>(Q)));
+      acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, g + t * tap_stride + base));
+    }
+    _mm512_mask_storeu_ps(drow + w0, mw, acc);
+  }
+}
 }  // namespace avx512
 
 void fill_table_avx512(KernelTable& t) {
@@ -247,6 +265,7 @@ void fill_table_avx512(KernelTable& t) {
   t.maxpool_plane = avx512::maxpool_plane_avx512;
   t.conv_dw_tile = avx512::conv_dw_tile_avx512;
   t.conv_kvec = avx512::conv_kvec_avx512;
+  t.col2im_row = avx512::col2im_row_avx512;
 }
 
 }  // namespace convkit
