@@ -194,9 +194,9 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   const KernelTable& kt = *g_kernels;
   const int64_t Wp = s.W + 2 * s.pw;
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
-  // Output rows per item: the wide tile buffer K x rows x Wp stays near 128 KiB, and there are
+  // Output rows per item: the wide tile buffer K x rows x Wp stays near 256 KiB, and there are
   // enough items for the threads.
-  int64_t rows = std::max<int64_t>(1, (32 * 1024) / std::max<int64_t>(s.K * Wp, 1));
+  int64_t rows = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(s.K * Wp, 1));
   const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
   rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
   const int64_t nblk = (s.P + rows - 1) / rows;

@@ -130,16 +130,20 @@ void gemm_st(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, in
 void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64_t ldc,
           bool accumulate) {
   if (M <= 0 || N <= 0) return;
-  // Split C into row x column blocks; each block is one work item run by gemm_st.
+  // Split C into row x column blocks of whole MR x NR tiles; each block is one work item run by
+  // gemm_st. Aim for 2-4 items per thread, blocks as large as that allows.
   const KernelTable& kt = *g_kernels;
-  const int nt = get_num_threads();
-  const int64_t col_unit = kt.nr * 8, row_unit = kt.mr * 8;
-  int64_t cb = (N + col_unit - 1) / col_unit, rb = (M + row_unit - 1) / row_unit;
-  // Enough items to keep every thread busy, but no more than the tiles allow.
+  const int64_t nt = get_num_threads();
+  const int64_t ct = (N + kt.nr - 1) / kt.nr, rt = (M + kt.mr - 1) / kt.mr;  // tiles
+  int64_t cb = std::min<int64_t>(ct, std::max<int64_t>(1, (N + 255) / 256));
+  int64_t rb = std::min<int64_t>(rt, std::max<int64_t>(1, (M + 63) / 64));
+  while (cb * rb < 2 * nt && (cb < ct || rb < rt)) {
+    if (cb < ct && (cb <= rb || rb == rt)) ++cb;
+    else ++rb;
+  }
   while (cb * rb > 4 * nt && cb > 1) cb = (cb + 1) / 2;
   while (cb * rb > 4 * nt && rb > 1) rb = (rb + 1) / 2;
-  const int64_t bw = ((N + cb - 1) / cb + kt.nr - 1) / kt.nr * kt.nr;
-  const int64_t bh = ((M + rb - 1) / rb + kt.mr - 1) / kt.mr * kt.mr;
+  const int64_t bw = (ct + cb - 1) / cb * kt.nr, bh = (rt + rb - 1) / rb * kt.mr;
   cb = (N + bw - 1) / bw;
   rb = (M + bh - 1) / bh;
   parallel_for(cb * rb, 2.0 * M * N * K, [&](int64_t item) {
