@@ -218,6 +218,21 @@ def test_bad_input_raises_a_clear_error(kw, exc, frags):
         assert f in str(e.value), f"{f!r} not in {str(e.value)!r}"
 
 
+def test_string_padding(rng):
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 5, 3)).astype(np.float32)
+    assert np.array_equal(F.conv2d(x, w, padding="same"), F.conv2d(x, w, padding=(2, 1)))
+    assert F.conv2d(x, w, padding="same").shape == (2, 4, 9, 8)
+    assert np.array_equal(F.conv2d(x, w, padding="valid"), F.conv2d(x, w))
+    g = np.ones((2, 4, 9, 8), np.float32)
+    for a, b in zip(F.conv2d_backward(g, x, w, padding="same"), F.conv2d_backward(g, x, w, padding=(2, 1))):
+        assert (a is None and b is None) or np.array_equal(a, b)
+    with pytest.raises(ValueError, match="padding='same' needs stride 1 and an odd kernel"):
+        F.conv2d(x, np.ones((4, 3, 2, 2)), padding="same")
+    with pytest.raises(ValueError, match="'valid' or 'same'"):
+        F.conv2d(x, w, padding="full")
+
+
 def test_backward_checks_grad_out_shape():
     x, w = np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3))
     with pytest.raises(ValueError, match=r"conv2d_backward: expected grad_out of shape \(2, 4, 6, 6\)"):

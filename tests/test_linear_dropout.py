@@ -68,6 +68,14 @@ def test_linear_thread_invariance(rng, threads):
         assert all(np.array_equal(a, c) for a, c in zip(o, outs[0]))
 
 
+def test_linear_empty_batch():
+    y = F.linear(np.zeros((0, 4)), np.ones((3, 4)), np.ones(3))
+    assert y.shape == (0, 3) and y.dtype == np.float32
+    dx, dw, db = F.linear_backward(np.zeros((0, 3)), np.zeros((0, 4)), np.ones((3, 4)), np.ones(3))
+    assert dx.shape == (0, 4)
+    assert np.array_equal(dw, np.zeros((3, 4))) and np.array_equal(db, np.zeros(3))
+
+
 def test_linear_bad_input():
     with pytest.raises(ValueError, match=r"linear: weight \(3, 4\) expects inputs with 4 features"):
         F.linear(np.ones((2, 5)), np.ones((3, 4)))

@@ -130,28 +130,62 @@ void gemm_st(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, in
 void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64_t ldc,
           bool accumulate) {
   if (M <= 0 || N <= 0) return;
-  // Split C into row x column blocks of whole MR x NR tiles; each block is one work item run by
-  // gemm_st. Aim for 2-4 items per thread, blocks as large as that allows.
-  const KernelTable& kt = *g_kernels;
-  const int64_t nt = get_num_threads();
-  const int64_t ct = (N + kt.nr - 1) / kt.nr, rt = (M + kt.mr - 1) / kt.mr;  // tiles
-  int64_t cb = std::min<int64_t>(ct, std::max<int64_t>(1, (N + 255) / 256));
-  int64_t rb = std::min<int64_t>(rt, std::max<int64_t>(1, (M + 63) / 64));
-  while (cb * rb < 2 * nt && (cb < ct || rb < rt)) {
-    if (cb < ct && (cb <= rb || rb == rt)) ++cb;
-    else ++rb;
+  if (K <= 0) {
+    gemm_st(M, N, K, A, B, C, ldc, accumulate);
+    return;
   }
-  while (cb * rb > 4 * nt && cb > 1) cb = (cb + 1) / 2;
-  while (cb * rb > 4 * nt && rb > 1) rb = (rb + 1) / 2;
-  const int64_t bw = (ct + cb - 1) / cb * kt.nr, bh = (rt + rb - 1) / rb * kt.mr;
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t nt = get_num_threads();
+  const int64_t ct = (N + NR - 1) / NR, rt = (M + MR - 1) / MR;  // tiles
+  if (2.0 * M * N * K < 5e7) {
+    // Small products: blocks of whole tiles, each run by gemm_st with its own packing (packing
+    // A up front would be a serial step as long as the work itself).
+    int64_t cb = std::min<int64_t>(ct, std::max<int64_t>(1, (N + 255) / 256));
+    int64_t rb = std::min<int64_t>(rt, std::max<int64_t>(1, (M + 63) / 64));
+    while (cb * rb < 2 * nt && (cb < ct || rb < rt)) {
+      if (cb < ct && (cb <= rb || rb == rt)) ++cb;
+      else ++rb;
+    }
+    const int64_t bw = (ct + cb - 1) / cb * NR, bh = (rt + rb - 1) / rb * MR;
+    cb = (N + bw - 1) / bw;
+    rb = (M + bh - 1) / bh;
+    parallel_for(cb * rb, 2.0 * M * N * K, [&](int64_t item) {
+      const int64_t i0 = (item / cb) * bh, j0 = (item % cb) * bw;
+      MatView a{A.p + i0 * A.rs, A.rs, A.cs};
+      MatView b{B.p + j0 * B.cs, B.rs, B.cs};
+      gemm_st(std::min(bh, M - i0), std::min(bw, N - j0), K, a, b, C + i0 * ldc + j0, ldc,
+              accumulate);
+    });
+    return;
+  }
+  // Large products: A is packed once, to full depth; work items are blocks of whole tiles of
+  // C, each packing only its own columns of B; columns are split first (rows share the packed A).
+  int64_t cb = std::min<int64_t>(ct, 2 * nt), rb = 1;
+  while (cb * rb < 2 * nt && rb < rt) ++rb;
+  const int64_t bw = (ct + cb - 1) / cb * NR, bh = (rt + rb - 1) / rb * MR;
   cb = (N + bw - 1) / bw;
   rb = (M + bh - 1) / bh;
+  float* apack = scratch(3, round_up(M, MR) * K);
+  pack_a(apack, A, 0, M, 0, K, MR);
+  const int64_t kcmax = gemm_kc(K);
   parallel_for(cb * rb, 2.0 * M * N * K, [&](int64_t item) {
     const int64_t i0 = (item / cb) * bh, j0 = (item % cb) * bw;
     const int64_t m = std::min(bh, M - i0), n = std::min(bw, N - j0);
-    MatView a{A.p + i0 * A.rs, A.rs, A.cs};
-    MatView b{B.p + j0 * B.cs, B.rs, B.cs};
-    gemm_st(m, n, K, a, b, C + i0 * ldc + j0, ldc, accumulate);
+    float* bpack = scratch(0, kcmax * round_up(n, NR));
+    for (int64_t pc = 0; pc < K; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, K - pc);
+      const bool acc = accumulate || pc > 0;
+      pack_b(bpack, B, pc, kc, j0, n, NR);
+      for (int64_t jr = 0; jr < n; jr += NR) {
+        const int nr = static_cast<int>(std::min<int64_t>(NR, n - jr));
+        for (int64_t ir = 0; ir < m; ir += MR) {
+          const int mr = static_cast<int>(std::min<int64_t>(MR, m - ir));
+          kt.gemm(kc, apack + (i0 + ir) * K + pc * MR, bpack + jr * kc,
+                  C + (i0 + ir) * ldc + j0 + jr, ldc, mr, nr, acc, nullptr);
+        }
+      }
+    }
   });
 }
 

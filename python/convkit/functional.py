@@ -54,17 +54,37 @@ def _float(v, fn: str, name: str) -> float:
 
 # ---- convolution -------------------------------------------------------------------------------
 
+def _conv_padding(padding, weight, stride, fn):
+    """int, (h, w), or PyTorch's strings: 'valid' (no padding) and 'same' (stride 1, odd kernel)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0
+        if padding == "same":
+            shape = np.shape(weight)
+            if stride != (1, 1) or len(shape) != 4 or shape[2] % 2 == 0 or shape[3] % 2 == 0:
+                raise ValueError(f"{fn}: padding='same' needs stride 1 and an odd kernel size "
+                                 f"(convkit pads symmetrically), but got stride {stride} and "
+                                 f"weight of shape {tuple(shape)}")
+            return (shape[2] - 1) // 2, (shape[3] - 1) // 2
+        raise ValueError(f"{fn}: expected padding to be an int, a pair, 'valid' or 'same', "
+                         f"but got {padding!r}")
+    return _pair(padding, fn, "padding")
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """2-D convolution (cross-correlation, as PyTorch). x (N,C,H,W), weight (K,C,R,S) -> (N,K,P,Q)."""
+    """2-D convolution (cross-correlation, as PyTorch). x (N,C,H,W), weight (K,C,R,S) -> (N,K,P,Q).
+
+    stride and padding: an int or an (h, w) pair; padding may also be 'valid' or 'same'.
+    """
     sh, sw = _pair(stride, "conv2d", "stride")
-    ph, pw = _pair(padding, "conv2d", "padding")
+    ph, pw = _conv_padding(padding, weight, (sh, sw), "conv2d")
     return _core.conv2d(x, weight, bias, sh, sw, ph, pw)
 
 
 def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0):
     """-> (grad_x, grad_weight, grad_bias or None)."""
     sh, sw = _pair(stride, "conv2d_backward", "stride")
-    ph, pw = _pair(padding, "conv2d_backward", "padding")
+    ph, pw = _conv_padding(padding, weight, (sh, sw), "conv2d_backward")
     return _core.conv2d_backward(grad_out, x, weight, bias, sh, sw, ph, pw)
 
 

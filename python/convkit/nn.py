@@ -150,7 +150,8 @@ class Conv2d(Module):
             if int(v) < 1:
                 raise ValueError(f"Conv2d: expected {name} >= 1, but got {v}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride, self.padding = (kh, kw), _pair(stride), _pair(padding)
+        self.kernel_size, self.stride = (kh, kw), _pair(stride)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
         self.weight = Parameter(_uniform((out_channels, in_channels, kh, kw), bound))
         self.bias = Parameter(_uniform((out_channels,), bound)) if bias else None
