@@ -112,3 +112,20 @@ def test_bad_input():
         F.relu(np.array(["x"]))
     with pytest.raises(TypeError, match="negative_slope"):
         F.leaky_relu(np.ones(3), "big")
+
+
+def test_large_results_are_independent_arrays(rng):
+    """Big results come from a buffer cache: live results never share memory, and a recycled
+    buffer holds the new values."""
+    x = rng.standard_normal((512, 1024)).astype(np.float32)  # 2 MiB
+    a = F.relu(x)
+    b = F.relu(-x)
+    assert not np.shares_memory(a, b)
+    want_a = np.maximum(x, 0)
+    del b
+    c = F.tanh(x)  # may reuse b's buffer
+    assert not np.shares_memory(a, c)
+    assert np.array_equal(a, want_a)
+    assert_close(c, np.tanh(x.astype(np.float64)), 1e-6)
+    c[0, 0] = 123.0  # writable, owned by nobody else
+    assert a[0, 0] == want_a[0, 0]
