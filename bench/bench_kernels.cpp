@@ -76,6 +76,59 @@ void BM_max_pool2d(benchmark::State& st, bool backward) {
   st.SetLabel(convkit::isa_name());
 }
 
+void BM_avg_pool2d(benchmark::State& st, bool backward) {
+  convkit::Pool2dShape s{64, 6, 28, 28, 2, 2, 2, 2, 0, 0, 0, 0};
+  convkit::pool2d_out_size(s);
+  auto x = randn(s.N * s.C * s.H * s.W), dy = randn(s.N * s.C * s.P * s.Q);
+  std::vector<float> y(dy.size()), dx(x.size());
+  for (auto _ : st) {
+    if (backward) convkit::avg_pool2d_backward(dx.data(), dy.data(), s);
+    else convkit::avg_pool2d_forward(y.data(), x.data(), s);
+  }
+  st.SetBytesProcessed(st.iterations() * int64_t(x.size() * sizeof(float)));
+  st.SetLabel(convkit::isa_name());
+}
+
+void BM_softmax(benchmark::State& st, bool log, bool backward) {
+  const int64_t rows = 256, L = 1000;
+  auto x = randn(rows * L), dy = randn(rows * L, 2);
+  std::vector<float> y(x.size());
+  for (auto _ : st) {
+    if (backward) convkit::softmax_backward(y.data(), dy.data(), x.data(), rows, L, 1, log);
+    else convkit::softmax_forward(y.data(), x.data(), rows, L, 1, log);
+  }
+  st.SetItemsProcessed(st.iterations() * rows * L);
+  st.SetLabel(convkit::isa_name());
+}
+
+void BM_dropout(benchmark::State& st, bool backward) {
+  const int64_t n = 64 * 6 * 28 * 28;
+  auto x = randn(n);
+  std::vector<float> y(x.size()), mask(x.size()), dx(x.size());
+  convkit::dropout_forward(y.data(), mask.data(), x.data(), n, 0.5f, 1);
+  for (auto _ : st) {
+    if (backward) convkit::dropout_backward(dx.data(), x.data(), mask.data(), n, 0.5f);
+    else convkit::dropout_forward(y.data(), mask.data(), x.data(), n, 0.5f, 1);
+  }
+  st.SetItemsProcessed(st.iterations() * n);
+}
+
+void BM_pair_loss(benchmark::State& st, bool bce, bool backward) {
+  const int64_t n = 256 * 1000;
+  auto x = randn(n), t = randn(n, 3);
+  std::vector<float> d(x.size());
+  for (auto _ : st) {
+    if (backward) {
+      if (bce) convkit::bce_with_logits_backward(d.data(), 1.f, x.data(), t.data(), n);
+      else convkit::mse_backward(d.data(), 1.f, x.data(), t.data(), n);
+    } else {
+      benchmark::DoNotOptimize(bce ? convkit::bce_with_logits_forward(x.data(), t.data(), n)
+                                   : convkit::mse_forward(x.data(), t.data(), n));
+    }
+  }
+  st.SetItemsProcessed(st.iterations() * n);
+}
+
 void BM_activation(benchmark::State& st, convkit::Act a, bool backward) {
   const int64_t n = 64 * 6 * 28 * 28;
   auto x = randn(n), dy = randn(n, 2);
@@ -128,8 +181,21 @@ int register_all() {
   }
   benchmark::RegisterBenchmark("max_pool2d_forward/64x6x28x28", BM_max_pool2d, false)->UseRealTime();
   benchmark::RegisterBenchmark("max_pool2d_backward/64x6x28x28", BM_max_pool2d, true)->UseRealTime();
-  const std::pair<const char*, convkit::Act> acts[] = {{"relu", convkit::Act::relu}, {"tanh", convkit::Act::tanh},
-                                                       {"sigmoid", convkit::Act::sigmoid}, {"elu", convkit::Act::elu}};
+  benchmark::RegisterBenchmark("avg_pool2d_forward/64x6x28x28", BM_avg_pool2d, false)->UseRealTime();
+  benchmark::RegisterBenchmark("avg_pool2d_backward/64x6x28x28", BM_avg_pool2d, true)->UseRealTime();
+  benchmark::RegisterBenchmark("softmax_forward/256x1000", BM_softmax, false, false)->UseRealTime();
+  benchmark::RegisterBenchmark("softmax_backward/256x1000", BM_softmax, false, true)->UseRealTime();
+  benchmark::RegisterBenchmark("log_softmax_forward/256x1000", BM_softmax, true, false)->UseRealTime();
+  benchmark::RegisterBenchmark("log_softmax_backward/256x1000", BM_softmax, true, true)->UseRealTime();
+  benchmark::RegisterBenchmark("dropout_forward/64x6x28x28", BM_dropout, false)->UseRealTime();
+  benchmark::RegisterBenchmark("dropout_backward/64x6x28x28", BM_dropout, true)->UseRealTime();
+  benchmark::RegisterBenchmark("bce_with_logits_forward/256000", BM_pair_loss, true, false)->UseRealTime();
+  benchmark::RegisterBenchmark("bce_with_logits_backward/256000", BM_pair_loss, true, true)->UseRealTime();
+  benchmark::RegisterBenchmark("mse_forward/256000", BM_pair_loss, false, false)->UseRealTime();
+  benchmark::RegisterBenchmark("mse_backward/256000", BM_pair_loss, false, true)->UseRealTime();
+  const std::pair<const char*, convkit::Act> acts[] = {
+      {"relu", convkit::Act::relu}, {"leaky_relu", convkit::Act::leaky_relu},
+      {"tanh", convkit::Act::tanh}, {"sigmoid", convkit::Act::sigmoid}, {"elu", convkit::Act::elu}};
   for (auto& a : acts) {
     benchmark::RegisterBenchmark((std::string(a.first) + "_forward").c_str(), BM_activation, a.second, false)->UseRealTime();
     benchmark::RegisterBenchmark((std::string(a.first) + "_backward").c_str(), BM_activation, a.second, true)->UseRealTime();

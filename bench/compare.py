@@ -27,6 +27,8 @@ def parse_args():
     p.add_argument("--threads", default=str(os.cpu_count() or 1),
                    help="comma-separated thread counts; more than one adds a scaling table")
     p.add_argument("--repeats", type=int, default=21, help="timed repeats per implementation")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="passes over the table; each takes repeats/rounds of the samples")
     p.add_argument("--only", default="", help="run only rows whose name contains this text")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--markdown", default=None, help="write the Markdown tables here")
@@ -83,6 +85,11 @@ def _calibrate(fns):
 
 def measure(impls: dict, repeats: int) -> dict:
     """Median seconds per call of each implementation, sampled in interleaved rounds."""
+    return {k: statistics.median(v) for k, v in sample(impls, repeats).items()}
+
+
+def sample(impls: dict, repeats: int) -> dict:
+    """Seconds per call of each implementation: `repeats` samples each, interleaved."""
     fns = list(impls.values())
     gc.collect()
     gc.disable()  # as timeit does: a collection inside a timed batch is noise, not either library
@@ -107,7 +114,7 @@ def _measure(impls, fns, repeats):
             for _ in range(number):
                 f()
             samples[k].append((time.perf_counter() - t) / number)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return samples
 
 
 def matmul_peak(repeats):
@@ -336,11 +343,19 @@ def run_table(threads, rng_seed=0):
     rng = np.random.default_rng(rng_seed)
     peak = matmul_peak(ARGS.repeats)
     rows = conv_rows(rng) + small_op_rows(rng) + lenet_rows(rng)
+    rows = [r for r in rows if not ARGS.only or ARGS.only.lower() in (r[0] + " " + r[1]).lower()]
+    # Several passes over all rows, each taking a share of the repeats: a noisy spell on the
+    # machine then touches every row a little instead of ruining a few.
+    per_round = max(1, ARGS.repeats // ARGS.rounds)
+    samples = [{k: [] for k in impls} for _, _, _, impls in rows]
+    for rnd in range(ARGS.rounds):
+        for i, (op, shape, _, impls) in enumerate(rows):
+            for k, v in sample(impls, per_round).items():
+                samples[i][k] += v
+        print(f"  (pass {rnd + 1}/{ARGS.rounds} done)", file=sys.stderr, flush=True)
     out = []
-    for op, shape, flops, impls in rows:
-        if ARGS.only and ARGS.only.lower() not in (op + " " + shape).lower():
-            continue
-        t = measure(impls, ARGS.repeats)
+    for (op, shape, flops, impls), smp in zip(rows, samples):
+        t = {k: statistics.median(v) for k, v in smp.items()}
         r = {"op": op, "shape": shape, "threads": threads,
              "convkit_ms": t["convkit"] * 1e3, "pytorch_ms": t["pytorch"] * 1e3,
              "numpy_ms": t["numpy"] * 1e3 if "numpy" in t else None,

@@ -44,7 +44,8 @@ struct KernelTable {
   // A tile of the weight gradient of a convolution whose columns step by 1:
   //   out[kk * ldo + tt] = sum over n < N, p < P, q < Q of
   //                        dy[n * dy_ns + kk * PQ + p * Q + q] * x[n * x_ns + p * row_step + tt + q]
-  // for kk < kt (<= 24) and tt < tg (<= 7); the sum runs in a fixed order.
+  // for kk < kt (<= 24) and tt < tg (<= 7); the sum runs in a fixed order. Null where the ISA
+  // has no such kernel (the packed GEMM path is used instead).
   void (*conv_dw_tile)(float* out, int64_t ldo, const float* dy, int64_t dy_ns, int kt,
                        const float* x, int64_t x_ns, int64_t row_step, int tg, int64_t N,
                        int64_t P, int64_t Q);

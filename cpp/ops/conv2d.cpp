@@ -419,7 +419,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
       std::fill(dw, dw + s.K * CRS, 0.f);
       return;
     }
-    if (s.sw == 1 && s.S >= 3) {
+    if (s.sw == 1 && s.S >= 3 && kt.conv_dw_tile) {
       // Columns step by 1 (and each dy vector serves at least 3 taps, else the packed GEMM
       // below reuses data better): each weight-gradient element is a dot product of dy rows with rows
       // of the padded input, computed in place by tiles of (output channels x taps in a row).

@@ -58,9 +58,13 @@ static inline void ukernel(int64_t kc, const float* a, const float* b, const int
     }
     return;
   }
-  for (int i = 0; i < mr; ++i) {
-    _mm256_maskstore_ps(c + i * ldc, m0, acc[i][0]);
-    _mm256_maskstore_ps(c + i * ldc + 8, m1, acc[i][1]);
+  // unrolled with constant indices, so that acc stays in registers in the loop above
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    if (i < mr) {
+      _mm256_maskstore_ps(c + i * ldc, m0, acc[i][0]);
+      _mm256_maskstore_ps(c + i * ldc + 8, m1, acc[i][1]);
+    }
   }
 }
 

@@ -27,6 +27,7 @@ static inline void ukernel(int64_t kc, const float* a, const float* b, const int
   __m512 acc[MR][2];
   const uint32_t bits = nr >= 32 ? 0xffffffffu : ((1u << nr) - 1u);
   const __mmask16 m0 = static_cast<__mmask16>(bits), m1 = static_cast<__mmask16>(bits >> 16);
+  const bool full = nr == NR;
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     if (i < mr && accumulate) {
@@ -38,8 +39,9 @@ static inline void ukernel(int64_t kc, const float* a, const float* b, const int
   }
   for (int64_t k = 0; k < kc; ++k) {
     const float* bk = Direct ? b + boff[k] : b + k * NR;
-    const __m512 b0 = Direct ? _mm512_maskz_loadu_ps(m0, bk) : _mm512_loadu_ps(bk);
-    const __m512 b1 = Direct ? _mm512_maskz_loadu_ps(m1, bk + 16) : _mm512_loadu_ps(bk + 16);
+    const __m512 b0 = Direct && !full ? _mm512_maskz_loadu_ps(m0, bk) : _mm512_loadu_ps(bk);
+    const __m512 b1 =
+        Direct && !full ? _mm512_maskz_loadu_ps(m1, bk + 16) : _mm512_loadu_ps(bk + 16);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
