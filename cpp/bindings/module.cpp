@@ -110,12 +110,20 @@ size_t g_cached = 0;
 void pool_release(void* data) {
   char* base = static_cast<char*>(data) - kHeader;
   const size_t bytes = *reinterpret_cast<size_t*>(base);
-  if (g_cached + bytes <= kPoolMaxCached) {
-    pool()[bytes].push_back(base);
-    g_cached += bytes;
-  } else {
+  if (bytes > kPoolMaxCached) {
     std::free(base);
+    return;
   }
+  if (g_cached + bytes > kPoolMaxCached) {
+    // The working set changed (say, from training batches to a big evaluation batch): drop
+    // what is cached rather than let old sizes crowd out the new ones.
+    for (auto& kv : pool())
+      for (char* b : kv.second) std::free(b);
+    pool().clear();
+    g_cached = 0;
+  }
+  pool()[bytes].push_back(base);
+  g_cached += bytes;
 }
 
 float* pool_take(size_t bytes) {

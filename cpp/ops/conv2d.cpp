@@ -1,17 +1,21 @@
-// conv2d front-end: implicit im2col into packed GEMM panels, threaded over independent pieces.
+// conv2d front-end. Every path is a GEMM over the implicit im2col matrix col (CRS x PQ), fed
+// to the ISA's micro-kernels without materialising col where it can be avoided:
 //
-// forward   y_n (K, PQ)    = W (K, CRS) * col_n (CRS, PQ)     W packed once per call; col_n is
-//                                                              written straight into NR-column
-//                                                              panels, one block of them per item:
-//                                                              items (image, block of columns)
-// grad x    gcol (CRS, PQ) = W^T (CRS, K) * dy_n (K, PQ), then scattered back (col2im)
-//                                                              items (image, group of channels);
-//                                                              W^T packed once per call
-// grad w    dW (K, CRS)    = sum_n dy_n (K, PQ) * col_n^T     items: fixed chunks of images,
-//                                                              partials summed in chunk order
-// grad b    db[k]          = sum over n, p, q of dy            items: output channels
-// Every output element is produced by one item, the reduction blocking depends only on the shape,
-// and the image chunks of the weight gradient depend only on N: any thread count, same bits.
+// forward, stride 1   y_n = W * col_n with col_n's rows read in place from the (row-block-wise
+//                     zero-padded) image on a "wide" grid of positions (direct_forward); narrow
+//                     outputs put 16 output channels in the vector lanes instead (kvec_forward)
+// forward, strided    col_n written straight into packed NR-column panels (im2col_panels)
+// grad x, stride 1    the stride-1 convolution of dy with flipped, transposed weights, when the
+//                     padding is "same"-like and C fills the tiles; else
+// grad x              gcol = W^T * dy_n, scattered back (col2im), items (image, channel group)
+// grad w, stride-1    dot products of dy rows with padded-input rows, in register tiles of
+//   columns           (channels x taps), over fixed, L2-sized chunks of images (conv_dw_tile)
+// grad w              dW = sum_n dy_n * col_n^T, col_n^T packed from the padded input
+// grad b              sums of dy per output channel
+//
+// Every output element is produced by one work item, reduction blocking depends only on the
+// shape, and partial sums over image chunks are added in chunk order: any thread count gives
+// the same bits. The path taken depends on the shape and the ISA, never on the thread count.
 #include <algorithm>
 #include <cstring>
 #include <vector>
