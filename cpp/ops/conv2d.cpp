@@ -188,57 +188,93 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
   }
 }
 
-// Stride-1 convolution on the "wide" grid: output position j' = p * Wp + q runs over the rows of
-// the zero-padded input (Hp = H + 2ph, Wp = W + 2pw), so row (c, r, t) of the implicit im2col is
-// the contiguous run xpad + c*Hp*Wp + r*Wp + t + j'. The micro-kernel reads it in place: no
-// im2col at all. Columns q >= Q of the wide grid are computed and dropped when the tile is copied
-// out; when Wp == Q (1-wide kernels) the wide grid is the output and tiles land in y directly.
+// Convolution on a "wide" grid of positions j' = p * Wq + q, where row (c, r, t) of the implicit
+// im2col is a contiguous run base + off(c, r, t) + j' that the micro-kernel reads in place (no
+// im2col at all). Columns q >= Q of the wide grid are computed and dropped when the tile is
+// copied out; when Wq == Q the wide grid is the output and tiles land in y directly.
+//   Stride 1: the zero-padded input itself, Wq = Wp = W + 2pw, off = c*plane + r*Wp + t. Each
+//   item pads just the input rows it reads into its own buffer (hot in cache when the kernel
+//   reads it); without padding the kernel reads x itself.
+//   Stride (sh, sw): each item splits the input rows it reads into sw column phases, one
+//   buffer row per (c, r, phase, output row): phase t % sw of input row p*sh + r, Wq =
+//   ceil(Wp / sw) wide, so tap t sits at offset t / sw and consecutive q are adjacent again.
 void direct_forward(float* y, const float* x, const float* apack, const float* b,
                     const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
-  const int64_t Wp = s.W + 2 * s.pw;
+  const bool unit = s.sh == 1 && s.sw == 1;
+  const int64_t Wp = s.W + 2 * s.pw, Wq = (Wp + s.sw - 1) / s.sw;
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
-  // Output rows per item: the wide tile buffer K x rows x Wp stays near 256 KiB, and there are
+  // Output rows per item: the wide tile buffer K x rows x Wq stays near 256 KiB, and there are
   // enough items for the threads.
-  int64_t rows = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(s.K * Wp, 1));
+  int64_t rows = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(s.K * Wq, 1));
+  if (!unit)  // and the phase-split input rows near 512 KiB
+    rows = std::min(rows, std::max<int64_t>(1, (128 * 1024) / (s.C * s.R * s.sw * Wq)));
   const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
   rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
   const int64_t nblk = (s.P + rows - 1) / rows;
-  // With padding, each item zero-pads just the input rows it reads into its own buffer (still
-  // hot in cache when the kernel reads it); without, the kernel reads x itself.
-  const bool pad = s.ph || s.pw;
-  const int64_t plane = pad ? (rows + s.R - 1) * Wp : s.H * s.W;
+  const bool own = !unit || s.ph || s.pw;  // items build their own input buffer
+  // floats per input channel in the buffer the kernel reads
+  const int64_t plane = !unit ? s.R * s.sw * rows * Wq : own ? (rows + s.R - 1) * Wp : s.H * s.W;
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t r = 0; r < s.R; ++r)
-      for (int64_t t = 0; t < s.S; ++t) off[(c * s.R + r) * s.S + t] = c * plane + r * Wp + t;
+      for (int64_t t = 0; t < s.S; ++t)
+        off[(c * s.R + r) * s.S + t] =
+            unit ? c * plane + r * Wp + t
+                 : c * plane + (r * s.sw + t % s.sw) * rows * Wq + t / s.sw;
   const int64_t* offp = off.data();
 
-  const bool exact = Wp == s.Q;
+  const bool exact = Wq == s.Q;
   const int64_t kcmax = gemm_kc(CRS);
   const int MR = kt.mr, NR = kt.nr;
   parallel_for(s.N * nblk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
     const int64_t n = item / nblk, p0 = (item % nblk) * rows, p1 = std::min(s.P, p0 + rows);
-    const float* base = x + n * s.C * plane + p0 * Wp;
-    if (pad) {  // input rows p0 - ph .. p1 - 1 + R - 1 - ph, zero outside the image
+    const float* xn = x + n * s.C * s.H * s.W;
+    const float* base = xn + p0 * Wp;
+    if (own) {
       float* buf = scratch(6, s.C * plane);
-      const int64_t nrows = p1 - p0 + s.R - 1;
-      for (int64_t c = 0; c < s.C; ++c)
-        for (int64_t hl = 0; hl < nrows; ++hl) {
-          float* row = buf + c * plane + hl * Wp;
-          const int64_t h = p0 + hl - s.ph;
-          if (h < 0 || h >= s.H) {
-            std::fill(row, row + Wp, 0.f);
-            continue;
+      if (unit) {  // input rows p0 - ph .. p1 - 1 + R - 1 - ph, zero outside the image
+        for (int64_t c = 0; c < s.C; ++c)
+          for (int64_t hl = 0; hl < p1 - p0 + s.R - 1; ++hl) {
+            float* row = buf + c * plane + hl * Wp;
+            const int64_t h = p0 + hl - s.ph;
+            if (h < 0 || h >= s.H) {
+              std::fill(row, row + Wp, 0.f);
+              continue;
+            }
+            std::fill(row, row + s.pw, 0.f);
+            std::memcpy(row + s.pw, xn + (c * s.H + h) * s.W, sizeof(float) * s.W);
+            std::fill(row + s.pw + s.W, row + Wp, 0.f);
           }
-          std::fill(row, row + s.pw, 0.f);
-          std::memcpy(row + s.pw, x + ((n * s.C + c) * s.H + h) * s.W, sizeof(float) * s.W);
-          std::fill(row + s.pw + s.W, row + Wp, 0.f);
-        }
+      } else {  // phase rows: buffer column q of phase f holds input column q * sw + f - pw
+        float* tmp = scratch(7, Wq * s.sw);  // one zero-padded input row
+        std::fill(tmp, tmp + Wq * s.sw, 0.f);
+        for (int64_t c = 0; c < s.C; ++c)
+          for (int64_t r = 0; r < s.R; ++r)
+            for (int64_t pl = 0; pl < p1 - p0; ++pl) {
+              float* row = buf + c * plane + (r * s.sw * rows + pl) * Wq;  // phase 0
+              const int64_t h = (p0 + pl) * s.sh + r - s.ph, pstride = rows * Wq;
+              if (h < 0 || h >= s.H) {
+                for (int64_t f = 0; f < s.sw; ++f) std::fill(row + f * pstride, row + f * pstride + Wq, 0.f);
+                continue;
+              }
+              std::memcpy(tmp + s.pw, xn + (c * s.H + h) * s.W, sizeof(float) * s.W);
+              if (s.sw == 2) {  // one pass, both phases (a vectorisable de-interleave)
+                float* r1 = row + pstride;
+                for (int64_t q = 0; q < Wq; ++q) {
+                  row[q] = tmp[2 * q];
+                  r1[q] = tmp[2 * q + 1];
+                }
+              } else {
+                for (int64_t f = 0; f < s.sw; ++f)
+                  for (int64_t q = 0; q < Wq; ++q) row[f * pstride + q] = tmp[q * s.sw + f];
+              }
+            }
+      }
       base = buf;
     }
-    const int64_t width = (p1 - p0 - 1) * Wp + s.Q;
+    const int64_t width = (p1 - p0 - 1) * Wq + s.Q;
     float* yn = y + n * s.K * PQ;
     const int64_t ldc = exact ? PQ : width;
     float* cw = exact ? yn + p0 * s.Q : scratch(2, s.K * width);
@@ -257,7 +293,7 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
     if (!exact)
       for (int64_t k = 0; k < s.K; ++k)
         for (int64_t p = p0; p < p1; ++p)
-          std::memcpy(yn + k * PQ + p * s.Q, cw + k * width + (p - p0) * Wp, sizeof(float) * s.Q);
+          std::memcpy(yn + k * PQ + p * s.Q, cw + k * width + (p - p0) * Wq, sizeof(float) * s.Q);
   });
 }
 
@@ -326,7 +362,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
   }
   float* apack = scratch(3, round_up(s.K, kt.mr) * CRS);
   pack_a(apack, MatView{w, CRS, 1}, 0, s.K, 0, CRS, kt.mr);
-  if (s.sh == 1 && s.sw == 1) {
+  if (s.sw <= 4) {  // wider strides leave too many phases per input row
     direct_forward(y, x, apack, b, s);
     return;
   }
