@@ -129,3 +129,22 @@ def test_loss_nan_and_empty():
     assert np.isnan(F.mse_loss([np.nan, 1.0], [0.0, 1.0]))
     assert np.isnan(F.cross_entropy(np.zeros((0, 3)), np.zeros(0, np.int64)))
     assert F.cross_entropy_backward(1.0, np.zeros((0, 3)), np.zeros(0, np.int64)).shape == (0, 3)
+
+
+def test_bitwise_identical_for_any_thread_count(rng, threads):
+    x = (rng.standard_normal((300, 37, 5)) * 3).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    logits = (rng.standard_normal((5000, 10)) * 3).astype(np.float32)
+    labels = rng.integers(0, 10, 5000)
+    t = rng.random(x.shape).astype(np.float32)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        outs.append([F.softmax(x, 1), F.log_softmax_backward(g, x, 1), F.softmax_backward(g, x, -1),
+                     np.float64(F.cross_entropy(logits, labels)),
+                     F.cross_entropy_backward(1.0, logits, labels),
+                     np.float64(F.binary_cross_entropy_with_logits(x, t)),
+                     np.float64(F.mse_loss(x, t)), F.mse_loss_backward(1.0, x, t)])
+    for o in outs[1:]:
+        for a, b in zip(o, outs[0]):
+            assert np.array_equal(a, b)
