@@ -53,6 +53,7 @@ from numpy.lib.stride_tricks import sliding_window_view  # noqa: E402
 import convkit  # noqa: E402
 import convkit.functional as F  # noqa: E402
 from convkit import models, nn, optim  # noqa: E402
+from train_mnist_torch import lenet5 as torch_lenet5  # noqa: E402  (bench/ is on sys.path)
 
 try:
     import torch  # noqa: E402
@@ -277,14 +278,6 @@ def small_op_rows(rng):
     return rows
 
 
-def torch_lenet5():
-    tnn = torch.nn
-    return tnn.Sequential(
-        tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
-        tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
-        tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
-
-
 LENET_FLOPS_FWD = 2 * (6 * 25 * 28 * 28 + 16 * 150 * 100 + 400 * 120 + 120 * 84 + 84 * 10)
 
 
@@ -296,7 +289,7 @@ def lenet_rows(rng):
         model = models.lenet5()
         opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         crit = nn.CrossEntropyLoss()
-        tm = torch_lenet5()
+        tm = torch_lenet5()  # the same twin as bench/train_mnist_torch.py
         topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 

@@ -68,12 +68,41 @@ static void direct_ukernel(int64_t kc, const float* a, const float* b, const int
                            const float* bias) {
   ukernel<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
 }
+// 16 2x2 windows of rows r0, r1 starting at output column q (n <= 16 of them valid): the four
+// corners a b / c e as vectors (even and odd columns split with permutes), and the masks of the
+// valid outputs (mq) and of the valid input floats in each half (mlo, mhi).
+struct Windows2x2 {
+  __m512 a, b, c, e;
+  __mmask16 mq, mlo, mhi;
+};
+
+static inline Windows2x2 load_2x2(const float* r0, const float* r1, int64_t q, int n) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  Windows2x2 w;
+  w.mq = static_cast<__mmask16>((1u << n) - 1u);
+  w.mlo = static_cast<__mmask16>(n >= 8 ? 0xffffu : (1u << (2 * n)) - 1u);
+  w.mhi = static_cast<__mmask16>(n <= 8 ? 0u : (1u << (2 * (n - 8))) - 1u);
+  const __m512 x0l = _mm512_maskz_loadu_ps(w.mlo, r0 + 2 * q);
+  const __m512 x0h = _mm512_maskz_loadu_ps(w.mhi, r0 + 2 * q + 16);
+  const __m512 x1l = _mm512_maskz_loadu_ps(w.mlo, r1 + 2 * q);
+  const __m512 x1h = _mm512_maskz_loadu_ps(w.mhi, r1 + 2 * q + 16);
+  w.a = _mm512_permutex2var_ps(x0l, even, x0h);
+  w.b = _mm512_permutex2var_ps(x0l, odd, x0h);
+  w.c = _mm512_permutex2var_ps(x1l, even, x1h);
+  w.e = _mm512_permutex2var_ps(x1l, odd, x1h);
+  return w;
+}
+
+// lanes where v takes over as the running maximum m: larger, or NaN (as PyTorch)
+static inline __mmask16 takes_max(__m512 v, __m512 m) {
+  return _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+}
+
 // 2x2 / stride-2 max-pool backward of one plane (see portable.inc for the contract): 16 windows
 // per step; even/odd columns are split with permutes, winners picked with mask compares.
 static void maxpool2x2_bwd(float* dx, const float* dy, const float* x, int64_t H, int64_t W,
                            int64_t P, int64_t Q) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
   for (int64_t p = 0; p < P; ++p) {
@@ -83,19 +112,12 @@ static void maxpool2x2_bwd(float* dx, const float* dy, const float* x, int64_t H
     float* d1 = d0 + W;
     const float* g = dy + p * Q;
     for (int64_t q = 0; q < Q; q += 16) {
-      const int n = static_cast<int>(std::min<int64_t>(16, Q - q));
-      const __mmask16 mq = static_cast<__mmask16>((1u << n) - 1u);
-      const __mmask16 mlo = static_cast<__mmask16>(n >= 8 ? 0xffffu : (1u << (2 * n)) - 1u);
-      const __mmask16 mhi = static_cast<__mmask16>(n <= 8 ? 0u : (1u << (2 * (n - 8))) - 1u);
-      const __m512 x0l = _mm512_maskz_loadu_ps(mlo, r0 + 2 * q), x0h = _mm512_maskz_loadu_ps(mhi, r0 + 2 * q + 16);
-      const __m512 x1l = _mm512_maskz_loadu_ps(mlo, r1 + 2 * q), x1h = _mm512_maskz_loadu_ps(mhi, r1 + 2 * q + 16);
-      const __m512 a = _mm512_permutex2var_ps(x0l, even, x0h), b = _mm512_permutex2var_ps(x0l, odd, x0h);
-      const __m512 c = _mm512_permutex2var_ps(x1l, even, x1h), e = _mm512_permutex2var_ps(x1l, odd, x1h);
-      const __mmask16 kb = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
-      const __m512 m1 = _mm512_mask_blend_ps(kb, a, b);
-      const __mmask16 kc = _mm512_cmp_ps_mask(c, m1, _CMP_GT_OQ) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
-      const __m512 m2 = _mm512_mask_blend_ps(kc, m1, c);
-      const __mmask16 ke = _mm512_cmp_ps_mask(e, m2, _CMP_GT_OQ) | _mm512_cmp_ps_mask(e, e, _CMP_UNORD_Q);
+      const Windows2x2 w = load_2x2(r0, r1, q, static_cast<int>(std::min<int64_t>(16, Q - q)));
+      const __mmask16 mq = w.mq, mlo = w.mlo, mhi = w.mhi;
+      const __mmask16 kb = takes_max(w.b, w.a);
+      const __m512 m1 = _mm512_mask_blend_ps(kb, w.a, w.b);
+      const __mmask16 kc = takes_max(w.c, m1);
+      const __mmask16 ke = takes_max(w.e, _mm512_mask_blend_ps(kc, m1, w.c));
       const __m512 gv = _mm512_maskz_loadu_ps(mq, g + q);
       const __m512 ge = _mm512_maskz_mov_ps(ke, gv);
       const __m512 gc = _mm512_maskz_mov_ps(static_cast<__mmask16>(kc & ~ke), gv);
@@ -121,25 +143,14 @@ static void maxpool_plane_avx512(float* y, const float* x, int64_t H, int64_t W,
     maxpool_plane(y, x, H, W, P, Q, R, S, sh, sw, ph, pw);
     return;
   }
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   for (int64_t p = 0; p < P; ++p) {
     const float* r0 = x + 2 * p * W;
     const float* r1 = r0 + W;
     for (int64_t q = 0; q < Q; q += 16) {
-      const int n = static_cast<int>(std::min<int64_t>(16, Q - q));
-      const __mmask16 mq = static_cast<__mmask16>((1u << n) - 1u);
-      const __mmask16 mlo = static_cast<__mmask16>(n >= 8 ? 0xffffu : (1u << (2 * n)) - 1u);
-      const __mmask16 mhi = static_cast<__mmask16>(n <= 8 ? 0u : (1u << (2 * (n - 8))) - 1u);
-      const __m512 x0l = _mm512_maskz_loadu_ps(mlo, r0 + 2 * q), x0h = _mm512_maskz_loadu_ps(mhi, r0 + 2 * q + 16);
-      const __m512 x1l = _mm512_maskz_loadu_ps(mlo, r1 + 2 * q), x1h = _mm512_maskz_loadu_ps(mhi, r1 + 2 * q + 16);
-      __m512 m = _mm512_permutex2var_ps(x0l, even, x0h);
-      for (__m512 v : {_mm512_permutex2var_ps(x0l, odd, x0h), _mm512_permutex2var_ps(x1l, even, x1h),
-                       _mm512_permutex2var_ps(x1l, odd, x1h)}) {
-        const __mmask16 take = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        m = _mm512_mask_blend_ps(take, m, v);
-      }
-      _mm512_mask_storeu_ps(y + p * Q + q, mq, m);
+      const Windows2x2 w = load_2x2(r0, r1, q, static_cast<int>(std::min<int64_t>(16, Q - q)));
+      __m512 m = w.a;
+      for (__m512 v : {w.b, w.c, w.e}) m = _mm512_mask_blend_ps(takes_max(v, m), m, v);
+      _mm512_mask_storeu_ps(y + p * Q + q, w.mq, m);
     }
   }
 }
