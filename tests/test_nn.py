@@ -178,6 +178,8 @@ def test_save_load_roundtrip_and_mismatch(tmp_path, rng):
     m.save(path)
     m2 = models.lenet5().load(path)
     assert np.array_equal(m(x), m2(x))
+    m.save(tmp_path / "nosuffix")  # NumPy writes nosuffix.npz; load finds it either way
+    assert np.array_equal(models.lenet5().load(tmp_path / "nosuffix")(x), m(x))
     with pytest.raises(ValueError, match="'0.weight' has shape"):
         models.lenet5(in_channels=3, input_size=32).load(path)
     sd = m.state_dict()

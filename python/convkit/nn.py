@@ -118,6 +118,9 @@ class Module:
 
     def load(self, path):
         """Reads parameters written by save(); names and shapes must match."""
+        import os
+        if not os.path.exists(path) and os.path.exists(str(path) + ".npz"):
+            path = str(path) + ".npz"  # np.savez appends the suffix when it is missing
         with np.load(path) as f:
             self.load_state_dict({k: f[k] for k in f.files})
         return self
@@ -173,7 +176,7 @@ class Conv2d(Module):
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+                f"stride={self.stride}, padding={self.padding!r}, bias={self.bias is not None}")
 
 
 class _Pool(Module):
