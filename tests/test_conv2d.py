@@ -239,3 +239,21 @@ def test_backward_checks_grad_out_shape():
         F.conv2d_backward(np.ones((2, 4, 8, 8)), x, w)
     with pytest.raises(ValueError, match="conv2d_backward"):
         F.conv2d_backward(np.ones((2, 4, 6, 6)), x, np.ones((4, 2, 3, 3)))
+
+
+def test_result_too_large_for_memory_raises_memory_error():
+    """An output that cannot be allocated is a MemoryError naming the size, not a crash."""
+    import subprocess
+    import sys
+    code = (
+        "import resource, numpy as np\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "import convkit.functional as F\n"
+        "try:\n"
+        "    F.conv2d(np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1)), padding=2**20)\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "MemoryError: convkit: cannot allocate" in out.stdout
+    assert "(1, 1, 2097153, 2097153)" in out.stdout

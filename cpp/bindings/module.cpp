@@ -1,5 +1,6 @@
 // convkit._core: the pybind11 module. Validation and conversion happen here, before the GIL is
 // released; the C++ core never sees a malformed shape.
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 #include <unordered_map>
@@ -147,7 +148,17 @@ FArr empty(const std::vector<int64_t>& shape) {
   for (int64_t d : shape) n *= static_cast<size_t>(d);
   const size_t bytes = n * sizeof(float);
   if (bytes < kPoolMin) return FArr(s);
-  float* data = pool_take(bytes);
+  float* data = nullptr;
+  try {
+    data = pool_take(bytes);
+  } catch (const std::bad_alloc&) {
+    char gib[32];
+    std::snprintf(gib, sizeof gib, "%.2f", double(bytes) / double(1 << 30));
+    PyErr_SetString(PyExc_MemoryError, ("convkit: cannot allocate " + std::string(gib) +
+                                        " GiB for a result of shape " + shape_str(shape))
+                                           .c_str());
+    throw py::error_already_set();
+  }
   py::capsule owner(data, [](void* p) { pool_release(p); });
   return FArr(s, data, owner);
 }
