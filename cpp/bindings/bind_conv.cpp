@@ -42,21 +42,11 @@ ConvArgs check_conv(const char* fn, py::handle xo, py::handle wo, py::handle bo,
                         ") is larger than the padded input (" + std::to_string(s.H + 2 * ph) +
                         ", " + std::to_string(s.W + 2 * pw) + ") of input " + shape_str(a.x) +
                         " with padding (" + std::to_string(ph) + ", " + std::to_string(pw) + ")");
-  if (!bo.is_none()) {
-    FArr b = to_float(bo, fn, "bias");
-    if (b.ndim() != 1 || b.shape(0) != s.K)
-      value_error(fn, "expected bias of shape (" + std::to_string(s.K) +
-                          ",) to match weight " + shape_str(a.w) + ", but got " + shape_str(b));
-    a.b = b;
-  }
+  a.b = optional_bias(bo, s.K, a.w, fn);
   conv2d_out_size(s);
   checked_numel({s.N, s.K, s.P, s.Q}, fn, "output");
   checked_numel({s.C, s.R, s.S, s.P, s.Q}, fn, "im2col workspace");
   return a;
-}
-
-const float* bias_ptr(const py::object& b) {
-  return b.is_none() ? nullptr : b.cast<FArr>().data();
 }
 
 template <bool Ref>

@@ -21,13 +21,7 @@ LinArgs check_linear(const char* fn, py::handle xo, py::handle wo, py::handle bo
                         " features in the last dimension, but input has shape " +
                         shape_str(a.x));
   for (py::ssize_t i = 0; i + 1 < a.x.ndim(); ++i) a.N *= a.x.shape(i);
-  if (!bo.is_none()) {
-    FArr b = to_float(bo, fn, "bias");
-    if (b.ndim() != 1 || b.shape(0) != a.O)
-      value_error(fn, "expected bias of shape (" + std::to_string(a.O) +
-                          ",) to match weight " + shape_str(a.w) + ", but got " + shape_str(b));
-    a.b = b;
-  }
+  a.b = optional_bias(bo, a.O, a.w, fn);
   return a;
 }
 
@@ -35,10 +29,6 @@ std::vector<int64_t> out_shape(const FArr& x, int64_t last) {
   std::vector<int64_t> s = shape_of(x);
   s.back() = last;
   return s;
-}
-
-const float* bias_ptr(const py::object& b) {
-  return b.is_none() ? nullptr : b.cast<FArr>().data();
 }
 
 template <bool Ref>

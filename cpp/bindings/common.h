@@ -40,6 +40,13 @@ void expect_shape(const py::array& a, const std::vector<int64_t>& shape, const c
 // does not fit in int64 (or exceeds what can be addressed).
 int64_t checked_numel(const std::vector<int64_t>& dims, const char* fn, const char* what);
 
+// An optional bias: None, or a vector of `n` floats matching `weight` (ValueError otherwise).
+py::object optional_bias(py::handle bias, int64_t n, const FArr& weight, const char* fn);
+// The data of an optional_bias result, or null for None.
+inline const float* bias_ptr(const py::object& b) {
+  return b.is_none() ? nullptr : b.cast<FArr>().data();
+}
+
 FArr empty(const std::vector<int64_t>& shape);
 std::vector<int64_t> shape_of(const py::array& a);
 

@@ -82,6 +82,15 @@ void expect_shape(const py::array& a, const std::vector<int64_t>& shape, const c
                         ", but got " + shape_str(a));
 }
 
+py::object optional_bias(py::handle bo, int64_t n, const FArr& weight, const char* fn) {
+  if (bo.is_none()) return py::none();
+  FArr b = to_float(bo, fn, "bias");
+  if (b.ndim() != 1 || b.shape(0) != n)
+    value_error(fn, "expected bias of shape (" + std::to_string(n) + ",) to match weight " +
+                        shape_str(weight) + ", but got " + shape_str(b));
+  return b;
+}
+
 int64_t checked_numel(const std::vector<int64_t>& dims, const char* fn, const char* what) {
   int64_t n = 1;
   for (int64_t d : dims) {

@@ -18,6 +18,15 @@ constexpr int64_t kChunk = 1 << 14;
 }  // namespace
 
 void dropout_forward(float* y, float* mask, const float* x, int64_t n, float p, uint64_t seed) {
+  if (p <= 0.f) {  // keeps everything (also eval mode): no coins to draw
+    parallel_for((n + kChunk - 1) / kChunk, 1.0 * n, [&](int64_t c) {
+      for (int64_t i = c * kChunk, e = std::min(n, i + kChunk); i < e; ++i) {
+        y[i] = x[i];
+        mask[i] = 1.f;
+      }
+    });
+    return;
+  }
   const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;
   const uint64_t key = splitmix64(seed);
   parallel_for((n + kChunk - 1) / kChunk, 10.0 * n, [&](int64_t c) {
