@@ -2,7 +2,6 @@
 import gzip
 import hashlib
 import http.server
-import os
 import struct
 import threading
 from functools import partial
@@ -99,7 +98,7 @@ def test_bundled_sample():
 
 def test_offline_error_says_where_it_looked(isolated):
     with pytest.raises(FileNotFoundError) as e:
-        data.load_mnist(root=isolated / "nowhere", kind="fashion-mnist" if False else "mnist")
+        data.load_mnist(root=isolated / "nowhere", kind="mnist")
     msg = str(e.value)
     for frag in ("nowhere", "cache", "/usr/share/datasets/mnist", "127.0.0.1:9", "mnist-sample"):
         assert frag in msg
