@@ -28,6 +28,8 @@ SHAPES = [
     (1, 3, 40, 37, 8, (3, 3), (1, 1), (1, 1)),       # PQ larger than a column block
     (2, 3, 9, 13, 16, (3, 3), (1, 1), (1, 1)),       # narrow rows: channels-in-lanes path, odd P
     (1, 2, 7, 15, 13, (3, 2), (1, 1), (0, 1)),       # narrow rows, 13 channels, 12 + 3 columns
+    (2, 8, 32, 32, 9, (7, 7), (1, 1), (3, 3)),       # tiles by output row, two reduction blocks
+    (1, 3, 64, 70, 5, (7, 7), (2, 2), (3, 3)),       # strided, tiles by row: 32 + 3 columns
 ]
 
 

@@ -191,7 +191,8 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
 // Convolution on a "wide" grid of positions j' = p * Wq + q, where row (c, r, t) of the implicit
 // im2col is a contiguous run base + off(c, r, t) + j' that the micro-kernel reads in place (no
 // im2col at all). Columns q >= Q of the wide grid are computed and dropped when the tile is
-// copied out; when Wq == Q the wide grid is the output and tiles land in y directly.
+// copied out; when Wq == Q the wide grid is the output and tiles land in y directly. When the
+// dropped columns would waste more than tiles kept within each output row, tiles go by row.
 //   Stride 1: the zero-padded input itself, Wq = Wp = W + 2pw, off = c*plane + r*Wp + t. Each
 //   item pads just the input rows it reads into its own buffer (hot in cache when the kernel
 //   reads it); without padding the kernel reads x itself.
@@ -228,6 +229,13 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   const bool exact = Wq == s.Q;
   const int64_t kcmax = gemm_kc(CRS);
   const int MR = kt.mr, NR = kt.nr;
+  // Tiles along the wide grid waste its Wq - Q dropped columns and need a copy-out; tiles kept
+  // within one output row waste the part of the last tile past Q but store into y directly.
+  // Take whichever computes fewer useless columns (the copy-out counted as 3 %).
+  const int64_t width_max = (rows - 1) * Wq + s.Q;
+  const double eff_wide = 1.0 * rows * s.Q / round_up(width_max, NR) * (exact ? 1.0 : 0.97);
+  const double eff_row = 1.0 * s.Q / round_up(s.Q, NR);
+  const bool by_row = !exact && eff_row >= eff_wide;
   parallel_for(s.N * nblk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
     const int64_t n = item / nblk, p0 = (item % nblk) * rows, p1 = std::min(s.P, p0 + rows);
     const float* xn = x + n * s.C * s.H * s.W;
@@ -276,19 +284,30 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
     }
     const int64_t width = (p1 - p0 - 1) * Wq + s.Q;
     float* yn = y + n * s.K * PQ;
+    // one NR-wide tile of the grid: columns [jr, jr + nr) of buffer `base`, output tile c
+    auto tile = [&](int64_t pc, int64_t kc, int64_t jr, int nr, float* c, int64_t ldc) {
+      for (int64_t ir = 0; ir < s.K; ir += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, s.K - ir));
+        kt.gemm_direct(kc, apack + ir * CRS + pc * MR, base + jr, offp + pc, c + ir * ldc, ldc,
+                       mr, nr, pc > 0, (pc == 0 && b) ? b + ir : nullptr);
+      }
+    };
+    if (by_row) {  // tiles within one output row, stored straight into y
+      for (int64_t pc = 0; pc < CRS; pc += kcmax) {
+        const int64_t kc = std::min(kcmax, CRS - pc);
+        for (int64_t p = p0; p < p1; ++p)
+          for (int64_t q0 = 0; q0 < s.Q; q0 += NR)
+            tile(pc, kc, (p - p0) * Wq + q0, static_cast<int>(std::min<int64_t>(NR, s.Q - q0)),
+                 yn + p * s.Q + q0, PQ);
+      }
+      return;
+    }
     const int64_t ldc = exact ? PQ : width;
     float* cw = exact ? yn + p0 * s.Q : scratch(2, s.K * width);
     for (int64_t pc = 0; pc < CRS; pc += kcmax) {
       const int64_t kc = std::min(kcmax, CRS - pc);
-      for (int64_t jr = 0; jr < width; jr += NR) {
-        const int nr = static_cast<int>(std::min<int64_t>(NR, width - jr));
-        for (int64_t ir = 0; ir < s.K; ir += MR) {
-          const int mr = static_cast<int>(std::min<int64_t>(MR, s.K - ir));
-          kt.gemm_direct(kc, apack + ir * CRS + pc * MR, base + jr, offp + pc,
-                         cw + ir * ldc + jr, ldc, mr, nr, pc > 0,
-                         (pc == 0 && b) ? b + ir : nullptr);
-        }
-      }
+      for (int64_t jr = 0; jr < width; jr += NR)
+        tile(pc, kc, jr, static_cast<int>(std::min<int64_t>(NR, width - jr)), cw + jr, ldc);
     }
     if (!exact)
       for (int64_t k = 0; k < s.K; ++k)
