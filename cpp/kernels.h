@@ -19,6 +19,17 @@ using GemmDirectUkernel = void (*)(int64_t kc, const float* a, const float* b,
                                    const int64_t* boff, float* c, int64_t ldc, int mr, int nr,
                                    bool accumulate, const float* bias);
 
+// Operands of KernelTable::conv_dw_tile: dy(n, kk, p, q) = dy[n*dy_ns + kk*dy_ks + p*dy_rs + q],
+// x(n, tt, p, q) = x[n*x_ns + xoff[tt] + p*x_rs + q] (a row of taps (c, r, t) of the weight).
+struct DwTileArgs {
+  const float* dy;
+  int64_t dy_ns, dy_ks, dy_rs;
+  const float* x;
+  int64_t x_ns, x_rs;
+  const int64_t* xoff;
+  int64_t N, P, Q;
+};
+
 struct KernelTable {
   const char* name;
   int mr, nr;
@@ -41,14 +52,11 @@ struct KernelTable {
   // (the S taps of one kernel row summed in registers, so drow is read and written once).
   void (*col2im_row)(float* drow, const float* g, int64_t tap_stride, int64_t S, int64_t W,
                      int64_t Q, int64_t pw);
-  // A tile of the weight gradient of a convolution whose columns step by 1:
-  //   out[kk * ldo + tt] = sum over n < N, p < P, q < Q of
-  //                        dy[n * dy_ns + kk * PQ + p * Q + q] * x[n * x_ns + p * row_step + tt + q]
-  // for kk < kt (<= 24) and tt < tg (<= 7); the sum runs in a fixed order. Null where the ISA
-  // has no such kernel (the packed GEMM path is used instead).
-  void (*conv_dw_tile)(float* out, int64_t ldo, const float* dy, int64_t dy_ns, int kt,
-                       const float* x, int64_t x_ns, int64_t row_step, int tg, int64_t N,
-                       int64_t P, int64_t Q);
+  // A tile of the weight gradient of a convolution as dot products over output positions:
+  //   out[kk * ldo + tt] = sum over n < N, p < P, q < Q of dy(n, kk, p, q) * x(n, tt, p, q)
+  // for kk < kt (<= 24) and tt < tg (<= 7), element addresses as in DwTileArgs; the sum runs in
+  // a fixed order. Null where the ISA has no such kernel (the packed GEMM path is used instead).
+  void (*conv_dw_tile)(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg);
   // max-pool / avg-pool of one (H, W) plane
   void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
                         int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);

@@ -169,6 +169,20 @@ def test_nan_propagates(rng):
     assert np.array_equal(np.isnan(y), want) and want.any() and not want.all()
 
 
+def test_inf_in_input_reaches_only_the_gradients_it_should(isa, rng):
+    # An Inf in the last column: taps that never read that column keep finite weight gradients
+    # (paths that compute over padding columns must not turn 0 * Inf into NaN there).
+    x, w, b, st, pd = _data(rng, SHAPES[12])
+    x[0, 1, 7, -1] = np.inf
+    g = rng.standard_normal(F.conv2d(x, w, b, st, pd).shape).astype(np.float32)
+    dx, dw, db = F.conv2d_backward(g, x, w, b, st, pd)
+    rx, rw, rb = _core.ref_conv2d_backward(g, x, w, b, *st, *pd)
+    bad = ~np.isfinite(rw)
+    assert np.array_equal(~np.isfinite(dw), bad) and bad.any() and not bad.all()
+    assert_close(dw[~bad], rw[~bad], 1e-5, "finite grad_weight entries")
+    assert_close(dx, rx, 1e-5, "grad_x")
+
+
 def test_gil_is_released(rng):
     x = rng.standard_normal((16, 64, 56, 56)).astype(np.float32)
     w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)

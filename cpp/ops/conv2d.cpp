@@ -8,15 +8,17 @@
 // grad x, stride 1    the stride-1 convolution of dy with flipped, transposed weights, when the
 //                     padding is "same"-like and C fills the tiles; else
 // grad x              gcol = W^T * dy_n, scattered back (col2im), items (image, channel group)
-// grad w, stride-1    dot products of dy rows with padded-input rows, in register tiles of
-//   columns           (channels x taps), over fixed, L2-sized chunks of images (conv_dw_tile)
-// grad w              dW = sum_n dy_n * col_n^T, col_n^T packed from the padded input
+// grad w              dot products of dy rows with input rows (zero-padded, or split into
+//                     column phases when strided) in register tiles of (channels x taps),
+//                     over fixed, L2-sized chunks of images (dw_dot, conv_dw_tile); ISAs
+//                     without that kernel: dW = sum_n dy_n * col_n^T, col_n^T packed
 // grad b              sums of dy per output channel
 //
 // Every output element is produced by one work item, reduction blocking depends only on the
 // shape, and partial sums over image chunks are added in chunk order: any thread count gives
 // the same bits. The path taken depends on the shape and the ISA, never on the thread count.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -361,6 +363,116 @@ void kvec_forward(float* y, const float* x, const float* w, const float* b, cons
   });
 }
 
+// Weight gradient as dot products of dy rows with input rows (KernelTable::conv_dw_tile), in
+// tiles of kt output channels x tg taps (c, r, t) taken in weight order. The input rows are read
+// in place from the zero-padded image (unit column stride) or from a copy split into column
+// phases (phase f of a row holds padded columns f, f + sw, ...), so a tap's row steps by 1.
+// Unit stride, when rows are a vector or more and Wp is below Q rounded up to a vector (on
+// narrower rows the long runs measured slower): each image's positions are one run
+// over the wide grid p * Wp + q, with dy copied into rows of Wp (zeros in the Wp - Q extra
+// columns): fewer partial vectors. The extra columns multiply input values by zero; should the
+// result come out non-finite (an Inf in x), it is recomputed without them, so that Inf and NaN
+// spread exactly as in the definition. Images go in fixed chunks whose dy rows fit in L2 (by
+// shape only); each item reduces its chunk in one fixed order, chunks are added in order.
+void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
+  thread_local std::vector<int64_t> off;
+  off.resize(static_cast<size_t>(CRS));
+  const float* xb;
+  int64_t x_ns, x_rs;
+  if (s.sw == 1) {
+    xb = padded_input(x, s);
+    x_ns = s.C * Hp * Wp;
+    x_rs = s.sh * Wp;
+    for (int64_t k = 0; k < CRS; ++k)
+      off[k] = (k / (s.R * s.S)) * Hp * Wp + (k / s.S % s.R) * Wp + k % s.S;
+  } else {
+    const int64_t Wq = (Wp + s.sw - 1) / s.sw, fplane = Hp * Wq, cplane = s.sw * fplane;
+    float* buf = scratch(4, s.N * s.C * cplane);
+    parallel_for(s.N * s.C, 1.0 * s.N * s.C * cplane, [&](int64_t i) {
+      for (int64_t f = 0; f < s.sw; ++f)
+        for (int64_t h = 0; h < Hp; ++h) {
+          float* d = buf + i * cplane + f * fplane + h * Wq;
+          const int64_t hi = h - s.ph;
+          const float* src = x + (i * s.H + hi) * s.W;
+          for (int64_t j = 0; j < Wq; ++j) {
+            const int64_t wi = j * s.sw + f - s.pw;
+            d[j] = (hi >= 0 && hi < s.H && wi >= 0 && wi < s.W) ? src[wi] : 0.f;
+          }
+        }
+    });
+    xb = buf;
+    x_ns = s.C * cplane;
+    x_rs = s.sh * Wq;
+    for (int64_t k = 0; k < CRS; ++k) {
+      const int64_t t = k % s.S;
+      off[k] = (k / (s.R * s.S)) * cplane + (t % s.sw) * fplane + (k / s.S % s.R) * Wq + t / s.sw;
+    }
+  }
+  // Tile shape: the fewest computed elements, padding of the last tiles included.
+  static const int kShapes[7][2] = {{4, 6}, {6, 4}, {8, 3}, {3, 7}, {4, 5}, {12, 2}, {24, 1}};
+  int ktile = 8, tg = 3;
+  int64_t best = -1;
+  for (const auto& sh : kShapes) {
+    const int64_t cost = round_up(s.K, sh[0]) * round_up(CRS, sh[1]);
+    if (best < 0 || cost < best) best = cost, ktile = sh[0], tg = sh[1];
+  }
+  const int64_t ktiles = (s.K + ktile - 1) / ktile, groups = (CRS + tg - 1) / tg;
+  const auto kern = g_kernels->conv_dw_tile;
+  const int64_t* offp = off.data();  // this thread's: workers must not name the thread_local
+
+  auto run = [&](bool wide) {
+    DwTileArgs a{dy, KPQ, PQ, s.Q, xb, x_ns, x_rs, nullptr, s.N, s.P, s.Q};
+    if (wide) {  // one run of positions per image over the wide grid
+      a.P = 1;
+      a.Q = (s.P - 1) * Wp + s.Q;
+      if (Wp != s.Q) {  // planes a whole number of vectors apart: aligned dy loads
+        const int64_t dplane = round_up(s.P * Wp, 16);
+        float* dyw = scratch(5, s.N * s.K * dplane);
+        parallel_for(s.N * s.K, 1.0 * s.N * s.K * dplane, [&](int64_t i) {
+          for (int64_t p = 0; p < s.P; ++p) {
+            float* d = dyw + i * dplane + p * Wp;
+            std::memcpy(d, dy + i * PQ + p * s.Q, sizeof(float) * s.Q);
+            std::fill(d + s.Q, d + Wp, 0.f);
+          }
+        });
+        a.dy = dyw;
+        a.dy_ns = s.K * dplane;
+        a.dy_ks = dplane;
+      }
+    }
+    const int64_t nper = std::max<int64_t>(1, (256 * 1024) / (4 * ktile * a.dy_ks));
+    const int64_t nchunks = (s.N + nper - 1) / nper;
+    std::vector<float> partial(static_cast<size_t>(nchunks > 1 ? nchunks * s.K * CRS : 0));
+    // An item takes a run of tiles along a row of dW, about 32 columns: items on different
+    // threads then rarely write to the same cache line.
+    const int64_t gper = std::min<int64_t>(groups, (32 + tg - 1) / tg);
+    const int64_t gblocks = (groups + gper - 1) / gper, per_chunk = ktiles * gblocks;
+    parallel_for(nchunks * per_chunk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+      const int64_t ch = item / per_chunk, gb = item % gblocks, kti = item % per_chunk / gblocks;
+      const int64_t k0 = kti * ktile, n0 = ch * nper;
+      DwTileArgs t = a;
+      t.dy = a.dy + n0 * a.dy_ns + k0 * a.dy_ks;
+      t.x = xb + n0 * x_ns;
+      t.N = std::min(nper, s.N - n0);
+      float* out = (nchunks > 1 ? partial.data() + ch * s.K * CRS : dw) + k0 * CRS;
+      for (int64_t g = gb * gper; g < std::min(groups, (gb + 1) * gper); ++g) {
+        const int64_t c0 = g * tg;
+        t.xoff = offp + c0;
+        kern(out + c0, CRS, t, static_cast<int>(std::min<int64_t>(ktile, s.K - k0)),
+             static_cast<int>(std::min<int64_t>(tg, CRS - c0)));
+      }
+    });
+    if (nchunks > 1) reduce_in_order(dw, partial.data(), nchunks, s.K * CRS);
+  };
+  const bool wide = s.sh == 1 && s.sw == 1 &&
+                    (Wp == s.Q || (s.Q >= 16 && Wp < round_up(s.Q, 16)));
+  run(wide);
+  if (wide && Wp != s.Q && !std::all_of(dw, dw + s.K * CRS, [](float v) { return std::isfinite(v); }))
+    run(false);
+}
+
 }  // namespace
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
@@ -478,37 +590,8 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
       std::fill(dw, dw + s.K * CRS, 0.f);
       return;
     }
-    if (s.sw == 1 && s.S >= 3 && kt.conv_dw_tile) {
-      // Columns step by 1 (and each dy vector serves at least 3 taps, else the packed GEMM
-      // below reuses data better): each weight-gradient element is a dot product of dy rows with rows
-      // of the padded input, computed in place by tiles of (output channels x taps in a row).
-      // Images are taken in fixed chunks whose dy rows fit in L2 (the chunking depends on the
-      // shape only); each item reduces its chunk in one fixed order, chunks are added in order.
-      const float* xp = padded_input(x, s);
-      const int64_t Wp = s.W + 2 * s.pw, plane = (s.H + 2 * s.ph) * Wp;
-      static const int kMaxKt[8] = {0, 24, 12, 8, 6, 4, 4, 3};
-      const int tg = static_cast<int>(std::min<int64_t>(s.S, 7));
-      const int64_t ngroups_t = (s.S + tg - 1) / tg;
-      const int ktile = kMaxKt[tg];
-      const int64_t ktiles = (s.K + ktile - 1) / ktile;
-      const int64_t nper = std::max<int64_t>(1, (256 * 1024) / (4 * ktile * PQ));
-      const int64_t nchunks = (s.N + nper - 1) / nper;
-      std::vector<float> partial(static_cast<size_t>(nchunks > 1 ? nchunks * s.K * CRS : 0));
-      const auto kern = g_kernels->conv_dw_tile;
-      const int64_t per_chunk = ktiles * s.C * s.R * ngroups_t;
-      parallel_for(nchunks * per_chunk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
-        const int64_t ch = item / per_chunk, it = item % per_chunk;
-        const int64_t tgi = it % ngroups_t, r = (it / ngroups_t) % s.R;
-        const int64_t c = (it / ngroups_t / s.R) % s.C, kti = it / ngroups_t / s.R / s.C;
-        const int64_t k0 = kti * ktile, t0 = tgi * tg, n0 = ch * nper;
-        float* out = nchunks > 1 ? partial.data() + ch * s.K * CRS : dw;
-        kern(out + (k0 * s.C + c) * RS + r * s.S + t0, CRS, dy + n0 * KPQ + k0 * PQ, KPQ,
-             static_cast<int>(std::min<int64_t>(ktile, s.K - k0)),
-             xp + (n0 * s.C + c) * plane + r * Wp + t0, s.C * plane, s.sh * Wp,
-             static_cast<int>(std::min<int64_t>(tg, s.S - t0)), std::min(nper, s.N - n0), s.P,
-             s.Q);
-      });
-      if (nchunks > 1) reduce_in_order(dw, partial.data(), nchunks, s.K * CRS);
+    if (kt.conv_dw_tile) {
+      dw_dot(dw, dy, x, s);
       return;
     }
     // Fixed chunks of images (depending on N only); each chunk's partial dW is reduced in order.

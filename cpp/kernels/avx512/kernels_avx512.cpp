@@ -155,30 +155,33 @@ static void maxpool_plane_avx512(float* y, const float* x, int64_t H, int64_t W,
   }
 }
 // conv_dw_tile with KT x TG accumulators held in registers (TG x vectors + 1 dy vector + KT*TG
-// sums <= 32 registers); rows kk >= kt reread row kt - 1 and are not stored.
+// sums <= 32 registers); rows kk >= kt reread row kt - 1, columns tt >= tg reread column tg - 1,
+// and neither is stored.
 template <int KT, int TG>
-static void dw_tile(float* out, int64_t ldo, const float* dy, int64_t dy_ns, int kt,
-                    const float* x, int64_t x_ns, int64_t row_step, int tg, int64_t N, int64_t P,
-                    int64_t Q) {
+static void dw_tile(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg) {
   __m512 acc[KT][TG];
 #pragma GCC unroll 24
   for (int kk = 0; kk < KT; ++kk)
 #pragma GCC unroll 7
     for (int tt = 0; tt < TG; ++tt) acc[kk][tt] = _mm512_setzero_ps();
-  const int64_t PQ = P * Q;
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t p = 0; p < P; ++p) {
-      const float* d = dy + n * dy_ns + p * Q;
-      const float* xr = x + n * x_ns + p * row_step;
-      for (int64_t q = 0; q < Q; q += 16) {
-        const __mmask16 m = Q - q >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Q - q)) - 1u);
+  int64_t xo[TG], dyo[KT];
+#pragma GCC unroll 7
+  for (int tt = 0; tt < TG; ++tt) xo[tt] = a.xoff[tt < tg ? tt : tg - 1];
+#pragma GCC unroll 24
+  for (int kk = 0; kk < KT; ++kk) dyo[kk] = (kk < kt ? kk : kt - 1) * a.dy_ks;
+  for (int64_t n = 0; n < a.N; ++n)
+    for (int64_t p = 0; p < a.P; ++p) {
+      const float* d = a.dy + n * a.dy_ns + p * a.dy_rs;
+      const float* xr = a.x + n * a.x_ns + p * a.x_rs;
+      for (int64_t q = 0; q < a.Q; q += 16) {
+        const __mmask16 m =
+            a.Q - q >= 16 ? __mmask16(0xffff) : __mmask16((1u << (a.Q - q)) - 1u);
         __m512 xv[TG];
 #pragma GCC unroll 7
-        for (int tt = 0; tt < TG; ++tt) xv[tt] = _mm512_maskz_loadu_ps(m, xr + tt + q);
+        for (int tt = 0; tt < TG; ++tt) xv[tt] = _mm512_maskz_loadu_ps(m, xr + xo[tt] + q);
 #pragma GCC unroll 24
         for (int kk = 0; kk < KT; ++kk) {
-          const int row = kk < kt ? kk : kt - 1;
-          const __m512 dv = _mm512_maskz_loadu_ps(m, d + row * PQ + q);
+          const __m512 dv = _mm512_maskz_loadu_ps(m, d + dyo[kk] + q);
 #pragma GCC unroll 7
           for (int tt = 0; tt < TG; ++tt) acc[kk][tt] = _mm512_fmadd_ps(dv, xv[tt], acc[kk][tt]);
         }
@@ -194,20 +197,17 @@ static void dw_tile(float* out, int64_t ldo, const float* dy, int64_t dy_ns, int
     for (int tt = 0; tt < tg; ++tt) out[kk * ldo + tt] = sums[kk][tt];
 }
 
-static void conv_dw_tile_avx512(float* out, int64_t ldo, const float* dy, int64_t dy_ns, int kt,
-                                const float* x, int64_t x_ns, int64_t row_step, int tg,
-                                int64_t N, int64_t P, int64_t Q) {
+static void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg) {
   // the tile shapes the op asks for: (kt, tg) within (24,1) (12,2) (8,3) (6,4) (4,5) (4,6) (3,7)
-  using Fn = void (*)(float*, int64_t, const float*, int64_t, int, const float*, int64_t,
-                      int64_t, int, int64_t, int64_t, int64_t);
+  using Fn = void (*)(float*, int64_t, const DwTileArgs&, int, int);
   static const Fn by_tg[8] = {nullptr, dw_tile<24, 1>, dw_tile<12, 2>, dw_tile<8, 3>,
                               dw_tile<6, 4>, dw_tile<4, 5>, dw_tile<4, 6>, dw_tile<3, 7>};
   static const int max_kt[8] = {0, 24, 12, 8, 6, 4, 4, 3};
   if (tg < 1 || tg > 7 || kt > max_kt[tg]) {
-    conv_dw_tile(out, ldo, dy, dy_ns, kt, x, x_ns, row_step, tg, N, P, Q);
+    conv_dw_tile(out, ldo, a, kt, tg);
     return;
   }
-  by_tg[tg](out, ldo, dy, dy_ns, kt, x, x_ns, row_step, tg, N, P, Q);
+  by_tg[tg](out, ldo, a, kt, tg);
 }
 // conv_kvec: 2 rows x NQ positions, one zmm of 16 output channels each (2 * NQ accumulators).
 template <int NQ>
