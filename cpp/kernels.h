@@ -47,11 +47,11 @@ struct KernelTable {
   void (*conv_kvec)(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                     const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
                     int nk, bool two_rows);
-  // One output row of col2im for unit column stride: for w < W,
-  //   drow[w] += sum over t < S with 0 <= w + pw - t < Q of g[t * tap_stride + w + pw - t]
+  // One output row of col2im: for w < W,
+  //   drow[w] += sum over t < S with w + pw - t = q * sw, 0 <= q < Q, of g[t * tap_stride + q]
   // (the S taps of one kernel row summed in registers, so drow is read and written once).
   void (*col2im_row)(float* drow, const float* g, int64_t tap_stride, int64_t S, int64_t W,
-                     int64_t Q, int64_t pw);
+                     int64_t Q, int64_t pw, int64_t sw);
   // A tile of the weight gradient of a convolution as dot products over output positions:
   //   out[kk * ldo + tt] = sum over n < N, p < P, q < Q of dy(n, kk, p, q) * x(n, tt, p, q)
   // for kk < kt (<= 24) and tt < tg (<= 7), element addresses as in DwTileArgs; the sum runs in

@@ -94,8 +94,8 @@ void im2col_panels(float* dst, const float* x, const Conv2dShape& s, int64_t j0,
 // dx (nch, H, W) += gcol rows (c, r, t) of positions [j0, j1); row k starts at gcol + k * ld
 void col2im(float* dx, const float* gcol, int64_t ld, const Conv2dShape& s, int64_t nch,
             int64_t j0, int64_t j1) {
-  if (s.sw == 1 && j0 == 0 && j1 == s.P * s.Q) {
-    // whole image, unit column stride: one pass per output row, taps summed in registers
+  if (j0 == 0 && j1 == s.P * s.Q) {
+    // whole image: one pass per output row, taps summed in registers
     const auto row = g_kernels->col2im_row;
     for (int64_t c = 0; c < nch; ++c)
       for (int64_t r = 0; r < s.R; ++r)
@@ -103,7 +103,7 @@ void col2im(float* dx, const float* gcol, int64_t ld, const Conv2dShape& s, int6
           const int64_t h = p * s.sh - s.ph + r;
           if (h < 0 || h >= s.H) continue;
           row(dx + (c * s.H + h) * s.W, gcol + (c * s.R + r) * s.S * ld + p * s.Q, ld, s.S, s.W,
-              s.Q, s.pw);
+              s.Q, s.pw, s.sw);
         }
     return;
   }
@@ -565,21 +565,34 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
         // W^T rows [c0*RS, c0*RS + rows): element (m, k) at w[k*CRS + c0*RS + m]
         pack_a(apack + g * grp_stride, MatView{w + c0 * RS, 1, CRS}, 0, rows, 0, s.K, kt.mr);
       }
-      const int64_t rows_max = per * RS;
-      const int64_t bw = block_cols(4 * (rows_max + s.K), 256 * 1024, PQ, kt.nr);
+      // dy_n's rows are read in place by the direct micro-kernel (row k at dy_n + k * PQ); the
+      // gcol block (rows x bw) stays in L2 and is scattered back while still there.
+      thread_local std::vector<int64_t> koff;
+      koff.resize(static_cast<size_t>(s.K));
+      for (int64_t k = 0; k < s.K; ++k) koff[k] = k * PQ;
+      const int64_t* koffp = koff.data();
+      const int64_t kcmax = gemm_kc(s.K);
+      const int64_t bw = block_cols(4 * per * RS, 256 * 1024, PQ, kt.nr);
       parallel_for(s.N * ngrp, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
         const int64_t n = item / ngrp, g = item % ngrp;
         const int64_t c0 = g * per, nch = std::min(s.C, c0 + per) - c0, rows = nch * RS;
         float* dxn = dx + (n * s.C + c0) * HW;
         std::fill(dxn, dxn + nch * HW, 0.f);
-        float* bpack = scratch(2, round_up(bw, kt.nr) * s.K);
         float* gcol = scratch(1, rows * bw);
+        const float* ap = apack + g * grp_stride;
         for (int64_t j0 = 0; j0 < PQ; j0 += bw) {
-          const int64_t j1 = std::min(PQ, j0 + bw);
-          pack_b(bpack, MatView{dy + n * KPQ, PQ, 1}, 0, s.K, j0, j1 - j0, kt.nr);
-          gemm_packed(rows, j1 - j0, s.K, apack + g * grp_stride, bpack, gcol, j1 - j0, false,
-                      nullptr);
-          col2im(dxn, gcol, j1 - j0, s, nch, j0, j1);
+          const int64_t j1 = std::min(PQ, j0 + bw), ld = j1 - j0;
+          for (int64_t pc = 0; pc < s.K; pc += kcmax) {
+            const int64_t kc = std::min(kcmax, s.K - pc);
+            for (int64_t jr = 0; jr < ld; jr += kt.nr)
+              for (int64_t ir = 0; ir < rows; ir += kt.mr)
+                kt.gemm_direct(kc, ap + ir * s.K + pc * kt.mr, dy + n * KPQ + j0 + jr, koffp + pc,
+                               gcol + ir * ld + jr, ld,
+                               static_cast<int>(std::min<int64_t>(kt.mr, rows - ir)),
+                               static_cast<int>(std::min<int64_t>(kt.nr, ld - jr)), pc > 0,
+                               nullptr);
+          }
+          col2im(dxn, gcol, ld, s, nch, j0, j1);
         }
       });
     }

@@ -248,19 +248,40 @@ static void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* 
   else kvec_tile<12>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq < 12 ? nq : 12, nk, two_rows);
 }
 // col2im_row: 16 output columns at a time, the S shifted tap rows added in a register through
-// masked loads (lanes whose source column falls outside [0, Q) load nothing).
+// masked loads (lanes whose source column falls outside [0, Q) load nothing). Column stride 2:
+// each tap's 8 or 9 source values are loaded once and spread to the lanes of matching parity
+// with a permute; other strides take the portable loop.
 static void col2im_row_avx512(float* drow, const float* g, int64_t tap_stride, int64_t S,
-                              int64_t W, int64_t Q, int64_t pw) {
+                              int64_t W, int64_t Q, int64_t pw, int64_t sw) {
+  if (sw > 2) {
+    col2im_row(drow, g, tap_stride, S, W, Q, pw, sw);
+    return;
+  }
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
+  const __m512i vq = _mm512_set1_epi32(static_cast<int>(Q));
   for (int64_t w0 = 0; w0 < W; w0 += 16) {
     const __mmask16 mw = W - w0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (W - w0)) - 1u);
     __m512 acc = _mm512_maskz_loadu_ps(mw, drow + w0);
     for (int64_t t = 0; t < S; ++t) {
-      const int64_t base = w0 + pw - t;  // source column of lane 0
-      const __m512i q = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
-      const __mmask16 m = mw & _mm512_cmpge_epi32_mask(q, _mm512_setzero_si512()) &
-                          _mm512_cmplt_epi32_mask(q, _mm512_set1_epi32(static_cast<int>(Q)));
-      acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, g + t * tap_stride + base));
+      const int64_t base = w0 + pw - t;  // w + pw - t of lane 0
+      if (sw == 1) {
+        const __m512i q = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
+        const __mmask16 m = mw & _mm512_cmpge_epi32_mask(q, zero) & _mm512_cmplt_epi32_mask(q, vq);
+        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, g + t * tap_stride + base));
+        continue;
+      }
+      // lane l takes source q = (base + l) / 2 when base + l is even; load from q0 = floor(base / 2)
+      const int64_t q0 = base >= 0 ? base / 2 : -((1 - base) / 2);
+      const __m512i u = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
+      const __m512i q = _mm512_srai_epi32(u, 1);
+      const __mmask16 m = mw & _mm512_testn_epi32_mask(u, one) & _mm512_cmpge_epi32_mask(u, zero) &
+                          _mm512_cmplt_epi32_mask(q, vq);
+      const __m512i ql = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(q0)));
+      const __mmask16 ml = _mm512_cmpge_epi32_mask(ql, zero) & _mm512_cmplt_epi32_mask(ql, vq);
+      const __m512 src = _mm512_maskz_loadu_ps(ml, g + t * tap_stride + q0);
+      const __m512 v = _mm512_permutexvar_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(static_cast<int>(q0))), src);
+      acc = _mm512_mask_add_ps(acc, m, acc, v);
     }
     _mm512_mask_storeu_ps(drow + w0, mw, acc);
   }
