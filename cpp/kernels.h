@@ -30,6 +30,12 @@ struct DwTileArgs {
   int64_t N, P, Q;
 };
 
+// Shape of KernelTable::conv_dx_rows: dy (K, P, Q) of a stride-1 convolution with an R x S
+// kernel and padding (ph, pw), input rows W wide.
+struct DxRowsArgs {
+  int64_t K, R, S, P, Q, W, ph, pw;
+};
+
 struct KernelTable {
   const char* name;
   int mr, nr;
@@ -57,6 +63,14 @@ struct KernelTable {
   // for kk < kt (<= 24) and tt < tg (<= 7), element addresses as in DwTileArgs; the sum runs in
   // a fixed order. Null where the ISA has no such kernel (the packed GEMM path is used instead).
   void (*conv_dw_tile)(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg);
+  // Input gradient of a stride-1 convolution for one input channel, rows h0 .. h0 + nh - 1
+  // (nh <= 4), positions in the vector lanes: for hh < nh, w < W,
+  //   dx[hh * W + w] = sum over k < K, r < R, t < S (<= 16) of
+  //                    wt[(k * R + r) * S + t] * dy[k * P * Q + (h0 + hh + ph - r) * Q + w + pw - t]
+  // with dy terms outside [0, P) x [0, Q) taken as zero; the sum runs in a fixed order. For
+  // inputs with too few channels to fill the GEMM tiles. Null where the ISA has no such kernel.
+  void (*conv_dx_rows)(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
+                       const DxRowsArgs& a);
   // max-pool / avg-pool of one (H, W) plane
   void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
                         int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);

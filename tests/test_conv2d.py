@@ -30,6 +30,7 @@ SHAPES = [
     (1, 2, 7, 15, 13, (3, 2), (1, 1), (0, 1)),       # narrow rows, 13 channels, 12 + 3 columns
     (2, 8, 32, 32, 9, (7, 7), (1, 1), (3, 3)),       # tiles by output row, two reduction blocks
     (1, 3, 64, 70, 5, (7, 7), (2, 2), (3, 3)),       # strided, tiles by row: 32 + 3 columns
+    (2, 2, 6, 70, 3, (2, 5), (1, 1), (0, 3)),        # few inputs: dx rows over 64 + 6 columns
 ]
 
 

@@ -7,6 +7,7 @@
 // forward, strided    col_n written straight into packed NR-column panels (im2col_panels)
 // grad x, stride 1    the stride-1 convolution of dy with flipped, transposed weights, when the
 //                     padding is "same"-like and C fills the tiles; else
+// grad x, few inputs  rows of dx straight from dy, output columns in the lanes (conv_dx_rows)
 // grad x              gcol = W^T * dy_n, scattered back (col2im), items (image, channel group)
 // grad w              dot products of dy rows with input rows (zero-padded, or split into
 //                     column phases when strided) in register tiles of (channels x taps),
@@ -537,7 +538,22 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   // It also computes over the zero border of the padded dy, so only "same"-like padding pays.
   const bool dx_direct = s.sh == 1 && s.sw == 1 && s.ph < s.R && s.pw < s.S &&
                          4 * s.C >= 3 * round_up(s.C, kt.mr) && 3 * HW <= 4 * PQ;
-  if (dx && s.N > 0 && s.C > 0 && s.K > 0 && PQ > 0 && dx_direct) {
+  // Few input channels, stride 1: rows of dx straight from dy, positions in the lanes.
+  const bool dx_rows = kt.conv_dx_rows && !dx_direct && s.sh == 1 && s.sw == 1 && s.C <= 4 &&
+                       s.S <= 16;
+  if (dx && s.N > 0 && s.C > 0 && s.K > 0 && PQ > 0 && dx_rows) {
+    float* wt = scratch(5, s.C * s.K * RS);  // per input channel: (k, r, t)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int64_t k = 0; k < s.K; ++k)
+        std::memcpy(wt + (c * s.K + k) * RS, w + (k * s.C + c) * RS, sizeof(float) * RS);
+    const DxRowsArgs a{s.K, s.R, s.S, s.P, s.Q, s.W, s.ph, s.pw};
+    const int64_t nblk = (s.H + 3) / 4;
+    parallel_for(s.N * s.C * nblk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+      const int64_t n = item / (s.C * nblk), c = item / nblk % s.C, h0 = item % nblk * 4;
+      kt.conv_dx_rows(dx + ((n * s.C + c) * s.H + h0) * s.W, dy + n * KPQ, wt + c * s.K * RS, h0,
+                      static_cast<int>(std::min<int64_t>(4, s.H - h0)), a);
+    });
+  } else if (dx && s.N > 0 && s.C > 0 && s.K > 0 && PQ > 0 && dx_direct) {
     // Stride 1: dx is the stride-1 convolution of dy, padded by (R-1-ph, S-1-pw), with the
     // weights flipped in space and transposed to (C, K, R, S).
     float* wf = scratch(5, s.C * s.K * RS);

@@ -247,6 +247,73 @@ static void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* 
   else if (nq <= 10) kvec_tile<10>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq, nk, two_rows);
   else kvec_tile<12>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq < 12 ? nq : 12, nk, two_rows);
 }
+// conv_dx_rows: up to 4 rows x NSEG vectors of 16 columns in registers. Each dy row vector
+// (for kernel column t) is loaded once and serves every output row it reaches (r = h + ph - i).
+template <int NSEG>
+static void dx_rows_tile(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
+                         int64_t w0, const DxRowsArgs& a) {
+  __m512 acc[4][NSEG];
+#pragma GCC unroll 4
+  for (int hh = 0; hh < 4; ++hh)
+#pragma GCC unroll 4
+    for (int sg = 0; sg < NSEG; ++sg) acc[hh][sg] = _mm512_setzero_ps();
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __mmask16 mk[16][NSEG];  // lanes whose dy column w + pw - t is inside [0, Q), and w < W
+  for (int64_t t = 0; t < a.S; ++t)
+    for (int sg = 0; sg < NSEG; ++sg) {
+      const int64_t w = w0 + sg * 16;
+      const __m512i col = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(w + a.pw - t)));
+      const __m512i ww = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(w)));
+      mk[t][sg] = _mm512_cmpge_epi32_mask(col, _mm512_setzero_si512()) &
+                  _mm512_cmplt_epi32_mask(col, _mm512_set1_epi32(static_cast<int>(a.Q))) &
+                  _mm512_cmplt_epi32_mask(ww, _mm512_set1_epi32(static_cast<int>(a.W)));
+    }
+  const int64_t i0 = std::max<int64_t>(0, h0 + a.ph - (a.R - 1));
+  const int64_t i1 = std::min<int64_t>(a.P, h0 + nh + a.ph);
+  for (int64_t k = 0; k < a.K; ++k)
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* drow = dy + (k * a.P + i) * a.Q + w0 + a.pw;
+      const float* wr[4];  // the weight row (k, r) serving output row hh, or null
+#pragma GCC unroll 4
+      for (int hh = 0; hh < 4; ++hh) {
+        const int64_t r = h0 + hh + a.ph - i;
+        wr[hh] = (hh < nh && r >= 0 && r < a.R) ? wt + (k * a.R + r) * a.S : nullptr;
+      }
+      for (int64_t t = 0; t < a.S; ++t) {
+        __m512 v[NSEG];
+#pragma GCC unroll 4
+        for (int sg = 0; sg < NSEG; ++sg) v[sg] = _mm512_maskz_loadu_ps(mk[t][sg], drow + sg * 16 - t);
+#pragma GCC unroll 4
+        for (int hh = 0; hh < 4; ++hh)
+          if (wr[hh]) {
+            const __m512 wv = _mm512_set1_ps(wr[hh][t]);
+#pragma GCC unroll 4
+            for (int sg = 0; sg < NSEG; ++sg) acc[hh][sg] = _mm512_fmadd_ps(wv, v[sg], acc[hh][sg]);
+          }
+      }
+    }
+#pragma GCC unroll 4
+  for (int hh = 0; hh < 4; ++hh)
+    if (hh < nh)
+#pragma GCC unroll 4
+      for (int sg = 0; sg < NSEG; ++sg) {
+        const int64_t w = w0 + sg * 16, left = a.W - w;
+        if (left <= 0) break;
+        const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
+        _mm512_mask_storeu_ps(dx + hh * a.W + w, m, acc[hh][sg]);
+      }
+}
+
+static void conv_dx_rows_avx512(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
+                                const DxRowsArgs& a) {
+  for (int64_t w0 = 0; w0 < a.W; w0 += 64) {
+    const int64_t nseg = std::min<int64_t>(4, (a.W - w0 + 15) / 16);
+    if (nseg == 1) dx_rows_tile<1>(dx, dy, wt, h0, nh, w0, a);
+    else if (nseg == 2) dx_rows_tile<2>(dx, dy, wt, h0, nh, w0, a);
+    else if (nseg == 3) dx_rows_tile<3>(dx, dy, wt, h0, nh, w0, a);
+    else dx_rows_tile<4>(dx, dy, wt, h0, nh, w0, a);
+  }
+}
 // col2im_row: 16 output columns at a time, the S shifted tap rows added in a register through
 // masked loads (lanes whose source column falls outside [0, Q) load nothing). Column stride 2:
 // each tap's 8 or 9 source values are loaded once and spread to the lanes of matching parity
@@ -299,6 +366,7 @@ void fill_table_avx512(KernelTable& t) {
   t.maxpool_plane = avx512::maxpool_plane_avx512;
   t.conv_dw_tile = avx512::conv_dw_tile_avx512;
   t.conv_kvec = avx512::conv_kvec_avx512;
+  t.conv_dx_rows = avx512::conv_dx_rows_avx512;
   t.col2im_row = avx512::col2im_row_avx512;
 }
 
