@@ -446,9 +446,12 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     const int64_t nper = std::max<int64_t>(1, (256 * 1024) / (4 * ktile * a.dy_ks));
     const int64_t nchunks = (s.N + nper - 1) / nper;
     std::vector<float> partial(static_cast<size_t>(nchunks > 1 ? nchunks * s.K * CRS : 0));
-    // An item takes a run of tiles along a row of dW, about 32 columns: items on different
-    // threads then rarely write to the same cache line.
-    const int64_t gper = std::min<int64_t>(groups, (32 + tg - 1) / tg);
+    // An item takes a run of tiles along a row of dW, about 32 columns (items on different
+    // threads then rarely write to the same cache line), fewer when the threads need more
+    // items. Which item computes a tile does not change its bits.
+    const int64_t want = (4 * get_num_threads() + nchunks * ktiles - 1) / (nchunks * ktiles);
+    const int64_t gper = std::max<int64_t>(
+        1, std::min<int64_t>({groups, (32 + tg - 1) / tg, groups / std::max<int64_t>(1, want)}));
     const int64_t gblocks = (groups + gper - 1) / gper, per_chunk = ktiles * gblocks;
     parallel_for(nchunks * per_chunk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
       const int64_t ch = item / per_chunk, gb = item % gblocks, kti = item % per_chunk / gblocks;

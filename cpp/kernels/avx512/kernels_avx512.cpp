@@ -197,17 +197,32 @@ static void dw_tile(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg
     for (int tt = 0; tt < tg; ++tt) out[kk * ldo + tt] = sums[kk][tt];
 }
 
+using DwTileFn = void (*)(float*, int64_t, const DwTileArgs&, int, int);
+
+// The first of dw_tile<KTs, TG>... with KT >= kt (null when kt exceeds them all).
+template <int TG, int... KTs>
+static DwTileFn dw_tile_for(int kt) {
+  DwTileFn f = nullptr;
+  ((f = (f == nullptr && kt <= KTs) ? dw_tile<KTs, TG> : f), ...);
+  return f;
+}
+
+// Register tiles up to (24,1) (12,2) (8,3) (6,4) (4,5) (4,6) (3,7), and smaller ones, so that the
+// last tiles of a row or column of dW do not pay for a full one.
 static void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg) {
-  // the tile shapes the op asks for: (kt, tg) within (24,1) (12,2) (8,3) (6,4) (4,5) (4,6) (3,7)
-  using Fn = void (*)(float*, int64_t, const DwTileArgs&, int, int);
-  static const Fn by_tg[8] = {nullptr, dw_tile<24, 1>, dw_tile<12, 2>, dw_tile<8, 3>,
-                              dw_tile<6, 4>, dw_tile<4, 5>, dw_tile<4, 6>, dw_tile<3, 7>};
-  static const int max_kt[8] = {0, 24, 12, 8, 6, 4, 4, 3};
-  if (tg < 1 || tg > 7 || kt > max_kt[tg]) {
-    conv_dw_tile(out, ldo, a, kt, tg);
-    return;
+  DwTileFn f = nullptr;
+  switch (tg) {
+    case 1: f = dw_tile_for<1, 1, 2, 3, 4, 6, 8, 12, 24>(kt); break;
+    case 2: f = dw_tile_for<2, 1, 2, 3, 4, 6, 8, 12>(kt); break;
+    case 3: f = dw_tile_for<3, 1, 2, 3, 4, 6, 8>(kt); break;
+    case 4: f = dw_tile_for<4, 1, 2, 3, 4, 6>(kt); break;
+    case 5: f = dw_tile_for<5, 1, 2, 3, 4>(kt); break;
+    case 6: f = dw_tile_for<6, 1, 2, 3, 4>(kt); break;
+    case 7: f = dw_tile_for<7, 1, 2, 3>(kt); break;
+    default: break;
   }
-  by_tg[tg](out, ldo, a, kt, tg);
+  if (f) f(out, ldo, a, kt, tg);
+  else conv_dw_tile(out, ldo, a, kt, tg);
 }
 // conv_kvec: 2 rows x NQ positions, one zmm of 16 output channels each (2 * NQ accumulators).
 template <int NQ>
