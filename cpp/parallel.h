@@ -1,6 +1,7 @@
 // Threading in one place: ops call parallel_for over independent work items; items never write
 // the same memory, so the result does not depend on how many threads run them.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -24,7 +25,12 @@ void parallel_for(int64_t n, double work, F&& fn) {
     // keep the first one and rethrow it on the calling thread.
     std::exception_ptr err;
     std::mutex mu;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    // Items are handed out in runs: cheap items one by one would spend more time on the shared
+    // counter than on the work (a 2x2 max-pool of 1024 small planes ran 3x slower that way).
+    const double per_item = work / static_cast<double>(n);
+    const int64_t run = std::max<int64_t>(
+        1, std::min<int64_t>(n / (4 * nt), static_cast<int64_t>(1e5 / std::max(per_item, 1.0))));
+#pragma omp parallel for schedule(dynamic, run) num_threads(nt)
     for (int64_t i = 0; i < n; ++i) {
       try {
         fn(i);
