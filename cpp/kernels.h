@@ -71,6 +71,11 @@ struct KernelTable {
   // inputs with too few channels to fill the GEMM tiles. Null where the ISA has no such kernel.
   void (*conv_dx_rows)(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
                        const DxRowsArgs& a);
+  // Splits one input row into its sw column phases, zero-padded: for f < sw, j < Wq,
+  //   dst[f * fstride + j] = src[j * sw + f - pw] if that column is inside [0, W), else 0.
+  // src null: an all-zero (padding) row.
+  void (*phase_split_row)(float* dst, int64_t fstride, const float* src, int64_t W, int64_t pw,
+                          int64_t sw, int64_t Wq);
   // max-pool / avg-pool of one (H, W) plane
   void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
                         int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);

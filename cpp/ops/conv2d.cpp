@@ -199,9 +199,11 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
 //   Stride 1: the zero-padded input itself, Wq = Wp = W + 2pw, off = c*plane + r*Wp + t. Each
 //   item pads just the input rows it reads into its own buffer (hot in cache when the kernel
 //   reads it); without padding the kernel reads x itself.
-//   Stride (sh, sw): each item splits the input rows it reads into sw column phases, one
-//   buffer row per (c, r, phase, output row): phase t % sw of input row p*sh + r, Wq =
-//   ceil(Wp / sw) wide, so tap t sits at offset t / sw and consecutive q are adjacent again.
+//   Stride (sh, sw): each item splits the input rows it reads into sh row phases and sw column
+//   phases (Wq = ceil(Wp / sw) wide): buffer row l of phase (fr, fc) holds columns fc, fc + sw,
+//   ... of input row hbase + l * sh + fr (hbase = p0 * sh - ph). Tap (r, t) of output row
+//   p0 + pl then sits in phase (r % sh, t % sw) at row pl + r / sh, column q + t / sw: rows and
+//   columns adjacent again, and each input row copied once.
 void direct_forward(float* y, const float* x, const float* apack, const float* b,
                     const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
@@ -212,13 +214,14 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   // enough items for the threads.
   int64_t rows = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(s.K * Wq, 1));
   if (!unit)  // and the phase-split input rows near 512 KiB
-    rows = std::min(rows, std::max<int64_t>(1, (128 * 1024) / (s.C * s.R * s.sw * Wq)));
+    rows = std::min(rows, std::max<int64_t>(1, (128 * 1024) / (s.C * s.sh * s.sw * Wq) - (s.R - 1) / s.sh));
   const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
   rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
   const int64_t nblk = (s.P + rows - 1) / rows;
   const bool own = !unit || s.ph || s.pw;  // items build their own input buffer
   // floats per input channel in the buffer the kernel reads
-  const int64_t plane = !unit ? s.R * s.sw * rows * Wq : own ? (rows + s.R - 1) * Wp : s.H * s.W;
+  const int64_t L = rows + (s.R - 1) / s.sh;  // buffer rows per phase (strided)
+  const int64_t plane = !unit ? s.sh * s.sw * L * Wq : own ? (rows + s.R - 1) * Wp : s.H * s.W;
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
   for (int64_t c = 0; c < s.C; ++c)
@@ -226,7 +229,7 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
       for (int64_t t = 0; t < s.S; ++t)
         off[(c * s.R + r) * s.S + t] =
             unit ? c * plane + r * Wp + t
-                 : c * plane + (r * s.sw + t % s.sw) * rows * Wq + t / s.sw;
+                 : c * plane + ((r % s.sh) * s.sw + t % s.sw) * L * Wq + (r / s.sh) * Wq + t / s.sw;
   const int64_t* offp = off.data();
 
   const bool exact = Wq == s.Q;
@@ -258,30 +261,15 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
             std::memcpy(row + s.pw, xn + (c * s.H + h) * s.W, sizeof(float) * s.W);
             std::fill(row + s.pw + s.W, row + Wp, 0.f);
           }
-      } else {  // phase rows: buffer column q of phase f holds input column q * sw + f - pw
-        float* tmp = scratch(7, Wq * s.sw);  // one zero-padded input row
-        std::fill(tmp, tmp + Wq * s.sw, 0.f);
+      } else {  // input rows hbase .. into their (row, column) phases
+        const int64_t hbase = p0 * s.sh - s.ph, nrows = (p1 - p0 - 1) * s.sh + s.R;
         for (int64_t c = 0; c < s.C; ++c)
-          for (int64_t r = 0; r < s.R; ++r)
-            for (int64_t pl = 0; pl < p1 - p0; ++pl) {
-              float* row = buf + c * plane + (r * s.sw * rows + pl) * Wq;  // phase 0
-              const int64_t h = (p0 + pl) * s.sh + r - s.ph, pstride = rows * Wq;
-              if (h < 0 || h >= s.H) {
-                for (int64_t f = 0; f < s.sw; ++f) std::fill(row + f * pstride, row + f * pstride + Wq, 0.f);
-                continue;
-              }
-              std::memcpy(tmp + s.pw, xn + (c * s.H + h) * s.W, sizeof(float) * s.W);
-              if (s.sw == 2) {  // one pass, both phases (a vectorisable de-interleave)
-                float* r1 = row + pstride;
-                for (int64_t q = 0; q < Wq; ++q) {
-                  row[q] = tmp[2 * q];
-                  r1[q] = tmp[2 * q + 1];
-                }
-              } else {
-                for (int64_t f = 0; f < s.sw; ++f)
-                  for (int64_t q = 0; q < Wq; ++q) row[f * pstride + q] = tmp[q * s.sw + f];
-              }
-            }
+          for (int64_t u = 0; u < nrows; ++u) {
+            const int64_t h = hbase + u;
+            kt.phase_split_row(buf + c * plane + ((u % s.sh) * s.sw * L + u / s.sh) * Wq, L * Wq,
+                               (h >= 0 && h < s.H) ? xn + (c * s.H + h) * s.W : nullptr, s.W,
+                               s.pw, s.sw, Wq);
+          }
       }
       base = buf;
     }
@@ -391,17 +379,13 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   } else {
     const int64_t Wq = (Wp + s.sw - 1) / s.sw, fplane = Hp * Wq, cplane = s.sw * fplane;
     float* buf = scratch(4, s.N * s.C * cplane);
+    const auto split = g_kernels->phase_split_row;
     parallel_for(s.N * s.C, 1.0 * s.N * s.C * cplane, [&](int64_t i) {
-      for (int64_t f = 0; f < s.sw; ++f)
-        for (int64_t h = 0; h < Hp; ++h) {
-          float* d = buf + i * cplane + f * fplane + h * Wq;
-          const int64_t hi = h - s.ph;
-          const float* src = x + (i * s.H + hi) * s.W;
-          for (int64_t j = 0; j < Wq; ++j) {
-            const int64_t wi = j * s.sw + f - s.pw;
-            d[j] = (hi >= 0 && hi < s.H && wi >= 0 && wi < s.W) ? src[wi] : 0.f;
-          }
-        }
+      for (int64_t h = 0; h < Hp; ++h) {
+        const int64_t hi = h - s.ph;
+        split(buf + i * cplane + h * Wq, fplane,
+              (hi >= 0 && hi < s.H) ? x + (i * s.H + hi) * s.W : nullptr, s.W, s.pw, s.sw, Wq);
+      }
     });
     xb = buf;
     x_ns = s.C * cplane;

@@ -329,6 +329,31 @@ static void conv_dx_rows_avx512(float* dx, const float* dy, const float* wt, int
     else dx_rows_tile<4>(dx, dy, wt, h0, nh, w0, a);
   }
 }
+// phase_split_row for sw = 2: 32 input columns per step, split into even and odd lanes with two
+// permutes; other strides take the portable loop.
+static void phase_split_row_avx512(float* dst, int64_t fstride, const float* src, int64_t W,
+                                   int64_t pw, int64_t sw, int64_t Wq) {
+  if (sw != 2 || !src) {
+    phase_split_row(dst, fstride, src, W, pw, sw, Wq);
+    return;
+  }
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
+  for (int64_t j0 = 0; j0 < Wq; j0 += 16) {
+    const int64_t base = 2 * j0 - pw;  // input column of the first even lane
+    const __m512i c0 = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
+    const __m512i c1 = _mm512_add_epi32(c0, _mm512_set1_epi32(16));
+    const __mmask16 m0 = _mm512_cmpge_epi32_mask(c0, zero) & _mm512_cmplt_epi32_mask(c0, vw);
+    const __mmask16 m1 = _mm512_cmpge_epi32_mask(c1, zero) & _mm512_cmplt_epi32_mask(c1, vw);
+    const __m512 lo = _mm512_maskz_loadu_ps(m0, src + base);
+    const __m512 hi = _mm512_maskz_loadu_ps(m1, src + base + 16);
+    const __mmask16 mj = Wq - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wq - j0)) - 1u);
+    _mm512_mask_storeu_ps(dst + j0, mj, _mm512_permutex2var_ps(lo, even, hi));
+    _mm512_mask_storeu_ps(dst + fstride + j0, mj, _mm512_permutex2var_ps(lo, odd, hi));
+  }
+}
 // col2im_row: 16 output columns at a time, the S shifted tap rows added in a register through
 // masked loads (lanes whose source column falls outside [0, Q) load nothing). Column stride 2:
 // each tap's 8 or 9 source values are loaded once and spread to the lanes of matching parity
@@ -383,6 +408,7 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_kvec = avx512::conv_kvec_avx512;
   t.conv_dx_rows = avx512::conv_dx_rows_avx512;
   t.col2im_row = avx512::col2im_row_avx512;
+  t.phase_split_row = avx512::phase_split_row_avx512;
 }
 
 }  // namespace convkit
