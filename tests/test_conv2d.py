@@ -31,6 +31,7 @@ SHAPES = [
     (2, 8, 32, 32, 9, (7, 7), (1, 1), (3, 3)),       # tiles by output row, two reduction blocks
     (1, 3, 64, 70, 5, (7, 7), (2, 2), (3, 3)),       # strided, tiles by row: 32 + 3 columns
     (2, 2, 6, 70, 3, (2, 5), (1, 1), (0, 3)),        # few inputs: dx rows over 64 + 6 columns
+    (2, 3, 40, 37, 8, (3, 3), (2, 2), (1, 0)),       # strided, rows of 18 outputs: wide-grid dW
 ]
 
 
@@ -170,10 +171,11 @@ def test_nan_propagates(rng):
     assert np.array_equal(np.isnan(y), want) and want.any() and not want.all()
 
 
-def test_inf_in_input_reaches_only_the_gradients_it_should(isa, rng):
+@pytest.mark.parametrize("shape", [SHAPES[12], SHAPES[-1]], ids=str)
+def test_inf_in_input_reaches_only_the_gradients_it_should(isa, rng, shape):
     # An Inf in the last column: taps that never read that column keep finite weight gradients
     # (paths that compute over padding columns must not turn 0 * Inf into NaN there).
-    x, w, b, st, pd = _data(rng, SHAPES[12])
+    x, w, b, st, pd = _data(rng, shape)
     x[0, 1, 7, -1] = np.inf
     g = rng.standard_normal(F.conv2d(x, w, b, st, pd).shape).astype(np.float32)
     dx, dw, db = F.conv2d_backward(g, x, w, b, st, pd)

@@ -354,46 +354,46 @@ void kvec_forward(float* y, const float* x, const float* w, const float* b, cons
 
 // Weight gradient as dot products of dy rows with input rows (KernelTable::conv_dw_tile), in
 // tiles of kt output channels x tg taps (c, r, t) taken in weight order. The input rows are read
-// in place from the zero-padded image (unit column stride) or from a copy split into column
-// phases (phase f of a row holds padded columns f, f + sw, ...), so a tap's row steps by 1.
-// Unit stride, when rows are a vector or more and Wp is below Q rounded up to a vector (on
-// narrower rows the long runs measured slower): each image's positions are one run
-// over the wide grid p * Wp + q, with dy copied into rows of Wp (zeros in the Wp - Q extra
-// columns): fewer partial vectors. The extra columns multiply input values by zero; should the
-// result come out non-finite (an Inf in x), it is recomputed without them, so that Inf and NaN
-// spread exactly as in the definition. Images go in fixed chunks whose dy rows fit in L2 (by
-// shape only); each item reduces its chunk in one fixed order, chunks are added in order.
+// in place from the zero-padded image (unit stride) or from a copy split into row and column
+// phases, so that a tap's columns step by 1 and its rows by Wq. When rows are a vector or more
+// and Wq is below Q rounded up to a vector (on narrower rows the long runs measured slower),
+// each image's positions are one run over the wide grid p * Wq + q, with dy copied into rows
+// of Wq (zeros in the Wq - Q extra columns): fewer partial vectors. The extra columns multiply
+// input values by zero; should the result come out non-finite (an Inf in x), it is recomputed
+// without them, so that Inf and NaN spread exactly as in the definition. Images go in fixed
+// chunks whose dy rows fit in L2 (by shape only); each item reduces its chunk in one fixed
+// order, chunks are added in order.
 void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
+  // Input rows: the padded image at unit stride, else its (row, column) phases per channel
+  // (sh * sw planes of Lr rows x Wq: plane (fr, fc), row l holds columns fc, fc + sw, ... of
+  // padded row l * sh + fr). Either way output row p of tap (r, t) reads row p + r / sh of its
+  // plane from column t / sw on, so rows step by Wq.
+  const int64_t Wq = (Wp + s.sw - 1) / s.sw, Lr = (Hp + s.sh - 1) / s.sh;
+  const int64_t fplane = Lr * Wq, cplane = s.sh * s.sw * fplane;
   const float* xb;
-  int64_t x_ns, x_rs;
-  if (s.sw == 1) {
+  if (s.sh == 1 && s.sw == 1) {
     xb = padded_input(x, s);
-    x_ns = s.C * Hp * Wp;
-    x_rs = s.sh * Wp;
-    for (int64_t k = 0; k < CRS; ++k)
-      off[k] = (k / (s.R * s.S)) * Hp * Wp + (k / s.S % s.R) * Wp + k % s.S;
   } else {
-    const int64_t Wq = (Wp + s.sw - 1) / s.sw, fplane = Hp * Wq, cplane = s.sw * fplane;
     float* buf = scratch(4, s.N * s.C * cplane);
     const auto split = g_kernels->phase_split_row;
     parallel_for(s.N * s.C, 1.0 * s.N * s.C * cplane, [&](int64_t i) {
-      for (int64_t h = 0; h < Hp; ++h) {
-        const int64_t hi = h - s.ph;
-        split(buf + i * cplane + h * Wq, fplane,
+      for (int64_t u = 0; u < Lr * s.sh; ++u) {  // rows past Hp: zeros
+        const int64_t hi = u - s.ph;
+        split(buf + i * cplane + (u % s.sh) * s.sw * fplane + (u / s.sh) * Wq, fplane,
               (hi >= 0 && hi < s.H) ? x + (i * s.H + hi) * s.W : nullptr, s.W, s.pw, s.sw, Wq);
       }
     });
     xb = buf;
-    x_ns = s.C * cplane;
-    x_rs = s.sh * Wq;
-    for (int64_t k = 0; k < CRS; ++k) {
-      const int64_t t = k % s.S;
-      off[k] = (k / (s.R * s.S)) * cplane + (t % s.sw) * fplane + (k / s.S % s.R) * Wq + t / s.sw;
-    }
+  }
+  const int64_t x_ns = s.C * cplane, x_rs = Wq;
+  for (int64_t k = 0; k < CRS; ++k) {
+    const int64_t r = k / s.S % s.R, t = k % s.S;
+    off[k] = (k / (s.R * s.S)) * cplane + ((r % s.sh) * s.sw + t % s.sw) * fplane +
+             (r / s.sh) * Wq + t / s.sw;
   }
   // Tile shape: the fewest computed elements, padding of the last tiles included.
   static const int kShapes[7][2] = {{4, 6}, {6, 4}, {8, 3}, {3, 7}, {4, 5}, {12, 2}, {24, 1}};
@@ -411,15 +411,15 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     DwTileArgs a{dy, KPQ, PQ, s.Q, xb, x_ns, x_rs, nullptr, s.N, s.P, s.Q};
     if (wide) {  // one run of positions per image over the wide grid
       a.P = 1;
-      a.Q = (s.P - 1) * Wp + s.Q;
-      if (Wp != s.Q) {  // planes a whole number of vectors apart: aligned dy loads
-        const int64_t dplane = round_up(s.P * Wp, 16);
+      a.Q = (s.P - 1) * Wq + s.Q;
+      if (Wq != s.Q) {  // planes a whole number of vectors apart: aligned dy loads
+        const int64_t dplane = round_up(s.P * Wq, 16);
         float* dyw = scratch(5, s.N * s.K * dplane);
         parallel_for(s.N * s.K, 1.0 * s.N * s.K * dplane, [&](int64_t i) {
           for (int64_t p = 0; p < s.P; ++p) {
-            float* d = dyw + i * dplane + p * Wp;
+            float* d = dyw + i * dplane + p * Wq;
             std::memcpy(d, dy + i * PQ + p * s.Q, sizeof(float) * s.Q);
-            std::fill(d + s.Q, d + Wp, 0.f);
+            std::fill(d + s.Q, d + Wq, 0.f);
           }
         });
         a.dy = dyw;
@@ -454,10 +454,9 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     });
     if (nchunks > 1) reduce_in_order(dw, partial.data(), nchunks, s.K * CRS);
   };
-  const bool wide = s.sh == 1 && s.sw == 1 &&
-                    (Wp == s.Q || (s.Q >= 16 && Wp < round_up(s.Q, 16)));
+  const bool wide = Wq == s.Q || (s.Q >= 16 && Wq < round_up(s.Q, 16));
   run(wide);
-  if (wide && Wp != s.Q && !std::all_of(dw, dw + s.K * CRS, [](float v) { return std::isfinite(v); }))
+  if (wide && Wq != s.Q && !std::all_of(dw, dw + s.K * CRS, [](float v) { return std::isfinite(v); }))
     run(false);
 }
 
