@@ -460,6 +460,49 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     run(false);
 }
 
+// Weight gradient for narrow outputs (rows of fewer than 16 columns; stride 1) with 16 output
+// channels in the lanes (KernelTable::conv_dw_kvec): dy transposed to channels-last blocks of
+// 16, tiles of up to 28 taps, images in 8 fixed chunks (by N only) reduced in order.
+void dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  const float* xb = padded_input(x, s);
+  thread_local std::vector<int64_t> off;
+  off.resize(static_cast<size_t>(CRS));
+  for (int64_t k = 0; k < CRS; ++k)
+    off[k] = (k / (s.R * s.S)) * plane + (k / s.S % s.R) * Wp + k % s.S;
+  const int64_t* offp = off.data();
+  const int64_t kblocks = (s.K + 15) / 16;
+  float* dyT = scratch(5, s.N * kblocks * PQ * 16);  // [kb][n][position][16]
+  parallel_for(s.N * kblocks, 16.0 * s.N * kblocks * PQ, [&](int64_t i) {
+    const int64_t kb = i / s.N, n = i % s.N;
+    float* d = dyT + i * PQ * 16;
+    const int64_t nk = std::min<int64_t>(16, s.K - kb * 16);
+    const float* src = dy + n * KPQ + kb * 16 * PQ;
+    for (int64_t j = 0; j < PQ; ++j) {
+      for (int64_t kk = 0; kk < nk; ++kk) d[j * 16 + kk] = src[kk * PQ + j];
+      for (int64_t kk = nk; kk < 16; ++kk) d[j * 16 + kk] = 0.f;
+    }
+  });
+  // tiles of whole kernel rows, up to 28 taps, as even as they come
+  const int64_t rows = s.C * s.R, gmax = 28 / s.S, ntiles = (rows + gmax - 1) / gmax;
+  const int64_t tsize = (rows + ntiles - 1) / ntiles * s.S;
+  const int64_t nchunks = std::min<int64_t>(s.N, 8), nper = (s.N + nchunks - 1) / nchunks;
+  const int64_t nch = (s.N + nper - 1) / nper;
+  std::vector<float> partial(static_cast<size_t>(nch > 1 ? nch * s.K * CRS : 0));
+  const auto kern = g_kernels->conv_dw_kvec;
+  const int64_t per_chunk = kblocks * ntiles;
+  parallel_for(nch * per_chunk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+    const int64_t ch = item / per_chunk, kb = item % per_chunk / ntiles, ti = item % ntiles;
+    const int64_t n0 = ch * nper, c0 = ti * tsize, k0 = kb * 16;
+    float* out = (nch > 1 ? partial.data() + ch * s.K * CRS : dw) + k0 * CRS + c0;
+    kern(out, CRS, dyT + (kb * s.N + n0) * PQ * 16, xb + n0 * s.C * plane, s.C * plane, Wp,
+         offp + c0, static_cast<int>(s.S), static_cast<int>(std::min(tsize, CRS - c0)),
+         static_cast<int>(std::min<int64_t>(16, s.K - k0)), std::min(nper, s.N - n0), s.P, s.Q);
+  });
+  if (nch > 1) reduce_in_order(dw, partial.data(), nch, s.K * CRS);
+}
+
 }  // namespace
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
@@ -603,6 +646,10 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   if (dw) {
     if (s.N == 0 || PQ == 0 || CRS == 0) {
       std::fill(dw, dw + s.K * CRS, 0.f);
+      return;
+    }
+    if (kt.conv_dw_kvec && s.sh == 1 && s.sw == 1 && s.Q < 16 && s.K >= 12 && s.S <= 7) {
+      dw_kvec(dw, dy, x, s);
       return;
     }
     if (kt.conv_dw_tile) {

@@ -354,6 +354,77 @@ static void phase_split_row_avx512(float* dst, int64_t fstride, const float* src
     _mm512_mask_storeu_ps(dst + fstride + j0, mj, _mm512_permutex2var_ps(lo, odd, hi));
   }
 }
+// conv_dw_kvec: NT taps x 16 channels in registers; per position one dy vector and NT broadcast
+// input values. Taps come in runs of S consecutive offsets (the S columns of a kernel row) when
+// the caller's offsets allow: G row pointers and constant displacements, no offset reloads.
+template <int S, int G>
+static void dw_kvec_rows(float* out, int64_t ldo, const float* dyT, const float* x, int64_t x_ns,
+                         int64_t x_rs, const int64_t* off, int nt, int nk, int64_t N, int64_t P,
+                         int64_t Q) {
+  constexpr int NT = S * G;
+  __m512 acc[NT];
+#pragma GCC unroll 28
+  for (int i = 0; i < NT; ++i) acc[i] = _mm512_setzero_ps();
+  const int ng = (nt + S - 1) / S;
+  int64_t ro[G];  // row g starts at off[g * S]; rows past ng reread the last one
+#pragma GCC unroll 28
+  for (int g = 0; g < G; ++g) ro[g] = off[(g < ng ? g : ng - 1) * S];
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t p = 0; p < P; ++p) {
+      const float* xr = x + n * x_ns + p * x_rs;
+      const float* d = dyT + (n * P + p) * Q * 16;
+      for (int64_t q = 0; q < Q; ++q) {
+        // opaque to the compiler: otherwise it carries the shifted window of input values
+        // from one q to the next through spilled scalars, which runs far slower than reloading
+        const __m512 dv = _mm512_loadu_ps(d + q * 16);
+#pragma GCC unroll 28
+        for (int g = 0; g < G; ++g) {
+          const float* row = xr + ro[g] + q;  // taps of row g at constant displacements
+          asm("" : "+r"(row));
+#pragma GCC unroll 8
+          for (int t = 0; t < S; ++t)
+            acc[g * S + t] = _mm512_fmadd_ps(_mm512_set1_ps(row[t]), dv, acc[g * S + t]);
+        }
+      }
+    }
+  alignas(64) float tmp[NT][16];
+#pragma GCC unroll 28
+  for (int i = 0; i < NT; ++i) _mm512_store_ps(tmp[i], acc[i]);
+  for (int kk = 0; kk < nk; ++kk)
+    for (int i = 0; i < nt; ++i) out[kk * ldo + i] = tmp[i][kk];
+}
+
+// The portable dot products for tiles the register versions do not cover, from dyT.
+static void dw_kvec_plain(float* out, int64_t ldo, const float* dyT, const float* x, int64_t x_ns,
+                          int64_t x_rs, const int64_t* off, int nt, int nk, int64_t N, int64_t P,
+                          int64_t Q) {
+  for (int i = 0; i < nt; ++i) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t p = 0; p < P; ++p) {
+        const float* xr = x + n * x_ns + p * x_rs + off[i];
+        const float* d = dyT + (n * P + p) * Q * 16;
+        for (int64_t q = 0; q < Q; ++q)
+          acc = _mm512_fmadd_ps(_mm512_set1_ps(xr[q]), _mm512_loadu_ps(d + q * 16), acc);
+      }
+    alignas(64) float tmp[16];
+    _mm512_store_ps(tmp, acc);
+    for (int kk = 0; kk < nk; ++kk) out[kk * ldo + i] = tmp[kk];
+  }
+}
+
+static void conv_dw_kvec_avx512(float* out, int64_t ldo, const float* dyT, const float* x,
+                                int64_t x_ns, int64_t x_rs, const int64_t* off, int S, int nt,
+                                int nk, int64_t N, int64_t P, int64_t Q) {
+  using Fn = void (*)(float*, int64_t, const float*, const float*, int64_t, int64_t,
+                      const int64_t*, int, int, int64_t, int64_t, int64_t);
+  static const Fn by_s[8] = {nullptr,          dw_kvec_rows<1, 28>, dw_kvec_rows<2, 14>,
+                             dw_kvec_rows<3, 9>, dw_kvec_rows<4, 7>,  dw_kvec_rows<5, 5>,
+                             dw_kvec_rows<6, 4>, dw_kvec_rows<7, 4>};
+  const Fn f = (S >= 1 && S <= 7 && nt % S == 0 && nt <= 28 / S * S) ? by_s[S] : dw_kvec_plain;
+  f(out, ldo, dyT, x, x_ns, x_rs, off, nt, nk, N, P, Q);
+}
+
 // col2im_row: 16 output columns at a time, the S shifted tap rows added in a register through
 // masked loads (lanes whose source column falls outside [0, Q) load nothing). Column stride 2:
 // each tap's 8 or 9 source values are loaded once and spread to the lanes of matching parity
@@ -407,6 +478,7 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_dw_tile = avx512::conv_dw_tile_avx512;
   t.conv_kvec = avx512::conv_kvec_avx512;
   t.conv_dx_rows = avx512::conv_dx_rows_avx512;
+  t.conv_dw_kvec = avx512::conv_dw_kvec_avx512;
   t.col2im_row = avx512::col2im_row_avx512;
   t.phase_split_row = avx512::phase_split_row_avx512;
 }
