@@ -36,6 +36,12 @@ struct DxRowsArgs {
   int64_t K, R, S, P, Q, W, ph, pw;
 };
 
+// Shape of KernelTable::col2im_plane: input (H, W), output (P, Q), kernel (R, S), padding and
+// stride.
+struct Col2imArgs {
+  int64_t H, W, P, Q, R, S, ph, pw, sh, sw;
+};
+
 struct KernelTable {
   const char* name;
   int mr, nr;
@@ -53,11 +59,11 @@ struct KernelTable {
   void (*conv_kvec)(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                     const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
                     int nk, bool two_rows);
-  // One output row of col2im: for w < W,
-  //   drow[w] += sum over t < S with w + pw - t = q * sw, 0 <= q < Q, of g[t * tap_stride + q]
-  // (the S taps of one kernel row summed in registers, so drow is read and written once).
-  void (*col2im_row)(float* drow, const float* g, int64_t tap_stride, int64_t S, int64_t W,
-                     int64_t Q, int64_t pw, int64_t sw);
+  // col2im of one input channel, all of it: for h < H, w < W,
+  //   dx[h * W + w] = sum over r < R, t < S with h + ph - r = p * sh, w + pw - t = q * sw,
+  //                   0 <= p < P, 0 <= q < Q, of g[(r * S + t) * ld + p * Q + q]
+  // (dx written, not added to: each row's taps are summed in registers and stored once).
+  void (*col2im_plane)(float* dx, const float* g, int64_t ld, const Col2imArgs& a);
   // A tile of the weight gradient of a convolution as dot products over output positions:
   //   out[kk * ldo + tt] = sum over n < N, p < P, q < Q of dy(n, kk, p, q) * x(n, tt, p, q)
   // for kk < kt (<= 24) and tt < tg (<= 7), element addresses as in DwTileArgs; the sum runs in

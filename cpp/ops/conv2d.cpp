@@ -92,22 +92,10 @@ void im2col_panels(float* dst, const float* x, const Conv2dShape& s, int64_t j0,
   }
 }
 
-// dx (nch, H, W) += gcol rows (c, r, t) of positions [j0, j1); row k starts at gcol + k * ld
+// dx (nch, H, W) += gcol rows (c, r, t) of positions [j0, j1); row k starts at gcol + k * ld.
+// (The whole image at once goes through KernelTable::col2im_plane instead, which overwrites.)
 void col2im(float* dx, const float* gcol, int64_t ld, const Conv2dShape& s, int64_t nch,
             int64_t j0, int64_t j1) {
-  if (j0 == 0 && j1 == s.P * s.Q) {
-    // whole image: one pass per output row, taps summed in registers
-    const auto row = g_kernels->col2im_row;
-    for (int64_t c = 0; c < nch; ++c)
-      for (int64_t r = 0; r < s.R; ++r)
-        for (int64_t p = 0; p < s.P; ++p) {
-          const int64_t h = p * s.sh - s.ph + r;
-          if (h < 0 || h >= s.H) continue;
-          row(dx + (c * s.H + h) * s.W, gcol + (c * s.R + r) * s.S * ld + p * s.Q, ld, s.S, s.W,
-              s.Q, s.pw, s.sw);
-        }
-    return;
-  }
   for (int64_t c = 0; c < nch; ++c)
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t) {
@@ -622,7 +610,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
         const int64_t n = item / ngrp, g = item % ngrp;
         const int64_t c0 = g * per, nch = std::min(s.C, c0 + per) - c0, rows = nch * RS;
         float* dxn = dx + (n * s.C + c0) * HW;
-        std::fill(dxn, dxn + nch * HW, 0.f);
+        if (bw < PQ) std::fill(dxn, dxn + nch * HW, 0.f);  // col2im by blocks adds into dx
         float* gcol = scratch(1, rows * bw);
         const float* ap = apack + g * grp_stride;
         for (int64_t j0 = 0; j0 < PQ; j0 += bw) {
@@ -637,7 +625,13 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
                                static_cast<int>(std::min<int64_t>(kt.nr, ld - jr)), pc > 0,
                                nullptr);
           }
-          col2im(dxn, gcol, ld, s, nch, j0, j1);
+          if (bw < PQ) {
+            col2im(dxn, gcol, ld, s, nch, j0, j1);
+          } else {  // the whole image: each dx row written once, its taps summed in registers
+            const Col2imArgs ca{s.H, s.W, s.P, s.Q, s.R, s.S, s.ph, s.pw, s.sh, s.sw};
+            for (int64_t c = 0; c < nch; ++c)
+              kt.col2im_plane(dxn + c * HW, gcol + c * RS * ld, ld, ca);
+          }
         }
       });
     }

@@ -193,8 +193,8 @@ static void dw_tile(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg
   for (int kk = 0; kk < KT; ++kk)
 #pragma GCC unroll 7
     for (int tt = 0; tt < TG; ++tt) sums[kk][tt] = _mm512_reduce_add_ps(acc[kk][tt]);
-  for (int kk = 0; kk < kt; ++kk)
-    for (int tt = 0; tt < tg; ++tt) out[kk * ldo + tt] = sums[kk][tt];
+  for (int kk = 0; kk < kt && kk < KT; ++kk)
+    for (int tt = 0; tt < tg && tt < TG; ++tt) out[kk * ldo + tt] = sums[kk][tt];
 }
 
 using DwTileFn = void (*)(float*, int64_t, const DwTileArgs&, int, int);
@@ -425,43 +425,88 @@ static void conv_dw_kvec_avx512(float* out, int64_t ldo, const float* dyT, const
   f(out, ldo, dyT, x, x_ns, x_rs, off, nt, nk, N, P, Q);
 }
 
-// col2im_row: 16 output columns at a time, the S shifted tap rows added in a register through
-// masked loads (lanes whose source column falls outside [0, Q) load nothing). Column stride 2:
-// each tap's 8 or 9 source values are loaded once and spread to the lanes of matching parity
-// with a permute; other strides take the portable loop.
-static void col2im_row_avx512(float* drow, const float* g, int64_t tap_stride, int64_t S,
-                              int64_t W, int64_t Q, int64_t pw, int64_t sw) {
-  if (sw > 2) {
-    col2im_row(drow, g, tap_stride, S, W, Q, pw, sw);
+// col2im_plane: 16 dx columns at a time, all taps (r, t) reaching them added in a register and
+// the result stored once. Lanes whose source column falls outside [0, Q) load nothing; for
+// column stride 2 each tap's 8 or 9 source values are spread to the lanes of matching parity
+// with a permute. Masks, offsets and permutes are computed once per (t, column block) for rows
+// up to 64 wide and 16 taps; other shapes and strides take the portable loop.
+struct C2iTables {
+  const __mmask16* mw;
+  const __mmask16 (*ml)[4];
+  const __mmask16 (*ma)[4];
+  const int64_t (*src)[4];
+  const __m512i (*perm)[4];
+};
+
+// The rows of col2im_plane for NB column blocks (a constant, so the sums stay in registers).
+template <int NB>
+static void col2im_plane_rows(float* dx, const float* g, int64_t ld, const Col2imArgs& a,
+                              const C2iTables& tb) {
+  for (int64_t h = 0; h < a.H; ++h) {
+    __m512 acc[NB];
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < a.R; ++r) {
+      const int64_t u = h + a.ph - r;
+      if (u < 0 || u % a.sh != 0 || u / a.sh >= a.P) continue;
+      const float* gr = g + r * a.S * ld + (u / a.sh) * a.Q;
+      for (int64_t t = 0; t < a.S; ++t) {
+        const float* gt = gr + t * ld;
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; ++b) {
+          const __m512 v = _mm512_maskz_loadu_ps(tb.ml[t][b], gt + tb.src[t][b]);
+          acc[b] = a.sw == 1 ? _mm512_add_ps(acc[b], v)
+                             : _mm512_mask_add_ps(acc[b], tb.ma[t][b], acc[b],
+                                                  _mm512_permutexvar_ps(tb.perm[t][b], v));
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) _mm512_mask_storeu_ps(dx + h * a.W + 16 * b, tb.mw[b], acc[b]);
+  }
+}
+
+static void col2im_plane_avx512(float* dx, const float* g, int64_t ld, const Col2imArgs& a) {
+  if (a.sw > 2 || a.S > 16 || a.W > 64) {
+    col2im_plane(dx, g, ld, a);
     return;
   }
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
-  const __m512i vq = _mm512_set1_epi32(static_cast<int>(Q));
-  for (int64_t w0 = 0; w0 < W; w0 += 16) {
-    const __mmask16 mw = W - w0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (W - w0)) - 1u);
-    __m512 acc = _mm512_maskz_loadu_ps(mw, drow + w0);
-    for (int64_t t = 0; t < S; ++t) {
-      const int64_t base = w0 + pw - t;  // w + pw - t of lane 0
-      if (sw == 1) {
+  const __m512i vq = _mm512_set1_epi32(static_cast<int>(a.Q));
+  const int nb = static_cast<int>((a.W + 15) / 16);
+  __mmask16 mw[4], ml[16][4], ma[16][4];  // dx lanes; source lanes loaded; lanes added
+  int64_t src[16][4];                     // source offset of lane 0 within a tap row
+  __m512i perm[16][4];                    // stride 2: source lane of each dx lane
+  for (int b = 0; b < nb; ++b) {
+    const int64_t w0 = 16 * b;
+    mw[b] = a.W - w0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (a.W - w0)) - 1u);
+    for (int64_t t = 0; t < a.S; ++t) {
+      const int64_t base = w0 + a.pw - t;  // w + pw - t of lane 0
+      if (a.sw == 1) {
         const __m512i q = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
-        const __mmask16 m = mw & _mm512_cmpge_epi32_mask(q, zero) & _mm512_cmplt_epi32_mask(q, vq);
-        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, g + t * tap_stride + base));
+        ml[t][b] = mw[b] & _mm512_cmpge_epi32_mask(q, zero) & _mm512_cmplt_epi32_mask(q, vq);
+        src[t][b] = base;
         continue;
       }
-      // lane l takes source q = (base + l) / 2 when base + l is even; load from q0 = floor(base / 2)
+      // lane l takes source q = (base + l) / 2 when base + l is even; loaded from floor(base / 2)
       const int64_t q0 = base >= 0 ? base / 2 : -((1 - base) / 2);
       const __m512i u = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
       const __m512i q = _mm512_srai_epi32(u, 1);
-      const __mmask16 m = mw & _mm512_testn_epi32_mask(u, one) & _mm512_cmpge_epi32_mask(u, zero) &
-                          _mm512_cmplt_epi32_mask(q, vq);
+      ma[t][b] = mw[b] & _mm512_testn_epi32_mask(u, one) & _mm512_cmpge_epi32_mask(u, zero) &
+                 _mm512_cmplt_epi32_mask(q, vq);
       const __m512i ql = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(q0)));
-      const __mmask16 ml = _mm512_cmpge_epi32_mask(ql, zero) & _mm512_cmplt_epi32_mask(ql, vq);
-      const __m512 src = _mm512_maskz_loadu_ps(ml, g + t * tap_stride + q0);
-      const __m512 v = _mm512_permutexvar_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(static_cast<int>(q0))), src);
-      acc = _mm512_mask_add_ps(acc, m, acc, v);
+      ml[t][b] = _mm512_cmpge_epi32_mask(ql, zero) & _mm512_cmplt_epi32_mask(ql, vq);
+      perm[t][b] = _mm512_sub_epi32(q, _mm512_set1_epi32(static_cast<int>(q0)));
+      src[t][b] = q0;
     }
-    _mm512_mask_storeu_ps(drow + w0, mw, acc);
+  }
+  const C2iTables tb{mw, ml, ma, src, perm};
+  switch (nb) {
+    case 1: col2im_plane_rows<1>(dx, g, ld, a, tb); break;
+    case 2: col2im_plane_rows<2>(dx, g, ld, a, tb); break;
+    case 3: col2im_plane_rows<3>(dx, g, ld, a, tb); break;
+    default: col2im_plane_rows<4>(dx, g, ld, a, tb); break;
   }
 }
 }  // namespace avx512
@@ -479,7 +524,7 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_kvec = avx512::conv_kvec_avx512;
   t.conv_dx_rows = avx512::conv_dx_rows_avx512;
   t.conv_dw_kvec = avx512::conv_dw_kvec_avx512;
-  t.col2im_row = avx512::col2im_row_avx512;
+  t.col2im_plane = avx512::col2im_plane_avx512;
   t.phase_split_row = avx512::phase_split_row_avx512;
 }
 
