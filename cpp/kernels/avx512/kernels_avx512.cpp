@@ -17,56 +17,71 @@ namespace avx512 {
 constexpr int MR = 8, NR = 32;
 
 // a: kc x 8 packed, b: kc x 32 packed -> the mr x nr corner of c (ldc); masked loads and stores
-// serve partial tiles, so edges need no copies.
+// serve partial tiles, so edges need no copies. Edge tiles of at most 4 rows or 16 columns run a
+// smaller register tile (MRT rows, NV vectors) instead of computing zeros.
 // Direct: B row k is the NR floats at b + boff[k] (read with the column mask, so nothing past
 // column nr is touched), else the packed row b + k * NR.
-template <bool Direct>
+template <bool Direct, int MRT, int NV>
 static inline void ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
                            float* c, int64_t ldc, int mr, int nr, bool accumulate,
                            const float* bias) {
-  __m512 acc[MR][2];
+  __m512 acc[MRT][NV];
   const uint32_t bits = nr >= 32 ? 0xffffffffu : ((1u << nr) - 1u);
   const __mmask16 m0 = static_cast<__mmask16>(bits), m1 = static_cast<__mmask16>(bits >> 16);
   const bool full = nr == NR;
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < MRT; ++i) {
     if (i < mr && accumulate) {
       acc[i][0] = _mm512_maskz_loadu_ps(m0, c + i * ldc);
-      acc[i][1] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
+      if (NV == 2) acc[i][NV - 1] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
     } else {
-      acc[i][0] = acc[i][1] = (bias && i < mr) ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
+      acc[i][0] = (bias && i < mr) ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
+      if (NV == 2) acc[i][NV - 1] = acc[i][0];
     }
   }
   for (int64_t k = 0; k < kc; ++k) {
     const float* bk = Direct ? b + boff[k] : b + k * NR;
     const __m512 b0 = Direct && !full ? _mm512_maskz_loadu_ps(m0, bk) : _mm512_loadu_ps(bk);
-    const __m512 b1 =
-        Direct && !full ? _mm512_maskz_loadu_ps(m1, bk + 16) : _mm512_loadu_ps(bk + 16);
+    __m512 b1 = b0;
+    if (NV == 2) b1 = Direct && !full ? _mm512_maskz_loadu_ps(m1, bk + 16) : _mm512_loadu_ps(bk + 16);
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < MRT; ++i) {
       const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      if (NV == 2) acc[i][NV - 1] = _mm512_fmadd_ps(ai, b1, acc[i][NV - 1]);
     }
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < MRT; ++i) {
     if (i < mr) {
       _mm512_mask_storeu_ps(c + i * ldc, m0, acc[i][0]);
-      _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc[i][1]);
+      if (NV == 2) _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc[i][NV - 1]);
     }
+  }
+}
+
+template <bool Direct>
+static inline void ukernel_any(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                               float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                               const float* bias) {
+  if (mr > 4) {
+    if (nr > 16) ukernel<Direct, 8, 2>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+    else ukernel<Direct, 8, 1>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+  } else {
+    if (nr > 16) ukernel<Direct, 4, 2>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+    else ukernel<Direct, 4, 1>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
   }
 }
 
 static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                          int mr, int nr, bool accumulate, const float* bias) {
-  ukernel<false>(kc, a, b, nullptr, c, ldc, mr, nr, accumulate, bias);
+  ukernel_any<false>(kc, a, b, nullptr, c, ldc, mr, nr, accumulate, bias);
 }
 
 static void direct_ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
                            float* c, int64_t ldc, int mr, int nr, bool accumulate,
                            const float* bias) {
-  ukernel<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+  ukernel_any<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
 }
 // 16 2x2 windows of rows r0, r1 starting at output column q (n <= 16 of them valid): the four
 // corners a b / c e as vectors (even and odd columns split with permutes), and the masks of the
