@@ -316,18 +316,25 @@ void kvec_forward(float* y, const float* x, const float* w, const float* b, cons
     for (int64_t i = 0; i < RS; ++i) off[c * RS + i] = c * plane + (i / s.S) * Wp + i % s.S;
   const int64_t* offp = off.data();
   const auto kern = g_kernels->conv_kvec;
+  const int64_t slack = 2 * Wp + 16, img = s.C * s.H * s.W;
   parallel_for(s.N * kblocks, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
     const int64_t n = item / kblocks, kb = item % kblocks;
-    // the zero-padded image, with a row of slack for the second row and the 12-wide tiles
-    float* buf = scratch(6, s.C * plane + 2 * Wp + 16);
-    for (int64_t c = 0; c < s.C; ++c) {
-      float* d = buf + c * plane;
-      std::fill(d, d + plane, 0.f);
-      for (int64_t h = 0; h < s.H; ++h)
-        std::memcpy(d + (h + s.ph) * Wp + s.pw, x + ((n * s.C + c) * s.H + h) * s.W,
-                    sizeof(float) * s.W);
+    // The tiles read up to a row and 16 floats past the image (into lanes never stored). Without
+    // padding, an image followed by that much of x is read in place; else it is copied,
+    // zero-padded, with the slack.
+    const float* buf = x + n * img;
+    if (s.ph || s.pw || (s.N - 1 - n) * img < slack) {
+      float* b = scratch(6, s.C * plane + slack);
+      for (int64_t c = 0; c < s.C; ++c) {
+        float* d = b + c * plane;
+        std::fill(d, d + plane, 0.f);
+        for (int64_t h = 0; h < s.H; ++h)
+          std::memcpy(d + (h + s.ph) * Wp + s.pw, x + ((n * s.C + c) * s.H + h) * s.W,
+                      sizeof(float) * s.W);
+      }
+      std::fill(b + s.C * plane, b + s.C * plane + slack, 0.f);
+      buf = b;
     }
-    std::fill(buf + s.C * plane, buf + s.C * plane + 2 * Wp + 16, 0.f);
     const int nk = static_cast<int>(std::min<int64_t>(16, s.K - kb * 16));
     float* yk = y + (n * s.K + kb * 16) * PQ;
     const float* bk = b ? b + kb * 16 : nullptr;

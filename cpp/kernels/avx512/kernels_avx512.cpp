@@ -239,6 +239,35 @@ static void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, in
   if (f) f(out, ldo, a, kt, tg);
   else conv_dw_tile(out, ldo, a, kt, tg);
 }
+// In-register 16 x 16 transpose: lane j of r[i] goes to lane i of r[j].
+static inline void transpose16(__m512* r) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+  }
+}
+
 // conv_kvec: 2 rows x NQ positions, one zmm of 16 output channels each (2 * NQ accumulators).
 template <int NQ>
 static void kvec_tile(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
@@ -258,16 +287,17 @@ static void kvec_tile(float* out, int64_t ldo, int64_t ldr, const float* x, int6
       acc[1][i] = _mm512_fmadd_ps(_mm512_set1_ps(xk[Wp + i]), wk, acc[1][i]);
     }
   }
-  // transpose out through a small buffer: position-major in registers, channel-major in y
-  alignas(64) float tmp[2][NQ][16];
+  // position-major in registers, channel-major in y: transpose in registers, masked stores
+  const __mmask16 mq = static_cast<__mmask16>((1u << nq) - 1u);
+  for (int rr = 0; rr < (two_rows ? 2 : 1); ++rr) {
+    __m512 t[16];
 #pragma GCC unroll 16
-  for (int i = 0; i < NQ; ++i) {
-    _mm512_store_ps(tmp[0][i], acc[0][i]);
-    _mm512_store_ps(tmp[1][i], acc[1][i]);
+    for (int i = 0; i < 16; ++i) t[i] = i < NQ ? acc[rr][i < NQ ? i : 0] : _mm512_setzero_ps();
+    transpose16(t);
+#pragma GCC unroll 16
+    for (int kk = 0; kk < 16; ++kk)
+      if (kk < nk) _mm512_mask_storeu_ps(out + kk * ldo + rr * ldr, mq, t[kk]);
   }
-  for (int rr = 0; rr < (two_rows ? 2 : 1); ++rr)
-    for (int kk = 0; kk < nk; ++kk)
-      for (int i = 0; i < nq; ++i) out[kk * ldo + rr * ldr + i] = tmp[rr][i][kk];
 }
 
 static void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
