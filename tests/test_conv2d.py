@@ -127,7 +127,12 @@ def test_isa_env_var_forces_lower_path(tmp_path):
         assert out == name
 
 
-@pytest.mark.parametrize("shape", [SHAPES[3], SHAPES[11], (16, 8, 12, 12, 12, (3, 3), (1, 1), (1, 1))], ids=str)
+@pytest.mark.parametrize("shape", [
+    SHAPES[3], SHAPES[11], (16, 8, 12, 12, 12, (3, 3), (1, 1), (1, 1)),
+    (12, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2)),     # few input channels: dx by rows
+    (48, 4, 40, 38, 20, (3, 3), (2, 2), (1, 0)),    # strided, wide-grid dW over image chunks
+    (20, 8, 33, 33, 40, (3, 3), (1, 1), (1, 1)),    # wide-grid dW over image chunks
+], ids=str)
 def test_bitwise_identical_for_any_thread_count(rng, threads, shape):
     x, w, b, st, pd = _data(rng, shape)
     g = rng.standard_normal(F.conv2d(x, w, b, st, pd).shape).astype(np.float32)
