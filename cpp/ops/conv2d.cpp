@@ -206,6 +206,7 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
   rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
   const int64_t nblk = (s.P + rows - 1) / rows;
+  rows = (s.P + nblk - 1) / nblk;  // blocks as even as they come
   const bool own = !unit || s.ph || s.pw;  // items build their own input buffer
   // floats per input channel in the buffer the kernel reads
   const int64_t L = rows + (s.R - 1) / s.sh;  // buffer rows per phase (strided)
