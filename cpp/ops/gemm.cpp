@@ -139,8 +139,9 @@ void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64
   const int64_t nt = get_num_threads();
   const int64_t ct = (N + NR - 1) / NR, rt = (M + MR - 1) / MR;  // tiles
   if (2.0 * M * N * K < 5e7) {
-    // Small products: blocks of whole tiles, each run by gemm_st with its own packing (packing
-    // A up front would be a serial step as long as the work itself).
+    // Small products: both operands packed once, panel by panel across the threads (blocks
+    // packing their own would repeat the work: a 64 x 400 by 400 x 120 product spent as long
+    // packing as multiplying), then blocks of whole tiles of C.
     int64_t cb = std::min<int64_t>(ct, std::max<int64_t>(1, (N + 255) / 256));
     int64_t rb = std::min<int64_t>(rt, std::max<int64_t>(1, (M + 63) / 64));
     while (cb * rb < 2 * nt && (cb < ct || rb < rt)) {
@@ -150,12 +151,19 @@ void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64
     const int64_t bw = (ct + cb - 1) / cb * NR, bh = (rt + rb - 1) / rb * MR;
     cb = (N + bw - 1) / bw;
     rb = (M + bh - 1) / bh;
+    float* apack = scratch(3, rt * MR * K);
+    float* bpack = scratch(4, ct * NR * K);
+    parallel_for(rt + ct, 1.0 * (M + N) * K, [&](int64_t p) {
+      if (p < rt)
+        pack_a(apack + p * MR * K, A, p * MR, std::min<int64_t>(MR, M - p * MR), 0, K, MR);
+      else
+        pack_b(bpack + (p - rt) * NR * K, B, 0, K, (p - rt) * NR,
+               std::min<int64_t>(NR, N - (p - rt) * NR), NR);
+    });
     parallel_for(cb * rb, 2.0 * M * N * K, [&](int64_t item) {
       const int64_t i0 = (item / cb) * bh, j0 = (item % cb) * bw;
-      MatView a{A.p + i0 * A.rs, A.rs, A.cs};
-      MatView b{B.p + j0 * B.cs, B.rs, B.cs};
-      gemm_st(std::min(bh, M - i0), std::min(bw, N - j0), K, a, b, C + i0 * ldc + j0, ldc,
-              accumulate);
+      gemm_packed(std::min(bh, M - i0), std::min(bw, N - j0), K, apack + i0 * K,
+                  bpack + j0 * K, C + i0 * ldc + j0, ldc, accumulate, nullptr);
     });
     return;
   }

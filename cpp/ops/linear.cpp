@@ -6,12 +6,40 @@
 #include <algorithm>
 
 #include "convkit/convkit.h"
+#include "kernels.h"
 #include "parallel.h"
 
 namespace convkit {
 
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N,
                     int64_t I, int64_t O) {
+  const auto dot = g_kernels->conv_dw_tile;
+  if (dot && 2.0 * N * I * O < 5e7 && N > 0 && O > 0 && I > 0) {
+    // Small layers: rows of x and of W are both contiguous along I, so each output is a dot
+    // product; register tiles of 4 rows of x by 6 rows of W (the dW-tile kernel of conv2d)
+    // read them in place, where the GEMM would spend as long transposing W into panels as
+    // multiplying. Tiles are whole outputs: the same bits for any thread count.
+    constexpr int KT = 4, TG = 6;
+    const int64_t rt = (N + KT - 1) / KT, ct = (O + TG - 1) / TG;
+    const int64_t cper = std::max<int64_t>(1, std::min<int64_t>(ct, 8));  // tiles per item
+    const int64_t cb = (ct + cper - 1) / cper;
+    parallel_for(rt * cb, 2.0 * N * I * O, [&](int64_t item) {
+      const int64_t n0 = item / cb * KT, c0 = item % cb * cper;
+      const int kt = static_cast<int>(std::min<int64_t>(KT, N - n0));
+      int64_t xoff[TG];
+      for (int64_t ci = c0; ci < std::min(ct, c0 + cper); ++ci) {
+        const int64_t o0 = ci * TG;
+        const int tg = static_cast<int>(std::min<int64_t>(TG, O - o0));
+        for (int t = 0; t < tg; ++t) xoff[t] = (o0 + t) * I;
+        const DwTileArgs a{x + n0 * I, 0, I, 0, w, 0, 0, xoff, 1, 1, I};
+        dot(y + n0 * O + o0, O, a, kt, tg);
+        if (b)
+          for (int k = 0; k < kt; ++k)
+            for (int t = 0; t < tg; ++t) y[(n0 + k) * O + o0 + t] += b[o0 + t];
+      }
+    });
+    return;
+  }
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < O; ++o) y[n * O + o] = b ? b[o] : 0.f;
   gemm(N, O, I, MatView{x, I, 1}, MatView{w, 1, I}, y, O, true);
