@@ -87,6 +87,11 @@ struct KernelTable {
   // inputs with too few channels to fill the GEMM tiles. Null where the ISA has no such kernel.
   void (*conv_dx_rows)(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
                        const DxRowsArgs& a);
+  // Copies nrows rows of W floats into rows zero-padded by pl on the left and pr on the right:
+  // dst[i * dstride + j] = src[i * sstride + j - pl] for pl <= j < pl + W, else 0, for
+  // j < pl + W + pr. src null: all zeros.
+  void (*copy_rows)(float* dst, int64_t dstride, const float* src, int64_t sstride,
+                    int64_t nrows, int64_t W, int64_t pl, int64_t pr);
   // Splits one input row into its sw column phases, zero-padded: for f < sw, j < Wq,
   //   dst[f * fstride + j] = src[j * sw + f - pw] if that column is inside [0, W), else 0.
   // src null: an all-zero (padding) row.

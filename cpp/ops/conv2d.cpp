@@ -238,18 +238,16 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
     if (own) {
       float* buf = scratch(6, s.C * plane);
       if (unit) {  // input rows p0 - ph .. p1 - 1 + R - 1 - ph, zero outside the image
-        for (int64_t c = 0; c < s.C; ++c)
-          for (int64_t hl = 0; hl < p1 - p0 + s.R - 1; ++hl) {
-            float* row = buf + c * plane + hl * Wp;
-            const int64_t h = p0 + hl - s.ph;
-            if (h < 0 || h >= s.H) {
-              std::fill(row, row + Wp, 0.f);
-              continue;
-            }
-            std::fill(row, row + s.pw, 0.f);
-            std::memcpy(row + s.pw, xn + (c * s.H + h) * s.W, sizeof(float) * s.W);
-            std::fill(row + s.pw + s.W, row + Wp, 0.f);
-          }
+        const int64_t nr = p1 - p0 + s.R - 1, h0 = p0 - s.ph;
+        const int64_t top = std::min(nr, std::max<int64_t>(0, -h0));         // rows above
+        const int64_t mid = std::max<int64_t>(0, std::min(nr, s.H - h0) - top);  // image rows
+        for (int64_t c = 0; c < s.C; ++c) {
+          float* b = buf + c * plane;
+          kt.copy_rows(b, Wp, nullptr, 0, top, s.W, s.pw, s.pw);
+          kt.copy_rows(b + top * Wp, Wp, xn + (c * s.H + h0 + top) * s.W, s.W, mid, s.W, s.pw,
+                       s.pw);
+          kt.copy_rows(b + (top + mid) * Wp, Wp, nullptr, 0, nr - top - mid, s.W, s.pw, s.pw);
+        }
       } else {  // input rows hbase .. into their (row, column) phases
         const int64_t hbase = p0 * s.sh - s.ph, nrows = (p1 - p0 - 1) * s.sh + s.R;
         for (int64_t c = 0; c < s.C; ++c)
@@ -291,8 +289,7 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
     }
     if (!exact)
       for (int64_t k = 0; k < s.K; ++k)
-        for (int64_t p = p0; p < p1; ++p)
-          std::memcpy(yn + k * PQ + p * s.Q, cw + k * width + (p - p0) * Wq, sizeof(float) * s.Q);
+        kt.copy_rows(yn + k * PQ + p0 * s.Q, s.Q, cw + k * width, Wq, p1 - p0, s.Q, 0, 0);
   });
 }
 

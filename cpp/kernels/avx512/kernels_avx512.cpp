@@ -374,6 +374,28 @@ static void conv_dx_rows_avx512(float* dx, const float* dy, const float* wt, int
     else dx_rows_tile<4>(dx, dy, wt, h0, nh, w0, a);
   }
 }
+// copy_rows: 16 floats per step, padding and tails by masks, no call per row.
+static void copy_rows_avx512(float* dst, int64_t dstride, const float* src, int64_t sstride,
+                             int64_t nrows, int64_t W, int64_t pl, int64_t pr) {
+  const int64_t Wt = pl + W + pr;
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
+  for (int64_t i = 0; i < nrows; ++i) {
+    float* d = dst + i * dstride;
+    const float* s = src ? src + i * sstride - pl : nullptr;  // s[j] is the value of column j
+    for (int64_t j = 0; j < Wt; j += 16) {
+      const __mmask16 mt = Wt - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wt - j)) - 1u);
+      __m512 v = _mm512_setzero_ps();
+      if (s) {
+        const __m512i col = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(j - pl)));
+        const __mmask16 m = mt & _mm512_cmpge_epi32_mask(col, zero) & _mm512_cmplt_epi32_mask(col, vw);
+        v = _mm512_maskz_loadu_ps(m, s + j);
+      }
+      _mm512_mask_storeu_ps(d + j, mt, v);
+    }
+  }
+}
+
 // phase_split_row for sw = 2: 32 input columns per step, split into even and odd lanes with two
 // permutes; other strides take the portable loop.
 static void phase_split_row_avx512(float* dst, int64_t fstride, const float* src, int64_t W,
@@ -571,6 +593,7 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_dw_kvec = avx512::conv_dw_kvec_avx512;
   t.col2im_plane = avx512::col2im_plane_avx512;
   t.phase_split_row = avx512::phase_split_row_avx512;
+  t.copy_rows = avx512::copy_rows_avx512;
 }
 
 }  // namespace convkit
