@@ -29,6 +29,13 @@ static inline void ukernel(int64_t kc, const float* a, const float* b, const int
   const uint32_t bits = nr >= 32 ? 0xffffffffu : ((1u << nr) - 1u);
   const __mmask16 m0 = static_cast<__mmask16>(bits), m1 = static_cast<__mmask16>(bits >> 16);
   const bool full = nr == NR;
+  if (!accumulate)  // C is only stored: start fetching its lines now, not at the stores
+#pragma GCC unroll 8
+    for (int i = 0; i < MRT; ++i)
+      if (i < mr) {
+        _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+        if (NV == 2) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+      }
 #pragma GCC unroll 8
   for (int i = 0; i < MRT; ++i) {
     if (i < mr && accumulate) {
