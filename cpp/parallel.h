@@ -47,8 +47,11 @@ void parallel_for(int64_t n, double work, F&& fn) {
   for (int64_t i = 0; i < n; ++i) fn(i);
 }
 
-// Work buffers reused across calls, one set per thread (grown on demand, never shrunk); slots
-// 0-1 belong to gemm_st, 2 to per-item buffers of the ops, 3-5 to per-call packed operands.
+// Work buffers reused across calls, one set per thread (grown on demand, so a pointer is good
+// only until the next request of the same slot). Slots 0-1 belong to gemm_st; ops use 1, 2 and 6
+// for per-item buffers and 3, 4, 5 and 7 for per-call operands. An op that calls another (the
+// input gradient of conv2d runs a forward convolution) must not hand it a pointer into a slot
+// the callee requests (conv2d's callee leaves 4 and 5 alone).
 float* scratch(int slot, int64_t count);
 
 }  // namespace convkit

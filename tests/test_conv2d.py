@@ -32,6 +32,9 @@ SHAPES = [
     (1, 3, 64, 70, 5, (7, 7), (2, 2), (3, 3)),       # strided, tiles by row: 32 + 3 columns
     (2, 2, 6, 70, 3, (2, 5), (1, 1), (0, 3)),        # few inputs: dx rows over 64 + 6 columns
     (2, 3, 40, 37, 8, (3, 3), (2, 2), (1, 0)),       # strided, rows of 18 outputs: wide-grid dW
+    (2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1)),     # 3x3 Winograd tiles, odd rows of tiles
+    (1, 24, 16, 33, 16, (3, 3), (1, 1), (0, 2)),     # Winograd, asymmetric padding, odd width
+    (1, 300, 6, 18, 17, (3, 3), (1, 1), (1, 1)),     # Winograd, two reduction blocks over C
 ]
 
 
@@ -132,6 +135,7 @@ def test_isa_env_var_forces_lower_path(tmp_path):
     (12, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2)),     # few input channels: dx by rows
     (48, 4, 40, 38, 20, (3, 3), (2, 2), (1, 0)),    # strided, wide-grid dW over image chunks
     (20, 8, 33, 33, 40, (3, 3), (1, 1), (1, 1)),    # wide-grid dW over image chunks
+    (4, 16, 30, 30, 16, (3, 3), (1, 1), (1, 1)),    # Winograd forward and input gradient
 ], ids=str)
 def test_bitwise_identical_for_any_thread_count(rng, threads, shape):
     x, w, b, st, pd = _data(rng, shape)
@@ -176,7 +180,7 @@ def test_nan_propagates(rng):
     assert np.array_equal(np.isnan(y), want) and want.any() and not want.all()
 
 
-@pytest.mark.parametrize("shape", [SHAPES[12], SHAPES[-1]], ids=str)
+@pytest.mark.parametrize("shape", [SHAPES[12], (2, 3, 40, 37, 8, (3, 3), (2, 2), (1, 0))], ids=str)
 def test_inf_in_input_reaches_only_the_gradients_it_should(isa, rng, shape):
     # An Inf in the last column: taps that never read that column keep finite weight gradients
     # (paths that compute over padding columns must not turn 0 * Inf into NaN there).
@@ -189,6 +193,19 @@ def test_inf_in_input_reaches_only_the_gradients_it_should(isa, rng, shape):
     assert np.array_equal(~np.isfinite(dw), bad) and bad.any() and not bad.all()
     assert_close(dw[~bad], rw[~bad], 1e-5, "finite grad_weight entries")
     assert_close(dx, rx, 1e-5, "grad_x")
+
+
+def test_inf_in_input_spreads_as_in_the_definition(isa, rng):
+    # 3x3 layers with enough channels take Winograd transforms, which subtract input values:
+    # an Inf must still give Inf (or NaN) exactly where the direct sum does.
+    x, w, b, st, pd = _data(rng, (2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1)))
+    x[1, 3, 5, 7] = np.inf
+    y = F.conv2d(x, w, b, st, pd)
+    ref = _core.ref_conv2d(x, w, b, *st, *pd)
+    assert np.array_equal(np.isnan(y), np.isnan(ref)) and np.array_equal(np.isinf(y), np.isinf(ref))
+    assert np.isinf(ref).any()
+    fin = np.isfinite(ref)
+    assert_close(y[fin], ref[fin], 1e-5, "finite outputs")
 
 
 def test_gil_is_released(rng):

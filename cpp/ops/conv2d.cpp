@@ -19,6 +19,7 @@
 // shape, and partial sums over image chunks are added in chunk order: any thread count gives
 // the same bits. The path taken depends on the shape and the ISA, never on the thread count.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -293,6 +294,101 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   });
 }
 
+// 3x3, stride 1, enough channels: Winograd F(2x2, 3x3). Each 2x2 block of outputs (a tile)
+// comes from a 4x4 input patch d as A^T [(G g G^T) . (B^T d B)] A, so the 36 multiplies per
+// (tile, c, k) of the direct form become 16, done as 16 GEMMs (K x C by C x tiles), one per
+// entry e of the 4x4 transformed patch. Items are (image, block of tile rows): each pads its
+// input rows, transforms them into V[e] (C x tiles, rows read in place by the direct
+// micro-kernel), multiplies, and transforms M[e] (K x tiles) back into y. The blocking depends
+// on the shape only: the same bits for any thread count. Returns false if an output came out
+// NaN or infinite: the transforms add and subtract input values, so an Inf in x can give NaN
+// where the definition gives Inf, and the caller then recomputes the direct way.
+bool winograd_forward(float* y, const float* x, const float* w, const float* b,
+                      const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
+  const int MR = kt.mr, NR = kt.nr;
+  // U[e] = G g G^T for every (k, c), then packed into MR-row panels per e
+  const int64_t Kp = round_up(s.K, MR);
+  float* ut = scratch(7, 16 * s.K * s.C);  // not 5: the input-gradient path passes w from there
+  parallel_for(s.K * s.C, 100.0 * s.K * s.C, [&](int64_t kc) {
+    const float* g = w + kc * 9;
+    float t[4][3];  // G g
+    for (int j = 0; j < 3; ++j) {
+      t[0][j] = g[j];
+      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+      t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; ++i) {
+      const float u[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
+                          0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
+      for (int j = 0; j < 4; ++j) ut[(4 * i + j) * s.K * s.C + kc] = u[j];
+    }
+  });
+  float* up = scratch(3, 16 * Kp * s.C);
+  parallel_for(16, 16.0 * s.K * s.C, [&](int64_t e) {
+    pack_a(up + e * Kp * s.C, MatView{ut + e * s.K * s.C, s.C, 1}, 0, s.K, 0, s.C, MR);
+  });
+  // Tile rows per item: V and M of one item (16 x (C + K) x tiles floats) near 640 KiB.
+  const int64_t per_row = 16 * (s.C + s.K) * TX * 4;
+  const int64_t tr = std::max<int64_t>(1, std::min(TY, (640 * 1024) / per_row));
+  const int64_t nblk = (TY + tr - 1) / tr;
+  const int64_t Tb = tr * TX;                 // tiles per item (at most)
+  const int64_t Wb = 2 * TX + 34;             // padded input row: column j holds x column j - pw
+  const int64_t nrows = 2 * tr + 2;           // input rows per item
+  thread_local std::vector<int64_t> voff;
+  voff.resize(static_cast<size_t>(s.C));
+  for (int64_t c = 0; c < s.C; ++c) voff[c] = c * Tb;
+  const int64_t* voffp = voff.data();
+  const int64_t kcmax = gemm_kc(s.C);
+  std::atomic<bool> finite{true};
+  parallel_for(s.N * nblk, 2.0 * s.N * s.K * s.C * 9 * PQ, [&](int64_t item) {
+    const int64_t n = item / nblk, ty0 = item % nblk * tr, ty1 = std::min(TY, ty0 + tr);
+    const int64_t nt = (ty1 - ty0) * TX;
+    float* xb = scratch(6, s.C * nrows * Wb);
+    float* v = scratch(2, 16 * s.C * Tb);
+    float* m = scratch(1, 16 * s.K * Tb);
+    // zero-padded input rows h = 2 * ty0 - ph + i, i < 2 * (ty1 - ty0) + 2
+    const int64_t h0 = 2 * ty0 - s.ph, nr = 2 * (ty1 - ty0) + 2;
+    const int64_t top = std::min(nr, std::max<int64_t>(0, -h0));
+    const int64_t mid = std::max<int64_t>(0, std::min(nr, s.H - h0) - top);
+    for (int64_t c = 0; c < s.C; ++c) {
+      float* bc = xb + c * nrows * Wb;
+      const float* xc = x + (n * s.C + c) * s.H * s.W;
+      kt.copy_rows(bc, Wb, nullptr, 0, top, s.W, s.pw, Wb - s.W - s.pw);
+      kt.copy_rows(bc + top * Wb, Wb, xc + (h0 + top) * s.W, s.W, mid, s.W, s.pw,
+                   Wb - s.W - s.pw);
+      kt.copy_rows(bc + (top + mid) * Wb, Wb, nullptr, 0, nr - top - mid, s.W, s.pw,
+                   Wb - s.W - s.pw);
+      for (int64_t ty = ty0; ty < ty1; ++ty) {
+        const float* rr = bc + 2 * (ty - ty0) * Wb;
+        const float* r4[4] = {rr, rr + Wb, rr + 2 * Wb, rr + 3 * Wb};
+        kt.wino_in_row(v + c * Tb + (ty - ty0) * TX, s.C * Tb, r4, TX);
+      }
+    }
+    for (int64_t e = 0; e < 16; ++e)
+      for (int64_t pc = 0; pc < s.C; pc += kcmax) {
+        const int64_t kc = std::min(kcmax, s.C - pc);
+        for (int64_t jr = 0; jr < nt; jr += NR)
+          for (int64_t ir = 0; ir < s.K; ir += MR)
+            kt.gemm_direct(kc, up + e * Kp * s.C + ir * s.C + pc * MR, v + e * s.C * Tb + jr,
+                           voffp + pc, m + e * s.K * Tb + ir * Tb + jr, Tb,
+                           static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
+                           static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
+      }
+    bool ok = true;
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t ty = ty0; ty < ty1; ++ty) {
+        float* yr = y + (n * s.K + k) * PQ + 2 * ty * s.Q;
+        ok &= kt.wino_out_row(yr, 2 * ty + 1 < s.P ? yr + s.Q : nullptr,
+                              m + k * Tb + (ty - ty0) * TX, s.K * Tb, TX, s.Q, b ? b[k] : 0.f);
+      }
+    if (!ok) finite = false;
+  });
+  return finite;
+}
+
 // Stride-1 convolution of narrow images (few output columns: lanes along a row would mostly
 // idle) with the ISA's channel-vectorised tile: 16 output channels in the lanes, two output rows
 // of up to 12 positions per tile. Items: (image, block of 16 output channels).
@@ -514,6 +610,9 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
     kvec_forward(y, x, w, b, s);
     return;
   }
+  if (kt.wino_in_row && s.R == 3 && s.S == 3 && s.sh == 1 && s.sw == 1 && s.C >= 16 &&
+      s.K >= 16 && s.Q >= 16 && s.P >= 2 && winograd_forward(y, x, w, b, s))
+    return;
   float* apack = scratch(3, round_up(s.K, kt.mr) * CRS);
   pack_a(apack, MatView{w, CRS, 1}, 0, s.K, 0, CRS, kt.mr);
   if (s.sw <= 4) {  // wider strides leave too many phases per input row

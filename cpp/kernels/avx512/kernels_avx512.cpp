@@ -381,6 +381,83 @@ static void conv_dx_rows_avx512(float* dx, const float* dy, const float* wt, int
     else dx_rows_tile<4>(dx, dy, wt, h0, nh, w0, a);
   }
 }
+// Winograd F(2x2, 3x3) transforms, 16 tiles per step: the even and odd input columns of a row
+// are split with permutes, so each of the 4 x 4 patch entries is one vector of 16 tiles.
+static void wino_in_row_avx512(float* v, int64_t vs, const float* const* r, int64_t nt) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (int64_t t0 = 0; t0 < nt; t0 += 16) {
+    const __mmask16 m = nt - t0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nt - t0)) - 1u);
+    __m512 t[4][4];  // B^T d: rows transformed, one vector per (row, column)
+    __m512 d[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const float* p = r[i] + 2 * t0;
+      const __m512 a0 = _mm512_loadu_ps(p), a1 = _mm512_loadu_ps(p + 16);
+      const __m512 b0 = _mm512_loadu_ps(p + 2), b1 = _mm512_loadu_ps(p + 18);
+      d[i][0] = _mm512_permutex2var_ps(a0, even, a1);
+      d[i][1] = _mm512_permutex2var_ps(a0, odd, a1);
+      d[i][2] = _mm512_permutex2var_ps(b0, even, b1);
+      d[i][3] = _mm512_permutex2var_ps(b0, odd, b1);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+      t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+      t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+      t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      float* o = v + 4 * i * vs + t0;
+      _mm512_mask_storeu_ps(o, m, _mm512_sub_ps(t[i][0], t[i][2]));
+      _mm512_mask_storeu_ps(o + vs, m, _mm512_add_ps(t[i][1], t[i][2]));
+      _mm512_mask_storeu_ps(o + 2 * vs, m, _mm512_sub_ps(t[i][2], t[i][1]));
+      _mm512_mask_storeu_ps(o + 3 * vs, m, _mm512_sub_ps(t[i][1], t[i][3]));
+    }
+  }
+}
+
+static bool wino_out_row_avx512(float* y0, float* y1, const float* mm, int64_t ms, int64_t nt,
+                                int64_t Q, float bias) {
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
+  const __m512 vb = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+  __mmask16 bad = 0;  // lanes stored with a NaN or an infinity (v - v is not 0)
+  for (int64_t t0 = 0; t0 < nt; t0 += 16) {
+    const __mmask16 m = nt - t0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nt - t0)) - 1u);
+    __m512 a[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) a[i][j] = _mm512_maskz_loadu_ps(m, mm + (4 * i + j) * ms + t0);
+    __m512 t[2][4];  // A^T m
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      t[0][j] = _mm512_add_ps(_mm512_add_ps(a[0][j], a[1][j]), a[2][j]);
+      t[1][j] = _mm512_sub_ps(_mm512_sub_ps(a[1][j], a[2][j]), a[3][j]);
+    }
+    const int64_t c0 = 2 * t0, left = Q - c0;  // output columns from c0
+    const __mmask16 mlo = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
+    const __mmask16 mhi = left >= 32 ? __mmask16(0xffff)
+                          : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1u);
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; ++i) {
+      float* y = i == 0 ? y0 : y1;
+      if (!y) continue;
+      const __m512 e0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2]), vb);
+      const __m512 e1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[i][1], t[i][2]), t[i][3]), vb);
+      const __m512 lo = _mm512_permutex2var_ps(e0, lo_idx, e1);
+      const __m512 hi = _mm512_permutex2var_ps(e0, hi_idx, e1);
+      _mm512_mask_storeu_ps(y + c0, mlo, lo);
+      _mm512_mask_storeu_ps(y + c0 + 16, mhi, hi);
+      bad |= _mm512_mask_cmp_ps_mask(mlo, _mm512_sub_ps(lo, lo), zero, _CMP_NEQ_UQ) |
+             _mm512_mask_cmp_ps_mask(mhi, _mm512_sub_ps(hi, hi), zero, _CMP_NEQ_UQ);
+    }
+  }
+  return bad == 0;
+}
+
 // copy_rows: 16 floats per step, padding and tails by masks, no call per row.
 static void copy_rows_avx512(float* dst, int64_t dstride, const float* src, int64_t sstride,
                              int64_t nrows, int64_t W, int64_t pl, int64_t pr) {
@@ -601,6 +678,8 @@ void fill_table_avx512(KernelTable& t) {
   t.col2im_plane = avx512::col2im_plane_avx512;
   t.phase_split_row = avx512::phase_split_row_avx512;
   t.copy_rows = avx512::copy_rows_avx512;
+  t.wino_in_row = avx512::wino_in_row_avx512;
+  t.wino_out_row = avx512::wino_out_row_avx512;
 }
 
 }  // namespace convkit
