@@ -1,18 +1,23 @@
 // conv2d front-end. Every path is a GEMM over the implicit im2col matrix col (CRS x PQ), fed
 // to the ISA's micro-kernels without materialising col where it can be avoided:
 //
-// forward, stride 1   y_n = W * col_n with col_n's rows read in place from the (row-block-wise
-//                     zero-padded) image on a "wide" grid of positions (direct_forward); narrow
+// forward, 3x3,       Winograd F(2x2, 3x3): 16 GEMMs over transformed 4x4 input patches
+//   stride 1, 16+ ch  (winograd_forward); a non-finite output falls back to the direct sum
+// forward, stride<=4  y_n = W * col_n with col_n's rows read in place from the (row-block-wise
+//                     zero-padded, and for strides split into row and column phases) image on
+//                     a "wide" grid of positions, or by output row (direct_forward); narrow
 //                     outputs put 16 output channels in the vector lanes instead (kvec_forward)
-// forward, strided    col_n written straight into packed NR-column panels (im2col_panels)
+// forward, stride>4   col_n written straight into packed NR-column panels (im2col_panels)
 // grad x, stride 1    the stride-1 convolution of dy with flipped, transposed weights, when the
 //                     padding is "same"-like and C fills the tiles; else
 // grad x, few inputs  rows of dx straight from dy, output columns in the lanes (conv_dx_rows)
-// grad x              gcol = W^T * dy_n, scattered back (col2im), items (image, channel group)
+// grad x              gcol = W^T * dy_n with dy_n's rows read in place, scattered back one dx
+//                     plane at a time (col2im_plane), items (image, channel group)
 // grad w              dot products of dy rows with input rows (zero-padded, or split into
-//                     column phases when strided) in register tiles of (channels x taps),
-//                     over fixed, L2-sized chunks of images (dw_dot, conv_dw_tile); ISAs
-//                     without that kernel: dW = sum_n dy_n * col_n^T, col_n^T packed
+//                     row and column phases when strided) in register tiles of (channels x
+//                     taps), over fixed, L2-sized chunks of images (dw_dot, conv_dw_tile);
+//                     narrow outputs put 16 output channels in the lanes (dw_kvec); ISAs
+//                     without those kernels: dW = sum_n dy_n * col_n^T, col_n^T packed
 // grad b              sums of dy per output channel
 //
 // Every output element is produced by one work item, reduction blocking depends only on the
