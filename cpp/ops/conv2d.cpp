@@ -140,22 +140,25 @@ void reduce_in_order(float* out, const float* parts, int64_t nparts, int64_t tot
   });
 }
 
+// Rows h0 .. h0 + nr - 1 of an (H, W) plane into dst, Wd floats apart: each row as pw zeros,
+// the W values, zeros up to Wd; rows outside [0, H) all zeros.
+void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, int64_t h0,
+              int64_t nr, int64_t pw) {
+  const auto copy = g_kernels->copy_rows;
+  const int64_t top = std::min(nr, std::max<int64_t>(0, -h0));             // above the plane
+  const int64_t mid = std::max<int64_t>(0, std::min(nr, H - h0) - top);    // inside it
+  copy(dst, Wd, nullptr, 0, top, W, pw, Wd - W - pw);
+  copy(dst + top * Wd, Wd, plane + (h0 + top) * W, W, mid, W, pw, Wd - W - pw);
+  copy(dst + (top + mid) * Wd, Wd, nullptr, 0, nr - top - mid, W, pw, Wd - W - pw);
+}
+
 // x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4 (x itself when there is no padding).
 const float* padded_input(const float* x, const Conv2dShape& s) {
   if (!s.ph && !s.pw) return x;
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
   float* buf = scratch(4, s.N * s.C * plane);
   parallel_for(s.N * s.C, 1.0 * s.N * s.C * plane, [&](int64_t i) {
-    float* d = buf + i * plane;
-    const float* src = x + i * s.H * s.W;
-    std::fill(d, d + s.ph * Wp, 0.f);
-    for (int64_t h = 0; h < s.H; ++h) {
-      float* row = d + (h + s.ph) * Wp;
-      std::fill(row, row + s.pw, 0.f);
-      std::memcpy(row + s.pw, src + h * s.W, sizeof(float) * s.W);
-      std::fill(row + s.pw + s.W, row + Wp, 0.f);
-    }
-    std::fill(d + (s.H + s.ph) * Wp, d + plane, 0.f);
+    pad_rows(buf + i * plane, Wp, x + i * s.H * s.W, s.H, s.W, -s.ph, Hp, s.pw);
   });
   return buf;
 }
@@ -244,16 +247,9 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
     if (own) {
       float* buf = scratch(6, s.C * plane);
       if (unit) {  // input rows p0 - ph .. p1 - 1 + R - 1 - ph, zero outside the image
-        const int64_t nr = p1 - p0 + s.R - 1, h0 = p0 - s.ph;
-        const int64_t top = std::min(nr, std::max<int64_t>(0, -h0));         // rows above
-        const int64_t mid = std::max<int64_t>(0, std::min(nr, s.H - h0) - top);  // image rows
-        for (int64_t c = 0; c < s.C; ++c) {
-          float* b = buf + c * plane;
-          kt.copy_rows(b, Wp, nullptr, 0, top, s.W, s.pw, s.pw);
-          kt.copy_rows(b + top * Wp, Wp, xn + (c * s.H + h0 + top) * s.W, s.W, mid, s.W, s.pw,
-                       s.pw);
-          kt.copy_rows(b + (top + mid) * Wp, Wp, nullptr, 0, nr - top - mid, s.W, s.pw, s.pw);
-        }
+        for (int64_t c = 0; c < s.C; ++c)
+          pad_rows(buf + c * plane, Wp, xn + c * s.H * s.W, s.H, s.W, p0 - s.ph,
+                   p1 - p0 + s.R - 1, s.pw);
       } else {  // input rows hbase .. into their (row, column) phases
         const int64_t hbase = p0 * s.sh - s.ph, nrows = (p1 - p0 - 1) * s.sh + s.R;
         for (int64_t c = 0; c < s.C; ++c)
@@ -355,17 +351,10 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
     float* v = scratch(2, 16 * s.C * Tb);
     float* m = scratch(1, 16 * s.K * Tb);
     // zero-padded input rows h = 2 * ty0 - ph + i, i < 2 * (ty1 - ty0) + 2
-    const int64_t h0 = 2 * ty0 - s.ph, nr = 2 * (ty1 - ty0) + 2;
-    const int64_t top = std::min(nr, std::max<int64_t>(0, -h0));
-    const int64_t mid = std::max<int64_t>(0, std::min(nr, s.H - h0) - top);
     for (int64_t c = 0; c < s.C; ++c) {
       float* bc = xb + c * nrows * Wb;
-      const float* xc = x + (n * s.C + c) * s.H * s.W;
-      kt.copy_rows(bc, Wb, nullptr, 0, top, s.W, s.pw, Wb - s.W - s.pw);
-      kt.copy_rows(bc + top * Wb, Wb, xc + (h0 + top) * s.W, s.W, mid, s.W, s.pw,
-                   Wb - s.W - s.pw);
-      kt.copy_rows(bc + (top + mid) * Wb, Wb, nullptr, 0, nr - top - mid, s.W, s.pw,
-                   Wb - s.W - s.pw);
+      pad_rows(bc, Wb, x + (n * s.C + c) * s.H * s.W, s.H, s.W, 2 * ty0 - s.ph,
+               2 * (ty1 - ty0) + 2, s.pw);
       for (int64_t ty = ty0; ty < ty1; ++ty) {
         const float* rr = bc + 2 * (ty - ty0) * Wb;
         const float* r4[4] = {rr, rr + Wb, rr + 2 * Wb, rr + 3 * Wb};
@@ -424,13 +413,8 @@ void kvec_forward(float* y, const float* x, const float* w, const float* b, cons
     const float* buf = x + n * img;
     if (s.ph || s.pw || (s.N - 1 - n) * img < slack) {
       float* b = scratch(6, s.C * plane + slack);
-      for (int64_t c = 0; c < s.C; ++c) {
-        float* d = b + c * plane;
-        std::fill(d, d + plane, 0.f);
-        for (int64_t h = 0; h < s.H; ++h)
-          std::memcpy(d + (h + s.ph) * Wp + s.pw, x + ((n * s.C + c) * s.H + h) * s.W,
-                      sizeof(float) * s.W);
-      }
+      for (int64_t c = 0; c < s.C; ++c)
+        pad_rows(b + c * plane, Wp, x + (n * s.C + c) * s.H * s.W, s.H, s.W, -s.ph, Hp, s.pw);
       std::fill(b + s.C * plane, b + s.C * plane + slack, 0.f);
       buf = b;
     }
