@@ -103,11 +103,12 @@ struct KernelTable {
   // j < pl + W + pr. src null: all zeros.
   void (*copy_rows)(float* dst, int64_t dstride, const float* src, int64_t sstride,
                     int64_t nrows, int64_t W, int64_t pl, int64_t pr);
-  // Splits one input row into its sw column phases, zero-padded: for f < sw, j < Wq,
-  //   dst[f * fstride + j] = src[j * sw + f - pw] if that column is inside [0, W), else 0.
-  // src null: an all-zero (padding) row.
-  void (*phase_split_row)(float* dst, int64_t fstride, const float* src, int64_t W, int64_t pw,
-                          int64_t sw, int64_t Wq);
+  // Splits rows into their sw column phases, zero-padded: for i < nrows, f < sw, j < Wq,
+  //   dst[i * dstep + f * fstride + j] = src[i * sstep + j * sw + f - pw] if that column is
+  //   inside [0, W), else 0. src null: all-zero rows.
+  void (*phase_split_rows)(float* dst, int64_t dstep, int64_t fstride, const float* src,
+                           int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t sw,
+                           int64_t Wq);
   // max-pool / avg-pool of one (H, W) plane
   void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
                         int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);

@@ -152,6 +152,21 @@ void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, 
   copy(dst + (top + mid) * Wd, Wd, nullptr, 0, nr - top - mid, W, pw, Wd - W - pw);
 }
 
+// Rows h0, h0 + hstep, ... (n of them) of an (H, W) plane split into their sw column phases
+// (KernelTable::phase_split_rows): row i at dst + i * dstep, phase f at + f * fstride; rows
+// outside [0, H) all zeros.
+void split_rows(float* dst, int64_t dstep, int64_t fstride, const float* plane, int64_t H,
+                int64_t W, int64_t h0, int64_t hstep, int64_t n, int64_t pw, int64_t sw,
+                int64_t Wq) {
+  const auto split = g_kernels->phase_split_rows;
+  const int64_t a = h0 >= 0 ? 0 : std::min(n, (-h0 + hstep - 1) / hstep);   // first inside
+  const int64_t b = std::max(a, H <= h0 ? a : std::min(n, (H - h0 + hstep - 1) / hstep));
+  split(dst, dstep, fstride, nullptr, 0, a, W, pw, sw, Wq);
+  split(dst + a * dstep, dstep, fstride, plane + (h0 + a * hstep) * W, hstep * W, b - a, W, pw,
+        sw, Wq);
+  split(dst + b * dstep, dstep, fstride, nullptr, 0, n - b, W, pw, sw, Wq);
+}
+
 // x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4 (x itself when there is no padding).
 const float* padded_input(const float* x, const Conv2dShape& s) {
   if (!s.ph && !s.pw) return x;
@@ -253,12 +268,9 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
       } else {  // input rows hbase .. into their (row, column) phases
         const int64_t hbase = p0 * s.sh - s.ph, nrows = (p1 - p0 - 1) * s.sh + s.R;
         for (int64_t c = 0; c < s.C; ++c)
-          for (int64_t u = 0; u < nrows; ++u) {
-            const int64_t h = hbase + u;
-            kt.phase_split_row(buf + c * plane + ((u % s.sh) * s.sw * L + u / s.sh) * Wq, L * Wq,
-                               (h >= 0 && h < s.H) ? xn + (c * s.H + h) * s.W : nullptr, s.W,
-                               s.pw, s.sw, Wq);
-          }
+          for (int64_t fr = 0; fr < std::min(s.sh, nrows); ++fr)  // input rows hbase + fr + l*sh
+            split_rows(buf + c * plane + fr * s.sw * L * Wq, Wq, L * Wq, xn + c * s.H * s.W, s.H,
+                       s.W, hbase + fr, s.sh, (nrows - fr + s.sh - 1) / s.sh, s.pw, s.sw, Wq);
       }
       base = buf;
     }
@@ -457,13 +469,10 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     xb = padded_input(x, s);
   } else {
     float* buf = scratch(4, s.N * s.C * cplane);
-    const auto split = g_kernels->phase_split_row;
     parallel_for(s.N * s.C, 1.0 * s.N * s.C * cplane, [&](int64_t i) {
-      for (int64_t u = 0; u < Lr * s.sh; ++u) {  // rows past Hp: zeros
-        const int64_t hi = u - s.ph;
-        split(buf + i * cplane + (u % s.sh) * s.sw * fplane + (u / s.sh) * Wq, fplane,
-              (hi >= 0 && hi < s.H) ? x + (i * s.H + hi) * s.W : nullptr, s.W, s.pw, s.sw, Wq);
-      }
+      for (int64_t fr = 0; fr < s.sh; ++fr)  // padded rows fr + l * sh (past Hp: zeros)
+        split_rows(buf + i * cplane + fr * s.sw * fplane, Wq, fplane, x + i * s.H * s.W, s.H,
+                   s.W, fr - s.ph, s.sh, Lr, s.pw, s.sw, Wq);
     });
     xb = buf;
   }

@@ -480,29 +480,38 @@ static void copy_rows_avx512(float* dst, int64_t dstride, const float* src, int6
   }
 }
 
-// phase_split_row for sw = 2: 32 input columns per step, split into even and odd lanes with two
-// permutes; other strides take the portable loop.
-static void phase_split_row_avx512(float* dst, int64_t fstride, const float* src, int64_t W,
-                                   int64_t pw, int64_t sw, int64_t Wq) {
-  if (sw != 2 || !src) {
-    phase_split_row(dst, fstride, src, W, pw, sw, Wq);
+// phase_split_rows for sw = 2: 32 input columns per step, split into even and odd lanes with two
+// permutes, the column masks computed once for all rows; other strides take the portable loop.
+static void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const float* src,
+                                    int64_t sstep, int64_t nrows, int64_t W, int64_t pw,
+                                    int64_t sw, int64_t Wq) {
+  if (sw != 2 || !src || Wq > 256) {
+    phase_split_rows(dst, dstep, fstride, src, sstep, nrows, W, pw, sw, Wq);
     return;
   }
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
-  for (int64_t j0 = 0; j0 < Wq; j0 += 16) {
-    const int64_t base = 2 * j0 - pw;  // input column of the first even lane
+  const int nb = static_cast<int>((Wq + 15) / 16);
+  __mmask16 m0[16], m1[16], mj[16];  // source lanes of the two loads, destination lanes
+  for (int b = 0; b < nb; ++b) {
+    const int64_t j0 = 16 * b, base = 2 * j0 - pw;  // input column of the first even lane
     const __m512i c0 = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
     const __m512i c1 = _mm512_add_epi32(c0, _mm512_set1_epi32(16));
-    const __mmask16 m0 = _mm512_cmpge_epi32_mask(c0, zero) & _mm512_cmplt_epi32_mask(c0, vw);
-    const __mmask16 m1 = _mm512_cmpge_epi32_mask(c1, zero) & _mm512_cmplt_epi32_mask(c1, vw);
-    const __m512 lo = _mm512_maskz_loadu_ps(m0, src + base);
-    const __m512 hi = _mm512_maskz_loadu_ps(m1, src + base + 16);
-    const __mmask16 mj = Wq - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wq - j0)) - 1u);
-    _mm512_mask_storeu_ps(dst + j0, mj, _mm512_permutex2var_ps(lo, even, hi));
-    _mm512_mask_storeu_ps(dst + fstride + j0, mj, _mm512_permutex2var_ps(lo, odd, hi));
+    m0[b] = _mm512_cmpge_epi32_mask(c0, zero) & _mm512_cmplt_epi32_mask(c0, vw);
+    m1[b] = _mm512_cmpge_epi32_mask(c1, zero) & _mm512_cmplt_epi32_mask(c1, vw);
+    mj[b] = Wq - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wq - j0)) - 1u);
+  }
+  for (int64_t i = 0; i < nrows; ++i) {
+    const float* r = src + i * sstep - pw;
+    float* d = dst + i * dstep;
+    for (int b = 0; b < nb; ++b) {
+      const __m512 lo = _mm512_maskz_loadu_ps(m0[b], r + 32 * b);
+      const __m512 hi = _mm512_maskz_loadu_ps(m1[b], r + 32 * b + 16);
+      _mm512_mask_storeu_ps(d + 16 * b, mj[b], _mm512_permutex2var_ps(lo, even, hi));
+      _mm512_mask_storeu_ps(d + fstride + 16 * b, mj[b], _mm512_permutex2var_ps(lo, odd, hi));
+    }
   }
 }
 // conv_dw_kvec: NT taps x 16 channels in registers; per position one dy vector and NT broadcast
@@ -676,7 +685,7 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_dx_rows = avx512::conv_dx_rows_avx512;
   t.conv_dw_kvec = avx512::conv_dw_kvec_avx512;
   t.col2im_plane = avx512::col2im_plane_avx512;
-  t.phase_split_row = avx512::phase_split_row_avx512;
+  t.phase_split_rows = avx512::phase_split_rows_avx512;
   t.copy_rows = avx512::copy_rows_avx512;
   t.wino_in_row = avx512::wino_in_row_avx512;
   t.wino_out_row = avx512::wino_out_row_avx512;
