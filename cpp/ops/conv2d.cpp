@@ -482,12 +482,14 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     off[k] = (k / (s.R * s.S)) * cplane + ((r % s.sh) * s.sw + t % s.sw) * fplane +
              (r / s.sh) * Wq + t / s.sw;
   }
-  // Tile shape: the fewest computed elements, padding of the last tiles included.
+  // Tile shape: the fewest computed elements (padding of the last tiles included), each
+  // weighted by the loads it costs: kt + tg vectors per kt * tg multiply-adds.
   static const int kShapes[7][2] = {{4, 6}, {6, 4}, {8, 3}, {3, 7}, {4, 5}, {12, 2}, {24, 1}};
   int ktile = 8, tg = 3;
-  int64_t best = -1;
+  double best = -1.0;
   for (const auto& sh : kShapes) {
-    const int64_t cost = round_up(s.K, sh[0]) * round_up(CRS, sh[1]);
+    const double loads = double(sh[0] + sh[1]) / (sh[0] * sh[1]);
+    const double cost = double(round_up(s.K, sh[0]) * round_up(CRS, sh[1])) * (1.0 + 0.5 * loads);
     if (best < 0 || cost < best) best = cost, ktile = sh[0], tg = sh[1];
   }
   const int64_t ktiles = (s.K + ktile - 1) / ktile, groups = (CRS + tg - 1) / tg;
