@@ -42,6 +42,10 @@ void conv2d_out_size(Conv2dShape& s) {
 
 namespace {
 
+// parallel_for's work estimate (in flops) per float moved by a copy: a copy is memory-bound, and
+// one float moved costs about as much time as 16 flops of a multiply kernel.
+constexpr double kCopyCost = 16.0;
+
 // For tap (r, t) and output positions j in [j0, j1): calls f(j, q0, q1, h, lo, hi) for each run
 // of one output row p = j / Q, covering q in [q0, q1); h is the input row (may be outside
 // [0, H)), and q in [lo, hi) are the columns whose input column q*sw + t - pw lies inside [0, W).
@@ -130,7 +134,7 @@ int64_t block_cols(int64_t bytes_per_col, int64_t budget, int64_t total, int NR)
 // out[e] = parts[0][e] + parts[1][e] + ... in that order (parts are `total` apart)
 void reduce_in_order(float* out, const float* parts, int64_t nparts, int64_t total) {
   const int64_t blk = 4096;
-  parallel_for((total + blk - 1) / blk, 1.0 * total * nparts, [&](int64_t bi) {
+  parallel_for((total + blk - 1) / blk, 4.0 * total * nparts, [&](int64_t bi) {
     const int64_t e0 = bi * blk, e1 = std::min(total, e0 + blk);
     for (int64_t e = e0; e < e1; ++e) {
       float a = parts[e];
@@ -172,7 +176,7 @@ const float* padded_input(const float* x, const Conv2dShape& s) {
   if (!s.ph && !s.pw) return x;
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
   float* buf = scratch(4, s.N * s.C * plane);
-  parallel_for(s.N * s.C, 1.0 * s.N * s.C * plane, [&](int64_t i) {
+  parallel_for(s.N * s.C, kCopyCost * s.N * s.C * plane, [&](int64_t i) {
     pad_rows(buf + i * plane, Wp, x + i * s.H * s.W, s.H, s.W, -s.ph, Hp, s.pw);
   });
   return buf;
@@ -469,7 +473,7 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     xb = padded_input(x, s);
   } else {
     float* buf = scratch(4, s.N * s.C * cplane);
-    parallel_for(s.N * s.C, 1.0 * s.N * s.C * cplane, [&](int64_t i) {
+    parallel_for(s.N * s.C, kCopyCost * s.N * s.C * cplane, [&](int64_t i) {
       for (int64_t fr = 0; fr < s.sh; ++fr)  // padded rows fr + l * sh (past Hp: zeros)
         split_rows(buf + i * cplane + fr * s.sw * fplane, Wq, fplane, x + i * s.H * s.W, s.H,
                    s.W, fr - s.ph, s.sh, Lr, s.pw, s.sw, Wq);
@@ -504,7 +508,7 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
       if (Wq != s.Q) {  // planes a whole number of vectors apart: aligned dy loads
         const int64_t dplane = round_up(s.P * Wq, 16);
         float* dyw = scratch(5, s.N * s.K * dplane);
-        parallel_for(s.N * s.K, 1.0 * s.N * s.K * dplane, [&](int64_t i) {
+        parallel_for(s.N * s.K, kCopyCost * s.N * s.K * dplane, [&](int64_t i) {
           for (int64_t p = 0; p < s.P; ++p) {
             float* d = dyw + i * dplane + p * Wq;
             std::memcpy(d, dy + i * PQ + p * s.Q, sizeof(float) * s.Q);
@@ -563,7 +567,7 @@ void dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   const int64_t* offp = off.data();
   const int64_t kblocks = (s.K + 15) / 16;
   float* dyT = scratch(5, s.N * kblocks * PQ * 16);  // [kb][n][position][16]
-  parallel_for(s.N * kblocks, 16.0 * s.N * kblocks * PQ, [&](int64_t i) {
+  parallel_for(s.N * kblocks, 4 * kCopyCost * s.N * kblocks * PQ, [&](int64_t i) {
     const int64_t kb = i / s.N, n = i % s.N;
     float* d = dyT + i * PQ * 16;
     const int64_t nk = std::min<int64_t>(16, s.K - kb * 16);
@@ -637,7 +641,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   const KernelTable& kt = *g_kernels;
 
   if (db) {
-    parallel_for(s.K, 1.0 * s.N * KPQ, [&](int64_t k) {
+    parallel_for(s.K, 4.0 * s.N * KPQ, [&](int64_t k) {
       // 16 float lanes per image (vectorisable, fixed order), images added in float64
       double acc = 0.0;
       for (int64_t n = 0; n < s.N; ++n) {

@@ -18,14 +18,14 @@ void pool2d_out_size(Pool2dShape& s) {
 void max_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   const auto kern = g_kernels->maxpool_plane;
-  parallel_for(s.N * s.C, 1.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
+  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
     kern(y + i * PQ, x + i * HW, s.H, s.W, s.P, s.Q, s.R, s.S, s.sh, s.sw, s.ph, s.pw);
   });
 }
 
 void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
-  parallel_for(s.N * s.C, 1.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
+  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
     const float* xp = x + i * HW;
     const float* g = dy + i * PQ;
     float* d = dx + i * HW;
@@ -61,7 +61,7 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2
 void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   const auto kern = g_kernels->avgpool_plane;
-  parallel_for(s.N * s.C, 1.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
+  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
     kern(y + i * PQ, x + i * HW, s.H, s.W, s.P, s.Q, s.R, s.S, s.sh, s.sw, s.ph, s.pw);
   });
 }
@@ -69,7 +69,7 @@ void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   const float inv = 1.f / static_cast<float>(s.R * s.S);
-  parallel_for(s.N * s.C, 1.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
+  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
     const float* g = dy + i * PQ;
     float* d = dx + i * HW;
     std::fill(d, d + HW, 0.f);
