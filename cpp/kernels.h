@@ -98,14 +98,10 @@ struct KernelTable {
   // value stored is NaN or infinite.
   bool (*wino_out_row)(float* y0, float* y1, const float* m, int64_t mstride, int64_t ntiles,
                        int64_t Q, float bias);
-  // Copies nrows rows of W floats into rows zero-padded by pl on the left and pr on the right:
-  // dst[i * dstride + j] = src[i * sstride + j - pl] for pl <= j < pl + W, else 0, for
-  // j < pl + W + pr. src null: all zeros.
-  void (*copy_rows)(float* dst, int64_t dstride, const float* src, int64_t sstride,
-                    int64_t nrows, int64_t W, int64_t pl, int64_t pr);
   // Splits rows into their sw column phases, zero-padded: for i < nrows, f < sw, j < Wq,
   //   dst[i * dstep + f * fstride + j] = src[i * sstep + j * sw + f - pw] if that column is
-  //   inside [0, W), else 0. src null: all-zero rows.
+  //   inside [0, W), else 0. src null: all-zero rows. With sw = 1 it copies rows, padding them
+  //   with pw zeros on the left and zeros up to Wq on the right.
   void (*phase_split_rows)(float* dst, int64_t dstep, int64_t fstride, const float* src,
                            int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t sw,
                            int64_t Wq);

@@ -144,18 +144,6 @@ void reduce_in_order(float* out, const float* parts, int64_t nparts, int64_t tot
   });
 }
 
-// Rows h0 .. h0 + nr - 1 of an (H, W) plane into dst, Wd floats apart: each row as pw zeros,
-// the W values, zeros up to Wd; rows outside [0, H) all zeros.
-void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, int64_t h0,
-              int64_t nr, int64_t pw) {
-  const auto copy = g_kernels->copy_rows;
-  const int64_t top = std::min(nr, std::max<int64_t>(0, -h0));             // above the plane
-  const int64_t mid = std::max<int64_t>(0, std::min(nr, H - h0) - top);    // inside it
-  copy(dst, Wd, nullptr, 0, top, W, pw, Wd - W - pw);
-  copy(dst + top * Wd, Wd, plane + (h0 + top) * W, W, mid, W, pw, Wd - W - pw);
-  copy(dst + (top + mid) * Wd, Wd, nullptr, 0, nr - top - mid, W, pw, Wd - W - pw);
-}
-
 // Rows h0, h0 + hstep, ... (n of them) of an (H, W) plane split into their sw column phases
 // (KernelTable::phase_split_rows): row i at dst + i * dstep, phase f at + f * fstride; rows
 // outside [0, H) all zeros.
@@ -169,6 +157,13 @@ void split_rows(float* dst, int64_t dstep, int64_t fstride, const float* plane, 
   split(dst + a * dstep, dstep, fstride, plane + (h0 + a * hstep) * W, hstep * W, b - a, W, pw,
         sw, Wq);
   split(dst + b * dstep, dstep, fstride, nullptr, 0, n - b, W, pw, sw, Wq);
+}
+
+// Rows h0 .. h0 + nr - 1 of an (H, W) plane into dst, Wd floats apart: each row as pw zeros,
+// the W values, zeros up to Wd; rows outside [0, H) all zeros.
+void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, int64_t h0,
+              int64_t nr, int64_t pw) {
+  split_rows(dst, Wd, 0, plane, H, W, h0, 1, nr, pw, 1, Wd);
 }
 
 // x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4 (x itself when there is no padding).
@@ -307,7 +302,8 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
     }
     if (!exact)
       for (int64_t k = 0; k < s.K; ++k)
-        kt.copy_rows(yn + k * PQ + p0 * s.Q, s.Q, cw + k * width, Wq, p1 - p0, s.Q, 0, 0);
+        kt.phase_split_rows(yn + k * PQ + p0 * s.Q, s.Q, 0, cw + k * width, Wq, p1 - p0, s.Q, 0,
+                            1, s.Q);
   });
 }
 
@@ -522,7 +518,8 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     }
     const int64_t nper = std::max<int64_t>(1, (256 * 1024) / (4 * ktile * a.dy_ks));
     const int64_t nchunks = (s.N + nper - 1) / nper;
-    std::vector<float> partial(static_cast<size_t>(nchunks > 1 ? nchunks * s.K * CRS : 0));
+    // per-chunk dW (items write every entry, so no zeroing)
+    float* partial = nchunks > 1 ? scratch(7, nchunks * s.K * CRS) : nullptr;
     // An item takes a run of tiles along a row of dW, about 32 columns (items on different
     // threads then rarely write to the same cache line), fewer when the threads need more
     // items. Which item computes a tile does not change its bits.
@@ -537,7 +534,7 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
       t.dy = a.dy + n0 * a.dy_ns + k0 * a.dy_ks;
       t.x = xb + n0 * x_ns;
       t.N = std::min(nper, s.N - n0);
-      float* out = (nchunks > 1 ? partial.data() + ch * s.K * CRS : dw) + k0 * CRS;
+      float* out = (nchunks > 1 ? partial + ch * s.K * CRS : dw) + k0 * CRS;
       for (int64_t g = gb * gper; g < std::min(groups, (gb + 1) * gper); ++g) {
         const int64_t c0 = g * tg;
         t.xoff = offp + c0;
@@ -545,7 +542,7 @@ void dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
              static_cast<int>(std::min<int64_t>(tg, CRS - c0)));
       }
     });
-    if (nchunks > 1) reduce_in_order(dw, partial.data(), nchunks, s.K * CRS);
+    if (nchunks > 1) reduce_in_order(dw, partial, nchunks, s.K * CRS);
   };
   const bool wide = Wq == s.Q || (s.Q >= 16 && Wq < round_up(s.Q, 16));
   run(wide);
@@ -582,18 +579,19 @@ void dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   const int64_t tsize = (rows + ntiles - 1) / ntiles * s.S;
   const int64_t nchunks = std::min<int64_t>(s.N, 8), nper = (s.N + nchunks - 1) / nchunks;
   const int64_t nch = (s.N + nper - 1) / nper;
-  std::vector<float> partial(static_cast<size_t>(nch > 1 ? nch * s.K * CRS : 0));
+  // per-chunk dW (items write every entry, so no zeroing)
+  float* partial = nch > 1 ? scratch(7, nch * s.K * CRS) : nullptr;
   const auto kern = g_kernels->conv_dw_kvec;
   const int64_t per_chunk = kblocks * ntiles;
   parallel_for(nch * per_chunk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
     const int64_t ch = item / per_chunk, kb = item % per_chunk / ntiles, ti = item % ntiles;
     const int64_t n0 = ch * nper, c0 = ti * tsize, k0 = kb * 16;
-    float* out = (nch > 1 ? partial.data() + ch * s.K * CRS : dw) + k0 * CRS + c0;
+    float* out = (nch > 1 ? partial + ch * s.K * CRS : dw) + k0 * CRS + c0;
     kern(out, CRS, dyT + (kb * s.N + n0) * PQ * 16, xb + n0 * s.C * plane, s.C * plane, Wp,
          offp + c0, static_cast<int>(s.S), static_cast<int>(std::min(tsize, CRS - c0)),
          static_cast<int>(std::min<int64_t>(16, s.K - k0)), std::min(nper, s.N - n0), s.P, s.Q);
   });
-  if (nch > 1) reduce_in_order(dw, partial.data(), nch, s.K * CRS);
+  if (nch > 1) reduce_in_order(dw, partial, nch, s.K * CRS);
 }
 
 }  // namespace
@@ -762,13 +760,14 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
     const int64_t nchunk = std::min<int64_t>(s.N, 16);
     const int64_t per = (s.N + nchunk - 1) / nchunk;
     const int64_t nch = (s.N + per - 1) / per;
-    std::vector<float> partial(static_cast<size_t>(nch > 1 ? nch * s.K * CRS : 0));
+    // per-chunk dW (items write every entry, so no zeroing)
+  float* partial = nch > 1 ? scratch(7, nch * s.K * CRS) : nullptr;
     const float* xp = padded_input(x, s);
     const int64_t plane = (s.H + 2 * s.ph) * (s.W + 2 * s.pw);
     const int64_t kcmax = gemm_kc(PQ);
     const int64_t nc_max = 64 * kt.nr;
     parallel_for(nch, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t ci) {
-      float* out = nch > 1 ? partial.data() + ci * s.K * CRS : dw;
+      float* out = nch > 1 ? partial + ci * s.K * CRS : dw;
       float* apack = scratch(1, round_up(s.K, kt.mr) * kcmax);
       float* bpack = scratch(2, std::min(round_up(CRS, kt.nr), nc_max) * kcmax);
       const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
@@ -788,7 +787,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
           }
         }
     });
-    if (nch > 1) reduce_in_order(dw, partial.data(), nch, s.K * CRS);
+    if (nch > 1) reduce_in_order(dw, partial, nch, s.K * CRS);
   }
 }
 

@@ -458,10 +458,10 @@ static bool wino_out_row_avx512(float* y0, float* y1, const float* mm, int64_t m
   return bad == 0;
 }
 
-// copy_rows: 16 floats per step, padding and tails by masks, no call per row.
-static void copy_rows_avx512(float* dst, int64_t dstride, const float* src, int64_t sstride,
-                             int64_t nrows, int64_t W, int64_t pl, int64_t pr) {
-  const int64_t Wt = pl + W + pr;
+// phase_split_rows for sw = 1 (padded row copies): 16 floats per step, padding and tails by
+// masks. Output columns j < Wt hold input column j - pl.
+static void pad_rows_avx512(float* dst, int64_t dstride, const float* src, int64_t sstride,
+                            int64_t nrows, int64_t W, int64_t pl, int64_t Wt) {
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
   for (int64_t i = 0; i < nrows; ++i) {
@@ -485,6 +485,10 @@ static void copy_rows_avx512(float* dst, int64_t dstride, const float* src, int6
 static void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const float* src,
                                     int64_t sstep, int64_t nrows, int64_t W, int64_t pw,
                                     int64_t sw, int64_t Wq) {
+  if (sw == 1) {
+    pad_rows_avx512(dst, dstep, src, sstep, nrows, W, pw, Wq);
+    return;
+  }
   if (sw != 2 || !src || Wq > 256) {
     phase_split_rows(dst, dstep, fstride, src, sstep, nrows, W, pw, sw, Wq);
     return;
@@ -686,7 +690,6 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_dw_kvec = avx512::conv_dw_kvec_avx512;
   t.col2im_plane = avx512::col2im_plane_avx512;
   t.phase_split_rows = avx512::phase_split_rows_avx512;
-  t.copy_rows = avx512::copy_rows_avx512;
   t.wino_in_row = avx512::wino_in_row_avx512;
   t.wino_out_row = avx512::wino_out_row_avx512;
 }
