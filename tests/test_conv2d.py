@@ -35,6 +35,11 @@ SHAPES = [
     (2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1)),     # 3x3 Winograd tiles, odd rows of tiles
     (1, 24, 16, 33, 16, (3, 3), (1, 1), (0, 2)),     # Winograd, asymmetric padding, odd width
     (1, 300, 6, 18, 17, (3, 3), (1, 1), (1, 1)),     # Winograd, two reduction blocks over C
+    # 5x5 Winograd, 16 images in the lanes (AVX-512; taken when its cost model says it pays):
+    (16, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0)),     # LeNet conv2, one group of images
+    (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1)),     # 12 images in the last group, odd Q
+    (32, 9, 11, 9, 12, (5, 5), (1, 1), (1, 2)),      # C in two blocks, K tail, odd P and Q
+    (16, 8, 40, 41, 8, (5, 5), (1, 1), (0, 0)),      # three bands of tile rows per group
 ]
 
 
@@ -136,6 +141,7 @@ def test_isa_env_var_forces_lower_path(tmp_path):
     (48, 4, 40, 38, 20, (3, 3), (2, 2), (1, 0)),    # strided, wide-grid dW over image chunks
     (20, 8, 33, 33, 40, (3, 3), (1, 1), (1, 1)),    # wide-grid dW over image chunks
     (4, 16, 30, 30, 16, (3, 3), (1, 1), (1, 1)),    # Winograd forward and input gradient
+    (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1)),    # 5x5 Winograd, images in the lanes
 ], ids=str)
 def test_bitwise_identical_for_any_thread_count(rng, threads, shape):
     x, w, b, st, pd = _data(rng, shape)
@@ -195,10 +201,13 @@ def test_inf_in_input_reaches_only_the_gradients_it_should(isa, rng, shape):
     assert_close(dx, rx, 1e-5, "grad_x")
 
 
-def test_inf_in_input_spreads_as_in_the_definition(isa, rng):
-    # 3x3 layers with enough channels take Winograd transforms, which subtract input values:
-    # an Inf must still give Inf (or NaN) exactly where the direct sum does.
-    x, w, b, st, pd = _data(rng, (2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1)))
+@pytest.mark.parametrize("shape", [(2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1)),
+                                   (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1))], ids=str)
+def test_inf_in_input_spreads_as_in_the_definition(isa, rng, shape):
+    # 3x3 layers with enough channels, and 5x5 layers over batches, take Winograd transforms,
+    # which subtract input values: an Inf must still give Inf (or NaN) exactly where the direct
+    # sum does.
+    x, w, b, st, pd = _data(rng, shape)
     x[1, 3, 5, 7] = np.inf
     y = F.conv2d(x, w, b, st, pd)
     ref = _core.ref_conv2d(x, w, b, *st, *pd)

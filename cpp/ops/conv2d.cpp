@@ -3,6 +3,8 @@
 //
 // forward, 3x3,       Winograd F(2x2, 3x3): 16 GEMMs over transformed 4x4 input patches
 //   stride 1, 16+ ch  (winograd_forward); a non-finite output falls back to the direct sum
+// forward, 5x5,       Winograd F(2x2, 5x5), 16 images in the vector lanes (winograd5_forward),
+//   stride 1, N>=16   when its cost model says it pays; same fallback
 // forward, stride<=4  y_n = W * col_n with col_n's rows read in place from the (row-block-wise
 //                     zero-padded, and for strides split into row and column phases) image on
 //                     a "wide" grid of positions, or by output row (direct_forward); narrow
@@ -395,6 +397,73 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
   return finite;
 }
 
+// 5x5, stride 1, batches of 16+ images: Winograd F(2x2, 5x5) with one image per vector lane
+// (KernelTable::wino5_item): 36 multiplies per (2x2 outputs, c, k) instead of 100. Items are
+// (16 images, band of tile rows); the weights are transformed once, in double precision. Returns
+// false if an output came out NaN or infinite (the caller then recomputes the direct way: the
+// transforms subtract input values, so an Inf in x could give NaN where the definition has Inf).
+bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
+                       const Conv2dShape& s) {
+  const int64_t TY = (s.P + 1) / 2, Kp = round_up(s.K, 8), CRS = s.C * 25;
+  float* u = scratch(7, 36 * s.C * Kp);
+  // u = G g G^T per (k, c), in double: G's rows are (1, 0, 0, 0, 0), (1, 1, 1, 1, 1) / 3,
+  // (-1, 1, -1, 1, -1) / 3, -(16, 8, 4, 2, 1) / 15, (1, -2, 4, -8, 16) / 15, (0, 0, 0, 0, 1).
+  auto g_1d = [](const double* g, int64_t step, double* o) {  // o[i] = (G g)[i]
+    const double g0 = g[0], g1 = g[step], g2 = g[2 * step], g3 = g[3 * step], g4 = g[4 * step];
+    o[0] = g0;
+    o[1] = (g0 + g1 + g2 + g3 + g4) * (1 / 3.);
+    o[2] = (-g0 + g1 - g2 + g3 - g4) * (1 / 3.);
+    o[3] = (16 * g0 + 8 * g1 + 4 * g2 + 2 * g3 + g4) * (-1 / 15.);
+    o[4] = (g0 - 2 * g1 + 4 * g2 - 8 * g3 + 16 * g4) * (1 / 15.);
+    o[5] = g4;
+  };
+  for (int64_t k = 0; k < Kp; ++k)
+    for (int64_t c = 0; c < s.C; ++c) {
+      double g[25] = {}, t[6][5], v[6];  // t = G g (rows of G applied down the columns of g)
+      if (k < s.K)
+        for (int i = 0; i < 25; ++i) g[i] = w[k * CRS + c * 25 + i];
+      for (int j = 0; j < 5; ++j) {
+        double col[6];
+        g_1d(g + j, 5, col);
+        for (int i = 0; i < 6; ++i) t[i][j] = col[i];
+      }
+      for (int i = 0; i < 6; ++i) {
+        g_1d(t[i], 1, v);
+        for (int j = 0; j < 6; ++j)
+          u[((i * 6 + j) * Kp + k / 8 * 8) * s.C + c * 8 + k % 8] = static_cast<float>(v[j]);
+      }
+    }
+  Wino5Args a{x, y, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, u, Kp, b, nullptr};
+  // Tile rows per item: its buffers near 512 KiB.
+  int64_t tr = TY;
+  while (tr > 1 && 4 * wino5_buf_floats(a, tr) > 512 * 1024) tr = (tr + 1) / 2;
+  const int64_t nblk = (TY + tr - 1) / tr, groups = (s.N + 15) / 16;
+  std::atomic<bool> finite{true};
+  parallel_for(groups * nblk, 2.0 * s.N * s.K * CRS * s.P * s.Q * 0.5, [&](int64_t item) {
+    Wino5Args ai = a;
+    ai.buf = scratch(6, wino5_buf_floats(a, tr));
+    const int64_t ty0 = item % nblk * tr;
+    if (!g_kernels->wino5_item(ai, item / nblk * 16, ty0, std::min(TY, ty0 + tr)))
+      finite = false;
+  });
+  return finite;
+}
+
+// Whether Winograd F(2x2, 5x5) beats the direct paths (~87 % of peak) on this shape, by a cost
+// model in multiply-add times per 16 tiles (fitted on this machine): the products, 36 C Kp,
+// plus two per (e, k) for their stores; ~300 C and ~100 K for the transforms and transposes;
+// every group of 16 images paid in full. It must save 15 %. The transformed weights (36 C Kp
+// floats) must stay within L2.
+bool winograd5_pays(const Conv2dShape& s) {
+  if (s.R != 5 || s.S != 5 || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 || s.Q < 2)
+    return false;
+  const double groups = (s.N + 15) / 16, C = s.C, K = s.K, Kp = round_up(s.K, 8);
+  if (C * Kp > 1024) return false;
+  const double wino = groups * (36 * Kp * (C + 2) + 300 * C + 100 * K);
+  const double direct = s.N / 16.0 * 100 * C * K / 0.87;
+  return wino < 0.85 * direct;
+}
+
 // Stride-1 convolution of narrow images (few output columns: lanes along a row would mostly
 // idle) with the ISA's channel-vectorised tile: 16 output channels in the lanes, two output rows
 // of up to 12 positions per tile. Items: (image, block of 16 output channels).
@@ -606,6 +675,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
     return;
   }
   const KernelTable& kt = *g_kernels;
+  if (kt.wino5_item && winograd5_pays(s) && winograd5_forward(y, x, w, b, s)) return;
   // Narrow outputs (rows of fewer than 16 columns) and at least 12 output channels: channels in
   // the lanes instead of positions.
   if (kt.conv_kvec && s.sh == 1 && s.sw == 1 && s.Q < 16 && s.K >= 12 && CRS <= 2048) {

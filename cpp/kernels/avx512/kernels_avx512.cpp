@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "transpose_avx512.h"
 
 namespace convkit {
 namespace avx512 {
@@ -246,35 +247,6 @@ static void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, in
   if (f) f(out, ldo, a, kt, tg);
   else conv_dw_tile(out, ldo, a, kt, tg);
 }
-// In-register 16 x 16 transpose: lane j of r[i] goes to lane i of r[j].
-static inline void transpose16(__m512* r) {
-  __m512 t[16];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
-    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-  }
-}
-
 // conv_kvec: 2 rows x NQ positions, one zmm of 16 output channels each (2 * NQ accumulators).
 template <int NQ>
 static void kvec_tile(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
@@ -673,6 +645,7 @@ static void col2im_plane_avx512(float* dx, const float* g, int64_t ld, const Col
     default: col2im_plane_rows<4>(dx, g, ld, a, tb); break;
   }
 }
+bool wino5_item_avx512(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1);  // winograd5
 }  // namespace avx512
 
 void fill_table_avx512(KernelTable& t) {
@@ -692,6 +665,7 @@ void fill_table_avx512(KernelTable& t) {
   t.phase_split_rows = avx512::phase_split_rows_avx512;
   t.wino_in_row = avx512::wino_in_row_avx512;
   t.wino_out_row = avx512::wino_out_row_avx512;
+  t.wino5_item = avx512::wino5_item_avx512;
 }
 
 }  // namespace convkit

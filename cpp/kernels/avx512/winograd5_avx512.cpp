@@ -1,0 +1,251 @@
+// Winograd F(2x2, 5x5) for AVX-512 (KernelTable::wino5_item), one image per vector lane: every
+// step is a whole vector whatever C, K and the image size, and the element-wise products become
+// 16-image vectors times broadcast weights. An item of 16 images and a band of tile rows:
+//   1. the input rows it reads, transposed to (c, row, column, image) and zero-padded (xt);
+//   2. per tile row, the input transform down the columns (colt, shared by the row's tiles);
+//      per tile, across the rows (vb: 36 x C vectors); per block of 8 output channels, the
+//      products with the transformed weights summed over c (mb: 8 x 36 vectors) and the output
+//      transform (ot, position-major);
+//   3. ot transposed back to (image, k, p, q) in y.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+#include "transpose_avx512.h"
+
+// The stages stay out of line: a profile then shows one line per stage.
+#define NOINLINE __attribute__((noinline))
+
+namespace convkit {
+namespace avx512 {
+namespace {
+
+// v = B^T d for one 6-vector, points 0, 1, -1, 1/2, -2, infinity: rows of B^T are
+// (1, -3/2, -2, 3/2, 1, 0), (0, -1, 1/2, 5/2, 1, 0), (0, 1, -5/2, 1/2, 1, 0),
+// (0, -2, -1, 2, 1, 0), (0, 1/2, -1, -1/2, 1, 0), (0, 1, -3/2, -2, 3/2, 1).
+inline void input_1d(const __m512* d, __m512* v) {
+  const __m512 t = _mm512_sub_ps(d[3], d[1]), u = _mm512_sub_ps(d[4], d[2]);
+  const __m512 c15 = _mm512_set1_ps(1.5f), m2 = _mm512_set1_ps(-2.f);
+  v[0] = _mm512_fmadd_ps(c15, t, _mm512_fmadd_ps(m2, d[2], _mm512_add_ps(d[0], d[4])));
+  v[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.5f), d[3],
+                         _mm512_fmadd_ps(_mm512_set1_ps(0.5f), d[2], _mm512_sub_ps(d[4], d[1])));
+  v[2] = _mm512_fmadd_ps(_mm512_set1_ps(0.5f), d[3],
+                         _mm512_fmadd_ps(_mm512_set1_ps(-2.5f), d[2], _mm512_add_ps(d[4], d[1])));
+  v[3] = _mm512_fmadd_ps(_mm512_set1_ps(2.f), t, u);
+  v[4] = _mm512_fmadd_ps(_mm512_set1_ps(-0.5f), t, u);
+  v[5] = _mm512_fmadd_ps(c15, u, _mm512_fmadd_ps(m2, d[3], _mm512_add_ps(d[1], d[5])));
+}
+
+// y = A^T m for one 6-vector: rows of A^T are (1, 1, 1, 1, 1, 0) and (0, 1, -1, 1/2, -2, 1).
+inline void output_1d(const __m512* m, __m512& y0, __m512& y1) {
+  y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(m[0], m[1]), _mm512_add_ps(m[2], m[3])), m[4]);
+  y1 = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(-2.f), m[4],
+                                     _mm512_fmadd_ps(_mm512_set1_ps(0.5f), m[3],
+                                                     _mm512_sub_ps(m[1], m[2]))),
+                     m[5]);
+}
+
+// acc[kk] += sum over c < NC of v[c] * u[c * 8 + kk], kk < 8
+template <int NC>
+inline void products(__m512* acc, const float* v, const float* u) {
+  __m512 vv[NC];
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) vv[c] = _mm512_loadu_ps(v + 16 * c);
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c)
+#pragma GCC unroll 8
+    for (int kk = 0; kk < 8; ++kk)
+      acc[kk] = _mm512_fmadd_ps(vv[c], _mm512_set1_ps(u[c * 8 + kk]), acc[kk]);
+}
+
+inline __mmask16 first(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u);
+}
+
+// Item buffers, carved from Wino5Args::buf.
+struct Bufs {
+  int64_t Wt, rows;
+  float* xt;    // (c, row, column) vectors: the transposed input rows
+  float* colt;  // (c, e_row, column): transformed down the columns
+  float* vb;    // (e, c): one tile transformed
+  float* mb;    // (e, k % 8): its products summed over c, one block of 8 output channels
+  float* ot;    // (k, output row, column)
+};
+
+// Input rows p0 - ph + i (i < rows), columns - pw + j (j < Wt), one image per lane, zero outside.
+NOINLINE void transpose_in(const Wino5Args& a, const Bufs& b, int64_t n0, int nimg, int64_t p0) {
+  const int64_t HW = a.H * a.W;
+  for (int64_t c = 0; c < a.C; ++c)
+    for (int64_t i = 0; i < b.rows; ++i) {
+      float* dst = b.xt + 16 * (c * b.rows + i) * b.Wt;
+      const int64_t h = p0 - a.ph + i;
+      if (h < 0 || h >= a.H) {
+        std::memset(dst, 0, sizeof(float) * 16 * b.Wt);
+        continue;
+      }
+      std::memset(dst, 0, sizeof(float) * 16 * a.pw);
+      std::memset(dst + 16 * (a.pw + a.W), 0, sizeof(float) * 16 * (b.Wt - a.pw - a.W));
+      for (int64_t w0 = 0; w0 < a.W; w0 += 16) {
+        const __mmask16 m = first(a.W - w0);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; ++l)
+          r[l] = l < nimg ? _mm512_maskz_loadu_ps(m, a.x + ((n0 + l) * a.C + c) * HW + h * a.W + w0)
+                          : _mm512_setzero_ps();
+        transpose16(r);
+        const int64_t cnt = std::min<int64_t>(16, a.W - w0);
+        for (int64_t j = 0; j < cnt; ++j) _mm512_storeu_ps(dst + 16 * (a.pw + w0 + j), r[j]);
+      }
+    }
+}
+
+// B^T down the columns of buffer rows i0 .. i0 + 5, every column: colt[c][e_row][w]
+NOINLINE void columns_stage(const Wino5Args& a, const Bufs& b, int64_t i0) {
+  const int64_t C = a.C, Wt = b.Wt, rows = b.rows;
+  const float* xt = b.xt;
+  float* colt = b.colt;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t w = 0; w < Wt; ++w) {
+      __m512 d[6], v[6];
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) d[i] = _mm512_loadu_ps(xt + 16 * ((c * rows + i0 + i) * Wt + w));
+      input_1d(d, v);
+#pragma GCC unroll 6
+      for (int e = 0; e < 6; ++e) _mm512_storeu_ps(colt + 16 * ((c * 6 + e) * Wt + w), v[e]);
+    }
+}
+
+// B^T across the rows of the tile at column 2tx: vb[e_row * 6 + e_col][c]
+NOINLINE void rows_stage(const Wino5Args& a, const Bufs& b, int64_t tx) {
+  const int64_t C = a.C, Wt = b.Wt;  // locals: the stores below could alias a and b
+  const float* colt = b.colt;
+  float* vb = b.vb;
+  for (int64_t c = 0; c < C; ++c)
+    for (int er = 0; er < 6; ++er) {
+      __m512 d[6], v[6];
+      const float* src = colt + 16 * ((c * 6 + er) * Wt + 2 * tx);
+#pragma GCC unroll 6
+      for (int j = 0; j < 6; ++j) d[j] = _mm512_loadu_ps(src + 16 * j);
+      input_1d(d, v);
+#pragma GCC unroll 6
+      for (int ec = 0; ec < 6; ++ec) _mm512_storeu_ps(vb + 16 * ((er * 6 + ec) * C + c), v[ec]);
+    }
+}
+
+// mb[e][k - kb] = sum over c of vb[e][c] * u[e][c][k] for k in [kb, kb + 8)
+NOINLINE void products_stage(const Wino5Args& a, const Bufs& b, int64_t kb) {
+  const int64_t C = a.C, Kp = a.Kp;
+  const float* vb = b.vb;
+  float* mb = b.mb;
+  for (int64_t e = 0; e < 36; ++e) {
+    const float* u = a.u + (e * Kp + kb) * C;  // (e, k / 8, c, k % 8)
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int kk = 0; kk < 8; ++kk) acc[kk] = _mm512_setzero_ps();
+    for (int64_t cb = 0; cb < C; cb += 8) {
+      const float* v = vb + 16 * (e * C + cb);
+      switch (std::min<int64_t>(8, C - cb)) {
+        case 1: products<1>(acc, v, u + 8 * cb); break;
+        case 2: products<2>(acc, v, u + 8 * cb); break;
+        case 3: products<3>(acc, v, u + 8 * cb); break;
+        case 4: products<4>(acc, v, u + 8 * cb); break;
+        case 5: products<5>(acc, v, u + 8 * cb); break;
+        case 6: products<6>(acc, v, u + 8 * cb); break;
+        case 7: products<7>(acc, v, u + 8 * cb); break;
+        default: products<8>(acc, v, u + 8 * cb); break;
+      }
+    }
+#pragma GCC unroll 8
+    for (int kk = 0; kk < 8; ++kk) _mm512_storeu_ps(mb + 16 * (e * 8 + kk), acc[kk]);
+  }
+}
+
+// A^T m A + bias of tile (ty, tx) into ot (rows relative to p0), outputs past P or Q dropped
+NOINLINE void output_stage(const Wino5Args& a, const Bufs& b, int64_t p0, int64_t orows,
+                           int64_t ty, int64_t tx, int64_t kb) {
+  const int64_t pl = 2 * ty - p0, q = 2 * tx, Q = a.Q, kend = std::min(a.K, kb + 8);
+  const bool two_rows = 2 * ty + 1 < a.P, two_cols = q + 1 < Q;
+  const float* mb = b.mb;
+  const float* bias_k = a.bias;
+  float* ot = b.ot;
+  for (int64_t k = kb; k < kend; ++k) {
+    const float* m = mb + 16 * (k - kb);
+    __m512 s0[6], s1[6];
+#pragma GCC unroll 6
+    for (int ec = 0; ec < 6; ++ec) {
+      __m512 col[6];
+#pragma GCC unroll 6
+      for (int er = 0; er < 6; ++er) col[er] = _mm512_loadu_ps(m + 16 * 8 * (er * 6 + ec));
+      output_1d(col, s0[ec], s1[ec]);
+    }
+    const __m512 bias = bias_k ? _mm512_set1_ps(bias_k[k]) : _mm512_setzero_ps();
+    __m512 y[2][2];
+    output_1d(s0, y[0][0], y[0][1]);
+    output_1d(s1, y[1][0], y[1][1]);
+    float* o = ot + 16 * ((k * orows + pl) * Q + q);
+    _mm512_storeu_ps(o, _mm512_add_ps(y[0][0], bias));
+    if (two_cols) _mm512_storeu_ps(o + 16, _mm512_add_ps(y[0][1], bias));
+    if (two_rows) {
+      _mm512_storeu_ps(o + 16 * Q, _mm512_add_ps(y[1][0], bias));
+      if (two_cols) _mm512_storeu_ps(o + 16 * (Q + 1), _mm512_add_ps(y[1][1], bias));
+    }
+  }
+}
+
+// ot back to (image, k, p, q) in y; false if a value stored is NaN or infinite
+NOINLINE bool transpose_out(const Wino5Args& a, const Bufs& b, int64_t n0, int nimg, int64_t p0,
+                            int64_t orows) {
+  const __m512 zero = _mm512_setzero_ps();
+  const int64_t npos = orows * a.Q, PQ = a.P * a.Q, K = a.K;
+  const float* ot = b.ot;
+  float* y = a.y + p0 * a.Q;
+  __mmask16 bad = 0;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j0 = 0; j0 < npos; j0 += 16) {
+      const int64_t cnt = std::min<int64_t>(16, npos - j0);
+      const __mmask16 m = first(cnt);
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int l = 0; l < 16; ++l)
+        r[l] = l < cnt ? _mm512_loadu_ps(ot + 16 * (k * npos + j0 + l)) : zero;
+      transpose16(r);
+      for (int n = 0; n < nimg; ++n) {
+        _mm512_mask_storeu_ps(y + ((n0 + n) * K + k) * PQ + j0, m, r[n]);
+        bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(r[n], r[n]), zero, _CMP_NEQ_UQ);
+      }
+    }
+  return bad == 0;
+}
+
+}  // namespace
+
+bool wino5_item_avx512(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1) {
+  Bufs b;
+  b.Wt = a.Q + a.Q % 2 + 4;
+  b.rows = 2 * (ty1 - ty0) + 4;
+  b.xt = a.buf;
+  b.colt = b.xt + 16 * a.C * b.rows * b.Wt;
+  b.vb = b.colt + 16 * a.C * 6 * b.Wt;
+  b.mb = b.vb + 16 * 36 * a.C;
+  b.ot = b.mb + 16 * 36 * 8;
+  const int64_t p0 = 2 * ty0, orows = std::min(a.P, 2 * ty1) - p0;
+  const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
+  transpose_in(a, b, n0, nimg, p0);
+  for (int64_t ty = ty0; ty < ty1; ++ty) {
+    columns_stage(a, b, 2 * (ty - ty0));
+    for (int64_t tx = 0; tx < (a.Q + 1) / 2; ++tx) {
+      rows_stage(a, b, tx);
+      for (int64_t kb = 0; kb < a.Kp; kb += 8) {
+        products_stage(a, b, kb);
+        output_stage(a, b, p0, orows, ty, tx, kb);
+      }
+    }
+  }
+  return transpose_out(a, b, n0, nimg, p0, orows);
+}
+
+}  // namespace avx512
+}  // namespace convkit
