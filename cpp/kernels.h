@@ -61,6 +61,21 @@ inline int64_t wino5_buf_floats(const Wino5Args& a, int64_t tr) {
   return 16 * (a.C * rows * Wt + a.C * 6 * Wt + 36 * a.C + 36 * 8 + a.K * 2 * tr * a.Q);
 }
 
+// Operands of KernelTable::conv_dx_lanes: the input gradient dx (N, C, H, W) of a stride-1
+// convolution with weights w (K, C, R, S), output gradient dy (N, K, P, Q), padding (ph, pw);
+// buf at least dx_lanes_buf_floats(...) floats.
+struct DxLanesArgs {
+  const float* w;
+  const float* dy;
+  int64_t N, C, H, W, K, R, S, P, Q, ph, pw;
+  float* dx;
+  float* buf;
+};
+
+inline int64_t dx_lanes_buf_floats(const DxLanesArgs& a) {
+  return 16 * (a.K * a.P * (a.Q + 2) + a.C * a.H * a.W);
+}
+
 struct KernelTable {
   const char* name;
   int mr, nr;
@@ -123,6 +138,10 @@ struct KernelTable {
   // outside the image), interpolation points 0, 1, -1, 1/2, -2 and infinity. Returns false if
   // any output stored is NaN or infinite. Null where the ISA has none.
   bool (*wino5_item)(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1);
+  // Input gradient of a stride-1 convolution for images n0 .. n0 + 15 (those < N), one image
+  // per vector lane, written to a.dx for those images; sums run in a fixed order. Null where
+  // the ISA has none.
+  void (*conv_dx_lanes)(const DxLanesArgs& a, int64_t n0);
   // Splits rows into their sw column phases, zero-padded: for i < nrows, f < sw, j < Wq,
   //   dst[i * dstep + f * fstride + j] = src[i * sstep + j * sw + f - pw] if that column is
   //   inside [0, W), else 0. src null: all-zero rows. With sw = 1 it copies rows, padding them

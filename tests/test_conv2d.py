@@ -40,6 +40,9 @@ SHAPES = [
     (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1)),     # 12 images in the last group, odd Q
     (32, 9, 11, 9, 12, (5, 5), (1, 1), (1, 2)),      # C in two blocks, K tail, odd P and Q
     (16, 8, 40, 41, 8, (5, 5), (1, 1), (0, 0)),      # three bands of tile rows per group
+    # input gradient with the images in the lanes (AVX-512, 5 to 8 input channels):
+    (16, 7, 10, 12, 5, (5, 5), (1, 1), (0, 0)),      # channel blocks of 6 + 1
+    (24, 8, 8, 9, 3, (3, 4), (1, 1), (0, 1)),        # 6 + 2, last group half full, odd W
 ]
 
 

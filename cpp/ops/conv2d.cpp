@@ -13,6 +13,8 @@
 // grad x, stride 1    the stride-1 convolution of dy with flipped, transposed weights, when the
 //                     padding is "same"-like and C fills the tiles; else
 // grad x, few inputs  rows of dx straight from dy, output columns in the lanes (conv_dx_rows)
+// grad x, stride 1,   16 images in the vector lanes, each dx row summed over just the taps
+//   N>=16, C<=8       that reach dy (conv_dx_lanes)
 // grad x              gcol = W^T * dy_n with dy_n's rows read in place, scattered back one dx
 //                     plane at a time (col2im_plane), items (image, channel group)
 // grad w              dot products of dy rows with input rows (zero-padded, or split into
@@ -734,7 +736,19 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   // Few input channels, stride 1: rows of dx straight from dy, positions in the lanes.
   const bool dx_rows = kt.conv_dx_rows && !dx_direct && s.sh == 1 && s.sw == 1 && s.C <= 4 &&
                        s.S <= 16;
-  if (dx && s.N > 0 && s.C > 0 && s.K > 0 && PQ > 0 && dx_rows) {
+  // Batches of 16+ images, stride 1, few input channels that the GEMM tiles and col2im would
+  // take: images in the lanes (conv_dx_lanes), the groups of 16 three quarters full or more.
+  const bool dx_lanes = dx && kt.conv_dx_lanes && !dx_direct && !dx_rows && s.sh == 1 &&
+                        s.sw == 1 && s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) &&
+                        s.K > 0 && PQ > 0;
+  if (dx_lanes) {
+    const DxLanesArgs a{w, dy, s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.P, s.Q, s.ph, s.pw, dx, nullptr};
+    parallel_for((s.N + 15) / 16, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t g) {
+      DxLanesArgs ag = a;
+      ag.buf = scratch(6, dx_lanes_buf_floats(a));
+      kt.conv_dx_lanes(ag, g * 16);
+    });
+  } else if (dx && s.N > 0 && s.C > 0 && s.K > 0 && PQ > 0 && dx_rows) {
     float* wt = scratch(5, s.C * s.K * RS);  // per input channel: (k, r, t)
     for (int64_t c = 0; c < s.C; ++c)
       for (int64_t k = 0; k < s.K; ++k)

@@ -646,6 +646,7 @@ static void col2im_plane_avx512(float* dx, const float* g, int64_t ld, const Col
   }
 }
 bool wino5_item_avx512(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1);  // winograd5
+void conv_dx_lanes_avx512(const DxLanesArgs& a, int64_t n0);                       // conv_lanes
 }  // namespace avx512
 
 void fill_table_avx512(KernelTable& t) {
@@ -666,6 +667,7 @@ void fill_table_avx512(KernelTable& t) {
   t.wino_in_row = avx512::wino_in_row_avx512;
   t.wino_out_row = avx512::wino_out_row_avx512;
   t.wino5_item = avx512::wino5_item_avx512;
+  t.conv_dx_lanes = avx512::conv_dx_lanes_avx512;
 }
 
 }  // namespace convkit

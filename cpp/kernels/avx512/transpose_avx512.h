@@ -1,6 +1,10 @@
-// Helpers shared by the AVX-512 kernel files (each compiled with the AVX-512 flags).
+// Transposes shared by the AVX-512 kernel files (each compiled with the AVX-512 flags).
 #pragma once
 #include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 
 namespace convkit {
 namespace avx512 {
@@ -32,6 +36,61 @@ static inline void transpose16(__m512* r) {
     r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
     r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
   }
+}
+
+// Images n0 .. n0 + nimg - 1 (nimg <= 16) of x (N, C, H, W) into the vector lanes: for c < C,
+// i < rows, j < Wt,  dst[((c * rows + i) * Wt + j) * 16 + l] = x[n0 + l][c][h0 + i][j - pl],
+// zero where that row or column is outside the image and in lanes l >= nimg.
+static inline void images_to_lanes(float* dst, const float* x, int64_t n0, int nimg, int64_t C,
+                                   int64_t H, int64_t W, int64_t h0, int64_t rows, int64_t pl,
+                                   int64_t Wt) {
+  const int64_t HW = H * W;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < rows; ++i) {
+      float* d = dst + 16 * (c * rows + i) * Wt;
+      const int64_t h = h0 + i;
+      if (h < 0 || h >= H) {
+        std::memset(d, 0, sizeof(float) * 16 * Wt);
+        continue;
+      }
+      std::memset(d, 0, sizeof(float) * 16 * pl);
+      std::memset(d + 16 * (pl + W), 0, sizeof(float) * 16 * (Wt - pl - W));
+      for (int64_t w0 = 0; w0 < W; w0 += 16) {
+        const int64_t cnt = std::min<int64_t>(16, W - w0);
+        const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; ++l)
+          r[l] = l < nimg ? _mm512_maskz_loadu_ps(m, x + ((n0 + l) * C + c) * HW + h * W + w0)
+                          : _mm512_setzero_ps();
+        transpose16(r);
+        for (int64_t j = 0; j < cnt; ++j) _mm512_storeu_ps(d + 16 * (pl + w0 + j), r[j]);
+      }
+    }
+}
+
+// Back out of the lanes: for k < K, j < npos, l < nimg,
+//   y[((n0 + l) * K + k) * PQ + j] = src[(k * npos + j) * 16 + l]
+// Returns false if a value stored is NaN or infinite.
+static inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K,
+                                   int64_t npos, int64_t n0, int nimg) {
+  const __m512 zero = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j0 = 0; j0 < npos; j0 += 16) {
+      const int64_t cnt = std::min<int64_t>(16, npos - j0);
+      const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int l = 0; l < 16; ++l)
+        r[l] = l < cnt ? _mm512_loadu_ps(src + 16 * (k * npos + j0 + l)) : zero;
+      transpose16(r);
+      for (int n = 0; n < nimg; ++n) {
+        _mm512_mask_storeu_ps(y + ((n0 + n) * K + k) * PQ + j0, m, r[n]);
+        bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(r[n], r[n]), zero, _CMP_NEQ_UQ);
+      }
+    }
+  return bad == 0;
 }
 
 }  // namespace avx512

@@ -61,10 +61,6 @@ inline void products(__m512* acc, const float* v, const float* u) {
       acc[kk] = _mm512_fmadd_ps(vv[c], _mm512_set1_ps(u[c * 8 + kk]), acc[kk]);
 }
 
-inline __mmask16 first(int64_t n) {
-  return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u);
-}
-
 // Item buffers, carved from Wino5Args::buf.
 struct Bufs {
   int64_t Wt, rows;
@@ -74,33 +70,6 @@ struct Bufs {
   float* mb;    // (e, k % 8): its products summed over c, one block of 8 output channels
   float* ot;    // (k, output row, column)
 };
-
-// Input rows p0 - ph + i (i < rows), columns - pw + j (j < Wt), one image per lane, zero outside.
-NOINLINE void transpose_in(const Wino5Args& a, const Bufs& b, int64_t n0, int nimg, int64_t p0) {
-  const int64_t HW = a.H * a.W;
-  for (int64_t c = 0; c < a.C; ++c)
-    for (int64_t i = 0; i < b.rows; ++i) {
-      float* dst = b.xt + 16 * (c * b.rows + i) * b.Wt;
-      const int64_t h = p0 - a.ph + i;
-      if (h < 0 || h >= a.H) {
-        std::memset(dst, 0, sizeof(float) * 16 * b.Wt);
-        continue;
-      }
-      std::memset(dst, 0, sizeof(float) * 16 * a.pw);
-      std::memset(dst + 16 * (a.pw + a.W), 0, sizeof(float) * 16 * (b.Wt - a.pw - a.W));
-      for (int64_t w0 = 0; w0 < a.W; w0 += 16) {
-        const __mmask16 m = first(a.W - w0);
-        __m512 r[16];
-#pragma GCC unroll 16
-        for (int l = 0; l < 16; ++l)
-          r[l] = l < nimg ? _mm512_maskz_loadu_ps(m, a.x + ((n0 + l) * a.C + c) * HW + h * a.W + w0)
-                          : _mm512_setzero_ps();
-        transpose16(r);
-        const int64_t cnt = std::min<int64_t>(16, a.W - w0);
-        for (int64_t j = 0; j < cnt; ++j) _mm512_storeu_ps(dst + 16 * (a.pw + w0 + j), r[j]);
-      }
-    }
-}
 
 // B^T down the columns of buffer rows i0 .. i0 + 5, every column: colt[c][e_row][w]
 NOINLINE void columns_stage(const Wino5Args& a, const Bufs& b, int64_t i0) {
@@ -195,31 +164,6 @@ NOINLINE void output_stage(const Wino5Args& a, const Bufs& b, int64_t p0, int64_
   }
 }
 
-// ot back to (image, k, p, q) in y; false if a value stored is NaN or infinite
-NOINLINE bool transpose_out(const Wino5Args& a, const Bufs& b, int64_t n0, int nimg, int64_t p0,
-                            int64_t orows) {
-  const __m512 zero = _mm512_setzero_ps();
-  const int64_t npos = orows * a.Q, PQ = a.P * a.Q, K = a.K;
-  const float* ot = b.ot;
-  float* y = a.y + p0 * a.Q;
-  __mmask16 bad = 0;
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t j0 = 0; j0 < npos; j0 += 16) {
-      const int64_t cnt = std::min<int64_t>(16, npos - j0);
-      const __mmask16 m = first(cnt);
-      __m512 r[16];
-#pragma GCC unroll 16
-      for (int l = 0; l < 16; ++l)
-        r[l] = l < cnt ? _mm512_loadu_ps(ot + 16 * (k * npos + j0 + l)) : zero;
-      transpose16(r);
-      for (int n = 0; n < nimg; ++n) {
-        _mm512_mask_storeu_ps(y + ((n0 + n) * K + k) * PQ + j0, m, r[n]);
-        bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(r[n], r[n]), zero, _CMP_NEQ_UQ);
-      }
-    }
-  return bad == 0;
-}
-
 }  // namespace
 
 bool wino5_item_avx512(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1) {
@@ -233,7 +177,7 @@ bool wino5_item_avx512(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1)
   b.ot = b.mb + 16 * 36 * 8;
   const int64_t p0 = 2 * ty0, orows = std::min(a.P, 2 * ty1) - p0;
   const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
-  transpose_in(a, b, n0, nimg, p0);
+  images_to_lanes(b.xt, a.x, n0, nimg, a.C, a.H, a.W, p0 - a.ph, b.rows, a.pw, b.Wt);
   for (int64_t ty = ty0; ty < ty1; ++ty) {
     columns_stage(a, b, 2 * (ty - ty0));
     for (int64_t tx = 0; tx < (a.Q + 1) / 2; ++tx) {
@@ -244,7 +188,8 @@ bool wino5_item_avx512(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1)
       }
     }
   }
-  return transpose_out(a, b, n0, nimg, p0, orows);
+  // ot back to (image, k, p, q); every stored value checked for NaN and infinity
+  return lanes_to_images(a.y + p0 * a.Q, a.P * a.Q, b.ot, a.K, orows * a.Q, n0, nimg);
 }
 
 }  // namespace avx512
