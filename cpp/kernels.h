@@ -81,6 +81,12 @@ struct KernelTable {
   int mr, nr;
   GemmUkernel gemm;
   GemmDirectUkernel gemm_direct;
+  // gemm_direct over the whole reduction (never accumulating), for a tile of a "wide" grid:
+  // column jj < nr is grid position j = j0 + jj = p * Wq + q, stored at c[i * ldc + p * Q + q]
+  // when q < Q and dropped otherwise. Null where the ISA has none.
+  void (*gemm_direct_wide)(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                           float* c, int64_t ldc, int mr, int nr, const float* bias, int64_t j0,
+                           int64_t Wq, int64_t Q);
   // activations: y = f(x), dx = dy * f'(x); `kind` is convkit::Act as int
   void (*act_fwd)(int kind, float param, float* y, const float* x, int64_t n);
   void (*act_bwd)(int kind, float param, float* dx, const float* dy, const float* x, int64_t n);

@@ -254,8 +254,12 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   // Tiles along the wide grid waste its Wq - Q dropped columns and need a copy-out; tiles kept
   // within one output row waste the part of the last tile past Q but store into y directly.
   // Take whichever computes fewer useless columns (the copy-out counted as 3 %).
+  // With a compacting store (one pass over the reduction, which must then stay L2-sized) the
+  // wide tiles go straight into y as well.
+  const bool compact = !exact && kt.gemm_direct_wide && CRS <= 1152;
   const int64_t width_max = (rows - 1) * Wq + s.Q;
-  const double eff_wide = 1.0 * rows * s.Q / round_up(width_max, NR) * (exact ? 1.0 : 0.97);
+  const double eff_wide =
+      1.0 * rows * s.Q / round_up(width_max, NR) * (exact || compact ? 1.0 : 0.97);
   const double eff_row = 1.0 * s.Q / round_up(s.Q, NR);
   const bool by_row = !exact && eff_row >= eff_wide;
   parallel_for(s.N * nblk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
@@ -295,6 +299,15 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
             tile(pc, kc, (p - p0) * Wq + q0, static_cast<int>(std::min<int64_t>(NR, s.Q - q0)),
                  yn + p * s.Q + q0, PQ);
       }
+      return;
+    }
+    if (compact) {
+      for (int64_t jr = 0; jr < width; jr += NR)
+        for (int64_t ir = 0; ir < s.K; ir += MR)
+          kt.gemm_direct_wide(CRS, apack + ir * CRS, base + jr, offp, yn + ir * PQ + p0 * s.Q, PQ,
+                              static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
+                              static_cast<int>(std::min<int64_t>(NR, width - jr)),
+                              b ? b + ir : nullptr, jr, Wq, s.Q);
       return;
     }
     const int64_t ldc = exact ? PQ : width;

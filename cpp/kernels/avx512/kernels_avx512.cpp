@@ -22,15 +22,18 @@ constexpr int MR = 8, NR = 32;
 // smaller register tile (MRT rows, NV vectors) instead of computing zeros.
 // Direct: B row k is the NR floats at b + boff[k] (read with the column mask, so nothing past
 // column nr is touched), else the packed row b + k * NR.
-template <bool Direct, int MRT, int NV>
+// Wide (Direct only, never accumulating): the tile's columns are positions j0 .. j0 + nr - 1 of
+// a grid p * Wq + q whose columns q >= Q are dropped; the others are stored compacted, at
+// c[i * ldc + p * Q + q] (each vector's kept lanes are consecutive there: compress, then store).
+template <bool Direct, int MRT, int NV, bool Wide = false>
 static inline void ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
                            float* c, int64_t ldc, int mr, int nr, bool accumulate,
-                           const float* bias) {
+                           const float* bias, int64_t j0 = 0, int64_t Wq = 0, int64_t Q = 0) {
   __m512 acc[MRT][NV];
   const uint32_t bits = nr >= 32 ? 0xffffffffu : ((1u << nr) - 1u);
   const __mmask16 m0 = static_cast<__mmask16>(bits), m1 = static_cast<__mmask16>(bits >> 16);
   const bool full = nr == NR;
-  if (!accumulate)  // C is only stored: start fetching its lines now, not at the stores
+  if (!accumulate && !Wide)  // C is only stored: start fetching its lines now, not at the stores
 #pragma GCC unroll 8
     for (int i = 0; i < MRT; ++i)
       if (i < mr) {
@@ -58,6 +61,33 @@ static inline void ukernel(int64_t kc, const float* a, const float* b, const int
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       if (NV == 2) acc[i][NV - 1] = _mm512_fmadd_ps(ai, b1, acc[i][NV - 1]);
     }
+  }
+  if (Wide) {
+    __mmask16 keep[NV], out[NV];  // lanes kept; the first popcount(keep) lanes
+    int64_t dst[NV];              // where the first kept lane goes
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      uint32_t kbits = 0;
+      int64_t first = -1;
+      for (int l = 0; l < 16; ++l) {
+        const int64_t j = j0 + 16 * v + l;
+        if (16 * v + l < nr && j % Wq < Q) {
+          kbits |= 1u << l;
+          if (first < 0) first = j / Wq * Q + j % Wq;
+        }
+      }
+      keep[v] = static_cast<__mmask16>(kbits);
+      out[v] = static_cast<__mmask16>((1u << __builtin_popcount(kbits)) - 1u);
+      dst[v] = first < 0 ? 0 : first;
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MRT; ++i)
+      if (i < mr)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v)
+          _mm512_mask_storeu_ps(c + i * ldc + dst[v], out[v],
+                                _mm512_maskz_compress_ps(keep[v], acc[i][v]));
+    return;
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MRT; ++i) {
@@ -90,6 +120,18 @@ static void direct_ukernel(int64_t kc, const float* a, const float* b, const int
                            float* c, int64_t ldc, int mr, int nr, bool accumulate,
                            const float* bias) {
   ukernel_any<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+}
+
+static void direct_wide_ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                                float* c, int64_t ldc, int mr, int nr, const float* bias,
+                                int64_t j0, int64_t Wq, int64_t Q) {
+  if (mr > 4) {
+    if (nr > 16) ukernel<true, 8, 2, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
+    else ukernel<true, 8, 1, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
+  } else {
+    if (nr > 16) ukernel<true, 4, 2, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
+    else ukernel<true, 4, 1, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
+  }
 }
 // 16 2x2 windows of rows r0, r1 starting at output column q (n <= 16 of them valid): the four
 // corners a b / c e as vectors (even and odd columns split with permutes), and the masks of the
@@ -667,6 +709,7 @@ void fill_table_avx512(KernelTable& t) {
   t.wino_in_row = avx512::wino_in_row_avx512;
   t.wino_out_row = avx512::wino_out_row_avx512;
   t.wino5_item = avx512::wino5_item_avx512;
+  t.gemm_direct_wide = avx512::direct_wide_ukernel;
   t.conv_dx_lanes = avx512::conv_dx_lanes_avx512;
 }
 
