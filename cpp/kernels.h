@@ -148,6 +148,21 @@ struct KernelTable {
   // per vector lane, written to a.dx for those images; sums run in a fixed order. Null where
   // the ISA has none.
   void (*conv_dx_lanes)(const DxLanesArgs& a, int64_t n0);
+  // Stride-2 3x3 Winograd-style transforms (null where the ISA has none). Along each axis a
+  // tile's two outputs come from five padded inputs d0 .. d4 (outputs 2t, 2t + 1 read inputs
+  // 4t .. 4t + 4) through five items: A0 = d0 - d2 and A1 = d1 (pattern A, output 0 only),
+  // B0 = d2 (pattern B, both outputs), C0 = d4 - d2 and C1 = d3 (pattern C, output 1 only).
+  // Input: r[i] (i < 5) are image rows W wide, or null for rows of zeros; padded column jj is
+  // r[i][jj - pw], zero outside [0, W). For item pairs (ri, ci) < 5 x 5 and tx < ntiles,
+  // v[ri * 5 + ci][tx] = item ri down the rows of item ci along the columns of the patch
+  // (padded columns 4tx .. 4tx + 4 of the five rows).
+  void (*wino_s2_in_row)(float* const* v, const float* const* r, int64_t ntiles, int64_t pw,
+                         int64_t W);
+  // Output: from m[e * mstride + tx], e = 3 * pattern_row + pattern_col (patterns A, B, C),
+  // Y = A^T m A + bias with A^T = (1 1 0; 0 1 1); y0[2tx + j] = Y[0][j], y1[2tx + j] = Y[1][j]
+  // (y1 may be null) for columns < Q. Returns false if any value stored is NaN or infinite.
+  bool (*wino_s2_out_row)(float* y0, float* y1, const float* m, int64_t mstride,
+                          int64_t ntiles, int64_t Q, float bias);
   // Splits rows into their sw column phases, zero-padded: for i < nrows, f < sw, j < Wq,
   //   dst[i * dstep + f * fstride + j] = src[i * sstep + j * sw + f - pw] if that column is
   //   inside [0, W), else 0. src null: all-zero rows. With sw = 1 it copies rows, padding them

@@ -40,6 +40,11 @@ SHAPES = [
     (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1)),     # 12 images in the last group, odd Q
     (32, 9, 11, 9, 12, (5, 5), (1, 1), (1, 2)),      # C in two blocks, K tail, odd P and Q
     (16, 8, 40, 41, 8, (5, 5), (1, 1), (0, 0)),      # three bands of tile rows per group
+    # 3x3 stride 2 in 9 GEMMs (AVX-512, 16+ channels):
+    (2, 16, 17, 18, 20, (3, 3), (2, 2), (1, 1)),     # odd P and Q: half tiles
+    (1, 24, 16, 33, 16, (3, 3), (2, 2), (0, 1)),     # asymmetric padding
+    (1, 17, 9, 75, 16, (3, 3), (2, 2), (1, 1)),      # 19 tiles a row: two groups of 16
+    (1, 300, 12, 19, 17, (3, 3), (2, 2), (1, 1)),    # reductions of 300-1200 in blocks
     # input gradient with the images in the lanes (AVX-512, 5 to 8 input channels):
     (16, 7, 10, 12, 5, (5, 5), (1, 1), (0, 0)),      # channel blocks of 6 + 1
     (24, 8, 8, 9, 3, (3, 4), (1, 1), (0, 1)),        # 6 + 2, last group half full, odd W
@@ -145,6 +150,7 @@ def test_isa_env_var_forces_lower_path(tmp_path):
     (20, 8, 33, 33, 40, (3, 3), (1, 1), (1, 1)),    # wide-grid dW over image chunks
     (4, 16, 30, 30, 16, (3, 3), (1, 1), (1, 1)),    # Winograd forward and input gradient
     (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1)),    # 5x5 Winograd, images in the lanes
+    (3, 16, 33, 30, 20, (3, 3), (2, 2), (1, 1)),    # 3x3 stride 2 in 9 GEMMs
 ], ids=str)
 def test_bitwise_identical_for_any_thread_count(rng, threads, shape):
     x, w, b, st, pd = _data(rng, shape)
@@ -205,11 +211,12 @@ def test_inf_in_input_reaches_only_the_gradients_it_should(isa, rng, shape):
 
 
 @pytest.mark.parametrize("shape", [(2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1)),
-                                   (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1))], ids=str)
+                                   (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1)),
+                                   (2, 16, 17, 18, 20, (3, 3), (2, 2), (1, 1))], ids=str)
 def test_inf_in_input_spreads_as_in_the_definition(isa, rng, shape):
-    # 3x3 layers with enough channels, and 5x5 layers over batches, take Winograd transforms,
-    # which subtract input values: an Inf must still give Inf (or NaN) exactly where the direct
-    # sum does.
+    # 3x3 layers with enough channels (stride 1 or 2), and 5x5 layers over batches, take
+    # Winograd-style transforms, which subtract input values: an Inf must still give Inf (or
+    # NaN) exactly where the direct sum does.
     x, w, b, st, pd = _data(rng, shape)
     x[1, 3, 5, 7] = np.inf
     y = F.conv2d(x, w, b, st, pd)

@@ -3,6 +3,8 @@
 //
 // forward, 3x3,       Winograd F(2x2, 3x3): 16 GEMMs over transformed 4x4 input patches
 //   stride 1, 16+ ch  (winograd_forward); a non-finite output falls back to the direct sum
+// forward, 3x3,       the phase-split sum with Winograd F(2, 2)-style parts: 25 products per
+//   stride 2, 16+ ch  2x2 tile instead of 36, as 9 GEMMs (winograd_s2_forward); same fallback
 // forward, 5x5,       Winograd F(2x2, 5x5), 16 images in the vector lanes (winograd5_forward),
 //   stride 1, N>=16   when its cost model says it pays; same fallback
 // forward, stride<=4  y_n = W * col_n with col_n's rows read in place from the (row-block-wise
@@ -412,6 +414,124 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
   return finite;
 }
 
+// 3x3, stride 2, enough channels: the stride-2 sum split by input phase and each part done the
+// Winograd way. Along one axis a tile's outputs y0, y1 read padded inputs d0 .. d4 as
+//   y0 = m_A + m_B,  y1 = m_B + m_C,  m_A = (d0 - d2) g0 + d1 g1,  m_B = d2 (g0 + g2),
+//   m_C = (d4 - d2) g2 + d3 g1:
+// five products for two outputs instead of six, 25 instead of 36 per 2x2 tile. Each of the
+// 3 x 3 (row pattern, column pattern) pairs e is one GEMM, M_e (K x tiles) = U_e V_e, over a
+// reduction of C times the pair's item count (1, 2 or 4 per channel); each 2x2 output is a sum
+// of four M_e. The input transform reads the image rows in place. Items are (image, band of
+// tile rows), bands chosen to waste the fewest GEMM columns. Returns false if an output came
+// out NaN or infinite (the caller then recomputes the direct way: the transforms subtract).
+bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
+                         const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
+  const int MR = kt.mr, NR = kt.nr;
+  // Items per pattern: A = {A0, A1}, B = {B0}, C = {C0, C1} (items 0 .. 4); item i sums the
+  // kernel rows (or columns) kRows[i]: g0, g1, g0 + g2, g2, g1.
+  static const int kFirst[3] = {0, 2, 3}, kCount[3] = {2, 1, 2};
+  static const int kPattern[5] = {0, 0, 1, 2, 2};
+  static const int kRows[5][2] = {{0, -1}, {1, -1}, {0, 2}, {2, -1}, {1, -1}};
+  int64_t depth[9], ebase[10];  // per pattern pair e: reduction length, offset (in C rows)
+  ebase[0] = 0;
+  for (int e = 0; e < 9; ++e) {
+    depth[e] = s.C * kCount[e / 3] * kCount[e % 3];
+    ebase[e + 1] = ebase[e] + depth[e];
+  }
+  // U_e (K x depth_e, column (c, ri, ci)) written straight into MR-row panels, one block per e:
+  // element (k, d) of block e at up + Kp * ebase[e] + k / MR * MR * depth_e + d * MR + k % MR.
+  const int64_t Kp = round_up(s.K, MR), npanel = Kp / MR;
+  float* up = scratch(3, Kp * ebase[9]);
+  parallel_for(9 * npanel, 25.0 * Kp * s.C, [&](int64_t item) {
+    const int e = static_cast<int>(item / npanel), pr = e / 3, pc = e % 3;
+    const int64_t k0 = item % npanel * MR;
+    float* dst = up + Kp * ebase[e] + k0 * depth[e];
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int i = 0; i < kCount[pr]; ++i)
+        for (int j = 0; j < kCount[pc]; ++j, dst += MR) {
+          const int* rr = kRows[kFirst[pr] + i];
+          const int* tt = kRows[kFirst[pc] + j];
+          for (int kk = 0; kk < MR; ++kk) {
+            const int64_t k = k0 + kk;
+            float u = 0.f;
+            if (k < s.K) {
+              const float* g = w + (k * s.C + c) * 9;
+              for (int a = 0; a < 2 && rr[a] >= 0; ++a)
+                for (int q = 0; q < 2 && tt[q] >= 0; ++q) u += g[3 * rr[a] + tt[q]];
+            }
+            dst[kk] = u;
+          }
+        }
+  });
+  // Tile rows per item: the fewest computed GEMM columns (a tail of up to 16 runs as a half
+  // tile), V and M of an item (25 C + 9 K floats per tile) within about 1.25 MiB.
+  auto computed = [&](int64_t t) {
+    return t / NR * NR + (t % NR == 0 ? 0 : t % NR <= 16 ? 16 : NR);
+  };
+  int64_t tr = 1;
+  double best = -1.0;
+  for (int64_t r = 1; r <= TY; ++r) {
+    if (r > 1 && 4 * (25 * s.C + 9 * s.K) * r * TX > 1280 * 1024) break;
+    const int64_t nb = (TY + r - 1) / r, last = TY - (nb - 1) * r;
+    const double cols = double((nb - 1) * computed(r * TX) + computed(last * TX));
+    if (best < 0 || cols < best) best = cols, tr = r;
+  }
+  const int64_t nblk = (TY + tr - 1) / tr, Tb = tr * TX;
+  thread_local std::vector<int64_t> voff;
+  voff.resize(static_cast<size_t>(4 * s.C));
+  for (int64_t i = 0; i < 4 * s.C; ++i) voff[i] = i * Tb;
+  const int64_t* voffp = voff.data();
+  std::atomic<bool> finite{true};
+  parallel_for(s.N * nblk, 2.0 * s.N * s.K * s.C * 9 * PQ, [&](int64_t item) {
+    const int64_t n = item / nblk, ty0 = item % nblk * tr, ty1 = std::min(TY, ty0 + tr);
+    const int64_t nt = (ty1 - ty0) * TX;
+    float* v = scratch(2, ebase[9] * Tb);
+    float* m = scratch(1, 9 * s.K * Tb);
+    for (int64_t c = 0; c < s.C; ++c) {
+      const float* plane = x + (n * s.C + c) * s.H * s.W;
+      float* dst[25];  // V row of item pair (ri, ci) of channel c, at tile row ty0
+      for (int ri = 0; ri < 5; ++ri)
+        for (int ci = 0; ci < 5; ++ci) {
+          const int pr = kPattern[ri], pc = kPattern[ci];
+          dst[ri * 5 + ci] = v + (ebase[3 * pr + pc] + (c * kCount[pr] + ri - kFirst[pr]) *
+                                  kCount[pc] + ci - kFirst[pc]) * Tb;
+        }
+      for (int64_t ty = ty0; ty < ty1; ++ty) {
+        const float* r5[5];
+        for (int i = 0; i < 5; ++i) {
+          const int64_t h = 4 * ty - s.ph + i;
+          r5[i] = h >= 0 && h < s.H ? plane + h * s.W : nullptr;
+        }
+        kt.wino_s2_in_row(dst, r5, TX, s.pw, s.W);
+        for (float*& d : dst) d += TX;
+      }
+    }
+    for (int e = 0; e < 9; ++e) {
+      const int64_t kcmax = gemm_kc(depth[e]);
+      for (int64_t pc = 0; pc < depth[e]; pc += kcmax) {
+        const int64_t kc = std::min(kcmax, depth[e] - pc);
+        for (int64_t jr = 0; jr < nt; jr += NR)
+          for (int64_t ir = 0; ir < s.K; ir += MR)
+            kt.gemm_direct(kc, up + Kp * ebase[e] + ir * depth[e] + pc * MR,
+                           v + ebase[e] * Tb + jr, voffp + pc, m + (e * s.K + ir) * Tb + jr, Tb,
+                           static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
+                           static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
+      }
+    }
+    bool ok = true;
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t ty = ty0; ty < ty1; ++ty) {
+        float* yr = y + (n * s.K + k) * PQ + 2 * ty * s.Q;
+        ok &= kt.wino_s2_out_row(yr, 2 * ty + 1 < s.P ? yr + s.Q : nullptr,
+                                 m + k * Tb + (ty - ty0) * TX, s.K * Tb, TX, s.Q, b ? b[k] : 0.f);
+      }
+    if (!ok) finite = false;
+  });
+  return finite;
+}
+
 // 5x5, stride 1, batches of 16+ images: Winograd F(2x2, 5x5) with one image per vector lane
 // (KernelTable::wino5_item): 36 multiplies per (2x2 outputs, c, k) instead of 100. Items are
 // (16 images, band of tile rows); the weights are transformed once, in double precision. Returns
@@ -699,6 +819,9 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
   }
   if (kt.wino_in_row && s.R == 3 && s.S == 3 && s.sh == 1 && s.sw == 1 && s.C >= 16 &&
       s.K >= 16 && s.Q >= 16 && s.P >= 2 && winograd_forward(y, x, w, b, s))
+    return;
+  if (kt.wino_s2_in_row && s.R == 3 && s.S == 3 && s.sh == 2 && s.sw == 2 && s.C >= 16 &&
+      s.K >= 16 && s.Q >= 8 && s.P >= 2 && winograd_s2_forward(y, x, w, b, s))
     return;
   float* apack = scratch(3, round_up(s.K, kt.mr) * CRS);
   pack_a(apack, MatView{w, CRS, 1}, 0, s.K, 0, CRS, kt.mr);
