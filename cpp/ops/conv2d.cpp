@@ -426,13 +426,30 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
 // 3 x 3 (row pattern, column pattern) pairs e is one GEMM, M_e (K x tiles) = U_e V_e, over a
 // reduction of C times the pair's item count (1, 2 or 4 per channel); each 2x2 output is a sum
 // of four M_e. The input transform reads the image rows in place. Items are (image, band of
-// tile rows), bands chosen to waste the fewest GEMM columns. Returns false if an output came
-// out NaN or infinite (the caller then recomputes the direct way: the transforms subtract).
+// tile rows), bands chosen to waste the fewest GEMM columns. Returns false, and the caller takes
+// the direct path, when those columns would still waste over 20 %, or if an output came out NaN
+// or infinite (recomputed the direct way: the transforms subtract input values).
 bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
   const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
   const int MR = kt.mr, NR = kt.nr;
+  // Tile rows per item: the fewest computed GEMM columns (a tail of up to 16 runs as a half
+  // tile), V and M of an item (25 C + 9 K floats per tile) within about 1.25 MiB.
+  auto computed = [&](int64_t t) {
+    return t / NR * NR + (t % NR == 0 ? 0 : t % NR <= 16 ? 16 : NR);
+  };
+  int64_t tr = 1;
+  double best = -1.0;
+  for (int64_t r = 1; r <= TY; ++r) {
+    if (r > 1 && 4 * (25 * s.C + 9 * s.K) * r * TX > 1280 * 1024) break;
+    const int64_t nb = (TY + r - 1) / r, last = TY - (nb - 1) * r;
+    const double cols = double((nb - 1) * computed(r * TX) + computed(last * TX));
+    if (best < 0 || cols < best) best = cols, tr = r;
+  }
+  // Rows of few tiles leave GEMM columns idle (up to 30 % on 7 tiles a row): then the direct
+  // path is as fast, and takes the layer.
+  if (best > 1.2 * TY * TX) return false;
   // Items per pattern: A = {A0, A1}, B = {B0}, C = {C0, C1} (items 0 .. 4); item i sums the
   // kernel rows (or columns) kRows[i]: g0, g1, g0 + g2, g2, g1.
   static const int kFirst[3] = {0, 2, 3}, kCount[3] = {2, 1, 2};
@@ -469,19 +486,6 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
           }
         }
   });
-  // Tile rows per item: the fewest computed GEMM columns (a tail of up to 16 runs as a half
-  // tile), V and M of an item (25 C + 9 K floats per tile) within about 1.25 MiB.
-  auto computed = [&](int64_t t) {
-    return t / NR * NR + (t % NR == 0 ? 0 : t % NR <= 16 ? 16 : NR);
-  };
-  int64_t tr = 1;
-  double best = -1.0;
-  for (int64_t r = 1; r <= TY; ++r) {
-    if (r > 1 && 4 * (25 * s.C + 9 * s.K) * r * TX > 1280 * 1024) break;
-    const int64_t nb = (TY + r - 1) / r, last = TY - (nb - 1) * r;
-    const double cols = double((nb - 1) * computed(r * TX) + computed(last * TX));
-    if (best < 0 || cols < best) best = cols, tr = r;
-  }
   const int64_t nblk = (TY + tr - 1) / tr, Tb = tr * TX;
   thread_local std::vector<int64_t> voff;
   voff.resize(static_cast<size_t>(4 * s.C));
