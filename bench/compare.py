@@ -4,8 +4,9 @@
 Same process, same thread count, interleaved repeats, medians. Per row: the median times, the
 ratio PyTorch / convkit (above 1 means convkit is faster), convkit's GFLOP/s and its share of the
 machine's FP32 matmul peak, measured in the same run. GFLOP/s count the direct method's
-multiply-adds (2*N*K*C*R*S*P*Q per convolution), so layers that convkit runs with Winograd
-transforms (3x3, stride 1, 16+ channels) show an effective rate that can exceed the peak.
+multiply-adds (2*N*K*C*R*S*P*Q per convolution), so layers that convkit runs with fewer
+multiplies (Winograd-style transforms: 3x3 with 16+ channels at stride 1 or 2, 5x5 stride 1 over
+batches of 16+ images) show an effective rate that can exceed the peak.
 
     python bench/compare.py                          # all rows, threads = all cores
     python bench/compare.py --threads 1,2            # the table at 1 and 2 threads + speed-ups

@@ -596,12 +596,15 @@ bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
 // model in multiply-add times per 16 tiles (fitted on this machine): the products, 36 C Kp,
 // plus two per (e, k) for their stores; ~300 C and ~100 K for the transforms and transposes;
 // every group of 16 images paid in full. It must save 15 %. The transformed weights (36 C Kp
-// floats) must stay within L2.
+// floats) must stay within L2, and an item's buffers within 16 MiB.
 bool winograd5_pays(const Conv2dShape& s) {
   if (s.R != 5 || s.S != 5 || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 || s.Q < 2)
     return false;
   const double groups = (s.N + 15) / 16, C = s.C, K = s.K, Kp = round_up(s.K, 8);
   if (C * Kp > 1024) return false;
+  const Wino5Args a{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr,
+                    round_up(s.K, 8), nullptr, nullptr};
+  if (wino5_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for the buffers
   const double wino = groups * (36 * Kp * (C + 2) + 300 * C + 100 * K);
   const double direct = s.N / 16.0 * 100 * C * K / 0.87;
   return wino < 0.85 * direct;
@@ -881,12 +884,14 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
   const bool dx_rows = kt.conv_dx_rows && !dx_direct && s.sh == 1 && s.sw == 1 && s.C <= 4 &&
                        s.S <= 16;
   // Batches of 16+ images, stride 1, few input channels that the GEMM tiles and col2im would
-  // take: images in the lanes (conv_dx_lanes), the groups of 16 three quarters full or more.
+  // take: images in the lanes (conv_dx_lanes), the groups of 16 three quarters full or more,
+  // the transposed dy and dx of a group within 16 MiB.
+  const DxLanesArgs la{w, dy, s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.P, s.Q, s.ph, s.pw, dx, nullptr};
   const bool dx_lanes = dx && kt.conv_dx_lanes && !dx_direct && !dx_rows && s.sh == 1 &&
                         s.sw == 1 && s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) &&
-                        s.K > 0 && PQ > 0;
+                        s.K > 0 && PQ > 0 && dx_lanes_buf_floats(la) <= 4 * 1024 * 1024;
   if (dx_lanes) {
-    const DxLanesArgs a{w, dy, s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.P, s.Q, s.ph, s.pw, dx, nullptr};
+    const DxLanesArgs& a = la;
     parallel_for((s.N + 15) / 16, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t g) {
       DxLanesArgs ag = a;
       ag.buf = scratch(6, dx_lanes_buf_floats(a));
