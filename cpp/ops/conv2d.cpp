@@ -330,6 +330,45 @@ void direct_forward(float* y, const float* x, const float* apack, const float* b
   });
 }
 
+// The GEMMs of a Winograd-style item: M_e (K x nt, rows Tb apart, at m + e * K * Tb) = U_e V_e
+// for e < ne, where U_e is packed in MR-row panels at up + Kp * base[e] (depth[e] columns) and
+// V_e's rows are Tb apart from v + base[e] * Tb (voff[i] = i * Tb).
+void winograd_gemms(float* m, const float* up, const float* v, const int64_t* base,
+                    const int64_t* depth, int ne, int64_t K, int64_t Tb, int64_t nt,
+                    const int64_t* voff) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t Kp = round_up(K, MR);
+  for (int e = 0; e < ne; ++e) {
+    const int64_t kcmax = gemm_kc(depth[e]);
+    for (int64_t pc = 0; pc < depth[e]; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, depth[e] - pc);
+      for (int64_t jr = 0; jr < nt; jr += NR)
+        for (int64_t ir = 0; ir < K; ir += MR)
+          kt.gemm_direct(kc, up + Kp * base[e] + ir * depth[e] + pc * MR, v + base[e] * Tb + jr,
+                         voff + pc, m + (e * K + ir) * Tb + jr, Tb,
+                         static_cast<int>(std::min<int64_t>(MR, K - ir)),
+                         static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
+    }
+  }
+}
+
+// Output transform of tile rows [ty0, ty1) of image n by `out_row` (KernelTable::wino_out_row
+// or wino_s2_out_row) from M (e stride K * Tb); false if an output is NaN or infinite.
+bool winograd_out_rows(bool (*out_row)(float*, float*, const float*, int64_t, int64_t, int64_t,
+                                       float),
+                       float* y, const float* m, const float* b, const Conv2dShape& s, int64_t n,
+                       int64_t ty0, int64_t ty1, int64_t TX, int64_t Tb) {
+  bool ok = true;
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t ty = ty0; ty < ty1; ++ty) {
+      float* yr = y + ((n * s.K + k) * s.P + 2 * ty) * s.Q;
+      ok &= out_row(yr, 2 * ty + 1 < s.P ? yr + s.Q : nullptr, m + k * Tb + (ty - ty0) * TX,
+                    s.K * Tb, TX, s.Q, b ? b[k] : 0.f);
+    }
+  return ok;
+}
+
 // 3x3, stride 1, enough channels: Winograd F(2x2, 3x3). Each 2x2 block of outputs (a tile)
 // comes from a 4x4 input patch d as A^T [(G g G^T) . (B^T d B)] A, so the 36 multiplies per
 // (tile, c, k) of the direct form become 16, done as 16 GEMMs (K x C by C x tiles), one per
@@ -343,7 +382,7 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
                       const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
   const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
-  const int MR = kt.mr, NR = kt.nr;
+  const int MR = kt.mr;
   // U[e] = G g G^T for every (k, c), then packed into MR-row panels per e
   const int64_t Kp = round_up(s.K, MR);
   float* ut = scratch(7, 16 * s.K * s.C);  // not 5: the input-gradient path passes w from there
@@ -377,7 +416,8 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
   voff.resize(static_cast<size_t>(s.C));
   for (int64_t c = 0; c < s.C; ++c) voff[c] = c * Tb;
   const int64_t* voffp = voff.data();
-  const int64_t kcmax = gemm_kc(s.C);
+  int64_t base[16], depth[16];  // the 16 GEMMs: U_e at up + Kp * e * C, depth C each
+  for (int e = 0; e < 16; ++e) base[e] = e * s.C, depth[e] = s.C;
   std::atomic<bool> finite{true};
   parallel_for(s.N * nblk, 2.0 * s.N * s.K * s.C * 9 * PQ, [&](int64_t item) {
     const int64_t n = item / nblk, ty0 = item % nblk * tr, ty1 = std::min(TY, ty0 + tr);
@@ -396,24 +436,8 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
         kt.wino_in_row(v + c * Tb + (ty - ty0) * TX, s.C * Tb, r4, TX);
       }
     }
-    for (int64_t e = 0; e < 16; ++e)
-      for (int64_t pc = 0; pc < s.C; pc += kcmax) {
-        const int64_t kc = std::min(kcmax, s.C - pc);
-        for (int64_t jr = 0; jr < nt; jr += NR)
-          for (int64_t ir = 0; ir < s.K; ir += MR)
-            kt.gemm_direct(kc, up + e * Kp * s.C + ir * s.C + pc * MR, v + e * s.C * Tb + jr,
-                           voffp + pc, m + e * s.K * Tb + ir * Tb + jr, Tb,
-                           static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
-                           static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
-      }
-    bool ok = true;
-    for (int64_t k = 0; k < s.K; ++k)
-      for (int64_t ty = ty0; ty < ty1; ++ty) {
-        float* yr = y + (n * s.K + k) * PQ + 2 * ty * s.Q;
-        ok &= kt.wino_out_row(yr, 2 * ty + 1 < s.P ? yr + s.Q : nullptr,
-                              m + k * Tb + (ty - ty0) * TX, s.K * Tb, TX, s.Q, b ? b[k] : 0.f);
-      }
-    if (!ok) finite = false;
+    winograd_gemms(m, up, v, base, depth, 16, s.K, Tb, nt, voffp);
+    if (!winograd_out_rows(kt.wino_out_row, y, m, b, s, n, ty0, ty1, TX, Tb)) finite = false;
   });
   return finite;
 }
@@ -516,26 +540,8 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
         for (float*& d : dst) d += TX;
       }
     }
-    for (int e = 0; e < 9; ++e) {
-      const int64_t kcmax = gemm_kc(depth[e]);
-      for (int64_t pc = 0; pc < depth[e]; pc += kcmax) {
-        const int64_t kc = std::min(kcmax, depth[e] - pc);
-        for (int64_t jr = 0; jr < nt; jr += NR)
-          for (int64_t ir = 0; ir < s.K; ir += MR)
-            kt.gemm_direct(kc, up + Kp * ebase[e] + ir * depth[e] + pc * MR,
-                           v + ebase[e] * Tb + jr, voffp + pc, m + (e * s.K + ir) * Tb + jr, Tb,
-                           static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
-                           static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
-      }
-    }
-    bool ok = true;
-    for (int64_t k = 0; k < s.K; ++k)
-      for (int64_t ty = ty0; ty < ty1; ++ty) {
-        float* yr = y + (n * s.K + k) * PQ + 2 * ty * s.Q;
-        ok &= kt.wino_s2_out_row(yr, 2 * ty + 1 < s.P ? yr + s.Q : nullptr,
-                                 m + k * Tb + (ty - ty0) * TX, s.K * Tb, TX, s.Q, b ? b[k] : 0.f);
-      }
-    if (!ok) finite = false;
+    winograd_gemms(m, up, v, ebase, depth, 9, s.K, Tb, nt, voffp);
+    if (!winograd_out_rows(kt.wino_s2_out_row, y, m, b, s, n, ty0, ty1, TX, Tb)) finite = false;
   });
   return finite;
 }
