@@ -6,9 +6,24 @@ CPU supports); ``convkit.functional`` is the documented function API, and ``nn``
 """
 from __future__ import annotations
 
+import os as _os
+
 import numpy as _np
 
-from . import _core
+# OpenMP worker threads that spin for long between parallel regions (libgomp's default is
+# 300,000 spins) made whole training runs twice as slow on a shared 2-vCPU virtual machine, for
+# minutes at a time; 10,000 spins kept the quiet-machine speed and held the slow spells to ~1.3x
+# (bench/RESULTS.md). libgomp reads GOMP_SPINCOUNT when it is loaded, with _core: set it for that
+# moment only, unless the user has set it, so that other libraries' OpenMP runtimes loaded later
+# keep their own defaults.
+_spin_was_set = "GOMP_SPINCOUNT" in _os.environ
+if not _spin_was_set:
+    _os.environ["GOMP_SPINCOUNT"] = "10000"
+try:
+    from . import _core
+finally:
+    if not _spin_was_set:
+        del _os.environ["GOMP_SPINCOUNT"]
 
 __version__ = "0.1.0"
 
