@@ -143,6 +143,26 @@ def test_isa_env_var_forces_lower_path(tmp_path):
         assert out == name
 
 
+def test_openmp_spin_count_is_set_while_loading_then_restored():
+    # convkit's libgomp reads GOMP_SPINCOUNT=10000 when it loads (unless the user set it), and the
+    # variable is not left behind for other libraries' OpenMP runtimes.
+    import os
+    import subprocess
+    import sys
+    code = "import os, convkit; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env["OMP_DISPLAY_ENV"] = "VERBOSE"
+    for given, read in ((None, "10000"), ("12345", "12345")):
+        if given:
+            env["GOMP_SPINCOUNT"] = given
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().splitlines()[-1] == str(given)
+        if _core.have_openmp() and "GOMP_" in out.stderr:  # libgomp prints what it read
+            assert f"GOMP_SPINCOUNT = '{read}'" in out.stderr
+
+
 @pytest.mark.parametrize("shape", [
     SHAPES[3], SHAPES[11], (16, 8, 12, 12, 12, (3, 3), (1, 1), (1, 1)),
     (12, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2)),     # few input channels: dx by rows
