@@ -213,9 +213,11 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
 
 // Convolution on a "wide" grid of positions j' = p * Wq + q, where row (c, r, t) of the implicit
 // im2col is a contiguous run base + off(c, r, t) + j' that the micro-kernel reads in place (no
-// im2col at all). Columns q >= Q of the wide grid are computed and dropped when the tile is
-// copied out; when Wq == Q the wide grid is the output and tiles land in y directly. When the
-// dropped columns would waste more than tiles kept within each output row, tiles go by row.
+// im2col at all). Columns q >= Q of the wide grid are computed and dropped: the ISA's
+// compacting store (gemm_direct_wide) writes the rest straight into y, else tiles go to a
+// buffer that is copied out; when Wq == Q the wide grid is the output and tiles land in y
+// directly. When the dropped columns would waste more than tiles kept within each output row,
+// tiles go by row.
 //   Stride 1: the zero-padded input itself, Wq = Wp = W + 2pw, off = c*plane + r*Wp + t. Each
 //   item pads just the input rows it reads into its own buffer (hot in cache when the kernel
 //   reads it); without padding the kernel reads x itself.
