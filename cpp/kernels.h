@@ -43,8 +43,10 @@ struct Col2imArgs {
 };
 
 // Operands of KernelTable::wino5_item: x (N, C, H, W) and y (N, K, P, Q) whole; u the
-// transformed weights in blocks of 8 output channels, u[((e * Kp + k / 8 * 8) * C + c * 8) +
-// k % 8] = (G g_kc G^T)[e] for e < 36 (zero for k >= K, Kp a multiple of 8); bias K values or null; buf at least wino5_buf_floats(...) floats.
+// transformed weights in blocks of 8 output channels,
+//   u[((e * Kp + k / 8 * 8) * C + c * 8) + k % 8] = (G g_kc G^T)[e]   for e < 36
+// (zero for k >= K, Kp a multiple of 8); bias K values or null; buf at least
+// wino5_buf_floats(...) floats.
 struct Wino5Args {
   const float* x;
   float* y;
