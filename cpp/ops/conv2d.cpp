@@ -590,7 +590,7 @@ bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
   while (tr > 1 && 4 * wino5_buf_floats(a, tr) > 512 * 1024) tr = (tr + 1) / 2;
   const int64_t nblk = (TY + tr - 1) / tr, groups = (s.N + 15) / 16;
   std::atomic<bool> finite{true};
-  parallel_for(groups * nblk, 2.0 * s.N * s.K * CRS * s.P * s.Q * 0.5, [&](int64_t item) {
+  parallel_for(groups * nblk, 1.0 * s.N * s.K * CRS * s.P * s.Q, [&](int64_t item) {
     Wino5Args ai = a;
     ai.buf = scratch(6, wino5_buf_floats(a, tr));
     const int64_t ty0 = item % nblk * tr;
@@ -608,12 +608,13 @@ bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
 bool winograd5_pays(const Conv2dShape& s) {
   if (s.R != 5 || s.S != 5 || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 || s.Q < 2)
     return false;
-  const double groups = (s.N + 15) / 16, C = s.C, K = s.K, Kp = round_up(s.K, 8);
-  if (C * Kp > 1024) return false;
+  const int64_t Kp = round_up(s.K, 8);
+  if (s.C * Kp > 1024) return false;
   const Wino5Args a{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr,
-                    round_up(s.K, 8), nullptr, nullptr};
+                    Kp, nullptr, nullptr};
   if (wino5_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for the buffers
-  const double wino = groups * (36 * Kp * (C + 2) + 300 * C + 100 * K);
+  const double groups = (s.N + 15) / 16, C = s.C, K = s.K;
+  const double wino = groups * (36.0 * Kp * (C + 2) + 300 * C + 100 * K);
   const double direct = s.N / 16.0 * 100 * C * K / 0.87;
   return wino < 0.85 * direct;
 }
