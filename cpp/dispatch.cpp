@@ -124,10 +124,9 @@ const char* compiler_id() {
 #endif
 }
 
-float* scratch(int slot, int64_t count) {
-  // One set of buffers per thread; slots let one op hold several at once.
-  thread_local std::vector<float> bufs[8];
-  std::vector<float>& b = bufs[slot];
+float* scratch(Buf buf, int64_t count) {
+  thread_local std::vector<float> bufs[static_cast<int>(Buf::count_)];
+  std::vector<float>& b = bufs[static_cast<int>(buf)];
   if (static_cast<int64_t>(b.size()) < count) b.resize(static_cast<size_t>(count));
   return b.data();
 }

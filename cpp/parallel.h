@@ -47,11 +47,27 @@ void parallel_for(int64_t n, double work, F&& fn) {
   for (int64_t i = 0; i < n; ++i) fn(i);
 }
 
-// Work buffers reused across calls, one set per thread (grown on demand, so a pointer is good
-// only until the next request of the same slot). Slots 0-1 belong to gemm_st; ops use 1, 2 and 6
-// for per-item buffers and 3, 4, 5 and 7 for per-call operands. An op that calls another (the
-// input gradient of conv2d runs a forward convolution) must not hand it a pointer into a slot
-// the callee requests (conv2d's callee leaves 4 and 5 alone).
-float* scratch(int slot, int64_t count);
+// Per-thread work buffers reused across calls (grown on demand). Each belongs to the one
+// function named beside it, which may hold it for the length of one call; a pointer is good only
+// until that owner asks for the same buffer again. No owner calls another owner of the same
+// buffer while it holds it, so two live uses never meet.
+enum class Buf : int {
+  gemm_a, gemm_b,               // gemm_st and gemm (gemm.cpp): packed panels of one block
+  gemm_a_full, gemm_b_full,     // gemm (gemm.cpp): operands packed once for the whole product
+  loss_row,                     // cross_entropy (loss.cpp): one row of exponentials
+  softmax_rows,                 // softmax forward and backward (softmax.cpp)
+  direct_weights, direct_rows, direct_tiles,  // conv::direct_forward
+  kvec_weights, kvec_rows,                    // conv::kvec_forward
+  wino_weights, wino_weights_t, wino_rows, wino_v, wino_m,  // the Winograd-style forwards
+  im2col_weights, im2col_panels,              // conv::im2col_gemm_forward
+  dx_weights,      // the input-gradient paths' rearranged weights (dx_transposed_conv hands
+                   // them to the forward convolution, which never uses this buffer)
+  dx_weights_packed, dx_cols, dx_lanes_buf,   // conv::dx_gemm_col2im, conv::dx_lanes
+  padded_input,    // conv::padded_input and the phase-split input of conv::dw_dot
+  dw_dy, dw_partials, dw_gemm_a, dw_gemm_b,   // the weight-gradient paths
+  rows_in, rows_acc,                          // the conv::rows_* paths
+  count_
+};
+float* scratch(Buf buf, int64_t count);
 
 }  // namespace convkit

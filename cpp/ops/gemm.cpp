@@ -101,8 +101,8 @@ void gemm_st(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, in
   }
   const int64_t kcmax = gemm_kc(K);
   const int64_t mc_max = kMcPanels * MR, nc_max = kNcPanels * NR;
-  float* bpack = scratch(0, kcmax * nc_max);
-  float* apack = scratch(1, kcmax * mc_max);
+  float* bpack = scratch(Buf::gemm_b, kcmax * nc_max);
+  float* apack = scratch(Buf::gemm_a, kcmax * mc_max);
 
   for (int64_t jc = 0; jc < N; jc += nc_max) {
     const int64_t nc = std::min(nc_max, N - jc);
@@ -151,8 +151,8 @@ void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64
     const int64_t bw = (ct + cb - 1) / cb * NR, bh = (rt + rb - 1) / rb * MR;
     cb = (N + bw - 1) / bw;
     rb = (M + bh - 1) / bh;
-    float* apack = scratch(3, rt * MR * K);
-    float* bpack = scratch(4, ct * NR * K);
+    float* apack = scratch(Buf::gemm_a_full, rt * MR * K);
+    float* bpack = scratch(Buf::gemm_b_full, ct * NR * K);
     parallel_for(rt + ct, 1.0 * (M + N) * K, [&](int64_t p) {
       if (p < rt)
         pack_a(apack + p * MR * K, A, p * MR, std::min<int64_t>(MR, M - p * MR), 0, K, MR);
@@ -174,13 +174,13 @@ void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64
   const int64_t bw = (ct + cb - 1) / cb * NR, bh = (rt + rb - 1) / rb * MR;
   cb = (N + bw - 1) / bw;
   rb = (M + bh - 1) / bh;
-  float* apack = scratch(3, round_up(M, MR) * K);
+  float* apack = scratch(Buf::gemm_a_full, round_up(M, MR) * K);
   pack_a(apack, A, 0, M, 0, K, MR);
   const int64_t kcmax = gemm_kc(K);
   parallel_for(cb * rb, 2.0 * M * N * K, [&](int64_t item) {
     const int64_t i0 = (item / cb) * bh, j0 = (item % cb) * bw;
     const int64_t m = std::min(bh, M - i0), n = std::min(bw, N - j0);
-    float* bpack = scratch(0, kcmax * round_up(n, NR));
+    float* bpack = scratch(Buf::gemm_b, kcmax * round_up(n, NR));
     for (int64_t pc = 0; pc < K; pc += kcmax) {
       const int64_t kc = std::min(kcmax, K - pc);
       const bool acc = accumulate || pc > 0;

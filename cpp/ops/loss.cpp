@@ -43,7 +43,7 @@ double cross_entropy_forward(const float* logits, const int64_t* labels, int64_t
   const int64_t nb = (N + 63) / 64;
   std::vector<double> part(static_cast<size_t>(nb), 0.0);
   parallel_for(nb, 20.0 * N * K, [&](int64_t b) {
-    float* tmp = scratch(0, K);
+    float* tmp = scratch(Buf::loss_row, K);
     double acc = 0.0;
     for (int64_t n = b * 64, e = std::min(N, n + 64); n < e; ++n) {
       const float* row = logits + n * K;

@@ -69,7 +69,7 @@ void softmax_forward(float* y, const float* x, int64_t outer, int64_t L, int64_t
     if (inner == 1) {
       row_forward(yr, xr, L, log);
     } else {
-      float* buf = scratch(0, 2 * L);
+      float* buf = scratch(Buf::softmax_rows, 2 * L);
       gather(buf, xr, L, inner);
       row_forward(buf + L, buf, L, log);
       scatter(yr, buf + L, L, inner);
@@ -84,10 +84,10 @@ void softmax_backward(float* dx, const float* dy, const float* x, int64_t outer,
     const int64_t o = row / inner, i = row % inner;
     const int64_t off = o * L * inner + i;
     if (inner == 1) {
-      float* tmp = scratch(0, L);
+      float* tmp = scratch(Buf::softmax_rows, L);
       row_backward(dx + off, dy + off, x + off, tmp, L, log);
     } else {
-      float* buf = scratch(0, 4 * L);
+      float* buf = scratch(Buf::softmax_rows, 4 * L);
       gather(buf, x + off, L, inner);
       gather(buf + L, dy + off, L, inner);
       row_backward(buf + 2 * L, buf + L, buf, buf + 3 * L, L, log);

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace convkit {
 
@@ -26,10 +27,12 @@ std::string best_isa();
 // ---- shapes -------------------------------------------------------------------------------
 struct Conv2dShape {
   int64_t N, C, H, W;   // input
-  int64_t K, R, S;      // weight (K, C, R, S)
+  int64_t K, R, S;      // weight (K, C / G, R, S)
   int64_t sh, sw;       // stride
   int64_t ph, pw;       // padding (zeros)
-  int64_t P, Q;         // output: P = (H + 2ph - R) / sh + 1
+  int64_t P, Q;         // output: P = (H + 2ph - dh(R-1) - 1) / sh + 1
+  int64_t dh = 1, dw = 1;  // dilation
+  int64_t G = 1;           // groups: C and K are multiples of G
 };
 // Fills P and Q from the rest.
 void conv2d_out_size(Conv2dShape& s);
@@ -44,11 +47,33 @@ struct Pool2dShape {
 void pool2d_out_size(Pool2dShape& s);
 
 // ---- conv2d -------------------------------------------------------------------------------
-// x (N,C,H,W), w (K,C,R,S), b (K) or null -> y (N,K,P,Q)
+// x (N,C,H,W), w (K,C/G,R,S), b (K) or null -> y (N,K,P,Q)
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
-// dy (N,K,P,Q), x, w -> dx (N,C,H,W) [may be null], dw (K,C,R,S) [may be null], db (K) [may be null]
+// dy (N,K,P,Q), x, w -> dx (N,C,H,W) [may be null], dw (K,C/G,R,S) [may be null], db (K) [may be null]
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, const Conv2dShape& s);
+// The transposed convolution is the input gradient of the convolution `s` describes: x (N,K,P,Q)
+// -> y (N,C,H,W) plus b (C) or null, with w (K, C/G, R, S). P and Q may be below the natural size
+// of s (PyTorch's output_padding).
+void conv_transpose2d_forward(float* y, const float* x, const float* w, const float* b,
+                              const Conv2dShape& s);
+// dy (N,C,H,W) -> dx (N,K,P,Q), dw (K,C/G,R,S), db (C); any output may be null.
+void conv_transpose2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                               const float* w, const Conv2dShape& s);
+
+// The algorithm tables (cpp/ops/conv2d/plan.cpp): one per direction, rows in priority order.
+enum class ConvDir : int { forward = 0, input_grad = 1, weight_grad = 2 };
+// Row names of a table, in priority order.
+std::vector<std::string> conv2d_algorithms(ConvDir d);
+// The row that runs for this shape on the current ISA with finite operands (first row that
+// applies and whose cost model says it pays; a row may still decline at run time).
+std::string conv2d_plan(const Conv2dShape& s, ConvDir d);
+// Whether row `name` can run this shape on the current ISA (throws std::invalid_argument for an
+// unknown name).
+bool conv2d_applies(const Conv2dShape& s, ConvDir d, const std::string& name);
+// Tests and benchmarks: run row `name` whenever it applies, else the plan ("" clears). Throws
+// std::invalid_argument for an unknown name. Process-wide.
+void conv2d_force(ConvDir d, const std::string& name);
 
 // ---- pooling ------------------------------------------------------------------------------
 // x (N,C,H,W) -> y (N,C,P,Q). Max treats padding as -inf; avg counts padding as zeros.

@@ -1,0 +1,129 @@
+// Internals of conv2d shared by its files: the algorithm families (one file each), the helpers
+// they share, and the plan tables (plan.cpp) that choose among them.
+//
+// Every function here is single-call: it writes all of its output, splits its own work over
+// threads with parallel_for, and gives the same bits for any thread count.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "convkit/convkit.h"
+#include "gemm.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace convkit {
+namespace conv {
+
+// Longest reduction the direct forward runs in one pass (its B rows: 128 bytes each per tile).
+constexpr int64_t kDirectMaxKc = 2048;
+
+// parallel_for's work estimate (in flops) per float moved by a copy: a copy is memory-bound, and
+// one float moved costs about as much time as 16 flops of a multiply kernel.
+constexpr double kCopyCost = 16.0;
+
+// Input channels and output channels of one group.
+inline int64_t group_in(const Conv2dShape& s) { return s.C / s.G; }
+inline int64_t group_out(const Conv2dShape& s) { return s.K / s.G; }
+// One group of s as a convolution of its own (C and K per group; the other sizes unchanged).
+inline Conv2dShape group_shape(const Conv2dShape& s) {
+  Conv2dShape g = s;
+  g.C = s.C / s.G;
+  g.K = s.K / s.G;
+  g.G = 1;
+  return g;
+}
+// No groups and no dilation: the shapes the specialised paths were written for.
+inline bool plain(const Conv2dShape& s) { return s.G == 1 && s.dh == 1 && s.dw == 1; }
+
+// For tap (r, t) and output positions j in [j0, j1): calls f(j, q0, q1, h, lo, hi) for each run
+// of one output row p = j / Q, covering q in [q0, q1); h is the input row (may be outside
+// [0, H)), and q in [lo, hi) are the columns whose input column q*sw + t*dw - pw lies inside
+// [0, W).
+template <class F>
+inline void for_each_run(const Conv2dShape& s, int64_t r, int64_t t, int64_t j0, int64_t j1,
+                         F&& f) {
+  const int64_t a = s.pw - t * s.dw, b = s.W - 1 + s.pw - t * s.dw;
+  const int64_t lo_all = a <= 0 ? 0 : (a + s.sw - 1) / s.sw;
+  const int64_t hi_all = b < 0 ? 0 : b / s.sw + 1;
+  int64_t p = j0 / s.Q, q0 = j0 - p * s.Q;  // one division; later runs start at q = 0
+  for (int64_t j = j0; j < j1; ++p, q0 = 0) {
+    const int64_t q1 = std::min(s.Q, q0 + (j1 - j));
+    const int64_t lo = std::min(std::max(lo_all, q0), q1);
+    const int64_t hi = std::min(std::max(hi_all, lo), q1);
+    f(j, q0, q1, p * s.sh - s.ph + r * s.dh, lo, hi);
+    j += q1 - q0;
+  }
+}
+
+// ---- shared helpers (im2col.cpp) -----------------------------------------------------------
+// col rows (c, r, t) of one image's (C, H, W) channels for positions [j0, j1); row k at col + k*ld.
+void im2col(float* col, int64_t ld, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1);
+// The NR-column panels (full CRS depth) of col for positions [j0, j1) of image x.
+void im2col_panels(float* dst, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1,
+                   int NR);
+// dx (nch, H, W) += gcol rows (c, r, t) of positions [j0, j1); row k starts at gcol + k * ld.
+void col2im(float* dx, const float* gcol, int64_t ld, const Conv2dShape& s, int64_t nch,
+            int64_t j0, int64_t j1);
+// Columns per block so that `bytes_per_col` times the width stays near `budget` bytes.
+int64_t block_cols(int64_t bytes_per_col, int64_t budget, int64_t total, int NR);
+// out[e] = parts[0][e] + parts[1][e] + ... in that order (parts are `total` apart)
+void reduce_in_order(float* out, const float* parts, int64_t nparts, int64_t total);
+// Rows h0, h0 + hstep, ... (n of them) of an (H, W) plane split into their sw column phases.
+void split_rows(float* dst, int64_t dstep, int64_t fstride, const float* plane, int64_t H,
+                int64_t W, int64_t h0, int64_t hstep, int64_t n, int64_t pw, int64_t sw,
+                int64_t Wq);
+// Rows h0 .. h0 + nr - 1 of an (H, W) plane, each as pw zeros, the W values, zeros up to Wd.
+void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, int64_t h0,
+              int64_t nr, int64_t pw);
+// x zero-padded to (N, C, H + 2ph, W + 2pw) in the calling thread's Buf::padded_input (x itself
+// when there is no padding).
+const float* padded_input(const float* x, const Conv2dShape& s);
+// NR-column panels of col^T for the weight gradient (positions [j0, j0 + kc), taps [c0, c0 + n)).
+void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, int64_t kc,
+               int64_t c0, int64_t n, int NR);
+// Whether every one of n values is finite.
+bool all_finite(const float* v, int64_t n);
+
+// ---- forward families ----------------------------------------------------------------------
+// Each returns false when it declines at run time (the next applicable row then runs).
+// direct.cpp: implicit im2col read in place; channels in the lanes for narrow outputs.
+bool direct_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+bool kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+// winograd.cpp
+bool winograd_forward(float* y, const float* x, const float* w, const float* b,
+                      const Conv2dShape& s);
+bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
+                         const Conv2dShape& s);
+bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
+                       const Conv2dShape& s);
+bool winograd5_pays(const Conv2dShape& s);
+// gemm.cpp: im2col into packed panels + GEMM, per group; any groups, dilation, stride.
+bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* b,
+                         const Conv2dShape& s);
+// grouped.cpp: per output row, each tap's in-range columns only (padding is never multiplied,
+// so NaN/Inf weights reach exactly the outputs that use them); any shape, built for few
+// channels per group (depthwise).
+bool rows_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+
+// ---- input-gradient families (input_grad.cpp, gemm.cpp, grouped.cpp) ----------------------
+bool dx_transposed_conv(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+bool dx_rows(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+bool dx_lanes(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+bool dx_gemm_col2im(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+bool rows_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+
+// ---- weight-gradient families (weight_grad.cpp, gemm.cpp, grouped.cpp) ---------------------
+bool dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+bool dw_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+bool dw_im2col_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+bool rows_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+
+// The forward convolution through the table without any forced choice (the input-gradient
+// path that runs a forward convolution calls this).
+void forward_planned(float* y, const float* x, const float* w, const float* b,
+                     const Conv2dShape& s);
+
+}  // namespace conv
+}  // namespace convkit

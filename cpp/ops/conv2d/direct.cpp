@@ -1,0 +1,197 @@
+// Direct forward convolution: the implicit im2col read in place from (padded, phase-split)
+// input rows by the GEMM micro-kernel, and the channels-in-lanes tile for narrow outputs.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "ops/conv2d/conv2d_internal.h"
+
+namespace convkit {
+namespace conv {
+// Convolution on a "wide" grid of positions j' = p * Wq + q, where row (c, r, t) of the implicit
+// im2col is a contiguous run base + off(c, r, t) + j' that the micro-kernel reads in place (no
+// im2col at all). Columns q >= Q of the wide grid are computed and dropped: the ISA's
+// compacting store (gemm_direct_wide) writes the rest straight into y, else tiles go to a
+// buffer that is copied out; when Wq == Q the wide grid is the output and tiles land in y
+// directly. When the dropped columns would waste more than tiles kept within each output row,
+// tiles go by row.
+//   Stride 1: the zero-padded input itself, Wq = Wp = W + 2pw, off = c*plane + r*Wp + t. Each
+//   item pads just the input rows it reads into its own buffer (hot in cache when the kernel
+//   reads it); without padding the kernel reads x itself.
+//   Stride (sh, sw): each item splits the input rows it reads into sh row phases and sw column
+//   phases (Wq = ceil(Wp / sw) wide): buffer row l of phase (fr, fc) holds columns fc, fc + sw,
+//   ... of input row hbase + l * sh + fr (hbase = p0 * sh - ph). Tap (r, t) of output row
+//   p0 + pl then sits in phase (r % sh, t % sw) at row pl + r / sh, column q + t / sw: rows and
+//   columns adjacent again, and each input row copied once.
+bool direct_forward(float* y, const float* x, const float* w, const float* b,
+                    const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  float* apack = scratch(Buf::direct_weights, round_up(s.K, kt.mr) * s.C * s.R * s.S);
+  pack_a(apack, MatView{w, s.C * s.R * s.S, 1}, 0, s.K, 0, s.C * s.R * s.S, kt.mr);
+  const bool unit = s.sh == 1 && s.sw == 1;
+  const int64_t Wp = s.W + 2 * s.pw, Wq = (Wp + s.sw - 1) / s.sw;
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
+  // Output rows per item: the wide tile buffer K x rows x Wq stays near 256 KiB, and there are
+  // enough items for the threads.
+  int64_t rows = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(s.K * Wq, 1));
+  if (!unit)  // and the phase-split input rows near 512 KiB
+    rows = std::min(rows, std::max<int64_t>(1, (128 * 1024) / (s.C * s.sh * s.sw * Wq) - (s.R - 1) / s.sh));
+  const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
+  rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
+  const int64_t nblk = (s.P + rows - 1) / rows;
+  rows = (s.P + nblk - 1) / nblk;  // blocks as even as they come
+  const bool own = !unit || s.ph || s.pw;  // items build their own input buffer
+  // floats per input channel in the buffer the kernel reads
+  const int64_t L = rows + (s.R - 1) / s.sh;  // buffer rows per phase (strided)
+  const int64_t plane = !unit ? s.sh * s.sw * L * Wq : own ? (rows + s.R - 1) * Wp : s.H * s.W;
+  thread_local std::vector<int64_t> off;
+  off.resize(static_cast<size_t>(CRS));
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t)
+        off[(c * s.R + r) * s.S + t] =
+            unit ? c * plane + r * Wp + t
+                 : c * plane + ((r % s.sh) * s.sw + t % s.sw) * L * Wq + (r / s.sh) * Wq + t / s.sw;
+  const int64_t* offp = off.data();
+
+  const bool exact = Wq == s.Q;
+  // One pass over the reduction while a tile's B rows stay L2-sized (measured 5 % faster than
+  // 256-deep passes on 7x7 layers: no C reloads), else the GEMM's blocks.
+  const int64_t kcmax = CRS <= kDirectMaxKc ? CRS : gemm_kc(CRS);
+  const int MR = kt.mr, NR = kt.nr;
+  // Tiles along the wide grid waste its Wq - Q dropped columns and need a copy-out; tiles kept
+  // within one output row waste the part of the last tile past Q but store into y directly.
+  // Take whichever computes fewer useless columns (the copy-out counted as 3 %).
+  // With a compacting store (one pass over the reduction) the wide tiles go straight into y.
+  const bool compact = !exact && kt.gemm_direct_wide && kcmax == CRS;
+  const int64_t width_max = (rows - 1) * Wq + s.Q;
+  const double eff_wide =
+      1.0 * rows * s.Q / round_up(width_max, NR) * (exact || compact ? 1.0 : 0.97);
+  const double eff_row = 1.0 * s.Q / round_up(s.Q, NR);
+  const bool by_row = !exact && eff_row >= eff_wide;
+  parallel_for(s.N * nblk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+    const int64_t n = item / nblk, p0 = (item % nblk) * rows, p1 = std::min(s.P, p0 + rows);
+    const float* xn = x + n * s.C * s.H * s.W;
+    const float* base = xn + p0 * Wp;
+    if (own) {
+      float* buf = scratch(Buf::direct_rows, s.C * plane);
+      if (unit) {  // input rows p0 - ph .. p1 - 1 + R - 1 - ph, zero outside the image
+        for (int64_t c = 0; c < s.C; ++c)
+          pad_rows(buf + c * plane, Wp, xn + c * s.H * s.W, s.H, s.W, p0 - s.ph,
+                   p1 - p0 + s.R - 1, s.pw);
+      } else {  // input rows hbase .. into their (row, column) phases
+        const int64_t hbase = p0 * s.sh - s.ph, nrows = (p1 - p0 - 1) * s.sh + s.R;
+        for (int64_t c = 0; c < s.C; ++c)
+          for (int64_t fr = 0; fr < std::min(s.sh, nrows); ++fr)  // input rows hbase + fr + l*sh
+            split_rows(buf + c * plane + fr * s.sw * L * Wq, Wq, L * Wq, xn + c * s.H * s.W, s.H,
+                       s.W, hbase + fr, s.sh, (nrows - fr + s.sh - 1) / s.sh, s.pw, s.sw, Wq);
+      }
+      base = buf;
+    }
+    const int64_t width = (p1 - p0 - 1) * Wq + s.Q;
+    float* yn = y + n * s.K * PQ;
+    // one NR-wide tile of the grid: columns [jr, jr + nr) of buffer `base`, output tile c
+    auto tile = [&](int64_t pc, int64_t kc, int64_t jr, int nr, float* c, int64_t ldc) {
+      for (int64_t ir = 0; ir < s.K; ir += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, s.K - ir));
+        kt.gemm_direct(kc, apack + ir * CRS + pc * MR, base + jr, offp + pc, c + ir * ldc, ldc,
+                       mr, nr, pc > 0, (pc == 0 && b) ? b + ir : nullptr);
+      }
+    };
+    if (by_row) {  // tiles within one output row, stored straight into y
+      for (int64_t pc = 0; pc < CRS; pc += kcmax) {
+        const int64_t kc = std::min(kcmax, CRS - pc);
+        for (int64_t p = p0; p < p1; ++p)
+          for (int64_t q0 = 0; q0 < s.Q; q0 += NR)
+            tile(pc, kc, (p - p0) * Wq + q0, static_cast<int>(std::min<int64_t>(NR, s.Q - q0)),
+                 yn + p * s.Q + q0, PQ);
+      }
+      return;
+    }
+    if (compact) {
+      for (int64_t jr = 0; jr < width; jr += NR)
+        for (int64_t ir = 0; ir < s.K; ir += MR)
+          kt.gemm_direct_wide(CRS, apack + ir * CRS, base + jr, offp, yn + ir * PQ + p0 * s.Q, PQ,
+                              static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
+                              static_cast<int>(std::min<int64_t>(NR, width - jr)),
+                              b ? b + ir : nullptr, jr, Wq, s.Q);
+      return;
+    }
+    const int64_t ldc = exact ? PQ : width;
+    float* cw = exact ? yn + p0 * s.Q : scratch(Buf::direct_tiles, s.K * width);
+    for (int64_t pc = 0; pc < CRS; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, CRS - pc);
+      for (int64_t jr = 0; jr < width; jr += NR)
+        tile(pc, kc, jr, static_cast<int>(std::min<int64_t>(NR, width - jr)), cw + jr, ldc);
+    }
+    if (!exact)
+      for (int64_t k = 0; k < s.K; ++k)
+        kt.phase_split_rows(yn + k * PQ + p0 * s.Q, s.Q, 0, cw + k * width, Wq, p1 - p0, s.Q, 0,
+                            1, s.Q);
+  });
+  return true;
+}
+
+// The GEMMs of a Winograd-style item: M_e (K x nt, rows Tb apart, at m + e * K * Tb) = U_e V_e
+// for e < ne, where U_e is packed in MR-row panels at up + Kp * base[e] (depth[e] columns) and
+// Stride-1 convolution of narrow images (few output columns: lanes along a row would mostly
+// idle) with the ISA's channel-vectorised tile: 16 output channels in the lanes, two output rows
+// of up to 12 positions per tile. Items: (image, block of 16 output channels).
+bool kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, RS = s.R * s.S;
+  const int64_t kblocks = (s.K + 15) / 16;
+  // weights as [block][crs][16], zero-padded past K
+  float* wp = scratch(Buf::kvec_weights, kblocks * CRS * 16);
+  for (int64_t kb = 0; kb < kblocks; ++kb)
+    for (int64_t k = 0; k < CRS; ++k)
+      for (int64_t kk = 0; kk < 16; ++kk) {
+        const int64_t ko = kb * 16 + kk;
+        wp[(kb * CRS + k) * 16 + kk] = ko < s.K ? w[ko * CRS + k] : 0.f;
+      }
+  thread_local std::vector<int64_t> off;
+  off.resize(static_cast<size_t>(CRS));
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t i = 0; i < RS; ++i) off[c * RS + i] = c * plane + (i / s.S) * Wp + i % s.S;
+  const int64_t* offp = off.data();
+  const auto kern = g_kernels->conv_kvec;
+  const int64_t slack = 2 * Wp + 16, img = s.C * s.H * s.W;
+  parallel_for(s.N * kblocks, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+    const int64_t n = item / kblocks, kb = item % kblocks;
+    // The tiles read up to a row and 16 floats past the image (into lanes never stored). Without
+    // padding, an image followed by that much of x is read in place; else it is copied,
+    // zero-padded, with the slack.
+    const float* buf = x + n * img;
+    if (s.ph || s.pw || (s.N - 1 - n) * img < slack) {
+      float* b = scratch(Buf::kvec_rows, s.C * plane + slack);
+      for (int64_t c = 0; c < s.C; ++c)
+        pad_rows(b + c * plane, Wp, x + (n * s.C + c) * s.H * s.W, s.H, s.W, -s.ph, Hp, s.pw);
+      std::fill(b + s.C * plane, b + s.C * plane + slack, 0.f);
+      buf = b;
+    }
+    const int nk = static_cast<int>(std::min<int64_t>(16, s.K - kb * 16));
+    float* yk = y + (n * s.K + kb * 16) * PQ;
+    const float* bk = b ? b + kb * 16 : nullptr;
+    for (int64_t p = 0; p < s.P; p += 2)
+      for (int64_t q = 0; q < s.Q; q += 12) {
+        const int nq = static_cast<int>(std::min<int64_t>(12, s.Q - q));
+        kern(yk + p * s.Q + q, PQ, s.Q, buf + p * Wp + q, Wp, offp, CRS, wp + kb * CRS * 16, bk,
+             nq, nk, p + 1 < s.P);
+      }
+  });
+  return true;
+}
+
+// Weight gradient as dot products of dy rows with input rows (KernelTable::conv_dw_tile), in
+// tiles of kt output channels x tg taps (c, r, t) taken in weight order. The input rows are read
+// in place from the zero-padded image (unit stride) or from a copy split into row and column
+// phases, so that a tap's columns step by 1 and its rows by Wq. When rows are a vector or more
+// and Wq is below Q rounded up to a vector (on narrower rows the long runs measured slower),
+// each image's positions are one run over the wide grid p * Wq + q, with dy copied into rows
+// of Wq (zeros in the Wq - Q extra columns): fewer partial vectors. The extra columns multiply
+// input values by zero; should the result come out non-finite (an Inf in x), it is recomputed
+// without them, so that Inf and NaN spread exactly as in the definition. Images go in fixed
+// chunks whose dy rows fit in L2 (by shape only); each item reduces its chunk in one fixed
+}  // namespace conv
+}  // namespace convkit

@@ -1,0 +1,176 @@
+// Shared pieces of the conv2d paths: im2col and col2im, padded and phase-split input rows, the
+// in-order reduction of per-chunk partial sums.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "ops/conv2d/conv2d_internal.h"
+
+namespace convkit {
+namespace conv {
+// col rows (c, r, t) for positions [j0, j1) of image x (C, H, W); row k starts at col + k * ld
+void im2col(float* col, int64_t ld, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1) {
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t) {
+        float* dst = col + ((c * s.R + r) * s.S + t) * ld - j0;
+        const float* plane = x + c * s.H * s.W;
+        for_each_run(s, r, t, j0, j1, [&](int64_t j, int64_t q0, int64_t q1, int64_t h,
+                                          int64_t lo, int64_t hi) {
+          float* d = dst + j - q0;  // d[q] is position (p, q)
+          if (h < 0 || h >= s.H) {
+            std::fill(d + q0, d + q1, 0.f);
+            return;
+          }
+          const float* src = plane + h * s.W + t * s.dw - s.pw;  // src[q * sw]: input (h, q*sw + t*dw - pw)
+          std::fill(d + q0, d + lo, 0.f);
+          if (s.sw == 1)
+            std::memcpy(d + lo, src + lo, sizeof(float) * (hi - lo));
+          else
+            for (int64_t q = lo; q < hi; ++q) d[q] = src[q * s.sw];
+          std::fill(d + hi, d + q1, 0.f);
+        });
+      }
+}
+
+// The NR-column panels (full CRS depth) of col for positions [j0, j1) of image x.
+void im2col_panels(float* dst, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1,
+                   int NR) {
+  const int64_t CRS = s.C * s.R * s.S;
+  for (int64_t pj = j0; pj < j1; pj += NR, dst += CRS * NR) {
+    const int64_t pe = std::min<int64_t>(j1, pj + NR);
+    im2col(dst, NR, x, s, pj, pe);
+    if (pe - pj < NR)
+      for (int64_t k = 0; k < CRS; ++k) std::fill(dst + k * NR + (pe - pj), dst + (k + 1) * NR, 0.f);
+  }
+}
+
+// dx (nch, H, W) += gcol rows (c, r, t) of positions [j0, j1); row k starts at gcol + k * ld.
+// (The whole image at once goes through KernelTable::col2im_plane instead, which overwrites.)
+void col2im(float* dx, const float* gcol, int64_t ld, const Conv2dShape& s, int64_t nch,
+            int64_t j0, int64_t j1) {
+  for (int64_t c = 0; c < nch; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t) {
+        const float* src = gcol + ((c * s.R + r) * s.S + t) * ld - j0;
+        float* plane = dx + c * s.H * s.W;
+        for_each_run(s, r, t, j0, j1, [&](int64_t j, int64_t q0, int64_t, int64_t h, int64_t lo,
+                                          int64_t hi) {
+          if (h < 0 || h >= s.H) return;
+          const float* g = src + j - q0;
+          float* d = plane + h * s.W + t * s.dw - s.pw;
+          if (s.sw == 1)
+            for (int64_t q = lo; q < hi; ++q) d[q] += g[q];
+          else
+            for (int64_t q = lo; q < hi; ++q) d[q * s.sw] += g[q];
+        });
+      }
+}
+
+// Columns per block so that `bytes_per_col` times the width stays near `budget` bytes.
+int64_t block_cols(int64_t bytes_per_col, int64_t budget, int64_t total, int NR) {
+  int64_t w = budget / std::max<int64_t>(bytes_per_col, 1);
+  w = std::max<int64_t>(NR, w / NR * NR);
+  return std::min(w, total);
+}
+
+// out[e] = parts[0][e] + parts[1][e] + ... in that order (parts are `total` apart)
+void reduce_in_order(float* out, const float* parts, int64_t nparts, int64_t total) {
+  const int64_t blk = 4096;
+  parallel_for((total + blk - 1) / blk, 4.0 * total * nparts, [&](int64_t bi) {
+    const int64_t e0 = bi * blk, e1 = std::min(total, e0 + blk);
+    for (int64_t e = e0; e < e1; ++e) {
+      float a = parts[e];
+      for (int64_t i = 1; i < nparts; ++i) a += parts[i * total + e];
+      out[e] = a;
+    }
+  });
+}
+
+// Rows h0, h0 + hstep, ... (n of them) of an (H, W) plane split into their sw column phases
+// (KernelTable::phase_split_rows): row i at dst + i * dstep, phase f at + f * fstride; rows
+// outside [0, H) all zeros.
+void split_rows(float* dst, int64_t dstep, int64_t fstride, const float* plane, int64_t H,
+                int64_t W, int64_t h0, int64_t hstep, int64_t n, int64_t pw, int64_t sw,
+                int64_t Wq) {
+  const auto split = g_kernels->phase_split_rows;
+  const int64_t a = h0 >= 0 ? 0 : std::min(n, (-h0 + hstep - 1) / hstep);   // first inside
+  const int64_t b = std::max(a, H <= h0 ? a : std::min(n, (H - h0 + hstep - 1) / hstep));
+  split(dst, dstep, fstride, nullptr, 0, a, W, pw, sw, Wq);
+  split(dst + a * dstep, dstep, fstride, plane + (h0 + a * hstep) * W, hstep * W, b - a, W, pw,
+        sw, Wq);
+  split(dst + b * dstep, dstep, fstride, nullptr, 0, n - b, W, pw, sw, Wq);
+}
+
+// Rows h0 .. h0 + nr - 1 of an (H, W) plane into dst, Wd floats apart: each row as pw zeros,
+// the W values, zeros up to Wd; rows outside [0, H) all zeros.
+void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, int64_t h0,
+              int64_t nr, int64_t pw) {
+  split_rows(dst, Wd, 0, plane, H, W, h0, 1, nr, pw, 1, Wd);
+}
+
+// x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4 (x itself when there is no padding).
+const float* padded_input(const float* x, const Conv2dShape& s) {
+  if (!s.ph && !s.pw) return x;
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  float* buf = scratch(Buf::padded_input, s.N * s.C * plane);
+  parallel_for(s.N * s.C, kCopyCost * s.N * s.C * plane, [&](int64_t i) {
+    pad_rows(buf + i * plane, Wp, x + i * s.H * s.W, s.H, s.W, -s.ph, Hp, s.pw);
+  });
+  return buf;
+}
+
+// NR-column panels of col^T for the weight gradient: rows are output positions [j0, j0 + kc),
+// columns are taps crs in [c0, c0 + n); element (j, crs) = xpad[off(crs) + p*sh*Wp + q*sw].
+// Read straight from the padded image: im2col and the transposing pack in one pass.
+void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, int64_t kc,
+               int64_t c0, int64_t n, int NR) {
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, RS = s.R * s.S;
+  for (int64_t jp = 0; jp < n; jp += NR, dst += kc * NR) {
+    const int64_t nr = std::min<int64_t>(NR, n - jp);
+    for (int64_t jj = 0; jj < nr; ++jj) {
+      const int64_t crs = c0 + jp + jj, c = crs / RS, r = (crs % RS) / s.S, t = crs % s.S;
+      const float* base = xpad + c * Hp * Wp + r * Wp + t;
+      float* d = dst + jj;
+      int64_t j = j0;
+      while (j < j0 + kc) {
+        const int64_t p = j / s.Q, q0 = j - p * s.Q, q1 = std::min(s.Q, q0 + (j0 + kc - j));
+        const float* src = base + p * s.sh * Wp;
+        for (int64_t q = q0; q < q1; ++q) d[(j - j0 + q - q0) * NR] = src[q * s.sw];
+        j += q1 - q0;
+      }
+    }
+    for (int64_t jj = nr; jj < NR; ++jj)
+      for (int64_t k = 0; k < kc; ++k) dst[k * NR + jj] = 0.f;
+  }
+}
+
+// Convolution on a "wide" grid of positions j' = p * Wq + q, where row (c, r, t) of the implicit
+// im2col is a contiguous run base + off(c, r, t) + j' that the micro-kernel reads in place (no
+// im2col at all). Columns q >= Q of the wide grid are computed and dropped: the ISA's
+// compacting store (gemm_direct_wide) writes the rest straight into y, else tiles go to a
+// buffer that is copied out; when Wq == Q the wide grid is the output and tiles land in y
+// directly. When the dropped columns would waste more than tiles kept within each output row,
+// tiles go by row.
+//   Stride 1: the zero-padded input itself, Wq = Wp = W + 2pw, off = c*plane + r*Wp + t. Each
+//   item pads just the input rows it reads into its own buffer (hot in cache when the kernel
+//   reads it); without padding the kernel reads x itself.
+//   Stride (sh, sw): each item splits the input rows it reads into sh row phases and sw column
+//   phases (Wq = ceil(Wp / sw) wide): buffer row l of phase (fr, fc) holds columns fc, fc + sw,
+//   ... of input row hbase + l * sh + fr (hbase = p0 * sh - ph). Tap (r, t) of output row
+//   p0 + pl then sits in phase (r % sh, t % sw) at row pl + r / sh, column q + t / sw: rows and
+bool all_finite(const float* v, int64_t n) {
+  // A NaN or Inf survives x - x, a finite value gives 0; summed in lanes so it vectorises.
+  float acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += v[i + l] - v[i + l];
+  float a = 0.f;
+  for (; i < n; ++i) a += v[i] - v[i];
+  for (int l = 0; l < 16; ++l) a += acc[l];
+  return a == 0.f;
+}
+
+}  // namespace conv
+}  // namespace convkit

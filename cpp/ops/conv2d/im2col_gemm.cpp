@@ -1,0 +1,65 @@
+// The general family: im2col + GEMM, one group at a time, for any groups, dilation, stride and
+// padding. The specialised paths cover the common plain shapes faster; this one covers the rest
+// (dilated and grouped layers with enough channels per group to fill the GEMM tiles).
+#include <algorithm>
+
+#include "ops/conv2d/conv2d_internal.h"
+
+namespace convkit {
+namespace conv {
+
+// y_n,g (Kg x PQ) = W_g (Kg x CgRS) * col_n,g (CgRS x PQ): col written straight into packed
+// NR-column panels, items (image, group, block of positions) whose panels stay in L2 next to the
+// packed weights.
+bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* b,
+                         const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const Conv2dShape gs = group_shape(s);
+  const int64_t Cg = gs.C, Kg = gs.K, CgRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  const int64_t wstride = round_up(Kg, kt.mr) * CgRS;
+  float* apack = scratch(Buf::im2col_weights, s.G * wstride);
+  for (int64_t g = 0; g < s.G; ++g)
+    pack_a(apack + g * wstride, MatView{w + g * Kg * CgRS, CgRS, 1}, 0, Kg, 0, CgRS, kt.mr);
+  const int64_t bw = block_cols(CgRS * 4, 384 * 1024, PQ, kt.nr);
+  const int64_t nblk = (PQ + bw - 1) / bw;
+  parallel_for(s.N * s.G * nblk, 2.0 * s.N * s.K * CgRS * PQ, [&](int64_t item) {
+    const int64_t n = item / (s.G * nblk), g = item / nblk % s.G;
+    const int64_t j0 = (item % nblk) * bw, j1 = std::min(PQ, j0 + bw);
+    float* bpack = scratch(Buf::im2col_panels, round_up(j1 - j0, kt.nr) * CgRS);
+    im2col_panels(bpack, x + (n * s.C + g * Cg) * HW, gs, j0, j1, kt.nr);
+    gemm_packed(Kg, j1 - j0, CgRS, apack + g * wstride, bpack, y + (n * s.K + g * Kg) * PQ + j0,
+                PQ, false, b ? b + g * Kg : nullptr);
+  });
+  return true;
+}
+
+// dW_g (Kg x CgRS) = sum over images of dy_n,g (Kg x PQ) * col_n,g^T, with col built block by
+// block of positions. Items are (group, fixed chunk of images); chunk partial sums are added in
+// chunk order, so the bits depend on the shape only.
+bool dw_im2col_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const Conv2dShape gs = group_shape(s);
+  const int64_t Cg = gs.C, Kg = gs.K, CgRS = Cg * s.R * s.S, PQ = s.P * s.Q, HW = s.H * s.W;
+  const int64_t total = s.K * CgRS;
+  const int64_t nchunk = std::min<int64_t>(s.N, 8), per = (s.N + nchunk - 1) / nchunk;
+  const int64_t nch = (s.N + per - 1) / per;
+  float* partial = nch > 1 ? scratch(Buf::dw_partials, nch * total) : nullptr;
+  const int64_t bw = std::min<int64_t>(PQ, std::max<int64_t>(16, (128 * 1024) / (4 * CgRS)));
+  parallel_for(nch * s.G, 2.0 * s.N * s.K * CgRS * PQ, [&](int64_t item) {
+    const int64_t ch = item / s.G, g = item % s.G;
+    float* out = (nch > 1 ? partial + ch * total : dw) + g * Kg * CgRS;
+    float* col = scratch(Buf::dw_gemm_b, CgRS * bw);
+    const int64_t n0 = ch * per, n1 = std::min(s.N, n0 + per);
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t j0 = 0; j0 < PQ; j0 += bw) {
+        const int64_t j1 = std::min(PQ, j0 + bw), ld = j1 - j0;
+        im2col(col, ld, x + (n * s.C + g * Cg) * HW, gs, j0, j1);
+        gemm_st(Kg, CgRS, ld, MatView{dy + (n * s.K + g * Kg) * PQ + j0, PQ, 1},
+                MatView{col, 1, ld}, out, CgRS, n > n0 || j0 > 0);
+      }
+  });
+  if (nch > 1) reduce_in_order(dw, partial, nch, total);
+  return true;
+}
+
+}  // namespace conv
+}  // namespace convkit

@@ -1,0 +1,131 @@
+// Input-gradient paths of the plain (ungrouped, undilated) convolution:
+//   dx_transposed_conv  stride 1, "same"-like padding: dx is a forward convolution of dy
+//   dx_rows             few input channels: rows of dx from dy, output columns in the lanes
+//   dx_lanes            batches, few input channels: 16 images in the vector lanes
+// and the general dx_gemm_col2im (any groups, dilation and stride): gcol = W^T dy, scattered
+// back by col2im.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ops/conv2d/conv2d_internal.h"
+
+namespace convkit {
+namespace conv {
+
+// Stride 1: dx is the stride-1 convolution of dy, padded by (R-1-ph, S-1-pw), with the weights
+// flipped in space and transposed to (C, K, R, S).
+bool dx_transposed_conv(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  const int64_t RS = s.R * s.S;
+  float* wf = scratch(Buf::dx_weights, s.C * s.K * RS);
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int64_t i = 0; i < RS; ++i)
+        wf[(c * s.K + k) * RS + (RS - 1 - i)] = w[(k * s.C + c) * RS + i];
+  Conv2dShape t{s.N, s.K, s.P, s.Q, s.C, s.R, s.S, 1, 1, s.R - 1 - s.ph, s.S - 1 - s.pw, 0, 0};
+  conv2d_out_size(t);
+  forward_planned(dx, dy, wf, nullptr, t);
+  return true;
+}
+
+// Few input channels, stride 1: for each (image, channel, block of 4 rows), the rows of dx
+// straight from dy (KernelTable::conv_dx_rows).
+bool dx_rows(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  const int64_t RS = s.R * s.S, KPQ = s.K * s.P * s.Q;
+  float* wt = scratch(Buf::dx_weights, s.C * s.K * RS);  // per input channel: (k, r, t)
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t k = 0; k < s.K; ++k)
+      std::memcpy(wt + (c * s.K + k) * RS, w + (k * s.C + c) * RS, sizeof(float) * RS);
+  const DxRowsArgs a{s.K, s.R, s.S, s.P, s.Q, s.W, s.ph, s.pw};
+  const int64_t nblk = (s.H + 3) / 4;
+  const auto kern = g_kernels->conv_dx_rows;
+  parallel_for(s.N * s.C * nblk, 2.0 * s.N * KPQ * s.C * RS, [&](int64_t item) {
+    const int64_t n = item / (s.C * nblk), c = item / nblk % s.C, h0 = item % nblk * 4;
+    kern(dx + ((n * s.C + c) * s.H + h0) * s.W, dy + n * KPQ, wt + c * s.K * RS, h0,
+         static_cast<int>(std::min<int64_t>(4, s.H - h0)), a);
+  });
+  return true;
+}
+
+DxLanesArgs lanes_args(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  return DxLanesArgs{w, dy, s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.P, s.Q, s.ph, s.pw, dx, nullptr};
+}
+
+// Batches of images, stride 1, few input channels: 16 images in the vector lanes, items are
+// groups of 16 images (KernelTable::conv_dx_lanes).
+bool dx_lanes(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  const DxLanesArgs a = lanes_args(dx, dy, w, s);
+  const auto kern = g_kernels->conv_dx_lanes;
+  parallel_for((s.N + 15) / 16, 2.0 * s.N * s.K * s.C * s.R * s.S * s.P * s.Q, [&](int64_t g) {
+    DxLanesArgs ag = a;
+    ag.buf = scratch(Buf::dx_lanes_buf, dx_lanes_buf_floats(a));
+    kern(ag, g * 16);
+  });
+  return true;
+}
+
+// gcol = W_g^T * dy_n,g (rows (c, r, t) of the group, positions as columns), scattered back into
+// dx. Items are (image, group, block of input channels); the weight rows of each block are packed
+// once. dy's rows are read in place by the direct micro-kernel, and a gcol block (rows x bw) stays
+// in L2 while it is scattered back.
+bool dx_gemm_col2im(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const Conv2dShape gs = group_shape(s);
+  const int64_t PQ = s.P * s.Q, HW = s.H * s.W, RS = s.R * s.S;
+  const int64_t Cg = gs.C, Kg = gs.K, CgRS = Cg * RS;
+  // Channel blocks of about 64 rows of W^T (fewer when the images and groups alone can't feed
+  // the threads), each packed once: panels never straddle two blocks.
+  const int64_t nt = get_num_threads();
+  int64_t per = std::max<int64_t>(1, (64 + RS - 1) / RS);
+  const int64_t want = (nt + s.N * s.G - 1) / (s.N * s.G);
+  per = std::min(per, std::max<int64_t>(1, (Cg + want - 1) / want));
+  const int64_t nblk = (Cg + per - 1) / per;
+  const int64_t blk_stride = round_up(per * RS, kt.mr) * Kg;
+  float* apack = scratch(Buf::dx_weights_packed, s.G * nblk * blk_stride);
+  for (int64_t g = 0; g < s.G; ++g)
+    for (int64_t bi = 0; bi < nblk; ++bi) {
+      const int64_t c0 = bi * per, rows = (std::min(Cg, c0 + per) - c0) * RS;
+      // W_g^T rows [c0*RS, c0*RS + rows): element (m, k) at w[(g*Kg + k)*CgRS + c0*RS + m]
+      pack_a(apack + (g * nblk + bi) * blk_stride, MatView{w + g * Kg * CgRS + c0 * RS, 1, CgRS},
+             0, rows, 0, Kg, kt.mr);
+    }
+  thread_local std::vector<int64_t> koff;
+  koff.resize(static_cast<size_t>(Kg));
+  for (int64_t k = 0; k < Kg; ++k) koff[k] = k * PQ;
+  const int64_t* koffp = koff.data();
+  const int64_t kcmax = gemm_kc(Kg);
+  const int64_t bw = block_cols(4 * per * RS, 256 * 1024, PQ, kt.nr);
+  // The register col2im of a whole plane knows no dilation: dilated shapes add block by block.
+  const bool whole = bw >= PQ && s.dh == 1 && s.dw == 1;
+  parallel_for(s.N * s.G * nblk, 2.0 * s.N * s.K * CgRS * PQ, [&](int64_t item) {
+    const int64_t n = item / (s.G * nblk), g = item / nblk % s.G, bi = item % nblk;
+    const int64_t c0 = bi * per, nch = std::min(Cg, c0 + per) - c0, rows = nch * RS;
+    float* dxn = dx + (n * s.C + g * Cg + c0) * HW;
+    const float* dyn = dy + (n * s.K + g * Kg) * PQ;
+    if (!whole) std::fill(dxn, dxn + nch * HW, 0.f);  // col2im by blocks adds into dx
+    float* gcol = scratch(Buf::dx_cols, rows * std::min(bw, PQ));
+    const float* ap = apack + (g * nblk + bi) * blk_stride;
+    for (int64_t j0 = 0; j0 < PQ; j0 += bw) {
+      const int64_t j1 = std::min(PQ, j0 + bw), ld = j1 - j0;
+      for (int64_t pc = 0; pc < Kg; pc += kcmax) {
+        const int64_t kc = std::min(kcmax, Kg - pc);
+        for (int64_t jr = 0; jr < ld; jr += kt.nr)
+          for (int64_t ir = 0; ir < rows; ir += kt.mr)
+            kt.gemm_direct(kc, ap + ir * Kg + pc * kt.mr, dyn + j0 + jr, koffp + pc,
+                           gcol + ir * ld + jr, ld,
+                           static_cast<int>(std::min<int64_t>(kt.mr, rows - ir)),
+                           static_cast<int>(std::min<int64_t>(kt.nr, ld - jr)), pc > 0, nullptr);
+      }
+      if (!whole) {
+        col2im(dxn, gcol, ld, gs, nch, j0, j1);
+      } else {  // the whole image: each dx row written once, its taps summed in registers
+        const Col2imArgs ca{s.H, s.W, s.P, s.Q, s.R, s.S, s.ph, s.pw, s.sh, s.sw};
+        for (int64_t c = 0; c < nch; ++c) kt.col2im_plane(dxn + c * HW, gcol + c * RS * ld, ld, ca);
+      }
+    }
+  });
+  return true;
+}
+
+}  // namespace conv
+}  // namespace convkit

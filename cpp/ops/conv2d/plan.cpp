@@ -1,0 +1,351 @@
+// conv2d front-end and planner. Every path is a GEMM-like sum over the implicit im2col matrix
+// col (C/G*R*S x P*Q per image and group); the paths differ in how they feed it to the ISA's
+// micro-kernels. One table per direction lists them in priority order; each row has
+//   name     what conv2d_plan() reports and conv2d_force() takes
+//   applies  whether it can run the shape on this ISA
+//   pays     its cost model (null: always, once it applies)
+//   zeros    whether it multiplies padding zeros (or other stand-in zeros): such a row may not run
+//            when an operand the zeros meet is NaN or Inf, since IEEE gives 0 * NaN = NaN where
+//            the definition has no term at all
+//   run      the function; it may decline at run time (returns false), and the next row that
+//            applies runs
+//
+// Forward
+//   winograd5      5x5, stride 1, batches of 16+: Winograd F(2x2, 5x5), 16 images in the lanes
+//   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels: channels in the lanes
+//   winograd3      3x3, stride 1, 16+ channels: Winograd F(2x2, 3x3), 16 GEMMs
+//   winograd3_s2   3x3, stride 2, 16+ channels: phase-split F(2, 2)-style sum, 9 GEMMs
+//   direct         stride <= 4: col read in place from padded, phase-split input rows
+//   rows           few channels per group (depthwise): tap by tap over in-range columns only
+//   im2col_gemm    anything: col packed into GEMM panels, one group at a time
+// Input gradient
+//   transposed_conv  stride 1, "same"-like padding, C fills the tiles: a forward convolution of
+//                    dy with flipped, transposed weights
+//   rows_x           few input channels, stride 1: rows of dx from dy, columns in the lanes
+//   lanes            batches, stride 1, C <= 8: 16 images in the lanes
+//   rows           few channels per group, or non-finite weights: scatter tap by tap
+//   gemm_col2im    anything: gcol = W^T dy, scattered back by col2im
+// Weight gradient
+//   kvec           narrow outputs, stride 1: 16 output channels in the lanes
+//   dot            register tiles of dot products of dy rows with input rows
+//   gemm           ISAs without those kernels: dW = sum_n dy_n col_n^T
+//   rows           few channels per group, or non-finite results: dot products tap by tap
+//   im2col_gemm    anything: per group, col built block by block, GEMM
+// Grad bias: sums of dy per output channel.
+//
+// Every output element is produced by one work item, reduction blocking depends only on the
+// shape, and partial sums over image chunks are added in chunk order: any thread count gives
+// the same bits. The path taken depends on the shape and the ISA, never on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "ops/conv2d/conv2d_internal.h"
+
+namespace convkit {
+
+void conv2d_out_size(Conv2dShape& s) {
+  s.P = (s.H + 2 * s.ph - s.dh * (s.R - 1) - 1) / s.sh + 1;
+  s.Q = (s.W + 2 * s.pw - s.dw * (s.S - 1) - 1) / s.sw + 1;
+}
+
+namespace conv {
+namespace {
+
+using Applies = bool (*)(const Conv2dShape&, const KernelTable&);
+using Pays = bool (*)(const Conv2dShape&, const KernelTable&);
+using FwdRun = bool (*)(float*, const float*, const float*, const float*, const Conv2dShape&);
+using BwdRun = bool (*)(float*, const float*, const float*, const Conv2dShape&);
+
+template <class Run>
+struct Row {
+  const char* name;
+  Applies applies;
+  Pays pays;
+  bool zeros;
+  Run run;
+};
+
+// P and Q are what the rest of the shape gives (a transposed convolution's output_padding can
+// leave them smaller).
+bool natural(const Conv2dShape& s) {
+  Conv2dShape t = s;
+  conv2d_out_size(t);
+  return t.P == s.P && t.Q == s.Q;
+}
+// The shapes the specialised paths were written for.
+bool special(const Conv2dShape& s) { return plain(s) && natural(s); }
+bool unit_stride(const Conv2dShape& s) { return s.sh == 1 && s.sw == 1; }
+bool any(const Conv2dShape&, const KernelTable&) { return true; }
+// Few channels per group: nothing for a GEMM tile to share.
+bool few_per_group(const Conv2dShape& s, const KernelTable&) {
+  return s.G > 1 && group_in(s) * group_out(s) <= 16;
+}
+
+// ---- forward -------------------------------------------------------------------------------
+const Row<FwdRun> kForward[] = {
+    {"winograd5",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.wino5_item && s.R == 5 && s.S == 5 && unit_stride(s);
+     },
+     [](const Conv2dShape& s, const KernelTable&) { return winograd5_pays(s); }, true,
+     winograd5_forward},
+    {"kvec",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.conv_kvec && unit_stride(s) && s.C * s.R * s.S <= 2048;
+     },
+     [](const Conv2dShape& s, const KernelTable&) { return s.Q < 16 && s.K >= 12; }, true,
+     kvec_forward},
+    {"winograd3",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
+     },
+     [](const Conv2dShape& s, const KernelTable&) {
+       return s.C >= 16 && s.K >= 16 && s.Q >= 16 && s.P >= 2;
+     },
+     true, winograd_forward},
+    {"winograd3_s2",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.wino_s2_in_row && s.R == 3 && s.S == 3 && s.sh == 2 && s.sw == 2;
+     },
+     [](const Conv2dShape& s, const KernelTable&) {
+       return s.C >= 16 && s.K >= 16 && s.Q >= 8 && s.P >= 2;
+     },
+     true, winograd_s2_forward},
+    // wider strides leave too many phases per input row
+    {"direct", [](const Conv2dShape& s, const KernelTable&) { return special(s) && s.sw <= 4; },
+     nullptr, true, direct_forward},
+    {"rows", any, few_per_group, false, rows_forward},
+    {"im2col_gemm", any, nullptr, true, im2col_gemm_forward},
+};
+
+// ---- input gradient ------------------------------------------------------------------------
+const Row<BwdRun> kInputGrad[] = {
+    // It computes over the zero border of the padded dy, so only "same"-like padding pays.
+    {"transposed_conv",
+     [](const Conv2dShape& s, const KernelTable&) {
+       return special(s) && unit_stride(s) && s.ph < s.R && s.pw < s.S;
+     },
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return 4 * s.C >= 3 * round_up(s.C, kt.mr) && 3 * s.H * s.W <= 4 * s.P * s.Q;
+     },
+     true, dx_transposed_conv},
+    {"rows_x",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.conv_dx_rows && unit_stride(s) && s.S <= 16;
+     },
+     [](const Conv2dShape& s, const KernelTable&) { return s.C <= 4; }, true, dx_rows},
+    // the transposed dy and dx of a group of 16 images within 16 MiB
+    {"lanes",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.conv_dx_lanes && unit_stride(s) &&
+              dx_lanes_buf_floats(DxLanesArgs{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.R,
+                                              s.S, s.P, s.Q, s.ph, s.pw, nullptr, nullptr}) <=
+                  4 * 1024 * 1024;
+     },
+     [](const Conv2dShape& s, const KernelTable&) {
+       return s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16);
+     },
+     true, dx_lanes},
+    {"rows", any, few_per_group, false, rows_input_grad},
+    // Its zero-padded GEMM rows are never stored, and col2im adds in-range terms only.
+    {"gemm_col2im", any, nullptr, false, dx_gemm_col2im},
+};
+
+// ---- weight gradient -----------------------------------------------------------------------
+const Row<BwdRun> kWeightGrad[] = {
+    {"kvec",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.conv_dw_kvec && unit_stride(s) && s.S <= 7;
+     },
+     [](const Conv2dShape& s, const KernelTable&) { return s.Q < 16 && s.K >= 12; }, true,
+     dw_kvec},
+    {"dot", [](const Conv2dShape& s, const KernelTable& kt) { return special(s) && kt.conv_dw_tile != nullptr; },
+     nullptr, true, dw_dot},
+    {"gemm", [](const Conv2dShape& s, const KernelTable&) { return special(s); }, nullptr, true,
+     dw_gemm},
+    {"rows", any, few_per_group, false, rows_weight_grad},
+    {"im2col_gemm", any, nullptr, true, dw_im2col_gemm},
+};
+
+template <class Run, size_t N>
+const Row<Run>* find(const Row<Run> (&table)[N], const std::string& name) {
+  for (const auto& r : table)
+    if (name == r.name) return &r;
+  return nullptr;
+}
+
+std::string g_forced[3];
+
+// The rows to try, in order: the forced one first (when it applies), then every row that applies
+// and pays. When `finite` is false, rows that multiply stand-in zeros are left out and the others
+// run whether their cost model likes the shape or not.
+template <class Run, size_t N, class F>
+void run_table(const Row<Run> (&table)[N], const std::string& forced, const Conv2dShape& s,
+               bool finite, F&& call) {
+  const KernelTable& kt = *g_kernels;
+  if (!forced.empty()) {
+    const Row<Run>* r = find(table, forced);
+    if (r && r->applies(s, kt) && (finite || !r->zeros) && call(r->run)) return;
+  }
+  for (const auto& r : table)
+    if (r.applies(s, kt) && (finite ? !r.pays || r.pays(s, kt) : !r.zeros) && call(r.run)) return;
+  // unreachable: the last row applies to everything and never declines
+}
+
+template <class Run, size_t N>
+std::string plan_of(const Row<Run> (&table)[N], const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  for (const auto& r : table)
+    if (r.applies(s, kt) && (!r.pays || r.pays(s, kt))) return r.name;
+  return "";
+}
+
+template <class Run, size_t N>
+std::vector<std::string> names_of(const Row<Run> (&table)[N]) {
+  std::vector<std::string> v;
+  for (const auto& r : table) v.push_back(r.name);
+  return v;
+}
+
+// db[k] (or per-channel sums of any (N, K, PQ) array): 16 float lanes per image (vectorisable,
+// fixed order), images added in float64.
+void channel_sums(float* db, const float* dy, int64_t N, int64_t K, int64_t PQ) {
+  parallel_for(K, 4.0 * N * K * PQ, [&](int64_t k) {
+    double acc = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* g = dy + (n * K + k) * PQ;
+      float lane[16] = {};
+      int64_t j = 0;
+      for (; j + 16 <= PQ; j += 16)
+        for (int l = 0; l < 16; ++l) lane[l] += g[j + l];
+      double a = 0.0;
+      for (; j < PQ; ++j) a += g[j];
+      for (int l = 0; l < 16; ++l) a += lane[l];
+      acc += a;
+    }
+    db[k] = static_cast<float>(acc);
+  });
+}
+
+ConvDir dir_check(ConvDir d) {
+  if (static_cast<int>(d) < 0 || static_cast<int>(d) > 2)
+    throw std::invalid_argument("conv2d: unknown direction");
+  return d;
+}
+
+}  // namespace
+
+void forward_planned(float* y, const float* x, const float* w, const float* b,
+                     const Conv2dShape& s) {
+  const int64_t PQ = s.P * s.Q, CRS = group_in(s) * s.R * s.S;
+  if (s.N == 0 || s.K == 0 || PQ == 0) return;
+  if (CRS == 0) {  // no input channels: the output is the bias
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t k = 0; k < s.K; ++k)
+        std::fill(y + (n * s.K + k) * PQ, y + (n * s.K + k + 1) * PQ, b ? b[k] : 0.f);
+    return;
+  }
+  run_table(kForward, "", s, all_finite(w, s.K * CRS),
+            [&](FwdRun run) { return run(y, x, w, b, s); });
+}
+
+}  // namespace conv
+
+using namespace conv;
+
+void conv2d_forward(float* y, const float* x, const float* w, const float* b,
+                    const Conv2dShape& s) {
+  const int64_t PQ = s.P * s.Q, CRS = group_in(s) * s.R * s.S;
+  if (g_forced[0].empty() || s.N == 0 || s.K == 0 || PQ == 0 || CRS == 0) {
+    forward_planned(y, x, w, b, s);
+    return;
+  }
+  run_table(kForward, g_forced[0], s, all_finite(w, s.K * CRS),
+            [&](FwdRun run) { return run(y, x, w, b, s); });
+}
+
+void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                     const float* w, const Conv2dShape& s) {
+  const int64_t PQ = s.P * s.Q, CRS = group_in(s) * s.R * s.S;
+  if (db) channel_sums(db, dy, s.N, s.K, PQ);
+  if (dx && s.N > 0 && s.C > 0 && s.H > 0 && s.W > 0) {
+    if (s.K == 0 || PQ == 0 || CRS == 0) {
+      std::fill(dx, dx + s.N * s.C * s.H * s.W, 0.f);
+    } else {
+      run_table(kInputGrad, g_forced[1], s, all_finite(w, s.K * CRS),
+                [&](BwdRun run) { return run(dx, dy, w, s); });
+    }
+  }
+  if (dw && s.K > 0 && CRS > 0) {
+    if (s.N == 0 || PQ == 0) {
+      std::fill(dw, dw + s.K * CRS, 0.f);
+      return;
+    }
+    // The zeros these paths multiply meet dy (and x's finite values): a NaN or Inf in dy (or an
+    // Inf in x) shows up as a non-finite result, which is then recomputed without them.
+    run_table(kWeightGrad, g_forced[2], s, true, [&](BwdRun run) { return run(dw, dy, x, s); });
+    if (!all_finite(dw, s.K * CRS))
+      run_table(kWeightGrad, "", s, false, [&](BwdRun run) { return run(dw, dy, x, s); });
+  }
+}
+
+void conv_transpose2d_forward(float* y, const float* x, const float* w, const float* b,
+                              const Conv2dShape& s) {
+  const int64_t HW = s.H * s.W;
+  if (s.N == 0 || s.C == 0 || HW == 0) return;
+  conv2d_backward(y, nullptr, nullptr, x, nullptr, w, s);
+  if (b)
+    parallel_for(s.N * s.C, 1.0 * s.N * s.C * HW, [&](int64_t i) {
+      float* yi = y + i * HW;
+      const float v = b[i % s.C];
+      for (int64_t j = 0; j < HW; ++j) yi[j] += v;
+    });
+}
+
+void conv_transpose2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                               const float* w, const Conv2dShape& s) {
+  if (db) channel_sums(db, dy, s.N, s.C, s.H * s.W);
+  if (dx) conv2d_forward(dx, dy, w, nullptr, s);
+  if (dw) conv2d_backward(nullptr, dw, nullptr, x, dy, w, s);
+}
+
+std::vector<std::string> conv2d_algorithms(ConvDir d) {
+  switch (dir_check(d)) {
+    case ConvDir::forward: return names_of(kForward);
+    case ConvDir::input_grad: return names_of(kInputGrad);
+    default: return names_of(kWeightGrad);
+  }
+}
+
+std::string conv2d_plan(const Conv2dShape& s, ConvDir d) {
+  switch (dir_check(d)) {
+    case ConvDir::forward: return plan_of(kForward, s);
+    case ConvDir::input_grad: return plan_of(kInputGrad, s);
+    default: return plan_of(kWeightGrad, s);
+  }
+}
+
+bool conv2d_applies(const Conv2dShape& s, ConvDir d, const std::string& name) {
+  const KernelTable& kt = *g_kernels;
+  bool found = false, ok = false;
+  auto look = [&](const auto& table) {
+    for (const auto& r : table)
+      if (name == r.name) found = true, ok = r.applies(s, kt);
+  };
+  switch (dir_check(d)) {
+    case ConvDir::forward: look(kForward); break;
+    case ConvDir::input_grad: look(kInputGrad); break;
+    default: look(kWeightGrad); break;
+  }
+  if (!found) throw std::invalid_argument("conv2d: no algorithm named '" + name + "'");
+  return ok;
+}
+
+void conv2d_force(ConvDir d, const std::string& name) {
+  if (!name.empty()) conv2d_applies(Conv2dShape{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1}, d, name);
+  g_forced[static_cast<int>(dir_check(d))] = name;
+}
+
+}  // namespace convkit

@@ -1,0 +1,207 @@
+// Weight-gradient paths of the plain (ungrouped, undilated) convolution:
+//   dw_kvec   narrow outputs: 16 output channels in the lanes
+//   dw_dot    dot products of dy rows with input rows in register tiles
+//   dw_gemm   ISAs without those kernels: dW = sum_n dy_n * col_n^T, col_n^T packed
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "ops/conv2d/conv2d_internal.h"
+
+namespace convkit {
+namespace conv {
+// Weight gradient as dot products of dy rows with input rows (KernelTable::conv_dw_tile), in
+// tiles of kt output channels x tg taps (c, r, t) taken in weight order. The input rows are read
+// in place from the zero-padded image (unit stride) or from a copy split into row and column
+// phases, so that a tap's columns step by 1 and its rows by Wq. When rows are a vector or more
+// and Wq is below Q rounded up to a vector (on narrower rows the long runs measured slower),
+// each image's positions are one run over the wide grid p * Wq + q, with dy copied into rows
+// of Wq (zeros in the Wq - Q extra columns): fewer partial vectors. The extra columns multiply
+// input values by zero; should the result come out non-finite (an Inf in x), it is recomputed
+// without them, so that Inf and NaN spread exactly as in the definition. Images go in fixed
+// chunks whose dy rows fit in L2 (by shape only); each item reduces its chunk in one fixed
+// order, chunks are added in order.
+bool dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
+  thread_local std::vector<int64_t> off;
+  off.resize(static_cast<size_t>(CRS));
+  // Input rows: the padded image at unit stride, else its (row, column) phases per channel
+  // (sh * sw planes of Lr rows x Wq: plane (fr, fc), row l holds columns fc, fc + sw, ... of
+  // padded row l * sh + fr). Either way output row p of tap (r, t) reads row p + r / sh of its
+  // plane from column t / sw on, so rows step by Wq.
+  const int64_t Wq = (Wp + s.sw - 1) / s.sw, Lr = (Hp + s.sh - 1) / s.sh;
+  const int64_t fplane = Lr * Wq, cplane = s.sh * s.sw * fplane;
+  const float* xb;
+  if (s.sh == 1 && s.sw == 1) {
+    xb = padded_input(x, s);
+  } else {
+    float* buf = scratch(Buf::padded_input, s.N * s.C * cplane);
+    parallel_for(s.N * s.C, kCopyCost * s.N * s.C * cplane, [&](int64_t i) {
+      for (int64_t fr = 0; fr < s.sh; ++fr)  // padded rows fr + l * sh (past Hp: zeros)
+        split_rows(buf + i * cplane + fr * s.sw * fplane, Wq, fplane, x + i * s.H * s.W, s.H,
+                   s.W, fr - s.ph, s.sh, Lr, s.pw, s.sw, Wq);
+    });
+    xb = buf;
+  }
+  const int64_t x_ns = s.C * cplane, x_rs = Wq;
+  for (int64_t k = 0; k < CRS; ++k) {
+    const int64_t r = k / s.S % s.R, t = k % s.S;
+    off[k] = (k / (s.R * s.S)) * cplane + ((r % s.sh) * s.sw + t % s.sw) * fplane +
+             (r / s.sh) * Wq + t / s.sw;
+  }
+  // Tile shape: the fewest computed elements (padding of the last tiles included), each
+  // weighted by the loads it costs: kt + tg vectors per kt * tg multiply-adds.
+  static const int kShapes[7][2] = {{4, 6}, {6, 4}, {8, 3}, {3, 7}, {4, 5}, {12, 2}, {24, 1}};
+  int ktile = 8, tg = 3;
+  double best = -1.0;
+  for (const auto& sh : kShapes) {
+    const double loads = double(sh[0] + sh[1]) / (sh[0] * sh[1]);
+    const double cost = double(round_up(s.K, sh[0]) * round_up(CRS, sh[1])) * (1.0 + 0.5 * loads);
+    if (best < 0 || cost < best) best = cost, ktile = sh[0], tg = sh[1];
+  }
+  const int64_t ktiles = (s.K + ktile - 1) / ktile, groups = (CRS + tg - 1) / tg;
+  const auto kern = g_kernels->conv_dw_tile;
+  const int64_t* offp = off.data();  // this thread's: workers must not name the thread_local
+
+  auto run = [&](bool wide) {
+    DwTileArgs a{dy, KPQ, PQ, s.Q, xb, x_ns, x_rs, nullptr, s.N, s.P, s.Q};
+    if (wide) {  // one run of positions per image over the wide grid
+      a.P = 1;
+      a.Q = (s.P - 1) * Wq + s.Q;
+      if (Wq != s.Q) {  // planes a whole number of vectors apart: aligned dy loads
+        const int64_t dplane = round_up(s.P * Wq, 16);
+        float* dyw = scratch(Buf::dw_dy, s.N * s.K * dplane);
+        parallel_for(s.N * s.K, kCopyCost * s.N * s.K * dplane, [&](int64_t i) {
+          for (int64_t p = 0; p < s.P; ++p) {
+            float* d = dyw + i * dplane + p * Wq;
+            std::memcpy(d, dy + i * PQ + p * s.Q, sizeof(float) * s.Q);
+            std::fill(d + s.Q, d + Wq, 0.f);
+          }
+        });
+        a.dy = dyw;
+        a.dy_ns = s.K * dplane;
+        a.dy_ks = dplane;
+      }
+    }
+    const int64_t nper = std::max<int64_t>(1, (256 * 1024) / (4 * ktile * a.dy_ks));
+    const int64_t nchunks = (s.N + nper - 1) / nper;
+    // per-chunk dW (items write every entry, so no zeroing)
+    float* partial = nchunks > 1 ? scratch(Buf::dw_partials, nchunks * s.K * CRS) : nullptr;
+    // An item takes a run of tiles along a row of dW, about 32 columns (items on different
+    // threads then rarely write to the same cache line), fewer when the threads need more
+    // items. Which item computes a tile does not change its bits.
+    const int64_t want = (4 * get_num_threads() + nchunks * ktiles - 1) / (nchunks * ktiles);
+    const int64_t gper = std::max<int64_t>(
+        1, std::min<int64_t>({groups, (32 + tg - 1) / tg, groups / std::max<int64_t>(1, want)}));
+    const int64_t gblocks = (groups + gper - 1) / gper, per_chunk = ktiles * gblocks;
+    parallel_for(nchunks * per_chunk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+      const int64_t ch = item / per_chunk, gb = item % gblocks, kti = item % per_chunk / gblocks;
+      const int64_t k0 = kti * ktile, n0 = ch * nper;
+      DwTileArgs t = a;
+      t.dy = a.dy + n0 * a.dy_ns + k0 * a.dy_ks;
+      t.x = xb + n0 * x_ns;
+      t.N = std::min(nper, s.N - n0);
+      float* out = (nchunks > 1 ? partial + ch * s.K * CRS : dw) + k0 * CRS;
+      for (int64_t g = gb * gper; g < std::min(groups, (gb + 1) * gper); ++g) {
+        const int64_t c0 = g * tg;
+        t.xoff = offp + c0;
+        kern(out + c0, CRS, t, static_cast<int>(std::min<int64_t>(ktile, s.K - k0)),
+             static_cast<int>(std::min<int64_t>(tg, CRS - c0)));
+      }
+    });
+    if (nchunks > 1) reduce_in_order(dw, partial, nchunks, s.K * CRS);
+  };
+  const bool wide = Wq == s.Q || (s.Q >= 16 && Wq < round_up(s.Q, 16));
+  run(wide);
+  if (wide && Wq != s.Q && !std::all_of(dw, dw + s.K * CRS, [](float v) { return std::isfinite(v); }))
+    run(false);
+  return true;
+}
+
+// Weight gradient for narrow outputs (rows of fewer than 16 columns; stride 1) with 16 output
+// channels in the lanes (KernelTable::conv_dw_kvec): dy transposed to channels-last blocks of
+// 16, tiles of up to 28 taps, images in 8 fixed chunks (by N only) reduced in order.
+bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
+  const float* xb = padded_input(x, s);
+  thread_local std::vector<int64_t> off;
+  off.resize(static_cast<size_t>(CRS));
+  for (int64_t k = 0; k < CRS; ++k)
+    off[k] = (k / (s.R * s.S)) * plane + (k / s.S % s.R) * Wp + k % s.S;
+  const int64_t* offp = off.data();
+  const int64_t kblocks = (s.K + 15) / 16;
+  float* dyT = scratch(Buf::dw_dy, s.N * kblocks * PQ * 16);  // [kb][n][position][16]
+  parallel_for(s.N * kblocks, 4 * kCopyCost * s.N * kblocks * PQ, [&](int64_t i) {
+    const int64_t kb = i / s.N, n = i % s.N;
+    float* d = dyT + i * PQ * 16;
+    const int64_t nk = std::min<int64_t>(16, s.K - kb * 16);
+    const float* src = dy + n * KPQ + kb * 16 * PQ;
+    for (int64_t j = 0; j < PQ; ++j) {
+      for (int64_t kk = 0; kk < nk; ++kk) d[j * 16 + kk] = src[kk * PQ + j];
+      for (int64_t kk = nk; kk < 16; ++kk) d[j * 16 + kk] = 0.f;
+    }
+  });
+  // tiles of whole kernel rows, up to 28 taps, as even as they come
+  const int64_t rows = s.C * s.R, gmax = 28 / s.S, ntiles = (rows + gmax - 1) / gmax;
+  const int64_t tsize = (rows + ntiles - 1) / ntiles * s.S;
+  const int64_t nchunks = std::min<int64_t>(s.N, 8), nper = (s.N + nchunks - 1) / nchunks;
+  const int64_t nch = (s.N + nper - 1) / nper;
+  // per-chunk dW (items write every entry, so no zeroing)
+  float* partial = nch > 1 ? scratch(Buf::dw_partials, nch * s.K * CRS) : nullptr;
+  const auto kern = g_kernels->conv_dw_kvec;
+  const int64_t per_chunk = kblocks * ntiles;
+  parallel_for(nch * per_chunk, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+    const int64_t ch = item / per_chunk, kb = item % per_chunk / ntiles, ti = item % ntiles;
+    const int64_t n0 = ch * nper, c0 = ti * tsize, k0 = kb * 16;
+    float* out = (nch > 1 ? partial + ch * s.K * CRS : dw) + k0 * CRS + c0;
+    kern(out, CRS, dyT + (kb * s.N + n0) * PQ * 16, xb + n0 * s.C * plane, s.C * plane, Wp,
+         offp + c0, static_cast<int>(s.S), static_cast<int>(std::min(tsize, CRS - c0)),
+         static_cast<int>(std::min<int64_t>(16, s.K - k0)), std::min(nper, s.N - n0), s.P, s.Q);
+  });
+  if (nch > 1) reduce_in_order(dw, partial, nch, s.K * CRS);
+  return true;
+}
+
+// Fixed chunks of images (depending on N only); each chunk's partial dW is reduced in order.
+bool dw_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
+  const int64_t nchunk = std::min<int64_t>(s.N, 16);
+  const int64_t per = (s.N + nchunk - 1) / nchunk;
+  const int64_t nch = (s.N + per - 1) / per;
+  // per-chunk dW (items write every entry, so no zeroing)
+  float* partial = nch > 1 ? scratch(Buf::dw_partials, nch * s.K * CRS) : nullptr;
+  const float* xp = padded_input(x, s);
+  const int64_t plane = (s.H + 2 * s.ph) * (s.W + 2 * s.pw);
+  const int64_t kcmax = gemm_kc(PQ);
+  const int64_t nc_max = 64 * kt.nr;
+  parallel_for(nch, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t ci) {
+    float* out = nch > 1 ? partial + ci * s.K * CRS : dw;
+    float* apack = scratch(Buf::dw_gemm_a, round_up(s.K, kt.mr) * kcmax);
+    float* bpack = scratch(Buf::dw_gemm_b, std::min(round_up(CRS, kt.nr), nc_max) * kcmax);
+    const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t pc = 0; pc < PQ; pc += kcmax) {
+        const int64_t kc = std::min(kcmax, PQ - pc);
+        pack_a(apack, MatView{dy + n * KPQ, PQ, 1}, 0, s.K, pc, kc, kt.mr);
+        for (int64_t jc = 0; jc < CRS; jc += nc_max) {
+          const int64_t nc = std::min(nc_max, CRS - jc);
+          pack_colT(bpack, xp + n * s.C * plane, s, pc, kc, jc, nc, kt.nr);
+          for (int64_t jr = 0; jr < nc; jr += kt.nr)
+            for (int64_t ir = 0; ir < s.K; ir += kt.mr)
+              kt.gemm(kc, apack + ir * kc, bpack + jr * kc, out + ir * CRS + jc + jr, CRS,
+                      static_cast<int>(std::min<int64_t>(kt.mr, s.K - ir)),
+                      static_cast<int>(std::min<int64_t>(kt.nr, nc - jr)), n > n0 || pc > 0,
+                      nullptr);
+        }
+      }
+  });
+  if (nch > 1) reduce_in_order(dw, partial, nch, s.K * CRS);
+  return true;
+}
+
+}  // namespace conv
+}  // namespace convkit

@@ -1,0 +1,299 @@
+// Winograd-style forward convolutions: F(2x2, 3x3) at stride 1, the phase-split F(2, 2)-style
+// sum at stride 2, and F(2x2, 5x5) with images in the vector lanes.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "ops/conv2d/conv2d_internal.h"
+
+namespace convkit {
+namespace conv {
+// V_e's rows are Tb apart from v + base[e] * Tb (voff[i] = i * Tb).
+void winograd_gemms(float* m, const float* up, const float* v, const int64_t* base,
+                    const int64_t* depth, int ne, int64_t K, int64_t Tb, int64_t nt,
+                    const int64_t* voff) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t Kp = round_up(K, MR);
+  for (int e = 0; e < ne; ++e) {
+    const int64_t kcmax = gemm_kc(depth[e]);
+    for (int64_t pc = 0; pc < depth[e]; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, depth[e] - pc);
+      for (int64_t jr = 0; jr < nt; jr += NR)
+        for (int64_t ir = 0; ir < K; ir += MR)
+          kt.gemm_direct(kc, up + Kp * base[e] + ir * depth[e] + pc * MR, v + base[e] * Tb + jr,
+                         voff + pc, m + (e * K + ir) * Tb + jr, Tb,
+                         static_cast<int>(std::min<int64_t>(MR, K - ir)),
+                         static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
+    }
+  }
+}
+
+// Output transform of tile rows [ty0, ty1) of image n by `out_row` (KernelTable::wino_out_row
+// or wino_s2_out_row) from M (e stride K * Tb); false if an output is NaN or infinite.
+bool winograd_out_rows(bool (*out_row)(float*, float*, const float*, int64_t, int64_t, int64_t,
+                                       float),
+                       float* y, const float* m, const float* b, const Conv2dShape& s, int64_t n,
+                       int64_t ty0, int64_t ty1, int64_t TX, int64_t Tb) {
+  bool ok = true;
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t ty = ty0; ty < ty1; ++ty) {
+      float* yr = y + ((n * s.K + k) * s.P + 2 * ty) * s.Q;
+      ok &= out_row(yr, 2 * ty + 1 < s.P ? yr + s.Q : nullptr, m + k * Tb + (ty - ty0) * TX,
+                    s.K * Tb, TX, s.Q, b ? b[k] : 0.f);
+    }
+  return ok;
+}
+
+// 3x3, stride 1, enough channels: Winograd F(2x2, 3x3). Each 2x2 block of outputs (a tile)
+// comes from a 4x4 input patch d as A^T [(G g G^T) . (B^T d B)] A, so the 36 multiplies per
+// (tile, c, k) of the direct form become 16, done as 16 GEMMs (K x C by C x tiles), one per
+// entry e of the 4x4 transformed patch. Items are (image, block of tile rows): each pads its
+// input rows, transforms them into V[e] (C x tiles, rows read in place by the direct
+// micro-kernel), multiplies, and transforms M[e] (K x tiles) back into y. The blocking depends
+// on the shape only: the same bits for any thread count. Returns false if an output came out
+// NaN or infinite: the transforms add and subtract input values, so an Inf in x can give NaN
+// where the definition gives Inf, and the caller then recomputes the direct way.
+bool winograd_forward(float* y, const float* x, const float* w, const float* b,
+                      const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
+  const int MR = kt.mr;
+  // U[e] = G g G^T for every (k, c), then packed into MR-row panels per e
+  const int64_t Kp = round_up(s.K, MR);
+  float* ut = scratch(Buf::wino_weights_t, 16 * s.K * s.C);
+  parallel_for(s.K * s.C, 100.0 * s.K * s.C, [&](int64_t kc) {
+    const float* g = w + kc * 9;
+    float t[4][3];  // G g
+    for (int j = 0; j < 3; ++j) {
+      t[0][j] = g[j];
+      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+      t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; ++i) {
+      const float u[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
+                          0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
+      for (int j = 0; j < 4; ++j) ut[(4 * i + j) * s.K * s.C + kc] = u[j];
+    }
+  });
+  float* up = scratch(Buf::wino_weights, 16 * Kp * s.C);
+  parallel_for(16, 16.0 * s.K * s.C, [&](int64_t e) {
+    pack_a(up + e * Kp * s.C, MatView{ut + e * s.K * s.C, s.C, 1}, 0, s.K, 0, s.C, MR);
+  });
+  // Tile rows per item: V and M of one item (16 x (C + K) x tiles floats) near 640 KiB.
+  const int64_t per_row = 16 * (s.C + s.K) * TX * 4;
+  const int64_t tr = std::max<int64_t>(1, std::min(TY, (640 * 1024) / per_row));
+  const int64_t nblk = (TY + tr - 1) / tr;
+  const int64_t Tb = tr * TX;                 // tiles per item (at most)
+  const int64_t Wb = 2 * TX + 34;             // padded input row: column j holds x column j - pw
+  const int64_t nrows = 2 * tr + 2;           // input rows per item
+  thread_local std::vector<int64_t> voff;
+  voff.resize(static_cast<size_t>(s.C));
+  for (int64_t c = 0; c < s.C; ++c) voff[c] = c * Tb;
+  const int64_t* voffp = voff.data();
+  int64_t base[16], depth[16];  // the 16 GEMMs: U_e at up + Kp * e * C, depth C each
+  for (int e = 0; e < 16; ++e) base[e] = e * s.C, depth[e] = s.C;
+  std::atomic<bool> finite{true};
+  parallel_for(s.N * nblk, 2.0 * s.N * s.K * s.C * 9 * PQ, [&](int64_t item) {
+    const int64_t n = item / nblk, ty0 = item % nblk * tr, ty1 = std::min(TY, ty0 + tr);
+    const int64_t nt = (ty1 - ty0) * TX;
+    float* xb = scratch(Buf::wino_rows, s.C * nrows * Wb);
+    float* v = scratch(Buf::wino_v, 16 * s.C * Tb);
+    float* m = scratch(Buf::wino_m, 16 * s.K * Tb);
+    // zero-padded input rows h = 2 * ty0 - ph + i, i < 2 * (ty1 - ty0) + 2
+    for (int64_t c = 0; c < s.C; ++c) {
+      float* bc = xb + c * nrows * Wb;
+      pad_rows(bc, Wb, x + (n * s.C + c) * s.H * s.W, s.H, s.W, 2 * ty0 - s.ph,
+               2 * (ty1 - ty0) + 2, s.pw);
+      for (int64_t ty = ty0; ty < ty1; ++ty) {
+        const float* rr = bc + 2 * (ty - ty0) * Wb;
+        const float* r4[4] = {rr, rr + Wb, rr + 2 * Wb, rr + 3 * Wb};
+        kt.wino_in_row(v + c * Tb + (ty - ty0) * TX, s.C * Tb, r4, TX);
+      }
+    }
+    winograd_gemms(m, up, v, base, depth, 16, s.K, Tb, nt, voffp);
+    if (!winograd_out_rows(kt.wino_out_row, y, m, b, s, n, ty0, ty1, TX, Tb)) finite = false;
+  });
+  return finite;
+}
+
+// 3x3, stride 2, enough channels: the stride-2 sum split by input phase and each part done the
+// Winograd way. Along one axis a tile's outputs y0, y1 read padded inputs d0 .. d4 as
+//   y0 = m_A + m_B,  y1 = m_B + m_C,  m_A = (d0 - d2) g0 + d1 g1,  m_B = d2 (g0 + g2),
+//   m_C = (d4 - d2) g2 + d3 g1:
+// five products for two outputs instead of six, 25 instead of 36 per 2x2 tile. Each of the
+// 3 x 3 (row pattern, column pattern) pairs e is one GEMM, M_e (K x tiles) = U_e V_e, over a
+// reduction of C times the pair's item count (1, 2 or 4 per channel); each 2x2 output is a sum
+// of four M_e. The input transform reads the image rows in place. Items are (image, band of
+// tile rows), bands chosen to waste the fewest GEMM columns. Returns false, and the caller takes
+// the direct path, when those columns would still waste over 20 %, or if an output came out NaN
+// or infinite (recomputed the direct way: the transforms subtract input values).
+bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
+                         const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
+  const int MR = kt.mr, NR = kt.nr;
+  // Tile rows per item: the fewest computed GEMM columns (a tail of up to 16 runs as a half
+  // tile), V and M of an item (25 C + 9 K floats per tile) within about 1.25 MiB.
+  auto computed = [&](int64_t t) {
+    return t / NR * NR + (t % NR == 0 ? 0 : t % NR <= 16 ? 16 : NR);
+  };
+  int64_t tr = 1;
+  double best = -1.0;
+  for (int64_t r = 1; r <= TY; ++r) {
+    if (r > 1 && 4 * (25 * s.C + 9 * s.K) * r * TX > 1280 * 1024) break;
+    const int64_t nb = (TY + r - 1) / r, last = TY - (nb - 1) * r;
+    const double cols = double((nb - 1) * computed(r * TX) + computed(last * TX));
+    if (best < 0 || cols < best) best = cols, tr = r;
+  }
+  // Rows of few tiles leave GEMM columns idle (up to 30 % on 7 tiles a row): then the direct
+  // path is as fast, and takes the layer.
+  if (best > 1.2 * TY * TX) return false;
+  // Items per pattern: A = {A0, A1}, B = {B0}, C = {C0, C1} (items 0 .. 4); item i sums the
+  // kernel rows (or columns) kRows[i]: g0, g1, g0 + g2, g2, g1.
+  static const int kFirst[3] = {0, 2, 3}, kCount[3] = {2, 1, 2};
+  static const int kPattern[5] = {0, 0, 1, 2, 2};
+  static const int kRows[5][2] = {{0, -1}, {1, -1}, {0, 2}, {2, -1}, {1, -1}};
+  int64_t depth[9], ebase[10];  // per pattern pair e: reduction length, offset (in C rows)
+  ebase[0] = 0;
+  for (int e = 0; e < 9; ++e) {
+    depth[e] = s.C * kCount[e / 3] * kCount[e % 3];
+    ebase[e + 1] = ebase[e] + depth[e];
+  }
+  // U_e (K x depth_e, column (c, ri, ci)) written straight into MR-row panels, one block per e:
+  // element (k, d) of block e at up + Kp * ebase[e] + k / MR * MR * depth_e + d * MR + k % MR.
+  const int64_t Kp = round_up(s.K, MR), npanel = Kp / MR;
+  float* up = scratch(Buf::wino_weights, Kp * ebase[9]);
+  parallel_for(9 * npanel, 25.0 * Kp * s.C, [&](int64_t item) {
+    const int e = static_cast<int>(item / npanel), pr = e / 3, pc = e % 3;
+    const int64_t k0 = item % npanel * MR;
+    float* dst = up + Kp * ebase[e] + k0 * depth[e];
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int i = 0; i < kCount[pr]; ++i)
+        for (int j = 0; j < kCount[pc]; ++j, dst += MR) {
+          const int* rr = kRows[kFirst[pr] + i];
+          const int* tt = kRows[kFirst[pc] + j];
+          for (int kk = 0; kk < MR; ++kk) {
+            const int64_t k = k0 + kk;
+            float u = 0.f;
+            if (k < s.K) {
+              const float* g = w + (k * s.C + c) * 9;
+              for (int a = 0; a < 2 && rr[a] >= 0; ++a)
+                for (int q = 0; q < 2 && tt[q] >= 0; ++q) u += g[3 * rr[a] + tt[q]];
+            }
+            dst[kk] = u;
+          }
+        }
+  });
+  const int64_t nblk = (TY + tr - 1) / tr, Tb = tr * TX;
+  thread_local std::vector<int64_t> voff;
+  voff.resize(static_cast<size_t>(4 * s.C));
+  for (int64_t i = 0; i < 4 * s.C; ++i) voff[i] = i * Tb;
+  const int64_t* voffp = voff.data();
+  std::atomic<bool> finite{true};
+  parallel_for(s.N * nblk, 2.0 * s.N * s.K * s.C * 9 * PQ, [&](int64_t item) {
+    const int64_t n = item / nblk, ty0 = item % nblk * tr, ty1 = std::min(TY, ty0 + tr);
+    const int64_t nt = (ty1 - ty0) * TX;
+    float* v = scratch(Buf::wino_v, ebase[9] * Tb);
+    float* m = scratch(Buf::wino_m, 9 * s.K * Tb);
+    for (int64_t c = 0; c < s.C; ++c) {
+      const float* plane = x + (n * s.C + c) * s.H * s.W;
+      float* dst[25];  // V row of item pair (ri, ci) of channel c, at tile row ty0
+      for (int ri = 0; ri < 5; ++ri)
+        for (int ci = 0; ci < 5; ++ci) {
+          const int pr = kPattern[ri], pc = kPattern[ci];
+          dst[ri * 5 + ci] = v + (ebase[3 * pr + pc] + (c * kCount[pr] + ri - kFirst[pr]) *
+                                  kCount[pc] + ci - kFirst[pc]) * Tb;
+        }
+      for (int64_t ty = ty0; ty < ty1; ++ty) {
+        const float* r5[5];
+        for (int i = 0; i < 5; ++i) {
+          const int64_t h = 4 * ty - s.ph + i;
+          r5[i] = h >= 0 && h < s.H ? plane + h * s.W : nullptr;
+        }
+        kt.wino_s2_in_row(dst, r5, TX, s.pw, s.W);
+        for (float*& d : dst) d += TX;
+      }
+    }
+    winograd_gemms(m, up, v, ebase, depth, 9, s.K, Tb, nt, voffp);
+    if (!winograd_out_rows(kt.wino_s2_out_row, y, m, b, s, n, ty0, ty1, TX, Tb)) finite = false;
+  });
+  return finite;
+}
+
+// 5x5, stride 1, batches of 16+ images: Winograd F(2x2, 5x5) with one image per vector lane
+// (KernelTable::wino5_item): 36 multiplies per (2x2 outputs, c, k) instead of 100. Items are
+// (16 images, band of tile rows); the weights are transformed once, in double precision. Returns
+// false if an output came out NaN or infinite (the caller then recomputes the direct way: the
+// transforms subtract input values, so an Inf in x could give NaN where the definition has Inf).
+bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
+                       const Conv2dShape& s) {
+  const int64_t TY = (s.P + 1) / 2, Kp = round_up(s.K, 8), CRS = s.C * 25;
+  float* u = scratch(Buf::wino_weights, 36 * s.C * Kp);
+  // u = G g G^T per (k, c), in double: G's rows are (1, 0, 0, 0, 0), (1, 1, 1, 1, 1) / 3,
+  // (-1, 1, -1, 1, -1) / 3, -(16, 8, 4, 2, 1) / 15, (1, -2, 4, -8, 16) / 15, (0, 0, 0, 0, 1).
+  auto g_1d = [](const double* g, int64_t step, double* o) {  // o[i] = (G g)[i]
+    const double g0 = g[0], g1 = g[step], g2 = g[2 * step], g3 = g[3 * step], g4 = g[4 * step];
+    o[0] = g0;
+    o[1] = (g0 + g1 + g2 + g3 + g4) * (1 / 3.);
+    o[2] = (-g0 + g1 - g2 + g3 - g4) * (1 / 3.);
+    o[3] = (16 * g0 + 8 * g1 + 4 * g2 + 2 * g3 + g4) * (-1 / 15.);
+    o[4] = (g0 - 2 * g1 + 4 * g2 - 8 * g3 + 16 * g4) * (1 / 15.);
+    o[5] = g4;
+  };
+  for (int64_t k = 0; k < Kp; ++k)
+    for (int64_t c = 0; c < s.C; ++c) {
+      double g[25] = {}, t[6][5], v[6];  // t = G g (rows of G applied down the columns of g)
+      if (k < s.K)
+        for (int i = 0; i < 25; ++i) g[i] = w[k * CRS + c * 25 + i];
+      for (int j = 0; j < 5; ++j) {
+        double col[6];
+        g_1d(g + j, 5, col);
+        for (int i = 0; i < 6; ++i) t[i][j] = col[i];
+      }
+      for (int i = 0; i < 6; ++i) {
+        g_1d(t[i], 1, v);
+        for (int j = 0; j < 6; ++j)
+          u[((i * 6 + j) * Kp + k / 8 * 8) * s.C + c * 8 + k % 8] = static_cast<float>(v[j]);
+      }
+    }
+  Wino5Args a{x, y, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, u, Kp, b, nullptr};
+  // Tile rows per item: its buffers near 512 KiB.
+  int64_t tr = TY;
+  while (tr > 1 && 4 * wino5_buf_floats(a, tr) > 512 * 1024) tr = (tr + 1) / 2;
+  const int64_t nblk = (TY + tr - 1) / tr, groups = (s.N + 15) / 16;
+  std::atomic<bool> finite{true};
+  parallel_for(groups * nblk, 1.0 * s.N * s.K * CRS * s.P * s.Q, [&](int64_t item) {
+    Wino5Args ai = a;
+    ai.buf = scratch(Buf::wino_rows, wino5_buf_floats(a, tr));
+    const int64_t ty0 = item % nblk * tr;
+    if (!g_kernels->wino5_item(ai, item / nblk * 16, ty0, std::min(TY, ty0 + tr)))
+      finite = false;
+  });
+  return finite;
+}
+
+// Whether Winograd F(2x2, 5x5) beats the direct paths (~87 % of peak) on this shape, by a cost
+// model in multiply-add times per 16 tiles (fitted on this machine): the products, 36 C Kp,
+// plus two per (e, k) for their stores; ~300 C and ~100 K for the transforms and transposes;
+// every group of 16 images paid in full. It must save 15 %. The transformed weights (36 C Kp
+// floats) must stay within L2, and an item's buffers within 16 MiB.
+bool winograd5_pays(const Conv2dShape& s) {
+  if (s.R != 5 || s.S != 5 || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 || s.Q < 2)
+    return false;
+  const int64_t Kp = round_up(s.K, 8);
+  if (s.C * Kp > 1024) return false;
+  const Wino5Args a{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr,
+                    Kp, nullptr, nullptr};
+  if (wino5_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for the buffers
+  const double groups = (s.N + 15) / 16, C = s.C, K = s.K;
+  const double wino = groups * (36.0 * Kp * (C + 2) + 300 * C + 100 * K);
+  const double direct = s.N / 16.0 * 100 * C * K / 0.87;
+  return wino < 0.85 * direct;
+}
+
+}  // namespace conv
+}  // namespace convkit
