@@ -269,7 +269,7 @@ def test_gil_is_released(rng):
 
 BAD = [
     # (kwargs, exception, fragments of the message)
-    (dict(x=np.ones((3, 8, 8)), w=np.ones((4, 3, 3, 3))), ValueError, ["conv2d", "4-D", "(3, 8, 8)"]),
+    (dict(x=np.ones((8, 8)), w=np.ones((4, 3, 3, 3))), ValueError, ["conv2d", "4-D", "(8, 8)", "unbatched"]),
     (dict(x=np.ones((2, 3, 8, 8)), w=np.ones((4, 3, 3))), ValueError, ["conv2d", "weight", "3-D"]),
     (dict(x=np.ones((2, 3, 8, 8)), w=np.ones((4, 2, 3, 3))), ValueError,
      ["conv2d", "(4, 2, 3, 3)", "2 input channels", "(2, 3, 8, 8)", "has 3"]),
@@ -306,8 +306,10 @@ def test_string_padding(rng):
     g = np.ones((2, 4, 9, 8), np.float32)
     for a, b in zip(F.conv2d_backward(g, x, w, padding="same"), F.conv2d_backward(g, x, w, padding=(2, 1))):
         assert (a is None and b is None) or np.array_equal(a, b)
-    with pytest.raises(ValueError, match="padding='same' needs stride 1 and an odd kernel"):
-        F.conv2d(x, np.ones((4, 3, 2, 2)), padding="same")
+    # an even kernel pads one more at the bottom/right, as PyTorch
+    w2 = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    xp = np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1)))
+    assert np.array_equal(F.conv2d(x, w2, padding="same"), F.conv2d(xp, w2))
     with pytest.raises(ValueError, match="'valid' or 'same'"):
         F.conv2d(x, w, padding="full")
 

@@ -218,3 +218,59 @@ def test_clip_max_norm_and_steplr():
     assert lrs == [1.0, 0.5, 0.5, 0.25, 0.25]
     with pytest.raises(ValueError, match="lr"):
         optim.SGD([p], lr=-1)
+
+
+@needs_torch
+def test_conv_layers_with_groups_dilation_padding_mode_match_pytorch(rng):
+    from convkit import nn as cnn
+    tnn = torch.nn
+    pairs = [
+        (cnn.Conv2d(4, 8, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect"),
+         tnn.Conv2d(4, 8, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect")),
+        (cnn.Conv2d(6, 6, (3, 5), padding="same", groups=6, bias=False),
+         tnn.Conv2d(6, 6, (3, 5), padding="same", groups=6, bias=False)),
+        (cnn.ConvTranspose2d(4, 6, 4, stride=2, padding=1, output_padding=1, groups=2),
+         tnn.ConvTranspose2d(4, 6, 4, stride=2, padding=1, output_padding=1, groups=2)),
+    ]
+    for ours, theirs in pairs:
+        assert ours.weight.data.shape == tuple(theirs.weight.shape)
+        with torch.no_grad():
+            theirs.weight.copy_(torch.tensor(ours.weight.data.astype(np.float64)))
+            if ours.bias is not None:
+                theirs.bias.copy_(torch.tensor(ours.bias.data.astype(np.float64)))
+        x = rng.standard_normal((2, ours.in_channels, 9, 10)).astype(np.float32)
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        yt = theirs(xt)
+        y = ours(x)
+        assert_close(y, yt.detach().numpy(), 1e-5, repr(ours))
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        yt.backward(torch.tensor(g.astype(np.float64)))
+        ours.zero_grad()
+        dx = ours.backward(g)
+        assert_close(dx, xt.grad.numpy(), 1e-5, "grad_x")
+        assert_close(ours.weight.grad, theirs.weight.grad.numpy(), 1e-5, "grad_weight")
+        # unbatched
+        assert_close(ours(x[0]), yt.detach().numpy()[0], 1e-5, "unbatched")
+
+
+def test_sequential_skips_the_first_layers_input_gradient(rng):
+    from convkit import nn as cnn
+    model = cnn.Sequential(cnn.Conv2d(1, 2, 3), cnn.ReLU(), cnn.Flatten(), cnn.Linear(2 * 4 * 4, 3))
+    x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    g = np.ones((2, 3), np.float32)
+    model(x)
+    model.zero_grad()
+    dx = model.backward(g)
+    full = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    assert model.backward(g, input_grad=False) is None
+    for a, p in zip(full, model.parameters()):
+        assert a.tobytes() == p.grad.tobytes()
+    assert dx.shape == x.shape
+
+
+def test_backward_before_forward_says_what_to_do():
+    from convkit import nn as cnn
+    for layer in (cnn.Conv2d(1, 2, 3), cnn.Linear(3, 2), cnn.MaxPool2d(2)):
+        with pytest.raises(RuntimeError, match=r"backward.*call the layer \(forward\)"):
+            layer.backward(np.ones((1, 2, 3, 3), np.float32))

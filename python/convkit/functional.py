@@ -14,7 +14,7 @@ import numpy as np
 from . import _core
 
 __all__ = [
-    "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+    "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "elu", "elu_backward", "softmax",
     "softmax_backward", "log_softmax", "log_softmax_backward", "linear", "linear_backward",
@@ -54,38 +54,148 @@ def _float(v, fn: str, name: str) -> float:
 
 # ---- convolution -------------------------------------------------------------------------------
 
-def _conv_padding(padding, weight, stride, fn):
-    """int, (h, w), or PyTorch's strings: 'valid' (no padding) and 'same' (stride 1, odd kernel)."""
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _conv_setup(fn, x, weight, stride, padding, dilation, groups, padding_mode):
+    """Normalises conv2d's arguments. Returns (x4, unbatched, (sh, sw), conv padding (ph, pw),
+    explicit padding (top, bottom, left, right) or None, (dh, dw), groups)."""
+    sh, sw = _pair(stride, fn, "stride")
+    dh, dw = _pair(dilation, fn, "dilation")
+    groups = _int(groups, fn, "groups")
+    if not isinstance(padding_mode, str) or padding_mode not in _PADDING_MODES:
+        raise ValueError(f"{fn}: expected padding_mode to be one of {_PADDING_MODES}, "
+                         f"but got {padding_mode!r}")
+    x = _as_array(x)
+    unbatched = getattr(x, "ndim", 0) == 3
+    if unbatched:
+        x = x[None]
+    wshape = np.shape(weight)
     if isinstance(padding, str):
         if padding == "valid":
-            return 0, 0
-        if padding == "same":
-            shape = np.shape(weight)
-            if stride != (1, 1) or len(shape) != 4 or shape[2] % 2 == 0 or shape[3] % 2 == 0:
-                raise ValueError(f"{fn}: padding='same' needs stride 1 and an odd kernel size "
-                                 f"(convkit pads symmetrically), but got stride {stride} and "
-                                 f"weight of shape {tuple(shape)}")
-            return (shape[2] - 1) // 2, (shape[3] - 1) // 2
-        raise ValueError(f"{fn}: expected padding to be an int, a pair, 'valid' or 'same', "
-                         f"but got {padding!r}")
-    return _pair(padding, fn, "padding")
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if (sh, sw) != (1, 1):
+                raise ValueError(f"{fn}: padding='same' is not supported for strided "
+                                 f"convolutions (stride {(sh, sw)}); give the padding as numbers")
+            if len(wshape) != 4:
+                raise ValueError(f"{fn}: argument 'weight' expected 4 dimensions "
+                                 f"(out_channels, in_channels / groups, kH, kW), but got shape "
+                                 f"{tuple(wshape)}")
+            th, tw = dh * (wshape[2] - 1), dw * (wshape[3] - 1)  # total padding per axis
+            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            raise ValueError(f"{fn}: expected padding to be an int, a pair, 'valid' or 'same', "
+                             f"but got {padding!r}")
+    else:
+        ph, pw = _pair(padding, fn, "padding")
+        pads = (ph, ph, pw, pw)
+    t, b, l, r = pads
+    if padding_mode == "zeros" and t == b and l == r:
+        return x, unbatched, (sh, sw), (t, l), None, (dh, dw), groups
+    return x, unbatched, (sh, sw), (0, 0), pads, (dh, dw), groups
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """2-D convolution (cross-correlation, as PyTorch). x (N,C,H,W), weight (K,C,R,S) -> (N,K,P,Q).
+def _as_array(x):
+    """Array-likes (incl. framework tensors with __array__) as an ndarray, without a copy when
+    possible; the binding converts the dtype and layout."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except Exception:  # let the binding name the argument in its TypeError
+        return x if hasattr(x, "ndim") else np.asarray(x, dtype=object)
 
-    stride and padding: an int or an (h, w) pair; padding may also be 'valid' or 'same'.
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros"):
+    """2-D convolution (cross-correlation, as PyTorch's ``F.conv2d``).
+
+    x (N, C, H, W) or unbatched (C, H, W); weight (K, C / groups, R, S); bias (K,) or None
+    -> (N, K, P, Q) (or (K, P, Q)), P = floor((H + 2*pad_h - dil_h*(R-1) - 1) / stride_h) + 1.
+
+    stride, padding, dilation: an int or an (h, w) pair; padding may also be 'valid' (0) or
+    'same' (stride 1; any kernel and dilation; an odd total puts the extra row/column at the
+    bottom/right, as PyTorch). groups splits the channels (depthwise: groups == C).
+    padding_mode: 'zeros', 'reflect', 'replicate' or 'circular'.
+
+    >>> x = np.ones((2, 4, 8, 8), np.float32); w = np.ones((4, 1, 3, 3), np.float32)
+    >>> conv2d(x, w, padding=1, groups=4).shape     # depthwise
+    (2, 4, 8, 8)
     """
-    sh, sw = _pair(stride, "conv2d", "stride")
-    ph, pw = _conv_padding(padding, weight, (sh, sw), "conv2d")
-    return _core.conv2d(x, weight, bias, sh, sw, ph, pw)
+    x4, unb, st, pd, pads, dil, g = _conv_setup("conv2d", x, weight, stride, padding, dilation,
+                                                groups, padding_mode)
+    if pads is not None:
+        x4 = _core.pad2d(x4, *pads, padding_mode)
+    y = _core.conv2d(x4, weight, bias, *st, *pd, *dil, g)
+    return y[0] if unb else y
 
 
-def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0):
-    """-> (grad_x, grad_weight, grad_bias or None)."""
-    sh, sw = _pair(stride, "conv2d_backward", "stride")
-    ph, pw = _conv_padding(padding, weight, (sh, sw), "conv2d_backward")
-    return _core.conv2d_backward(grad_out, x, weight, bias, sh, sw, ph, pw)
+def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros", input_grad=True):
+    """Gradients of ``conv2d`` -> (grad_x or None, grad_weight, grad_bias or None).
+
+    Takes conv2d's own arguments. With ``input_grad=False`` grad_x is not computed (None): the
+    first layer of a network needs no input gradient.
+    """
+    fn = "conv2d_backward"
+    x4, unb, st, pd, pads, dil, g = _conv_setup(fn, x, weight, stride, padding, dilation, groups,
+                                                padding_mode)
+    go = _as_array(grad_out)
+    if unb and getattr(go, "ndim", 0) == 3:
+        go = go[None]
+    xin = x4 if pads is None else _core.pad2d(x4, *pads, padding_mode)
+    dx, dw, db = _core.conv2d_backward(go, xin, weight, bias, *st, *pd, *dil, g, bool(input_grad))
+    if dx is not None and pads is not None:
+        dx = _core.pad2d_backward(dx, x4.shape[2], x4.shape[3], *pads, padding_mode)
+    if dx is not None and unb:
+        dx = dx[0]
+    return dx, dw, db
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 2-D convolution (PyTorch's ``F.conv_transpose2d``): the gradient of conv2d
+    with respect to its input, as an op.
+
+    x (N, C_in, H, W) or (C_in, H, W); weight (C_in, C_out / groups, R, S); bias (C_out,) or None
+    -> (N, C_out, Ho, Wo), Ho = (H - 1)*stride_h - 2*pad_h + dil_h*(R - 1) + output_padding_h + 1.
+
+    >>> x = np.ones((1, 8, 4, 4), np.float32); w = np.ones((8, 3, 4, 4), np.float32)
+    >>> conv_transpose2d(x, w, stride=2, padding=1).shape
+    (1, 3, 8, 8)
+    """
+    fn = "conv_transpose2d"
+    args = _convT_args(fn, stride, padding, output_padding, groups, dilation)
+    x = _as_array(x)
+    unb = getattr(x, "ndim", 0) == 3
+    y = _core.conv_transpose2d(x[None] if unb else x, weight, bias, *args)
+    return y[0] if unb else y
+
+
+def conv_transpose2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0,
+                              output_padding=0, groups=1, dilation=1, input_grad=True):
+    """Gradients of ``conv_transpose2d`` -> (grad_x or None, grad_weight, grad_bias or None)."""
+    fn = "conv_transpose2d_backward"
+    args = _convT_args(fn, stride, padding, output_padding, groups, dilation)
+    x, go = _as_array(x), _as_array(grad_out)
+    unb = getattr(x, "ndim", 0) == 3
+    if unb:
+        x, go = x[None], (go[None] if getattr(go, "ndim", 0) == 3 else go)
+    dx, dw, db = _core.conv_transpose2d_backward(go, x, weight, bias, *args, bool(input_grad))
+    if dx is not None and unb:
+        dx = dx[0]
+    return dx, dw, db
+
+
+def _convT_args(fn, stride, padding, output_padding, groups, dilation):
+    sh, sw = _pair(stride, fn, "stride")
+    if isinstance(padding, str):
+        raise ValueError(f"{fn}: expected padding to be an int or a pair, but got {padding!r}")
+    ph, pw = _pair(padding, fn, "padding")
+    oph, opw = _pair(output_padding, fn, "output_padding")
+    dh, dw = _pair(dilation, fn, "dilation")
+    return sh, sw, ph, pw, oph, opw, dh, dw, _int(groups, fn, "groups")
 
 
 # ---- pooling -----------------------------------------------------------------------------------

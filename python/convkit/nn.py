@@ -14,7 +14,7 @@ import numpy as np
 from . import functional as F
 
 __all__ = [
-    "Parameter", "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU", "Sigmoid",
+    "Parameter", "Module", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU", "Sigmoid",
     "Tanh", "ELU", "Flatten", "Linear", "Dropout", "Sequential", "CrossEntropyLoss", "MSELoss",
     "BCEWithLogitsLoss",
 ]
@@ -57,8 +57,18 @@ class Module:
     def forward(self, x):
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True):
+        """Gradient of the input for ``grad_out`` (the gradient of the output), accumulating
+        (``+=``) into each parameter's ``.grad``. With ``input_grad=False`` a layer may skip the
+        input gradient and return None (the first layer of a network needs none)."""
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
+
+    def _cached(self, value):
+        """The input saved by forward; a clear error when backward comes first."""
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: no input saved; call the layer "
+                               f"(forward) on a batch before backward")
+        return value
 
     # -- parameters ----------------------------------------------------------------------------
     def named_parameters(self, prefix: str = ""):
@@ -146,29 +156,109 @@ def _pair(v):
 
 
 class Conv2d(Module):
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    """2-D convolution layer (PyTorch's ``nn.Conv2d``): x (N, C_in, H, W) or (C_in, H, W) ->
+    (N, C_out, P, Q). weight (C_out, C_in / groups, kH, kW), bias (C_out,); both initialised
+    uniform in +-1/sqrt(C_in / groups * kH * kW). See ``functional.conv2d`` for the arguments.
+
+    >>> conv = Conv2d(3, 16, 3, padding=1)
+    >>> conv(np.zeros((2, 3, 32, 32), np.float32)).shape
+    (2, 16, 32, 32)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros"):
         kh, kw = _pair(kernel_size)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
-                        ("kernel_size", kh), ("kernel_size", kw)):
+                        ("kernel_size", kh), ("kernel_size", kw), ("groups", groups)):
             if int(v) < 1:
                 raise ValueError(f"Conv2d: expected {name} >= 1, but got {v}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
+        if padding_mode not in F._PADDING_MODES:
+            raise ValueError(f"Conv2d: expected padding_mode to be one of {F._PADDING_MODES}, "
+                             f"but got {padding_mode!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride = (kh, kw), _pair(stride)
         self.padding = padding if isinstance(padding, str) else _pair(padding)
-        bound = 1.0 / math.sqrt(in_channels * kh * kw)
-        self.weight = Parameter(_uniform((out_channels, in_channels, kh, kw), bound))
+        self.dilation, self.groups, self.padding_mode = _pair(dilation), int(groups), padding_mode
+        bound = 1.0 / math.sqrt(in_channels // groups * kh * kw)
+        self.weight = Parameter(_uniform((out_channels, in_channels // groups, kh, kw), bound))
         self.bias = Parameter(_uniform((out_channels,), bound)) if bias else None
         self._x = None
+
+    def _kw(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups, padding_mode=self.padding_mode)
 
     def forward(self, x):
         self._x = x = _f32(x)
         b = None if self.bias is None else self.bias.data
-        return F.conv2d(x, self.weight.data, b, self.stride, self.padding)
+        return F.conv2d(x, self.weight.data, b, **self._kw())
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True):
         b = None if self.bias is None else self.bias.data
-        dx, dw, db = F.conv2d_backward(grad_out, self._x, self.weight.data, b, self.stride,
-                                       self.padding)
+        dx, dw, db = F.conv2d_backward(grad_out, self._cached(self._x), self.weight.data, b,
+                                       input_grad=input_grad, **self._kw())
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}, padding={self.padding!r}")
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s + f", bias={self.bias is not None}"
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-D convolution layer (PyTorch's ``nn.ConvTranspose2d``): x (N, C_in, H, W)
+    -> (N, C_out, Ho, Wo), Ho = (H - 1)*stride - 2*padding + dilation*(kH - 1) + output_padding
+    + 1. weight (C_in, C_out / groups, kH, kW), bias (C_out,).
+
+    >>> up = ConvTranspose2d(16, 8, 4, stride=2, padding=1)
+    >>> up(np.zeros((1, 16, 7, 7), np.float32)).shape
+    (1, 8, 14, 14)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1):
+        kh, kw = _pair(kernel_size)
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("kernel_size", kh), ("kernel_size", kw), ("groups", groups)):
+            if int(v) < 1:
+                raise ValueError(f"ConvTranspose2d: expected {name} >= 1, but got {v}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"ConvTranspose2d: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = (kh, kw), _pair(stride), _pair(padding)
+        self.output_padding, self.groups = _pair(output_padding), int(groups)
+        self.dilation = _pair(dilation)
+        bound = 1.0 / math.sqrt(out_channels // groups * kh * kw)
+        self.weight = Parameter(_uniform((in_channels, out_channels // groups, kh, kw), bound))
+        self.bias = Parameter(_uniform((out_channels,), bound)) if bias else None
+        self._x = None
+
+    def _kw(self):
+        return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+                    groups=self.groups, dilation=self.dilation)
+
+    def forward(self, x):
+        self._x = x = _f32(x)
+        b = None if self.bias is None else self.bias.data
+        return F.conv_transpose2d(x, self.weight.data, b, **self._kw())
+
+    def backward(self, grad_out, input_grad=True):
+        b = None if self.bias is None else self.bias.data
+        dx, dw, db = F.conv_transpose2d_backward(grad_out, self._cached(self._x), self.weight.data,
+                                                 b, input_grad=input_grad, **self._kw())
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -176,7 +266,9 @@ class Conv2d(Module):
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding!r}, bias={self.bias is not None}")
+                f"stride={self.stride}, padding={self.padding}, "
+                f"output_padding={self.output_padding}, groups={self.groups}, "
+                f"dilation={self.dilation}, bias={self.bias is not None}")
 
 
 class _Pool(Module):
@@ -190,8 +282,9 @@ class _Pool(Module):
         self._x = x = _f32(x)
         return type(self)._fwd(x, self.kernel_size, self.stride, self.padding)
 
-    def backward(self, grad_out):
-        return type(self)._bwd(grad_out, self._x, self.kernel_size, self.stride, self.padding)
+    def backward(self, grad_out, input_grad=True):
+        return type(self)._bwd(grad_out, self._cached(self._x), self.kernel_size, self.stride,
+                               self.padding)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -218,8 +311,8 @@ class _Activation(Module):
         self._x = x = _f32(x)
         return type(self)._fwd(x, **self._kw())
 
-    def backward(self, grad_out):
-        return type(self)._bwd(grad_out, self._x, **self._kw())
+    def backward(self, grad_out, input_grad=True):
+        return type(self)._bwd(grad_out, self._cached(self._x), **self._kw())
 
 
 class ReLU(_Activation):
@@ -273,7 +366,7 @@ class Flatten(Module):
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True):
         return np.asarray(grad_out).reshape(self._shape)
 
 
@@ -292,9 +385,9 @@ class Linear(Module):
         self._x = x = _f32(x)
         return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True):
         b = None if self.bias is None else self.bias.data
-        dx, dw, db = F.linear_backward(grad_out, self._x, self.weight.data, b)
+        dx, dw, db = F.linear_backward(grad_out, self._cached(self._x), self.weight.data, b)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -319,7 +412,7 @@ class Dropout(Module):
         y, self._mask = F.dropout(x, self.p, training=True)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True):
         if self._mask is None:
             return _f32(grad_out)
         return F.dropout_backward(grad_out, self._mask, self.p)
@@ -356,9 +449,11 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_out):
-        for layer in reversed(list(self)):
-            grad_out = layer.backward(grad_out)
+    def backward(self, grad_out, input_grad=True):
+        """Runs each layer's backward in reverse; ``input_grad`` goes to the first layer only."""
+        layers = list(self)
+        for i in range(len(layers) - 1, -1, -1):
+            grad_out = layers[i].backward(grad_out, input_grad=input_grad or i > 0)
         return grad_out
 
 

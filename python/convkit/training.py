@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import inspect
 import time
 
 import numpy as np
@@ -83,6 +84,18 @@ def evaluate(model, x, y, batch_size=1000):
     return {"loss": total_loss / max(n, 1), "accuracy": correct / max(n, 1)}
 
 
+def _backward_of(model):
+    """model.backward without the input gradient nobody reads (input_grad=False), for models
+    whose backward takes that argument (every convkit layer does; a user's own may not)."""
+    try:
+        params = inspect.signature(model.backward).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "input_grad" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return lambda g: model.backward(g, input_grad=False)
+    return model.backward
+
+
 def fit(model, loss, optimizer, train, val=None, epochs=1, batch_size=64, callbacks=(),
         progress=True):
     """Trains model on train = (x, y). Returns the history: per-epoch lists of loss, accuracy,
@@ -94,6 +107,7 @@ def fit(model, loss, optimizer, train, val=None, epochs=1, batch_size=64, callba
     history = {"loss": [], "accuracy": [], "seconds": [], "images_per_second": []}
     if val is not None:
         history.update(val_loss=[], val_accuracy=[])
+    backward = _backward_of(model)
     for epoch in range(int(epochs)):
         model.train()
         bar = _Progress(len(x), f"epoch {epoch + 1}/{epochs}", progress)
@@ -103,7 +117,7 @@ def fit(model, loss, optimizer, train, val=None, epochs=1, batch_size=64, callba
             logits = model(xb)
             value = loss(logits, yb)
             optimizer.zero_grad()
-            model.backward(loss.backward())
+            backward(loss.backward())
             optimizer.step()
             total += value * len(xb)
             correct += int((logits.argmax(axis=1) == yb).sum())

@@ -75,6 +75,16 @@ bool conv2d_applies(const Conv2dShape& s, ConvDir d, const std::string& name);
 // std::invalid_argument for an unknown name. Process-wide.
 void conv2d_force(ConvDir d, const std::string& name);
 
+// ---- explicit padding ---------------------------------------------------------------------
+// x (planes, H, W) -> y (planes, H + top + bottom, W + left + right). mode: 0 zeros, 1 reflect
+// (no edge repeat; pads < H, W), 2 replicate, 3 circular (pads <= H, W), as PyTorch's F.pad.
+void pad2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W, int64_t top,
+                   int64_t bottom, int64_t left, int64_t right, int mode);
+// dy (planes, H + top + bottom, W + left + right) -> dx (planes, H, W): each dy value added to
+// the input element it was copied from.
+void pad2d_backward(float* dx, const float* dy, int64_t planes, int64_t H, int64_t W, int64_t top,
+                    int64_t bottom, int64_t left, int64_t right, int mode);
+
 // ---- pooling ------------------------------------------------------------------------------
 // x (N,C,H,W) -> y (N,C,P,Q). Max treats padding as -inf; avg counts padding as zeros.
 void max_pool2d_forward(float* y, const float* x, const Pool2dShape& s);

@@ -8,29 +8,31 @@
 namespace convkit {
 namespace ref {
 
-// x (N,C,H,W), w (K,C,R,S), b (K) or null -> y (N,K,P,Q)
+// x (N,C,H,W), w (K,C/G,R,S), b (K) or null -> y (N,K,P,Q)
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
+  const int64_t Cg = s.C / s.G, Kg = s.K / s.G;
   for (int64_t n = 0; n < s.N; ++n)
     for (int64_t k = 0; k < s.K; ++k)
       for (int64_t p = 0; p < s.P; ++p)
         for (int64_t q = 0; q < s.Q; ++q) {
           double acc = b ? b[k] : 0.0;
-          for (int64_t c = 0; c < s.C; ++c)
+          for (int64_t c = 0; c < Cg; ++c)
             for (int64_t r = 0; r < s.R; ++r)
               for (int64_t t = 0; t < s.S; ++t) {
-                const int64_t h = p * s.sh - s.ph + r, v = q * s.sw - s.pw + t;
+                const int64_t h = p * s.sh - s.ph + r * s.dh, v = q * s.sw - s.pw + t * s.dw;
                 if (h < 0 || h >= s.H || v < 0 || v >= s.W) continue;
-                acc += double(x[((n * s.C + c) * s.H + h) * s.W + v]) *
-                       w[((k * s.C + c) * s.R + r) * s.S + t];
+                acc += double(x[((n * s.C + k / Kg * Cg + c) * s.H + h) * s.W + v]) *
+                       w[((k * Cg + c) * s.R + r) * s.S + t];
               }
           y[((n * s.K + k) * s.P + p) * s.Q + q] = static_cast<float>(acc);
         }
 }
 
-// dy (N,K,P,Q) -> dx (N,C,H,W), dw (K,C,R,S), db (K)
+// dy (N,K,P,Q) -> dx (N,C,H,W), dw (K,C/G,R,S), db (K)
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, const Conv2dShape& s) {
-  std::vector<double> gx(s.N * s.C * s.H * s.W, 0.0), gw(s.K * s.C * s.R * s.S, 0.0),
+  const int64_t Cg = s.C / s.G, Kg = s.K / s.G;
+  std::vector<double> gx(s.N * s.C * s.H * s.W, 0.0), gw(s.K * Cg * s.R * s.S, 0.0),
       gb(s.K, 0.0);
   for (int64_t n = 0; n < s.N; ++n)
     for (int64_t k = 0; k < s.K; ++k)
@@ -38,15 +40,15 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
         for (int64_t q = 0; q < s.Q; ++q) {
           const double g = dy[((n * s.K + k) * s.P + p) * s.Q + q];
           gb[k] += g;
-          for (int64_t c = 0; c < s.C; ++c)
+          for (int64_t c = 0; c < Cg; ++c)
             for (int64_t r = 0; r < s.R; ++r)
               for (int64_t t = 0; t < s.S; ++t) {
-                const int64_t h = p * s.sh - s.ph + r, v = q * s.sw - s.pw + t;
+                const int64_t h = p * s.sh - s.ph + r * s.dh, v = q * s.sw - s.pw + t * s.dw;
                 if (h < 0 || h >= s.H || v < 0 || v >= s.W) continue;
-                const int64_t xi = ((n * s.C + c) * s.H + h) * s.W + v;
-                const int64_t wi = ((k * s.C + c) * s.R + r) * s.S + t;
-                gx[xi] += g * w[wi];
-                gw[wi] += g * x[xi];
+                const int64_t xi = ((n * s.C + k / Kg * Cg + c) * s.H + h) * s.W + v;
+                const int64_t wi = ((k * Cg + c) * s.R + r) * s.S + t;
+                if (dx) gx[xi] += g * w[wi];
+                if (dw) gw[wi] += g * x[xi];
               }
         }
   if (dx) for (size_t i = 0; i < gx.size(); ++i) dx[i] = static_cast<float>(gx[i]);

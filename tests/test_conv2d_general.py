@@ -1,0 +1,384 @@
+"""All of PyTorch's conv2d: groups (depthwise, channel multipliers), dilation, padding modes,
+padding='same', unbatched input, input_grad=False, conv_transpose2d; every algorithm of the plan
+tables forced on every shape it applies to; zero-size dimensions; NaN/Inf in the weights.
+Against the C++ float64 reference, PyTorch (float64) and finite differences, on every ISA."""
+import numpy as np
+import pytest
+
+import convkit
+import convkit.functional as F
+from convkit import _core
+
+from conftest import ISAS, assert_close, finite_diff, needs_torch, torch
+
+# (N, C, H, W, K, (R, S), stride, padding, dilation, groups)
+SHAPES = [
+    (2, 4, 9, 11, 4, (3, 3), (1, 1), (1, 1), (1, 1), 4),       # depthwise
+    (1, 6, 13, 12, 12, (3, 3), (2, 2), (1, 1), (1, 1), 6),     # depthwise, multiplier 2, stride 2
+    (2, 5, 17, 19, 5, (5, 5), (3, 3), (2, 1), (1, 1), 5),      # depthwise 5x5 stride 3
+    (2, 8, 10, 10, 8, (3, 3), (1, 1), (2, 2), (2, 2), 1),      # dilated
+    (1, 3, 15, 14, 7, (3, 2), (2, 1), (2, 0), (3, 2), 1),      # dilation with stride, asymmetric
+    (2, 8, 9, 9, 12, (3, 3), (1, 1), (1, 1), (1, 1), 4),       # groups of 2 in, 3 out
+    (1, 32, 12, 13, 32, (3, 3), (1, 1), (1, 1), (1, 1), 8),    # groups of 4 (the GEMM path)
+    (2, 12, 7, 16, 24, (1, 1), (1, 1), (0, 0), (1, 1), 3),     # grouped pointwise
+    (1, 6, 20, 21, 6, (7, 7), (2, 2), (3, 3), (1, 1), 6),      # depthwise 7x7
+    (3, 1, 8, 8, 3, (3, 3), (1, 1), (0, 0), (2, 2), 1),        # C = 1, dilated
+    (1, 4, 6, 40, 8, (2, 4), (1, 3), (0, 2), (2, 3), 2),       # everything at once
+    (2, 16, 18, 17, 16, (3, 3), (1, 1), (2, 2), (2, 2), 16),   # dilated depthwise, odd widths
+    (1, 64, 9, 9, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # plain (the specialised paths)
+    (1, 17, 12, 9, 33, (3, 3), (2, 2), (1, 1), (1, 1), 1),     # plain, strided
+    (16, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (1, 1), 1),    # plain LeNet conv2 (Winograd)
+    (2, 3, 9, 13, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # plain, narrow rows
+]
+
+
+def _data(rng, shape, bias=True):
+    N, C, H, W, K, (r, s), st, pd, dl, g = shape
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C // g, r, s)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32) if bias else None
+    return x, w, b, dict(stride=st, padding=pd, dilation=dl, groups=g)
+
+
+def _ref(x, w, b, kw):
+    return _core.ref_conv2d(x, w, b, *kw["stride"], *kw["padding"], *kw["dilation"], kw["groups"])
+
+
+def _ref_bwd(g, x, w, b, kw):
+    return _core.ref_conv2d_backward(g, x, w, b, *kw["stride"], *kw["padding"], *kw["dilation"],
+                                     kw["groups"])
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_and_gradients_match_reference(isa, rng, shape):
+    x, w, b, kw = _data(rng, shape)
+    y = F.conv2d(x, w, b, **kw)
+    assert_close(y, _ref(x, w, b, kw), 1e-5, "forward")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = F.conv2d_backward(g, x, w, b, **kw)
+    rx, rw, rb = _ref_bwd(g, x, w, b, kw)
+    assert_close(dx, rx, 1e-5, "grad_x")
+    assert_close(dw, rw, 1e-5, "grad_weight")
+    assert_close(db, rb, 1e-5, "grad_bias")
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_pytorch_float64(rng, shape):
+    x, w, b, kw = _data(rng, shape)
+    xt, wt, bt = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b))
+    yt = torch.nn.functional.conv2d(xt, wt, bt, **kw)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g.astype(np.float64)))
+    assert_close(F.conv2d(x, w, b, **kw), yt.detach().numpy(), 1e-5, "forward")
+    dx, dw, db = F.conv2d_backward(g, x, w, b, **kw)
+    assert_close(dx, xt.grad.numpy(), 1e-5, "grad_x")
+    assert_close(dw, wt.grad.numpy(), 1e-5, "grad_weight")
+    assert_close(db, bt.grad.numpy(), 1e-5, "grad_bias")
+
+
+# Shapes for the forced algorithms: these plus the general ones above, so that every row of every
+# table meets several shapes it applies to (the plain rows need plain shapes).
+FORCED_SHAPES = SHAPES + [
+    (16, 7, 10, 12, 5, (5, 5), (1, 1), (0, 0), (1, 1), 1),    # dx lanes
+    (2, 2, 6, 70, 3, (2, 5), (1, 1), (0, 3), (1, 1), 1),      # dx rows
+    (2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # Winograd 3x3
+    (2, 16, 30, 29, 20, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # Winograd 3x3 stride 2
+    (2, 3, 17, 19, 10, (5, 3), (3, 3), (2, 1), (1, 1), 1),    # stride 3
+    (2, 8, 40, 40, 8, (3, 3), (5, 5), (1, 1), (1, 1), 1),     # stride 5 (im2col)
+    (2, 5, 13, 10, 9, (7, 7), (2, 3), (3, 1), (1, 1), 1),     # 7x7 asymmetric stride
+    (1, 1, 5, 5, 1, (5, 5), (1, 1), (0, 0), (1, 1), 1),       # kernel = input, C = K = 1
+]
+
+_DIRS = ("forward", "input_grad", "weight_grad")
+
+
+def _forced_cases():
+    for d in _DIRS:
+        for name in _core.conv2d_algorithms(d):
+            yield d, name
+
+
+@pytest.mark.parametrize("direction,name", list(_forced_cases()))
+def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
+    ran = 0
+    try:
+        _core.conv2d_force(direction, name)
+        for shape in FORCED_SHAPES:
+            x, w, b, kw = _data(rng, shape)
+            args = (tuple(x.shape), tuple(w.shape), *kw["stride"], *kw["padding"],
+                    *kw["dilation"], kw["groups"])
+            if not _core.conv2d_applies(direction, name, *args):
+                continue
+            ran += 1
+            if direction == "forward":
+                assert_close(F.conv2d(x, w, b, **kw), _ref(x, w, b, kw), 1e-5, f"{name} {shape}")
+                continue
+            y = _ref(x, w, b, kw)
+            g = rng.standard_normal(y.shape).astype(np.float32)
+            dx, dw, _ = F.conv2d_backward(g, x, w, b, **kw)
+            rx, rw, _ = _ref_bwd(g, x, w, b, kw)
+            got, want = (dx, rx) if direction == "input_grad" else (dw, rw)
+            assert_close(got, want, 1e-5, f"{direction} {name} {shape}")
+    finally:
+        _core.conv2d_force(direction, "")
+    kt_has = name not in {"winograd5", "kvec", "winograd3", "winograd3_s2", "rows_x", "lanes",
+                          "dot"} or isa == "avx512"
+    if kt_has and not (name == "gemm" and isa == "avx512" and direction == "weight_grad"):
+        assert ran >= 2, f"{direction} {name} applied to only {ran} shapes on {isa}"
+
+
+def test_plan_is_reported_and_general_rows_serve_groups_and_dilation():
+    plan = _core.conv2d_plan((8, 144, 28, 28), (144, 1, 3, 3), 1, 1, 1, 1, 1, 1, 144)
+    assert plan == {"forward": "rows", "input_grad": "rows", "weight_grad": "rows"}
+    plan = _core.conv2d_plan((4, 64, 56, 56), (64, 64, 3, 3), 1, 1, 2, 2, 2, 2, 1)
+    assert plan["forward"] == "im2col_gemm"
+    with pytest.raises(ValueError, match="no algorithm named 'nope'"):
+        _core.conv2d_force("forward", "nope")
+    with pytest.raises(ValueError, match="direction"):
+        _core.conv2d_force("sideways", "rows")
+
+
+@pytest.mark.parametrize("shape", SHAPES[:12], ids=str)
+def test_identical_bits_for_any_thread_count(rng, threads, shape):
+    x, w, b, kw = _data(rng, shape)
+    g = rng.standard_normal(F.conv2d(x, w, b, **kw).shape).astype(np.float32)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        outs.append((F.conv2d(x, w, b, **kw),) + F.conv2d_backward(g, x, w, b, **kw))
+    for other in outs[1:]:
+        for a, c in zip(outs[0], other):
+            assert a.tobytes() == c.tobytes()
+
+
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[4], SHAPES[10]], ids=str)
+def test_gradients_by_finite_differences_float64(rng, shape):
+    N, C, H, W, K, (r, s), st, pd, dl, grp = shape
+    shape = (1, C, min(H, 9), min(W, 9), K, (r, s), st, pd, dl, grp)
+    x, w, b, kw = _data(rng, shape)
+    y = F.conv2d(x, w, b, **kw)
+    g = rng.standard_normal(y.shape)
+    dx, dw, db = F.conv2d_backward(g.astype(np.float32), x, w, b, **kw)
+    tf = torch.nn.functional if torch is not None else None
+    if tf is None:
+        pytest.skip("needs PyTorch for the float64 forward")
+    loss = lambda xx, ww, bb: float((tf.conv2d(torch.tensor(xx), torch.tensor(ww),
+                                               torch.tensor(bb), **kw).numpy() * g).sum())
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    assert_close(dx, finite_diff(lambda v: loss(v, w64, b64), x64), 1e-5, "grad_x vs FD")
+    assert_close(dw, finite_diff(lambda v: loss(x64, v, b64), w64), 1e-5, "grad_weight vs FD")
+
+
+# ---- padding modes, 'same', unbatched, input_grad ----------------------------------------------
+
+@needs_torch
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("case", [
+    # (N, C, H, W, K, (R, S), stride, padding, dilation, groups)
+    (2, 3, 8, 9, 4, (3, 3), (1, 1), (1, 2), (1, 1), 1),
+    (1, 4, 7, 7, 4, (3, 3), (2, 2), (2, 1), (2, 1), 2),
+    (1, 2, 6, 5, 2, (5, 3), (1, 2), (2, 1), (1, 1), 2),
+], ids=str)
+def test_padding_modes_match_pytorch(isa, rng, mode, case):
+    x, w, b, kw = _data(rng, case)
+    m = torch.nn.Conv2d(x.shape[1], w.shape[0], w.shape[2:], bias=True, padding_mode=mode, **kw)
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor(w.astype(np.float64)))
+        m.bias.copy_(torch.tensor(b.astype(np.float64)))
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    yt = m(xt)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g.astype(np.float64)))
+    y = F.conv2d(x, w, b, padding_mode=mode, **kw)
+    assert_close(y, yt.detach().numpy(), 1e-5, "forward")
+    dx, dw, db = F.conv2d_backward(g, x, w, b, padding_mode=mode, **kw)
+    assert_close(dx, xt.grad.numpy(), 1e-5, "grad_x")
+    assert_close(dw, m.weight.grad.numpy(), 1e-5, "grad_weight")
+    assert_close(db, m.bias.grad.numpy(), 1e-5, "grad_bias")
+
+
+@needs_torch
+@pytest.mark.parametrize("kernel,dilation,mode", [
+    ((3, 3), (1, 1), "zeros"), ((4, 4), (1, 1), "zeros"), ((2, 5), (3, 1), "zeros"),
+    ((4, 3), (2, 2), "reflect"), ((1, 1), (1, 1), "zeros"), ((6, 2), (1, 1), "circular"),
+])
+def test_padding_same_any_kernel_and_dilation(rng, kernel, dilation, mode):
+    x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
+    w = rng.standard_normal((5, 3, *kernel)).astype(np.float32)
+    m = torch.nn.Conv2d(3, 5, kernel, padding="same", dilation=dilation, bias=False,
+                        padding_mode=mode)
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor(w.astype(np.float64)))
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    yt = m(xt)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g.astype(np.float64)))
+    y = F.conv2d(x, w, None, padding="same", dilation=dilation, padding_mode=mode)
+    assert y.shape == (2, 5, 11, 10)
+    assert_close(y, yt.detach().numpy(), 1e-5, "forward")
+    dx, dw, db = F.conv2d_backward(g, x, w, None, padding="same", dilation=dilation,
+                                   padding_mode=mode)
+    assert db is None
+    assert_close(dx, xt.grad.numpy(), 1e-5, "grad_x")
+    assert_close(dw, m.weight.grad.numpy(), 1e-5, "grad_weight")
+
+
+def test_padding_same_with_stride_says_so():
+    with pytest.raises(ValueError, match="padding='same'.*strided"):
+        F.conv2d(np.zeros((1, 1, 5, 5)), np.zeros((1, 1, 3, 3)), stride=2, padding="same")
+
+
+def test_unbatched_input(rng):
+    x, w, b, kw = _data(rng, SHAPES[5])
+    y = F.conv2d(x[0], w, b, **kw)
+    assert y.shape == F.conv2d(x[:1], w, b, **kw).shape[1:]
+    assert y.tobytes() == F.conv2d(x[:1], w, b, **kw)[0].tobytes()
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = F.conv2d_backward(g, x[0], w, b, **kw)
+    rx, rw, rb = F.conv2d_backward(g[None], x[:1], w, b, **kw)
+    assert dx.shape == x[0].shape
+    assert dx.tobytes() == rx[0].tobytes() and dw.tobytes() == rw.tobytes()
+
+
+def test_input_grad_false_skips_grad_x(rng):
+    x, w, b, kw = _data(rng, SHAPES[3])
+    g = rng.standard_normal(F.conv2d(x, w, b, **kw).shape).astype(np.float32)
+    dx, dw, db = F.conv2d_backward(g, x, w, b, input_grad=False, **kw)
+    assert dx is None
+    _, dw2, db2 = F.conv2d_backward(g, x, w, b, **kw)
+    assert dw.tobytes() == dw2.tobytes() and db.tobytes() == db2.tobytes()
+
+
+# ---- conv_transpose2d ------------------------------------------------------------------------
+
+# (N, C_in, H, W, C_out, (R, S), stride, padding, output_padding, groups, dilation)
+T_SHAPES = [
+    (2, 4, 5, 6, 3, (3, 3), (1, 1), (0, 0), (0, 0), 1, (1, 1)),
+    (2, 8, 4, 4, 6, (4, 4), (2, 2), (1, 1), (0, 0), 1, (1, 1)),
+    (1, 6, 5, 7, 4, (3, 3), (2, 3), (1, 0), (1, 2), 2, (1, 1)),
+    (2, 4, 6, 5, 4, (3, 2), (1, 1), (2, 1), (0, 0), 4, (2, 3)),
+    (1, 3, 4, 4, 2, (5, 5), (3, 3), (2, 2), (2, 1), 1, (1, 1)),
+    (1, 2, 5, 5, 2, (3, 3), (1, 2), (0, 1), (1, 1), 1, (2, 2)),   # output_padding < dilation
+    (0, 4, 5, 5, 3, (3, 3), (1, 1), (0, 0), (0, 0), 1, (1, 1)),   # N = 0
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", T_SHAPES, ids=str)
+def test_conv_transpose2d_matches_pytorch(isa, rng, shape):
+    N, Ci, H, W, Co, (r, s), st, pd, op, grp, dl = shape
+    x = rng.standard_normal((N, Ci, H, W)).astype(np.float32)
+    w = rng.standard_normal((Ci, Co // grp, r, s)).astype(np.float32)
+    b = rng.standard_normal(Co).astype(np.float32)
+    kw = dict(stride=st, padding=pd, output_padding=op, groups=grp, dilation=dl)
+    xt, wt, bt = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b))
+    yt = torch.nn.functional.conv_transpose2d(xt, wt, bt, **kw)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g.astype(np.float64)))
+    y = F.conv_transpose2d(x, w, b, **kw)
+    assert_close(y, yt.detach().numpy(), 1e-5, "forward")
+    dx, dw, db = F.conv_transpose2d_backward(g, x, w, b, **kw)
+    assert_close(dx, xt.grad.numpy(), 1e-5, "grad_x")
+    assert_close(dw, wt.grad.numpy(), 1e-5, "grad_weight")
+    assert_close(db, bt.grad.numpy(), 1e-5, "grad_bias")
+    if N:
+        assert_close(F.conv_transpose2d(x[0], w, b, **kw), yt.detach().numpy()[0], 1e-5,
+                     "unbatched")
+
+
+def test_conv_transpose2d_bad_output_padding():
+    with pytest.raises(ValueError, match="output_padding"):
+        F.conv_transpose2d(np.zeros((1, 2, 3, 3)), np.zeros((2, 2, 3, 3)), stride=2,
+                           output_padding=2)
+
+
+# ---- zero sizes, non-finite weights, bad arguments ------------------------------------------
+
+@pytest.mark.parametrize("xs,ws,groups", [
+    ((0, 4, 5, 5), (6, 2, 3, 3), 2),       # N = 0
+    ((2, 4, 5, 5), (0, 4, 3, 3), 1),       # K = 0 (was SIGFPE in the weight gradient)
+    ((2, 0, 5, 5), (3, 0, 3, 3), 1),       # C = 0: the output is the bias
+    ((2, 4, 5, 5), (0, 1, 3, 3), 4),       # K = 0, grouped
+])
+def test_zero_sizes_give_correct_empty_results(isa, xs, ws, groups):
+    x = np.ones(xs, np.float32)
+    w = np.ones(ws, np.float32)
+    b = np.full(ws[0], 0.5, np.float32)
+    y = F.conv2d(x, w, b, padding=1, groups=groups)
+    assert y.shape == (xs[0], ws[0], 5, 5)
+    assert np.all(y == 0.5)  # (only the C = 0 case has elements: the bias)
+    g = np.ones_like(y)
+    dx, dw, db = F.conv2d_backward(g, x, w, b, padding=1, groups=groups)
+    assert dx.shape == xs and np.all(dx == 0)
+    assert dw.shape == ws and np.all(dw == 0) or xs[0] > 0 and xs[1] > 0 and ws[0] > 0
+    assert db.shape == (ws[0],) and np.all(db == xs[0] * 25 * (xs[1] == 0))
+
+
+@pytest.mark.parametrize("shape", [
+    (2, 3, 8, 9, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # plain: direct / transposed_conv
+    (2, 16, 10, 18, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # Winograd 3x3
+    (16, 6, 12, 12, 16, (5, 5), (1, 1), (2, 2), (1, 1), 1),  # Winograd 5x5, lanes
+    (2, 2, 7, 9, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # few channels: dx rows
+    (2, 4, 9, 9, 4, (3, 3), (2, 2), (1, 1), (1, 1), 4),      # depthwise
+    (1, 4, 9, 9, 4, (3, 3), (1, 1), (2, 2), (2, 2), 1),      # dilated
+], ids=str)
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weight_reaches_only_what_uses_it(isa, rng, shape, value):
+    """The definition skips padding (the C++ reference does), and so does PyTorch's float32 CPU
+    convolution for undilated layers; PyTorch's float64 and dilated paths multiply the padding
+    zeros by the weights, so their NaN also reaches outputs that never use the tap."""
+    x, w, b, kw = _data(rng, shape)
+    w[0, 0, 0, 1] = value  # one tap of one filter
+    g = rng.standard_normal(_ref(x, w, b, kw).shape).astype(np.float32)
+    y = F.conv2d(x, w, b, **kw)
+    dx, dw, db = F.conv2d_backward(g, x, w, b, **kw)
+    wants = [(y, _ref(x, w, b, kw), "forward")]
+    rx, rw, _ = _ref_bwd(g, x, w, b, kw)
+    wants += [(dx, rx, "grad_x"), (dw, rw, "grad_w")]
+    if torch is not None and kw["dilation"] == (1, 1):
+        xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        yt = torch.nn.functional.conv2d(xt, wt, bt, **kw)
+        yt.backward(torch.tensor(g))
+        wants += [(y, yt.detach().numpy(), "forward vs torch"), (dx, xt.grad.numpy(), "grad_x vs torch")]
+    for got, want, what in wants:
+        assert np.array_equal(np.isnan(got), np.isnan(want)), f"{what}: NaN pattern differs"
+        assert np.array_equal(np.isinf(got), np.isinf(want)), f"{what}: Inf pattern differs"
+        fin = np.isfinite(want)
+        assert_close(got[fin], want[fin], 1e-4, what)
+
+
+@needs_torch
+def test_non_finite_grad_out_reaches_only_what_uses_it(isa, rng):
+    x, w, b, kw = _data(rng, (2, 3, 8, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1))
+    g = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    g[0, 1, 0, 0] = np.inf
+    xt, wt = (torch.tensor(a, requires_grad=True) for a in (x, w))
+    torch.nn.functional.conv2d(xt, wt, None, **kw).backward(torch.tensor(g))
+    _, dw, _ = F.conv2d_backward(g, x, w, None, **kw)
+    want = wt.grad.numpy()
+    assert np.array_equal(np.isnan(dw), np.isnan(want))
+    assert np.array_equal(np.isinf(dw), np.isinf(want))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(groups=3), "divisible by groups"),
+    (dict(groups=0), "groups >= 1"),
+    (dict(dilation=0), "dilation >= 1"),
+    (dict(dilation=(1, -2)), "dilation >= 1"),
+    (dict(padding_mode="mirror"), "padding_mode"),
+    (dict(padding=6, padding_mode="reflect"), "reflect"),
+    (dict(dilation=9), "dilation"),
+])
+def test_bad_arguments_name_the_argument(kw, match):
+    x = np.zeros((1, 4, 6, 6), np.float32)
+    w = np.zeros((4, 4 // kw.get("groups", 1) if kw.get("groups", 1) > 0 else 4, 3, 3),
+                 np.float32)
+    with pytest.raises(ValueError, match=match):
+        F.conv2d(x, w, **kw)
+
+
+def test_nhwc_input_gets_a_hint():
+    x = np.zeros((2, 28, 28, 3), np.float32)
+    with pytest.raises(ValueError, match="channels-last"):
+        F.conv2d(x, np.zeros((6, 3, 5, 5), np.float32))
