@@ -15,14 +15,12 @@ batches of 16+ images) show an effective rate that can exceed the peak.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import time
 
 
 def parse_args():
@@ -48,7 +46,6 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 # OpenBLAS's idle threads otherwise busy-wait for ~2^28 cycles after every call, stealing the
 # cores from whichever library is timed next; 2^4 lets them sleep at once.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-PAUSE = 0.02  # s between implementations: the OpenMP pools of the other library fall asleep
 
 import numpy as np  # noqa: E402
 from numpy.lib.stride_tricks import sliding_window_view  # noqa: E402
@@ -74,51 +71,9 @@ CONV_SHAPES = [  # name, (N, C, H, W), K, kernel, stride, padding
 ]
 
 
-# ---- timing ---------------------------------------------------------------------------------
+# ---- timing: bench/timing.py -------------------------------------------------------------
 
-def _calibrate(fns):
-    """Calls per sample so that one sample of the slowest implementation takes >= ~20 ms."""
-    worst = 0.0
-    for f in fns:
-        f()
-        t = time.perf_counter()
-        f()
-        worst = max(worst, time.perf_counter() - t)
-    return max(1, int(0.02 / max(worst, 1e-7)))
-
-
-def measure(impls: dict, repeats: int) -> dict:
-    """Median seconds per call of each implementation, sampled in interleaved rounds."""
-    return {k: statistics.median(v) for k, v in sample(impls, repeats).items()}
-
-
-def sample(impls: dict, repeats: int) -> dict:
-    """Seconds per call of each implementation: `repeats` samples each, interleaved."""
-    fns = list(impls.values())
-    gc.collect()
-    gc.disable()  # as timeit does: a collection inside a timed batch is noise, not either library
-    try:
-        return _measure(impls, fns, repeats)
-    finally:
-        gc.enable()
-
-
-def _measure(impls, fns, repeats):
-    for f in fns:  # warm-up: workspaces, caches, JIT
-        f()
-    number = _calibrate(fns)
-    samples = {k: [] for k in impls}
-    for _ in range(repeats):
-        for k, f in impls.items():
-            # Both libraries' OpenMP pools spin for a while after each parallel region; a short
-            # untimed pause lets the other library's spinning threads go to sleep first, so that
-            # neither steals the cores from the one being timed.
-            time.sleep(PAUSE)
-            t = time.perf_counter()
-            for _ in range(number):
-                f()
-            samples[k].append((time.perf_counter() - t) / number)
-    return samples
+from timing import measure, sample  # noqa: E402
 
 
 def matmul_peak(repeats):

@@ -172,6 +172,16 @@ struct KernelTable {
   void (*phase_split_rows)(float* dst, int64_t dstep, int64_t fstride, const float* src,
                            int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t sw,
                            int64_t Wq);
+  // Output rows of a convolution whose taps read consecutive floats (the "depthwise" paths:
+  // zero-padded, phase-split input rows): for i < nrows, q < Q,
+  //   y[i * ystep + q] = bias + sum over t < ntaps, in that order, of
+  //                      w[t] * base[i * bstep + off[t] + q].
+  void (*conv_rows)(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
+                    int64_t bstep, const int64_t* off, const float* w, int64_t ntaps, float bias);
+  // Dot products of one dy row with the tap rows, in 16 lanes: for i < ntaps, l < 16,
+  //   lanes[i * 16 + l] += sum over q < Q with q % 16 == l of dy[q] * base[off[i] + q].
+  void (*conv_row_dots)(float* lanes, const float* dy, int64_t Q, const float* base,
+                        const int64_t* off, int64_t ntaps);
   // max-pool / avg-pool of one (H, W) plane
   void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
                         int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);

@@ -66,6 +66,8 @@ enum class Buf : int {
   padded_input,    // conv::padded_input and the phase-split input of conv::dw_dot
   dw_dy, dw_partials, dw_gemm_a, dw_gemm_b,   // the weight-gradient paths
   rows_in, rows_acc,                          // the conv::rows_* paths
+  dwise_in, dwise_dy, dwise_lanes, dwise_row, // the conv::depthwise_* paths
+  phase_in, phase_out,                        // conv::dilated_phases
   count_
 };
 float* scratch(Buf buf, int64_t count);

@@ -128,11 +128,13 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
         assert ran >= 2, f"{direction} {name} applied to only {ran} shapes on {isa}"
 
 
-def test_plan_is_reported_and_general_rows_serve_groups_and_dilation():
+def test_plan_is_reported_for_depthwise_and_dilated_layers():
     plan = _core.conv2d_plan((8, 144, 28, 28), (144, 1, 3, 3), 1, 1, 1, 1, 1, 1, 144)
-    assert plan == {"forward": "rows", "input_grad": "rows", "weight_grad": "rows"}
+    assert plan == {"forward": "depthwise", "input_grad": "depthwise_transposed",
+                    "weight_grad": "depthwise"}
     plan = _core.conv2d_plan((4, 64, 56, 56), (64, 64, 3, 3), 1, 1, 2, 2, 2, 2, 1)
-    assert plan["forward"] == "im2col_gemm"
+    assert plan == {"forward": "dilated_phases", "input_grad": "transposed_conv",
+                    "weight_grad": "dot"}
     with pytest.raises(ValueError, match="no algorithm named 'nope'"):
         _core.conv2d_force("forward", "nope")
     with pytest.raises(ValueError, match="direction"):

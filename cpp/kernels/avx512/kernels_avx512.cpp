@@ -775,6 +775,11 @@ static void col2im_plane_avx512(float* dx, const float* g, int64_t ld, const Col
 }
 bool wino5_item_avx512(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1);  // winograd5
 void conv_dx_lanes_avx512(const DxLanesArgs& a, int64_t n0);                       // conv_lanes
+void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q,            // conv_rows
+                      const float* base, int64_t bstep, const int64_t* off, const float* w,
+                      int64_t ntaps, float bias);
+void conv_row_dots_avx512(float* lanes, const float* dy, int64_t Q, const float* base,
+                          const int64_t* off, int64_t ntaps);
 }  // namespace avx512
 
 void fill_table_avx512(KernelTable& t) {
@@ -799,6 +804,8 @@ void fill_table_avx512(KernelTable& t) {
   t.wino5_item = avx512::wino5_item_avx512;
   t.gemm_direct_wide = avx512::direct_wide_ukernel;
   t.conv_dx_lanes = avx512::conv_dx_lanes_avx512;
+  t.conv_rows = avx512::conv_rows_avx512;
+  t.conv_row_dots = avx512::conv_row_dots_avx512;
 }
 
 }  // namespace convkit

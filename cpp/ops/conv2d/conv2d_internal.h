@@ -101,9 +101,19 @@ bool winograd5_pays(const Conv2dShape& s);
 // gemm.cpp: im2col into packed panels + GEMM, per group; any groups, dilation, stride.
 bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s);
+// phases.cpp: a dilated forward as dh*dw undilated ones (each run through the table)
+bool dilated_phases(float* y, const float* x, const float* w, const float* b,
+                    const Conv2dShape& s);
+bool dilated_phases_pays(const Conv2dShape& s);
 // grouped.cpp: per output row, each tap's in-range columns only (padding is never multiplied,
 // so NaN/Inf weights reach exactly the outputs that use them); any shape, built for few
 // channels per group (depthwise).
+// depthwise.cpp: the same for finite operands, over zero-padded phase-split rows, each output row
+// summed in registers by KernelTable::conv_rows.
+bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
+                       const Conv2dShape& s);
+bool depthwise_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool rows_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
 
 // ---- input-gradient families (input_grad.cpp, gemm.cpp, grouped.cpp) ----------------------

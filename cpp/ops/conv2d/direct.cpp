@@ -16,6 +16,7 @@ namespace conv {
 // buffer that is copied out; when Wq == Q the wide grid is the output and tiles land in y
 // directly. When the dropped columns would waste more than tiles kept within each output row,
 // tiles go by row.
+// Dilation (dh, dw) puts tap (r, t) at (r*dh, t*dw) of the window; below, r and t stand for those.
 //   Stride 1: the zero-padded input itself, Wq = Wp = W + 2pw, off = c*plane + r*Wp + t. Each
 //   item pads just the input rows it reads into its own buffer (hot in cache when the kernel
 //   reads it); without padding the kernel reads x itself.
@@ -36,23 +37,24 @@ bool direct_forward(float* y, const float* x, const float* w, const float* b,
   // enough items for the threads.
   int64_t rows = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(s.K * Wq, 1));
   if (!unit)  // and the phase-split input rows near 512 KiB
-    rows = std::min(rows, std::max<int64_t>(1, (128 * 1024) / (s.C * s.sh * s.sw * Wq) - (s.R - 1) / s.sh));
+    rows = std::min(rows, std::max<int64_t>(1, (128 * 1024) / (s.C * s.sh * s.sw * Wq) - (s.R - 1) * s.dh / s.sh));
   const int64_t want_blocks = (2 * get_num_threads() + s.N - 1) / s.N;  // per image
   rows = std::min({rows, s.P, std::max<int64_t>(1, (s.P + want_blocks - 1) / want_blocks)});
   const int64_t nblk = (s.P + rows - 1) / rows;
   rows = (s.P + nblk - 1) / nblk;  // blocks as even as they come
   const bool own = !unit || s.ph || s.pw;  // items build their own input buffer
   // floats per input channel in the buffer the kernel reads
-  const int64_t L = rows + (s.R - 1) / s.sh;  // buffer rows per phase (strided)
-  const int64_t plane = !unit ? s.sh * s.sw * L * Wq : own ? (rows + s.R - 1) * Wp : s.H * s.W;
+  const int64_t L = rows + (s.R - 1) * s.dh / s.sh;  // buffer rows per phase (strided)
+  const int64_t plane = !unit ? s.sh * s.sw * L * Wq : own ? (rows + (s.R - 1) * s.dh) * Wp : s.H * s.W;
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t)
         off[(c * s.R + r) * s.S + t] =
-            unit ? c * plane + r * Wp + t
-                 : c * plane + ((r % s.sh) * s.sw + t % s.sw) * L * Wq + (r / s.sh) * Wq + t / s.sw;
+            unit ? c * plane + r * s.dh * Wp + t * s.dw
+                 : c * plane + ((r * s.dh % s.sh) * s.sw + t * s.dw % s.sw) * L * Wq +
+                       (r * s.dh / s.sh) * Wq + t * s.dw / s.sw;
   const int64_t* offp = off.data();
 
   const bool exact = Wq == s.Q;
@@ -79,9 +81,9 @@ bool direct_forward(float* y, const float* x, const float* w, const float* b,
       if (unit) {  // input rows p0 - ph .. p1 - 1 + R - 1 - ph, zero outside the image
         for (int64_t c = 0; c < s.C; ++c)
           pad_rows(buf + c * plane, Wp, xn + c * s.H * s.W, s.H, s.W, p0 - s.ph,
-                   p1 - p0 + s.R - 1, s.pw);
+                   p1 - p0 + (s.R - 1) * s.dh, s.pw);
       } else {  // input rows hbase .. into their (row, column) phases
-        const int64_t hbase = p0 * s.sh - s.ph, nrows = (p1 - p0 - 1) * s.sh + s.R;
+        const int64_t hbase = p0 * s.sh - s.ph, nrows = (p1 - p0 - 1) * s.sh + (s.R - 1) * s.dh + 1;
         for (int64_t c = 0; c < s.C; ++c)
           for (int64_t fr = 0; fr < std::min(s.sh, nrows); ++fr)  // input rows hbase + fr + l*sh
             split_rows(buf + c * plane + fr * s.sw * L * Wq, Wq, L * Wq, xn + c * s.H * s.W, s.H,

@@ -13,16 +13,19 @@
 namespace convkit {
 namespace conv {
 
-// Stride 1: dx is the stride-1 convolution of dy, padded by (R-1-ph, S-1-pw), with the weights
-// flipped in space and transposed to (C, K, R, S).
+// Stride 1: dx is the stride-1 convolution of dy, padded by ((R-1)dh - ph, (S-1)dw - pw), with
+// the weights flipped in space and transposed within each group to (C, K/G, R, S), at the same
+// dilation and groups.
 bool dx_transposed_conv(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
-  const int64_t RS = s.R * s.S;
-  float* wf = scratch(Buf::dx_weights, s.C * s.K * RS);
-  for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t c = 0; c < s.C; ++c)
-      for (int64_t i = 0; i < RS; ++i)
-        wf[(c * s.K + k) * RS + (RS - 1 - i)] = w[(k * s.C + c) * RS + i];
-  Conv2dShape t{s.N, s.K, s.P, s.Q, s.C, s.R, s.S, 1, 1, s.R - 1 - s.ph, s.S - 1 - s.pw, 0, 0};
+  const int64_t RS = s.R * s.S, Cg = group_in(s), Kg = group_out(s);
+  float* wf = scratch(Buf::dx_weights, s.C * Kg * RS);
+  for (int64_t g = 0; g < s.G; ++g)
+    for (int64_t kl = 0; kl < Kg; ++kl)
+      for (int64_t cl = 0; cl < Cg; ++cl)
+        for (int64_t i = 0; i < RS; ++i)
+          wf[((g * Cg + cl) * Kg + kl) * RS + (RS - 1 - i)] = w[((g * Kg + kl) * Cg + cl) * RS + i];
+  Conv2dShape t{s.N, s.K, s.P, s.Q, s.C, s.R, s.S, 1, 1, (s.R - 1) * s.dh - s.ph,
+                (s.S - 1) * s.dw - s.pw, 0, 0, s.dh, s.dw, s.G};
   conv2d_out_size(t);
   forward_planned(dx, dy, wf, nullptr, t);
   return true;

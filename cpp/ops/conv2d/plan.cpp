@@ -15,21 +15,29 @@
 //   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels: channels in the lanes
 //   winograd3      3x3, stride 1, 16+ channels: Winograd F(2x2, 3x3), 16 GEMMs
 //   winograd3_s2   3x3, stride 2, 16+ channels: phase-split F(2, 2)-style sum, 9 GEMMs
+//   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases, when
+//                  those go to a Winograd-style row
 //   direct         stride <= 4: col read in place from padded, phase-split input rows
-//   rows           few channels per group (depthwise): tap by tap over in-range columns only
+//   depthwise      few channels per group: each output row summed in registers over padded,
+//                  phase-split input rows
+//   rows           non-finite weights: tap by tap over in-range columns only (exact)
 //   im2col_gemm    anything: col packed into GEMM panels, one group at a time
 // Input gradient
 //   transposed_conv  stride 1, "same"-like padding, C fills the tiles: a forward convolution of
 //                    dy with flipped, transposed weights
 //   rows_x           few input channels, stride 1: rows of dx from dy, columns in the lanes
 //   lanes            batches, stride 1, C <= 8: 16 images in the lanes
-//   rows           few channels per group, or non-finite weights: scatter tap by tap
-//   gemm_col2im    anything: gcol = W^T dy, scattered back by col2im
+//   depthwise_transposed  few channels per group, stride 1: the transposed convolution, run by
+//                  the depthwise forward
+//   depthwise      few channels per group: per dx row and column phase, the taps that reach dy
+//   rows           non-finite weights, few channels per group: scatter tap by tap (exact)
+//   gemm_col2im    anything: gcol = W^T dy, scattered back by col2im (exact)
 // Weight gradient
 //   kvec           narrow outputs, stride 1: 16 output channels in the lanes
 //   dot            register tiles of dot products of dy rows with input rows
 //   gemm           ISAs without those kernels: dW = sum_n dy_n col_n^T
-//   rows           few channels per group, or non-finite results: dot products tap by tap
+//   depthwise      few channels per group: dot products of dy rows with padded input rows
+//   rows           non-finite results: dot products tap by tap over in-range columns (exact)
 //   im2col_gemm    anything: per group, col built block by block, GEMM
 // Grad bias: sums of dy per output channel.
 //
@@ -76,8 +84,12 @@ bool natural(const Conv2dShape& s) {
 }
 // The shapes the specialised paths were written for.
 bool special(const Conv2dShape& s) { return plain(s) && natural(s); }
+// ... and those of them that also take dilation.
+bool special_dilated(const Conv2dShape& s) { return s.G == 1 && natural(s); }
 bool unit_stride(const Conv2dShape& s) { return s.sh == 1 && s.sw == 1; }
 bool any(const Conv2dShape&, const KernelTable&) { return true; }
+// Only where the rows that multiply stand-in zeros may not run (non-finite operands) or forced.
+bool never(const Conv2dShape&, const KernelTable&) { return false; }
 // Few channels per group: nothing for a GEMM tile to share.
 bool few_per_group(const Conv2dShape& s, const KernelTable&) {
   return s.G > 1 && group_in(s) * group_out(s) <= 16;
@@ -114,9 +126,17 @@ const Row<FwdRun> kForward[] = {
      },
      true, winograd_s2_forward},
     // wider strides leave too many phases per input row
-    {"direct", [](const Conv2dShape& s, const KernelTable&) { return special(s) && s.sw <= 4; },
+    {"dilated_phases",
+     [](const Conv2dShape& s, const KernelTable&) {
+       return special_dilated(s) && unit_stride(s) && (s.dh > 1 || s.dw > 1);
+     },
+     [](const Conv2dShape& s, const KernelTable&) { return dilated_phases_pays(s); }, true,
+     dilated_phases},
+    {"direct",
+     [](const Conv2dShape& s, const KernelTable&) { return special_dilated(s) && s.sw <= 4; },
      nullptr, true, direct_forward},
-    {"rows", any, few_per_group, false, rows_forward},
+    {"depthwise", any, few_per_group, true, depthwise_forward},
+    {"rows", any, never, false, rows_forward},
     {"im2col_gemm", any, nullptr, true, im2col_gemm_forward},
 };
 
@@ -125,7 +145,8 @@ const Row<BwdRun> kInputGrad[] = {
     // It computes over the zero border of the padded dy, so only "same"-like padding pays.
     {"transposed_conv",
      [](const Conv2dShape& s, const KernelTable&) {
-       return special(s) && unit_stride(s) && s.ph < s.R && s.pw < s.S;
+       return special_dilated(s) && unit_stride(s) && s.ph <= (s.R - 1) * s.dh &&
+              s.pw <= (s.S - 1) * s.dw;
      },
      [](const Conv2dShape& s, const KernelTable& kt) {
        return 4 * s.C >= 3 * round_up(s.C, kt.mr) && 3 * s.H * s.W <= 4 * s.P * s.Q;
@@ -148,7 +169,15 @@ const Row<BwdRun> kInputGrad[] = {
        return s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16);
      },
      true, dx_lanes},
-    {"rows", any, few_per_group, false, rows_input_grad},
+    // at stride 1, the depthwise forward of dy with the flipped weights
+    {"depthwise_transposed",
+     [](const Conv2dShape& s, const KernelTable&) {
+       return s.G > 1 && natural(s) && unit_stride(s) && s.ph <= (s.R - 1) * s.dh &&
+              s.pw <= (s.S - 1) * s.dw;
+     },
+     few_per_group, true, dx_transposed_conv},
+    {"depthwise", any, few_per_group, true, depthwise_input_grad},
+    {"rows", any, never, false, rows_input_grad},
     // Its zero-padded GEMM rows are never stored, and col2im adds in-range terms only.
     {"gemm_col2im", any, nullptr, false, dx_gemm_col2im},
 };
@@ -161,11 +190,15 @@ const Row<BwdRun> kWeightGrad[] = {
      },
      [](const Conv2dShape& s, const KernelTable&) { return s.Q < 16 && s.K >= 12; }, true,
      dw_kvec},
-    {"dot", [](const Conv2dShape& s, const KernelTable& kt) { return special(s) && kt.conv_dw_tile != nullptr; },
+    {"dot",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special_dilated(s) && kt.conv_dw_tile != nullptr;
+     },
      nullptr, true, dw_dot},
     {"gemm", [](const Conv2dShape& s, const KernelTable&) { return special(s); }, nullptr, true,
      dw_gemm},
-    {"rows", any, few_per_group, false, rows_weight_grad},
+    {"depthwise", any, few_per_group, true, depthwise_weight_grad},
+    {"rows", any, never, false, rows_weight_grad},
     {"im2col_gemm", any, nullptr, true, dw_im2col_gemm},
 };
 

@@ -47,7 +47,7 @@ bool dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   }
   const int64_t x_ns = s.C * cplane, x_rs = Wq;
   for (int64_t k = 0; k < CRS; ++k) {
-    const int64_t r = k / s.S % s.R, t = k % s.S;
+    const int64_t r = k / s.S % s.R * s.dh, t = k % s.S * s.dw;  // the tap's place (dilated)
     off[k] = (k / (s.R * s.S)) * cplane + ((r % s.sh) * s.sw + t % s.sw) * fplane +
              (r / s.sh) * Wq + t / s.sw;
   }

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""convkit's general convolutions (depthwise, grouped, dilated, transposed) against PyTorch's CPU
+backend: same process, same thread count, interleaved samples, medians over rounds. Prints, per
+shape, the median times, the ratio PyTorch / convkit (above 1: convkit is faster) for the
+forward and for forward + backward (input and weight gradients), and convkit's GFLOP/s (direct
+method multiply-adds).
+
+    python bench/conv_general.py --threads 2 --repeats 15 --rounds 3 [--markdown out.md]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import convkit  # noqa: E402
+import convkit.functional as F  # noqa: E402
+from timing import sample  # noqa: E402
+
+try:
+    import torch  # noqa: E402
+except ImportError:
+    sys.exit("bench/conv_general.py needs PyTorch: pip install '.[bench]'")
+
+# name, (N, C, H, W), K, kernel, stride, padding, dilation, groups, transposed, fwd target,
+# fwd+bwd target (issue 11)
+SHAPES = [
+    ("depthwise", (8, 144, 28, 28), 144, 3, 1, 1, 1, 144, False, 3.0, 3.0),
+    ("depthwise strided", (8, 96, 56, 56), 96, 3, 2, 1, 1, 96, False, 2.0, 3.0),
+    ("grouped", (8, 128, 28, 28), 128, 3, 1, 1, 1, 32, False, 2.0, 2.0),
+    ("dilated", (4, 64, 56, 56), 64, 3, 1, 2, 2, 1, False, 1.0, 1.0),
+    ("transposed", (16, 128, 16, 16), 64, 4, 2, 1, 1, 1, True, 1.5, 1.5),
+]
+
+
+def impls(shape, rng):
+    name, (N, C, H, W), K, k, s, p, d, g, transposed, _, _ = shape
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    if transposed:
+        w = rng.standard_normal((C, K // g, k, k)).astype(np.float32)
+        tf, cf, cb = (torch.nn.functional.conv_transpose2d, F.conv_transpose2d,
+                      F.conv_transpose2d_backward)
+        kw = dict(stride=s, padding=p, groups=g, dilation=d)
+    else:
+        w = rng.standard_normal((K, C // g, k, k)).astype(np.float32)
+        tf, cf, cb = torch.nn.functional.conv2d, F.conv2d, F.conv2d_backward
+        kw = dict(stride=s, padding=p, dilation=d, groups=g)
+    b = rng.standard_normal(K).astype(np.float32)
+    y = cf(x, w, b, **kw)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    xt, wt, bt, gt = (torch.from_numpy(a) for a in (x, w, b, gy))
+    xg, wg, bg = (t.clone().requires_grad_() for t in (xt, wt, bt))
+
+    def t_fwd():
+        with torch.no_grad():
+            tf(xt, wt, bt, **kw)
+
+    def t_fb():
+        xg.grad = wg.grad = bg.grad = None
+        tf(xg, wg, bg, **kw).backward(gt)
+
+    def c_fb():
+        cf(x, w, b, **kw)
+        cb(gy, x, w, b, **kw)
+
+    # multiply-adds of the direct method (transposed: each input element times its kernel)
+    macs = x.size * (K // g) * k * k if transposed else y.size * (C // g) * k * k
+    return macs, {"torch fwd": t_fwd, "convkit fwd": lambda: cf(x, w, b, **kw),
+                  "torch fwd+bwd": t_fb, "convkit fwd+bwd": c_fb}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--markdown", default=None)
+    a = ap.parse_args()
+    convkit.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
+    rng = np.random.default_rng(0)
+    cases = [(sh,) + impls(sh, rng) for sh in SHAPES]
+    samples = {sh[0]: {k: [] for k in fns} for sh, _, fns in cases}
+    for _ in range(a.rounds):  # rounds over the whole table: slow spells hit every row
+        for sh, _, fns in cases:
+            for k, v in sample(fns, max(3, a.repeats // a.rounds)).items():
+                samples[sh[0]][k] += v
+    lines = [f"threads={a.threads}, torch {torch.__version__}, convkit {convkit.__version__}",
+             "",
+             "| shape | torch fwd ms | convkit fwd ms | ratio fwd (target) | torch f+b ms | "
+             "convkit f+b ms | ratio f+b (target) | convkit fwd GFLOP/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for sh, macs, _ in cases:
+        m = {k: statistics.median(v) for k, v in samples[sh[0]].items()}
+        rf, rb = m["torch fwd"] / m["convkit fwd"], m["torch fwd+bwd"] / m["convkit fwd+bwd"]
+        lines.append(
+            f"| {sh[0]} {sh[1]}->{sh[2]} k{sh[3]} s{sh[4]} p{sh[5]} d{sh[6]} g{sh[7]} | "
+            f"{m['torch fwd'] * 1e3:.3f} | {m['convkit fwd'] * 1e3:.3f} | {rf:.2f} (>= {sh[9]}) "
+            f"| {m['torch fwd+bwd'] * 1e3:.3f} | {m['convkit fwd+bwd'] * 1e3:.3f} | "
+            f"{rb:.2f} (>= {sh[10]}) | {2 * macs / m['convkit fwd'] / 1e9:.1f} |")
+    print("\n".join(lines))
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

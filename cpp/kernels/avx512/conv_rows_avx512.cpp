@@ -1,0 +1,101 @@
+// Row kernels of the depthwise / few-channels-per-group convolution (KernelTable::conv_rows,
+// conv_row_dots): up to 64 outputs of a row in four registers, summed over the taps without
+// leaving them; the last vector of a row is masked, so nothing is read or written past Q.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace convkit {
+namespace avx512 {
+namespace {
+
+inline __mmask16 tail_mask(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+// NV vectors of outputs from q0 on, the last one masked to `last` lanes, for ROWS rows (bstep
+// apart in base, ystep in y) sharing each tap's broadcast weight.
+template <int NV, int ROWS>
+void row_block(float* y, int64_t ystep, const float* base, int64_t bstep, const int64_t* off,
+               const float* w, int64_t ntaps, float bias, int64_t q0, __mmask16 last) {
+  __m512 acc[ROWS][NV];
+  for (int r = 0; r < ROWS; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_set1_ps(bias);
+  for (int64_t i = 0; i < ntaps; ++i) {
+    const __m512 wv = _mm512_set1_ps(w[i]);
+    for (int r = 0; r < ROWS; ++r) {
+      const float* s = base + r * bstep + off[i] + q0;
+      for (int v = 0; v < NV - 1; ++v)
+        acc[r][v] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(s + 16 * v), acc[r][v]);
+      acc[r][NV - 1] =
+          _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(last, s + 16 * (NV - 1)), acc[r][NV - 1]);
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + r * ystep + q0 + 16 * v, acc[r][v]);
+    _mm512_mask_storeu_ps(y + r * ystep + q0 + 16 * (NV - 1), last, acc[r][NV - 1]);
+  }
+}
+
+template <int NV>
+void rows_of(float* y, int64_t ystep, int64_t nrows, const float* base, int64_t bstep,
+             const int64_t* off, const float* w, int64_t ntaps, float bias, int64_t q0,
+             __mmask16 last) {
+  int64_t r = 0;
+  // two rows at a time where eight accumulators fit (NV <= 2: up to 32 columns)
+  if (NV <= 2)
+    for (; r + 2 <= nrows; r += 2)
+      row_block<NV, 2>(y + r * ystep, ystep, base + r * bstep, bstep, off, w, ntaps, bias, q0,
+                       last);
+  for (; r < nrows; ++r)
+    row_block<NV, 1>(y + r * ystep, ystep, base + r * bstep, bstep, off, w, ntaps, bias, q0,
+                     last);
+}
+
+template <int NV>
+void dots_block(float* lanes, const float* dy, const float* base, const int64_t* off,
+                int64_t ntaps, int64_t q0, __mmask16 last) {
+  __m512 d[NV];
+  for (int v = 0; v < NV - 1; ++v) d[v] = _mm512_loadu_ps(dy + q0 + 16 * v);
+  d[NV - 1] = _mm512_maskz_loadu_ps(last, dy + q0 + 16 * (NV - 1));
+  for (int64_t i = 0; i < ntaps; ++i) {
+    const float* s = base + off[i] + q0;
+    // the products of the block in vector order (fixed), added to the tap's lanes
+    __m512 a = _mm512_loadu_ps(lanes + 16 * i);
+    for (int v = 0; v < NV - 1; ++v) a = _mm512_fmadd_ps(d[v], _mm512_loadu_ps(s + 16 * v), a);
+    a = _mm512_fmadd_ps(d[NV - 1], _mm512_maskz_loadu_ps(last, s + 16 * (NV - 1)), a);
+    _mm512_storeu_ps(lanes + 16 * i, a);
+  }
+}
+
+}  // namespace
+
+void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
+                      int64_t bstep, const int64_t* off, const float* w, int64_t ntaps,
+                      float bias) {
+  for (int64_t q0 = 0; q0 < Q; q0 += 64) {
+    const int64_t n = Q - q0;
+    const __mmask16 last = tail_mask(n - (n > 64 ? 48 : (n - 1) / 16 * 16));
+    if (n > 48) rows_of<4>(y, ystep, nrows, base, bstep, off, w, ntaps, bias, q0, n >= 64 ? 0xFFFF : last);
+    else if (n > 32) rows_of<3>(y, ystep, nrows, base, bstep, off, w, ntaps, bias, q0, last);
+    else if (n > 16) rows_of<2>(y, ystep, nrows, base, bstep, off, w, ntaps, bias, q0, last);
+    else rows_of<1>(y, ystep, nrows, base, bstep, off, w, ntaps, bias, q0, last);
+  }
+}
+
+void conv_row_dots_avx512(float* lanes, const float* dy, int64_t Q, const float* base,
+                          const int64_t* off, int64_t ntaps) {
+  for (int64_t q0 = 0; q0 < Q; q0 += 64) {
+    const int64_t n = Q - q0;
+    const __mmask16 last = tail_mask(n - (n > 64 ? 48 : (n - 1) / 16 * 16));
+    if (n > 48) dots_block<4>(lanes, dy, base, off, ntaps, q0, n >= 64 ? 0xFFFF : last);
+    else if (n > 32) dots_block<3>(lanes, dy, base, off, ntaps, q0, last);
+    else if (n > 16) dots_block<2>(lanes, dy, base, off, ntaps, q0, last);
+    else dots_block<1>(lanes, dy, base, off, ntaps, q0, last);
+  }
+}
+
+}  // namespace avx512
+}  // namespace convkit

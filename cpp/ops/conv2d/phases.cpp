@@ -1,0 +1,75 @@
+// A dilated stride-1 convolution split by phase into undilated ones that the Winograd-style
+// forwards then run: output rows p = al + a*dh read only input rows of one phase mod dh (and
+// likewise columns), so each of the dh*dw output phases is an undilated convolution of one
+// phase sub-image of x. The sub-images are split out of x in one pass (the ISA's
+// phase_split_rows), each phase runs the planned forward, and its output is interleaved into y;
+// the sums are those of the planned forward, so the bits depend on the shape only.
+// (The same split of a strided input gradient into stride-1 convolutions of dy with sub-kernels
+// measured slower than gemm_col2im on the shapes tried: the sub-images were too small.)
+#include <algorithm>
+#include <string>
+
+#include "ops/conv2d/conv2d_internal.h"
+
+namespace convkit {
+namespace conv {
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// Output phase (al, be) has rows p = al + a*dh for a < ceil((P - al) / dh); it reads x rows
+// al - ph + (a + r)*dh: sub-image rows i = a + r of the x rows al - ph + i*dh. Every phase is
+// given the largest phase's size (Pm x Qm outputs; the extra rows and columns of smaller phases
+// are computed from zeros and dropped).
+struct Phases {
+  int64_t Pm, Qm, Zr, Zc;
+  explicit Phases(const Conv2dShape& s)
+      : Pm(ceil_div(s.P, s.dh)), Qm(ceil_div(s.Q, s.dw)), Zr(Pm + s.R - 1), Zc(Qm + s.S - 1) {}
+  Conv2dShape sub(const Conv2dShape& s) const {
+    return Conv2dShape{s.N, s.C, Zr, Zc, s.K, s.R, s.S, 1, 1, 0, 0, Pm, Qm};
+  }
+};
+
+}  // namespace
+
+bool dilated_phases_pays(const Conv2dShape& s) {
+  // worth the copies only when the phases go to a Winograd-style forward
+  const std::string plan = conv2d_plan(Phases(s).sub(s), ConvDir::forward);
+  return plan == "winograd3" || plan == "winograd5";
+}
+
+bool dilated_phases(float* y, const float* x, const float* w, const float* b,
+                    const Conv2dShape& s) {
+  const Phases ph(s);
+  const Conv2dShape t = ph.sub(s);
+  const int64_t sub_in = s.N * s.C * ph.Zr * ph.Zc, sub_out = s.N * s.K * ph.Pm * ph.Qm;
+  // z[al][be] (N, C, Zr, Zc): column phase be of x rows al - ph + i*dh, as phase_split_rows
+  // lays out the column phases of a row padded by pw on the left
+  float* z = scratch(Buf::phase_in, s.dh * s.dw * sub_in);
+  parallel_for(s.N * s.C * s.dh, kCopyCost * s.dh * s.dw * sub_in, [&](int64_t i) {
+    const int64_t al = i % s.dh, plane = i / s.dh;
+    split_rows(z + al * s.dw * sub_in + plane * ph.Zr * ph.Zc, ph.Zc, sub_in,
+               x + plane * s.H * s.W, s.H, s.W, al - s.ph, s.dh, ph.Zr, s.pw, s.dw, ph.Zc);
+  });
+  float* out = scratch(Buf::phase_out, s.dh * s.dw * sub_out);
+  for (int64_t f = 0; f < s.dh * s.dw; ++f)
+    forward_planned(out + f * sub_out, z + f * sub_in, w, b, t);
+  // y[n][k][al + a*dh][be + c*dw] = out[al][be][n][k][a][c]
+  parallel_for(s.N * s.K, kCopyCost * s.N * s.K * s.P * s.Q, [&](int64_t plane) {
+    float* yp = y + plane * s.P * s.Q;
+    for (int64_t p = 0; p < s.P; ++p) {
+      const int64_t al = p % s.dh, a = p / s.dh;
+      for (int64_t be = 0; be < s.dw; ++be) {
+        const float* src = out + (al * s.dw + be) * sub_out + (plane * ph.Pm + a) * ph.Qm;
+        float* dst = yp + p * s.Q + be;
+        const int64_t n = ceil_div(s.Q - be, s.dw);
+        for (int64_t c = 0; c < n; ++c) dst[c * s.dw] = src[c];
+      }
+    }
+  });
+  return true;
+}
+
+}  // namespace conv
+}  // namespace convkit
