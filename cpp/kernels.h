@@ -178,6 +178,10 @@ struct KernelTable {
   //                      w[t] * base[i * bstep + off[t] + q].
   void (*conv_rows)(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
                     int64_t bstep, const int64_t* off, const float* w, int64_t ntaps, float bias);
+  // The inverse of phase_split_rows for one row: for k < n, with v = first + k,
+  //   dst[k] = src[(v % sw) * fstride + v / sw].
+  void (*phase_merge_row)(float* dst, const float* src, int64_t fstride, int64_t sw,
+                          int64_t first, int64_t n);
   // Dot products of one dy row with the tap rows, in 16 lanes: for i < ntaps, l < 16,
   //   lanes[i * 16 + l] += sum over q < Q with q % 16 == l of dy[q] * base[off[i] + q].
   void (*conv_row_dots)(float* lanes, const float* dy, int64_t Q, const float* base,

@@ -3,8 +3,9 @@
 // column phases (so every tap reads consecutive floats at any stride and dilation).
 //   forward      items (image, group): the group's padded planes, then all output rows
 //   input grad   (strided; at stride 1 the planner runs the transposed convolution instead)
-//                items (image, input channel): for each dx row and column phase, the taps that
-//                reach dy (in (k, r, t) order) as one row over dy rows padded left/right
+//                items (image, input channel): for each column phase and run of dx rows (one
+//                row in sh) whose taps reach the same kernel rows, the taps (in (k, r, t)
+//                order) summed over dy rows padded left and right
 //   weight grad  items (output channel): dot products of dy rows with the tap rows in 16 lanes
 //                (KernelTable::conv_row_dots) over all images in order
 // They multiply padding zeros, so the planner keeps them to finite operands; the "rows" family
@@ -64,54 +65,78 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
 
 bool depthwise_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
   const int64_t Cg = group_in(s), Kg = group_out(s), RS = s.R * s.S, PQ = s.P * s.Q;
-  // dy rows padded left and right so that every tap's read stays inside its row
+  // dx row h is padded row h + ph; its padded columns j * sw + f (phase f) for j in [J0, J1)
+  // cover the row. Each phase is summed over dy rows padded left and right, so that every tap's
+  // read stays inside its row.
+  const int64_t J0 = s.pw / s.sw, J1 = (s.pw + s.W - 1) / s.sw + 1, Jn = J1 - J0;
   const int64_t Lp = (s.S - 1) * s.dw / s.sw + 1;
-  const int64_t Wd = Lp + std::max(s.Q, (s.pw + s.W - 1) / s.sw + 1) + 1;
+  const int64_t Wd = Lp + std::max(s.Q, J1) + 1;
+  // The plan, the same for every item: runs of dx rows h, h + sh, ... (n of them) whose taps
+  // reach the same kernel rows (from one row to the next, every tap's dy row moves down by one),
+  // and for each run and column phase the taps: offsets into the padded dy rows of the group
+  // and indices into the weights of one input channel, in (k, r, t) order.
+  struct Run {
+    int64_t h, n, t[17];  // phase f's taps: [t[f], t[f + 1]) (sw <= 16)
+  };
+  std::vector<Run> runs;
+  std::vector<int64_t> off, widx;
+  auto reach = [&](int64_t h) {  // bit r: kernel row r reaches dy from dx row h
+    uint64_t m = 0;
+    for (int64_t r = 0; r < s.R; ++r) {
+      const int64_t hp = h + s.ph - r * s.dh;
+      if (hp >= 0 && hp % s.sh == 0 && hp / s.sh < s.P) m |= uint64_t(1) << r;
+    }
+    return m;
+  };
+  for (int64_t h0 = 0; h0 < std::min(s.H, s.sh); ++h0)
+    for (int64_t h = h0; h < s.H;) {
+      const uint64_t m = reach(h);
+      Run u{h, 1, {}};
+      while (h + u.n * s.sh < s.H && reach(h + u.n * s.sh) == m) ++u.n;
+      for (int64_t f = 0; f < s.sw; ++f) {
+        u.t[f] = static_cast<int64_t>(off.size());
+        for (int64_t kl = 0; kl < Kg; ++kl)
+          for (int64_t r = 0; r < s.R; ++r) {
+            if (!(m >> r & 1)) continue;
+            const int64_t p = (h + s.ph - r * s.dh) / s.sh;
+            for (int64_t t = 0; t < s.S; ++t) {
+              const int64_t d = t * s.dw - f;
+              if (d < 0 || d % s.sw) continue;
+              off.push_back((kl * s.P + p) * Wd + Lp - d / s.sw);
+              widx.push_back(kl * Cg * RS + r * s.S + t);
+            }
+          }
+      }
+      u.t[s.sw] = static_cast<int64_t>(off.size());
+      runs.push_back(u);
+      h += u.n * s.sh;
+    }
   const auto rows = g_kernels->conv_rows;
+  const auto merge = g_kernels->phase_merge_row;
   parallel_for(s.N * s.C, 2.0 * s.N * s.K * Cg * RS * PQ + kCopyCost * s.N * s.K * s.P * Wd,
                [&](int64_t item) {
     const int64_t n = item / s.C, ci = item % s.C, g = ci / Cg, cl = ci % Cg;
     float* dyb = scratch(Buf::dwise_dy, Kg * s.P * Wd);
-    for (int64_t kl = 0; kl < Kg; ++kl)
-      for (int64_t p = 0; p < s.P; ++p) {
-        float* d = dyb + (kl * s.P + p) * Wd;
-        std::fill(d, d + Lp, 0.f);
-        std::copy(dy + ((n * s.K + g * Kg + kl) * s.P + p) * s.Q,
-                  dy + ((n * s.K + g * Kg + kl) * s.P + p) * s.Q + s.Q, d + Lp);
-        std::fill(d + Lp + s.Q, d + Wd, 0.f);
-      }
-    thread_local std::vector<int64_t> off;
-    thread_local std::vector<float> wt;
-    off.resize(static_cast<size_t>(Kg * RS));
-    wt.resize(static_cast<size_t>(Kg * RS));
-    float* tmp = s.sw > 1 ? scratch(Buf::dwise_row, s.W / s.sw + 2) : nullptr;
+    g_kernels->phase_split_rows(dyb, Wd, 0, dy + (n * s.K + g * Kg) * PQ, s.Q, Kg * s.P, s.Q,
+                                Lp, 1, Wd);
+    const float* wc = w + (g * Kg * Cg + cl) * RS;
+    float* wt = scratch(Buf::dwise_lanes, static_cast<int64_t>(widx.size()) + 1);
+    for (size_t i = 0; i < widx.size(); ++i) wt[i] = wc[widx[i]];
     float* dxc = dx + item * s.H * s.W;
-    for (int64_t h = 0; h < s.H; ++h)
-      for (int64_t fv = 0; fv < s.sw; ++fv) {
-        // dx columns v = j * sw + fv - pw for j in [j0, j1)
-        const int64_t j0 = std::max<int64_t>(0, (s.pw - fv + s.sw - 1) / s.sw);
-        const int64_t j1 = (s.pw + s.W - 1 - fv) < 0 ? 0 : (s.pw + s.W - 1 - fv) / s.sw + 1;
-        if (j1 <= j0) continue;
-        int64_t nt = 0;
-        for (int64_t kl = 0; kl < Kg; ++kl)
-          for (int64_t r = 0; r < s.R; ++r) {
-            const int64_t hp = h + s.ph - r * s.dh;
-            if (hp < 0 || hp % s.sh || hp / s.sh >= s.P) continue;
-            const int64_t p = hp / s.sh;
-            for (int64_t t = 0; t < s.S; ++t) {
-              const int64_t d = t * s.dw - fv;
-              if (d < 0 || d % s.sw) continue;
-              off[nt] = (kl * s.P + p) * Wd + Lp - d / s.sw;
-              wt[nt++] = w[((g * Kg + kl) * Cg + cl) * RS + r * s.S + t];
-            }
-          }
-        if (s.sw == 1) {
-          rows(dxc + h * s.W, 0, 1, s.W, dyb + j0, 0, off.data(), wt.data(), nt, 0.f);
-        } else {
-          rows(tmp, 0, 1, j1 - j0, dyb + j0, 0, off.data(), wt.data(), nt, 0.f);
-          for (int64_t j = j0; j < j1; ++j) dxc[h * s.W + j * s.sw + fv - s.pw] = tmp[j - j0];
-        }
+    for (const Run& u : runs) {
+      if (s.sw == 1) {  // J0 = pw: the row itself
+        rows(dxc + u.h * s.W, s.sh * s.W, u.n, s.W, dyb + J0, Wd, off.data() + u.t[0],
+             wt + u.t[0], u.t[1] - u.t[0], 0.f);
+        continue;
       }
+      // rows of phases [i][f][Jn]; the dx row is their padded columns pw .. pw + W - 1
+      float* tmp = scratch(Buf::dwise_row, u.n * s.sw * Jn);
+      for (int64_t f = 0; f < s.sw; ++f)
+        rows(tmp + f * Jn, s.sw * Jn, u.n, Jn, dyb + J0, Wd, off.data() + u.t[f], wt + u.t[f],
+             u.t[f + 1] - u.t[f], 0.f);
+      for (int64_t i = 0; i < u.n; ++i)
+        merge(dxc + (u.h + i * s.sh) * s.W, tmp + i * s.sw * Jn, Jn, s.sw, s.pw - J0 * s.sw, s.W);
+    }
   });
   return true;
 }

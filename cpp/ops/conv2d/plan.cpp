@@ -176,7 +176,8 @@ const Row<BwdRun> kInputGrad[] = {
               s.pw <= (s.S - 1) * s.dw;
      },
      few_per_group, true, dx_transposed_conv},
-    {"depthwise", any, few_per_group, true, depthwise_input_grad},
+    {"depthwise", [](const Conv2dShape& s, const KernelTable&) { return s.R <= 64 && s.sw <= 16; },
+     few_per_group, true, depthwise_input_grad},
     {"rows", any, never, false, rows_input_grad},
     // Its zero-padded GEMM rows are never stored, and col2im adds in-range terms only.
     {"gemm_col2im", any, nullptr, false, dx_gemm_col2im},
