@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels.h"
+#include "kernels/avx512/avx512.h"
 #include "transpose_avx512.h"
 
 namespace convkit {

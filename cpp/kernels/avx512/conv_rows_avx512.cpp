@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "kernels.h"
+#include "kernels/avx512/avx512.h"
 
 namespace convkit {
 namespace avx512 {

@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels.h"
+#include "kernels/avx512/avx512.h"
 #include "transpose_avx512.h"
 
 // The stages stay out of line: a profile then shows one line per stage.

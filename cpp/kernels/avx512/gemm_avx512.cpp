@@ -1,0 +1,132 @@
+// The 8 x 32 GEMM micro-kernel (16 zmm accumulators; 8 rows suit the 6-, 16-, 64- and
+// 128-channel layers we target): packed, direct (B rows read in place) and wide (compacting store).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/avx512/avx512.h"
+#include "transpose_avx512.h"
+
+namespace convkit {
+namespace avx512 {
+// a: kc x 8 packed, b: kc x 32 packed -> the mr x nr corner of c (ldc); masked loads and stores
+// serve partial tiles, so edges need no copies. Edge tiles of at most 4 rows or 16 columns run a
+// smaller register tile (MRT rows, NV vectors) instead of computing zeros.
+// Direct: B row k is the NR floats at b + boff[k] (read with the column mask, so nothing past
+// column nr is touched), else the packed row b + k * NR.
+// Wide (Direct only, never accumulating): the tile's columns are positions j0 .. j0 + nr - 1 of
+// a grid p * Wq + q whose columns q >= Q are dropped; the others are stored compacted, at
+// c[i * ldc + p * Q + q] (each vector's kept lanes are consecutive there: compress, then store).
+template <bool Direct, int MRT, int NV, bool Wide = false>
+static inline void ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                           float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                           const float* bias, int64_t j0 = 0, int64_t Wq = 0, int64_t Q = 0) {
+  __m512 acc[MRT][NV];
+  const uint32_t bits = nr >= 32 ? 0xffffffffu : ((1u << nr) - 1u);
+  const __mmask16 m0 = static_cast<__mmask16>(bits), m1 = static_cast<__mmask16>(bits >> 16);
+  const bool full = nr == NR;
+  if (!accumulate && !Wide)  // C is only stored: start fetching its lines now, not at the stores
+#pragma GCC unroll 8
+    for (int i = 0; i < MRT; ++i)
+      if (i < mr) {
+        _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+        if (NV == 2) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+      }
+#pragma GCC unroll 8
+  for (int i = 0; i < MRT; ++i) {
+    if (i < mr && accumulate) {
+      acc[i][0] = _mm512_maskz_loadu_ps(m0, c + i * ldc);
+      if (NV == 2) acc[i][NV - 1] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
+    } else {
+      acc[i][0] = (bias && i < mr) ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
+      if (NV == 2) acc[i][NV - 1] = acc[i][0];
+    }
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* bk = Direct ? b + boff[k] : b + k * NR;
+    const __m512 b0 = Direct && !full ? _mm512_maskz_loadu_ps(m0, bk) : _mm512_loadu_ps(bk);
+    __m512 b1 = b0;
+    if (NV == 2) b1 = Direct && !full ? _mm512_maskz_loadu_ps(m1, bk + 16) : _mm512_loadu_ps(bk + 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < MRT; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      if (NV == 2) acc[i][NV - 1] = _mm512_fmadd_ps(ai, b1, acc[i][NV - 1]);
+    }
+  }
+  if (Wide) {
+    __mmask16 keep[NV], out[NV];  // lanes kept; the first popcount(keep) lanes
+    int64_t dst[NV];              // where the first kept lane goes
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      uint32_t kbits = 0;
+      int64_t first = -1;
+      for (int l = 0; l < 16; ++l) {
+        const int64_t j = j0 + 16 * v + l;
+        if (16 * v + l < nr && j % Wq < Q) {
+          kbits |= 1u << l;
+          if (first < 0) first = j / Wq * Q + j % Wq;
+        }
+      }
+      keep[v] = static_cast<__mmask16>(kbits);
+      out[v] = static_cast<__mmask16>((1u << __builtin_popcount(kbits)) - 1u);
+      dst[v] = first < 0 ? 0 : first;
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MRT; ++i)
+      if (i < mr)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v)
+          _mm512_mask_storeu_ps(c + i * ldc + dst[v], out[v],
+                                _mm512_maskz_compress_ps(keep[v], acc[i][v]));
+    return;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MRT; ++i) {
+    if (i < mr) {
+      _mm512_mask_storeu_ps(c + i * ldc, m0, acc[i][0]);
+      if (NV == 2) _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc[i][NV - 1]);
+    }
+  }
+}
+
+template <bool Direct>
+static inline void ukernel_any(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                               float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                               const float* bias) {
+  if (mr > 4) {
+    if (nr > 16) ukernel<Direct, 8, 2>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+    else ukernel<Direct, 8, 1>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+  } else {
+    if (nr > 16) ukernel<Direct, 4, 2>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+    else ukernel<Direct, 4, 1>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+  }
+}
+
+void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         int mr, int nr, bool accumulate, const float* bias) {
+  ukernel_any<false>(kc, a, b, nullptr, c, ldc, mr, nr, accumulate, bias);
+}
+
+void direct_ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                           float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                           const float* bias) {
+  ukernel_any<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+}
+
+void direct_wide_ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                                float* c, int64_t ldc, int mr, int nr, const float* bias,
+                                int64_t j0, int64_t Wq, int64_t Q) {
+  if (mr > 4) {
+    if (nr > 16) ukernel<true, 8, 2, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
+    else ukernel<true, 8, 1, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
+  } else {
+    if (nr > 16) ukernel<true, 4, 2, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
+    else ukernel<true, 4, 1, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
+  }
+}
+}  // namespace avx512
+}  // namespace convkit

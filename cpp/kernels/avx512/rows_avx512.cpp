@@ -1,0 +1,76 @@
+// Row copies: zero-padded rows and rows split into their column phases.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/avx512/avx512.h"
+#include "transpose_avx512.h"
+
+namespace convkit {
+namespace avx512 {
+// masks. Output columns j < Wt hold input column j - pl.
+static void pad_rows_avx512(float* dst, int64_t dstride, const float* src, int64_t sstride,
+                            int64_t nrows, int64_t W, int64_t pl, int64_t Wt) {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
+  for (int64_t i = 0; i < nrows; ++i) {
+    float* d = dst + i * dstride;
+    const float* s = src ? src + i * sstride - pl : nullptr;  // s[j] is the value of column j
+    for (int64_t j = 0; j < Wt; j += 16) {
+      const __mmask16 mt = Wt - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wt - j)) - 1u);
+      __m512 v = _mm512_setzero_ps();
+      if (s) {
+        const __m512i col = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(j - pl)));
+        const __mmask16 m = mt & _mm512_cmpge_epi32_mask(col, zero) & _mm512_cmplt_epi32_mask(col, vw);
+        v = _mm512_maskz_loadu_ps(m, s + j);
+      }
+      _mm512_mask_storeu_ps(d + j, mt, v);
+    }
+  }
+}
+
+// phase_split_rows for sw = 2: 32 input columns per step, split into even and odd lanes with two
+// permutes, the column masks computed once for all rows; other strides take the portable loop.
+void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const float* src,
+                                    int64_t sstep, int64_t nrows, int64_t W, int64_t pw,
+                                    int64_t sw, int64_t Wq) {
+  if (sw == 1) {
+    pad_rows_avx512(dst, dstep, src, sstep, nrows, W, pw, Wq);
+    return;
+  }
+  if (sw != 2 || !src || Wq > 256) {
+    portable_phase_split_rows(dst, dstep, fstride, src, sstep, nrows, W, pw, sw, Wq);
+    return;
+  }
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
+  const int nb = static_cast<int>((Wq + 15) / 16);
+  __mmask16 m0[16], m1[16], mj[16];  // source lanes of the two loads, destination lanes
+  for (int b = 0; b < nb; ++b) {
+    const int64_t j0 = 16 * b, base = 2 * j0 - pw;  // input column of the first even lane
+    const __m512i c0 = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
+    const __m512i c1 = _mm512_add_epi32(c0, _mm512_set1_epi32(16));
+    m0[b] = _mm512_cmpge_epi32_mask(c0, zero) & _mm512_cmplt_epi32_mask(c0, vw);
+    m1[b] = _mm512_cmpge_epi32_mask(c1, zero) & _mm512_cmplt_epi32_mask(c1, vw);
+    mj[b] = Wq - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wq - j0)) - 1u);
+  }
+  for (int64_t i = 0; i < nrows; ++i) {
+    const float* r = src + i * sstep - pw;
+    float* d = dst + i * dstep;
+    for (int b = 0; b < nb; ++b) {
+      const __m512 lo = _mm512_maskz_loadu_ps(m0[b], r + 32 * b);
+      const __m512 hi = _mm512_maskz_loadu_ps(m1[b], r + 32 * b + 16);
+      _mm512_mask_storeu_ps(d + 16 * b, mj[b], _mm512_permutex2var_ps(lo, even, hi));
+      _mm512_mask_storeu_ps(d + fstride + 16 * b, mj[b], _mm512_permutex2var_ps(lo, odd, hi));
+    }
+  }
+}
+// conv_dw_kvec: NT taps x 16 channels in registers; per position one dy vector and NT broadcast
+// input values. Taps come in runs of S consecutive offsets (the S columns of a kernel row) when
+}  // namespace avx512
+}  // namespace convkit
