@@ -1,11 +1,14 @@
 // C++ microbenchmarks of the convkit core (no Python): every kernel family, forward and backward,
-// reporting time and GFLOP/s. The ISA is chosen like the library does: the widest the CPU has, or
+// and every convolution algorithm forced on each shape it applies to (conv2d_algo/<direction>/
+// <algorithm>/<shape>), reporting time and FLOP/s. The ISA is chosen like the library does: the widest the CPU has, or
 // $CONVKIT_ISA; threads follow $OMP_NUM_THREADS.
 //
 //   CONVKIT_ISA=avx2 OMP_NUM_THREADS=1 ./build/bench/convkit_bench --benchmark_filter=conv
 #include <benchmark/benchmark.h>
 
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "convkit/convkit.h"
@@ -22,44 +25,80 @@ std::vector<float> randn(int64_t n, unsigned seed = 1) {
 
 struct ConvCase {
   const char* name;
-  int64_t N, C, H, W, K, R, stride, pad;
+  int64_t N, C, H, W, K, R, stride, pad, dilation, groups;
 };
 
-// The shape set of bench/compare.py (and bench/RESULTS.md).
+// The shape set of bench/compare.py (and bench/RESULTS.md), then bench/conv_general.py's.
 const ConvCase kConv[] = {
-    {"lenet_conv1", 64, 1, 28, 28, 6, 5, 1, 2},  {"lenet_conv2", 64, 6, 14, 14, 16, 5, 1, 0},
-    {"vgg3x3", 8, 64, 56, 56, 64, 3, 1, 1},      {"strided", 8, 64, 56, 56, 128, 3, 2, 1},
-    {"rgb_stem", 16, 3, 64, 64, 32, 3, 1, 1},    {"pointwise", 8, 128, 28, 28, 128, 1, 1, 0},
-    {"large7x7", 8, 16, 32, 32, 16, 7, 1, 3},
+    {"lenet_conv1", 64, 1, 28, 28, 6, 5, 1, 2, 1, 1},
+    {"lenet_conv2", 64, 6, 14, 14, 16, 5, 1, 0, 1, 1},
+    {"vgg3x3", 8, 64, 56, 56, 64, 3, 1, 1, 1, 1},
+    {"strided", 8, 64, 56, 56, 128, 3, 2, 1, 1, 1},
+    {"rgb_stem", 16, 3, 64, 64, 32, 3, 1, 1, 1, 1},
+    {"pointwise", 8, 128, 28, 28, 128, 1, 1, 0, 1, 1},
+    {"large7x7", 8, 16, 32, 32, 16, 7, 1, 3, 1, 1},
+    {"depthwise", 8, 144, 28, 28, 144, 3, 1, 1, 1, 144},
+    {"depthwise_strided", 8, 96, 56, 56, 96, 3, 2, 1, 1, 96},
+    {"grouped", 8, 128, 28, 28, 128, 3, 1, 1, 1, 32},
+    {"dilated", 4, 64, 56, 56, 64, 3, 1, 2, 2, 1},
 };
 
 convkit::Conv2dShape shape_of(const ConvCase& c) {
-  convkit::Conv2dShape s{c.N, c.C, c.H, c.W, c.K, c.R, c.R, c.stride, c.stride, c.pad, c.pad, 0, 0};
+  convkit::Conv2dShape s{c.N, c.C, c.H, c.W, c.K, c.R, c.R, c.stride, c.stride, c.pad, c.pad,
+                         0, 0, c.dilation, c.dilation, c.groups};
   convkit::conv2d_out_size(s);
   return s;
 }
 
+// multiply-adds of the direct method, twice
 double conv_flops(const convkit::Conv2dShape& s) {
-  return 2.0 * s.N * s.K * s.C * s.R * s.S * s.P * s.Q;
+  return 2.0 * s.N * s.K * (s.C / s.G) * s.R * s.S * s.P * s.Q;
+}
+
+// A rate counter that prints as e.g. "FLOP=215.1G/s".
+benchmark::Counter flop_rate(double flops) {
+  return benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
+                            benchmark::Counter::kIs1000);
+}
+
+// One direction of one conv case with algorithm `algo` forced ("" = the plan).
+void BM_conv2d_algo(benchmark::State& st, ConvCase c, convkit::ConvDir d, std::string algo) {
+  auto s = shape_of(c);
+  auto x = randn(s.N * s.C * s.H * s.W), w = randn(s.K * (s.C / s.G) * s.R * s.S), b = randn(s.K);
+  auto dy = randn(s.N * s.K * s.P * s.Q);
+  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+  convkit::conv2d_force(d, algo);
+  for (auto _ : st) {
+    if (d == convkit::ConvDir::forward)
+      convkit::conv2d_forward(y.data(), x.data(), w.data(), b.data(), s);
+    else if (d == convkit::ConvDir::input_grad)
+      convkit::conv2d_backward(dx.data(), nullptr, nullptr, dy.data(), x.data(), w.data(), s);
+    else
+      convkit::conv2d_backward(nullptr, dw.data(), nullptr, dy.data(), x.data(), w.data(), s);
+  }
+  convkit::conv2d_force(d, "");
+  st.counters["FLOP"] = flop_rate(conv_flops(s));
+  st.SetLabel(std::string(convkit::isa_name()) + " " +
+              (algo.empty() ? "plan: " + convkit::conv2d_plan(s, d) : algo));
 }
 
 void BM_conv2d_forward(benchmark::State& st, ConvCase c) {
   auto s = shape_of(c);
-  auto x = randn(s.N * s.C * s.H * s.W), w = randn(s.K * s.C * s.R * s.S), b = randn(s.K);
+  auto x = randn(s.N * s.C * s.H * s.W), w = randn(s.K * (s.C / s.G) * s.R * s.S), b = randn(s.K);
   std::vector<float> y(static_cast<size_t>(s.N * s.K * s.P * s.Q));
   for (auto _ : st) convkit::conv2d_forward(y.data(), x.data(), w.data(), b.data(), s);
-  st.counters["GFLOP/s"] = benchmark::Counter(conv_flops(s) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["FLOP"] = flop_rate(conv_flops(s));
   st.SetLabel(convkit::isa_name());
 }
 
 void BM_conv2d_backward(benchmark::State& st, ConvCase c) {
   auto s = shape_of(c);
-  auto x = randn(s.N * s.C * s.H * s.W), w = randn(s.K * s.C * s.R * s.S);
+  auto x = randn(s.N * s.C * s.H * s.W), w = randn(s.K * (s.C / s.G) * s.R * s.S);
   auto dy = randn(s.N * s.K * s.P * s.Q);
   std::vector<float> dx(x.size()), dw(w.size()), db(static_cast<size_t>(s.K));
   for (auto _ : st)
     convkit::conv2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), s);
-  st.counters["GFLOP/s"] = benchmark::Counter(2 * conv_flops(s) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["FLOP"] = flop_rate(2 * conv_flops(s));
   st.SetLabel(convkit::isa_name());
 }
 
@@ -148,7 +187,7 @@ void BM_linear(benchmark::State& st, int64_t N, int64_t I, int64_t O, bool backw
     if (backward) convkit::linear_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, I, O);
     else convkit::linear_forward(y.data(), x.data(), w.data(), b.data(), N, I, O);
   }
-  st.counters["GFLOP/s"] = benchmark::Counter((backward ? 4.0 : 2.0) * N * I * O * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["FLOP"] = flop_rate((backward ? 4.0 : 2.0) * N * I * O);
   st.SetLabel(convkit::isa_name());
 }
 
@@ -157,7 +196,7 @@ void BM_gemm(benchmark::State& st, int64_t n) {
   std::vector<float> c(static_cast<size_t>(n * n));
   for (auto _ : st)
     convkit::gemm(n, n, n, convkit::MatView{a.data(), n, 1}, convkit::MatView{b.data(), n, 1}, c.data(), n, false);
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["FLOP"] = flop_rate(2.0 * n * n * n);
   st.SetLabel(convkit::isa_name());
 }
 
@@ -179,6 +218,18 @@ int register_all() {
     benchmark::RegisterBenchmark((std::string("conv2d_forward/") + c.name).c_str(), BM_conv2d_forward, c)->UseRealTime();
     benchmark::RegisterBenchmark((std::string("conv2d_backward/") + c.name).c_str(), BM_conv2d_backward, c)->UseRealTime();
   }
+  // every algorithm of every table, forced, on every case it applies to (on this CPU's ISA)
+  const std::pair<const char*, convkit::ConvDir> dirs[] = {
+      {"forward", convkit::ConvDir::forward},
+      {"input_grad", convkit::ConvDir::input_grad},
+      {"weight_grad", convkit::ConvDir::weight_grad}};
+  for (const auto& d : dirs)
+    for (const std::string& algo : convkit::conv2d_algorithms(d.second))
+      for (const ConvCase& c : kConv)
+        if (convkit::conv2d_applies(shape_of(c), d.second, algo))
+          benchmark::RegisterBenchmark(
+              (std::string("conv2d_algo/") + d.first + "/" + algo + "/" + c.name).c_str(),
+              BM_conv2d_algo, c, d.second, algo)->UseRealTime();
   benchmark::RegisterBenchmark("max_pool2d_forward/64x6x28x28", BM_max_pool2d, false)->UseRealTime();
   benchmark::RegisterBenchmark("max_pool2d_backward/64x6x28x28", BM_max_pool2d, true)->UseRealTime();
   benchmark::RegisterBenchmark("avg_pool2d_forward/64x6x28x28", BM_avg_pool2d, false)->UseRealTime();
@@ -208,8 +259,16 @@ int register_all() {
   benchmark::RegisterBenchmark("cross_entropy_backward/256x10", BM_softmax_xent, true)->UseRealTime();
   return 0;
 }
-const int registered = register_all();
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// Registration asks the library (algorithm tables, ISA), so it runs in main, after the library's
+// own static initialisation.
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -33,7 +33,7 @@
 //   rows           non-finite weights, few channels per group: scatter tap by tap (exact)
 //   gemm_col2im    anything: gcol = W^T dy, scattered back by col2im (exact)
 // Weight gradient
-//   kvec           narrow outputs, stride 1: 16 output channels in the lanes
+//   kvec           stride 1, narrow outputs or many taps: 16 output channels in the lanes
 //   dot            register tiles of dot products of dy rows with input rows
 //   gemm           ISAs without those kernels: dW = sum_n dy_n col_n^T
 //   depthwise      few channels per group: dot products of dy rows with padded input rows
@@ -189,8 +189,13 @@ const Row<BwdRun> kWeightGrad[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_dw_kvec && unit_stride(s) && s.S <= 7;
      },
-     [](const Conv2dShape& s, const KernelTable&) { return s.Q < 16 && s.K >= 12; }, true,
-     dw_kvec},
+     // narrow outputs, and wide ones with many taps per output channel (bench_kernels'
+     // conv2d_algo rows at 2 threads: VGG 3x3 12.0 ms against dot's 15.0, 7x7 1.0 against 2.1;
+     // 1x1 and 3-channel layers slower than dot)
+     [](const Conv2dShape& s, const KernelTable&) {
+       return s.K >= 12 && (s.Q < 16 || (s.R * s.S >= 9 && s.C >= 16));
+     },
+     true, dw_kvec},
     {"dot",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special_dilated(s) && kt.conv_dw_tile != nullptr;
