@@ -51,15 +51,17 @@ def parse_args(argv=None):
 
 
 def load(args, log):
+    log(f"loading {args.dataset} (downloaded into the cache on first use) ...")
     try:
-        train = data.load_mnist(args.data_dir, "train", args.dataset)
-        test = data.load_mnist(args.data_dir, "test", args.dataset)
+        train = data.load_mnist(args.data_dir, "train", args.dataset, quiet=True)
+        test = data.load_mnist(args.data_dir, "test", args.dataset, quiet=True)
         return args.dataset, train, test
     except FileNotFoundError as e:
         if args.dataset != "mnist":
             raise SystemExit(str(e))
-        log(f"{e}\n\nMNIST is not available: training on the bundled mnist-sample instead "
-            f"(3,000 train / 1,000 test digits).")
+        log("MNIST is not on this machine and could not be downloaded: training on the bundled "
+            "mnist-sample (3,000 train / 1,000 test digits) instead; --dataset mnist-sample "
+            "skips the attempt, --data-dir DIR points at your copy.")
         return ("mnist-sample", data.load_mnist(None, "train", "mnist-sample"),
                 data.load_mnist(None, "test", "mnist-sample"))
 
@@ -106,14 +108,17 @@ def main(argv=None):
 
     sched = optim.StepLR(opt, args.lr_step_size, args.lr_gamma) if args.lr_step_size else None
 
+    shown = not args.json and sys.stderr.isatty()  # fit prints its own epoch lines then
+
     class Report:
         def on_epoch_end(self, epoch, logs):
             if sched is not None:
                 sched.step()
-            log(f"epoch {epoch + 1:3d}/{args.epochs}: loss {logs['loss']:.4f} "
-                f"acc {logs['accuracy']:.4f} | test loss {logs['val_loss']:.4f} "
-                f"acc {logs['val_accuracy']:.4f} | {logs['seconds']:.1f} s, "
-                f"{logs['images_per_second']:.0f} img/s")
+            if not shown:
+                log(f"epoch {epoch + 1:3d}/{args.epochs}: loss {logs['loss']:.4f} "
+                    f"acc {logs['accuracy']:.4f} | test loss {logs['val_loss']:.4f} "
+                    f"acc {logs['val_accuracy']:.4f} | {logs['seconds']:.1f} s, "
+                    f"{logs['images_per_second']:,.0f} img/s")
 
     t0 = time.perf_counter()
     hist = training.fit(model, nn.CrossEntropyLoss(), opt, (x, y), val=(xt, yt),

@@ -181,3 +181,26 @@ def test_batches(rng):
         assert np.array_equal(yb, xb * 10)
     with pytest.raises(ValueError, match="batches: x has 10 samples but y has 9"):
         list(data.batches(x, y[:9], 2))
+
+
+def test_corrupt_cached_file_is_downloaded_again(isolated, monkeypatch):
+    src = isolated / "mirror"
+    arrays = _write_mnist(src, seed=5)
+    monkeypatch.setitem(data._CHECKSUMS, "mnist", _md5s(src))
+    cache = isolated / "cache" / "mnist"
+    cache.mkdir(parents=True)
+    good = (src / "train-images-idx3-ubyte.gz").read_bytes()
+    (cache / "train-images-idx3-ubyte.gz").write_bytes(good[: len(good) // 2])  # truncated
+    (cache / "train-labels-idx1-ubyte.gz").write_bytes((src / "train-labels-idx1-ubyte.gz").read_bytes())
+    with _Server(src) as srv:
+        monkeypatch.setenv("CONVKIT_MNIST_MIRROR", srv.url)
+        x, y = data.load_mnist(split="train", quiet=True)
+    assert np.array_equal(x[:, 0] * 255, arrays["train-images-idx3-ubyte"].astype(np.float32))
+    assert (cache / "train-images-idx3-ubyte.gz").read_bytes() == good
+
+
+def test_idx_header_with_huge_sizes_names_the_file(tmp_path):
+    p = tmp_path / "huge-idx3-ubyte"
+    p.write_bytes(bytes([0, 0, 0x08, 3]) + b"\xff\xff\xff\xff" * 3 + b"\x00" * 16)
+    with pytest.raises(ValueError, match=r"read_idx: .*huge-idx3-ubyte is truncated"):
+        data.read_idx(p)

@@ -274,3 +274,84 @@ def test_backward_before_forward_says_what_to_do():
     for layer in (cnn.Conv2d(1, 2, 3), cnn.Linear(3, 2), cnn.MaxPool2d(2)):
         with pytest.raises(RuntimeError, match=r"backward.*call the layer \(forward\)"):
             layer.backward(np.ones((1, 2, 3, 3), np.float32))
+
+
+def test_load_is_all_or_nothing(tmp_path, rng):
+    m = models.lenet5()
+    before = [p.data.copy() for p in m.parameters()]
+    state = {k: v + 1 for k, v in m.state_dict().items()}
+    state["11.bias"] = np.array(["x"] * 10)  # the last entry is bad
+    np.savez(tmp_path / "bad.npz", **state)
+    with pytest.raises(TypeError, match="11.bias"):
+        m.load(tmp_path / "bad.npz")
+    for a, p in zip(before, m.parameters()):
+        assert np.array_equal(a, p.data)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    m = models.lenet5()
+    m.save(tmp_path / "w.npz")
+    old = (tmp_path / "w.npz").read_bytes()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # a crash in the middle of writing
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        models.lenet5().save(tmp_path / "w.npz")
+    assert (tmp_path / "w.npz").read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz"]
+
+
+@needs_torch
+def test_load_reads_a_torch_save_file_with_requires_grad(tmp_path):
+    m = models.lenet5()
+    state = {k: torch.tensor(v.astype(np.float64) * 2, requires_grad=True)
+             for k, v in m.state_dict().items()}
+    torch.save(state, tmp_path / "w.pt")
+    m2 = models.lenet5().load(tmp_path / "w.pt")
+    for (k, v), p in zip(m.state_dict().items(), m2.parameters()):
+        assert_close(p.data, v * 2, 1e-7, k)
+
+
+def test_torch_file_without_torch_says_what_to_do(tmp_path, monkeypatch):
+    import sys
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "w.pt", "w") as z:  # torch.save's layout
+        z.writestr("w/data.pkl", b"not used")
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails
+    with pytest.raises(ValueError, match="torch.save.*install PyTorch"):
+        models.lenet5().load(tmp_path / "w.pt")
+
+
+def test_messages_that_teach(rng):
+    m = models.lenet5()
+    with pytest.raises(TypeError, match=r"pass model.parameters\(\)"):
+        optim.SGD(m, lr=0.1)
+    with pytest.raises(ValueError, match="input_size=32"):
+        m(np.zeros((2, 1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="channels-last"):
+        m(np.zeros((2, 28, 28, 1), np.float32))
+    with pytest.warns(UserWarning, match="uint8"):
+        m(np.zeros((2, 1, 28, 28), np.uint8))
+
+
+def test_plain_progress_bar_leaves_no_stale_digits(monkeypatch):
+    import io
+    from convkit import training
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    monkeypatch.setattr("sys.stderr", out)
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # the plain bar
+    bar = training._Progress(100, "epoch 1/1", True)
+    bar.update(50, loss="12345.0000")
+    bar.update(50, loss="1.0")
+    bar.close("summary line")
+    frames = out.getvalue().split("\r")
+    assert len(frames[2]) >= len(frames[1])  # the shorter line is padded over the longer one
+    assert out.getvalue().rstrip().endswith("summary line")
+    assert "img/s" in frames[1] and frames[1].count("img/s") == 1

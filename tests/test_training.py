@@ -63,6 +63,9 @@ def test_example_falls_back_to_sample_when_offline(tmp_path):
            "CONVKIT_DATA": str(tmp_path / "none")}
     r = _run_example("--epochs", "1", "--json", env=env)
     assert "training on the bundled mnist-sample" in r.stderr
+    # one line says so (no error block): "loading ...", that line, then the data summary
+    head = r.stderr.split("mnist-sample: 3000 train")[0].strip().splitlines()
+    assert len(head) == 2, head
     assert json.loads(r.stdout.strip().splitlines()[-1])["dataset"] == "mnist-sample"
 
 

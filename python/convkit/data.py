@@ -76,7 +76,9 @@ def read_idx(path) -> np.ndarray:
     if len(raw) < 4 + 4 * ndim:
         raise ValueError(f"read_idx: {path} is truncated inside its header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    count = int(np.prod(dims, dtype=np.int64))
+    count = 1
+    for d in dims:  # Python ints: a header of huge sizes cannot overflow
+        count *= d
     want = 4 + 4 * ndim + count * dtype.itemsize
     if len(raw) != want:
         what = "truncated" if len(raw) < want else "longer than its header says"
@@ -175,6 +177,24 @@ def _download_kind(kind: str, split: str, quiet: bool) -> Path:
     return folder
 
 
+def _cache_ok(kind: str, paths) -> bool:
+    """Checks cached files against their published MD5 (gzip files) or by reading them (raw
+    IDX); a file that fails is deleted so that the next download replaces it."""
+    ok = True
+    for p in paths:
+        want = _CHECKSUMS.get(kind, {}).get(p.name)
+        try:
+            good = _md5(p) == want if want else read_idx(p) is not None
+        except (OSError, ValueError):
+            good = False
+        if not good:
+            print(f"convkit: {p} is damaged (checksum or format); downloading it again",
+                  file=sys.stderr)
+            p.unlink()
+            ok = False
+    return ok
+
+
 class _NotFound(Exception):
     def __init__(self, errors):
         super().__init__("; ".join(errors))
@@ -207,10 +227,16 @@ def load_mnist(root=None, split="train", kind="mnist", download=True, quiet=Fals
         folders = [(_SAMPLE_DIR, "package")]
     else:
         folders = _candidates(root, kind)
-    for folder, _ in folders:
+    for folder, why in folders:
         img, lbl = _find(folder, img_stem), _find(folder, lbl_stem)
         if img and lbl:
-            return _to_arrays(img, lbl)
+            if why == "cache" and download and not _cache_ok(kind, (img, lbl)):
+                break  # a damaged cached file was removed: download it again
+            try:
+                return _to_arrays(img, lbl)
+            except ValueError as e:
+                raise ValueError(f"{e}\n(found in {folder} ({why}); delete or replace the "
+                                 f"damaged file)") from None
     looked = "\n".join(f"  - {f} ({why})" for f, why in folders)
     if kind != "mnist-sample" and download:
         try:

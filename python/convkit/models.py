@@ -3,11 +3,36 @@ from __future__ import annotations
 
 from . import nn
 
-__all__ = ["lenet5"]
+__all__ = ["lenet5", "LeNet5"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU,
                 "leaky_relu": nn.LeakyReLU}
 _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class LeNet5(nn.Sequential):
+    """The Sequential that ``lenet5()`` builds (state names "0.weight" ... "11.bias"), checking
+    that its input is the image batch it was built for."""
+
+    def __init__(self, in_channels, input_size, *layers):
+        super().__init__(*layers)
+        self.in_channels, self.input_size = in_channels, input_size
+
+    def forward(self, x):
+        shape = getattr(x, "shape", None)
+        want = (self.in_channels, self.input_size, self.input_size)
+        if shape is not None and (len(shape) != 4 or tuple(shape[1:]) != want):
+            hint = ""
+            if len(shape) == 4 and shape[1] == shape[2] and shape[3] == self.in_channels:
+                hint = "; the batch looks channels-last (N, H, W, C): use x.transpose(0, 3, 1, 2)"
+            elif len(shape) == 4 and shape[1] == self.in_channels and shape[2] == shape[3]:
+                hint = (f"; for {shape[2]}x{shape[3]} images build "
+                        f"lenet5(in_channels={self.in_channels}, input_size={shape[2]})")
+            elif len(shape) == 4 and shape[2] == shape[3] == self.input_size:
+                hint = f"; for {shape[1]}-channel images build lenet5(in_channels={shape[1]})"
+            raise ValueError(f"lenet5: expected input of shape (N, {want[0]}, {want[1]}, "
+                             f"{want[2]}), but got {tuple(shape)}{hint}")
+        return super().forward(x)
 
 
 def lenet5(in_channels=1, num_classes=10, input_size=28, activation="relu", pool="max"):
@@ -16,7 +41,12 @@ def lenet5(in_channels=1, num_classes=10, input_size=28, activation="relu", pool
 
     28x28 inputs get padding 2 on the first convolution (so both 28 and 32 give 16x5x5 features);
     activation="tanh", pool="avg" is the 1998 flavour; in_channels=3, input_size=32 fits CIFAR-10.
-    61,706 parameters for the defaults.
+    61,706 parameters for the defaults. Input (N, in_channels, input_size, input_size) ->
+    logits (N, num_classes).
+
+    >>> model = lenet5()
+    >>> model(np.zeros((2, 1, 28, 28), np.float32)).shape
+    (2, 10)
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"lenet5: expected activation in {sorted(_ACTIVATIONS)}, but got {activation!r}")
@@ -27,7 +57,8 @@ def lenet5(in_channels=1, num_classes=10, input_size=28, activation="relu", pool
     if side < 1:
         raise ValueError(f"lenet5: input_size {input_size} is too small (at least 14 is needed)")
     act, pool_cls = _ACTIVATIONS[activation], _POOLS[pool]
-    return nn.Sequential(
+    return LeNet5(
+        in_channels, input_size,
         nn.Conv2d(in_channels, 6, 5, padding=pad), act(), pool_cls(2),
         nn.Conv2d(6, 16, 5), act(), pool_cls(2),
         nn.Flatten(),

@@ -7,6 +7,7 @@ what the backward needs, and ``backward(grad_out)`` returns the gradient of the 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -21,6 +22,9 @@ __all__ = [
 
 
 def _f32(a) -> np.ndarray:
+    if getattr(a, "dtype", None) == np.uint8:
+        warnings.warn("convkit: a uint8 batch is used as is (values 0-255); images usually "
+                      "want scaling first, e.g. x.astype(np.float32) / 255", stacklevel=3)
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
@@ -39,6 +43,20 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={self.data.shape})"
+
+
+def _state_array(v, name) -> np.ndarray:
+    """A state entry as a float32 array (PyTorch tensors detached, on the CPU)."""
+    if hasattr(v, "detach") and hasattr(v, "cpu"):
+        v = v.detach().cpu().numpy()
+    try:
+        a = np.asarray(v)
+    except Exception as e:
+        raise TypeError(f"load_state_dict: entry {name!r} is not an array ({e})") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"load_state_dict: entry {name!r} expected numeric data, but got dtype "
+                        f"{a.dtype}")
+    return a.astype(np.float32)
 
 
 def _uniform(shape, bound):
@@ -102,7 +120,12 @@ class Module:
         return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
 
     def load_state_dict(self, state):
-        """Copies arrays into the parameters; a missing, unexpected or misshapen name raises."""
+        """Copies arrays into the parameters, all or nothing: a missing, unexpected, misshapen or
+        non-numeric entry raises and leaves every parameter as it was. Values may be NumPy
+        arrays, anything with ``__array__``, or PyTorch tensors (also with ``requires_grad``).
+
+        >>> m = Linear(3, 2); m.load_state_dict(Linear(3, 2).state_dict())
+        """
         own = OrderedDict(self.named_parameters())
         missing = [n for n in own if n not in state]
         unexpected = [n for n in state if n not in own]
@@ -114,25 +137,76 @@ class Module:
                 parts.append(f"unexpected {', '.join(repr(n) for n in unexpected)}")
             raise ValueError(f"load_state_dict: the state does not match {type(self).__name__}: "
                              + "; ".join(parts))
-        for n, p in own.items():
-            v = np.asarray(state[n])
+        new = {}
+        for n, p in own.items():  # check and convert everything before changing anything
+            v = _state_array(state[n], n)
             if v.shape != p.data.shape:
                 raise ValueError(f"load_state_dict: parameter {n!r} has shape {p.data.shape} in "
                                  f"the model, but {v.shape} in the state")
+            new[n] = v
         for n, p in own.items():
-            p.data[...] = np.asarray(state[n], dtype=np.float32)
+            p.data[...] = new[n]
 
     def save(self, path):
-        """Writes the parameters to an .npz file."""
-        np.savez(path, **self.state_dict())
+        """Writes the parameters to an .npz file (``.npz`` is appended when missing), atomically:
+        a crash while writing leaves any earlier file at ``path`` intact."""
+        import os
+        import tempfile
+        path = str(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".convkit-", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **self.state_dict())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def load(self, path):
-        """Reads parameters written by save(); names and shapes must match."""
+        """Reads parameters written by ``save()`` (an ``.npz``) or, when PyTorch is installed, a
+        state_dict written by ``torch.save``; names and shapes must match, all or nothing."""
         import os
-        if not os.path.exists(path) and os.path.exists(str(path) + ".npz"):
-            path = str(path) + ".npz"  # np.savez appends the suffix when it is missing
-        with np.load(path) as f:
-            self.load_state_dict({k: f[k] for k in f.files})
+        import zipfile
+        path = str(path)
+        if not os.path.exists(path) and os.path.exists(path + ".npz"):
+            path += ".npz"  # np.savez appends the suffix when it is missing
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{type(self).__name__}.load: no file {path!r}")
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+            if any(n.endswith("data.pkl") for n in names):  # torch.save's zip format
+                return self._load_torch(path)
+        try:
+            with np.load(path) as f:
+                state = {k: f[k] for k in f.files}
+        except Exception as e:
+            raise ValueError(f"{type(self).__name__}.load: {path!r} is not a readable .npz file "
+                             f"({type(e).__name__}: {e})") from None
+        self.load_state_dict(state)
+        return self
+
+    def _load_torch(self, path):
+        try:
+            import torch
+        except ImportError:
+            raise ValueError(f"{type(self).__name__}.load: {path!r} was written by torch.save; "
+                             f"install PyTorch to read it (pip install torch), or save it as "
+                             f"NumPy arrays: np.savez(path, **{{k: v.numpy() for k, v in "
+                             f"state_dict.items()}})") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if hasattr(state, "state_dict") and not isinstance(state, dict):
+            state = state.state_dict()
+        if not isinstance(state, dict):
+            raise ValueError(f"{type(self).__name__}.load: {path!r} holds a "
+                             f"{type(state).__name__}, not a state_dict")
+        self.load_state_dict(state)
         return self
 
     # -- repr ----------------------------------------------------------------------------------

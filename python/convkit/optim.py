@@ -19,10 +19,25 @@ def _check(name, value, low=0.0):
 
 
 class Optimizer:
+    """Base class: holds the parameters (``model.parameters()``) and the learning rate;
+    ``step()`` updates every parameter from its ``.grad``, ``zero_grad()`` clears the grads."""
+
     def __init__(self, params, lr):
-        self.params = list(params)
+        name = type(self).__name__
+        if hasattr(params, "parameters") and hasattr(params, "forward"):
+            raise TypeError(f"{name}: expected an iterable of Parameters, but got the module "
+                            f"{type(params).__name__}; pass model.parameters()")
+        try:
+            self.params = list(params)
+        except TypeError:
+            raise TypeError(f"{name}: expected an iterable of Parameters (model.parameters()), "
+                            f"but got {type(params).__name__}") from None
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+            raise ValueError(f"{name}: got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not (hasattr(p, "data") and hasattr(p, "grad")):
+                raise TypeError(f"{name}: parameter {i} is a {type(p).__name__}, not a Parameter "
+                                f"with .data and .grad; pass model.parameters()")
         self.lr = _check(f"{type(self).__name__}: lr", lr)
         self.step_count = 0
         self._tmp = [np.empty_like(p.data) for p in self.params]

@@ -36,16 +36,19 @@ class EarlyStopping:
 
 
 class _Progress:
-    """tqdm when it is installed and stderr is a terminal; a plain one-line bar on a terminal
-    without tqdm; nothing when not a terminal or progress=False."""
+    """On a terminal (stderr) and when enabled: tqdm's bar if tqdm is installed, else a plain
+    one-line bar; either is replaced by a one-line summary when the epoch ends. Nothing when
+    not a terminal or progress=False."""
 
     def __init__(self, total, desc, enabled):
-        self.bar, self.total, self.desc, self.n = None, total, desc, 0
-        self.enabled = enabled and sys.stderr.isatty()
+        self.bar, self.total, self.desc, self.n, self.width = None, total, desc, 0, 0
+        self.enabled = bool(enabled) and sys.stderr.isatty()
+        self.t0 = time.perf_counter()
         if self.enabled:
             try:
                 from tqdm import tqdm
-                self.bar = tqdm(total=total, desc=desc, unit="img", leave=True, file=sys.stderr)
+                self.bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False,
+                                file=sys.stderr)
             except ImportError:
                 pass
 
@@ -53,20 +56,28 @@ class _Progress:
         if not self.enabled:
             return
         self.n += n
-        if self.bar is not None:
+        if self.bar is not None:  # tqdm shows the rate itself
             self.bar.set_postfix(stats, refresh=False)
             self.bar.update(n)
-        else:
-            frac = self.n / max(self.total, 1)
-            s = " ".join(f"{k}={v}" for k, v in stats.items())
-            print(f"\r{self.desc} [{'#' * int(30 * frac):<30}] {100 * frac:5.1f}% {s}", end="",
-                  file=sys.stderr, flush=True)
+            return
+        frac = self.n / max(self.total, 1)
+        rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
+        s = " ".join(f"{k} {v}" for k, v in stats.items())
+        line = (f"{self.desc} [{'#' * int(30 * frac):<30}] {100 * frac:5.1f}% {s} "
+                f"{rate:,.0f} img/s")
+        # pad over what the last line left, so no stale digits remain
+        print(f"\r{line:<{self.width}}", end="", file=sys.stderr, flush=True)
+        self.width = len(line)
 
-    def close(self):
+    def close(self, summary=""):
+        if not self.enabled:
+            return
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled:
-            print(file=sys.stderr)
+        else:
+            print(f"\r{'':<{self.width}}\r", end="", file=sys.stderr)
+        if summary:
+            print(summary, file=sys.stderr, flush=True)
 
 
 def evaluate(model, x, y, batch_size=1000):
@@ -96,12 +107,22 @@ def _backward_of(model):
     return model.backward
 
 
+def _summary(epoch, epochs, logs):
+    """One line per epoch: 'epoch 3/10  loss 0.3121  acc 0.8874 | val loss ... | 1.6 s,
+    37,512 img/s'."""
+    line = (f"epoch {epoch + 1}/{epochs}  loss {logs['loss']:.4f}  acc {logs['accuracy']:.4f}")
+    if "val_loss" in logs:
+        line += f" | val loss {logs['val_loss']:.4f}  acc {logs['val_accuracy']:.4f}"
+    return line + f" | {logs['seconds']:.1f} s, {logs['images_per_second']:,.0f} img/s"
+
+
 def fit(model, loss, optimizer, train, val=None, epochs=1, batch_size=64, callbacks=(),
         progress=True):
     """Trains model on train = (x, y). Returns the history: per-epoch lists of loss, accuracy,
     seconds and images_per_second (and val_loss, val_accuracy when val is given).
 
-    A callback is any object with on_epoch_end(epoch, logs) -> True to stop training.
+    A callback is any object with on_epoch_end(epoch, logs) -> True to stop training. With
+    ``progress`` on a terminal, a bar shows each epoch's progress, then one summary line.
     """
     x, y = train
     history = {"loss": [], "accuracy": [], "seconds": [], "images_per_second": []}
@@ -122,15 +143,14 @@ def fit(model, loss, optimizer, train, val=None, epochs=1, batch_size=64, callba
             total += value * len(xb)
             correct += int((logits.argmax(axis=1) == yb).sum())
             seen += len(xb)
-            bar.update(len(xb), loss=f"{total / seen:.4f}", acc=f"{correct / seen:.4f}",
-                       img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.update(len(xb), loss=f"{total / seen:.4f}", acc=f"{correct / seen:.4f}")
         seconds = time.perf_counter() - t0
-        bar.close()
         logs = {"loss": total / max(seen, 1), "accuracy": correct / max(seen, 1),
                 "seconds": seconds, "images_per_second": seen / max(seconds, 1e-12)}
         if val is not None:
             v = evaluate(model, *val)
             logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+        bar.close(_summary(epoch, epochs, logs))
         for k, v in logs.items():
             history[k].append(v)
         if any(cb.on_epoch_end(epoch, logs) for cb in callbacks):
