@@ -58,6 +58,12 @@ def read_idx(path) -> np.ndarray:
     """Reads an IDX file (raw, or gzip-compressed) into an array of its native type.
 
     A truncated, oversized or malformed file raises ValueError naming the file.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
+    >>> _ = open(path, "wb").write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
+    >>> read_idx(path)
+    array([7, 8, 9], dtype=uint8)
     """
     path = Path(path)
     try:
@@ -215,7 +221,14 @@ def load_mnist(root=None, split="train", kind="mnist", download=True, quiet=Fals
     """-> (images float32 (N, 1, 28, 28) in [0, 1], labels int64 (N,)).
 
     kind: "mnist", "fashion-mnist", or "mnist-sample" (4,000 real digits shipped with convkit:
-    3,000 train / 1,000 test). split: "train" or "test".
+    3,000 train / 1,000 test). split: "train" or "test". Looks in ``root``, ``$CONVKIT_DATA``,
+    the cache (``$CONVKIT_CACHE`` or ``~/.cache/convkit``), ``/usr/share/datasets/<kind>``; then
+    downloads into the cache (MD5-checked; ``$CONVKIT_MNIST_MIRROR`` overrides the mirrors). A
+    damaged cached file is downloaded again.
+
+    >>> x, y = load_mnist(kind="mnist-sample", split="test")
+    >>> x.shape, x.dtype, y[:3]
+    ((1000, 1, 28, 28), dtype('float32'), array([2, 6, 9]))
     """
     if kind not in KINDS:
         raise ValueError(f"load_mnist: expected kind in {KINDS}, but got {kind!r}")
@@ -261,6 +274,9 @@ def batches(x, y, batch_size, shuffle=True, seed=None):
     """Yields (xb, yb) mini-batches covering x and y once (the last one may be smaller).
 
     shuffle=True permutes with `seed`, or with the generator convkit.manual_seed sets.
+
+    >>> [xb.shape for xb, yb in batches(np.zeros((5, 2)), np.arange(5), 2, shuffle=False)]
+    [(2, 2), (2, 2), (1, 2)]
     """
     n = len(x)
     if len(y) != n:

@@ -135,8 +135,13 @@ def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilatio
                     padding_mode="zeros", input_grad=True):
     """Gradients of ``conv2d`` -> (grad_x or None, grad_weight, grad_bias or None).
 
-    Takes conv2d's own arguments. With ``input_grad=False`` grad_x is not computed (None): the
-    first layer of a network needs no input gradient.
+    grad_out (N, K, P, Q); the other arguments are conv2d's own. With ``input_grad=False``
+    grad_x is not computed (None): the first layer of a network needs no input gradient.
+
+    >>> x = np.ones((2, 3, 8, 8), np.float32); w = np.ones((4, 3, 3, 3), np.float32)
+    >>> gx, gw, gb = conv2d_backward(np.ones((2, 4, 8, 8), np.float32), x, w, padding=1)
+    >>> gx.shape, gw.shape, gb
+    ((2, 3, 8, 8), (4, 3, 3, 3), None)
     """
     fn = "conv2d_backward"
     x4, unb, st, pd, pads, dil, g = _conv_setup(fn, x, weight, stride, padding, dilation, groups,
@@ -175,7 +180,14 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
 def conv_transpose2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0,
                               output_padding=0, groups=1, dilation=1, input_grad=True):
-    """Gradients of ``conv_transpose2d`` -> (grad_x or None, grad_weight, grad_bias or None)."""
+    """Gradients of ``conv_transpose2d`` -> (grad_x or None, grad_weight, grad_bias or None);
+    grad_out (N, C_out, Ho, Wo), the other arguments the forward's.
+
+    >>> x = np.ones((1, 8, 4, 4), np.float32); w = np.ones((8, 3, 4, 4), np.float32)
+    >>> gx, gw, gb = conv_transpose2d_backward(np.ones((1, 3, 8, 8)), x, w, stride=2, padding=1)
+    >>> gx.shape, gw.shape
+    ((1, 8, 4, 4), (8, 3, 4, 4))
+    """
     fn = "conv_transpose2d_backward"
     args = _convT_args(fn, stride, padding, output_padding, groups, dilation)
     x, go = _as_array(x), _as_array(grad_out)
@@ -208,22 +220,47 @@ def _pool_args(fn, kernel_size, stride, padding):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
-    """Max pooling; padding counts as -inf; stride=None means stride=kernel_size."""
+    """Max pooling: x (N, C, H, W) -> (N, C, P, Q), P = floor((H + 2*pad - kH) / stride) + 1.
+
+    Padding counts as -inf; stride=None means stride=kernel_size.
+
+    >>> max_pool2d(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 2)[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
+    """
     return _core.max_pool2d(x, *_pool_args("max_pool2d", kernel_size, stride, padding))
 
 
 def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
-    """Sends each output's gradient to the first maximum of its window (row-major)."""
+    """Gradient of ``max_pool2d``: grad_out (N, C, P, Q), x (N, C, H, W) -> grad_x (N, C, H, W).
+
+    Each output's gradient goes to the first maximum of its window (row-major), as PyTorch.
+
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), x, 2)[0, 0, 1]
+    array([0., 1., 0., 1.], dtype=float32)
+    """
     args = _pool_args("max_pool2d_backward", kernel_size, stride, padding)
     return _core.max_pool2d_backward(grad_out, x, *args)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    """Average pooling with count_include_pad=True (padding counts as zeros)."""
+    """Average pooling: x (N, C, H, W) -> (N, C, P, Q); padding counts as zeros
+    (count_include_pad=True); stride=None means stride=kernel_size.
+
+    >>> avg_pool2d(np.ones((1, 1, 4, 4), np.float32), 2, padding=1)[0, 0, 0]
+    array([0.25, 0.5 , 0.25], dtype=float32)
+    """
     return _core.avg_pool2d(x, *_pool_args("avg_pool2d", kernel_size, stride, padding))
 
 
 def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
+    """Gradient of ``avg_pool2d``: grad_out (N, C, P, Q), x (N, C, H, W) -> grad_x (N, C, H, W).
+
+    >>> avg_pool2d_backward(np.ones((1, 1, 1, 1), np.float32), np.ones((1, 1, 2, 2)), 2)[0, 0]
+    array([[0.25, 0.25],
+           [0.25, 0.25]], dtype=float32)
+    """
     args = _pool_args("avg_pool2d_backward", kernel_size, stride, padding)
     return _core.avg_pool2d_backward(grad_out, x, *args)
 
@@ -231,104 +268,214 @@ def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
 # ---- activations -------------------------------------------------------------------------------
 
 def relu(x):
+    """max(x, 0), elementwise, any shape (NaN stays NaN).
+
+    >>> relu(np.array([-1.0, 0.5]))
+    array([0. , 0.5], dtype=float32)
+    """
     return _core.activation(_RELU, x, 0.0)
 
 
 def relu_backward(grad_out, x):
+    """grad_out where x > 0, else 0; grad_out and x of one shape.
+
+    >>> relu_backward(np.ones(2), np.array([-1.0, 0.5]))
+    array([0., 1.], dtype=float32)
+    """
     return _core.activation_backward(_RELU, grad_out, x, 0.0)
 
 
 def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x; elementwise, any shape.
+
+    >>> leaky_relu(np.array([-2.0, 3.0]), 0.1)
+    array([-0.2,  3. ], dtype=float32)
+    """
     return _core.activation(_LEAKY, x, _float(negative_slope, "leaky_relu", "negative_slope"))
 
 
 def leaky_relu_backward(grad_out, x, negative_slope=0.01):
+    """grad_out where x > 0, else negative_slope * grad_out.
+
+    >>> leaky_relu_backward(np.ones(2), np.array([-2.0, 3.0]), 0.1)
+    array([0.1, 1. ], dtype=float32)
+    """
     slope = _float(negative_slope, "leaky_relu_backward", "negative_slope")
     return _core.activation_backward(_LEAKY, grad_out, x, slope)
 
 
 def sigmoid(x):
+    """1 / (1 + exp(-x)), elementwise, any shape; saturates without overflow.
+
+    >>> sigmoid(np.array([0.0, 100.0]))
+    array([0.5, 1. ], dtype=float32)
+    """
     return _core.activation(_SIGMOID, x, 0.0)
 
 
 def sigmoid_backward(grad_out, x):
+    """grad_out * s * (1 - s) with s = sigmoid(x).
+
+    >>> sigmoid_backward(np.ones(1), np.zeros(1))
+    array([0.25], dtype=float32)
+    """
     return _core.activation_backward(_SIGMOID, grad_out, x, 0.0)
 
 
 def tanh(x):
+    """Hyperbolic tangent, elementwise, any shape.
+
+    >>> tanh(np.array([0.0, 20.0]))
+    array([0., 1.], dtype=float32)
+    """
     return _core.activation(_TANH, x, 0.0)
 
 
 def tanh_backward(grad_out, x):
+    """grad_out * (1 - tanh(x)^2).
+
+    >>> tanh_backward(np.ones(1), np.zeros(1))
+    array([1.], dtype=float32)
+    """
     return _core.activation_backward(_TANH, grad_out, x, 0.0)
 
 
 def elu(x, alpha=1.0):
+    """x where x > 0, else alpha * (exp(x) - 1); elementwise, any shape.
+
+    >>> elu(np.array([1.0, -50.0]))
+    array([ 1., -1.], dtype=float32)
+    """
     return _core.activation(_ELU, x, _float(alpha, "elu", "alpha"))
 
 
 def elu_backward(grad_out, x, alpha=1.0):
+    """grad_out where x > 0, else grad_out * alpha * exp(x).
+
+    >>> elu_backward(np.ones(2), np.array([1.0, 0.0]))
+    array([1., 1.], dtype=float32)
+    """
     return _core.activation_backward(_ELU, grad_out, x, _float(alpha, "elu_backward", "alpha"))
 
 
 # ---- softmax -----------------------------------------------------------------------------------
 
 def softmax(x, axis=-1):
+    """exp(x - max) / sum(exp(x - max)) along ``axis``; any shape, the result sums to 1.
+
+    >>> softmax(np.array([[0.0, np.log(3.0)]]))
+    array([[0.25, 0.75]], dtype=float32)
+    """
     return _core.softmax(x, _int(axis, "softmax", "axis"), False)
 
 
 def softmax_backward(grad_out, x, axis=-1):
+    """Gradient of ``softmax`` with respect to x: s * (grad_out - sum(grad_out * s)).
+
+    >>> softmax_backward(np.ones((1, 3)), np.zeros((1, 3)))  # a constant shift changes nothing
+    array([[0., 0., 0.]], dtype=float32)
+    """
     return _core.softmax_backward(grad_out, x, _int(axis, "softmax_backward", "axis"), False)
 
 
 def log_softmax(x, axis=-1):
+    """x - max - log(sum(exp(x - max))) along ``axis``, rounded once from float64 sums.
+
+    >>> log_softmax(np.array([[0.0, 0.0]]))
+    array([[-0.6931472, -0.6931472]], dtype=float32)
+    """
     return _core.softmax(x, _int(axis, "log_softmax", "axis"), True)
 
 
 def log_softmax_backward(grad_out, x, axis=-1):
+    """Gradient of ``log_softmax``: grad_out - softmax(x) * sum(grad_out).
+
+    >>> log_softmax_backward(np.array([[1.0, 0.0]]), np.zeros((1, 2)))
+    array([[ 0.5, -0.5]], dtype=float32)
+    """
     return _core.softmax_backward(grad_out, x, _int(axis, "log_softmax_backward", "axis"), True)
 
 
 # ---- linear ------------------------------------------------------------------------------------
 
 def linear(x, weight, bias=None):
-    """y = x @ weight.T + bias; x (..., in_features), weight (out_features, in_features)."""
+    """y = x @ weight.T + bias: x (N, in_features), weight (out_features, in_features), bias
+    (out_features,) or None -> (N, out_features).
+
+    >>> linear(np.ones((2, 3)), np.ones((4, 3)), np.arange(4.0))
+    array([[3., 4., 5., 6.],
+           [3., 4., 5., 6.]], dtype=float32)
+    """
     return _core.linear(x, weight, bias)
 
 
 def linear_backward(grad_out, x, weight, bias=None):
-    """-> (grad_x, grad_weight, grad_bias or None)."""
+    """Gradients of ``linear``: grad_out (N, out) -> (grad_x (N, in), grad_weight (out, in),
+    grad_bias (out,) or None).
+
+    >>> gx, gw, gb = linear_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones((4, 3)))
+    >>> gx.shape, gw.shape, gb
+    ((2, 3), (4, 3), None)
+    """
     return _core.linear_backward(grad_out, x, weight, bias)
 
 
 # ---- losses ------------------------------------------------------------------------------------
 
 def cross_entropy(logits, labels):
-    """Mean over the batch of -log softmax(logits)[label]; logits (N, K), integer labels (N,)."""
+    """Mean over the batch of -log softmax(logits)[label] (a Python float): logits (N, K),
+    integer labels (N,) in [0, K).
+
+    >>> round(cross_entropy(np.zeros((2, 4)), [1, 3]), 6)  # log 4
+    1.386294
+    """
     return _core.cross_entropy(logits, labels)
 
 
 def cross_entropy_backward(grad_out, logits, labels):
+    """Gradient of ``cross_entropy`` (grad_out a float): (softmax(logits) - onehot) * grad_out / N.
+
+    >>> cross_entropy_backward(1.0, np.zeros((1, 2)), [0])
+    array([[-0.5,  0.5]], dtype=float32)
+    """
     g = _float(grad_out, "cross_entropy_backward", "grad_out")
     return _core.cross_entropy_backward(g, logits, labels)
 
 
 def binary_cross_entropy_with_logits(logits, targets):
-    """Mean of the numerically stable max(x,0) - x*t + log(1 + exp(-|x|))."""
+    """Mean of max(x, 0) - x*t + log(1 + exp(-|x|)) (a float): logits and targets of one shape.
+
+    >>> round(binary_cross_entropy_with_logits(np.zeros(3), np.ones(3)), 6)  # log 2
+    0.693147
+    """
     return _core.bce_with_logits(logits, targets)
 
 
 def binary_cross_entropy_with_logits_backward(grad_out, logits, targets):
+    """Gradient of ``binary_cross_entropy_with_logits``: (sigmoid(x) - t) * grad_out / n.
+
+    >>> binary_cross_entropy_with_logits_backward(1.0, np.zeros(2), np.ones(2))
+    array([-0.25, -0.25], dtype=float32)
+    """
     g = _float(grad_out, "binary_cross_entropy_with_logits_backward", "grad_out")
     return _core.bce_with_logits_backward(g, logits, targets)
 
 
 def mse_loss(pred, target):
-    """Mean of squared differences."""
+    """Mean of squared differences (a float); pred and target of one shape.
+
+    >>> mse_loss(np.array([1.0, 3.0]), np.array([0.0, 0.0]))
+    5.0
+    """
     return _core.mse_loss(pred, target)
 
 
 def mse_loss_backward(grad_out, pred, target):
+    """Gradient of ``mse_loss``: 2 * (pred - target) * grad_out / n.
+
+    >>> mse_loss_backward(1.0, np.array([1.0, 3.0]), np.zeros(2))
+    array([1., 3.], dtype=float32)
+    """
     g = _float(grad_out, "mse_loss_backward", "grad_out")
     return _core.mse_loss_backward(g, pred, target)
 
@@ -336,10 +483,15 @@ def mse_loss_backward(grad_out, pred, target):
 # ---- dropout -----------------------------------------------------------------------------------
 
 def dropout(x, p=0.5, training=True, seed=None):
-    """Inverted dropout -> (y, mask): kept values scaled by 1/(1-p); mask is 1.0 where kept.
+    """Inverted dropout -> (y, mask), both shaped like x: kept values scaled by 1/(1-p); mask
+    is 1.0 where kept. The same seed gives the same mask for any thread count.
 
     With training=False (or p=0) y is a copy of x and the mask is all ones. seed=None draws one
     from the generator that convkit.manual_seed seeds.
+
+    >>> y, mask = dropout(np.ones(4), p=0.5, seed=1)
+    >>> sorted(set(y.tolist())) in ([0.0, 2.0], [2.0], [0.0])
+    True
     """
     p = _float(p, "dropout", "p")
     if not 0.0 <= p <= 1.0:
@@ -353,5 +505,10 @@ def dropout(x, p=0.5, training=True, seed=None):
 
 
 def dropout_backward(grad_out, mask, p):
+    """Gradient of ``dropout``: grad_out * mask / (1 - p), with the forward's mask.
+
+    >>> dropout_backward(np.ones(2), np.array([1.0, 0.0]), 0.5)
+    array([2., 0.], dtype=float32)
+    """
     p = _float(p, "dropout_backward", "p")
     return _core.dropout_backward(grad_out, mask, p)

@@ -12,7 +12,11 @@ _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 class LeNet5(nn.Sequential):
     """The Sequential that ``lenet5()`` builds (state names "0.weight" ... "11.bias"), checking
-    that its input is the image batch it was built for."""
+    that its input is the image batch it was built for.
+
+    >>> lenet5(input_size=32)(np.zeros((1, 1, 32, 32), np.float32)).shape
+    (1, 10)
+    """
 
     def __init__(self, in_channels, input_size, *layers):
         super().__init__(*layers)

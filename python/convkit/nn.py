@@ -29,7 +29,11 @@ def _f32(a) -> np.ndarray:
 
 
 class Parameter:
-    """A trainable array ``data`` and its gradient ``grad`` (float32, same shape)."""
+    """A trainable array ``data`` and its gradient ``grad`` (float32, same shape).
+
+    >>> p = Parameter(np.zeros((2, 3))); p.shape, p.grad.dtype
+    ((2, 3), dtype('float32'))
+    """
 
     __slots__ = ("data", "grad")
 
@@ -65,7 +69,20 @@ def _uniform(shape, bound):
 
 
 class Module:
-    """Base class: parameters and sub-modules are found from the attributes, in definition order."""
+    """Base class of layers and models: parameters and sub-modules are found from the
+    attributes, in definition order. ``model(x)`` runs ``forward``; ``backward(grad_out)``
+    returns the input's gradient and adds (``+=``) into each parameter's ``.grad``.
+
+    >>> class Scale(Module):
+    ...     def __init__(self): self.w = Parameter(np.ones(1))
+    ...     def forward(self, x): self._x = x; return x * self.w.data
+    ...     def backward(self, grad_out, input_grad=True):
+    ...         self.w.grad += (grad_out * self._x).sum(); return grad_out * self.w.data
+    >>> m = Scale(); m(np.ones(3)); m.backward(np.ones(3)); m.w.grad
+    array([1., 1., 1.])
+    array([1., 1., 1.])
+    array([3.], dtype=float32)
+    """
 
     training = True
 
@@ -365,10 +382,23 @@ class _Pool(Module):
 
 
 class MaxPool2d(_Pool):
+    """Max pooling layer (``functional.max_pool2d``): (N, C, H, W) -> (N, C, P, Q).
+
+    >>> MaxPool2d(2)(np.zeros((1, 6, 28, 28), np.float32)).shape
+    (1, 6, 14, 14)
+    """
+
     _fwd, _bwd = F.max_pool2d, F.max_pool2d_backward
 
 
 class AvgPool2d(_Pool):
+    """Average pooling layer (``functional.avg_pool2d``): (N, C, H, W) -> (N, C, P, Q).
+
+    >>> AvgPool2d(2, stride=1)(np.ones((1, 1, 3, 3), np.float32))[0, 0]
+    array([[1., 1.],
+           [1., 1.]], dtype=float32)
+    """
+
     _fwd, _bwd = F.avg_pool2d, F.avg_pool2d_backward
 
 
@@ -390,18 +420,42 @@ class _Activation(Module):
 
 
 class ReLU(_Activation):
+    """max(x, 0), any shape (``functional.relu``).
+
+    >>> ReLU()(np.array([-1.0, 2.0]))
+    array([0., 2.], dtype=float32)
+    """
+
     _fwd, _bwd = F.relu, F.relu_backward
 
 
 class Sigmoid(_Activation):
+    """1 / (1 + exp(-x)), any shape (``functional.sigmoid``).
+
+    >>> Sigmoid()(np.zeros(2))
+    array([0.5, 0.5], dtype=float32)
+    """
+
     _fwd, _bwd = F.sigmoid, F.sigmoid_backward
 
 
 class Tanh(_Activation):
+    """tanh(x), any shape (``functional.tanh``).
+
+    >>> Tanh()(np.zeros(2))
+    array([0., 0.], dtype=float32)
+    """
+
     _fwd, _bwd = F.tanh, F.tanh_backward
 
 
 class LeakyReLU(_Activation):
+    """x for x > 0, else negative_slope * x, any shape (``functional.leaky_relu``).
+
+    >>> LeakyReLU(0.1)(np.array([-1.0, 1.0]))
+    array([-0.1,  1. ], dtype=float32)
+    """
+
     _fwd, _bwd = F.leaky_relu, F.leaky_relu_backward
 
     def __init__(self, negative_slope=0.01):
@@ -416,6 +470,12 @@ class LeakyReLU(_Activation):
 
 
 class ELU(_Activation):
+    """x for x > 0, else alpha * (exp(x) - 1), any shape (``functional.elu``).
+
+    >>> ELU()(np.array([2.0]))
+    array([2.], dtype=float32)
+    """
+
     _fwd, _bwd = F.elu, F.elu_backward
 
     def __init__(self, alpha=1.0):
@@ -430,7 +490,11 @@ class ELU(_Activation):
 
 
 class Flatten(Module):
-    """(N, ...) -> (N, prod(...)); a view, no copy."""
+    """(N, ...) -> (N, prod(...)); a view, no copy.
+
+    >>> Flatten()(np.zeros((2, 16, 5, 5))).shape
+    (2, 400)
+    """
 
     def __init__(self):
         self._shape = None
@@ -441,10 +505,17 @@ class Flatten(Module):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out, input_grad=True):
-        return np.asarray(grad_out).reshape(self._shape)
+        return np.asarray(grad_out).reshape(self._cached(self._shape))
 
 
 class Linear(Module):
+    """Fully connected layer (PyTorch's ``nn.Linear``): (N, in_features) -> (N, out_features),
+    y = x @ weight.T + bias; weight and bias uniform in +-1/sqrt(in_features).
+
+    >>> Linear(400, 120)(np.zeros((2, 400), np.float32)).shape
+    (2, 120)
+    """
+
     def __init__(self, in_features, out_features, bias=True):
         if int(in_features) < 1 or int(out_features) < 1:
             raise ValueError(f"Linear: expected in_features and out_features >= 1, but got "
@@ -473,6 +544,13 @@ class Linear(Module):
 
 
 class Dropout(Module):
+    """Inverted dropout in training mode (kept values scaled by 1/(1-p)); the identity after
+    ``eval()``. Any shape.
+
+    >>> Dropout(0.5).eval()(np.ones(3))
+    array([1., 1., 1.], dtype=float32)
+    """
+
     def __init__(self, p=0.5):
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"Dropout: expected p in [0, 1], but got {p}")
@@ -496,7 +574,12 @@ class Dropout(Module):
 
 
 class Sequential(Module):
-    """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'."""
+    """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'.
+
+    >>> m = Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
+    >>> m(np.zeros((5, 4), np.float32)).shape, [n for n, _ in m.named_parameters()][:2]
+    ((5, 2), ['0.weight', '0.bias'])
+    """
 
     def __init__(self, *layers):
         for i, layer in enumerate(layers):
@@ -553,12 +636,33 @@ class _Loss:
 
 
 class CrossEntropyLoss(_Loss):
+    """``loss = crit(logits, labels)``: mean cross-entropy of logits (N, K) and integer labels
+    (N,), a float; ``crit.backward()`` -> the gradient (N, K) of that loss.
+
+    >>> crit = CrossEntropyLoss(); round(crit(np.zeros((2, 2)), [0, 1]), 4), crit.backward().shape
+    (0.6931, (2, 2))
+    """
+
     _fwd, _bwd = F.cross_entropy, F.cross_entropy_backward
 
 
 class MSELoss(_Loss):
+    """``loss = crit(pred, target)``: mean squared error (a float); ``crit.backward()`` -> its
+    gradient with respect to pred.
+
+    >>> crit = MSELoss(); crit(np.ones(2), np.zeros(2)), crit.backward()
+    (1.0, array([1., 1.], dtype=float32))
+    """
+
     _fwd, _bwd = F.mse_loss, F.mse_loss_backward
 
 
 class BCEWithLogitsLoss(_Loss):
+    """``loss = crit(logits, targets)``: mean binary cross-entropy of sigmoid(logits) and targets
+    in [0, 1] (a float); ``crit.backward()`` -> its gradient with respect to the logits.
+
+    >>> round(BCEWithLogitsLoss()(np.zeros(2), np.ones(2)), 4)
+    0.6931
+    """
+
     _fwd, _bwd = F.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits_backward

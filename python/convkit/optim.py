@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from . import nn  # noqa: F401  (the docstring examples)
+
 __all__ = ["Optimizer", "SGD", "Adam", "Adagrad", "RMSprop", "Adadelta", "clip_max_norm", "StepLR"]
 
 
@@ -20,7 +22,10 @@ def _check(name, value, low=0.0):
 
 class Optimizer:
     """Base class: holds the parameters (``model.parameters()``) and the learning rate;
-    ``step()`` updates every parameter from its ``.grad``, ``zero_grad()`` clears the grads."""
+    ``step()`` updates every parameter from its ``.grad``, ``zero_grad()`` clears the grads.
+
+    >>> opt = SGD(nn.Linear(3, 1).parameters(), lr=0.1); opt.zero_grad(); opt.step()
+    """
 
     def __init__(self, params, lr):
         name = type(self).__name__
@@ -65,6 +70,17 @@ class Optimizer:
 
 
 class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, Nesterov momentum, dampening and
+    weight decay; PyTorch's update: buf = momentum*buf + (1 - dampening)*g, p -= lr*buf.
+
+    >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
+    ... # doctest: +ELLIPSIS
+    array(...)
+    >>> model.backward(np.ones((2, 1), np.float32)) is not None
+    True
+    >>> SGD(model.parameters(), lr=0.01, momentum=0.9).step()
+    """
+
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
         super().__init__(params, lr)
         self.momentum = _check("SGD: momentum", momentum)
@@ -101,6 +117,16 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
+    """Adam (PyTorch's equations, bias-corrected moments; weight decay added to the gradient).
+
+    >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
+    ... # doctest: +ELLIPSIS
+    array(...)
+    >>> model.backward(np.ones((2, 1), np.float32)) is not None
+    True
+    >>> Adam(model.parameters(), lr=1e-3).step()
+    """
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
         self.beta1, self.beta2 = (_check("Adam: betas", b) for b in betas)
@@ -132,6 +158,16 @@ class Adam(Optimizer):
 
 
 class Adagrad(Optimizer):
+    """Adagrad: p -= lr * g / (sqrt(sum of g^2) + eps) (PyTorch's equations).
+
+    >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
+    ... # doctest: +ELLIPSIS
+    array(...)
+    >>> model.backward(np.ones((2, 1), np.float32)) is not None
+    True
+    >>> Adagrad(model.parameters(), lr=1e-2).step()
+    """
+
     def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0):
         super().__init__(params, lr)
         self.eps = _check("Adagrad: eps", eps)
@@ -152,6 +188,16 @@ class Adagrad(Optimizer):
 
 
 class RMSprop(Optimizer):
+    """RMSprop: a running average of g^2 with decay alpha, optional momentum (PyTorch's).
+
+    >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
+    ... # doctest: +ELLIPSIS
+    array(...)
+    >>> model.backward(np.ones((2, 1), np.float32)) is not None
+    True
+    >>> RMSprop(model.parameters(), lr=1e-2).step()
+    """
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
         super().__init__(params, lr)
         self.alpha = _check("RMSprop: alpha", alpha)
@@ -183,6 +229,16 @@ class RMSprop(Optimizer):
 
 
 class Adadelta(Optimizer):
+    """Adadelta: running averages of g^2 and of the squared updates (PyTorch's equations).
+
+    >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
+    ... # doctest: +ELLIPSIS
+    array(...)
+    >>> model.backward(np.ones((2, 1), np.float32)) is not None
+    True
+    >>> Adadelta(model.parameters(), lr=1.0).step()
+    """
+
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
         super().__init__(params, lr)
         self.rho = _check("Adadelta: rho", rho)
@@ -218,7 +274,12 @@ class Adadelta(Optimizer):
 def clip_max_norm(params, max_norm):
     """Scales the gradients so that their total L2 norm is at most max_norm (as PyTorch's
     clip_grad_norm_: factor max_norm / (norm + 1e-6), applied only when it is below 1).
-    Returns the total norm before clipping."""
+    Returns the total norm before clipping.
+
+    >>> p = nn.Parameter(np.zeros(2)); p.grad[:] = [3.0, 4.0]
+    >>> clip_max_norm([p], 1.0), p.grad.round(3)
+    (5.0, array([0.6, 0.8], dtype=float32))
+    """
     max_norm = _check("clip_max_norm: max_norm", max_norm)
     params = [p for p in params]
     total = math.sqrt(sum(float(np.dot(p.grad.ravel().astype(np.float64),
@@ -231,7 +292,12 @@ def clip_max_norm(params, max_norm):
 
 
 class StepLR:
-    """lr = initial_lr * gamma ** (epoch // step_size); call step() once per epoch."""
+    """lr = initial_lr * gamma ** (epoch // step_size); call step() once per epoch.
+
+    >>> opt = SGD(nn.Linear(2, 1).parameters(), lr=0.1); sched = StepLR(opt, 2, gamma=0.5)
+    >>> [sched.step() or round(opt.lr, 3) for _ in range(4)]
+    [0.1, 0.05, 0.05, 0.025]
+    """
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         if int(step_size) < 1:

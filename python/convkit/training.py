@@ -15,7 +15,12 @@ __all__ = ["fit", "evaluate", "EarlyStopping"]
 
 class EarlyStopping:
     """Stops fit() when the monitored value (val_loss, or loss without validation data) has not
-    improved by more than min_delta for `patience` epochs."""
+    improved by more than min_delta for `patience` epochs.
+
+    >>> stop = EarlyStopping(patience=1)
+    >>> [stop.on_epoch_end(e, {"loss": v}) for e, v in enumerate([1.0, 0.9, 0.95, 0.97])]
+    [False, False, False, True]
+    """
 
     def __init__(self, patience, min_delta=0.0):
         if int(patience) < 0:
@@ -81,7 +86,14 @@ class _Progress:
 
 
 def evaluate(model, x, y, batch_size=1000):
-    """-> {"loss": mean cross-entropy, "accuracy": fraction correct}, in eval mode."""
+    """Mean cross-entropy and accuracy of model on images x (N, ...) and labels y (N,), in eval
+    mode, batch by batch -> {"loss": float, "accuracy": float}.
+
+    >>> from convkit import models
+    >>> r = evaluate(models.lenet5(), np.zeros((4, 1, 28, 28), np.float32), np.arange(4))
+    >>> sorted(r)
+    ['accuracy', 'loss']
+    """
     was_training = model.training
     model.eval()
     total_loss, correct, n = 0.0, 0, len(x)
@@ -123,6 +135,15 @@ def fit(model, loss, optimizer, train, val=None, epochs=1, batch_size=64, callba
 
     A callback is any object with on_epoch_end(epoch, logs) -> True to stop training. With
     ``progress`` on a terminal, a bar shows each epoch's progress, then one summary line.
+    The first layer's input gradient is not computed (``backward(..., input_grad=False)``).
+
+    >>> from convkit import models, nn, optim
+    >>> model = models.lenet5()
+    >>> x, y = np.zeros((8, 1, 28, 28), np.float32), np.arange(8) % 10
+    >>> h = fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.01), (x, y),
+    ...         epochs=2, batch_size=4, progress=False)
+    >>> sorted(h), len(h["loss"])
+    (['accuracy', 'images_per_second', 'loss', 'seconds'], 2)
     """
     x, y = train
     history = {"loss": [], "accuracy": [], "seconds": [], "images_per_second": []}
