@@ -67,3 +67,15 @@ def finite_diff(f, x, eps=1e-6):
         x[i] = old
         g[i] = (fp - fm) / (2 * eps)
     return g
+
+
+try:  # property-based tests: derandomized in CI, so a run is reproducible
+    from hypothesis import settings as _hsettings
+
+    _hsettings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+    import os as _os
+
+    if _os.environ.get("CI"):
+        _hsettings.load_profile("ci")
+except ImportError:
+    pass

@@ -166,11 +166,11 @@ ConvArgs check_convT(const char* fn, py::handle xo, py::handle wo, py::handle bo
     value_error(fn, "weight " + shape_str(a.w) + " must have a kernel of at least 1x1");
   s.H = (s.P - 1) * sh - 2 * ph + dh * (s.R - 1) + oph + 1;
   s.W = (s.Q - 1) * sw - 2 * pw + dw * (s.S - 1) + opw + 1;
-  if (s.P < 1 || s.Q < 1 || s.H < 1 || s.W < 1)
+  if (s.H < 0 || s.W < 0)
     value_error(fn, "input " + shape_str(a.x) + " with stride " + pair_str(sh, sw) +
                         ", padding " + pair_str(ph, pw) + ", dilation " + pair_str(dh, dw) +
                         " and kernel " + pair_str(s.R, s.S) + " gives an output of size " +
-                        pair_str(s.H, s.W) + ": it must be at least 1x1");
+                        pair_str(s.H, s.W) + ": it must not be negative");
   a.b = optional_bias(bo, s.C, a.w, fn);
   checked_numel({s.N, s.C, s.H, s.W}, fn, "output");
   checked_numel({s.C, s.R, s.S, s.P, s.Q}, fn, "im2col workspace");

@@ -28,12 +28,14 @@ double fixed_order_sum(int64_t n, double cost, F&& f) {
   return total;
 }
 
-// log(sum(exp(row))) with max subtraction; `tmp` has room for K floats
-double logsumexp(const float* row, float* tmp, int64_t K) {
+// log(sum(exp(row))) - row[label], with max subtraction: (m - row[label]) + log(sum(exp(row - m)))
+// so that huge logits keep the log-sum's digits (1e30 + log 2 would round to 1e30 first);
+// `tmp` has room for K floats
+double nll(const float* row, int64_t label, float* tmp, int64_t K) {
   float m = -INFINITY;
   for (int64_t k = 0; k < K; ++k) m = row[k] > m ? row[k] : m;
-  if (std::isinf(m)) return m;  // all -inf, or +inf present
-  return double(m) + std::log(g_kernels->exp_shift_sum(tmp, row, m, K));
+  if (std::isinf(m)) return double(m) - double(row[label]);  // all -inf, or +inf present
+  return (double(m) - double(row[label])) + std::log(g_kernels->exp_shift_sum(tmp, row, m, K));
 }
 }  // namespace
 
@@ -47,7 +49,7 @@ double cross_entropy_forward(const float* logits, const int64_t* labels, int64_t
     double acc = 0.0;
     for (int64_t n = b * 64, e = std::min(N, n + 64); n < e; ++n) {
       const float* row = logits + n * K;
-      acc += logsumexp(row, tmp, K) - double(row[labels[n]]);
+      acc += nll(row, labels[n], tmp, K);
     }
     part[b] = acc;
   });

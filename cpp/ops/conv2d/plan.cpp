@@ -346,6 +346,11 @@ void conv_transpose2d_forward(float* y, const float* x, const float* w, const fl
 void conv_transpose2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                                const float* w, const Conv2dShape& s) {
   if (db) channel_sums(db, dy, s.N, s.C, s.H * s.W);
+  if (s.H * s.W == 0) {  // an empty output: nothing reaches x or w
+    if (dx) std::fill(dx, dx + s.N * s.K * s.P * s.Q, 0.f);
+    if (dw) std::fill(dw, dw + s.K * group_in(s) * s.R * s.S, 0.f);
+    return;
+  }
   if (dx) conv2d_forward(dx, dy, w, nullptr, s);
   if (dw) conv2d_backward(nullptr, dw, nullptr, x, dy, w, s);
 }
