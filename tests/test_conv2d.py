@@ -322,8 +322,10 @@ def test_backward_checks_grad_out_shape():
         F.conv2d_backward(np.ones((2, 4, 6, 6)), x, np.ones((4, 2, 3, 3)))
 
 
+@pytest.mark.skipif(__import__("os").environ.get("CONVKIT_SANITIZED") == "1",
+                    reason="AddressSanitizer reserves more address space than the limit allows")
 def test_result_too_large_for_memory_raises_memory_error():
-    """An output that cannot be allocated is a MemoryError naming the size, not a crash."""
+    """An output that cannot be allocated is a MemoryError naming the op and size, not a crash."""
     import subprocess
     import sys
     code = (
@@ -336,5 +338,5 @@ def test_result_too_large_for_memory_raises_memory_error():
         "    print('MemoryError:', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "MemoryError: convkit: cannot allocate" in out.stdout
+    assert "MemoryError: conv2d: cannot allocate" in out.stdout
     assert "(1, 1, 2097153, 2097153)" in out.stdout

@@ -384,3 +384,13 @@ def test_nhwc_input_gets_a_hint():
     x = np.zeros((2, 28, 28, 3), np.float32)
     with pytest.raises(ValueError, match="channels-last"):
         F.conv2d(x, np.zeros((6, 3, 5, 5), np.float32))
+
+
+def test_huge_ints_name_the_argument():
+    x, w = np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="conv2d: argument 'stride' is out of range"):
+        F.conv2d(x, w, stride=2**70)
+    with pytest.raises(ValueError, match="argument 'dilation' is out of range"):
+        F.conv2d(x, w, dilation=(1, -2**65))
+    y, _ = F.dropout(x, seed=2**80)  # any int seeds dropout (its low 64 bits)
+    assert y.shape == x.shape

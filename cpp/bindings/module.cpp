@@ -46,7 +46,11 @@ static py::array as_array(py::handle obj, const char* fn, const char* arg) {
   }
 }
 
+// The op whose arguments this thread converted last: empty() names it in a MemoryError.
+thread_local const char* t_current_fn = "convkit";
+
 FArr to_float(py::handle obj, const char* fn, const char* arg) {
+  t_current_fn = fn;
   py::array a = as_array(obj, fn, arg);
   const char kind = a.dtype().kind();
   if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b')
@@ -156,17 +160,27 @@ FArr empty(const std::vector<int64_t>& shape) {
   size_t n = 1;
   for (int64_t d : shape) n *= static_cast<size_t>(d);
   const size_t bytes = n * sizeof(float);
-  if (bytes < kPoolMin) return FArr(s);
+  auto out_of_memory = [&]() {
+    char gib[32];
+    std::snprintf(gib, sizeof gib, "%.2f", double(bytes) / double(1 << 30));
+    PyErr_SetString(PyExc_MemoryError, (std::string(t_current_fn) + ": cannot allocate " +
+                                        gib + " GiB for a result of shape " + shape_str(shape))
+                                           .c_str());
+    throw py::error_already_set();
+  };
+  if (bytes < kPoolMin) {
+    try {
+      return FArr(s);
+    } catch (const py::error_already_set& e) {
+      if (e.matches(PyExc_MemoryError)) out_of_memory();
+      throw;
+    }
+  }
   float* data = nullptr;
   try {
     data = pool_take(bytes);
   } catch (const std::bad_alloc&) {
-    char gib[32];
-    std::snprintf(gib, sizeof gib, "%.2f", double(bytes) / double(1 << 30));
-    PyErr_SetString(PyExc_MemoryError, ("convkit: cannot allocate " + std::string(gib) +
-                                        " GiB for a result of shape " + shape_str(shape))
-                                           .c_str());
-    throw py::error_already_set();
+    out_of_memory();
   }
   py::capsule owner(data, [](void* p) { pool_release(p); });
   return FArr(s, data, owner);

@@ -30,6 +30,8 @@ def _int(v, fn: str, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{fn}: argument '{name}' expected an int or a pair of ints, "
                         f"but got {v!r}")
+    if not -2**62 <= int(v) < 2**62:  # the C++ core takes 64-bit sizes
+        raise ValueError(f"{fn}: argument '{name}' is out of range: {v}")
     return int(v)
 
 
@@ -501,7 +503,9 @@ def dropout(x, p=0.5, training=True, seed=None):
     if seed is None:
         from . import _generator
         seed = int(_generator().integers(0, 2**63 - 1))
-    return _core.dropout(x, p, _int(seed, "dropout", "seed") & (2**64 - 1))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"dropout: argument 'seed' expected an int, but got {seed!r}")
+    return _core.dropout(x, p, int(seed) & (2**64 - 1))  # any int: its low 64 bits
 
 
 def dropout_backward(grad_out, mask, p):
