@@ -15,6 +15,7 @@ import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
+from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -217,7 +218,9 @@ def _to_arrays(img_path: Path, lbl_path: Path):
     return x, labels.astype(np.int64)
 
 
-def load_mnist(root=None, split="train", kind="mnist", download=True, quiet=False):
+def load_mnist(root: Optional[Union[str, os.PathLike]] = None, split: str = "train",
+               kind: str = "mnist", download: bool = True,
+               quiet: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """-> (images float32 (N, 1, 28, 28) in [0, 1], labels int64 (N,)).
 
     kind: "mnist", "fashion-mnist", or "mnist-sample" (4,000 real digits shipped with convkit:
@@ -270,7 +273,8 @@ def load_mnist(root=None, split="train", kind="mnist", download=True, quiet=Fals
            "kind='mnist-sample' for the bundled offline sample."))
 
 
-def batches(x, y, batch_size, shuffle=True, seed=None):
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
+            seed: Optional[int] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """Yields (xb, yb) mini-batches covering x and y once (the last one may be smaller).
 
     shuffle=True permutes with `seed`, or with the generator convkit.manual_seed sets.

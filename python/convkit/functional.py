@@ -8,13 +8,15 @@ only normalises arguments; validation and computation happen in ``convkit._core`
 from __future__ import annotations
 
 import numbers
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
 
 __all__ = [
-    "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+    "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "max_pool2d",
+    "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "elu", "elu_backward", "softmax",
     "softmax_backward", "log_softmax", "log_softmax_backward", "linear", "linear_backward",
@@ -24,6 +26,12 @@ __all__ = [
 ]
 
 _RELU, _LEAKY, _SIGMOID, _TANH, _ELU = range(5)
+
+# Type hints: any array-like in (converted to C-contiguous float32), NumPy arrays out.
+ArrayLike = Union[np.ndarray, Sequence, float, Any]
+IntPair = Union[int, Tuple[int, int]]
+Padding = Union[int, Tuple[int, int], str]
+Grads = Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]
 
 
 def _int(v, fn: str, name: str) -> int:
@@ -109,8 +117,9 @@ def _as_array(x):
         return x if hasattr(x, "ndim") else np.asarray(x, dtype=object)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           padding_mode="zeros"):
+def conv2d(x: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None, stride: IntPair = 1,
+           padding: Padding = 0, dilation: IntPair = 1, groups: int = 1,
+           padding_mode: str = "zeros") -> np.ndarray:
     """2-D convolution (cross-correlation, as PyTorch's ``F.conv2d``).
 
     x (N, C, H, W) or unbatched (C, H, W); weight (K, C / groups, R, S); bias (K,) or None
@@ -133,8 +142,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     return y[0] if unb else y
 
 
-def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-                    padding_mode="zeros", input_grad=True):
+def conv2d_backward(grad_out: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                    bias: Optional[ArrayLike] = None, stride: IntPair = 1, padding: Padding = 0,
+                    dilation: IntPair = 1, groups: int = 1, padding_mode: str = "zeros",
+                    input_grad: bool = True) -> Grads:
     """Gradients of ``conv2d`` -> (grad_x or None, grad_weight, grad_bias or None).
 
     grad_out (N, K, P, Q); the other arguments are conv2d's own. With ``input_grad=False``
@@ -160,8 +171,9 @@ def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilatio
     return dx, dw, db
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1):
+def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+                     stride: IntPair = 1, padding: IntPair = 0, output_padding: IntPair = 0,
+                     groups: int = 1, dilation: IntPair = 1) -> np.ndarray:
     """Transposed 2-D convolution (PyTorch's ``F.conv_transpose2d``): the gradient of conv2d
     with respect to its input, as an op.
 
@@ -180,8 +192,10 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return y[0] if unb else y
 
 
-def conv_transpose2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0,
-                              output_padding=0, groups=1, dilation=1, input_grad=True):
+def conv_transpose2d_backward(grad_out: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                              bias: Optional[ArrayLike] = None, stride: IntPair = 1,
+                              padding: IntPair = 0, output_padding: IntPair = 0, groups: int = 1,
+                              dilation: IntPair = 1, input_grad: bool = True) -> Grads:
     """Gradients of ``conv_transpose2d`` -> (grad_x or None, grad_weight, grad_bias or None);
     grad_out (N, C_out, Ho, Wo), the other arguments the forward's.
 
@@ -221,7 +235,8 @@ def _pool_args(fn, kernel_size, stride, padding):
     return kh, kw, sh, sw, ph, pw
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0) -> np.ndarray:
     """Max pooling: x (N, C, H, W) -> (N, C, P, Q), P = floor((H + 2*pad - kH) / stride) + 1.
 
     Padding counts as -inf; stride=None means stride=kernel_size.
@@ -233,7 +248,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     return _core.max_pool2d(x, *_pool_args("max_pool2d", kernel_size, stride, padding))
 
 
-def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
+def max_pool2d_backward(grad_out: ArrayLike, x: ArrayLike, kernel_size: IntPair,
+                        stride: Optional[IntPair] = None, padding: IntPair = 0) -> np.ndarray:
     """Gradient of ``max_pool2d``: grad_out (N, C, P, Q), x (N, C, H, W) -> grad_x (N, C, H, W).
 
     Each output's gradient goes to the first maximum of its window (row-major), as PyTorch.
@@ -246,7 +262,8 @@ def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
     return _core.max_pool2d_backward(grad_out, x, *args)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0) -> np.ndarray:
     """Average pooling: x (N, C, H, W) -> (N, C, P, Q); padding counts as zeros
     (count_include_pad=True); stride=None means stride=kernel_size.
 
@@ -256,7 +273,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return _core.avg_pool2d(x, *_pool_args("avg_pool2d", kernel_size, stride, padding))
 
 
-def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
+def avg_pool2d_backward(grad_out: ArrayLike, x: ArrayLike, kernel_size: IntPair,
+                        stride: Optional[IntPair] = None, padding: IntPair = 0) -> np.ndarray:
     """Gradient of ``avg_pool2d``: grad_out (N, C, P, Q), x (N, C, H, W) -> grad_x (N, C, H, W).
 
     >>> avg_pool2d_backward(np.ones((1, 1, 1, 1), np.float32), np.ones((1, 1, 2, 2)), 2)[0, 0]
@@ -269,7 +287,7 @@ def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
 
 # ---- activations -------------------------------------------------------------------------------
 
-def relu(x):
+def relu(x: ArrayLike) -> np.ndarray:
     """max(x, 0), elementwise, any shape (NaN stays NaN).
 
     >>> relu(np.array([-1.0, 0.5]))
@@ -278,7 +296,7 @@ def relu(x):
     return _core.activation(_RELU, x, 0.0)
 
 
-def relu_backward(grad_out, x):
+def relu_backward(grad_out: ArrayLike, x: ArrayLike) -> np.ndarray:
     """grad_out where x > 0, else 0; grad_out and x of one shape.
 
     >>> relu_backward(np.ones(2), np.array([-1.0, 0.5]))
@@ -287,7 +305,7 @@ def relu_backward(grad_out, x):
     return _core.activation_backward(_RELU, grad_out, x, 0.0)
 
 
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> np.ndarray:
     """x where x > 0, else negative_slope * x; elementwise, any shape.
 
     >>> leaky_relu(np.array([-2.0, 3.0]), 0.1)
@@ -296,7 +314,8 @@ def leaky_relu(x, negative_slope=0.01):
     return _core.activation(_LEAKY, x, _float(negative_slope, "leaky_relu", "negative_slope"))
 
 
-def leaky_relu_backward(grad_out, x, negative_slope=0.01):
+def leaky_relu_backward(grad_out: ArrayLike, x: ArrayLike,
+                        negative_slope: float = 0.01) -> np.ndarray:
     """grad_out where x > 0, else negative_slope * grad_out.
 
     >>> leaky_relu_backward(np.ones(2), np.array([-2.0, 3.0]), 0.1)
@@ -306,7 +325,7 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
     return _core.activation_backward(_LEAKY, grad_out, x, slope)
 
 
-def sigmoid(x):
+def sigmoid(x: ArrayLike) -> np.ndarray:
     """1 / (1 + exp(-x)), elementwise, any shape; saturates without overflow.
 
     >>> sigmoid(np.array([0.0, 100.0]))
@@ -315,7 +334,7 @@ def sigmoid(x):
     return _core.activation(_SIGMOID, x, 0.0)
 
 
-def sigmoid_backward(grad_out, x):
+def sigmoid_backward(grad_out: ArrayLike, x: ArrayLike) -> np.ndarray:
     """grad_out * s * (1 - s) with s = sigmoid(x).
 
     >>> sigmoid_backward(np.ones(1), np.zeros(1))
@@ -324,7 +343,7 @@ def sigmoid_backward(grad_out, x):
     return _core.activation_backward(_SIGMOID, grad_out, x, 0.0)
 
 
-def tanh(x):
+def tanh(x: ArrayLike) -> np.ndarray:
     """Hyperbolic tangent, elementwise, any shape.
 
     >>> tanh(np.array([0.0, 20.0]))
@@ -333,7 +352,7 @@ def tanh(x):
     return _core.activation(_TANH, x, 0.0)
 
 
-def tanh_backward(grad_out, x):
+def tanh_backward(grad_out: ArrayLike, x: ArrayLike) -> np.ndarray:
     """grad_out * (1 - tanh(x)^2).
 
     >>> tanh_backward(np.ones(1), np.zeros(1))
@@ -342,7 +361,7 @@ def tanh_backward(grad_out, x):
     return _core.activation_backward(_TANH, grad_out, x, 0.0)
 
 
-def elu(x, alpha=1.0):
+def elu(x: ArrayLike, alpha: float = 1.0) -> np.ndarray:
     """x where x > 0, else alpha * (exp(x) - 1); elementwise, any shape.
 
     >>> elu(np.array([1.0, -50.0]))
@@ -351,7 +370,7 @@ def elu(x, alpha=1.0):
     return _core.activation(_ELU, x, _float(alpha, "elu", "alpha"))
 
 
-def elu_backward(grad_out, x, alpha=1.0):
+def elu_backward(grad_out: ArrayLike, x: ArrayLike, alpha: float = 1.0) -> np.ndarray:
     """grad_out where x > 0, else grad_out * alpha * exp(x).
 
     >>> elu_backward(np.ones(2), np.array([1.0, 0.0]))
@@ -362,7 +381,7 @@ def elu_backward(grad_out, x, alpha=1.0):
 
 # ---- softmax -----------------------------------------------------------------------------------
 
-def softmax(x, axis=-1):
+def softmax(x: ArrayLike, axis: int = -1) -> np.ndarray:
     """exp(x - max) / sum(exp(x - max)) along ``axis``; any shape, the result sums to 1.
 
     >>> softmax(np.array([[0.0, np.log(3.0)]]))
@@ -371,7 +390,7 @@ def softmax(x, axis=-1):
     return _core.softmax(x, _int(axis, "softmax", "axis"), False)
 
 
-def softmax_backward(grad_out, x, axis=-1):
+def softmax_backward(grad_out: ArrayLike, x: ArrayLike, axis: int = -1) -> np.ndarray:
     """Gradient of ``softmax`` with respect to x: s * (grad_out - sum(grad_out * s)).
 
     >>> softmax_backward(np.ones((1, 3)), np.zeros((1, 3)))  # a constant shift changes nothing
@@ -380,7 +399,7 @@ def softmax_backward(grad_out, x, axis=-1):
     return _core.softmax_backward(grad_out, x, _int(axis, "softmax_backward", "axis"), False)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: ArrayLike, axis: int = -1) -> np.ndarray:
     """x - max - log(sum(exp(x - max))) along ``axis``, rounded once from float64 sums.
 
     >>> log_softmax(np.array([[0.0, 0.0]]))
@@ -389,7 +408,7 @@ def log_softmax(x, axis=-1):
     return _core.softmax(x, _int(axis, "log_softmax", "axis"), True)
 
 
-def log_softmax_backward(grad_out, x, axis=-1):
+def log_softmax_backward(grad_out: ArrayLike, x: ArrayLike, axis: int = -1) -> np.ndarray:
     """Gradient of ``log_softmax``: grad_out - softmax(x) * sum(grad_out).
 
     >>> log_softmax_backward(np.array([[1.0, 0.0]]), np.zeros((1, 2)))
@@ -400,7 +419,7 @@ def log_softmax_backward(grad_out, x, axis=-1):
 
 # ---- linear ------------------------------------------------------------------------------------
 
-def linear(x, weight, bias=None):
+def linear(x: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None) -> np.ndarray:
     """y = x @ weight.T + bias: x (N, in_features), weight (out_features, in_features), bias
     (out_features,) or None -> (N, out_features).
 
@@ -411,7 +430,8 @@ def linear(x, weight, bias=None):
     return _core.linear(x, weight, bias)
 
 
-def linear_backward(grad_out, x, weight, bias=None):
+def linear_backward(grad_out: ArrayLike, x: ArrayLike, weight: ArrayLike,
+                    bias: Optional[ArrayLike] = None) -> Grads:
     """Gradients of ``linear``: grad_out (N, out) -> (grad_x (N, in), grad_weight (out, in),
     grad_bias (out,) or None).
 
@@ -424,7 +444,7 @@ def linear_backward(grad_out, x, weight, bias=None):
 
 # ---- losses ------------------------------------------------------------------------------------
 
-def cross_entropy(logits, labels):
+def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> float:
     """Mean over the batch of -log softmax(logits)[label] (a Python float): logits (N, K),
     integer labels (N,) in [0, K).
 
@@ -434,7 +454,7 @@ def cross_entropy(logits, labels):
     return _core.cross_entropy(logits, labels)
 
 
-def cross_entropy_backward(grad_out, logits, labels):
+def cross_entropy_backward(grad_out: float, logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
     """Gradient of ``cross_entropy`` (grad_out a float): (softmax(logits) - onehot) * grad_out / N.
 
     >>> cross_entropy_backward(1.0, np.zeros((1, 2)), [0])
@@ -444,7 +464,7 @@ def cross_entropy_backward(grad_out, logits, labels):
     return _core.cross_entropy_backward(g, logits, labels)
 
 
-def binary_cross_entropy_with_logits(logits, targets):
+def binary_cross_entropy_with_logits(logits: ArrayLike, targets: ArrayLike) -> float:
     """Mean of max(x, 0) - x*t + log(1 + exp(-|x|)) (a float): logits and targets of one shape.
 
     >>> round(binary_cross_entropy_with_logits(np.zeros(3), np.ones(3)), 6)  # log 2
@@ -453,7 +473,8 @@ def binary_cross_entropy_with_logits(logits, targets):
     return _core.bce_with_logits(logits, targets)
 
 
-def binary_cross_entropy_with_logits_backward(grad_out, logits, targets):
+def binary_cross_entropy_with_logits_backward(grad_out: float, logits: ArrayLike,
+                                              targets: ArrayLike) -> np.ndarray:
     """Gradient of ``binary_cross_entropy_with_logits``: (sigmoid(x) - t) * grad_out / n.
 
     >>> binary_cross_entropy_with_logits_backward(1.0, np.zeros(2), np.ones(2))
@@ -463,7 +484,7 @@ def binary_cross_entropy_with_logits_backward(grad_out, logits, targets):
     return _core.bce_with_logits_backward(g, logits, targets)
 
 
-def mse_loss(pred, target):
+def mse_loss(pred: ArrayLike, target: ArrayLike) -> float:
     """Mean of squared differences (a float); pred and target of one shape.
 
     >>> mse_loss(np.array([1.0, 3.0]), np.array([0.0, 0.0]))
@@ -472,7 +493,7 @@ def mse_loss(pred, target):
     return _core.mse_loss(pred, target)
 
 
-def mse_loss_backward(grad_out, pred, target):
+def mse_loss_backward(grad_out: float, pred: ArrayLike, target: ArrayLike) -> np.ndarray:
     """Gradient of ``mse_loss``: 2 * (pred - target) * grad_out / n.
 
     >>> mse_loss_backward(1.0, np.array([1.0, 3.0]), np.zeros(2))
@@ -484,7 +505,8 @@ def mse_loss_backward(grad_out, pred, target):
 
 # ---- dropout -----------------------------------------------------------------------------------
 
-def dropout(x, p=0.5, training=True, seed=None):
+def dropout(x: ArrayLike, p: float = 0.5, training: bool = True,
+            seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Inverted dropout -> (y, mask), both shaped like x: kept values scaled by 1/(1-p); mask
     is 1.0 where kept. The same seed gives the same mask for any thread count.
 
@@ -508,7 +530,7 @@ def dropout(x, p=0.5, training=True, seed=None):
     return _core.dropout(x, p, int(seed) & (2**64 - 1))  # any int: its low 64 bits
 
 
-def dropout_backward(grad_out, mask, p):
+def dropout_backward(grad_out: ArrayLike, mask: ArrayLike, p: float) -> np.ndarray:
     """Gradient of ``dropout``: grad_out * mask / (1 - p), with the forward's mask.
 
     >>> dropout_backward(np.ones(2), np.array([1.0, 0.0]), 0.5)

@@ -39,7 +39,8 @@ class LeNet5(nn.Sequential):
         return super().forward(x)
 
 
-def lenet5(in_channels=1, num_classes=10, input_size=28, activation="relu", pool="max"):
+def lenet5(in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
+           activation: str = "relu", pool: str = "max") -> "LeNet5":
     """LeNet-5: conv 6@5x5 -> act -> pool 2 -> conv 16@5x5 -> act -> pool 2 -> flatten ->
     linear 120 -> act -> linear 84 -> act -> linear num_classes.
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import inspect
+from typing import Dict, List, Optional, Sequence, Tuple
 import time
 
 import numpy as np
@@ -85,7 +86,7 @@ class _Progress:
             print(summary, file=sys.stderr, flush=True)
 
 
-def evaluate(model, x, y, batch_size=1000):
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> Dict[str, float]:
     """Mean cross-entropy and accuracy of model on images x (N, ...) and labels y (N,), in eval
     mode, batch by batch -> {"loss": float, "accuracy": float}.
 
@@ -128,8 +129,10 @@ def _summary(epoch, epochs, logs):
     return line + f" | {logs['seconds']:.1f} s, {logs['images_per_second']:,.0f} img/s"
 
 
-def fit(model, loss, optimizer, train, val=None, epochs=1, batch_size=64, callbacks=(),
-        progress=True):
+def fit(model, loss, optimizer, train: Tuple[np.ndarray, np.ndarray],
+        val: Optional[Tuple[np.ndarray, np.ndarray]] = None, epochs: int = 1,
+        batch_size: int = 64, callbacks: Sequence = (),
+        progress: bool = True) -> Dict[str, List[float]]:
     """Trains model on train = (x, y). Returns the history: per-epoch lists of loss, accuracy,
     seconds and images_per_second (and val_loss, val_accuracy when val is given).
 
