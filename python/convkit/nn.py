@@ -7,16 +7,20 @@ what the backward needs, and ``backward(grad_out)`` returns the gradient of the 
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
 from collections import OrderedDict
 
 import numpy as np
 
 from . import functional as F
 
+IntPair = Union[int, Tuple[int, int]]
+
 __all__ = [
-    "Parameter", "Module", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU", "Sigmoid",
-    "Tanh", "ELU", "Flatten", "Linear", "Dropout", "Sequential", "CrossEntropyLoss", "MSELoss",
+    "Parameter", "Module", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "ReLU",
+    "LeakyReLU", "Sigmoid", "Tanh", "ELU", "Flatten", "Linear", "Dropout", "Sequential", "CrossEntropyLoss", "MSELoss",
     "BCEWithLogitsLoss",
 ]
 
@@ -75,7 +79,7 @@ class Module:
 
     >>> class Scale(Module):
     ...     def __init__(self): self.w = Parameter(np.ones(1))
-    ...     def forward(self, x): self._x = x; return x * self.w.data
+    ...     def forward(self, x: np.ndarray) -> np.ndarray: self._x = x; return x * self.w.data
     ...     def backward(self, grad_out, input_grad=True):
     ...         self.w.grad += (grad_out * self._x).sum(); return grad_out * self.w.data
     >>> m = Scale(); m(np.ones(3)); m.backward(np.ones(3)); m.w.grad
@@ -89,10 +93,10 @@ class Module:
     def __call__(self, x):
         return self.forward(x)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         """Gradient of the input for ``grad_out`` (the gradient of the output), accumulating
         (``+=``) into each parameter's ``.grad``. With ``input_grad=False`` a layer may skip the
         input gradient and return None (the first layer of a network needs none)."""
@@ -106,37 +110,37 @@ class Module:
         return value
 
     # -- parameters ----------------------------------------------------------------------------
-    def named_parameters(self, prefix: str = ""):
+    def named_parameters(self, prefix: str = "") -> Iterator[Tuple[str, "Parameter"]]:
         for name, v in self.__dict__.items():
             if isinstance(v, Parameter):
                 yield prefix + name, v
             elif isinstance(v, Module):
                 yield from v.named_parameters(prefix + name + ".")
 
-    def parameters(self):
+    def parameters(self) -> List["Parameter"]:
         return [p for _, p in self.named_parameters()]
 
     def children(self):
         return [v for v in self.__dict__.values() if isinstance(v, Module)]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad.fill(0.0)
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "Module":
         self.training = bool(mode)
         for c in self.children():
             c.train(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> "Module":
         return self.train(False)
 
     # -- state ---------------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
         return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copies arrays into the parameters, all or nothing: a missing, unexpected, misshapen or
         non-numeric entry raises and leaves every parameter as it was. Values may be NumPy
         arrays, anything with ``__array__``, or PyTorch tensors (also with ``requires_grad``).
@@ -164,7 +168,7 @@ class Module:
         for n, p in own.items():
             p.data[...] = new[n]
 
-    def save(self, path):
+    def save(self, path: Union[str, os.PathLike]) -> None:
         """Writes the parameters to an .npz file (``.npz`` is appended when missing), atomically:
         a crash while writing leaves any earlier file at ``path`` intact."""
         import os
@@ -185,7 +189,7 @@ class Module:
                 os.unlink(tmp)
             raise
 
-    def load(self, path):
+    def load(self, path: Union[str, os.PathLike]) -> "Module":
         """Reads parameters written by ``save()`` (an ``.npz``) or, when PyTorch is installed, a
         state_dict written by ``torch.save``; names and shapes must match, all or nothing."""
         import os
@@ -256,8 +260,9 @@ class Conv2d(Module):
     (2, 16, 32, 32)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: Union[IntPair, str] = 0, dilation: IntPair = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros"):
         kh, kw = _pair(kernel_size)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("kernel_size", kh), ("kernel_size", kw), ("groups", groups)):
@@ -282,12 +287,12 @@ class Conv2d(Module):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, padding_mode=self.padding_mode)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
         b = None if self.bias is None else self.bias.data
         return F.conv2d(x, self.weight.data, b, **self._kw())
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         b = None if self.bias is None else self.bias.data
         dx, dw, db = F.conv2d_backward(grad_out, self._cached(self._x), self.weight.data, b,
                                        input_grad=input_grad, **self._kw())
@@ -318,8 +323,9 @@ class ConvTranspose2d(Module):
     (1, 8, 14, 14)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, bias=True, dilation=1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: IntPair = 0, output_padding: IntPair = 0,
+                 groups: int = 1, bias: bool = True, dilation: IntPair = 1):
         kh, kw = _pair(kernel_size)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("kernel_size", kh), ("kernel_size", kw), ("groups", groups)):
@@ -341,12 +347,12 @@ class ConvTranspose2d(Module):
         return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
                     groups=self.groups, dilation=self.dilation)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
         b = None if self.bias is None else self.bias.data
         return F.conv_transpose2d(x, self.weight.data, b, **self._kw())
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         b = None if self.bias is None else self.bias.data
         dx, dw, db = F.conv_transpose2d_backward(grad_out, self._cached(self._x), self.weight.data,
                                                  b, input_grad=input_grad, **self._kw())
@@ -365,15 +371,16 @@ class ConvTranspose2d(Module):
 class _Pool(Module):
     _fwd = _bwd = None
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None,
+                 padding: IntPair = 0):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self._x = None
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
         return type(self)._fwd(x, self.kernel_size, self.stride, self.padding)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         return type(self)._bwd(grad_out, self._cached(self._x), self.kernel_size, self.stride,
                                self.padding)
 
@@ -411,11 +418,11 @@ class _Activation(Module):
     def _kw(self):
         return {}
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
         return type(self)._fwd(x, **self._kw())
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         return type(self)._bwd(grad_out, self._cached(self._x), **self._kw())
 
 
@@ -458,7 +465,7 @@ class LeakyReLU(_Activation):
 
     _fwd, _bwd = F.leaky_relu, F.leaky_relu_backward
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01):
         super().__init__()
         self.negative_slope = float(negative_slope)
 
@@ -478,7 +485,7 @@ class ELU(_Activation):
 
     _fwd, _bwd = F.elu, F.elu_backward
 
-    def __init__(self, alpha=1.0):
+    def __init__(self, alpha: float = 1.0):
         super().__init__()
         self.alpha = float(alpha)
 
@@ -499,12 +506,12 @@ class Flatten(Module):
     def __init__(self):
         self._shape = None
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         return np.asarray(grad_out).reshape(self._cached(self._shape))
 
 
@@ -516,7 +523,7 @@ class Linear(Module):
     (2, 120)
     """
 
-    def __init__(self, in_features, out_features, bias=True):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
         if int(in_features) < 1 or int(out_features) < 1:
             raise ValueError(f"Linear: expected in_features and out_features >= 1, but got "
                              f"({in_features}, {out_features})")
@@ -526,11 +533,11 @@ class Linear(Module):
         self.bias = Parameter(_uniform((out_features,), bound)) if bias else None
         self._x = None
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
         return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         b = None if self.bias is None else self.bias.data
         dx, dw, db = F.linear_backward(grad_out, self._cached(self._x), self.weight.data, b)
         self.weight.grad += dw
@@ -551,20 +558,20 @@ class Dropout(Module):
     array([1., 1., 1.], dtype=float32)
     """
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5):
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"Dropout: expected p in [0, 1], but got {p}")
         self.p = float(p)
         self._mask = None
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         if not self.training or self.p == 0.0:
             self._mask = None
             return _f32(x)
         y, self._mask = F.dropout(x, self.p, training=True)
         return y
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         if self._mask is None:
             return _f32(grad_out)
         return F.dropout_backward(grad_out, self._mask, self.p)
@@ -581,7 +588,7 @@ class Sequential(Module):
     ((5, 2), ['0.weight', '0.bias'])
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: "Module"):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
@@ -601,12 +608,12 @@ class Sequential(Module):
             raise IndexError(f"Sequential: index {i} out of range for {self._n} layers")
         return getattr(self, str(i % self._n))
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         for layer in self:
             x = layer(x)
         return x
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         """Runs each layer's backward in reverse; ``input_grad`` goes to the first layer only."""
         layers = list(self)
         for i in range(len(layers) - 1, -1, -1):
@@ -622,11 +629,11 @@ class _Loss:
     def __init__(self):
         self._pred = self._target = None
 
-    def __call__(self, pred, target):
+    def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
         self._pred, self._target = _f32(pred), target
         return type(self)._fwd(self._pred, target)
 
-    def backward(self, grad_out=1.0):
+    def backward(self, grad_out: float = 1.0) -> np.ndarray:
         if self._pred is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call the loss on a batch first")
         return type(self)._bwd(grad_out, self._pred, self._target)

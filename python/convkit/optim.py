@@ -6,6 +6,7 @@ array per parameter, and updates ``param.data`` with NumPy's in-place ufuncs.
 from __future__ import annotations
 
 import math
+from typing import Iterable, List
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Optimizer:
     >>> opt = SGD(nn.Linear(3, 1).parameters(), lr=0.1); opt.zero_grad(); opt.step()
     """
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable, lr: float):
         name = type(self).__name__
         if hasattr(params, "parameters") and hasattr(params, "forward"):
             raise TypeError(f"{name}: expected an iterable of Parameters, but got the module "
@@ -47,7 +48,7 @@ class Optimizer:
         self.step_count = 0
         self._tmp = [np.empty_like(p.data) for p in self.params]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.params:
             p.grad.fill(0.0)
 
@@ -60,7 +61,7 @@ class Optimizer:
         g += p.grad
         return g
 
-    def step(self):
+    def step(self) -> None:
         self.step_count += 1
         for i, p in enumerate(self.params):
             self._update(i, p)
@@ -271,7 +272,7 @@ class Adadelta(Optimizer):
         p.data -= d
 
 
-def clip_max_norm(params, max_norm):
+def clip_max_norm(params: Iterable, max_norm: float) -> float:
     """Scales the gradients so that their total L2 norm is at most max_norm (as PyTorch's
     clip_grad_norm_: factor max_norm / (norm + 1e-6), applied only when it is below 1).
     Returns the total norm before clipping.
@@ -299,7 +300,7 @@ class StepLR:
     [0.1, 0.05, 0.05, 0.025]
     """
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         if int(step_size) < 1:
             raise ValueError(f"StepLR: expected step_size >= 1, but got {step_size}")
         self.optimizer, self.step_size, self.gamma = optimizer, int(step_size), float(gamma)
@@ -310,5 +311,5 @@ class StepLR:
         self.last_epoch += 1
         self.optimizer.lr = self.base_lr * self.gamma ** (self.last_epoch // self.step_size)
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> List[float]:
         return [self.optimizer.lr]
