@@ -56,6 +56,15 @@ inline void for_each_run(const Conv2dShape& s, int64_t r, int64_t t, int64_t j0,
   }
 }
 
+// out[i] = the 16 lanes lanes[16 i .. 16 i + 15] added in float64, in lane order.
+inline void sum_lanes(float* out, const float* lanes, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    double sum = 0.0;
+    for (int l = 0; l < 16; ++l) sum += lanes[i * 16 + l];
+    out[i] = static_cast<float>(sum);
+  }
+}
+
 // ---- shared helpers (im2col.cpp) -----------------------------------------------------------
 // col rows (c, r, t) of one image's (C, H, W) channels for positions [j0, j1); row k at col + k*ld.
 void im2col(float* col, int64_t ld, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1);

@@ -160,11 +160,7 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
       for (int64_t p = 0; p < s.P; ++p)
         dots(lanes, dyk + p * s.Q, s.Q, buf + p * s.sh * pad.row, offp, taps);
     }
-    for (int64_t i = 0; i < taps; ++i) {
-      double sum = 0.0;
-      for (int l = 0; l < 16; ++l) sum += lanes[i * 16 + l];
-      dw[k * taps + i] = static_cast<float>(sum);
-    }
+    sum_lanes(dw + k * taps, lanes, taps);
   });
   return true;
 }

@@ -168,11 +168,7 @@ bool rows_weight_grad(float* dw, const float* dy, const float* x, const Conv2dSh
             }
           }
     }
-    for (int64_t i = 0; i < taps; ++i) {
-      double sum = 0.0;
-      for (int l = 0; l < 16; ++l) sum += lanes[i * 16 + l];
-      dw[k * taps + i] = static_cast<float>(sum);
-    }
+    sum_lanes(dw + k * taps, lanes, taps);
   });
   return true;
 }
