@@ -134,7 +134,7 @@ def test_plan_is_reported_for_depthwise_and_dilated_layers():
                     "weight_grad": "depthwise"}
     plan = _core.conv2d_plan((4, 64, 56, 56), (64, 64, 3, 3), 1, 1, 2, 2, 2, 2, 1)
     assert plan == {"forward": "dilated_phases", "input_grad": "transposed_conv",
-                    "weight_grad": "dot"}
+                    "weight_grad": "dilated_phases"}
     with pytest.raises(ValueError, match="no algorithm named 'nope'"):
         _core.conv2d_force("forward", "nope")
     with pytest.raises(ValueError, match="direction"):

@@ -136,6 +136,9 @@ bool rows_input_grad(float* dx, const float* dy, const float* w, const Conv2dSha
 bool dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool dw_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+// phases.cpp: a dilated stride-1 weight gradient as the sum of its phases' undilated ones
+bool dw_dilated_phases(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+bool dw_dilated_phases_pays(const Conv2dShape& s);
 bool dw_im2col_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool rows_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 

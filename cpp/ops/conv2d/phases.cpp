@@ -31,6 +31,19 @@ struct Phases {
   }
 };
 
+// z[al][be] (N, C, Zr, Zc) in Buf::phase_in: column phase be of x rows al - ph + i*dh, as
+// phase_split_rows lays out the column phases of a row padded by pw on the left
+float* split_input(const float* x, const Conv2dShape& s, const Phases& ph) {
+  const int64_t sub_in = s.N * s.C * ph.Zr * ph.Zc;
+  float* z = scratch(Buf::phase_in, s.dh * s.dw * sub_in);
+  parallel_for(s.N * s.C * s.dh, kCopyCost * s.dh * s.dw * sub_in, [&](int64_t i) {
+    const int64_t al = i % s.dh, plane = i / s.dh;
+    split_rows(z + al * s.dw * sub_in + plane * ph.Zr * ph.Zc, ph.Zc, sub_in,
+               x + plane * s.H * s.W, s.H, s.W, al - s.ph, s.dh, ph.Zr, s.pw, s.dw, ph.Zc);
+  });
+  return z;
+}
+
 }  // namespace
 
 bool dilated_phases_pays(const Conv2dShape& s) {
@@ -44,14 +57,7 @@ bool dilated_phases(float* y, const float* x, const float* w, const float* b,
   const Phases ph(s);
   const Conv2dShape t = ph.sub(s);
   const int64_t sub_in = s.N * s.C * ph.Zr * ph.Zc, sub_out = s.N * s.K * ph.Pm * ph.Qm;
-  // z[al][be] (N, C, Zr, Zc): column phase be of x rows al - ph + i*dh, as phase_split_rows
-  // lays out the column phases of a row padded by pw on the left
-  float* z = scratch(Buf::phase_in, s.dh * s.dw * sub_in);
-  parallel_for(s.N * s.C * s.dh, kCopyCost * s.dh * s.dw * sub_in, [&](int64_t i) {
-    const int64_t al = i % s.dh, plane = i / s.dh;
-    split_rows(z + al * s.dw * sub_in + plane * ph.Zr * ph.Zc, ph.Zc, sub_in,
-               x + plane * s.H * s.W, s.H, s.W, al - s.ph, s.dh, ph.Zr, s.pw, s.dw, ph.Zc);
-  });
+  float* z = split_input(x, s, ph);
   float* out = scratch(Buf::phase_out, s.dh * s.dw * sub_out);
   for (int64_t f = 0; f < s.dh * s.dw; ++f)
     forward_planned(out + f * sub_out, z + f * sub_in, w, b, t);
@@ -68,6 +74,43 @@ bool dilated_phases(float* y, const float* x, const float* w, const float* b,
       }
     }
   });
+  return true;
+}
+
+bool dw_dilated_phases_pays(const Conv2dShape& s) {
+  return conv2d_plan(Phases(s).sub(s), ConvDir::weight_grad) == "kvec";
+}
+
+// dW = sum over the dh*dw phases, in phase order, of the weight gradient of the phase's
+// undilated convolution (its input sub-image, its dy sub-image zero past the phase's size).
+bool dw_dilated_phases(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const Phases ph(s);
+  const Conv2dShape t = ph.sub(s);
+  const int64_t sub_in = s.N * s.C * ph.Zr * ph.Zc, sub_out = s.N * s.K * ph.Pm * ph.Qm;
+  const int64_t total = s.K * s.C * s.R * s.S;
+  float* z = split_input(x, s, ph);
+  // d[al][be][n][k][a][c] = dy[n][k][al + a*dh][be + c*dw] (zero past the output)
+  float* d = scratch(Buf::phase_out, s.dh * s.dw * sub_out);
+  parallel_for(s.N * s.K, kCopyCost * s.dh * s.dw * sub_out, [&](int64_t plane) {
+    const float* src = dy + plane * s.P * s.Q;
+    for (int64_t f = 0; f < s.dh * s.dw; ++f) {
+      const int64_t al = f / s.dw, be = f % s.dw;
+      for (int64_t a = 0; a < ph.Pm; ++a) {
+        float* row = d + f * sub_out + (plane * ph.Pm + a) * ph.Qm;
+        const int64_t p = al + a * s.dh;
+        for (int64_t c = 0; c < ph.Qm; ++c) {
+          const int64_t q = be + c * s.dw;
+          row[c] = p < s.P && q < s.Q ? src[p * s.Q + q] : 0.f;
+        }
+      }
+    }
+  });
+  float* part = scratch(Buf::phase_dw, total);
+  for (int64_t f = 0; f < s.dh * s.dw; ++f) {
+    conv2d_backward(nullptr, f ? part : dw, nullptr, d + f * sub_out, z + f * sub_in, nullptr, t);
+    if (f)
+      for (int64_t i = 0; i < total; ++i) dw[i] += part[i];
+  }
   return true;
 }
 

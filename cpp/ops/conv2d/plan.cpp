@@ -34,6 +34,8 @@
 //   gemm_col2im    anything: gcol = W^T dy, scattered back by col2im (exact)
 // Weight gradient
 //   kvec           stride 1, narrow outputs or many taps: 16 output channels in the lanes
+//   dilated_phases dilated, stride 1: the sum of the phases' undilated weight gradients, when
+//                  those go to kvec
 //   dot            register tiles of dot products of dy rows with input rows
 //   gemm           ISAs without those kernels: dW = sum_n dy_n col_n^T
 //   depthwise      few channels per group: dot products of dy rows with padded input rows
@@ -196,6 +198,12 @@ const Row<BwdRun> kWeightGrad[] = {
        return s.K >= 12 && (s.Q < 16 || (s.R * s.S >= 9 && s.C >= 16));
      },
      true, dw_kvec},
+    {"dilated_phases",
+     [](const Conv2dShape& s, const KernelTable&) {
+       return special_dilated(s) && unit_stride(s) && (s.dh > 1 || s.dw > 1);
+     },
+     [](const Conv2dShape& s, const KernelTable&) { return dw_dilated_phases_pays(s); }, true,
+     dw_dilated_phases},
     {"dot",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special_dilated(s) && kt.conv_dw_tile != nullptr;
