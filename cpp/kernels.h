@@ -178,6 +178,12 @@ struct KernelTable {
   //                      w[t] * base[i * bstep + off[t] + q].
   void (*conv_rows)(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
                     int64_t bstep, const int64_t* off, const float* w, int64_t ntaps, float bias);
+  // conv_rows for nk (<= 4) output channels that read the same input rows (a group of a grouped
+  // convolution), each input load shared by them: output channel j's rows at y + j * kstep, its
+  // weights at w + j * ntaps, its bias bias[j] (0 when bias is null).
+  void (*conv_rows_k)(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, int64_t Q,
+                      const float* base, int64_t bstep, const int64_t* off, const float* w,
+                      int64_t ntaps, const float* bias);
   // The inverse of phase_split_rows for one row: for k < n, with v = first + k,
   //   dst[k] = src[(v % sw) * fstride + v / sw].
   void (*phase_merge_row)(float* dst, const float* src, int64_t fstride, int64_t sw,

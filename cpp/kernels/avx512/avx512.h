@@ -49,6 +49,9 @@ void conv_dx_lanes_avx512(const DxLanesArgs& a, int64_t n0);
 void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
                       int64_t bstep, const int64_t* off, const float* w, int64_t ntaps,
                       float bias);
+void conv_rows_k_avx512(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, int64_t Q,
+                        const float* base, int64_t bstep, const int64_t* off, const float* w,
+                        int64_t ntaps, const float* bias);
 void conv_row_dots_avx512(float* lanes, const float* dy, int64_t Q, const float* base,
                           const int64_t* off, int64_t ntaps);
 // rows_avx512.cpp

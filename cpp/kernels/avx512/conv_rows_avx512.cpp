@@ -54,6 +54,45 @@ void rows_of(float* y, int64_t ystep, int64_t nrows, const float* base, int64_t 
                      last);
 }
 
+// NV vectors of one output row for NK output channels sharing each input load.
+template <int NV, int NK>
+void row_block_k(float* y, int64_t kstep, const float* base, const int64_t* off, const float* w,
+                 int64_t ntaps, const float* bias, int64_t q0, __mmask16 last) {
+  __m512 acc[NK][NV];
+  for (int j = 0; j < NK; ++j)
+    for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_set1_ps(bias ? bias[j] : 0.f);
+  for (int64_t i = 0; i < ntaps; ++i) {
+    const float* s = base + off[i] + q0;
+    __m512 x[NV];
+    for (int v = 0; v < NV - 1; ++v) x[v] = _mm512_loadu_ps(s + 16 * v);
+    x[NV - 1] = _mm512_maskz_loadu_ps(last, s + 16 * (NV - 1));
+    for (int j = 0; j < NK; ++j) {
+      const __m512 wv = _mm512_set1_ps(w[j * ntaps + i]);
+      for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_fmadd_ps(wv, x[v], acc[j][v]);
+    }
+  }
+  for (int j = 0; j < NK; ++j) {
+    for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + j * kstep + q0 + 16 * v, acc[j][v]);
+    _mm512_mask_storeu_ps(y + j * kstep + q0 + 16 * (NV - 1), last, acc[j][NV - 1]);
+  }
+}
+
+template <int NV>
+void rows_of_k(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, const float* base,
+               int64_t bstep, const int64_t* off, const float* w, int64_t ntaps,
+               const float* bias, int64_t q0, __mmask16 last) {
+  for (int64_t r = 0; r < nrows; ++r) {
+    float* yr = y + r * ystep;
+    const float* br = base + r * bstep;
+    switch (nk) {
+      case 1: row_block_k<NV, 1>(yr, kstep, br, off, w, ntaps, bias, q0, last); break;
+      case 2: row_block_k<NV, 2>(yr, kstep, br, off, w, ntaps, bias, q0, last); break;
+      case 3: row_block_k<NV, 3>(yr, kstep, br, off, w, ntaps, bias, q0, last); break;
+      default: row_block_k<NV, 4>(yr, kstep, br, off, w, ntaps, bias, q0, last); break;
+    }
+  }
+}
+
 template <int NV>
 void dots_block(float* lanes, const float* dy, const float* base, const int64_t* off,
                 int64_t ntaps, int64_t q0, __mmask16 last) {
@@ -82,6 +121,24 @@ void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q, const f
     else if (n > 32) rows_of<3>(y, ystep, nrows, base, bstep, off, w, ntaps, bias, q0, last);
     else if (n > 16) rows_of<2>(y, ystep, nrows, base, bstep, off, w, ntaps, bias, q0, last);
     else rows_of<1>(y, ystep, nrows, base, bstep, off, w, ntaps, bias, q0, last);
+  }
+}
+
+void conv_rows_k_avx512(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, int64_t Q,
+                        const float* base, int64_t bstep, const int64_t* off, const float* w,
+                        int64_t ntaps, const float* bias) {
+  for (int64_t q0 = 0; q0 < Q; q0 += 64) {
+    const int64_t n = Q - q0;
+    const __mmask16 last = tail_mask(n - (n > 64 ? 48 : (n - 1) / 16 * 16));
+    if (n > 48)
+      rows_of_k<4>(y, ystep, kstep, nk, nrows, base, bstep, off, w, ntaps, bias, q0,
+                   n >= 64 ? 0xFFFF : last);
+    else if (n > 32)
+      rows_of_k<3>(y, ystep, kstep, nk, nrows, base, bstep, off, w, ntaps, bias, q0, last);
+    else if (n > 16)
+      rows_of_k<2>(y, ystep, kstep, nk, nrows, base, bstep, off, w, ntaps, bias, q0, last);
+    else
+      rows_of_k<1>(y, ystep, kstep, nk, nrows, base, bstep, off, w, ntaps, bias, q0, last);
   }
 }
 

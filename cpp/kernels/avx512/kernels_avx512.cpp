@@ -53,6 +53,7 @@ void fill_table_avx512(KernelTable& t) {
   t.gemm_direct_wide = avx512::direct_wide_ukernel;
   t.conv_dx_lanes = avx512::conv_dx_lanes_avx512;
   t.conv_rows = avx512::conv_rows_avx512;
+  t.conv_rows_k = avx512::conv_rows_k_avx512;
   t.conv_row_dots = avx512::conv_row_dots_avx512;
 }
 

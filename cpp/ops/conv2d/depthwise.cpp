@@ -51,14 +51,21 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
   pad.taps(off, Cg, s);
   const int64_t* offp = off.data();  // this thread's: workers must not name the thread_local
   const auto rows = g_kernels->conv_rows;
+  const auto rows_k = g_kernels->conv_rows_k;
   parallel_for(s.N * s.G, 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.C * pad.plane,
                [&](int64_t item) {
     const int64_t n = item / s.G, g = item % s.G;
     float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
     pad.fill(buf, x + (n * s.C + g * Cg) * s.H * s.W, Cg, s);
-    for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k)
-      rows(y + (n * s.K + k) * PQ, s.Q, s.P, s.Q, buf, s.sh * pad.row, offp, w + k * taps, taps,
-           b ? b[k] : 0.f);
+    if (Kg == 1) {
+      rows(y + (n * s.K + g) * PQ, s.Q, s.P, s.Q, buf, s.sh * pad.row, offp, w + g * taps, taps,
+           b ? b[g] : 0.f);
+      return;
+    }
+    // several output channels per group: up to 4 share each load of the input rows
+    for (int64_t k = g * Kg; k < (g + 1) * Kg; k += 4)
+      rows_k(y + (n * s.K + k) * PQ, s.Q, PQ, static_cast<int>(std::min<int64_t>(4, (g + 1) * Kg - k)),
+             s.P, s.Q, buf, s.sh * pad.row, offp, w + k * taps, taps, b ? b + k : nullptr);
   });
   return true;
 }
