@@ -171,7 +171,6 @@ class Module:
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Writes the parameters to an .npz file (``.npz`` is appended when missing), atomically:
         a crash while writing leaves any earlier file at ``path`` intact."""
-        import os
         import tempfile
         path = str(path)
         if not path.endswith(".npz"):
@@ -192,7 +191,6 @@ class Module:
     def load(self, path: Union[str, os.PathLike]) -> "Module":
         """Reads parameters written by ``save()`` (an ``.npz``) or, when PyTorch is installed, a
         state_dict written by ``torch.save``; names and shapes must match, all or nothing."""
-        import os
         import zipfile
         path = str(path)
         if not os.path.exists(path) and os.path.exists(path + ".npz"):
@@ -250,6 +248,17 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _check_conv_channels(layer, in_channels, out_channels, kh, kw, groups):
+    """A convolution layer's channel, kernel and group arguments, or a ValueError."""
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                    ("kernel_size", kh), ("kernel_size", kw), ("groups", groups)):
+        if int(v) < 1:
+            raise ValueError(f"{layer}: expected {name} >= 1, but got {v}")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"{layer}: in_channels ({in_channels}) and out_channels "
+                         f"({out_channels}) must be divisible by groups ({groups})")
+
+
 class Conv2d(Module):
     """2-D convolution layer (PyTorch's ``nn.Conv2d``): x (N, C_in, H, W) or (C_in, H, W) ->
     (N, C_out, P, Q). weight (C_out, C_in / groups, kH, kW), bias (C_out,); both initialised
@@ -264,13 +273,7 @@ class Conv2d(Module):
                  stride: IntPair = 1, padding: Union[IntPair, str] = 0, dilation: IntPair = 1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros"):
         kh, kw = _pair(kernel_size)
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
-                        ("kernel_size", kh), ("kernel_size", kw), ("groups", groups)):
-            if int(v) < 1:
-                raise ValueError(f"Conv2d: expected {name} >= 1, but got {v}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
-                             f"({out_channels}) must be divisible by groups ({groups})")
+        _check_conv_channels("Conv2d", in_channels, out_channels, kh, kw, groups)
         if padding_mode not in F._PADDING_MODES:
             raise ValueError(f"Conv2d: expected padding_mode to be one of {F._PADDING_MODES}, "
                              f"but got {padding_mode!r}")
@@ -327,13 +330,7 @@ class ConvTranspose2d(Module):
                  stride: IntPair = 1, padding: IntPair = 0, output_padding: IntPair = 0,
                  groups: int = 1, bias: bool = True, dilation: IntPair = 1):
         kh, kw = _pair(kernel_size)
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
-                        ("kernel_size", kh), ("kernel_size", kw), ("groups", groups)):
-            if int(v) < 1:
-                raise ValueError(f"ConvTranspose2d: expected {name} >= 1, but got {v}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"ConvTranspose2d: in_channels ({in_channels}) and out_channels "
-                             f"({out_channels}) must be divisible by groups ({groups})")
+        _check_conv_channels("ConvTranspose2d", in_channels, out_channels, kh, kw, groups)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = (kh, kw), _pair(stride), _pair(padding)
         self.output_padding, self.groups = _pair(output_padding), int(groups)

@@ -36,6 +36,11 @@ inline Conv2dShape group_shape(const Conv2dShape& s) {
 // No groups and no dilation: the shapes the specialised paths were written for.
 inline bool plain(const Conv2dShape& s) { return s.G == 1 && s.dh == 1 && s.dw == 1; }
 
+// The operands of KernelTable::conv_dx_lanes for shape s (buf left null).
+inline DxLanesArgs lanes_args(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  return DxLanesArgs{w, dy, s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.P, s.Q, s.ph, s.pw, dx, nullptr};
+}
+
 // For tap (r, t) and output positions j in [j0, j1): calls f(j, q0, q1, h, lo, hi) for each run
 // of one output row p = j / Q, covering q in [q0, q1); h is the input row (may be outside
 // [0, H)), and q in [lo, hi) are the columns whose input column q*sw + t*dw - pw lies inside
@@ -107,39 +112,39 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
 bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
                        const Conv2dShape& s);
 bool winograd5_pays(const Conv2dShape& s);
-// gemm.cpp: im2col into packed panels + GEMM, per group; any groups, dilation, stride.
+// im2col_gemm.cpp: im2col into packed panels + GEMM, per group; any groups, dilation, stride.
 bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s);
 // phases.cpp: a dilated forward as dh*dw undilated ones (each run through the table)
 bool dilated_phases(float* y, const float* x, const float* w, const float* b,
                     const Conv2dShape& s);
 bool dilated_phases_pays(const Conv2dShape& s);
-// grouped.cpp: per output row, each tap's in-range columns only (padding is never multiplied,
-// so NaN/Inf weights reach exactly the outputs that use them); any shape, built for few
-// channels per group (depthwise).
-// depthwise.cpp: the same for finite operands, over zero-padded phase-split rows, each output row
-// summed in registers by KernelTable::conv_rows.
+// depthwise.cpp: few channels per group, over zero-padded phase-split rows, each output row
+// summed in registers by KernelTable::conv_rows (finite operands only).
 bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
                        const Conv2dShape& s);
-bool depthwise_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s);
-bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+// rows.cpp: per output row, each tap's in-range columns only (padding is never multiplied, so
+// NaN/Inf weights reach exactly the outputs that use them); any shape.
 bool rows_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
 
-// ---- input-gradient families (input_grad.cpp, gemm.cpp, grouped.cpp) ----------------------
+// ---- input-gradient families (input_grad.cpp, depthwise.cpp, rows.cpp) ---------------------
 bool dx_transposed_conv(float* dx, const float* dy, const float* w, const Conv2dShape& s);
 bool dx_rows(float* dx, const float* dy, const float* w, const Conv2dShape& s);
 bool dx_lanes(float* dx, const float* dy, const float* w, const Conv2dShape& s);
 bool dx_gemm_col2im(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+bool depthwise_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s);
 bool rows_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s);
 
-// ---- weight-gradient families (weight_grad.cpp, gemm.cpp, grouped.cpp) ---------------------
+// ---- weight-gradient families (weight_grad.cpp, phases.cpp, im2col_gemm.cpp, depthwise.cpp,
+// rows.cpp) ---------------------------------------------------------------------------------
 bool dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool dw_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s);
-// phases.cpp: a dilated stride-1 weight gradient as the sum of its phases' undilated ones
+// a dilated stride-1 weight gradient as the sum of its phases' undilated ones
 bool dw_dilated_phases(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool dw_dilated_phases_pays(const Conv2dShape& s);
 bool dw_im2col_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool rows_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 
 // The forward convolution through the table without any forced choice (the input-gradient

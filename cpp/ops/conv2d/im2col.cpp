@@ -9,6 +9,7 @@
 
 namespace convkit {
 namespace conv {
+
 // col rows (c, r, t) for positions [j0, j1) of image x (C, H, W); row k starts at col + k * ld
 void im2col(float* col, int64_t ld, const float* x, const Conv2dShape& s, int64_t j0, int64_t j1) {
   for (int64_t c = 0; c < s.C; ++c)
@@ -23,7 +24,8 @@ void im2col(float* col, int64_t ld, const float* x, const Conv2dShape& s, int64_
             std::fill(d + q0, d + q1, 0.f);
             return;
           }
-          const float* src = plane + h * s.W + t * s.dw - s.pw;  // src[q * sw]: input (h, q*sw + t*dw - pw)
+          // src[q * sw] is input (h, q*sw + t*dw - pw)
+          const float* src = plane + h * s.W + t * s.dw - s.pw;
           std::fill(d + q0, d + lo, 0.f);
           if (s.sw == 1)
             std::memcpy(d + lo, src + lo, sizeof(float) * (hi - lo));

@@ -50,10 +50,6 @@ bool dx_rows(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
   return true;
 }
 
-DxLanesArgs lanes_args(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
-  return DxLanesArgs{w, dy, s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.P, s.Q, s.ph, s.pw, dx, nullptr};
-}
-
 // Batches of images, stride 1, few input channels: 16 images in the vector lanes, items are
 // groups of 16 images (KernelTable::conv_dx_lanes).
 bool dx_lanes(float* dx, const float* dy, const float* w, const Conv2dShape& s) {

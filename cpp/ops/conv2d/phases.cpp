@@ -15,9 +15,6 @@ namespace convkit {
 namespace conv {
 namespace {
 
-int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
-
 // Output phase (al, be) has rows p = al + a*dh for a < ceil((P - al) / dh); it reads x rows
 // al - ph + (a + r)*dh: sub-image rows i = a + r of the x rows al - ph + i*dh. Every phase is
 // given the largest phase's size (Pm x Qm outputs; the extra rows and columns of smaller phases
@@ -25,7 +22,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 struct Phases {
   int64_t Pm, Qm, Zr, Zc;
   explicit Phases(const Conv2dShape& s)
-      : Pm(ceil_div(s.P, s.dh)), Qm(ceil_div(s.Q, s.dw)), Zr(Pm + s.R - 1), Zc(Qm + s.S - 1) {}
+      : Pm((s.P + s.dh - 1) / s.dh), Qm((s.Q + s.dw - 1) / s.dw), Zr(Pm + s.R - 1),
+        Zc(Qm + s.S - 1) {}
   Conv2dShape sub(const Conv2dShape& s) const {
     return Conv2dShape{s.N, s.C, Zr, Zc, s.K, s.R, s.S, 1, 1, 0, 0, Pm, Qm};
   }
@@ -61,18 +59,13 @@ bool dilated_phases(float* y, const float* x, const float* w, const float* b,
   float* out = scratch(Buf::phase_out, s.dh * s.dw * sub_out);
   for (int64_t f = 0; f < s.dh * s.dw; ++f)
     forward_planned(out + f * sub_out, z + f * sub_in, w, b, t);
-  // y[n][k][al + a*dh][be + c*dw] = out[al][be][n][k][a][c]
+  // y[n][k][al + a*dh][be + c*dw] = out[al][be][n][k][a][c]: each y row merges its dw phases
+  const auto merge = g_kernels->phase_merge_row;
   parallel_for(s.N * s.K, kCopyCost * s.N * s.K * s.P * s.Q, [&](int64_t plane) {
-    float* yp = y + plane * s.P * s.Q;
-    for (int64_t p = 0; p < s.P; ++p) {
-      const int64_t al = p % s.dh, a = p / s.dh;
-      for (int64_t be = 0; be < s.dw; ++be) {
-        const float* src = out + (al * s.dw + be) * sub_out + (plane * ph.Pm + a) * ph.Qm;
-        float* dst = yp + p * s.Q + be;
-        const int64_t n = ceil_div(s.Q - be, s.dw);
-        for (int64_t c = 0; c < n; ++c) dst[c * s.dw] = src[c];
-      }
-    }
+    for (int64_t p = 0; p < s.P; ++p)
+      merge(y + (plane * s.P + p) * s.Q,
+            out + (p % s.dh) * s.dw * sub_out + (plane * ph.Pm + p / s.dh) * ph.Qm, sub_out, s.dw,
+            0, s.Q);
   });
   return true;
 }
@@ -89,21 +82,13 @@ bool dw_dilated_phases(float* dw, const float* dy, const float* x, const Conv2dS
   const int64_t sub_in = s.N * s.C * ph.Zr * ph.Zc, sub_out = s.N * s.K * ph.Pm * ph.Qm;
   const int64_t total = s.K * s.C * s.R * s.S;
   float* z = split_input(x, s, ph);
-  // d[al][be][n][k][a][c] = dy[n][k][al + a*dh][be + c*dw] (zero past the output)
+  // d[al][be][n][k][a][c] = dy[n][k][al + a*dh][be + c*dw] (zero past the output): dy's rows
+  // al, al + dh, ... split into their dw column phases
   float* d = scratch(Buf::phase_out, s.dh * s.dw * sub_out);
-  parallel_for(s.N * s.K, kCopyCost * s.dh * s.dw * sub_out, [&](int64_t plane) {
-    const float* src = dy + plane * s.P * s.Q;
-    for (int64_t f = 0; f < s.dh * s.dw; ++f) {
-      const int64_t al = f / s.dw, be = f % s.dw;
-      for (int64_t a = 0; a < ph.Pm; ++a) {
-        float* row = d + f * sub_out + (plane * ph.Pm + a) * ph.Qm;
-        const int64_t p = al + a * s.dh;
-        for (int64_t c = 0; c < ph.Qm; ++c) {
-          const int64_t q = be + c * s.dw;
-          row[c] = p < s.P && q < s.Q ? src[p * s.Q + q] : 0.f;
-        }
-      }
-    }
+  parallel_for(s.N * s.K * s.dh, kCopyCost * s.dh * s.dw * sub_out, [&](int64_t i) {
+    const int64_t al = i % s.dh, plane = i / s.dh;
+    split_rows(d + al * s.dw * sub_out + plane * ph.Pm * ph.Qm, ph.Qm, sub_out,
+               dy + plane * s.P * s.Q, s.P, s.Q, al, s.dh, ph.Pm, 0, s.dw, ph.Qm);
   });
   float* part = scratch(Buf::phase_dw, total);
   for (int64_t f = 0; f < s.dh * s.dw; ++f) {

@@ -89,6 +89,14 @@ bool special(const Conv2dShape& s) { return plain(s) && natural(s); }
 // ... and those of them that also take dilation.
 bool special_dilated(const Conv2dShape& s) { return s.G == 1 && natural(s); }
 bool unit_stride(const Conv2dShape& s) { return s.sh == 1 && s.sw == 1; }
+// Dilated, stride 1, no groups: the phase split into undilated convolutions applies.
+bool dilated_unit(const Conv2dShape& s, const KernelTable&) {
+  return special_dilated(s) && unit_stride(s) && (s.dh > 1 || s.dw > 1);
+}
+// Stride 1, padding at most the dilated kernel's reach: dx is a forward convolution of dy.
+bool transposable(const Conv2dShape& s) {
+  return natural(s) && unit_stride(s) && s.ph <= (s.R - 1) * s.dh && s.pw <= (s.S - 1) * s.dw;
+}
 bool any(const Conv2dShape&, const KernelTable&) { return true; }
 // Only where the rows that multiply stand-in zeros may not run (non-finite operands) or forced.
 bool never(const Conv2dShape&, const KernelTable&) { return false; }
@@ -127,13 +135,10 @@ const Row<FwdRun> kForward[] = {
        return s.C >= 16 && s.K >= 16 && s.Q >= 8 && s.P >= 2;
      },
      true, winograd_s2_forward},
-    // wider strides leave too many phases per input row
-    {"dilated_phases",
-     [](const Conv2dShape& s, const KernelTable&) {
-       return special_dilated(s) && unit_stride(s) && (s.dh > 1 || s.dw > 1);
-     },
+    {"dilated_phases", dilated_unit,
      [](const Conv2dShape& s, const KernelTable&) { return dilated_phases_pays(s); }, true,
      dilated_phases},
+    // wider strides leave too many phases per input row
     {"direct",
      [](const Conv2dShape& s, const KernelTable&) { return special_dilated(s) && s.sw <= 4; },
      nullptr, true, direct_forward},
@@ -146,10 +151,7 @@ const Row<FwdRun> kForward[] = {
 const Row<BwdRun> kInputGrad[] = {
     // It computes over the zero border of the padded dy, so only "same"-like padding pays.
     {"transposed_conv",
-     [](const Conv2dShape& s, const KernelTable&) {
-       return special_dilated(s) && unit_stride(s) && s.ph <= (s.R - 1) * s.dh &&
-              s.pw <= (s.S - 1) * s.dw;
-     },
+     [](const Conv2dShape& s, const KernelTable&) { return s.G == 1 && transposable(s); },
      [](const Conv2dShape& s, const KernelTable& kt) {
        return 4 * s.C >= 3 * round_up(s.C, kt.mr) && 3 * s.H * s.W <= 4 * s.P * s.Q;
      },
@@ -163,9 +165,7 @@ const Row<BwdRun> kInputGrad[] = {
     {"lanes",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_dx_lanes && unit_stride(s) &&
-              dx_lanes_buf_floats(DxLanesArgs{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.R,
-                                              s.S, s.P, s.Q, s.ph, s.pw, nullptr, nullptr}) <=
-                  4 * 1024 * 1024;
+              dx_lanes_buf_floats(lanes_args(nullptr, nullptr, nullptr, s)) <= 4 * 1024 * 1024;
      },
      [](const Conv2dShape& s, const KernelTable&) {
        return s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16);
@@ -173,10 +173,7 @@ const Row<BwdRun> kInputGrad[] = {
      true, dx_lanes},
     // at stride 1, the depthwise forward of dy with the flipped weights
     {"depthwise_transposed",
-     [](const Conv2dShape& s, const KernelTable&) {
-       return s.G > 1 && natural(s) && unit_stride(s) && s.ph <= (s.R - 1) * s.dh &&
-              s.pw <= (s.S - 1) * s.dw;
-     },
+     [](const Conv2dShape& s, const KernelTable&) { return s.G > 1 && transposable(s); },
      few_per_group, true, dx_transposed_conv},
     {"depthwise", [](const Conv2dShape& s, const KernelTable&) { return s.R <= 64 && s.sw <= 16; },
      few_per_group, true, depthwise_input_grad},
@@ -198,10 +195,7 @@ const Row<BwdRun> kWeightGrad[] = {
        return s.K >= 12 && (s.Q < 16 || (s.R * s.S >= 9 && s.C >= 16));
      },
      true, dw_kvec},
-    {"dilated_phases",
-     [](const Conv2dShape& s, const KernelTable&) {
-       return special_dilated(s) && unit_stride(s) && (s.dh > 1 || s.dw > 1);
-     },
+    {"dilated_phases", dilated_unit,
      [](const Conv2dShape& s, const KernelTable&) { return dw_dilated_phases_pays(s); }, true,
      dw_dilated_phases},
     {"dot",
@@ -276,16 +270,19 @@ void channel_sums(float* db, const float* dy, int64_t N, int64_t K, int64_t PQ) 
   });
 }
 
-ConvDir dir_check(ConvDir d) {
-  if (static_cast<int>(d) < 0 || static_cast<int>(d) > 2)
-    throw std::invalid_argument("conv2d: unknown direction");
-  return d;
+// f(the table of direction d)
+template <class F>
+auto with_table(ConvDir d, F&& f) {
+  switch (d) {
+    case ConvDir::forward: return f(kForward);
+    case ConvDir::input_grad: return f(kInputGrad);
+    case ConvDir::weight_grad: return f(kWeightGrad);
+  }
+  throw std::invalid_argument("conv2d: unknown direction");
 }
 
-}  // namespace
-
-void forward_planned(float* y, const float* x, const float* w, const float* b,
-                     const Conv2dShape& s) {
+void forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s,
+             const std::string& forced) {
   const int64_t PQ = s.P * s.Q, CRS = group_in(s) * s.R * s.S;
   if (s.N == 0 || s.K == 0 || PQ == 0) return;
   if (CRS == 0) {  // no input channels: the output is the bias
@@ -294,8 +291,15 @@ void forward_planned(float* y, const float* x, const float* w, const float* b,
         std::fill(y + (n * s.K + k) * PQ, y + (n * s.K + k + 1) * PQ, b ? b[k] : 0.f);
     return;
   }
-  run_table(kForward, "", s, all_finite(w, s.K * CRS),
+  run_table(kForward, forced, s, all_finite(w, s.K * CRS),
             [&](FwdRun run) { return run(y, x, w, b, s); });
+}
+
+}  // namespace
+
+void forward_planned(float* y, const float* x, const float* w, const float* b,
+                     const Conv2dShape& s) {
+  forward(y, x, w, b, s, "");
 }
 
 }  // namespace conv
@@ -304,13 +308,7 @@ using namespace conv;
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b,
                     const Conv2dShape& s) {
-  const int64_t PQ = s.P * s.Q, CRS = group_in(s) * s.R * s.S;
-  if (g_forced[0].empty() || s.N == 0 || s.K == 0 || PQ == 0 || CRS == 0) {
-    forward_planned(y, x, w, b, s);
-    return;
-  }
-  run_table(kForward, g_forced[0], s, all_finite(w, s.K * CRS),
-            [&](FwdRun run) { return run(y, x, w, b, s); });
+  forward(y, x, w, b, s, g_forced[0]);
 }
 
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
@@ -364,40 +362,28 @@ void conv_transpose2d_backward(float* dx, float* dw, float* db, const float* dy,
 }
 
 std::vector<std::string> conv2d_algorithms(ConvDir d) {
-  switch (dir_check(d)) {
-    case ConvDir::forward: return names_of(kForward);
-    case ConvDir::input_grad: return names_of(kInputGrad);
-    default: return names_of(kWeightGrad);
-  }
+  return with_table(d, [](const auto& table) { return names_of(table); });
 }
 
 std::string conv2d_plan(const Conv2dShape& s, ConvDir d) {
-  switch (dir_check(d)) {
-    case ConvDir::forward: return plan_of(kForward, s);
-    case ConvDir::input_grad: return plan_of(kInputGrad, s);
-    default: return plan_of(kWeightGrad, s);
-  }
+  return with_table(d, [&](const auto& table) { return plan_of(table, s); });
 }
 
 bool conv2d_applies(const Conv2dShape& s, ConvDir d, const std::string& name) {
-  const KernelTable& kt = *g_kernels;
-  bool found = false, ok = false;
-  auto look = [&](const auto& table) {
-    for (const auto& r : table)
-      if (name == r.name) found = true, ok = r.applies(s, kt);
-  };
-  switch (dir_check(d)) {
-    case ConvDir::forward: look(kForward); break;
-    case ConvDir::input_grad: look(kInputGrad); break;
-    default: look(kWeightGrad); break;
-  }
-  if (!found) throw std::invalid_argument("conv2d: no algorithm named '" + name + "'");
-  return ok;
+  return with_table(d, [&](const auto& table) {
+    const auto* r = find(table, name);
+    if (!r) throw std::invalid_argument("conv2d: no algorithm named '" + name + "'");
+    return r->applies(s, *g_kernels);
+  });
 }
 
 void conv2d_force(ConvDir d, const std::string& name) {
-  if (!name.empty()) conv2d_applies(Conv2dShape{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1}, d, name);
-  g_forced[static_cast<int>(dir_check(d))] = name;
+  with_table(d, [&](const auto& table) {
+    if (!name.empty() && !find(table, name))
+      throw std::invalid_argument("conv2d: no algorithm named '" + name + "'");
+    return 0;
+  });
+  g_forced[static_cast<int>(d)] = name;
 }
 
 }  // namespace convkit

@@ -31,19 +31,12 @@ inline void phase_of(int64_t off, int64_t sw, int64_t& f, int64_t& shift) {
   shift = (off - f) / sw;
 }
 
-// Phase-split copy of `nplanes` planes (H, W): dst[((c * H + h) * sw + f) * Wq + i] = x[c, h, i*sw + f].
+// Phase-split copy of `nplanes` planes (H, W): dst[((c * H + h) * sw + f) * Wq + i] = x[c, h, i*sw + f]
+// (zero past W).
 void split_planes(float* dst, const float* x, int64_t nplanes, int64_t H, int64_t W, int64_t sw,
                   int64_t Wq) {
   for (int64_t c = 0; c < nplanes; ++c)
-    for (int64_t h = 0; h < H; ++h) {
-      const float* src = x + (c * H + h) * W;
-      float* d = dst + (c * H + h) * sw * Wq;
-      for (int64_t f = 0; f < sw; ++f)
-        for (int64_t i = 0; i < Wq; ++i) {
-          const int64_t v = i * sw + f;
-          d[f * Wq + i] = v < W ? src[v] : 0.f;
-        }
-    }
+    split_rows(dst + c * H * sw * Wq, sw * Wq, Wq, x + c * H * W, H, W, 0, 1, H, 0, sw, Wq);
 }
 
 inline void axpy(float* __restrict y, const float* __restrict x, float a, int64_t n) {
