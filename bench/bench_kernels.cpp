@@ -109,7 +109,7 @@ void BM_max_pool2d(benchmark::State& st, bool backward) {
   std::vector<float> y(dy.size()), dx(x.size());
   for (auto _ : st) {
     if (backward) convkit::max_pool2d_backward(dx.data(), dy.data(), x.data(), s);
-    else convkit::max_pool2d_forward(y.data(), x.data(), s);
+    else convkit::max_pool2d_forward(y.data(), nullptr, x.data(), s);
   }
   st.SetBytesProcessed(st.iterations() * int64_t(x.size() * sizeof(float)));
   st.SetLabel(convkit::isa_name());

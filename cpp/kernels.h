@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include "convkit/convkit.h"
+
 namespace convkit {
 
 // Micro-kernel of the GEMM: the top-left mr x nr corner (mr <= MR, nr <= NR) of
@@ -192,14 +194,22 @@ struct KernelTable {
   //   lanes[i * 16 + l] += sum over q < Q with q % 16 == l of dy[q] * base[off[i] + q].
   void (*conv_row_dots)(float* lanes, const float* dy, int64_t Q, const float* base,
                         const int64_t* off, int64_t ntaps);
-  // max-pool / avg-pool of one (H, W) plane
-  void (*maxpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
-                        int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+  // max-pool / avg-pool of one (H, W) plane (s.N and s.C unused); avg divides by
+  // avg_pool2d_divisor
+  void (*maxpool_plane)(float* y, const float* x, const Pool2dShape& s);
   // max-pool backward of one plane for 2x2 windows, stride 2, no padding (writes all of dx)
   void (*maxpool2x2_bwd_plane)(float* dx, const float* dy, const float* x, int64_t H, int64_t W,
                                int64_t P, int64_t Q);
-  void (*avgpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
-                        int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+  void (*avgpool_plane)(float* y, const float* x, const Pool2dShape& s);
+  // sum of n floats in float64, in a fixed order
+  double (*sum_f64)(const float* x, int64_t n);
+  // Batch norm of one channel: N runs of L floats `stride` apart (see portable.inc).
+  void (*bn_moments)(double* m, const float* x, const float* dy, int64_t N, int64_t L,
+                     int64_t stride, double shift);
+  void (*bn_affine)(float* y, const float* x, int64_t N, int64_t L, int64_t stride, float mh,
+                    float ml, float alpha, float beta);
+  void (*bn_dx)(float* dx, const float* dy, const float* x, int64_t N, int64_t L, int64_t stride,
+                float mh, float ml, float k, float gmean, float c);
 };
 
 extern const KernelTable* g_kernels;  // never null after static initialisation

@@ -138,7 +138,7 @@ def test_empty_batch():
 
 @pytest.mark.parametrize("fn", [F.max_pool2d, F.avg_pool2d])
 @pytest.mark.parametrize("args,exc,frag", [
-    (((2, 8, 8), 2), ValueError, "4-D"),
+    (((8, 8), 2), ValueError, "4-D"),
     (((1, 1, 8, 8), 0), ValueError, "kernel_size >= 1"),
     (((1, 1, 8, 8), 2, 0), ValueError, "stride >= 1"),
     (((1, 1, 8, 8), 2, 2, 2), ValueError, "half the kernel"),

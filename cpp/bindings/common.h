@@ -56,6 +56,7 @@ void bind_activation(py::module_& m);
 void bind_softmax(py::module_& m);
 void bind_loss(py::module_& m);
 void bind_linear(py::module_& m);
+void bind_norm(py::module_& m);
 
 }  // namespace bind
 }  // namespace convkit

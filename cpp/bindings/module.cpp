@@ -214,4 +214,5 @@ PYBIND11_MODULE(_core, m) {
   bind::bind_softmax(m);
   bind::bind_loss(m);
   bind::bind_linear(m);
+  bind::bind_norm(m);
 }

@@ -1,6 +1,7 @@
 // Pooling front-ends: one (H, W) plane per work item; planes never share memory, so results do
 // not depend on the thread count. Forward uses the ISA's plane kernel; backward recomputes each
-// window's argmax from x (max) or spreads dy evenly (avg), accumulating where windows overlap.
+// window's argmax from x (max) or spreads dy / divisor over the window (avg), accumulating where
+// windows overlap. Adaptive pooling: window i of an axis spans [floor(i*n/m), ceil((i+1)*n/m)).
 #include <algorithm>
 #include <cmath>
 
@@ -10,17 +11,73 @@
 
 namespace convkit {
 
-void pool2d_out_size(Pool2dShape& s) {
-  s.P = (s.H + 2 * s.ph - s.R) / s.sh + 1;
-  s.Q = (s.W + 2 * s.pw - s.S) / s.sw + 1;
+// PyTorch's pooling_output_shape for one axis.
+static int64_t pool_out(int64_t in, int64_t k, int64_t pad, int64_t stride, int64_t dil,
+                        bool ceil_mode) {
+  const int64_t span = in + 2 * pad - dil * (k - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;  // window would start in the padding
+  return out;
 }
 
-void max_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
+void pool2d_out_size(Pool2dShape& s) {
+  s.P = pool_out(s.H, s.R, s.ph, s.sh, s.dh, s.ceil_mode);
+  s.Q = pool_out(s.W, s.S, s.pw, s.sw, s.dw, s.ceil_mode);
+}
+
+int64_t avg_pool2d_divisor(const Pool2dShape& s, int64_t p, int64_t q) {
+  if (s.divisor) return s.divisor;
+  const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
+  const int64_t h1 = std::min(h0 + s.R, s.H + s.ph), w1 = std::min(w0 + s.S, s.W + s.pw);
+  if (s.count_include_pad) return (h1 - h0) * (w1 - w0);
+  return (std::min(h1, s.H) - std::max<int64_t>(h0, 0)) *
+         (std::min(w1, s.W) - std::max<int64_t>(w0, 0));
+}
+
+// The first maximum of window (p, q) of plane xp in row-major order (a NaN takes over, as
+// PyTorch, so the last NaN): its flat index, or -1 for a window with no element inside the input.
+static int64_t window_argmax(const float* xp, const Pool2dShape& s, int64_t p, int64_t q) {
+  int64_t arg = -1;
+  float m = -INFINITY;
+  const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
+  for (int64_t r = 0; r < s.R; ++r) {
+    const int64_t h = h0 + r * s.dh;
+    if (h < 0 || h >= s.H) continue;
+    for (int64_t t = 0; t < s.S; ++t) {
+      const int64_t v = w0 + t * s.dw;
+      if (v < 0 || v >= s.W) continue;
+      const float e = xp[h * s.W + v];
+      if (arg < 0 || e > m || std::isnan(e)) {
+        m = e;
+        arg = h * s.W + v;
+      }
+    }
+  }
+  return arg;
+}
+
+static bool is_2x2(const Pool2dShape& s) {
+  return s.R == 2 && s.S == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 &&
+         s.dh == 1 && s.dw == 1 && 2 * s.P <= s.H && 2 * s.Q <= s.W;  // no ceil_mode window
+}
+
+void max_pool2d_forward(float* y, int64_t* indices, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
+  const double work = 8.0 * s.N * s.C * PQ * s.R * s.S;
+  if (indices) {
+    parallel_for(s.N * s.C, work, [&](int64_t i) {
+      const float* xp = x + i * HW;
+      for (int64_t p = 0; p < s.P; ++p)
+        for (int64_t q = 0; q < s.Q; ++q) {
+          const int64_t a = window_argmax(xp, s, p, q);
+          y[i * PQ + p * s.Q + q] = a < 0 ? -INFINITY : xp[a];
+          indices[i * PQ + p * s.Q + q] = a;
+        }
+    });
+    return;
+  }
   const auto kern = g_kernels->maxpool_plane;
-  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
-    kern(y + i * PQ, x + i * HW, s.H, s.W, s.P, s.Q, s.R, s.S, s.sh, s.sw, s.ph, s.pw);
-  });
+  parallel_for(s.N * s.C, work, [&](int64_t i) { kern(y + i * PQ, x + i * HW, s); });
 }
 
 void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2dShape& s) {
@@ -29,46 +86,28 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2
     const float* xp = x + i * HW;
     const float* g = dy + i * PQ;
     float* d = dx + i * HW;
-    if (s.R == 2 && s.S == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0) {
+    if (is_2x2(s)) {
       g_kernels->maxpool2x2_bwd_plane(d, g, xp, s.H, s.W, s.P, s.Q);
       return;
     }
     std::fill(d, d + HW, 0.f);
-    for (int64_t p = 0; p < s.P; ++p) {
-      const int64_t h0 = p * s.sh - s.ph;
-      const int64_t r0 = std::max<int64_t>(0, -h0), r1 = std::min(s.R, s.H - h0);
+    for (int64_t p = 0; p < s.P; ++p)
       for (int64_t q = 0; q < s.Q; ++q) {
-        const int64_t w0 = q * s.sw - s.pw;
-        const int64_t t0 = std::max<int64_t>(0, -w0), t1 = std::min(s.S, s.W - w0);
-        // first maximum in row-major order; a NaN takes over, as PyTorch does
-        int64_t arg = -1;
-        float m = -INFINITY;
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t t = t0; t < t1; ++t) {
-            const int64_t idx = (h0 + r) * s.W + w0 + t;
-            const float v = xp[idx];
-            if (arg < 0 || v > m || std::isnan(v)) {
-              m = v;
-              arg = idx;
-            }
-          }
-        if (arg >= 0) d[arg] += g[p * s.Q + q];
+        const int64_t a = window_argmax(xp, s, p, q);
+        if (a >= 0) d[a] += g[p * s.Q + q];
       }
-    }
   });
 }
 
 void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   const auto kern = g_kernels->avgpool_plane;
-  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
-    kern(y + i * PQ, x + i * HW, s.H, s.W, s.P, s.Q, s.R, s.S, s.sh, s.sw, s.ph, s.pw);
-  });
+  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S,
+               [&](int64_t i) { kern(y + i * PQ, x + i * HW, s); });
 }
 
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
-  const float inv = 1.f / static_cast<float>(s.R * s.S);
   parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
     const float* g = dy + i * PQ;
     float* d = dx + i * HW;
@@ -79,11 +118,97 @@ void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
       for (int64_t q = 0; q < s.Q; ++q) {
         const int64_t w0 = q * s.sw - s.pw;
         const int64_t t0 = std::max<int64_t>(0, -w0), t1 = std::min(s.S, s.W - w0);
-        const float v = g[p * s.Q + q] * inv;
+        const float v = g[p * s.Q + q] / static_cast<float>(avg_pool2d_divisor(s, p, q));
         for (int64_t r = r0; r < r1; ++r)
           for (int64_t t = t0; t < t1; ++t) d[(h0 + r) * s.W + w0 + t] += v;
       }
     }
+  });
+}
+
+// ---- adaptive pooling --------------------------------------------------------------------------
+
+static inline int64_t win_start(int64_t i, int64_t n, int64_t m) { return i * n / m; }
+static inline int64_t win_end(int64_t i, int64_t n, int64_t m) { return ((i + 1) * n + m - 1) / m; }
+
+void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W,
+                                 int64_t P, int64_t Q) {
+  const auto sum = g_kernels->sum_f64;
+  parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
+    const float* xp = x + i * H * W;
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t h0 = win_start(p, H, P), h1 = win_end(p, H, P);
+      for (int64_t q = 0; q < Q; ++q) {
+        const int64_t w0 = win_start(q, W, Q), w1 = win_end(q, W, Q);
+        double acc = 0.0;
+        if (w0 == 0 && w1 == W) {
+          acc = sum(xp + h0 * W, (h1 - h0) * W);  // whole rows: one contiguous run
+        } else {
+          for (int64_t h = h0; h < h1; ++h) acc += sum(xp + h * W + w0, w1 - w0);
+        }
+        y[(i * P + p) * Q + q] = static_cast<float>(acc / double((h1 - h0) * (w1 - w0)));
+      }
+    }
+  });
+}
+
+void adaptive_avg_pool2d_backward(float* dx, const float* dy, int64_t planes, int64_t H,
+                                  int64_t W, int64_t P, int64_t Q) {
+  parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
+    float* d = dx + i * H * W;
+    std::fill(d, d + H * W, 0.f);
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t h0 = win_start(p, H, P), h1 = win_end(p, H, P);
+      for (int64_t q = 0; q < Q; ++q) {
+        const int64_t w0 = win_start(q, W, Q), w1 = win_end(q, W, Q);
+        const float v = dy[(i * P + p) * Q + q] / static_cast<float>((h1 - h0) * (w1 - w0));
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) d[h * W + w] += v;
+      }
+    }
+  });
+}
+
+// argmax of adaptive window (p, q) as window_argmax; windows are never empty
+static int64_t adaptive_argmax(const float* xp, int64_t H, int64_t W, int64_t P, int64_t Q,
+                               int64_t p, int64_t q) {
+  const int64_t h0 = win_start(p, H, P), h1 = win_end(p, H, P);
+  const int64_t w0 = win_start(q, W, Q), w1 = win_end(q, W, Q);
+  int64_t arg = h0 * W + w0;
+  float m = xp[arg];
+  for (int64_t h = h0; h < h1; ++h)
+    for (int64_t w = w0; w < w1; ++w) {
+      const float e = xp[h * W + w];
+      if (e > m || std::isnan(e)) {
+        m = e;
+        arg = h * W + w;
+      }
+    }
+  return arg;
+}
+
+void adaptive_max_pool2d_forward(float* y, int64_t* indices, const float* x, int64_t planes,
+                                 int64_t H, int64_t W, int64_t P, int64_t Q) {
+  parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
+    const float* xp = x + i * H * W;
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q) {
+        const int64_t a = adaptive_argmax(xp, H, W, P, Q, p, q);
+        y[(i * P + p) * Q + q] = xp[a];
+        if (indices) indices[(i * P + p) * Q + q] = a;
+      }
+  });
+}
+
+void adaptive_max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes,
+                                  int64_t H, int64_t W, int64_t P, int64_t Q) {
+  parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
+    const float* xp = x + i * H * W;
+    float* d = dx + i * H * W;
+    std::fill(d, d + H * W, 0.f);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q)
+        d[adaptive_argmax(xp, H, W, P, Q, p, q)] += dy[(i * P + p) * Q + q];
   });
 }
 

@@ -16,8 +16,9 @@ from . import _core
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "max_pool2d",
-    "max_pool2d_backward", "avg_pool2d",
-    "avg_pool2d_backward", "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "max_pool2d_backward", "max_unpool2d", "max_unpool2d_backward", "avg_pool2d",
+    "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_max_pool2d_backward", "batch_norm", "batch_norm_backward", "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "elu", "elu_backward", "softmax",
     "softmax_backward", "log_softmax", "log_softmax_backward", "linear", "linear_backward",
     "cross_entropy", "cross_entropy_backward", "binary_cross_entropy_with_logits",
@@ -228,29 +229,68 @@ def _convT_args(fn, stride, padding, output_padding, groups, dilation):
 
 # ---- pooling -----------------------------------------------------------------------------------
 
+def _batched(x):
+    """(x as an array with a batch axis, whether it had none): the unbatched (C, H, W) form of
+    the 2-D ops."""
+    x = _as_array(x)
+    if getattr(x, "ndim", 0) == 3:
+        return x[None], True
+    return x, False
+
+
+def _unbatch(y, unbatched):
+    if not unbatched:
+        return y
+    if isinstance(y, tuple):
+        return tuple(_unbatch(v, True) for v in y)
+    return y[0]
+
+
 def _pool_args(fn, kernel_size, stride, padding):
     kh, kw = _pair(kernel_size, fn, "kernel_size")
-    sh, sw = (kh, kw) if stride is None else _pair(stride, fn, "stride")
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    sh, sw = (kh, kw) if no_stride else _pair(stride, fn, "stride")
     ph, pw = _pair(padding, fn, "padding")
     return kh, kw, sh, sw, ph, pw
 
 
-def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: Optional[IntPair] = None,
-               padding: IntPair = 0) -> np.ndarray:
-    """Max pooling: x (N, C, H, W) -> (N, C, P, Q), P = floor((H + 2*pad - kH) / stride) + 1.
+def _divisor(fn, divisor_override):
+    if divisor_override is None:
+        return None
+    return _int(divisor_override, fn, "divisor_override")
 
-    Padding counts as -inf; stride=None means stride=kernel_size.
+
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0, dilation: IntPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False):
+    """Max pooling: x (N, C, H, W) or (C, H, W) -> (N, C, P, Q) with
+    P = floor((H + 2*pad - dilation*(kH-1) - 1) / stride) + 1 (rounded up with ``ceil_mode``,
+    dropping a window that would start in the bottom/right padding), as PyTorch.
+
+    Padding counts as -inf; stride=None means stride=kernel_size. With ``return_indices`` it
+    returns ``(y, indices)``: int64 positions of each maximum in its flattened H*W plane.
 
     >>> max_pool2d(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 2)[0, 0]
     array([[ 5.,  7.],
            [13., 15.]], dtype=float32)
+    >>> max_pool2d(np.arange(9, dtype=np.float32).reshape(1, 3, 3), 2, ceil_mode=True,
+    ...            return_indices=True)[1]
+    array([[[4, 5],
+            [7, 8]]])
     """
-    return _core.max_pool2d(x, *_pool_args("max_pool2d", kernel_size, stride, padding))
+    fn = "max_pool2d"
+    x, unb = _batched(x)
+    dh, dw = _pair(dilation, fn, "dilation")
+    y = _core.max_pool2d(x, *_pool_args(fn, kernel_size, stride, padding), dh, dw,
+                         bool(ceil_mode), bool(return_indices))
+    return _unbatch(y, unb)
 
 
 def max_pool2d_backward(grad_out: ArrayLike, x: ArrayLike, kernel_size: IntPair,
-                        stride: Optional[IntPair] = None, padding: IntPair = 0) -> np.ndarray:
-    """Gradient of ``max_pool2d``: grad_out (N, C, P, Q), x (N, C, H, W) -> grad_x (N, C, H, W).
+                        stride: Optional[IntPair] = None, padding: IntPair = 0,
+                        dilation: IntPair = 1, ceil_mode: bool = False) -> np.ndarray:
+    """Gradient of ``max_pool2d``: grad_out (N, C, P, Q), x (N, C, H, W) -> grad_x (N, C, H, W)
+    (or all unbatched).
 
     Each output's gradient goes to the first maximum of its window (row-major), as PyTorch.
 
@@ -258,31 +298,251 @@ def max_pool2d_backward(grad_out: ArrayLike, x: ArrayLike, kernel_size: IntPair,
     >>> max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), x, 2)[0, 0, 1]
     array([0., 1., 0., 1.], dtype=float32)
     """
-    args = _pool_args("max_pool2d_backward", kernel_size, stride, padding)
-    return _core.max_pool2d_backward(grad_out, x, *args)
+    fn = "max_pool2d_backward"
+    x, unb = _batched(x)
+    dh, dw = _pair(dilation, fn, "dilation")
+    g = _as_array(grad_out)[None] if unb else grad_out
+    return _unbatch(_core.max_pool2d_backward(g, x, *_pool_args(fn, kernel_size, stride, padding),
+                                              dh, dw, bool(ceil_mode)), unb)
 
 
 def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: Optional[IntPair] = None,
-               padding: IntPair = 0) -> np.ndarray:
-    """Average pooling: x (N, C, H, W) -> (N, C, P, Q); padding counts as zeros
-    (count_include_pad=True); stride=None means stride=kernel_size.
+               padding: IntPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Optional[int] = None) -> np.ndarray:
+    """Average pooling: x (N, C, H, W) or (C, H, W) -> (N, C, P, Q); stride=None means
+    stride=kernel_size. Each window's sum is divided by ``divisor_override`` when given, else by
+    its size counting padding (``count_include_pad=True``) or only the input elements, as
+    PyTorch (with ``ceil_mode`` a window is clipped at the padded edge).
 
     >>> avg_pool2d(np.ones((1, 1, 4, 4), np.float32), 2, padding=1)[0, 0, 0]
     array([0.25, 0.5 , 0.25], dtype=float32)
+    >>> avg_pool2d(np.ones((1, 1, 4, 4), np.float32), 2, padding=1, count_include_pad=False)[0, 0, 0]
+    array([1., 1., 1.], dtype=float32)
     """
-    return _core.avg_pool2d(x, *_pool_args("avg_pool2d", kernel_size, stride, padding))
+    fn = "avg_pool2d"
+    x, unb = _batched(x)
+    return _unbatch(_core.avg_pool2d(x, *_pool_args(fn, kernel_size, stride, padding),
+                                     bool(ceil_mode), bool(count_include_pad),
+                                     _divisor(fn, divisor_override)), unb)
 
 
 def avg_pool2d_backward(grad_out: ArrayLike, x: ArrayLike, kernel_size: IntPair,
-                        stride: Optional[IntPair] = None, padding: IntPair = 0) -> np.ndarray:
+                        stride: Optional[IntPair] = None, padding: IntPair = 0,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: Optional[int] = None) -> np.ndarray:
     """Gradient of ``avg_pool2d``: grad_out (N, C, P, Q), x (N, C, H, W) -> grad_x (N, C, H, W).
 
     >>> avg_pool2d_backward(np.ones((1, 1, 1, 1), np.float32), np.ones((1, 1, 2, 2)), 2)[0, 0]
     array([[0.25, 0.25],
            [0.25, 0.25]], dtype=float32)
     """
-    args = _pool_args("avg_pool2d_backward", kernel_size, stride, padding)
-    return _core.avg_pool2d_backward(grad_out, x, *args)
+    fn = "avg_pool2d_backward"
+    x, unb = _batched(x)
+    g = _as_array(grad_out)[None] if unb else grad_out
+    return _unbatch(_core.avg_pool2d_backward(g, x, *_pool_args(fn, kernel_size, stride, padding),
+                                              bool(ceil_mode), bool(count_include_pad),
+                                              _divisor(fn, divisor_override)), unb)
+
+
+def _unpool_setup(fn, x, indices, kernel_size, stride, padding, output_size):
+    """(x4, indices4 int64, (N, C, Ho, Wo), unbatched) for max_unpool2d, checked as PyTorch."""
+    kh, kw, sh, sw, ph, pw = _pool_args(fn, kernel_size, stride, padding)
+    x = np.ascontiguousarray(_as_array(x), dtype=np.float32)
+    unb = x.ndim == 3
+    if unb:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"{fn}: expected input of shape (N, C, H, W) or (C, H, W), but got "
+                         f"{x.shape}")
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: argument 'indices' expected integers, but got dtype {idx.dtype}")
+    idx = idx.astype(np.int64, copy=False).reshape(idx.shape)
+    if unb and idx.ndim == 3:
+        idx = idx[None]
+    if idx.shape != x.shape:
+        raise ValueError(f"{fn}: expected indices of the input's shape {x.shape}, but got "
+                         f"{idx.shape}")
+    N, C, H, W = x.shape
+    default = ((H - 1) * sh - 2 * ph + kh, (W - 1) * sw - 2 * pw + kw)
+    if output_size is None:
+        out = default
+    else:
+        o = tuple(int(v) for v in output_size)
+        if len(o) in (3, 4):
+            o = o[-2:]
+        if len(o) != 2:
+            raise ValueError(f"{fn}: expected output_size (H, W), (C, H, W) or (N, C, H, W), "
+                             f"but got {tuple(output_size)}")
+        for d, (v, dv, st) in enumerate(zip(o, default, (sh, sw))):
+            if not dv - st < v < dv + st:
+                raise ValueError(f"{fn}: output_size {o} must lie between "
+                                 f"{(default[0] - sh + 1, default[1] - sw + 1)} and "
+                                 f"{(default[0] + sh - 1, default[1] + sw - 1)}")
+        out = o
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(f"{fn}: the output size {out} is too small for input {x.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= out[0] * out[1]):
+        bad = idx[(idx < 0) | (idx >= out[0] * out[1])].flat[0]
+        raise ValueError(f"{fn}: index {bad} is outside the output plane of {out[0]}x{out[1]} "
+                         f"= {out[0] * out[1]} elements")
+    return x, idx, (N, C) + tuple(out), unb
+
+
+def max_unpool2d(x: ArrayLike, indices: ArrayLike, kernel_size: IntPair,
+                 stride: Optional[IntPair] = None, padding: IntPair = 0,
+                 output_size: Optional[Sequence[int]] = None) -> np.ndarray:
+    """The partial inverse of ``max_pool2d``: x (N, C, P, Q) placed at ``indices`` (from
+    ``max_pool2d(..., return_indices=True)``) of zero planes (N, C, Ho, Wo), where
+    Ho = (P - 1)*stride - 2*pad + kH unless ``output_size`` says otherwise.
+
+    >>> y, i = max_pool2d(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 2,
+    ...                   return_indices=True)
+    >>> max_unpool2d(y, i, 2)[0, 0, 1]
+    array([0., 5., 0., 7.], dtype=float32)
+    """
+    x, idx, shape, unb = _unpool_setup("max_unpool2d", x, indices, kernel_size, stride, padding,
+                                       output_size)
+    N, C, Ho, Wo = shape
+    y = np.zeros((N, C, Ho * Wo), np.float32)
+    np.put_along_axis(y, idx.reshape(N, C, -1), x.reshape(N, C, -1), axis=2)
+    return _unbatch(y.reshape(shape), unb)
+
+
+def max_unpool2d_backward(grad_out: ArrayLike, x: ArrayLike, indices: ArrayLike,
+                          kernel_size: IntPair, stride: Optional[IntPair] = None,
+                          padding: IntPair = 0,
+                          output_size: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Gradient of ``max_unpool2d`` with respect to x: grad_out read back at the indices.
+
+    >>> y, i = max_pool2d(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 2,
+    ...                   return_indices=True)
+    >>> max_unpool2d_backward(np.arange(16.).reshape(1, 1, 4, 4), y, i, 2)[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
+    """
+    fn = "max_unpool2d_backward"
+    x, idx, shape, unb = _unpool_setup(fn, x, indices, kernel_size, stride, padding, output_size)
+    g = np.ascontiguousarray(_as_array(grad_out), dtype=np.float32)
+    if unb and g.ndim == 3:
+        g = g[None]
+    if g.shape != shape:
+        raise ValueError(f"{fn}: expected grad_out of shape {shape}, but got {g.shape}")
+    N, C = shape[:2]
+    dx = np.take_along_axis(g.reshape(N, C, -1), idx.reshape(N, C, -1), axis=2)
+    return _unbatch(dx.reshape(x.shape), unb)
+
+
+def _adaptive_size(fn, x, output_size):
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(f"{fn}: argument 'output_size' expected an int or a pair, but got "
+                             f"{tuple(output_size)!r}")
+        h, w = output_size
+    else:
+        h = w = output_size
+    H, W = np.shape(x)[-2:] if np.ndim(x) >= 2 else (None, None)
+    h = H if h is None else _int(h, fn, "output_size")
+    w = W if w is None else _int(w, fn, "output_size")
+    return h, w
+
+
+def adaptive_avg_pool2d(x: ArrayLike, output_size) -> np.ndarray:
+    """Adaptive average pooling to ``output_size`` (an int, or a pair where None keeps that
+    size): output (i, j) averages rows floor(i*H/P) .. ceil((i+1)*H/P) and likewise columns,
+    as PyTorch. ``output_size=1`` is global average pooling.
+
+    >>> adaptive_avg_pool2d(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 1)[0, 0]
+    array([[7.5]], dtype=float32)
+    """
+    fn = "adaptive_avg_pool2d"
+    x, unb = _batched(x)
+    return _unbatch(_core.adaptive_avg_pool2d(x, *_adaptive_size(fn, x, output_size)), unb)
+
+
+def adaptive_avg_pool2d_backward(grad_out: ArrayLike, x: ArrayLike, output_size) -> np.ndarray:
+    """Gradient of ``adaptive_avg_pool2d``: grad_out (N, C, P, Q) -> grad_x (N, C, H, W).
+
+    >>> adaptive_avg_pool2d_backward(np.ones((1, 1, 1, 1)), np.ones((1, 1, 2, 2)), 1)[0, 0]
+    array([[0.25, 0.25],
+           [0.25, 0.25]], dtype=float32)
+    """
+    fn = "adaptive_avg_pool2d_backward"
+    x, unb = _batched(x)
+    g = _as_array(grad_out)[None] if unb else grad_out
+    return _unbatch(_core.adaptive_avg_pool2d_backward(g, x, *_adaptive_size(fn, x, output_size)),
+                    unb)
+
+
+def adaptive_max_pool2d(x: ArrayLike, output_size, return_indices: bool = False):
+    """Adaptive max pooling (windows as ``adaptive_avg_pool2d``); with ``return_indices`` it
+    returns ``(y, indices)`` into each flattened H*W plane.
+
+    >>> adaptive_max_pool2d(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), (1, 2))[0, 0]
+    array([[13., 15.]], dtype=float32)
+    """
+    fn = "adaptive_max_pool2d"
+    x, unb = _batched(x)
+    return _unbatch(_core.adaptive_max_pool2d(x, *_adaptive_size(fn, x, output_size),
+                                              bool(return_indices)), unb)
+
+
+def adaptive_max_pool2d_backward(grad_out: ArrayLike, x: ArrayLike, output_size) -> np.ndarray:
+    """Gradient of ``adaptive_max_pool2d``: each output's gradient goes to its window's first
+    maximum.
+
+    >>> x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    >>> adaptive_max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 1)[0, 0]
+    array([[0., 0.],
+           [0., 1.]], dtype=float32)
+    """
+    fn = "adaptive_max_pool2d_backward"
+    x, unb = _batched(x)
+    g = _as_array(grad_out)[None] if unb else grad_out
+    return _unbatch(_core.adaptive_max_pool2d_backward(g, x, *_adaptive_size(fn, x, output_size)),
+                    unb)
+
+
+# ---- normalisation -----------------------------------------------------------------------------
+
+def batch_norm(x: ArrayLike, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
+               weight: Optional[ArrayLike] = None, bias: Optional[ArrayLike] = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> np.ndarray:
+    """Batch normalisation of x (N, C) or (N, C, H, W) per channel:
+    y = (x - mean) / sqrt(var + eps) * weight + bias.
+
+    Training: mean and the biased variance of the batch; the running arrays (float32 (C,)
+    NumPy arrays, or None) are updated in place with the unbiased variance,
+    ``r = (1 - momentum) * r + momentum * batch_stat``. Evaluation: the running statistics.
+
+    >>> x = np.array([[1.], [3.]], np.float32); rm, rv = np.zeros(1, np.float32), np.ones(1, np.float32)
+    >>> batch_norm(x, rm, rv, training=True)[:, 0], rm, rv
+    (array([-0.999995,  0.999995], dtype=float32), array([0.2], dtype=float32), array([1.1], dtype=float32))
+    """
+    fn = "batch_norm"
+    return _core.batch_norm(x, running_mean, running_var, weight, bias, bool(training),
+                            _float(momentum, fn, "momentum"), _float(eps, fn, "eps"))
+
+
+def batch_norm_backward(grad_out: ArrayLike, x: ArrayLike, running_mean: Optional[np.ndarray],
+                        running_var: Optional[np.ndarray], weight: Optional[ArrayLike] = None,
+                        bias: Optional[ArrayLike] = None, training: bool = False,
+                        momentum: float = 0.1, eps: float = 1e-5,
+                        input_grad: bool = True) -> Grads:
+    """Gradient of ``batch_norm`` -> ``(grad_x, grad_weight or None, grad_bias or None)``. In
+    training mode the batch statistics are recomputed from x (the running arrays are not
+    touched); in evaluation mode the running statistics are used. ``input_grad=False`` skips
+    grad_x (None).
+
+    >>> x = np.array([[1.], [3.]], np.float32)
+    >>> batch_norm_backward(np.array([[1.], [0.]]), x, None, None, np.ones(1), np.zeros(1),
+    ...                     training=True)[1:]
+    (array([-0.999995], dtype=float32), array([1.], dtype=float32))
+    """
+    fn = "batch_norm_backward"
+    _float(momentum, fn, "momentum")
+    return _core.batch_norm_backward(grad_out, x, running_mean, running_var, weight, bias,
+                                     bool(training), _float(eps, fn, "eps"), bool(input_grad))
 
 
 # ---- activations -------------------------------------------------------------------------------

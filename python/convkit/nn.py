@@ -19,9 +19,10 @@ from . import functional as F
 IntPair = Union[int, Tuple[int, int]]
 
 __all__ = [
-    "Parameter", "Module", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "ReLU",
-    "LeakyReLU", "Sigmoid", "Tanh", "ELU", "Flatten", "Linear", "Dropout", "Sequential", "CrossEntropyLoss", "MSELoss",
-    "BCEWithLogitsLoss",
+    "Parameter", "Module", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "MaxUnpool2d",
+    "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "BatchNorm2d", "BatchNorm1d", "Identity",
+    "Residual", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "Flatten", "Linear", "Dropout",
+    "Sequential", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "summary",
 ]
 
 
@@ -53,8 +54,8 @@ class Parameter:
         return f"Parameter(shape={self.data.shape})"
 
 
-def _state_array(v, name) -> np.ndarray:
-    """A state entry as a float32 array (PyTorch tensors detached, on the CPU)."""
+def _state_array(v, name, dtype=np.float32) -> np.ndarray:
+    """A state entry as an array of `dtype` (PyTorch tensors detached, on the CPU)."""
     if hasattr(v, "detach") and hasattr(v, "cpu"):
         v = v.detach().cpu().numpy()
     try:
@@ -64,7 +65,7 @@ def _state_array(v, name) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise TypeError(f"load_state_dict: entry {name!r} expected numeric data, but got dtype "
                         f"{a.dtype}")
-    return a.astype(np.float32)
+    return a.astype(dtype)
 
 
 def _uniform(shape, bound):
@@ -109,19 +110,61 @@ class Module:
                                f"(forward) on a batch before backward")
         return value
 
-    # -- parameters ----------------------------------------------------------------------------
+    # -- parameters, buffers and sub-modules (PyTorch's order: a module's own parameters and
+    #    buffers, in definition order, then each child's) -------------------------------------
+    _buffers: Tuple[str, ...] = ()  # names of non-trainable state arrays (None when absent)
+
     def named_parameters(self, prefix: str = "") -> Iterator[Tuple[str, "Parameter"]]:
         for name, v in self.__dict__.items():
             if isinstance(v, Parameter):
                 yield prefix + name, v
-            elif isinstance(v, Module):
-                yield from v.named_parameters(prefix + name + ".")
+        for name, c in self.named_children():
+            yield from c.named_parameters(prefix + name + ".")
 
     def parameters(self) -> List["Parameter"]:
         return [p for _, p in self.named_parameters()]
 
-    def children(self):
-        return [v for v in self.__dict__.values() if isinstance(v, Module)]
+    def named_buffers(self, prefix: str = "") -> Iterator[Tuple[str, np.ndarray]]:
+        """Non-trainable state (e.g. batch norm's running statistics), PyTorch's names."""
+        for name in self._buffers:
+            v = getattr(self, name, None)
+            if v is not None:
+                yield prefix + name, v
+        for name, c in self.named_children():
+            yield from c.named_buffers(prefix + name + ".")
+
+    def buffers(self) -> List[np.ndarray]:
+        return [b for _, b in self.named_buffers()]
+
+    def named_children(self) -> Iterator[Tuple[str, "Module"]]:
+        for name, v in self.__dict__.items():
+            if isinstance(v, Module):
+                yield name, v
+
+    def children(self) -> List["Module"]:
+        return [c for _, c in self.named_children()]
+
+    def named_modules(self, prefix: str = "") -> Iterator[Tuple[str, "Module"]]:
+        """This module (named ``prefix``) and every sub-module below it, depth first, each once.
+
+        >>> [n for n, _ in Sequential(Linear(2, 2), Sequential(ReLU())).named_modules()]
+        ['', '0', '1', '1.0']
+        """
+        seen = set()
+
+        def walk(m, name):
+            if id(m) in seen:
+                return
+            seen.add(id(m))
+            yield name, m
+            for n, c in m.named_children():
+                yield from walk(c, f"{name}.{n}" if name else n)
+
+        yield from walk(self, prefix)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, m in self.named_modules():
+            yield m
 
     def zero_grad(self) -> None:
         for p in self.parameters():
@@ -137,17 +180,34 @@ class Module:
         return self.train(False)
 
     # -- state ---------------------------------------------------------------------------------
+    def _state_items(self, prefix=""):
+        """(name, owner, attribute, kind) of every state entry in PyTorch's state_dict order."""
+        for name, v in self.__dict__.items():
+            if isinstance(v, Parameter):
+                yield prefix + name, self, name, "parameter"
+        for name in self._buffers:
+            if getattr(self, name, None) is not None:
+                yield prefix + name, self, name, "buffer"
+        for name, c in self.named_children():
+            yield from c._state_items(prefix + name + ".")
+
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+        """Parameters and buffers by name (copies), in PyTorch's order."""
+        out = OrderedDict()
+        for n, owner, attr, kind in self._state_items():
+            v = getattr(owner, attr)
+            out[n] = (v.data if kind == "parameter" else v).copy()
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Copies arrays into the parameters, all or nothing: a missing, unexpected, misshapen or
-        non-numeric entry raises and leaves every parameter as it was. Values may be NumPy
-        arrays, anything with ``__array__``, or PyTorch tensors (also with ``requires_grad``).
+        """Copies arrays into the parameters and buffers, all or nothing: a missing,
+        unexpected, misshapen or non-numeric entry raises and leaves every array as it was.
+        Values may be NumPy arrays, anything with ``__array__``, or PyTorch tensors (also with
+        ``requires_grad``).
 
         >>> m = Linear(3, 2); m.load_state_dict(Linear(3, 2).state_dict())
         """
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict((n, (o, a, k)) for n, o, a, k in self._state_items())
         missing = [n for n in own if n not in state]
         unexpected = [n for n in state if n not in own]
         if missing or unexpected:
@@ -159,17 +219,20 @@ class Module:
             raise ValueError(f"load_state_dict: the state does not match {type(self).__name__}: "
                              + "; ".join(parts))
         new = {}
-        for n, p in own.items():  # check and convert everything before changing anything
-            v = _state_array(state[n], n)
-            if v.shape != p.data.shape:
-                raise ValueError(f"load_state_dict: parameter {n!r} has shape {p.data.shape} in "
-                                 f"the model, but {v.shape} in the state")
+        for n, (o, a, kind) in own.items():  # check and convert everything before changing
+            cur = getattr(o, a)
+            cur = cur.data if kind == "parameter" else cur
+            v = _state_array(state[n], n, cur.dtype)
+            if v.shape != cur.shape:
+                raise ValueError(f"load_state_dict: {kind} {n!r} has shape {cur.shape} in the "
+                                 f"model, but {v.shape} in the state")
             new[n] = v
-        for n, p in own.items():
-            p.data[...] = new[n]
+        for n, (o, a, kind) in own.items():
+            cur = getattr(o, a)
+            (cur.data if kind == "parameter" else cur)[...] = new[n]
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Writes the parameters to an .npz file (``.npz`` is appended when missing), atomically:
+        """Writes the state_dict (parameters and buffers) to an .npz file (``.npz`` is appended when missing), atomically:
         a crash while writing leaves any earlier file at ``path`` intact."""
         import tempfile
         path = str(path)
@@ -233,7 +296,7 @@ class Module:
         return ""
 
     def __repr__(self):
-        kids = [(n, v) for n, v in self.__dict__.items() if isinstance(v, Module)]
+        kids = list(self.named_children())
         head = f"{type(self).__name__}({self.extra_repr()}"
         if not kids:
             return head + ")"
@@ -365,45 +428,299 @@ class ConvTranspose2d(Module):
                 f"dilation={self.dilation}, bias={self.bias is not None}")
 
 
-class _Pool(Module):
-    _fwd = _bwd = None
-
-    def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None,
-                 padding: IntPair = 0):
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self._x = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x = _f32(x)
-        return type(self)._fwd(x, self.kernel_size, self.stride, self.padding)
-
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
-        return type(self)._bwd(grad_out, self._cached(self._x), self.kernel_size, self.stride,
-                               self.padding)
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-
-
-class MaxPool2d(_Pool):
-    """Max pooling layer (``functional.max_pool2d``): (N, C, H, W) -> (N, C, P, Q).
+class MaxPool2d(Module):
+    """Max pooling layer (PyTorch's ``nn.MaxPool2d``, see ``functional.max_pool2d``):
+    (N, C, H, W) or (C, H, W) -> (N, C, P, Q). With ``return_indices`` the call returns
+    ``(y, indices)`` (for ``MaxUnpool2d``).
 
     >>> MaxPool2d(2)(np.zeros((1, 6, 28, 28), np.float32)).shape
     (1, 6, 14, 14)
+    >>> MaxPool2d(3, 2, ceil_mode=True)(np.zeros((1, 1, 8, 8), np.float32)).shape
+    (1, 1, 4, 4)
     """
 
-    _fwd, _bwd = F.max_pool2d, F.max_pool2d_backward
+    def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None,
+                 padding: IntPair = 0, dilation: IntPair = 1, return_indices: bool = False,
+                 ceil_mode: bool = False):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.return_indices, self.ceil_mode = dilation, return_indices, ceil_mode
+        self._x = None
+
+    def _kw(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    ceil_mode=self.ceil_mode)
+
+    def forward(self, x: np.ndarray):
+        self._x = x = _f32(x)
+        return F.max_pool2d(x, self.kernel_size, return_indices=self.return_indices,
+                            **self._kw())
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        return F.max_pool2d_backward(grad_out, self._cached(self._x), self.kernel_size,
+                                     **self._kw())
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
-class AvgPool2d(_Pool):
-    """Average pooling layer (``functional.avg_pool2d``): (N, C, H, W) -> (N, C, P, Q).
+class AvgPool2d(Module):
+    """Average pooling layer (PyTorch's ``nn.AvgPool2d``, see ``functional.avg_pool2d``):
+    (N, C, H, W) or (C, H, W) -> (N, C, P, Q).
 
     >>> AvgPool2d(2, stride=1)(np.ones((1, 1, 3, 3), np.float32))[0, 0]
     array([[1., 1.],
            [1., 1.]], dtype=float32)
     """
 
-    _fwd, _bwd = F.avg_pool2d, F.avg_pool2d_backward
+    def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None,
+                 padding: IntPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: Optional[int] = None):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self.divisor_override = divisor_override
+        self._x = None
+
+    def _kw(self):
+        return dict(stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode,
+                    count_include_pad=self.count_include_pad,
+                    divisor_override=self.divisor_override)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x = _f32(x)
+        return F.avg_pool2d(x, self.kernel_size, **self._kw())
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        return F.avg_pool2d_backward(grad_out, self._cached(self._x), self.kernel_size,
+                                     **self._kw())
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool2d(Module):
+    """The partial inverse of ``MaxPool2d(..., return_indices=True)``:
+    ``unpool(y, indices, output_size=None)`` (see ``functional.max_unpool2d``); ``backward``
+    returns the gradient of y.
+
+    >>> pool, unpool = MaxPool2d(2, return_indices=True), MaxUnpool2d(2)
+    >>> unpool(*pool(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))).shape
+    (1, 1, 4, 4)
+    """
+
+    def __init__(self, kernel_size: IntPair, stride: Optional[IntPair] = None,
+                 padding: IntPair = 0):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self._saved = None
+
+    def __call__(self, x, indices=None, output_size=None):
+        return self.forward(x, indices, output_size)
+
+    def forward(self, x: np.ndarray, indices=None, output_size=None) -> np.ndarray:
+        if indices is None:
+            raise TypeError("MaxUnpool2d: call it as unpool(x, indices), with the indices from "
+                            "MaxPool2d(..., return_indices=True)")
+        x = _f32(x)
+        self._saved = (x, indices, output_size)
+        return F.max_unpool2d(x, indices, self.kernel_size, self.stride, self.padding,
+                              output_size)
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        x, indices, output_size = self._cached(self._saved)
+        return F.max_unpool2d_backward(grad_out, x, indices, self.kernel_size, self.stride,
+                                       self.padding, output_size)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Adaptive average pooling to a fixed ``output_size`` (``functional.adaptive_avg_pool2d``);
+    ``AdaptiveAvgPool2d(1)`` is global average pooling.
+
+    >>> AdaptiveAvgPool2d(1)(np.ones((2, 64, 8, 8), np.float32)).shape
+    (2, 64, 1, 1)
+    """
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+        self._x = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x = _f32(x)
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        return F.adaptive_avg_pool2d_backward(grad_out, self._cached(self._x), self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """Adaptive max pooling to a fixed ``output_size`` (``functional.adaptive_max_pool2d``).
+
+    >>> AdaptiveMaxPool2d((2, 1))(np.ones((2, 3, 7, 5), np.float32)).shape
+    (2, 3, 2, 1)
+    """
+
+    def __init__(self, output_size, return_indices: bool = False):
+        self.output_size, self.return_indices = output_size, return_indices
+        self._x = None
+
+    def forward(self, x: np.ndarray):
+        self._x = x = _f32(x)
+        return F.adaptive_max_pool2d(x, self.output_size, self.return_indices)
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        return F.adaptive_max_pool2d_backward(grad_out, self._cached(self._x), self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class _BatchNorm(Module):
+    _ndims: Tuple[int, ...] = ()
+    _buffers = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, track_running_stats: bool = True):
+        name = type(self).__name__
+        if int(num_features) < 1:
+            raise ValueError(f"{name}: expected num_features >= 1, but got {num_features}")
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        C = self.num_features
+        self.weight = Parameter(np.ones(C, np.float32)) if affine else None
+        self.bias = Parameter(np.zeros(C, np.float32)) if affine else None
+        if track_running_stats:
+            self.running_mean = np.zeros(C, np.float32)
+            self.running_var = np.ones(C, np.float32)
+            self.num_batches_tracked = np.zeros((), np.int64)
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+        self._saved = None
+
+    def _check(self, x):
+        name = type(self).__name__
+        if x.ndim not in self._ndims:
+            want = " or ".join(f"{d}D" for d in self._ndims)
+            raise ValueError(f"{name}: expected {want} input, but got {x.ndim}D input of shape "
+                             f"{x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{name}: expected {self.num_features} channels in dimension 1, but "
+                             f"got input of shape {x.shape}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = _f32(x)
+        self._check(x)
+        batch_stats = self.training or not self.track_running_stats
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            if self.momentum is None:  # cumulative moving average, as PyTorch
+                momentum = 1.0 / float(self.num_batches_tracked)
+        rm, rv = self.running_mean, self.running_var
+        if batch_stats and not self.training:
+            rm = rv = None  # no running statistics to update outside training
+        w = None if self.weight is None else self.weight.data
+        b = None if self.bias is None else self.bias.data
+        y = F.batch_norm(x, rm, rv, w, b, batch_stats, momentum, self.eps)
+        # the backward needs the statistics the forward used: the batch's (recomputed from x)
+        # or copies of the running ones
+        self._saved = (x, batch_stats, None if batch_stats else (rm.copy(), rv.copy()))
+        return y
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        x, batch_stats, running = self._cached(self._saved)
+        rm, rv = running if running is not None else (None, None)
+        w = None if self.weight is None else self.weight.data
+        b = None if self.bias is None else self.bias.data
+        dx, dw, db = F.batch_norm_backward(grad_out, x, rm, rv, w, b, batch_stats,
+                                           eps=self.eps, input_grad=input_grad)
+        if self.weight is not None:
+            self.weight.grad += dw
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over (N, C, H, W) (PyTorch's ``nn.BatchNorm2d``): training mode
+    normalises with the batch's statistics and updates ``running_mean`` / ``running_var``
+    (``momentum=None``: a cumulative average); ``eval()`` uses the running statistics. The
+    buffers are in ``state_dict()`` under PyTorch's names, not in ``parameters()``.
+
+    >>> bn = BatchNorm2d(16); y = bn(np.ones((2, 16, 4, 4), np.float32)); list(bn.state_dict())
+    ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked']
+    """
+
+    _ndims = (4,)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over (N, C) or (N, C, L) (PyTorch's ``nn.BatchNorm1d``); as
+    ``BatchNorm2d`` otherwise.
+
+    >>> BatchNorm1d(3)(np.array([[1, 2, 3], [3, 2, 1]], np.float32))[0]
+    array([-0.999995,  0.      ,  0.999995], dtype=float32)
+    """
+
+    _ndims = (2, 3)
+
+
+class Identity(Module):
+    """Returns its input (a placeholder, e.g. a shortcut that does nothing).
+
+    >>> Identity()(np.ones(2))
+    array([1., 1.])
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        return grad_out
+
+
+class Residual(Module):
+    """A residual connection: ``y = body(x) + shortcut(x)``, or ``body(x) + x`` without a
+    shortcut. State names are ``body.*`` and ``shortcut.*`` (a PyTorch module with attributes
+    ``body`` and ``shortcut`` has the same state_dict).
+
+    >>> block = Residual(Sequential(Conv2d(16, 16, 3, padding=1), ReLU()))
+    >>> block(np.zeros((2, 16, 8, 8), np.float32)).shape
+    (2, 16, 8, 8)
+    """
+
+    def __init__(self, body: Module, shortcut: Optional[Module] = None):
+        for name, m in (("body", body), ("shortcut", shortcut)):
+            if m is not None and not isinstance(m, Module):
+                raise TypeError(f"Residual: {name} must be a Module, but got "
+                                f"{type(m).__name__}")
+        self.body, self.shortcut = body, shortcut
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = self.body(x)
+        s = x if self.shortcut is None else self.shortcut(x)
+        if np.shape(y) != np.shape(s):
+            raise ValueError(f"Residual: the body gives shape {np.shape(y)} but the shortcut "
+                             f"{np.shape(s)}; give a shortcut that maps the input to the body's "
+                             f"output shape (e.g. a strided 1x1 Conv2d)")
+        return np.add(y, s, dtype=np.float32)  # a new array: y or s may be x or a saved input
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        g = self.body.backward(grad_out, input_grad=input_grad)
+        if self.shortcut is None:
+            s = grad_out
+        else:
+            s = self.shortcut.backward(grad_out, input_grad=input_grad)
+        if not input_grad:
+            return None
+        return np.add(g, s, dtype=np.float32)
 
 
 class _Activation(Module):
@@ -670,3 +987,58 @@ class BCEWithLogitsLoss(_Loss):
     """
 
     _fwd, _bwd = F.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits_backward
+
+
+def summary(model: Module, input_shape: Tuple[int, ...], print_fn=print) -> List[dict]:
+    """Runs ``model`` (in evaluation mode, then restores its mode) on zeros of
+    ``(2,) + input_shape`` (one sample's shape; a full batch shape is accepted too) and returns,
+    and prints, each leaf layer's name, type, output shape (batch as -1) and parameter count.
+
+    >>> rows = summary(Sequential(Conv2d(1, 4, 3), ReLU(), Flatten(), Linear(4 * 26 * 26, 10)),
+    ...                (1, 28, 28), print_fn=None)
+    >>> [(r["name"], r["output_shape"], r["params"]) for r in rows][::3]
+    [('0', (-1, 4, 26, 26), 40), ('3', (-1, 10), 27050)]
+    """
+    rows: List[dict] = []
+    leaves = [(n, m) for n, m in model.named_modules() if not m.children()]
+    was_training = model.training
+
+    def recorder(name, m):
+        fwd = m.forward
+
+        def run(*args, **kw):
+            y = fwd(*args, **kw)
+            out = y[0] if isinstance(y, tuple) else y
+            rows.append(dict(name=name, type=type(m).__name__,
+                             output_shape=(-1,) + tuple(np.shape(out))[1:],
+                             params=sum(p.data.size for p in m.parameters())))
+            return y
+        return run
+
+    def attempt(shape):
+        rows.clear()
+        for n, m in leaves:
+            m.forward = recorder(n, m)
+        try:
+            model(np.zeros(shape, np.float32))
+        finally:
+            for _, m in leaves:
+                del m.forward
+    model.eval()
+    try:
+        try:
+            attempt((2,) + tuple(input_shape))
+        except ValueError:
+            if len(input_shape) < 2:
+                raise
+            attempt(tuple(input_shape))  # the shape of a whole batch
+    finally:
+        model.train(was_training)
+    if print_fn is not None:
+        total = sum(p.data.size for p in model.parameters())
+        lines = [f"{'layer':<24}{'type':<20}{'output shape':<22}{'params':>10}", "-" * 76]
+        lines += [f"{r['name']:<24}{r['type']:<20}{str(r['output_shape']):<22}{r['params']:>10,}"
+                  for r in rows]
+        lines += ["-" * 76, f"total parameters: {total:,}"]
+        print_fn("\n".join(lines))
+    return rows

@@ -43,8 +43,16 @@ struct Pool2dShape {
   int64_t sh, sw;
   int64_t ph, pw;
   int64_t P, Q;
+  int64_t dh = 1, dw = 1;          // dilation (max pooling)
+  bool ceil_mode = false;          // output size rounds up (windows may run past the padding)
+  bool count_include_pad = true;   // average pooling: padding counts in the divisor
+  int64_t divisor = 0;             // average pooling: divisor_override (0: none)
 };
+// Fills P and Q from the rest, as PyTorch: with ceil_mode a window that would start in the
+// bottom/right padding is dropped.
 void pool2d_out_size(Pool2dShape& s);
+// Average pooling's divisor for output (p, q), as PyTorch's avg_pool2d counts it.
+int64_t avg_pool2d_divisor(const Pool2dShape& s, int64_t p, int64_t q);
 
 // ---- conv2d -------------------------------------------------------------------------------
 // x (N,C,H,W), w (K,C/G,R,S), b (K) or null -> y (N,K,P,Q)
@@ -87,10 +95,35 @@ void pad2d_backward(float* dx, const float* dy, int64_t planes, int64_t H, int64
 
 // ---- pooling ------------------------------------------------------------------------------
 // x (N,C,H,W) -> y (N,C,P,Q). Max treats padding as -inf; avg counts padding as zeros.
-void max_pool2d_forward(float* y, const float* x, const Pool2dShape& s);
+// indices (may be null): the argmax of each window in its flattened (H*W) plane; the first
+// maximum in row-major order, a NaN winning, as PyTorch. The backward sends dy there.
+void max_pool2d_forward(float* y, int64_t* indices, const float* x, const Pool2dShape& s);
 void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2dShape& s);
 void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s);
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s);
+// Adaptive pooling of `planes` (H, W) planes to (P, Q): window i of an axis of size n out of m
+// spans [floor(i*n/m), ceil((i+1)*n/m)), as PyTorch. indices as for max_pool2d (may be null).
+void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W,
+                                 int64_t P, int64_t Q);
+void adaptive_avg_pool2d_backward(float* dx, const float* dy, int64_t planes, int64_t H,
+                                  int64_t W, int64_t P, int64_t Q);
+void adaptive_max_pool2d_forward(float* y, int64_t* indices, const float* x, int64_t planes,
+                                 int64_t H, int64_t W, int64_t P, int64_t Q);
+void adaptive_max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes,
+                                  int64_t H, int64_t W, int64_t P, int64_t Q);
+
+// ---- batch normalisation over (N, C, L) (L = H*W, or 1 for (N, C) input) -------------------
+// y = (x - mean) / sqrt(var + eps) * weight + bias per channel (weight, bias null: 1, 0).
+// batch_stats: mean and the biased var of the batch are computed (float64, a fixed order) and
+// written to mean / var; else mean / var are read (the running statistics).
+void batch_norm_forward(float* y, double* mean, double* var, const float* x, const float* weight,
+                        const float* bias, double eps, int64_t N, int64_t C, int64_t L,
+                        bool batch_stats);
+// Gradients of batch_norm_forward with the same arguments (batch_stats: the statistics are
+// recomputed from x and dx includes their gradient; mean / var unused). dx, dw, db may be null.
+void batch_norm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                         const double* mean, const double* var, const float* weight, double eps,
+                         int64_t N, int64_t C, int64_t L, bool batch_stats);
 
 // ---- activations (elementwise, any shape, n elements) ---------------------------------------
 enum class Act : int { relu = 0, leaky_relu = 1, sigmoid = 2, tanh = 3, elu = 4 };

@@ -21,8 +21,7 @@ void direct_wide_ukernel(int64_t kc, const float* a, const float* b, const int64
 // pool_avx512.cpp
 void maxpool2x2_bwd(float* dx, const float* dy, const float* x, int64_t H, int64_t W, int64_t P,
                     int64_t Q);
-void maxpool_plane_avx512(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
-                          int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+void maxpool_plane_avx512(float* y, const float* x, const Pool2dShape& s);
 // conv_tiles_avx512.cpp
 void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg);
 void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
@@ -61,8 +60,7 @@ void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const f
 
 // The portable loops (kernels_avx512.cpp compiles them with these flags) for the cases the
 // kernels above hand back.
-void portable_maxpool_plane(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
-                            int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
+void portable_maxpool_plane(float* y, const float* x, const Pool2dShape& s);
 void portable_conv_dw_tile(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg);
 void portable_col2im_plane(float* dx, const float* g, int64_t ld, const Col2imArgs& a);
 void portable_phase_split_rows(float* dst, int64_t dstep, int64_t fstride, const float* src,

@@ -12,9 +12,8 @@ namespace convkit {
 namespace avx512 {
 #include "../portable.inc"
 
-void portable_maxpool_plane(float* y, const float* x, int64_t H, int64_t W, int64_t P, int64_t Q,
-                            int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  maxpool_plane(y, x, H, W, P, Q, R, S, sh, sw, ph, pw);
+void portable_maxpool_plane(float* y, const float* x, const Pool2dShape& s) {
+  maxpool_plane(y, x, s);
 }
 void portable_conv_dw_tile(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg) {
   conv_dw_tile(out, ldo, a, kt, tg);

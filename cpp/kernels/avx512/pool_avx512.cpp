@@ -80,13 +80,13 @@ void maxpool2x2_bwd(float* dx, const float* dy, const float* x, int64_t H, int64
   for (int64_t i = 2 * P * W; i < H * W; ++i) dx[i] = 0.f;  // odd height: the last row
 }
 // Max pool: the 2x2 / stride-2 / unpadded case vectorised like maxpool2x2_bwd, others portable.
-void maxpool_plane_avx512(float* y, const float* x, int64_t H, int64_t W, int64_t P,
-                                 int64_t Q, int64_t R, int64_t S, int64_t sh, int64_t sw,
-                                 int64_t ph, int64_t pw) {
-  if (!(R == 2 && S == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0)) {
-    portable_maxpool_plane(y, x, H, W, P, Q, R, S, sh, sw, ph, pw);
+void maxpool_plane_avx512(float* y, const float* x, const Pool2dShape& s) {
+  if (!(s.R == 2 && s.S == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 && s.dh == 1 &&
+        s.dw == 1 && 2 * s.P <= s.H && 2 * s.Q <= s.W)) {
+    portable_maxpool_plane(y, x, s);
     return;
   }
+  const int64_t W = s.W, P = s.P, Q = s.Q;
   for (int64_t p = 0; p < P; ++p) {
     const float* r0 = x + 2 * p * W;
     const float* r1 = r0 + W;
@@ -98,6 +98,5 @@ void maxpool_plane_avx512(float* y, const float* x, int64_t H, int64_t W, int64_
     }
   }
 }
-// conv_dw_tile with KT x TG accumulators held in registers (TG x vectors + 1 dy vector + KT*TG
 }  // namespace avx512
 }  // namespace convkit

@@ -61,7 +61,7 @@ template <class F>
 static void for_window(const Pool2dShape& s, int64_t p, int64_t q, F&& f) {
   for (int64_t r = 0; r < s.R; ++r)
     for (int64_t t = 0; t < s.S; ++t) {
-      const int64_t h = p * s.sh - s.ph + r, v = q * s.sw - s.pw + t;
+      const int64_t h = p * s.sh - s.ph + r * s.dh, v = q * s.sw - s.pw + t * s.dw;
       if (h >= 0 && h < s.H && v >= 0 && v < s.W) f(h * s.W + v);
     }
 }
@@ -99,7 +99,8 @@ void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
         const float* xp = x + nc * s.H * s.W;
         double acc = 0.0;
         for_window(s, p, q, [&](int64_t i) { acc += xp[i]; });
-        y[(nc * s.P + p) * s.Q + q] = static_cast<float>(acc / double(s.R * s.S));
+        y[(nc * s.P + p) * s.Q + q] =
+            static_cast<float>(acc / double(avg_pool2d_divisor(s, p, q)));
       }
 }
 
@@ -108,7 +109,7 @@ void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
   for (int64_t nc = 0; nc < s.N * s.C; ++nc)
     for (int64_t p = 0; p < s.P; ++p)
       for (int64_t q = 0; q < s.Q; ++q) {
-        const double d = dy[(nc * s.P + p) * s.Q + q] / double(s.R * s.S);
+        const double d = dy[(nc * s.P + p) * s.Q + q] / double(avg_pool2d_divisor(s, p, q));
         for_window(s, p, q, [&](int64_t i) { g[nc * s.H * s.W + i] += d; });
       }
   for (size_t i = 0; i < g.size(); ++i) dx[i] = static_cast<float>(g[i]);

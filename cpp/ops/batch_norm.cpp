@@ -1,0 +1,127 @@
+// Batch normalisation over (N, C, L). Memory is read in its own order (sample by sample), so
+// every pass streams: a channel's runs lie C*L floats apart, and walking one channel at a time
+// would fetch them one short run at a time. The per-channel sums come from one pass
+// (KernelTable::bn_moments, float64, shifted by the channel's first value so that the variance
+// does not cancel) over fixed blocks of samples; the blocks' partial sums are added in block
+// order, and the blocks depend only on the shape, so the bits do not depend on the thread count.
+// The equations are PyTorch's (batch_norm_cpu and its backward).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "convkit/convkit.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace convkit {
+
+namespace {
+float inv_std(double var, double eps) { return static_cast<float>(1.0 / std::sqrt(var + eps)); }
+
+// a float64 mean as two floats, hi + lo
+void split(double m, float* hi, float* lo) {
+  *hi = static_cast<float>(m);
+  *lo = static_cast<float>(m - *hi);
+}
+
+// m (C x 4): per channel, with d = x - shift[c]: sum d, sum d^2, sum dy, sum d*dy (dy may be
+// null: the last two are then 0).
+void channel_moments(double* m, const float* x, const float* dy, const double* shift, int64_t N,
+                     int64_t C, int64_t L) {
+  const auto moments = g_kernels->bn_moments;
+  const int64_t per = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, C * L));
+  const int64_t nb = (N + per - 1) / per;
+  std::vector<double> part(static_cast<size_t>(nb * C * 4), 0.0);
+  parallel_for(nb, 4.0 * N * C * L, [&](int64_t b) {
+    double* pm = part.data() + b * C * 4;
+    for (int64_t n = b * per; n < std::min(N, (b + 1) * per); ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t off = (n * C + c) * L;
+        double t[4];
+        moments(t, x + off, dy ? dy + off : nullptr, 1, L, L, shift[c]);
+        for (int j = 0; j < 4; ++j) pm[c * 4 + j] += t[j];
+      }
+  });
+  for (int64_t i = 0; i < C * 4; ++i) {
+    double s = 0.0;
+    for (int64_t b = 0; b < nb; ++b) s += part[b * C * 4 + i];
+    m[i] = s;
+  }
+}
+
+// Batch mean and biased variance of each channel (and the moments, for the backward).
+void batch_stats_of(double* mean, double* var, double* m, const float* x, const float* dy,
+                    int64_t N, int64_t C, int64_t L) {
+  std::vector<double> shift(C);
+  for (int64_t c = 0; c < C; ++c) shift[c] = N * L > 0 ? x[c * L] : 0.0;
+  channel_moments(m, x, dy, shift.data(), N, C, L);
+  const double count = static_cast<double>(N * L);
+  for (int64_t c = 0; c < C; ++c) {
+    const double d = count > 0 ? m[c * 4] / count : 0.0;
+    mean[c] = shift[c] + d;
+    var[c] = count > 0 ? std::max(m[c * 4 + 1] / count - d * d, 0.0) : 0.0;
+    if (std::isnan(m[c * 4 + 1])) var[c] = m[c * 4 + 1];
+    m[c * 4 + 3] -= d * m[c * 4 + 2];  // sum (x - mean) dy
+  }
+}
+}  // namespace
+
+void batch_norm_forward(float* y, double* mean, double* var, const float* x, const float* weight,
+                        const float* bias, double eps, int64_t N, int64_t C, int64_t L,
+                        bool batch_stats) {
+  if (batch_stats) {
+    std::vector<double> m(static_cast<size_t>(C * 4));
+    batch_stats_of(mean, var, m.data(), x, nullptr, N, C, L);
+  }
+  std::vector<float> mh(C), ml(C), alpha(C), beta(C);
+  for (int64_t c = 0; c < C; ++c) {
+    split(mean[c], &mh[c], &ml[c]);
+    const float is = inv_std(var[c], eps);
+    alpha[c] = weight ? is * weight[c] : is;
+    beta[c] = bias ? bias[c] : 0.f;
+  }
+  const auto affine = g_kernels->bn_affine;
+  parallel_for(N, 2.0 * N * C * L, [&](int64_t n) {
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = (n * C + c) * L;
+      affine(y + off, x + off, 1, L, L, mh[c], ml[c], alpha[c], beta[c]);
+    }
+  });
+}
+
+void batch_norm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                         const double* mean, const double* var, const float* weight, double eps,
+                         int64_t N, int64_t C, int64_t L, bool batch_stats) {
+  const double count = static_cast<double>(N * L);
+  std::vector<double> mu(C), v(C), m(static_cast<size_t>(C * 4));
+  if (batch_stats) {
+    batch_stats_of(mu.data(), v.data(), m.data(), x, dy, N, C, L);
+  } else {
+    mu.assign(mean, mean + C);
+    v.assign(var, var + C);
+    channel_moments(m.data(), x, dy, mu.data(), N, C, L);  // sum d*dy is about the mean already
+  }
+  std::vector<float> mh(C), ml(C), kk(C, 0.f), gmean(C, 0.f), scale(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const float is = inv_std(v[c], eps);
+    const double sum_dy = m[c * 4 + 2], dot = m[c * 4 + 3];
+    if (dw) dw[c] = static_cast<float>(dot * is);
+    if (db) db[c] = static_cast<float>(sum_dy);
+    if (batch_stats && count > 0) {
+      kk[c] = static_cast<float>(dot * is * is / count);
+      gmean[c] = static_cast<float>(sum_dy / count);
+    }
+    split(mu[c], &mh[c], &ml[c]);
+    scale[c] = weight ? is * weight[c] : is;
+  }
+  if (!dx) return;
+  const auto kdx = g_kernels->bn_dx;
+  parallel_for(N, 4.0 * N * C * L, [&](int64_t n) {
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = (n * C + c) * L;
+      kdx(dx + off, dy + off, x + off, 1, L, L, mh[c], ml[c], kk[c], gmean[c], scale[c]);
+    }
+  });
+}
+
+}  // namespace convkit
