@@ -1,4 +1,5 @@
-"""MNIST-format data: an IDX reader, a loader that finds or downloads the files, and batching.
+"""Datasets and batching: an IDX reader, MNIST / Fashion-MNIST and CIFAR-10 loaders that find or
+download their files, per-channel standardisation, crop-and-flip augmentation, mini-batches.
 
 Search order of load_mnist: ``root``, ``$CONVKIT_DATA``, ``~/.cache/convkit/<kind>``, the system
 dataset folder ``/usr/share/datasets/<kind>``; then, when allowed, a download into the cache, each
@@ -19,7 +20,8 @@ from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["read_idx", "load_mnist", "batches", "KINDS"]
+__all__ = ["read_idx", "load_mnist", "load_cifar10", "standardize", "random_crop_flip", "batches",
+           "KINDS"]
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -300,3 +302,209 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
     else:
         for i in range(0, n, batch_size):
             yield x[i: i + batch_size], y[i: i + batch_size]
+
+
+# ---- CIFAR-10 ------------------------------------------------------------------------------------
+
+_CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+_CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_MIRRORS = ["https://www.cs.toronto.edu/~kriz/"]
+_CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+class _BatchUnpickler:
+    """Reads CIFAR-10's pickled batches allowing only the NumPy array constructors (a pickle
+    from elsewhere cannot run code)."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    @classmethod
+    def load(cls, f, what):
+        import pickle
+
+        class U(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) not in cls._ALLOWED:
+                    raise ValueError(f"load_cifar10: {what} refers to {module}.{name}, which a "
+                                     f"CIFAR-10 batch never does; the file is not CIFAR-10's")
+                return super().find_class(module, name)
+        try:
+            d = U(f, encoding="bytes").load()
+        except ValueError as e:
+            if str(e).startswith("load_cifar10"):
+                raise
+            raise ValueError(f"load_cifar10: {what} is damaged ({e})") from None
+        except Exception as e:
+            raise ValueError(f"load_cifar10: {what} is damaged ({type(e).__name__}: {e})") from None
+        if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+            raise ValueError(f"load_cifar10: {what} is not a CIFAR-10 batch (no data and labels)")
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        labels = np.asarray(d[b"labels"], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+            raise ValueError(f"load_cifar10: {what} holds data {data.shape} and labels "
+                             f"{labels.shape}, not (N, 3072) and (N,)")
+        return data, labels
+
+
+def _cifar_from_folder(folder: Path, split: str):
+    parts = []
+    for n in _CIFAR_BATCHES[split]:
+        with open(folder / n, "rb") as f:
+            parts.append(_BatchUnpickler.load(f, str(folder / n)))
+    return parts
+
+
+def _cifar_from_archive(path: Path, split: str):
+    import tarfile
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            parts = []
+            for n in _CIFAR_BATCHES[split]:
+                member = f"{_CIFAR_DIR}/{n}"
+                try:
+                    f = tar.extractfile(member)
+                except KeyError:
+                    raise ValueError(f"load_cifar10: {path} has no {member}") from None
+                parts.append(_BatchUnpickler.load(f, f"{path}:{member}"))
+            return parts
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise ValueError(f"load_cifar10: {path} is not a readable .tar.gz ({e})") from None
+
+
+def _cifar_arrays(parts):
+    data = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError("load_cifar10: labels outside 0..9; the files are not CIFAR-10's")
+    x = data.reshape(-1, 3, 32, 32).astype(np.float32)
+    x /= np.float32(255.0)
+    return x, labels
+
+
+def _cifar_mirrors():
+    env = os.environ.get("CONVKIT_CIFAR10_MIRROR")
+    if env:
+        return [m.strip().rstrip("/") + "/" for m in env.split(",") if m.strip()]
+    return _CIFAR_MIRRORS
+
+
+def load_cifar10(root: Optional[Union[str, os.PathLike]] = None, split: str = "train",
+                 download: bool = True, quiet: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """-> (images float32 (N, 3, 32, 32) in [0, 1], labels int64 (N,)): 50,000 train or 10,000
+    test images of CIFAR-10 ("python version").
+
+    Looks in ``root``, ``$CONVKIT_DATA``, the cache (``~/.cache/convkit/cifar-10``), then
+    ``/usr/share/datasets/cifar-10``, each for the extracted ``cifar-10-batches-py/`` folder or
+    the archive ``cifar-10-python.tar.gz``; then downloads the archive into the cache
+    (MD5-checked, moved into place only when complete; ``$CONVKIT_CIFAR10_MIRROR`` overrides the
+    mirror). A damaged cached archive is downloaded again. Batches are unpickled allowing only
+    NumPy's array constructors.
+
+    >>> load_cifar10(root="/nonexistent", download=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    FileNotFoundError: load_cifar10: CIFAR-10 (train) not found...
+    """
+    split = {"t10k": "test"}.get(split, split)
+    if split not in _CIFAR_BATCHES:
+        raise ValueError(f"load_cifar10: expected split 'train' or 'test', but got {split!r}")
+    folders = _candidates(root, "cifar-10")
+    for folder, why in folders:
+        for sub in (folder / _CIFAR_DIR, folder):
+            if all((sub / n).is_file() for n in _CIFAR_BATCHES[split]):
+                return _cifar_arrays(_cifar_from_folder(sub, split))
+        archive = folder / _CIFAR_ARCHIVE
+        if archive.is_file():
+            if why == "cache" and download and _md5(archive) != _CIFAR_MD5:
+                print(f"convkit: {archive} is damaged (checksum); downloading it again",
+                      file=sys.stderr)
+                archive.unlink()
+                break
+            return _cifar_arrays(_cifar_from_archive(archive, split))
+    looked = "\n".join(f"  - {f} ({why})" for f, why in folders)
+    if download:
+        dest = _cache_root() / "cifar-10" / _CIFAR_ARCHIVE
+        errors = []
+        for mirror in _cifar_mirrors():
+            try:
+                if not quiet:
+                    print(f"convkit: downloading {mirror}{_CIFAR_ARCHIVE} (163 MB)",
+                          file=sys.stderr)
+                _download(mirror + _CIFAR_ARCHIVE, dest, _CIFAR_MD5, quiet)
+                return _cifar_arrays(_cifar_from_archive(dest, split))
+            except (OSError, ValueError) as e:
+                errors.append(f"{mirror}{_CIFAR_ARCHIVE}: {e}")
+        tried = "\n".join(f"  - {err}" for err in errors)
+        raise FileNotFoundError(
+            f"load_cifar10: CIFAR-10 ({split}) is not on this machine and could not be "
+            f"downloaded.\nLooked in:\n{looked}\nDownload attempts:\n{tried}\nDownload "
+            f"{_CIFAR_MIRRORS[0]}{_CIFAR_ARCHIVE} (MD5 {_CIFAR_MD5}) and put it, or its "
+            f"extracted {_CIFAR_DIR}/ folder, in one of those folders (or set CONVKIT_DATA, or "
+            f"CONVKIT_CIFAR10_MIRROR to a reachable mirror).") from None
+    raise FileNotFoundError(
+        f"load_cifar10: CIFAR-10 ({split}) not found.\nLooked in:\n{looked}\nPass "
+        f"download=True to fetch it, or put {_CIFAR_ARCHIVE} or its extracted {_CIFAR_DIR}/ "
+        f"folder in one of those folders.")
+
+
+# ---- preprocessing -------------------------------------------------------------------------------
+
+def standardize(x: np.ndarray, mean=None, std=None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel standardisation of images (N, C, H, W): ``(x - mean) / std`` with mean and
+    std (C,) computed from x (population std) unless given (e.g. the training set's, for the
+    test set). Returns ``(x_std float32, mean, std)``.
+
+    >>> xs, m, s = standardize(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2))
+    >>> m, s.round(4), xs.mean().round(6)
+    (array([3.5], dtype=float32), array([2.2913], dtype=float32), 0.0)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"standardize: expected images (N, C, H, W), but got shape {x.shape}")
+    if mean is None:
+        mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+    if std is None:
+        std = x.std(axis=(0, 2, 3), dtype=np.float64)
+    mean = np.asarray(mean, np.float32).reshape(-1)
+    std = np.asarray(std, np.float32).reshape(-1)
+    if mean.shape != (x.shape[1],) or std.shape != (x.shape[1],):
+        raise ValueError(f"standardize: expected mean and std of {x.shape[1]} channels, but got "
+                         f"{mean.shape} and {std.shape}")
+    if (std <= 0).any():
+        raise ValueError(f"standardize: std must be positive, but got {std}")
+    out = x - mean.reshape(1, -1, 1, 1)
+    out /= std.reshape(1, -1, 1, 1)
+    return out, mean, std
+
+
+def random_crop_flip(x: np.ndarray, padding: int = 4, seed: Optional[int] = None) -> np.ndarray:
+    """Augmentation of images (N, C, H, W), one gather for the whole batch: each image is cropped
+    at a random offset from its zero-padded copy (``padding`` on every side) and mirrored
+    left-right with probability 1/2. ``seed`` (or convkit.manual_seed) makes it reproducible.
+
+    >>> random_crop_flip(np.ones((2, 3, 32, 32), np.float32), seed=0).shape
+    (2, 3, 32, 32)
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"random_crop_flip: expected images (N, C, H, W), but got shape {x.shape}")
+    p = int(padding)
+    if p < 0:
+        raise ValueError(f"random_crop_flip: expected padding >= 0, but got {padding}")
+    if seed is None:
+        from . import _generator
+        rng = _generator()
+    else:
+        rng = np.random.default_rng(seed)
+    N, C, H, W = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    oy = rng.integers(0, 2 * p + 1, N)
+    ox = rng.integers(0, 2 * p + 1, N)
+    flip = rng.random(N) < 0.5
+    rows = oy[:, None] + np.arange(H)
+    cols = ox[:, None] + np.arange(W)
+    cols = np.where(flip[:, None], cols[:, ::-1], cols)
+    n = np.arange(N)[:, None, None, None]
+    c = np.arange(C)[None, :, None, None]
+    return padded[n, c, rows[:, None, :, None], cols[:, None, None, :]]
