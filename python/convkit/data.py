@@ -456,7 +456,7 @@ def standardize(x: np.ndarray, mean=None, std=None) -> Tuple[np.ndarray, np.ndar
     test set). Returns ``(x_std float32, mean, std)``.
 
     >>> xs, m, s = standardize(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2))
-    >>> m, s.round(4), xs.mean().round(6)
+    >>> m, s.round(4), float(xs.mean().round(6))
     (array([3.5], dtype=float32), array([2.2913], dtype=float32), 0.0)
     """
     x = np.asarray(x, dtype=np.float32)
