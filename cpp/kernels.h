@@ -203,13 +203,12 @@ struct KernelTable {
   void (*avgpool_plane)(float* y, const float* x, const Pool2dShape& s);
   // sum of n floats in float64, in a fixed order
   double (*sum_f64)(const float* x, int64_t n);
-  // Batch norm of one channel: N runs of L floats `stride` apart (see portable.inc).
-  void (*bn_moments)(double* m, const float* x, const float* dy, int64_t N, int64_t L,
-                     int64_t stride, double shift);
-  void (*bn_affine)(float* y, const float* x, int64_t N, int64_t L, int64_t stride, float mh,
-                    float ml, float alpha, float beta);
-  void (*bn_dx)(float* dx, const float* dy, const float* x, int64_t N, int64_t L, int64_t stride,
-                float mh, float ml, float k, float gmean, float c);
+  // Batch norm on one run of L floats of one channel (see portable.inc).
+  void (*bn_moments)(double* m, const float* x, const float* dy, int64_t L, double shift);
+  void (*bn_affine)(float* y, const float* x, int64_t L, float mh, float ml, float alpha,
+                    float beta);
+  void (*bn_dx)(float* dx, const float* dy, const float* x, int64_t L, float mh, float ml,
+                float k, float gmean, float c);
 };
 
 extern const KernelTable* g_kernels;  // never null after static initialisation

@@ -41,22 +41,26 @@ std::vector<double> running(const char* fn, py::handle h, const char* name, int6
   return std::vector<double>(v.data(), v.data() + C);
 }
 
-// PyTorch's running-statistics update, in place on a float32 array the caller owns.
-void update_running(const char* fn, py::handle h, const char* name, const std::vector<double>& s,
-                    double momentum, double scale) {
+// A running-statistics array the training forward updates in place: a writable C-contiguous
+// float32 array of shape (C,) the caller owns, checked before any work is done.
+float* updatable(const char* fn, py::handle h, const char* name, int64_t C) {
   if (!py::isinstance<py::array>(h))
     value_error(fn, std::string("argument '") + name + "' must be a float32 NumPy array to be "
                     "updated in place, but got " + std::string(py::str(py::type::of(h))));
   py::array a = py::reinterpret_borrow<py::array>(h);
   if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) ||
-      !a.writeable() || a.ndim() != 1 || a.shape(0) != static_cast<py::ssize_t>(s.size()))
+      !a.writeable() || a.ndim() != 1 || a.shape(0) != C)
     value_error(fn, std::string("argument '") + name + "' must be a writable C-contiguous "
-                    "float32 array of shape (" + std::to_string(s.size()) + ",) to be updated in "
+                    "float32 array of shape (" + std::to_string(C) + ",) to be updated in "
                     "place, but got dtype " + std::string(py::str(a.dtype())) + " and shape " +
                     shape_str(a));
-  float* p = static_cast<float*>(a.mutable_data());
-  for (size_t c = 0; c < s.size(); ++c)
-    p[c] = static_cast<float>((1.0 - momentum) * p[c] + momentum * s[c] * scale);
+  return static_cast<float*>(a.mutable_data());
+}
+
+// PyTorch's rule: r = (1 - momentum) * r + momentum * stat * scale
+void update_running(float* r, const std::vector<double>& stat, double momentum, double scale) {
+  for (size_t c = 0; c < stat.size(); ++c)
+    r[c] = static_cast<float>((1.0 - momentum) * r[c] + momentum * stat[c] * scale);
 }
 
 }  // namespace
@@ -72,9 +76,13 @@ void bind_norm(py::module_& m) {
     if (rm.is_none() != rv.is_none())
       value_error(fn, "give both running_mean and running_var, or neither");
     std::vector<double> mean(a.C), var(a.C);
+    float *rmp = nullptr, *rvp = nullptr;
     if (!training) {
       mean = running(fn, rm, "running_mean", a.C);
       var = running(fn, rv, "running_var", a.C);
+    } else if (!rm.is_none() && a.N * a.L > 1) {
+      rmp = updatable(fn, rm, "running_mean", a.C);
+      rvp = updatable(fn, rv, "running_var", a.C);
     }
     FArr y = empty(shape_of(a.x));
     float* yp = y.mutable_data();
@@ -83,10 +91,10 @@ void bind_norm(py::module_& m) {
       py::gil_scoped_release nogil;
       batch_norm_forward(yp, mean.data(), var.data(), xp, wp, bp, eps, a.N, a.C, a.L, training);
     }
-    if (training && !rm.is_none() && a.N * a.L > 1) {
+    if (rmp) {
       const double n = static_cast<double>(a.N * a.L);
-      update_running(fn, rm, "running_mean", mean, momentum, 1.0);
-      update_running(fn, rv, "running_var", var, momentum, n / (n - 1.0));
+      update_running(rmp, mean, momentum, 1.0);
+      update_running(rvp, var, momentum, n / (n - 1.0));
     }
     return y;
   }, py::arg("x"), py::arg("running_mean"), py::arg("running_var"), py::arg("weight"),

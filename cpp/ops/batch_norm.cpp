@@ -38,7 +38,7 @@ void channel_moments(double* m, const float* x, const float* dy, const double* s
       for (int64_t c = 0; c < C; ++c) {
         const int64_t off = (n * C + c) * L;
         double t[4];
-        moments(t, x + off, dy ? dy + off : nullptr, 1, L, L, shift[c]);
+        moments(t, x + off, dy ? dy + off : nullptr, L, shift[c]);
         for (int j = 0; j < 4; ++j) pm[c * 4 + j] += t[j];
       }
   });
@@ -84,7 +84,7 @@ void batch_norm_forward(float* y, double* mean, double* var, const float* x, con
   parallel_for(N, 2.0 * N * C * L, [&](int64_t n) {
     for (int64_t c = 0; c < C; ++c) {
       const int64_t off = (n * C + c) * L;
-      affine(y + off, x + off, 1, L, L, mh[c], ml[c], alpha[c], beta[c]);
+      affine(y + off, x + off, L, mh[c], ml[c], alpha[c], beta[c]);
     }
   });
 }
@@ -119,7 +119,7 @@ void batch_norm_backward(float* dx, float* dw, float* db, const float* dy, const
   parallel_for(N, 4.0 * N * C * L, [&](int64_t n) {
     for (int64_t c = 0; c < C; ++c) {
       const int64_t off = (n * C + c) * L;
-      kdx(dx + off, dy + off, x + off, 1, L, L, mh[c], ml[c], kk[c], gmean[c], scale[c]);
+      kdx(dx + off, dy + off, x + off, L, mh[c], ml[c], kk[c], gmean[c], scale[c]);
     }
   });
 }

@@ -77,10 +77,7 @@ def _conv_setup(fn, x, weight, stride, padding, dilation, groups, padding_mode):
     if not isinstance(padding_mode, str) or padding_mode not in _PADDING_MODES:
         raise ValueError(f"{fn}: expected padding_mode to be one of {_PADDING_MODES}, "
                          f"but got {padding_mode!r}")
-    x = _as_array(x)
-    unbatched = getattr(x, "ndim", 0) == 3
-    if unbatched:
-        x = x[None]
+    x, unbatched = _batched(x)
     wshape = np.shape(weight)
     if isinstance(padding, str):
         if padding == "valid":
@@ -116,6 +113,23 @@ def _as_array(x):
         return np.asarray(x)
     except Exception:  # let the binding name the argument in its TypeError
         return x if hasattr(x, "ndim") else np.asarray(x, dtype=object)
+
+
+def _batched(x):
+    """(x as an array with a batch axis, whether it had none): the unbatched (C, H, W) form of
+    the 2-D ops."""
+    x = _as_array(x)
+    if getattr(x, "ndim", 0) == 3:
+        return x[None], True
+    return x, False
+
+
+def _unbatch(y, unbatched):
+    if not unbatched:
+        return y
+    if isinstance(y, tuple):
+        return tuple(_unbatch(v, True) for v in y)
+    return y[0]
 
 
 def conv2d(x: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None, stride: IntPair = 1,
@@ -228,23 +242,6 @@ def _convT_args(fn, stride, padding, output_padding, groups, dilation):
 
 
 # ---- pooling -----------------------------------------------------------------------------------
-
-def _batched(x):
-    """(x as an array with a batch axis, whether it had none): the unbatched (C, H, W) form of
-    the 2-D ops."""
-    x = _as_array(x)
-    if getattr(x, "ndim", 0) == 3:
-        return x[None], True
-    return x, False
-
-
-def _unbatch(y, unbatched):
-    if not unbatched:
-        return y
-    if isinstance(y, tuple):
-        return tuple(_unbatch(v, True) for v in y)
-    return y[0]
-
 
 def _pool_args(fn, kernel_size, stride, padding):
     kh, kw = _pair(kernel_size, fn, "kernel_size")
