@@ -33,13 +33,32 @@ void value_error(const std::string& fn, const std::string& msg) {
   throw py::value_error(fn + ": " + msg);
 }
 
+// Anything array-like as an ndarray, without a copy where the layout allows: NumPy arrays as
+// they are; framework tensors (PyTorch's, also with requires_grad) detached first, and refused
+// when they live on another device; objects with only __dlpack__ through numpy.from_dlpack;
+// the rest through numpy.asarray (__array__, __array_interface__, buffers, sequences).
 static py::array as_array(py::handle obj, const char* fn, const char* arg) {
   if (obj.is_none())
     throw py::type_error(std::string(fn) + ": argument '" + arg +
                          "' expected a numeric array, but got None");
   if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
+  py::object o = py::reinterpret_borrow<py::object>(obj);
   try {
-    return py::module_::import("numpy").attr("asarray")(obj);
+    if (py::hasattr(o, "detach") && py::hasattr(o, "requires_grad") && py::hasattr(o, "device")) {
+      py::object dev = o.attr("device");
+      std::string type = py::hasattr(dev, "type") ? py::str(dev.attr("type")).cast<std::string>()
+                                                  : std::string("cpu");
+      if (type != "cpu")
+        throw py::type_error(std::string(fn) + ": argument '" + arg + "' is a tensor on " +
+                             py::str(dev).cast<std::string>() +
+                             "; convkit runs on the CPU: pass tensor.cpu()");
+      o = o.attr("detach")();
+    }
+    py::module_ np = py::module_::import("numpy");
+    if (!py::hasattr(o, "__array__") && !py::hasattr(o, "__array_interface__") &&
+        py::hasattr(o, "__dlpack__"))
+      return np.attr("from_dlpack")(o);
+    return np.attr("asarray")(o);
   } catch (py::error_already_set& e) {
     throw py::type_error(std::string(fn) + ": argument '" + arg +
                          "' could not be converted to an array: " + e.what());
@@ -207,6 +226,10 @@ PYBIND11_MODULE(_core, m) {
       throw py::value_error("set_isa: '" + name + "' is not available on this CPU (available up to '" +
                             best_isa() + "'; choose scalar, avx2 or avx512)");
   }, py::arg("name"));
+  m.def("as_array", [](py::handle obj, const std::string& fn, const std::string& arg) {
+    return convkit::bind::as_array(obj, fn.c_str(), arg.c_str());
+  }, py::arg("obj"), py::arg("fn") = "convkit", py::arg("arg") = "input",
+  "obj as an ndarray without a copy where possible (tensors detached, __dlpack__ read).");
   m.def("kernel_tile", []() { return py::make_tuple(g_kernels->mr, g_kernels->nr); });
   bind::bind_conv(m);
   bind::bind_pool(m);

@@ -105,13 +105,14 @@ def _conv_setup(fn, x, weight, stride, padding, dilation, groups, padding_mode):
 
 
 def _as_array(x):
-    """Array-likes (incl. framework tensors with __array__) as an ndarray, without a copy when
-    possible; the binding converts the dtype and layout."""
+    """Array-likes as an ndarray without a copy where possible: PyTorch tensors (also with
+    requires_grad) detached, objects with only ``__dlpack__`` read through it; the binding
+    converts the dtype and layout."""
     if x is None or isinstance(x, np.ndarray):
         return x
     try:
-        return np.asarray(x)
-    except Exception:  # let the binding name the argument in its TypeError
+        return _core.as_array(x)
+    except TypeError:  # let the binding name the argument in its TypeError
         return x if hasattr(x, "ndim") else np.asarray(x, dtype=object)
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import warnings
 from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
 from collections import OrderedDict
 
 import numpy as np
 
-from . import functional as F
+from . import _core, functional as F
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -27,6 +28,7 @@ __all__ = [
 
 
 def _f32(a) -> np.ndarray:
+    a = F._as_array(a)
     if getattr(a, "dtype", None) == np.uint8:
         warnings.warn("convkit: a uint8 batch is used as is (values 0-255); images usually "
                       "want scaling first, e.g. x.astype(np.float32) / 255", stacklevel=3)
@@ -57,15 +59,40 @@ class Parameter:
 def _state_array(v, name, dtype=np.float32) -> np.ndarray:
     """A state entry as an array of `dtype` (PyTorch tensors detached, on the CPU)."""
     if hasattr(v, "detach") and hasattr(v, "cpu"):
-        v = v.detach().cpu().numpy()
+        v = v.detach().cpu()
     try:
-        a = np.asarray(v)
+        a = _core.as_array(v, "load_state_dict", name)
     except Exception as e:
         raise TypeError(f"load_state_dict: entry {name!r} is not an array ({e})") from None
     if a.dtype.kind not in "biuf":
         raise TypeError(f"load_state_dict: entry {name!r} expected numeric data, but got dtype "
                         f"{a.dtype}")
     return a.astype(dtype)
+
+
+def _savez_atomic(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    """np.savez into a temporary file next to path, fsync, rename over path, fsync the folder:
+    a crash at any moment leaves either the old file or the new one, never a torn one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".convkit-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
 
 
 def _uniform(shape, bound):
@@ -234,22 +261,10 @@ class Module:
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Writes the state_dict (parameters and buffers) to an .npz file (``.npz`` is appended when missing), atomically:
         a crash while writing leaves any earlier file at ``path`` intact."""
-        import tempfile
         path = str(path)
         if not path.endswith(".npz"):
             path += ".npz"
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".convkit-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state_dict())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _savez_atomic(path, self.state_dict())
 
     def load(self, path: Union[str, os.PathLike]) -> "Module":
         """Reads parameters written by ``save()`` (an ``.npz``) or, when PyTorch is installed, a
@@ -680,10 +695,10 @@ class Identity(Module):
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return x
+        return F._as_array(x)
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
-        return grad_out
+        return F._as_array(grad_out)
 
 
 class Residual(Module):
@@ -704,6 +719,7 @@ class Residual(Module):
         self.body, self.shortcut = body, shortcut
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        x = F._as_array(x)
         y = self.body(x)
         s = x if self.shortcut is None else self.shortcut(x)
         if np.shape(y) != np.shape(s):
@@ -821,12 +837,12 @@ class Flatten(Module):
         self._shape = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
+        x = F._as_array(x)
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
-        return np.asarray(grad_out).reshape(self._cached(self._shape))
+        return F._as_array(grad_out).reshape(self._cached(self._shape))
 
 
 class Linear(Module):
