@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit import data, functional, models, nn, optim, training
+from convkit import data, functional, interop, models, nn, optim, training
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = [convkit, functional, nn, optim, models, data, training]
+MODULES = [convkit, functional, nn, optim, models, data, training, interop]
 
 
 def _gen_api():
