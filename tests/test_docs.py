@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit import data, functional, interop, models, nn, optim, training
+from convkit import data, functional, interop, models, nn, onnx, optim, training
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = [convkit, functional, nn, optim, models, data, training, interop]
+MODULES = [convkit, functional, nn, optim, models, data, training, interop, onnx]
 
 
 def _gen_api():
@@ -54,7 +54,7 @@ def test_docstring_examples_run(module, threads):
     assert r.attempted > 0 and r.failed == 0, r
 
 
-@pytest.mark.parametrize("doc", ["docs/convolution.md"])
+@pytest.mark.parametrize("doc", ["docs/convolution.md", "docs/interop.md"])
 def test_docs_code_blocks_run(doc):
     blocks = _blocks(ROOT / doc)
     assert blocks

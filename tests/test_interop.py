@@ -201,3 +201,21 @@ def test_load_state_dict_takes_a_pytorch_state_dict_with_buffers(rng):
         cm.load_state_dict(torch_twins.resnet20(in_channels=3).state_dict())
     for k, v in tm.state_dict().items():  # nothing changed
         assert np.array_equal(cm.state_dict()[k], v.numpy()), k
+
+
+def test_the_from_pytorch_example_runs_end_to_end(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("onnxruntime")
+    example = Path(__file__).resolve().parent.parent / "examples" / "from_pytorch.py"
+    r = subprocess.run([sys.executable, str(example), "--json", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["import_max_diff"] < 1e-4 and out["onnx_max_diff"] < 1e-4
+    assert out["convkit_accuracy"] == out["pytorch_accuracy"]
+    assert out["onnx_accuracy"] == out["finetuned_accuracy"] > out["convkit_accuracy"] - 0.02
+    assert {"inference_b256", "train_step_b64"} <= set(out["speed"])
+    assert (tmp_path / "model.onnx").exists() and (tmp_path / "finetune.ckpt").exists()

@@ -99,9 +99,9 @@ def show_config() -> None:
     print(f"  numpy         : {c['numpy']}")
 
 
-from . import functional, nn, optim, models, data, training, interop  # noqa: E402
+from . import functional, nn, optim, models, data, training, interop, onnx  # noqa: E402
 
 __all__ = [
     "__version__", "set_num_threads", "get_num_threads", "manual_seed", "show_config",
-    "functional", "nn", "optim", "models", "data", "training", "interop",
+    "functional", "nn", "optim", "models", "data", "training", "interop", "onnx",
 ]

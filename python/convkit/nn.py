@@ -70,14 +70,14 @@ def _state_array(v, name, dtype=np.float32) -> np.ndarray:
     return a.astype(dtype)
 
 
-def _savez_atomic(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    """np.savez into a temporary file next to path, fsync, rename over path, fsync the folder:
+def _write_atomic(path: str, write) -> None:
+    """write(f) into a temporary file next to path, fsync, rename over path, fsync the folder:
     a crash at any moment leaves either the old file or the new one, never a torn one."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".convkit-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -93,6 +93,11 @@ def _savez_atomic(path: str, arrays: Dict[str, np.ndarray]) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _savez_atomic(path: str, arrays) -> None:
+    """np.savez(path, **arrays), atomically (see _write_atomic)."""
+    _write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def _uniform(shape, bound):
