@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import convkit
-from convkit import data, functional, interop, models, nn, onnx, optim, training
+from convkit import data, distributed, functional, interop, models, nn, onnx, optim, training
 
 MODULES = [("convkit", convkit), ("convkit.functional", functional), ("convkit.nn", nn),
            ("convkit.optim", optim), ("convkit.models", models), ("convkit.data", data),
            ("convkit.training", training), ("convkit.interop", interop),
-           ("convkit.onnx", onnx)]
+           ("convkit.onnx", onnx), ("convkit.distributed", distributed)]
 OUT = Path(__file__).with_name("api.md")
 
 

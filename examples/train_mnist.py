@@ -8,6 +8,13 @@
 When MNIST is neither on disk nor downloadable (offline), it says so and trains on the bundled
 sample instead. With --json the last line printed is a JSON summary.
 
+Data-parallel on several processes (pip install ".[distributed]"):
+
+    mpiexec -n 2 python examples/train_mnist.py --distributed
+
+Each rank takes its share of every global batch (--batch-size is the global batch); rank 0
+alone prints, plots and saves.
+
 Recipe: images standardised with the training set's mean and standard deviation, SGD with
 momentum 0.9 (or Adam), and the learning rate cut to 0.3x every 4 epochs (--lr-step-size,
 --lr-gamma; --lr-step-size 0 keeps it constant).
@@ -40,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--save", default=None, help="write the trained weights to this .npz file")
     p.add_argument("--plot", default=None, help="write loss/accuracy curves to this PNG")
     p.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel under MPI: start with mpiexec -n N")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         p.error("--epochs and --batch-size must be at least 1")
@@ -90,7 +99,13 @@ def plot(history, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    rank, world = 0, 1
+    if args.distributed:
+        from convkit import distributed
+        rank, world = distributed.init(threads=args.threads)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    if rank != 0:
+        log = lambda *a: None  # noqa: E731  (rank 0 reports)
     if args.threads:
         convkit.set_num_threads(args.threads)
     convkit.manual_seed(args.seed)
@@ -99,7 +114,8 @@ def main(argv=None):
     x = (x - mean) / std  # standardised with the training set's statistics
     xt = (xt - mean) / std
     log(f"{name}: {len(x)} train / {len(xt)} test images; convkit {convkit.__version__}, "
-        f"ISA {convkit._core.isa()}, {convkit.get_num_threads()} threads")
+        f"ISA {convkit._core.isa()}, {convkit.get_num_threads()} threads"
+        + (f" per rank, {world} ranks" if args.distributed else ""))
 
     model = models.lenet5()
     lr = args.lr if args.lr is not None else (0.02 if args.optimizer == "sgd" else 1e-3)
@@ -109,6 +125,7 @@ def main(argv=None):
     sched = optim.StepLR(opt, args.lr_step_size, args.lr_gamma) if args.lr_step_size else None
 
     shown = not args.json and sys.stderr.isatty()  # fit prints its own epoch lines then
+    shown = shown or rank != 0
 
     class Report:
         def on_epoch_end(self, epoch, logs):
@@ -123,9 +140,11 @@ def main(argv=None):
     t0 = time.perf_counter()
     hist = training.fit(model, nn.CrossEntropyLoss(), opt, (x, y), val=(xt, yt),
                         epochs=args.epochs, batch_size=args.batch_size, callbacks=[Report()],
-                        progress=not args.json)
+                        progress=not args.json, distributed=args.distributed)
     wall = time.perf_counter() - t0
-    final = training.evaluate(model, xt, yt)
+    final = training.evaluate(model, xt, yt, distributed=args.distributed)
+    if rank != 0:
+        return
     train_seconds = sum(hist["seconds"])
     log(f"test accuracy {final['accuracy']:.4f}, test loss {final['loss']:.4f}, "
         f"{train_seconds:.1f} s training ({wall:.1f} s with evaluation)")
@@ -141,7 +160,7 @@ def main(argv=None):
             "dataset": name, "epochs": len(hist["loss"]), "batch_size": args.batch_size,
             "optimizer": args.optimizer, "lr": lr, "lr_step_size": args.lr_step_size,
             "lr_gamma": args.lr_gamma, "input_mean": mean, "input_std": std,
-            "threads": convkit.get_num_threads(),
+            "threads": convkit.get_num_threads(), "world_size": world,
             "test_accuracy": final["accuracy"], "test_loss": final["loss"],
             "train_seconds": train_seconds,
             "images_per_second": len(x) * len(hist["loss"]) / train_seconds,

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit import data, functional, interop, models, nn, onnx, optim, training
+from convkit import data, distributed, functional, interop, models, nn, onnx, optim, training
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = [convkit, functional, nn, optim, models, data, training, interop, onnx]
+MODULES = [convkit, functional, nn, optim, models, data, training, interop, onnx,
+           distributed]
 
 
 def _gen_api():
@@ -54,7 +55,8 @@ def test_docstring_examples_run(module, threads):
     assert r.attempted > 0 and r.failed == 0, r
 
 
-@pytest.mark.parametrize("doc", ["docs/convolution.md", "docs/interop.md"])
+@pytest.mark.parametrize("doc", ["docs/convolution.md", "docs/interop.md",
+                                 "docs/distributed.md"])
 def test_docs_code_blocks_run(doc):
     blocks = _blocks(ROOT / doc)
     assert blocks

@@ -100,8 +100,10 @@ def show_config() -> None:
 
 
 from . import functional, nn, optim, models, data, training, interop, onnx  # noqa: E402
+from . import distributed  # noqa: E402  (imports mpi4py only when init() is called)
 
 __all__ = [
     "__version__", "set_num_threads", "get_num_threads", "manual_seed", "show_config",
     "functional", "nn", "optim", "models", "data", "training", "interop", "onnx",
+    "distributed",
 ]

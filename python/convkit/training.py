@@ -232,9 +232,12 @@ def load_checkpoint(path: Union[str, os.PathLike], model, optimizer=None, schedu
     return ck if _full else ck["epoch"]
 
 
-def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> Dict[str, float]:
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
+             distributed: bool = False) -> Dict[str, float]:
     """Mean cross-entropy and accuracy of model on images x (N, ...) and labels y (N,), in eval
-    mode, batch by batch -> {"loss": float, "accuracy": float}.
+    mode, batch by batch -> {"loss": float, "accuracy": float}. With ``distributed=True``
+    (under ``convkit.distributed``) each rank evaluates its share of x and the totals are
+    combined, so every rank returns the same numbers.
 
     >>> from convkit import models
     >>> r = evaluate(models.lenet5(), np.zeros((4, 1, 28, 28), np.float32), np.arange(4))
@@ -243,6 +246,10 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> Dic
     """
     was_training = model.training
     model.eval()
+    if distributed:
+        from . import distributed as dist
+        part = dist.shard(len(x))
+        x, y = x[part], y[part]
     total_loss, correct, n = 0.0, 0, len(x)
     try:
         for xb, yb in batches(x, y, batch_size, shuffle=False):
@@ -251,7 +258,9 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> Dic
             correct += int((logits.argmax(axis=1) == yb).sum())
     finally:
         model.train(was_training)
-    return {"loss": total_loss / max(n, 1), "accuracy": correct / max(n, 1)}
+    if distributed:
+        total_loss, correct, n = dist._allgather_sum([total_loss, correct, n])
+    return {"loss": total_loss / max(n, 1), "accuracy": float(correct) / max(n, 1)}
 
 
 def _backward_of(model):
@@ -289,7 +298,7 @@ def fit(model, loss, optimizer, train: Tuple[np.ndarray, np.ndarray],
         val: Optional[Tuple[np.ndarray, np.ndarray]] = None, epochs: int = 1,
         batch_size: int = 64, callbacks: Sequence = (), progress: bool = True,
         scheduler=None, checkpoint: Optional[Union[str, os.PathLike]] = None,
-        resume: bool = False) -> Dict[str, List[float]]:
+        resume: bool = False, distributed: bool = False) -> Dict[str, List[float]]:
     """Trains model on train = (x, y). Returns the history: per-epoch lists of loss, accuracy,
     seconds and images_per_second (and val_loss, val_accuracy when val is given).
 
@@ -303,6 +312,15 @@ def fit(model, loss, optimizer, train: Tuple[np.ndarray, np.ndarray],
     there atomically after every epoch; with ``resume=True`` a run whose checkpoint exists
     continues after its last saved epoch (and ends with exactly the weights of a run that was
     never stopped); without the file it starts from the beginning.
+
+    ``distributed=True`` trains data-parallel under MPI (``convkit.distributed``, started with
+    ``mpiexec -n N``): ``batch_size`` is the global batch; rank 0 shuffles and every rank
+    takes its share of each global batch (split as evenly as possible, so a last batch that
+    does not divide loses or repeats nothing); gradients are averaged with each rank weighted
+    by its share, identically on every rank; batch-norm running statistics are rank 0's, as
+    DistributedDataParallel's default; the logs, validation (sharded) and history are global
+    and the same on every rank; only rank 0 shows progress and writes the checkpoint (every
+    rank reads it to resume, so it must be on a shared file system).
 
     >>> from convkit import models, nn, optim
     >>> model = models.lenet5()
@@ -331,39 +349,83 @@ def fit(model, loss, optimizer, train: Tuple[np.ndarray, np.ndarray],
             return history
     backward = _backward_of(model)
     per_batch = scheduler is not None and getattr(scheduler, "_per_batch", False)
+    if distributed:
+        from . import distributed as dist
+        from . import _generator
+        dist.init()
+        dist.broadcast_parameters(model)  # the same model and start on every rank
+        r, P = dist.rank(), dist.world_size()
+        progress = progress and r == 0
+        has_buffers = bool(model.buffers())
+        overlap = dist._overlap_for(model)  # None: reduce after the backward pass
     for epoch in range(start, int(epochs)):
         model.train()
         bar = _Progress(len(x), f"epoch {epoch + 1}/{epochs}", progress)
         t0 = time.perf_counter()
         total, correct, seen = 0.0, 0, 0
-        for xb, yb in batches(x, y, batch_size, shuffle=True):
-            logits = model(xb)
-            value = loss(logits, yb)
+        if distributed:
+            order = _generator().permutation(len(x)) if r == 0 else \
+                np.empty(len(x), np.int64)
+            dist._world().Bcast(order, root=0)
+            steps = (order[i: i + batch_size] for i in range(0, len(x), int(batch_size)))
+        else:
+            steps = batches(x, y, batch_size, shuffle=True)
+        for step in steps:
+            if distributed:
+                idx = step[dist.shard(len(step), r, P)]
+                xb, yb = x[idx], y[idx]
+                if has_buffers:
+                    dist.broadcast_buffers(model)
+            else:
+                xb, yb = step
             optimizer.zero_grad()
-            backward(loss.backward())
+            grad = None
+            if len(xb):
+                logits = model(xb)
+                value = loss(logits, yb)
+                grad = loss.backward()
+                total += value * len(xb)
+                correct += int((logits.argmax(axis=1) == yb).sum())
+            if distributed and overlap is not None:
+                overlap.backward(grad, weight=len(xb) / len(step))
+            elif grad is not None:
+                backward(grad)
+            if distributed:
+                if overlap is None:
+                    dist.allreduce_gradients(model, weight=len(xb) / len(step))
+                seen_now = len(step)
+            else:
+                seen_now = len(xb)
             optimizer.step()
             if per_batch:
                 scheduler.step()
-            total += value * len(xb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
             seen += len(xb)
-            bar.update(len(xb), loss=f"{total / seen:.4f}", acc=f"{correct / seen:.4f}")
+            bar.update(seen_now, loss=f"{total / max(seen, 1):.4f}",
+                       acc=f"{correct / max(seen, 1):.4f}")
+        if distributed:
+            total, correct, seen = dist._allgather_sum([total, correct, seen])
+            if has_buffers:
+                dist.broadcast_buffers(model)
         seconds = time.perf_counter() - t0
-        logs = {"loss": total / max(seen, 1), "accuracy": correct / max(seen, 1),
+        if distributed:  # the slowest rank's time: what the epoch took
+            seconds = float(max(dist._world().allgather(seconds)))
+        logs = {"loss": total / max(seen, 1), "accuracy": float(correct) / max(seen, 1),
                 "seconds": seconds, "images_per_second": seen / max(seconds, 1e-12)}
         if val is not None:
-            v = evaluate(model, *val)
+            v = evaluate(model, *val, distributed=distributed)
             logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
         bar.close(_summary(epoch, epochs, logs))
         for k, v in logs.items():
             history[k].append(v)
         _step_scheduler(scheduler, logs)
         stop = any([cb.on_epoch_end(epoch, logs) for cb in callbacks])
-        if checkpoint is not None:
+        if checkpoint is not None and (not distributed or r == 0):
             save_checkpoint(checkpoint, model, optimizer, scheduler, epoch=epoch + 1,
                             history=history, stopped=bool(stop),
                             callbacks=[cb.state_dict() if hasattr(cb, "state_dict") else None
                                        for cb in callbacks])
+        if distributed and checkpoint is not None:
+            dist.barrier()  # the checkpoint is complete before any rank goes on
         if stop:
             break
     return history
