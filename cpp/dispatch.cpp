@@ -4,7 +4,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include "convkit/convkit.h"
 #include "kernels.h"
@@ -61,11 +65,21 @@ const KernelTable* initial_table() {
 }
 
 int initial_threads() {
-#ifdef CONVKIT_HAVE_OPENMP
-  return omp_get_max_threads();  // honours OMP_NUM_THREADS
-#else
-  return 1;
+  // $OMP_NUM_THREADS (its first number) as OpenMP programs read it, else the CPUs this process
+  // may run on (its affinity mask: taskset and container limits count)
+  if (const char* e = std::getenv("OMP_NUM_THREADS")) {
+    const int n = std::atoi(e);
+    if (n > 0) return n;
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
 #endif
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
 std::atomic<int> g_threads{initial_threads()};

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <type_traits>
 #ifdef CONVKIT_HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -13,36 +14,58 @@ namespace convkit {
 
 int get_num_threads();
 
+// The pool behind parallel_for (parallel.cpp): fn(ctx, begin, end) runs items [begin, end).
+using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
+// Runs items [0, n) in runs of `run` on up to `threads` threads, the calling one included;
+// false when it cannot (called from inside another job, or another thread's job is running):
+// the caller then runs them itself.
+bool run_in_pool(int64_t n, int64_t run, int threads, RangeFn fn, void* ctx);
+bool use_openmp_runtime();  // CONVKIT_RUNTIME=openmp: OpenMP's runtime instead (to compare)
+
 // Runs fn(i) for i in [0, n). `work` is a rough cost in flops; small jobs stay on one thread
-// because waking the pool costs more than they do.
+// because waking the pool costs more than they do. Items are independent and never write the
+// same memory, so the result does not depend on the thread count or on who runs which item.
+//
+// The runtime: the calling thread takes part, items are handed out in runs from a shared
+// counter, and the call returns when every item is done, so it never waits for a thread that
+// has not started (a core busy with another process costs its share of the work, not a
+// barrier). Exceptions are rethrown on the calling thread.
 template <class F>
 void parallel_for(int64_t n, double work, F&& fn) {
-#ifdef CONVKIT_HAVE_OPENMP
   int nt = get_num_threads();
   if (nt > 1 && n > 1 && work > 2e5) {
     if (nt > n) nt = static_cast<int>(n);
-    // An exception must not escape an OpenMP region (that would terminate the process):
-    // keep the first one and rethrow it on the calling thread.
-    std::exception_ptr err;
-    std::mutex mu;
     // Items are handed out in runs: cheap items one by one would spend more time on the shared
     // counter than on the work (a 2x2 max-pool of 1024 small planes ran 3x slower that way).
     const double per_item = work / static_cast<double>(n);
     const int64_t run = std::max<int64_t>(
         1, std::min<int64_t>(n / (4 * nt), static_cast<int64_t>(1e5 / std::max(per_item, 1.0))));
+#ifdef CONVKIT_HAVE_OPENMP
+    if (use_openmp_runtime()) {
+      // An exception must not escape an OpenMP region (that would terminate the process):
+      // keep the first one and rethrow it on the calling thread.
+      std::exception_ptr err;
+      std::mutex mu;
 #pragma omp parallel for schedule(dynamic, run) num_threads(nt)
-    for (int64_t i = 0; i < n; ++i) {
-      try {
-        fn(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!err) err = std::current_exception();
+      for (int64_t i = 0; i < n; ++i) {
+        try {
+          fn(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (!err) err = std::current_exception();
+        }
       }
+      if (err) std::rethrow_exception(err);
+      return;
     }
-    if (err) std::rethrow_exception(err);
-    return;
-  }
 #endif
+    auto range = [](void* ctx, int64_t begin, int64_t end) {
+      F& f = *static_cast<std::remove_reference_t<F>*>(ctx);
+      for (int64_t i = begin; i < end; ++i) f(i);
+    };
+    if (run_in_pool(n, run, nt, range, const_cast<void*>(static_cast<const void*>(&fn))))
+      return;
+  }
   (void)work;
   for (int64_t i = 0; i < n; ++i) fn(i);
 }

@@ -8,6 +8,7 @@
 
 #include "bindings/common.h"
 #include "kernels.h"
+#include "parallel.h"
 
 namespace convkit {
 namespace bind {
@@ -217,6 +218,12 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
   m.def("have_openmp", &have_openmp);
+  m.def("runtime", []() {
+#ifdef CONVKIT_HAVE_OPENMP
+    if (use_openmp_runtime()) return "openmp";
+#endif
+    return "pool";
+  }, "The threading runtime: convkit's pool, or OpenMP's (CONVKIT_RUNTIME=openmp).");
   m.def("compiler", &compiler_id);
   m.def("isa", &isa_name);
   m.def("best_isa", &best_isa);

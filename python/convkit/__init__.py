@@ -10,6 +10,7 @@ import os as _os
 
 import numpy as _np
 
+# With CONVKIT_RUNTIME=openmp (OpenMP's runtime instead of convkit's pool, for comparison):
 # OpenMP worker threads that spin for long between parallel regions (libgomp's default is
 # 300,000 spins) made whole training runs twice as slow on a shared 2-vCPU virtual machine, for
 # minutes at a time; 10,000 spins kept the quiet-machine speed and held the slow spells to ~1.3x
@@ -31,7 +32,7 @@ _rng = _np.random.default_rng()
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of OpenMP threads the kernels use (results do not depend on it).
+    """Set the number of threads the kernels use (results do not depend on it).
 
     >>> n = get_num_threads(); set_num_threads(1); get_num_threads()
     1
@@ -43,7 +44,8 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of OpenMP threads the kernels use (default: $OMP_NUM_THREADS or all cores).
+    """The number of threads the kernels use (default: $OMP_NUM_THREADS, else the CPUs this
+    process may run on).
 
     >>> get_num_threads() >= 1
     True
@@ -72,6 +74,7 @@ def _config() -> dict:
         "version": __version__,
         "compiler": _core.compiler(),
         "openmp": _core.have_openmp(),
+        "runtime": _core.runtime(),
         "cpu_features": _core.cpu_features(),
         "isa": _core.isa(),
         "best_isa": _core.best_isa(),
@@ -90,7 +93,8 @@ def show_config() -> None:
     c = _config()
     print(f"convkit {c['version']}")
     print(f"  compiler      : {c['compiler']}")
-    print(f"  OpenMP        : {'yes' if c['openmp'] else 'no (single-threaded build)'}")
+    print(f"  threads run on: {'OpenMP' if c['runtime'] == 'openmp' else 'convkit pool'}"
+          f" (OpenMP {'available: CONVKIT_RUNTIME=openmp' if c['openmp'] else 'not built in'})")
     print(f"  CPU features  : {c['cpu_features'] or 'none detected'}")
     print(f"  kernel ISA    : {c['isa']} (best available: {c['best_isa']}; "
           f"set CONVKIT_ISA=scalar|avx2|avx512 to force a lower one)")

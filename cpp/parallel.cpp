@@ -1,0 +1,195 @@
+// convkit's thread pool (see parallel.h for the contract).
+//
+// One job at a time: the caller publishes it (a generation number, the item count, the run
+// length, the function), wakes the workers, and then works on it itself. Everyone claims runs of
+// items from one shared word that holds the generation and the next free item, with a
+// compare-and-swap; a claim that sees another generation fails, so a worker that wakes late can
+// never touch a job that has ended. Completion is counted in items: the caller returns when
+// every item is done, whoever did it. A worker the OS has not scheduled yet costs nothing; only
+// a worker descheduled in the middle of its run is waited for, and runs are short.
+//
+// Idle workers spin a little (a region usually follows soon in a training step), then sleep on
+// a condition variable.
+#include "parallel.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CK_PAUSE() _mm_pause()
+#else
+#define CK_PAUSE() std::this_thread::yield()
+#endif
+#include <pthread.h>
+
+namespace convkit {
+namespace {
+
+constexpr int kIndexBits = 40;  // items per job < 2^40; the rest of the word is the generation
+constexpr uint64_t kIndexMask = (uint64_t(1) << kIndexBits) - 1;
+// Pause instructions an idle worker spins before it sleeps: about 50 us, the usual gap
+// between two parallel regions of a training step. Longer spins measured worse with a busy
+// core (a spinning worker uses up its time slice and is then preempted in the middle of a run:
+// LeNet-5's step at 2 threads went from 1.0x to 1.55x its 1-thread time with 20,000), shorter
+// ones no better (bench/RESULTS.md). $CONVKIT_SPIN overrides it.
+int spin_before_sleep() {
+  static const int n = [] {
+    const char* e = std::getenv("CONVKIT_SPIN");
+    return e ? std::max(0, std::atoi(e)) : 1000;
+  }();
+  return n;
+}
+
+thread_local bool t_inside = false;  // this thread is running items of a job
+
+class Pool {
+ public:
+  // Grows the pool to `threads` participants (the caller and threads - 1 workers).
+  void ensure(int threads) {
+    std::lock_guard<std::mutex> lock(grow_mu_);
+    while (static_cast<int>(workers_.size()) + 1 < threads) {
+      const int index = static_cast<int>(workers_.size()) + 1;
+      workers_.emplace_back([this, index] { worker(index); });
+      workers_.back().detach();  // never joined: the pool lives until the process ends
+    }
+  }
+
+  bool try_run(int64_t n, int64_t run, int threads, RangeFn call, void* ctx) {
+    std::unique_lock<std::mutex> busy(job_mu_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;  // another thread's job is running: go serial
+    ensure(threads);
+    call_.store(call, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    n_.store(n, std::memory_order_relaxed);
+    run_.store(run, std::memory_order_relaxed);
+    want_.store(threads, std::memory_order_relaxed);
+    err_ = nullptr;
+    done_.store(0, std::memory_order_relaxed);
+    const uint64_t gen = ++gen_counter_;
+    state_.store(gen << kIndexBits, std::memory_order_release);
+    posted_.store(gen, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(sleep_mu_);
+      wake_.notify_all();
+    }
+    participate(gen);
+    for (int spins = 0; done_.load(std::memory_order_acquire) < n; ++spins) {
+      if (spins < 4000) CK_PAUSE();
+      else std::this_thread::yield();  // a worker was descheduled mid-run: let it finish
+    }
+    if (err_) std::rethrow_exception(err_);
+    return true;
+  }
+
+ private:
+  void participate(uint64_t gen) {
+    t_inside = true;
+    for (;;) {
+      uint64_t s = state_.load(std::memory_order_acquire);
+      if ((s >> kIndexBits) != gen) break;
+      const int64_t i = static_cast<int64_t>(s & kIndexMask);
+      // the job's fields, valid as long as the claim below succeeds (a new job is published
+      // only once every item of this one is done, so none can be published before it)
+      const int64_t n = n_.load(std::memory_order_relaxed);
+      const int64_t run = run_.load(std::memory_order_relaxed);
+      RangeFn call = call_.load(std::memory_order_relaxed);
+      void* ctx = ctx_.load(std::memory_order_relaxed);
+      if (i >= n) break;
+      const int64_t end = std::min(n, i + run);
+      if (!state_.compare_exchange_weak(s, (gen << kIndexBits) | static_cast<uint64_t>(end),
+                                        std::memory_order_acq_rel))
+        continue;
+      try {
+        call(ctx, i, end);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(err_mu_);
+        if (!err_) err_ = std::current_exception();
+      }
+      done_.fetch_add(end - i, std::memory_order_release);
+    }
+    t_inside = false;
+  }
+
+  void worker(int index) {
+    uint64_t seen = posted_.load(std::memory_order_acquire);
+    for (;;) {
+      uint64_t gen = posted_.load(std::memory_order_acquire);
+      for (int spins = 0; gen == seen && spins < spin_before_sleep(); ++spins) {
+        CK_PAUSE();
+        gen = posted_.load(std::memory_order_acquire);
+      }
+      if (gen == seen) {
+        std::unique_lock<std::mutex> lock(sleep_mu_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, [&] { return posted_.load(std::memory_order_seq_cst) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+        gen = posted_.load(std::memory_order_acquire);
+      }
+      seen = gen;
+      // want_ may already be a later job's: then the claim fails, which is harmless
+      if (index < want_.load(std::memory_order_relaxed)) participate(gen);
+    }
+  }
+
+  std::mutex grow_mu_, job_mu_, sleep_mu_, err_mu_;
+  std::condition_variable wake_;
+  std::vector<std::thread> workers_;
+  std::atomic<uint64_t> state_{0}, posted_{0};
+  std::atomic<int64_t> done_{0};
+  std::atomic<int> sleepers_{0};
+  uint64_t gen_counter_ = 0;
+  // the current job (written by its caller before `posted_`; read by claimants of it)
+  std::atomic<RangeFn> call_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int64_t> n_{0}, run_{1};
+  std::atomic<int> want_{0};
+  std::exception_ptr err_;
+};
+
+std::atomic<Pool*> g_pool{nullptr};
+std::mutex g_pool_mu;
+
+void forget_pool_after_fork() {
+  // The child has the parent's memory but none of its threads: start a new pool when needed
+  // (the old one is leaked on purpose; its mutexes may be held by threads that are gone).
+  g_pool.store(nullptr);
+  new (&g_pool_mu) std::mutex();
+}
+
+Pool* pool() {
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (p) return p;
+  std::lock_guard<std::mutex> lock(g_pool_mu);
+  p = g_pool.load();
+  if (!p) {
+    static bool registered = (pthread_atfork(nullptr, nullptr, forget_pool_after_fork), true);
+    (void)registered;
+    p = new Pool();
+    g_pool.store(p, std::memory_order_release);
+  }
+  return p;
+}
+
+}  // namespace
+
+bool use_openmp_runtime() {
+  static const bool openmp = [] {
+    const char* e = std::getenv("CONVKIT_RUNTIME");
+    return e && std::strcmp(e, "openmp") == 0;
+  }();
+  return openmp;
+}
+
+bool inside_parallel() { return t_inside; }
+
+bool run_in_pool(int64_t n, int64_t run, int threads, RangeFn call, void* ctx) {
+  if (t_inside) return false;  // nested: the caller runs it serially
+  return pool()->try_run(n, run, threads, call, ctx);
+}
+
+}  // namespace convkit

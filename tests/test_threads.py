@@ -1,0 +1,109 @@
+"""The thread pool: the same bits for any thread count and either runtime, Python threads calling
+in at once, a forked child, thread counts from the environment."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import convkit
+from convkit import functional as F, models, nn
+
+SCRIPT = """
+import sys, numpy as np, convkit
+from convkit import functional as F, models, nn
+convkit.set_num_threads(int(sys.argv[2]))
+rng = np.random.default_rng(0)
+x = rng.standard_normal((16, 3, 33, 31)).astype(np.float32)
+w = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
+convkit.manual_seed(0)
+m = models.lenet5(in_channels=3, input_size=32)
+xb = rng.standard_normal((32, 3, 32, 32)).astype(np.float32)
+crit = nn.CrossEntropyLoss()
+crit(m(xb), np.arange(32) % 10)
+m.backward(crit.backward())
+out = {"conv": F.conv2d(x, w, padding=2, stride=2), "pool": F.max_pool2d(x, 3, 2, 1)}
+out.update({n: p.grad for n, p in m.named_parameters()})
+np.savez(sys.argv[1], **out)
+"""
+
+
+def _run(tmp_path, runtime, threads):
+    path = tmp_path / f"{runtime}-{threads}.npz"
+    env = dict(os.environ)
+    env.pop("CONVKIT_RUNTIME", None)
+    if runtime == "openmp":
+        env["CONVKIT_RUNTIME"] = "openmp"
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(threads)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_same_bits_for_any_thread_count_and_either_runtime(tmp_path):
+    ref = _run(tmp_path, "pool", 1)
+    for runtime, threads in [("pool", 2), ("pool", 3), ("pool", 7), ("openmp", 2)]:
+        got = _run(tmp_path, runtime, threads)
+        for k in ref:
+            assert np.array_equal(ref[k], got[k]), (runtime, threads, k)
+
+
+def test_python_threads_calling_at_once_get_the_serial_results(threads):
+    threads(2)
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((8, 4, 20, 20)).astype(np.float32) for _ in range(6)]
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    want = [F.conv2d(x, w, padding=1) for x in xs]
+    got = [None] * len(xs)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                got[i] = F.conv2d(xs[i], w, padding=1)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    for a, b in zip(want, got):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_computes_with_threads(threads):
+    threads(2)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((16, 4, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    want = F.conv2d(x, w, padding=1)  # the pool is running in the parent
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's pool threads do not exist here
+        try:
+            ok = np.array_equal(F.conv2d(x, w, padding=1), want)
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_thread_count_comes_from_the_environment():
+    code = "import convkit; print(convkit.get_num_threads(), convkit._core.runtime())"
+    for env_threads, runtime in [("3", None), ("1", "openmp")]:
+        env = dict(os.environ, OMP_NUM_THREADS=env_threads)
+        env.pop("CONVKIT_RUNTIME", None)
+        if runtime:
+            env["CONVKIT_RUNTIME"] = runtime
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=60).stdout.split()
+        assert out == [env_threads, runtime or "pool"]
+    with pytest.raises(TypeError):
+        convkit.set_num_threads(2.0)
