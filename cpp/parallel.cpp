@@ -187,6 +187,41 @@ bool use_openmp_runtime() {
 
 bool inside_parallel() { return t_inside; }
 
+#ifdef CONVKIT_HAVE_TBB
+}  // namespace convkit
+#include <map>
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+namespace convkit {
+
+bool use_tbb_runtime() {
+  static const bool tbb = [] {
+    const char* e = std::getenv("CONVKIT_RUNTIME");
+    return e && std::strcmp(e, "tbb") == 0;
+  }();
+  return tbb;
+}
+
+void run_in_tbb(int64_t n, int64_t run, int threads, RangeFn fn, void* ctx) {
+  static std::mutex mu;
+  static std::map<int, std::unique_ptr<oneapi::tbb::task_arena>> arenas;
+  oneapi::tbb::task_arena* arena;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& a = arenas[threads];
+    if (!a) a = std::make_unique<oneapi::tbb::task_arena>(threads);
+    arena = a.get();
+  }
+  arena->execute([&] {
+    oneapi::tbb::parallel_for(
+        oneapi::tbb::blocked_range<int64_t>(0, n, static_cast<size_t>(run)),
+        [&](const oneapi::tbb::blocked_range<int64_t>& r) { fn(ctx, r.begin(), r.end()); },
+        oneapi::tbb::simple_partitioner());
+  });
+}
+#endif
+
 bool run_in_pool(int64_t n, int64_t run, int threads, RangeFn call, void* ctx) {
   if (t_inside) return false;  // nested: the caller runs it serially
   return pool()->try_run(n, run, threads, call, ctx);

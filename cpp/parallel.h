@@ -21,6 +21,12 @@ using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 // the caller then runs them itself.
 bool run_in_pool(int64_t n, int64_t run, int threads, RangeFn fn, void* ctx);
 bool use_openmp_runtime();  // CONVKIT_RUNTIME=openmp: OpenMP's runtime instead (to compare)
+#ifdef CONVKIT_HAVE_TBB
+// CONVKIT_RUNTIME=tbb in a build with -DCONVKIT_TBB=ON: oneTBB's parallel_for in an arena of
+// `threads` slots (the caller takes part), to compare runtimes (bench/contention.py)
+bool use_tbb_runtime();
+void run_in_tbb(int64_t n, int64_t run, int threads, RangeFn fn, void* ctx);
+#endif
 
 // Runs fn(i) for i in [0, n). `work` is a rough cost in flops; small jobs stay on one thread
 // because waking the pool costs more than they do. Items are independent and never write the
@@ -63,6 +69,12 @@ void parallel_for(int64_t n, double work, F&& fn) {
       F& f = *static_cast<std::remove_reference_t<F>*>(ctx);
       for (int64_t i = begin; i < end; ++i) f(i);
     };
+#ifdef CONVKIT_HAVE_TBB
+    if (use_tbb_runtime()) {
+      run_in_tbb(n, run, nt, range, const_cast<void*>(static_cast<const void*>(&fn)));
+      return;
+    }
+#endif
     if (run_in_pool(n, run, nt, range, const_cast<void*>(static_cast<const void*>(&fn))))
       return;
   }

@@ -222,6 +222,9 @@ PYBIND11_MODULE(_core, m) {
 #ifdef CONVKIT_HAVE_OPENMP
     if (use_openmp_runtime()) return "openmp";
 #endif
+#ifdef CONVKIT_HAVE_TBB
+    if (use_tbb_runtime()) return "tbb";
+#endif
     return "pool";
   }, "The threading runtime: convkit's pool, or OpenMP's (CONVKIT_RUNTIME=openmp).");
   m.def("compiler", &compiler_id);
