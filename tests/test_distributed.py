@@ -161,3 +161,45 @@ def test_the_mnist_example_runs_distributed(tmp_path):
     assert len(lines) == 1  # rank 0 alone reports
     out = json.loads(lines[0])
     assert out["world_size"] == 2 and out["test_accuracy"] > 0.85
+
+
+RESUME = """
+import sys, numpy as np, convkit
+from convkit import distributed as D, models, nn, optim, training, data
+r, P = D.init(threads=1)
+epochs, ck, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+convkit.manual_seed(3)
+x, y = data.load_mnist(kind="mnist-sample")
+m = models.lenet5()
+opt = optim.SGD(m.parameters(), lr=0.02, momentum=0.9)
+s = optim.StepLR(opt, 1, 0.5)
+h = training.fit(m, nn.CrossEntropyLoss(), opt, (x[:640], y[:640]), epochs=epochs,
+                 batch_size=64, progress=False, distributed=True, scheduler=s,
+                 checkpoint=None if ck == "-" else ck, resume=ck != "-")
+np.savez(out + f"{r}.npz", **m.state_dict())
+if r == 0:
+    print(h["loss"], opt.lr)
+"""
+
+
+def test_a_distributed_run_resumes_from_its_checkpoint(tmp_path):
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def run(epochs, ck, out):
+        r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script), str(epochs),
+                            str(ck), str(tmp_path / out)], capture_output=True, text=True,
+                           timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout.strip().splitlines()[-1]
+
+    whole = run(4, "-", "whole")
+    run(2, tmp_path / "c.ckpt", "part")      # stops after 2 of the 4 epochs
+    resumed = run(4, tmp_path / "c.ckpt", "resumed")
+    assert resumed == whole  # the whole history and the final learning rate
+    for r in range(2):
+        a = np.load(tmp_path / "whole{}.npz".format(r))
+        b = np.load(tmp_path / "resumed{}.npz".format(r))
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k
