@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Threads against a busy core: LeNet-5 training step and inference and three convolutions at
 1 thread and at the default thread count, on a quiet machine and with one CPU hog (a process
-spinning in a loop, which this script starts and stops itself), for convkit's own runtime
-and, to compare, OpenMP's (CONVKIT_RUNTIME=openmp) and, in a build with
+spinning in a loop, which this script starts and stops itself), for convkit's own pool
+(CONVKIT_RUNTIME=pool) and OpenMP's (CONVKIT_RUNTIME=openmp, the default) and, in a build with
 -Ccmake.define.CONVKIT_TBB=ON, oneTBB's (--runtimes pool,openmp,tbb).
 
     python bench/contention.py [--rounds 7] [--json out.json]
@@ -89,10 +89,8 @@ def main():
             time.sleep(0.5)
         try:
             for runtime in args.runtimes.split(","):
-                env = dict(os.environ)
-                env.pop("CONVKIT_RUNTIME", None)
-                if runtime != "pool":  # openmp, or tbb in a -DCONVKIT_TBB=ON build
-                    env["CONVKIT_RUNTIME"] = runtime
+                # pool, openmp, or tbb in a -Ccmake.define.CONVKIT_TBB=ON build
+                env = dict(os.environ, CONVKIT_RUNTIME=runtime)
                 r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
                                     "--rounds", str(args.rounds), "--reps", str(args.reps)],
                                    capture_output=True, text=True, env=env, timeout=1800)

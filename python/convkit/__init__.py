@@ -10,7 +10,7 @@ import os as _os
 
 import numpy as _np
 
-# With CONVKIT_RUNTIME=openmp (OpenMP's runtime instead of convkit's pool, for comparison):
+# With OpenMP's runtime (the default; CONVKIT_RUNTIME=pool chooses convkit's pool instead):
 # OpenMP worker threads that spin for long between parallel regions (libgomp's default is
 # 300,000 spins) made whole training runs twice as slow on a shared 2-vCPU virtual machine, for
 # minutes at a time; 10,000 spins kept the quiet-machine speed and held the slow spells to ~1.3x
@@ -93,8 +93,9 @@ def show_config() -> None:
     c = _config()
     print(f"convkit {c['version']}")
     print(f"  compiler      : {c['compiler']}")
-    print(f"  threads run on: {'OpenMP' if c['runtime'] == 'openmp' else 'convkit pool'}"
-          f" (OpenMP {'available: CONVKIT_RUNTIME=openmp' if c['openmp'] else 'not built in'})")
+    print(f"  threads run on: {'OpenMP' if c['runtime'] == 'openmp' else c['runtime']}"
+          f" (CONVKIT_RUNTIME=pool|openmp chooses; OpenMP "
+          f"{'built in' if c['openmp'] else 'not built in'})")
     print(f"  CPU features  : {c['cpu_features'] or 'none detected'}")
     print(f"  kernel ISA    : {c['isa']} (best available: {c['best_isa']}; "
           f"set CONVKIT_ISA=scalar|avx2|avx512 to force a lower one)")
