@@ -189,8 +189,6 @@ bool use_openmp_runtime() {
   return openmp;
 }
 
-bool inside_parallel() { return t_inside; }
-
 #ifdef CONVKIT_HAVE_TBB
 }  // namespace convkit
 #include <map>

@@ -299,7 +299,6 @@ class _OverlappedReduce:
             mine = flat.recv[0].copy()
             for r in range(1, self.P):  # rank order: the same bits on every rank
                 mine += flat.recv[r]
-            flat.mine = mine
             gathers.append(self.comm.Iallgather(mine, flat.buf.reshape(self.P, flat.chunk)))
         MPI.Request.Waitall(gathers)
         for flat in self.flats:

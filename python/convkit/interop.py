@@ -52,10 +52,8 @@ def _conv_t(m, path):
 
 
 def _bn(cls):
-    def make(m):
-        return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                   track_running_stats=m.track_running_stats)
-    return make
+    return lambda m, path: cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                               track_running_stats=m.track_running_stats)
 
 
 def _flatten(m, path):
@@ -76,8 +74,8 @@ _FROM: Dict[str, Callable[..., Any]] = {
     "MaxUnpool2d": lambda m, p: nn.MaxUnpool2d(m.kernel_size, m.stride, m.padding),
     "AdaptiveAvgPool2d": lambda m, p: nn.AdaptiveAvgPool2d(m.output_size),
     "AdaptiveMaxPool2d": lambda m, p: nn.AdaptiveMaxPool2d(m.output_size, m.return_indices),
-    "BatchNorm2d": lambda m, p: _bn(nn.BatchNorm2d)(m),
-    "BatchNorm1d": lambda m, p: _bn(nn.BatchNorm1d)(m),
+    "BatchNorm2d": _bn(nn.BatchNorm2d),
+    "BatchNorm1d": _bn(nn.BatchNorm1d),
     "ReLU": lambda m, p: nn.ReLU(),
     "LeakyReLU": lambda m, p: nn.LeakyReLU(m.negative_slope),
     "Sigmoid": lambda m, p: nn.Sigmoid(),

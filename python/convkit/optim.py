@@ -146,6 +146,15 @@ class Optimizer:
     def _update(self, i, p, group):
         raise NotImplementedError
 
+    def _stepped_state(self, i, p, *arrays):
+        """Parameter i's state with its step count advanced: created on the first step as
+        step 0 and zero arrays under the given names (PyTorch's lazy state)."""
+        st = self.state.get(i)
+        if st is None:
+            st = self.state[i] = {"step": 0.0, **{n: np.zeros_like(p.data) for n in arrays}}
+        st["step"] += 1.0
+        return st
+
     @property
     def step_count(self) -> int:
         """Steps taken (of the first parameter)."""
@@ -309,11 +318,7 @@ class Adam(Optimizer):
 
     def _update(self, i, p, group):
         g = self._grad(i, p, group["weight_decay"])
-        st = self.state.get(i)
-        if st is None:
-            st = self.state[i] = {"step": 0.0, "exp_avg": np.zeros_like(p.data),
-                                  "exp_avg_sq": np.zeros_like(p.data)}
-        st["step"] += 1.0
+        st = self._stepped_state(i, p, "exp_avg", "exp_avg_sq")
         m, v, d = st["exp_avg"], st["exp_avg_sq"], self._d[i]
         (b1, b2), t = group["betas"], int(st["step"])
         np.subtract(g, m, out=d)
@@ -352,10 +357,7 @@ class Adagrad(Optimizer):
 
     def _update(self, i, p, group):
         g = self._grad(i, p, group["weight_decay"])
-        st = self.state.get(i)
-        if st is None:
-            st = self.state[i] = {"step": 0.0, "sum": np.zeros_like(p.data)}
-        st["step"] += 1.0
+        st = self._stepped_state(i, p, "sum")
         s, d = st["sum"], self._d[i]
         np.multiply(g, g, out=d)
         s += d
@@ -386,10 +388,7 @@ class RMSprop(Optimizer):
 
     def _update(self, i, p, group):
         g = self._grad(i, p, group["weight_decay"])
-        st = self.state.get(i)
-        if st is None:
-            st = self.state[i] = {"step": 0.0, "square_avg": np.zeros_like(p.data)}
-        st["step"] += 1.0
+        st = self._stepped_state(i, p, "square_avg")
         sq, d, alpha = st["square_avg"], self._d[i], group["alpha"]
         sq *= np.float32(alpha)
         np.multiply(g, g, out=d)
@@ -430,11 +429,7 @@ class Adadelta(Optimizer):
 
     def _update(self, i, p, group):
         g = self._grad(i, p, group["weight_decay"])
-        st = self.state.get(i)
-        if st is None:
-            st = self.state[i] = {"step": 0.0, "square_avg": np.zeros_like(p.data),
-                                  "acc_delta": np.zeros_like(p.data)}
-        st["step"] += 1.0
+        st = self._stepped_state(i, p, "square_avg", "acc_delta")
         sq, acc, d, e = st["square_avg"], st["acc_delta"], self._d[i], self._e[i]
         rho = np.float32(group["rho"])
         eps = np.float32(group["eps"])
