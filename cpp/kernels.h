@@ -201,6 +201,25 @@ struct KernelTable {
   void (*maxpool2x2_bwd_plane)(float* dx, const float* dy, const float* x, int64_t H, int64_t W,
                                int64_t P, int64_t Q);
   void (*avgpool_plane)(float* y, const float* x, const Pool2dShape& s);
+  // max-pool of one plane with each window's winner: y (P, Q), arg (P, Q) its flat index in the
+  // plane (-1: no input element in the window), as PyTorch's indices; work holds
+  // argmax_work(s) floats (see portable.inc)
+  void (*maxpool_argmax_plane)(float* y, int32_t* arg, const float* x, const Pool2dShape& s,
+                               float* work);
+  int64_t (*argmax_work)(const Pool2dShape& s);
+  // the same for adaptive windows, with adaptive_argmax_work(H, W, P, Q) floats of work
+  void (*adaptive_maxpool_argmax_plane)(float* y, int32_t* arg, const float* x, int64_t H,
+                                        int64_t W, int64_t P, int64_t Q, float* work);
+  int64_t (*adaptive_argmax_work)(int64_t H, int64_t W, int64_t P, int64_t Q);
+  // avg-pool backward of one plane (writes all of dx), with avgpool_bwd_work(s) floats of work
+  void (*avgpool_bwd_plane)(float* dx, const float* dy, const Pool2dShape& s, float* work);
+  int64_t (*avgpool_bwd_work)(const Pool2dShape& s);
+  // adaptive average pooling of one plane for Q > 1 (W doubles of work), and its backward for
+  // any P, Q (writes all of dx; W floats of work)
+  void (*adaptive_avgpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P,
+                                 int64_t Q, double* work);
+  void (*adaptive_avgpool_bwd_plane)(float* dx, const float* dy, int64_t H, int64_t W, int64_t P,
+                                     int64_t Q, float* work);
   // sum of n floats in float64, in a fixed order
   double (*sum_f64)(const float* x, int64_t n);
   // Batch norm on one run of L floats of one channel (see portable.inc).

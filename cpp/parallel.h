@@ -105,6 +105,7 @@ enum class Buf : int {
   rows_in, rows_acc,                          // the conv::rows_* paths
   dwise_in, dwise_dy, dwise_lanes, dwise_row, // the conv::depthwise_* paths
   phase_in, phase_out, phase_dw,              // conv::dilated_phases, conv::dw_dilated_phases
+  pool_rows, pool_arg,   // pooling (pool.cpp): one plane's row sums or maxima; window winners
   count_
 };
 float* scratch(Buf buf, int64_t count);

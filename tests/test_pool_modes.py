@@ -183,6 +183,36 @@ def test_nan_reaches_only_its_windows():
     assert i[0, 0, 0, 0] == 0
 
 
+@needs_torch
+@pytest.mark.parametrize("c", MAX_CASES, ids=str)
+def test_max_pool_winners_with_nan_and_inf_match_pytorch(isa, rng, c):
+    # Which element wins decides where the gradient goes: several NaNs in a window (the last
+    # wins), windows of -inf only (the first wins), +inf ties, for plain and adaptive windows.
+    N, C, H, W, k, s, p, d, cm = c
+    x = np.round(rng.standard_normal((N, C, H, W))).astype(np.float32)
+    u = rng.random(x.shape)
+    x[u < 0.15] = np.nan
+    x[(u >= 0.15) & (u < 0.45)] = -np.inf
+    x[(u >= 0.45) & (u < 0.5)] = np.inf
+    xt = torch.tensor(x, requires_grad=True)
+    yt, it = TF.max_pool2d(xt, k, s, p, d, ceil_mode=cm, return_indices=True)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    y, idx = F.max_pool2d(x, k, s, p, d, cm, return_indices=True)
+    np.testing.assert_array_equal(idx, it.numpy())
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(F.max_pool2d_backward(g, x, k, s, p, d, cm), xt.grad.numpy())
+    for out in ((3, 2), (H + 1, max(1, W // 3))):
+        xt.grad = None
+        yt, it = TF.adaptive_max_pool2d(xt, out, return_indices=True)
+        g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+        yt.backward(torch.tensor(g))
+        y, idx = F.adaptive_max_pool2d(x, out, return_indices=True)
+        np.testing.assert_array_equal(idx, it.numpy())
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(F.adaptive_max_pool2d_backward(g, x, out), xt.grad.numpy())
+
+
 @pytest.mark.parametrize("call,frag", [
     (lambda: F.max_pool2d(np.ones((1, 1, 8, 8)), 3, padding=2), "half the kernel"),
     (lambda: F.max_pool2d(np.ones((1, 1, 8, 8)), 3, dilation=0), "dilation >= 1"),

@@ -1,6 +1,8 @@
 // Batch normalisation over (N, C, L). Memory is read in its own order (sample by sample), so
 // every pass streams: a channel's runs lie C*L floats apart, and walking one channel at a time
-// would fetch them one short run at a time. The per-channel sums come from one pass
+// would fetch them one short run at a time (going by blocks of channels small enough to stay in a
+// core's cache, so that x is read from memory once instead of twice, measured no faster on the
+// Intel Xeon VM: the passes are bound by the stores). The per-channel sums come from one pass
 // (KernelTable::bn_moments, float64, shifted by the channel's first value so that the variance
 // does not cancel) over fixed blocks of samples; the blocks' partial sums are added in block
 // order, and the blocks depend only on the shape, so the bits do not depend on the thread count.

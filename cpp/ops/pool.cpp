@@ -61,17 +61,34 @@ static bool is_2x2(const Pool2dShape& s) {
          s.dh == 1 && s.dw == 1 && 2 * s.P <= s.H && 2 * s.Q <= s.W;  // no ceil_mode window
 }
 
+// The kernels' separable argmax indexes planes with int32; a plane of 2^31 floats or more (8 GiB)
+// takes the plain window scan instead.
+static bool argmax_fits(int64_t H, int64_t W) { return H * W < (int64_t(1) << 31); }
+
+// Each window's maximum and winner of plane i: y (P, Q), arg (P, Q) in the caller's buffers.
+static void plane_argmax(float* y, int32_t* arg, const float* xp, const Pool2dShape& s) {
+  float* work = scratch(Buf::pool_rows, g_kernels->argmax_work(s));
+  g_kernels->maxpool_argmax_plane(y, arg, xp, s, work);
+}
+
 void max_pool2d_forward(float* y, int64_t* indices, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   const double work = 8.0 * s.N * s.C * PQ * s.R * s.S;
   if (indices) {
     parallel_for(s.N * s.C, work, [&](int64_t i) {
       const float* xp = x + i * HW;
+      int64_t* ip = indices + i * PQ;
+      if (argmax_fits(s.H, s.W)) {
+        int32_t* a = reinterpret_cast<int32_t*>(scratch(Buf::pool_arg, PQ));
+        plane_argmax(y + i * PQ, a, xp, s);
+        for (int64_t j = 0; j < PQ; ++j) ip[j] = a[j];
+        return;
+      }
       for (int64_t p = 0; p < s.P; ++p)
         for (int64_t q = 0; q < s.Q; ++q) {
           const int64_t a = window_argmax(xp, s, p, q);
           y[i * PQ + p * s.Q + q] = a < 0 ? -INFINITY : xp[a];
-          indices[i * PQ + p * s.Q + q] = a;
+          ip[p * s.Q + q] = a;
         }
     });
     return;
@@ -91,6 +108,14 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2
       return;
     }
     std::fill(d, d + HW, 0.f);
+    if (argmax_fits(s.H, s.W)) {
+      float* m = scratch(Buf::pool_arg, 2 * PQ);
+      int32_t* a = reinterpret_cast<int32_t*>(m + PQ);
+      plane_argmax(m, a, xp, s);
+      for (int64_t j = 0; j < PQ; ++j)
+        if (a[j] >= 0) d[a[j]] += g[j];
+      return;
+    }
     for (int64_t p = 0; p < s.P; ++p)
       for (int64_t q = 0; q < s.Q; ++q) {
         const int64_t a = window_argmax(xp, s, p, q);
@@ -109,20 +134,8 @@ void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
-    const float* g = dy + i * PQ;
-    float* d = dx + i * HW;
-    std::fill(d, d + HW, 0.f);
-    for (int64_t p = 0; p < s.P; ++p) {
-      const int64_t h0 = p * s.sh - s.ph;
-      const int64_t r0 = std::max<int64_t>(0, -h0), r1 = std::min(s.R, s.H - h0);
-      for (int64_t q = 0; q < s.Q; ++q) {
-        const int64_t w0 = q * s.sw - s.pw;
-        const int64_t t0 = std::max<int64_t>(0, -w0), t1 = std::min(s.S, s.W - w0);
-        const float v = g[p * s.Q + q] / static_cast<float>(avg_pool2d_divisor(s, p, q));
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t t = t0; t < t1; ++t) d[(h0 + r) * s.W + w0 + t] += v;
-      }
-    }
+    float* work = scratch(Buf::pool_rows, g_kernels->avgpool_bwd_work(s));
+    g_kernels->avgpool_bwd_plane(dx + i * HW, dy + i * PQ, s, work);
   });
 }
 
@@ -136,18 +149,15 @@ void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64
   const auto sum = g_kernels->sum_f64;
   parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
     const float* xp = x + i * H * W;
-    for (int64_t p = 0; p < P; ++p) {
+    float* yp = y + i * P * Q;
+    if (Q > 1) {
+      double* work = reinterpret_cast<double*>(scratch(Buf::pool_rows, 2 * W));
+      g_kernels->adaptive_avgpool_plane(yp, xp, H, W, P, Q, work);
+      return;
+    }
+    for (int64_t p = 0; p < P; ++p) {  // whole rows: one contiguous run per window
       const int64_t h0 = win_start(p, H, P), h1 = win_end(p, H, P);
-      for (int64_t q = 0; q < Q; ++q) {
-        const int64_t w0 = win_start(q, W, Q), w1 = win_end(q, W, Q);
-        double acc = 0.0;
-        if (w0 == 0 && w1 == W) {
-          acc = sum(xp + h0 * W, (h1 - h0) * W);  // whole rows: one contiguous run
-        } else {
-          for (int64_t h = h0; h < h1; ++h) acc += sum(xp + h * W + w0, w1 - w0);
-        }
-        y[(i * P + p) * Q + q] = static_cast<float>(acc / double((h1 - h0) * (w1 - w0)));
-      }
+      yp[p] = static_cast<float>(sum(xp + h0 * W, (h1 - h0) * W) / double((h1 - h0) * W));
     }
   });
 }
@@ -155,21 +165,13 @@ void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64
 void adaptive_avg_pool2d_backward(float* dx, const float* dy, int64_t planes, int64_t H,
                                   int64_t W, int64_t P, int64_t Q) {
   parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
-    float* d = dx + i * H * W;
-    std::fill(d, d + H * W, 0.f);
-    for (int64_t p = 0; p < P; ++p) {
-      const int64_t h0 = win_start(p, H, P), h1 = win_end(p, H, P);
-      for (int64_t q = 0; q < Q; ++q) {
-        const int64_t w0 = win_start(q, W, Q), w1 = win_end(q, W, Q);
-        const float v = dy[(i * P + p) * Q + q] / static_cast<float>((h1 - h0) * (w1 - w0));
-        for (int64_t h = h0; h < h1; ++h)
-          for (int64_t w = w0; w < w1; ++w) d[h * W + w] += v;
-      }
-    }
+    float* work = scratch(Buf::pool_rows, W);
+    g_kernels->adaptive_avgpool_bwd_plane(dx + i * H * W, dy + i * P * Q, H, W, P, Q, work);
   });
 }
 
-// argmax of adaptive window (p, q) as window_argmax; windows are never empty
+// argmax of adaptive window (p, q) as window_argmax; windows are never empty. Used only for planes
+// too large for the kernels' int32 positions.
 static int64_t adaptive_argmax(const float* xp, int64_t H, int64_t W, int64_t P, int64_t Q,
                                int64_t p, int64_t q) {
   const int64_t h0 = win_start(p, H, P), h1 = win_end(p, H, P);
@@ -187,28 +189,44 @@ static int64_t adaptive_argmax(const float* xp, int64_t H, int64_t W, int64_t P,
   return arg;
 }
 
+// Every window of plane xp: y (P, Q) maxima and their flat indices, through a (P * Q int32s of
+// Buf::pool_arg) or, for a huge plane, by scanning each window. y or indices may be null.
+template <class Emit>
+static void adaptive_plane(const float* xp, int64_t H, int64_t W, int64_t P, int64_t Q,
+                           Emit&& emit) {
+  const int64_t PQ = P * Q;
+  if (argmax_fits(H, W)) {
+    float* m = scratch(Buf::pool_arg, 2 * PQ);
+    int32_t* a = reinterpret_cast<int32_t*>(m + PQ);
+    float* work = scratch(Buf::pool_rows, g_kernels->adaptive_argmax_work(H, W, P, Q));
+    g_kernels->adaptive_maxpool_argmax_plane(m, a, xp, H, W, P, Q, work);
+    for (int64_t j = 0; j < PQ; ++j) emit(j, a[j]);
+    return;
+  }
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q = 0; q < Q; ++q) emit(p * Q + q, adaptive_argmax(xp, H, W, P, Q, p, q));
+}
+
 void adaptive_max_pool2d_forward(float* y, int64_t* indices, const float* x, int64_t planes,
                                  int64_t H, int64_t W, int64_t P, int64_t Q) {
   parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
     const float* xp = x + i * H * W;
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t q = 0; q < Q; ++q) {
-        const int64_t a = adaptive_argmax(xp, H, W, P, Q, p, q);
-        y[(i * P + p) * Q + q] = xp[a];
-        if (indices) indices[(i * P + p) * Q + q] = a;
-      }
+    float* yp = y + i * P * Q;
+    int64_t* ip = indices ? indices + i * P * Q : nullptr;
+    adaptive_plane(xp, H, W, P, Q, [&](int64_t j, int64_t a) {
+      yp[j] = xp[a];
+      if (ip) ip[j] = a;
+    });
   });
 }
 
 void adaptive_max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes,
                                   int64_t H, int64_t W, int64_t P, int64_t Q) {
   parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
-    const float* xp = x + i * H * W;
     float* d = dx + i * H * W;
+    const float* g = dy + i * P * Q;
     std::fill(d, d + H * W, 0.f);
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t q = 0; q < Q; ++q)
-        d[adaptive_argmax(xp, H, W, P, Q, p, q)] += dy[(i * P + p) * Q + q];
+    adaptive_plane(x + i * H * W, H, W, P, Q, [&](int64_t j, int64_t a) { d[a] += g[j]; });
   });
 }
 
