@@ -12,8 +12,9 @@
 //
 // Forward
 //   winograd5      5x5, stride 1, batches of 16+: Winograd F(2x2, 5x5), 16 images in the lanes
-//   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels: channels in the lanes
-//   winograd3      3x3, stride 1, 16+ channels: Winograd F(2x2, 3x3), 16 GEMMs
+//   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels, unless winograd3
+//                  pays: channels in the lanes
+//   winograd3      3x3, stride 1, 32+ channels: Winograd F(2x2, 3x3), 16 GEMMs
 //   winograd3_s2   3x3, stride 2, 16+ channels: phase-split F(2, 2)-style sum, 9 GEMMs
 //   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases, when
 //                  those go to a Winograd-style row
@@ -37,7 +38,8 @@
 //   dilated_phases dilated, stride 1: the sum of the phases' undilated weight gradients, when
 //                  those go to kvec
 //   dot            register tiles of dot products of dy rows with input rows
-//   gemm           ISAs without those kernels: dW = sum_n dy_n col_n^T
+//   gemm           dW = sum_n dy_n col_n^T: ISAs without dot's kernels, and strided layers with
+//                  many input channels and small kernels
 //   depthwise      few channels per group: dot products of dy rows with padded input rows
 //   rows           non-finite results: dot products tap by tap over in-range columns (exact)
 //   im2col_gemm    anything: per group, col built block by block, GEMM
@@ -106,6 +108,13 @@ bool few_per_group(const Conv2dShape& s, const KernelTable&) {
 }
 
 // ---- forward -------------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) pays from 32 channels and 7 output columns (forced, 2 threads: with 16
+// channels direct and kvec are faster, e.g. (64, 16, 32, 32) 2.3 ms against 3.4; at 4 columns
+// direct is, (128, 128, 4, 4) 8.0 against 10.2).
+bool winograd3_pays(const Conv2dShape& s) {
+  return s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2;
+}
+
 const Row<FwdRun> kForward[] = {
     {"winograd5",
      [](const Conv2dShape& s, const KernelTable& kt) {
@@ -117,16 +126,19 @@ const Row<FwdRun> kForward[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_kvec && unit_stride(s) && s.C * s.R * s.S <= 2048;
      },
-     [](const Conv2dShape& s, const KernelTable&) { return s.Q < 16 && s.K >= 12; }, true,
-     kvec_forward},
+     // not where winograd3 pays (below): 3x3 layers of 32+ channels measured faster there at
+     // every width tried (forced, 2 threads: (128, 64, 8, 8) 6.0 ms against 6.9, (64, 128, 8, 8)
+     // 8.5 against 13.7, (32, 96, 7, 7) 3.0 against 4.0)
+     [](const Conv2dShape& s, const KernelTable&) {
+       return s.Q < 16 && s.K >= 12 && !winograd3_pays(s);
+     },
+     true, kvec_forward},
     {"winograd3",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
      },
-     [](const Conv2dShape& s, const KernelTable&) {
-       return s.C >= 16 && s.K >= 16 && s.Q >= 16 && s.P >= 2;
-     },
-     true, winograd_forward},
+     [](const Conv2dShape& s, const KernelTable&) { return winograd3_pays(s); }, true,
+     winograd_forward},
     {"winograd3_s2",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_s2_in_row && s.R == 3 && s.S == 3 && s.sh == 2 && s.sw == 2;
@@ -202,7 +214,14 @@ const Row<BwdRun> kWeightGrad[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special_dilated(s) && kt.conv_dw_tile != nullptr;
      },
-     nullptr, true, dw_dot},
+     // strided layers with 32+ input channels and small kernels go to gemm (forced, 2 threads:
+     // ResNet-20's 32 -> 64 3x3 stride 2 at batch 128 5.4 ms against 9.2, the benchmark set's
+     // strided layer 9.7 against 12.1, a 4x4 stride-2 layer 11.5 against 13.8, 1x1 stride 2 0.8
+     // against 1.6; with 16 channels or 7x7 kernels dot stays ahead)
+     [](const Conv2dShape& s, const KernelTable&) {
+       return !(special(s) && (s.sh > 1 || s.sw > 1) && s.C >= 32 && s.R * s.S <= 16);
+     },
+     true, dw_dot},
     {"gemm", [](const Conv2dShape& s, const KernelTable&) { return special(s); }, nullptr, true,
      dw_gemm},
     {"depthwise", any, few_per_group, true, depthwise_weight_grad},
