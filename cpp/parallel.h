@@ -104,7 +104,7 @@ enum class Buf : int {
   dw_dy, dw_partials, dw_gemm_a, dw_gemm_b,   // the weight-gradient paths
   rows_in, rows_acc,                          // the conv::rows_* paths
   dwise_in, dwise_dy, dwise_lanes, dwise_row, // the conv::depthwise_* paths
-  phase_in, phase_out, phase_dw,              // conv::dilated_phases, conv::dw_dilated_phases
+  phase_in, phase_out,                        // conv::dilated_phases, conv::dw_dilated_phases
   pool_rows, pool_arg,   // pooling (pool.cpp): one plane's row sums or maxima; window winners
   count_
 };
