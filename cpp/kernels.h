@@ -207,10 +207,10 @@ struct KernelTable {
   void (*maxpool_argmax_plane)(float* y, int32_t* arg, const float* x, const Pool2dShape& s,
                                float* work);
   int64_t (*argmax_work)(const Pool2dShape& s);
-  // the same for adaptive windows, with adaptive_argmax_work(H, W, P, Q) floats of work
-  void (*adaptive_maxpool_argmax_plane)(float* y, int32_t* arg, const float* x, int64_t H,
-                                        int64_t W, int64_t P, int64_t Q, float* work);
-  int64_t (*adaptive_argmax_work)(int64_t H, int64_t W, int64_t P, int64_t Q);
+  // up to 16 planes into the vector lanes, and adaptive max pooling of them there (portable.inc)
+  void (*planes_to_lanes)(float* xt, const float* x, int64_t stride, int n, int64_t len);
+  void (*adaptive_maxpool_lanes)(float* ym, int32_t* ya, const float* xt, int64_t H, int64_t W,
+                                 int64_t P, int64_t Q);
   // avg-pool backward of one plane (writes all of dx), with avgpool_bwd_work(s) floats of work
   void (*avgpool_bwd_plane)(float* dx, const float* dy, const Pool2dShape& s, float* work);
   int64_t (*avgpool_bwd_work)(const Pool2dShape& s);

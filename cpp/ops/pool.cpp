@@ -189,44 +189,51 @@ static int64_t adaptive_argmax(const float* xp, int64_t H, int64_t W, int64_t P,
   return arg;
 }
 
-// Every window of plane xp: y (P, Q) maxima and their flat indices, through a (P * Q int32s of
-// Buf::pool_arg) or, for a huge plane, by scanning each window. y or indices may be null.
+// Every window of planes [i0, i0 + n) (n <= 16): emit(plane, j, a) with a the flat index of the
+// winner of window j = p * Q + q, in window order per plane. The planes go into the vector lanes
+// (Buf::pool_rows) and are pooled there (Buf::pool_arg); a huge plane is scanned window by window.
 template <class Emit>
-static void adaptive_plane(const float* xp, int64_t H, int64_t W, int64_t P, int64_t Q,
-                           Emit&& emit) {
+static void adaptive_planes(const float* x, int64_t i0, int n, int64_t H, int64_t W, int64_t P,
+                            int64_t Q, Emit&& emit) {
   const int64_t PQ = P * Q;
   if (argmax_fits(H, W)) {
-    float* m = scratch(Buf::pool_arg, 2 * PQ);
-    int32_t* a = reinterpret_cast<int32_t*>(m + PQ);
-    float* work = scratch(Buf::pool_rows, g_kernels->adaptive_argmax_work(H, W, P, Q));
-    g_kernels->adaptive_maxpool_argmax_plane(m, a, xp, H, W, P, Q, work);
-    for (int64_t j = 0; j < PQ; ++j) emit(j, a[j]);
+    float* xt = scratch(Buf::pool_rows, 16 * H * W);
+    float* ym = scratch(Buf::pool_arg, 32 * PQ);
+    int32_t* ya = reinterpret_cast<int32_t*>(ym + 16 * PQ);
+    g_kernels->planes_to_lanes(xt, x + i0 * H * W, H * W, n, H * W);
+    g_kernels->adaptive_maxpool_lanes(ym, ya, xt, H, W, P, Q);
+    for (int l = 0; l < n; ++l)
+      for (int64_t j = 0; j < PQ; ++j) emit(i0 + l, j, ya[j * 16 + l]);
     return;
   }
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t q = 0; q < Q; ++q) emit(p * Q + q, adaptive_argmax(xp, H, W, P, Q, p, q));
+  for (int l = 0; l < n; ++l)
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q = 0; q < Q; ++q)
+        emit(i0 + l, p * Q + q, adaptive_argmax(x + (i0 + l) * H * W, H, W, P, Q, p, q));
 }
 
 void adaptive_max_pool2d_forward(float* y, int64_t* indices, const float* x, int64_t planes,
                                  int64_t H, int64_t W, int64_t P, int64_t Q) {
-  parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
-    const float* xp = x + i * H * W;
-    float* yp = y + i * P * Q;
-    int64_t* ip = indices ? indices + i * P * Q : nullptr;
-    adaptive_plane(xp, H, W, P, Q, [&](int64_t j, int64_t a) {
-      yp[j] = xp[a];
-      if (ip) ip[j] = a;
+  const int64_t PQ = P * Q;
+  parallel_for((planes + 15) / 16, 2.0 * planes * H * W, [&](int64_t g) {
+    const int n = static_cast<int>(std::min<int64_t>(16, planes - g * 16));
+    adaptive_planes(x, g * 16, n, H, W, P, Q, [&](int64_t i, int64_t j, int64_t a) {
+      y[i * PQ + j] = x[i * H * W + a];
+      if (indices) indices[i * PQ + j] = a;
     });
   });
 }
 
 void adaptive_max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes,
                                   int64_t H, int64_t W, int64_t P, int64_t Q) {
-  parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
-    float* d = dx + i * H * W;
-    const float* g = dy + i * P * Q;
-    std::fill(d, d + H * W, 0.f);
-    adaptive_plane(x + i * H * W, H, W, P, Q, [&](int64_t j, int64_t a) { d[a] += g[j]; });
+  const int64_t PQ = P * Q;
+  parallel_for((planes + 15) / 16, 2.0 * planes * H * W, [&](int64_t g) {
+    const int64_t i0 = g * 16;
+    const int n = static_cast<int>(std::min<int64_t>(16, planes - i0));
+    std::fill(dx + i0 * H * W, dx + (i0 + n) * H * W, 0.f);
+    adaptive_planes(x, i0, n, H, W, P, Q, [&](int64_t i, int64_t j, int64_t a) {
+      dx[i * H * W + a] += dy[i * PQ + j];
+    });
   });
 }
 

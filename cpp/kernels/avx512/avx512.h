@@ -22,6 +22,7 @@ void direct_wide_ukernel(int64_t kc, const float* a, const float* b, const int64
 void maxpool2x2_bwd(float* dx, const float* dy, const float* x, int64_t H, int64_t W, int64_t P,
                     int64_t Q);
 void maxpool_plane_avx512(float* y, const float* x, const Pool2dShape& s);
+void planes_to_lanes_avx512(float* xt, const float* x, int64_t stride, int n, int64_t len);
 // conv_tiles_avx512.cpp
 void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg);
 void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,

@@ -38,6 +38,7 @@ void fill_table_avx512(KernelTable& t) {
   avx512::fill_portable(t);
   t.maxpool2x2_bwd_plane = avx512::maxpool2x2_bwd;
   t.maxpool_plane = avx512::maxpool_plane_avx512;
+  t.planes_to_lanes = avx512::planes_to_lanes_avx512;
   t.conv_dw_tile = avx512::conv_dw_tile_avx512;
   t.conv_kvec = avx512::conv_kvec_avx512;
   t.conv_dx_rows = avx512::conv_dx_rows_avx512;

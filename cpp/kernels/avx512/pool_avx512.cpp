@@ -98,5 +98,18 @@ void maxpool_plane_avx512(float* y, const float* x, const Pool2dShape& s) {
     }
   }
 }
+
+// planes_to_lanes (see portable.inc) by 16 x 16 blocks transposed in registers
+void planes_to_lanes_avx512(float* xt, const float* x, int64_t stride, int n, int64_t len) {
+  for (int64_t e = 0; e < len; e += 16) {
+    const int m = static_cast<int>(std::min<int64_t>(16, len - e));
+    const __mmask16 k = static_cast<__mmask16>((1u << m) - 1u);
+    __m512 r[16];
+    for (int l = 0; l < 16; ++l)
+      r[l] = l < n ? _mm512_maskz_loadu_ps(k, x + l * stride + e) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int j = 0; j < m; ++j) _mm512_storeu_ps(xt + (e + j) * 16, r[j]);
+  }
+}
 }  // namespace avx512
 }  // namespace convkit
