@@ -2,7 +2,7 @@
 """Threads against a busy core: LeNet-5 training step and inference and three convolutions at
 1 thread and at the default thread count, on a quiet machine and with one CPU hog (a process
 spinning in a loop, which this script starts and stops itself), for convkit's own pool
-(CONVKIT_RUNTIME=pool) and OpenMP's (CONVKIT_RUNTIME=openmp, the default) and, in a build with
+(CONVKIT_RUNTIME=pool, the default) and OpenMP's (CONVKIT_RUNTIME=openmp) and, in a build with
 -Ccmake.define.CONVKIT_TBB=ON, oneTBB's (--runtimes pool,openmp,tbb).
 
     python bench/contention.py [--rounds 7] [--json out.json]

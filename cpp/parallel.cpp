@@ -64,6 +64,16 @@ class Pool {
     std::unique_lock<std::mutex> busy(job_mu_, std::try_to_lock);
     if (!busy.owns_lock()) return false;  // another thread's job is running: go serial
     ensure(threads);
+    const uint64_t gen = ++gen_counter_;
+    const uint64_t tag = (gen & kTagMask) << kIndexBits;
+    // Close the previous job's word before its fields change: a worker still in that job's
+    // claim loop may read the fields below while they are rewritten, and with the old word
+    // (every item taken) left in place it could claim "items" past the old count under the new
+    // count, run the new function on a mix of old and new fields, and add to the new job's
+    // count of items done, so that its caller returned while items still ran (ThreadSanitizer
+    // showed a worker reading a finished caller's stack; the sanitizer report once seen in CI).
+    // The new tag with every index taken also keeps the new job closed until it is published.
+    state_.store(tag | kIndexMask, std::memory_order_seq_cst);
     call_.store(call, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
     n_.store(n, std::memory_order_relaxed);
@@ -71,8 +81,7 @@ class Pool {
     want_.store(threads, std::memory_order_relaxed);
     err_ = nullptr;
     done_.store(0, std::memory_order_relaxed);
-    const uint64_t gen = ++gen_counter_;
-    state_.store((gen & kTagMask) << kIndexBits, std::memory_order_release);
+    state_.store(tag, std::memory_order_release);
     posted_.store(gen, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lock(sleep_mu_);
@@ -180,11 +189,9 @@ Pool* pool() {
 }  // namespace
 
 bool use_openmp_runtime() {
-  // OpenMP's runtime stays the default where it is built in, until the intermittent sanitizer
-  // report seen once with the pool in CI is understood; CONVKIT_RUNTIME=pool selects the pool
   static const bool openmp = [] {
     const char* e = std::getenv("CONVKIT_RUNTIME");
-    return !(e && (std::strcmp(e, "pool") == 0 || std::strcmp(e, "tbb") == 0));
+    return e && std::strcmp(e, "openmp") == 0;
   }();
   return openmp;
 }

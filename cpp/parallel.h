@@ -20,8 +20,7 @@ using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 // false when it cannot (called from inside another job, or another thread's job is running):
 // the caller then runs them itself.
 bool run_in_pool(int64_t n, int64_t run, int threads, RangeFn fn, void* ctx);
-bool use_openmp_runtime();  // OpenMP's runtime (the default where built in) unless
-                            // CONVKIT_RUNTIME=pool (or tbb) asks for another
+bool use_openmp_runtime();  // CONVKIT_RUNTIME=openmp: OpenMP's runtime instead (to compare)
 #ifdef CONVKIT_HAVE_TBB
 // CONVKIT_RUNTIME=tbb in a build with -DCONVKIT_TBB=ON: oneTBB's parallel_for in an arena of
 // `threads` slots (the caller takes part), to compare runtimes (bench/contention.py)
@@ -33,11 +32,11 @@ void run_in_tbb(int64_t n, int64_t run, int threads, RangeFn fn, void* ctx);
 // because waking the pool costs more than they do. Items are independent and never write the
 // same memory, so the result does not depend on the thread count or on who runs which item.
 //
-// Runtimes: OpenMP's (the default where built in), or with CONVKIT_RUNTIME=pool convkit's pool,
-// where the calling thread takes part, items are handed out in runs from a shared counter, and
-// the call returns when every item is done, so it never waits for a thread that has not
-// started (a core busy with another process costs its share of the work, not a barrier).
-// Exceptions are rethrown on the calling thread either way.
+// The runtime: convkit's pool, where the calling thread takes part, items are handed out in runs
+// from a shared counter, and the call returns when every item is done, so it never waits for a
+// thread that has not started (a core busy with another process costs its share of the work,
+// not a barrier); CONVKIT_RUNTIME=openmp (or tbb) selects another, to compare. Exceptions are
+// rethrown on the calling thread either way.
 template <class F>
 void parallel_for(int64_t n, double work, F&& fn) {
   int nt = get_num_threads();

@@ -226,8 +226,7 @@ PYBIND11_MODULE(_core, m) {
     if (use_tbb_runtime()) return "tbb";
 #endif
     return "pool";
-  }, "The threading runtime: OpenMP's (the default where built in) or convkit's pool "
-     "(CONVKIT_RUNTIME=pool).");
+  }, "The threading runtime: convkit's pool, or OpenMP's (CONVKIT_RUNTIME=openmp).");
   m.def("compiler", &compiler_id);
   m.def("isa", &isa_name);
   m.def("best_isa", &best_isa);

@@ -10,7 +10,7 @@ import os as _os
 
 import numpy as _np
 
-# With OpenMP's runtime (the default; CONVKIT_RUNTIME=pool chooses convkit's pool instead):
+# With CONVKIT_RUNTIME=openmp (OpenMP's runtime instead of convkit's pool, for comparison):
 # OpenMP worker threads that spin for long between parallel regions (libgomp's default is
 # 300,000 spins) made whole training runs twice as slow on a shared 2-vCPU virtual machine, for
 # minutes at a time; 10,000 spins kept the quiet-machine speed and held the slow spells to ~1.3x
@@ -94,7 +94,7 @@ def show_config() -> None:
     print(f"convkit {c['version']}")
     print(f"  compiler      : {c['compiler']}")
     print(f"  threads run on: {'OpenMP' if c['runtime'] == 'openmp' else c['runtime']}"
-          f" (CONVKIT_RUNTIME=pool|openmp chooses; OpenMP "
+          f" (CONVKIT_RUNTIME=openmp|pool chooses; OpenMP "
           f"{'built in' if c['openmp'] else 'not built in'})")
     print(f"  CPU features  : {c['cpu_features'] or 'none detected'}")
     print(f"  kernel ISA    : {c['isa']} (best available: {c['best_isa']}; "
