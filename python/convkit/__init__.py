@@ -1,8 +1,8 @@
 """convkit: C++-accelerated CNN primitives with a thin Python layer API.
 
-The heavy lifting happens in ``convkit._core`` (C++, OpenMP, SIMD picked at import from what the
-CPU supports); ``convkit.functional`` is the documented function API, and ``nn``, ``optim``,
-``models``, ``data`` and ``training`` build a small training framework on top of it.
+The heavy lifting happens in ``convkit._core`` (C++, its own thread pool, SIMD picked at import
+from what the CPU supports); ``convkit.functional`` is the documented function API, and ``nn``,
+``optim``, ``models``, ``data`` and ``training`` build a small training framework on top of it.
 """
 from __future__ import annotations
 
