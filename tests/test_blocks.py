@@ -114,6 +114,10 @@ def test_module_walking_and_summary():
 @needs_torch
 def test_resnet20_matches_pytorch_twin(rng):
     from torch_twins import resnet20 as torch_resnet20
+    # A fixed initialisation: with about 2 in 10 random ones a ReLU input lies within float32
+    # rounding of zero (1.8e-6 with manual_seed(5)), the float32 network and its float64 twin
+    # take different sides of the kink, and dx differs by up to 2 % (which made this test flaky).
+    convkit.manual_seed(0)
     ck = models.resnet20()
     tt = torch_resnet20().double()
     assert list(ck.state_dict()) == list(tt.state_dict())
