@@ -14,8 +14,9 @@
 //   winograd5      5x5, stride 1, batches of 16+: Winograd F(2x2, 5x5), 16 images in the lanes
 //   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels, unless winograd3
 //                  pays: channels in the lanes
-//   winograd3      3x3, stride 1, 32+ channels: Winograd F(2x2, 3x3), 16 GEMMs
-//   winograd3_s2   3x3, stride 2, 16+ channels: phase-split F(2, 2)-style sum, 9 GEMMs
+//   winograd3      3x3, stride 1, 32+ channels, enough work: Winograd F(2x2, 3x3), 16 GEMMs
+//   winograd3_s2   3x3, stride 2, 32+ channels, enough work: phase-split F(2, 2)-style sum,
+//                  9 GEMMs
 //   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases, when
 //                  those go to a Winograd-style row
 //   direct         stride <= 4: col read in place from padded, phase-split input rows
@@ -108,11 +109,20 @@ bool few_per_group(const Conv2dShape& s, const KernelTable&) {
 }
 
 // ---- forward -------------------------------------------------------------------------------
-// Winograd F(2x2, 3x3) pays from 32 channels and 7 output columns (forced, 2 threads: with 16
-// channels direct and kvec are faster, e.g. (64, 16, 32, 32) 2.3 ms against 3.4; at 4 columns
-// direct is, (128, 128, 4, 4) 8.0 against 10.2).
+// Multiply-adds of the direct method, times 2.
+double direct_flops(const Conv2dShape& s) {
+  return 2.0 * s.N * s.P * s.Q * s.K * (s.C / s.G) * s.R * s.S;
+}
+
+// Winograd F(2x2, 3x3) pays from 32 channels, 7 output columns and 150 MFLOP of direct work per
+// call (forced, 2 threads: with 16 channels direct and kvec are faster, e.g. (64, 16, 32, 32)
+// 2.3 ms against 3.4; at 4 columns direct is, (128, 128, 4, 4) 8.0 against 10.2; below the work
+// its weight transform and extra passes do not pay back: (1, 64, 8, 8) 376 us against kvec's
+// 126, (16, 32, 16, 16) 706 against direct's 689, (2, 128, 14, 14) 1553 against 1161, while
+// (4, 128, 14, 14) ties at 231 MFLOP and (8, 128, 14, 14) gains 3.6 ms against 4.1).
 bool winograd3_pays(const Conv2dShape& s) {
-  return s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2;
+  return s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
+         direct_flops(s) >= 1.5e8;
 }
 
 const Row<FwdRun> kForward[] = {
@@ -143,8 +153,12 @@ const Row<FwdRun> kForward[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_s2_in_row && s.R == 3 && s.S == 3 && s.sh == 2 && s.sw == 2;
      },
+     // 32+ channels and 100 MFLOP of direct work (forced, 2 threads: with 16 channels direct
+     // is faster even at batch 128, (128, 16, 32, 32) -> 32 3.6 ms against 4.5; (128, 32, 16,
+     // 16) -> 64 3.3 against 3.7 and the benchmark set's strided layer 7.9 against 10.3 gain;
+     // (32, 32, 16, 16) -> 64 ties at 75 MFLOP; at batch 1 direct is 2-3x faster)
      [](const Conv2dShape& s, const KernelTable&) {
-       return s.C >= 16 && s.K >= 16 && s.Q >= 8 && s.P >= 2;
+       return s.C >= 32 && s.K >= 16 && s.Q >= 8 && s.P >= 2 && direct_flops(s) >= 1e8;
      },
      true, winograd_s2_forward},
     {"dilated_phases", dilated_unit,
