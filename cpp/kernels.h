@@ -7,6 +7,26 @@
 
 namespace convkit {
 
+// Adaptive pooling's windows: window i of an axis of n inputs and m outputs spans
+// [adaptive_start(i, n, m), adaptive_end(i, n, m)) = [floor(i*n/m), ceil((i+1)*n/m)), as
+// PyTorch.
+inline int64_t adaptive_start(int64_t i, int64_t n, int64_t m) { return i * n / m; }
+inline int64_t adaptive_end(int64_t i, int64_t n, int64_t m) {
+  return ((i + 1) * n + m - 1) / m;
+}
+
+// Work floats of KernelTable::maxpool_argmax_plane (row winners and their positions, one input
+// row split by column phase with its positions) and of KernelTable::avgpool_bwd_plane (the rows'
+// sums split by column phase, one output row of dy / divisor).
+inline int64_t maxpool_argmax_floats(const Pool2dShape& s) {
+  const int64_t Wk = s.Q + ((s.S - 1) * s.dw) / s.sw + 1;  // per phase of a padded row
+  return 2 * s.H * s.Q + 2 * s.sw * Wk;
+}
+inline int64_t avgpool_bwd_floats(const Pool2dShape& s) {
+  const int64_t Wk = s.Q + (s.S - 1) / s.sw + 1;
+  return s.H * s.sw * Wk + s.Q;
+}
+
 // Micro-kernel of the GEMM: the top-left mr x nr corner (mr <= MR, nr <= NR) of
 //   C (leading dimension ldc) = init + Apanel * Bpanel
 // where Apanel is kc x MR (MR values per k) and Bpanel is kc x NR (NR values per k), both packed
@@ -203,17 +223,15 @@ struct KernelTable {
   void (*avgpool_plane)(float* y, const float* x, const Pool2dShape& s);
   // max-pool of one plane with each window's winner: y (P, Q), arg (P, Q) its flat index in the
   // plane (-1: no input element in the window), as PyTorch's indices; work holds
-  // argmax_work(s) floats (see portable.inc)
+  // maxpool_argmax_floats(s) floats (see portable.inc)
   void (*maxpool_argmax_plane)(float* y, int32_t* arg, const float* x, const Pool2dShape& s,
                                float* work);
-  int64_t (*argmax_work)(const Pool2dShape& s);
   // up to 16 planes into the vector lanes, and adaptive max pooling of them there (portable.inc)
   void (*planes_to_lanes)(float* xt, const float* x, int64_t stride, int n, int64_t len);
   void (*adaptive_maxpool_lanes)(float* ym, int32_t* ya, const float* xt, int64_t H, int64_t W,
                                  int64_t P, int64_t Q);
-  // avg-pool backward of one plane (writes all of dx), with avgpool_bwd_work(s) floats of work
+  // avg-pool backward of one plane (writes all of dx), with avgpool_bwd_floats(s) floats of work
   void (*avgpool_bwd_plane)(float* dx, const float* dy, const Pool2dShape& s, float* work);
-  int64_t (*avgpool_bwd_work)(const Pool2dShape& s);
   // adaptive average pooling of one plane for Q > 1 (W doubles of work), and its backward for
   // any P, Q (writes all of dx; W floats of work)
   void (*adaptive_avgpool_plane)(float* y, const float* x, int64_t H, int64_t W, int64_t P,

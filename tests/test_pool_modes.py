@@ -213,6 +213,22 @@ def test_max_pool_winners_with_nan_and_inf_match_pytorch(isa, rng, c):
         np.testing.assert_array_equal(F.adaptive_max_pool2d_backward(g, x, out), xt.grad.numpy())
 
 
+@needs_torch
+def test_adaptive_max_pool_of_planes_too_big_for_the_lanes(rng):
+    # planes over 512 x 512 skip the 16-planes-in-lanes kernel (its buffer would pass 16 MiB per
+    # thread) and scan each window: same indices and gradients as PyTorch
+    x = np.round(rng.standard_normal((1, 2, 521, 517)) * 3).astype(np.float32)
+    x[0, 1, 7, :40] = np.nan
+    xt = torch.tensor(x, requires_grad=True)
+    yt, it = TF.adaptive_max_pool2d(xt, (5, 3), return_indices=True)
+    g = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    y, idx = F.adaptive_max_pool2d(x, (5, 3), return_indices=True)
+    np.testing.assert_array_equal(idx, it.numpy())
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(F.adaptive_max_pool2d_backward(g, x, (5, 3)), xt.grad.numpy())
+
+
 @pytest.mark.parametrize("call,frag", [
     (lambda: F.max_pool2d(np.ones((1, 1, 8, 8)), 3, padding=2), "half the kernel"),
     (lambda: F.max_pool2d(np.ones((1, 1, 8, 8)), 3, dilation=0), "dilation >= 1"),

@@ -2,8 +2,8 @@
 # convkit's thread pool under ThreadSanitizer: builds the C++ core with -fsanitize=thread into
 # build-tsan/, links tools/tsan_pool.cpp against it and runs it at 2, 4 and 8 threads; any report
 # fails the run (non-zero exit). Used by .ci/run. Before the pool closed a finished job's claim
-# word ahead of rewriting the job (cpp/parallel.cpp), 3 of 7 runs (8 threads, 20 iterations) reported a worker
-# reading a finished caller's stack; none has since.
+# word ahead of rewriting the job (cpp/parallel.cpp), 3 of 7 runs (8 threads, 20 iterations)
+# reported a worker reading a finished caller's stack; none has since.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cmake >/dev/null && command -v ninja >/dev/null ||

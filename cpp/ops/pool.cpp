@@ -67,7 +67,7 @@ static bool argmax_fits(int64_t H, int64_t W) { return H * W < (int64_t(1) << 31
 
 // Each window's maximum and winner of plane i: y (P, Q), arg (P, Q) in the caller's buffers.
 static void plane_argmax(float* y, int32_t* arg, const float* xp, const Pool2dShape& s) {
-  float* work = scratch(Buf::pool_rows, g_kernels->argmax_work(s));
+  float* work = scratch(Buf::pool_rows, maxpool_argmax_floats(s));
   g_kernels->maxpool_argmax_plane(y, arg, xp, s, work);
 }
 
@@ -134,15 +134,13 @@ void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
-    float* work = scratch(Buf::pool_rows, g_kernels->avgpool_bwd_work(s));
+    float* work = scratch(Buf::pool_rows, avgpool_bwd_floats(s));
     g_kernels->avgpool_bwd_plane(dx + i * HW, dy + i * PQ, s, work);
   });
 }
 
 // ---- adaptive pooling --------------------------------------------------------------------------
 
-static inline int64_t win_start(int64_t i, int64_t n, int64_t m) { return i * n / m; }
-static inline int64_t win_end(int64_t i, int64_t n, int64_t m) { return ((i + 1) * n + m - 1) / m; }
 
 void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W,
                                  int64_t P, int64_t Q) {
@@ -156,7 +154,7 @@ void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64
       return;
     }
     for (int64_t p = 0; p < P; ++p) {  // whole rows: one contiguous run per window
-      const int64_t h0 = win_start(p, H, P), h1 = win_end(p, H, P);
+      const int64_t h0 = adaptive_start(p, H, P), h1 = adaptive_end(p, H, P);
       yp[p] = static_cast<float>(sum(xp + h0 * W, (h1 - h0) * W) / double((h1 - h0) * W));
     }
   });
@@ -171,11 +169,11 @@ void adaptive_avg_pool2d_backward(float* dx, const float* dy, int64_t planes, in
 }
 
 // argmax of adaptive window (p, q) as window_argmax; windows are never empty. Used only for planes
-// too large for the kernels' int32 positions.
+// too large for adaptive_planes' lane buffer.
 static int64_t adaptive_argmax(const float* xp, int64_t H, int64_t W, int64_t P, int64_t Q,
                                int64_t p, int64_t q) {
-  const int64_t h0 = win_start(p, H, P), h1 = win_end(p, H, P);
-  const int64_t w0 = win_start(q, W, Q), w1 = win_end(q, W, Q);
+  const int64_t h0 = adaptive_start(p, H, P), h1 = adaptive_end(p, H, P);
+  const int64_t w0 = adaptive_start(q, W, Q), w1 = adaptive_end(q, W, Q);
   int64_t arg = h0 * W + w0;
   float m = xp[arg];
   for (int64_t h = h0; h < h1; ++h)
@@ -191,12 +189,13 @@ static int64_t adaptive_argmax(const float* xp, int64_t H, int64_t W, int64_t P,
 
 // Every window of planes [i0, i0 + n) (n <= 16): emit(plane, j, a) with a the flat index of the
 // winner of window j = p * Q + q, in window order per plane. The planes go into the vector lanes
-// (Buf::pool_rows) and are pooled there (Buf::pool_arg); a huge plane is scanned window by window.
+// (Buf::pool_rows, 16 * H * W floats) and are pooled there (Buf::pool_arg); planes over 512 x 512
+// (a lane buffer over 16 MiB per thread) are scanned window by window.
 template <class Emit>
 static void adaptive_planes(const float* x, int64_t i0, int n, int64_t H, int64_t W, int64_t P,
                             int64_t Q, Emit&& emit) {
   const int64_t PQ = P * Q;
-  if (argmax_fits(H, W)) {
+  if (H * W <= (int64_t(1) << 18)) {
     float* xt = scratch(Buf::pool_rows, 16 * H * W);
     float* ym = scratch(Buf::pool_arg, 32 * PQ);
     int32_t* ya = reinterpret_cast<int32_t*>(ym + 16 * PQ);

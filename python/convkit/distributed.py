@@ -348,10 +348,12 @@ def shard(n: int, r: Optional[int] = None, P: Optional[int] = None) -> slice:
     return slice(start, start + base + (1 if r < extra else 0))
 
 
-def _allgather_sum(values: Sequence[float]) -> np.ndarray:
-    """Element-wise sum over ranks of a few float64 numbers, in rank order."""
+def _allgather_sum(values: Sequence[float]) -> list:
+    """Element-wise sum over ranks of a few numbers (added in float64, in rank order), as plain
+    Python numbers: ints where the value given was an integer, floats otherwise."""
     parts = _world().allgather(np.asarray(values, np.float64))
     total = parts[0].copy()
     for p in parts[1:]:
         total += p
-    return total
+    return [int(t) if isinstance(v, (int, np.integer)) else float(t)
+            for v, t in zip(values, total)]

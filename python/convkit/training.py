@@ -260,7 +260,6 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
         model.train(was_training)
     if distributed:
         total_loss, correct, n = dist._allgather_sum([total_loss, correct, n])
-        total_loss, correct, n = float(total_loss), int(correct), int(n)
     return {"loss": total_loss / max(n, 1), "accuracy": float(correct) / max(n, 1)}
 
 
@@ -405,7 +404,6 @@ def fit(model, loss, optimizer, train: Tuple[np.ndarray, np.ndarray],
                        acc=f"{correct / max(seen, 1):.4f}")
         if distributed:
             total, correct, seen = dist._allgather_sum([total, correct, seen])
-            total, correct, seen = float(total), int(correct), int(seen)
             if has_buffers:
                 dist.broadcast_buffers(model)
         seconds = time.perf_counter() - t0
