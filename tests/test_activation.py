@@ -81,7 +81,7 @@ def test_few_ulp_over_the_float_range(isa, name, f, ref):
     assert _ulp_error(y[finite], want[finite]).max() <= 4, name
 
 
-def test_saturation_and_specials():
+def test_saturation_and_specials(isa):
     big = np.array([-np.inf, -1e30, -1e4, -200, 200, 1e4, 1e30, np.inf], np.float32)
     assert np.array_equal(F.tanh(big), np.sign(big))
     assert np.array_equal(F.sigmoid(big), (big > 0).astype(np.float32))
@@ -91,6 +91,28 @@ def test_saturation_and_specials():
         assert np.isnan(f(nan)).all(), f.__name__
     for fb in (F.sigmoid_backward, F.tanh_backward):
         assert not np.isnan(fb(np.ones_like(big), big)).any()
+
+
+@needs_torch
+def test_signed_zeros_and_specials_as_pytorch(isa):
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 20.0, -20.0], np.float32)
+    xt = torch.from_numpy(x)
+    for f, tf in ((F.sigmoid, torch.sigmoid), (F.tanh, torch.tanh), (F.elu, torch.nn.functional.elu),
+                  (F.relu, torch.relu)):
+        got, want = f(x), tf(xt).numpy()
+        assert np.array_equal(got, want, equal_nan=True), f.__name__
+        num = ~np.isnan(want)
+        assert np.array_equal(np.signbit(got[num]), np.signbit(want[num])), f.__name__ + " signs"
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu"])
+def test_tails_get_the_same_arithmetic(isa, rng, name):
+    f, fb, kw, _ = ACTS[name]
+    x = (rng.standard_normal(53) * 4).astype(np.float32)
+    g = rng.standard_normal(53).astype(np.float32)
+    y, dx = f(x, **kw), fb(g, x, **kw)
+    for k in range(1, 53):  # every tail length of every vector width
+        assert np.array_equal(f(x[:k], **kw), y[:k]) and np.array_equal(fb(g[:k], x[:k], **kw), dx[:k])
 
 
 def test_thread_invariance_and_shapes(rng, threads):
