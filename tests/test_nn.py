@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit import models, nn, optim
+from convkit import functional as F, models, nn, optim
 
 from conftest import assert_close, needs_torch, torch
 
@@ -355,3 +355,25 @@ def test_plain_progress_bar_leaves_no_stale_digits(monkeypatch):
     assert len(frames[2]) >= len(frames[1])  # the shorter line is padded over the longer one
     assert out.getvalue().rstrip().endswith("summary line")
     assert "img/s" in frames[1] and frames[1].count("img/s") == 1
+
+
+def test_layers_equal_functional_after_attribute_changes(rng):
+    # the layers call the core directly for plain float32 batches; other inputs, and attributes
+    # changed after construction, take the functional path: the same results either way
+    x = rng.standard_normal((2, 3, 11, 11)).astype(np.float32)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    want = F.conv2d(x, conv.weight.data, conv.bias.data, padding=1)
+    assert np.array_equal(conv(x), want)
+    assert np.array_equal(conv(x.astype(np.float64)), want)
+    assert np.array_equal(conv(x[0]), want[0])
+    conv.stride, conv.padding = 2, "same"
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided"):
+        conv(x)
+    conv.padding = 1
+    assert np.array_equal(conv(x), F.conv2d(x, conv.weight.data, conv.bias.data, 2, 1))
+    pool = nn.MaxPool2d(2)
+    assert np.array_equal(pool(x), F.max_pool2d(x, 2))
+    pool.stride, pool.ceil_mode = 3, True
+    assert np.array_equal(pool(x), F.max_pool2d(x, 2, 3, ceil_mode=True))
+    pool.kernel_size = (3, 2)
+    assert np.array_equal(pool(np.asfortranarray(x)), F.max_pool2d(x, (3, 2), 3, ceil_mode=True))

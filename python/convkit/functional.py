@@ -35,17 +35,24 @@ Padding = Union[int, Tuple[int, int], str]
 Grads = Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]
 
 
+_I62 = 2**62
+
+
 def _int(v, fn: str, name: str) -> int:
+    if type(v) is int and -_I62 <= v < _I62:  # the common case, without the abc checks
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{fn}: argument '{name}' expected an int or a pair of ints, "
                         f"but got {v!r}")
-    if not -2**62 <= int(v) < 2**62:  # the C++ core takes 64-bit sizes
+    if not -_I62 <= int(v) < _I62:  # the C++ core takes 64-bit sizes
         raise ValueError(f"{fn}: argument '{name}' is out of range: {v}")
     return int(v)
 
 
 def _pair(v, fn: str, name: str) -> tuple[int, int]:
     """int or (h, w) pair -> (h, w)."""
+    if type(v) is int and -_I62 <= v < _I62:
+        return v, v
     if isinstance(v, (tuple, list, np.ndarray)):
         if len(v) != 2:
             raise ValueError(f"{fn}: argument '{name}' expected an int or a pair of ints, "

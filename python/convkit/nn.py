@@ -27,7 +27,12 @@ __all__ = [
 ]
 
 
+_F32 = np.dtype(np.float32)
+
+
 def _f32(a) -> np.ndarray:
+    if type(a) is np.ndarray and a.dtype is _F32 and a.flags.c_contiguous:
+        return a  # the common case, in a few hundred nanoseconds
     a = F._as_array(a)
     if getattr(a, "dtype", None) == np.uint8:
         warnings.warn("convkit: a uint8 batch is used as is (values 0-255); images usually "
@@ -376,6 +381,10 @@ class Conv2d(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
         b = None if self.bias is None else self.bias.data
+        st, pd, dl = self.stride, self.padding, self.dilation
+        if (x.ndim == 4 and self.padding_mode == "zeros" and type(pd) is tuple
+                and type(st) is tuple and type(dl) is tuple):  # arguments checked at __init__
+            return _core.conv2d(x, self.weight.data, b, *st, *pd, *dl, self.groups)
         return F.conv2d(x, self.weight.data, b, **self._kw())
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
@@ -472,6 +481,11 @@ class MaxPool2d(Module):
 
     def forward(self, x: np.ndarray):
         self._x = x = _f32(x)
+        k, st, pd, dl = self.kernel_size, self.stride, self.padding, self.dilation
+        if (x.ndim == 4 and type(k) is int and type(pd) is int and type(dl) is int
+                and (st is None or type(st) is int) and not self.return_indices):
+            st = k if st is None else st  # the core checks the values
+            return _core.max_pool2d(x, k, k, st, st, pd, pd, dl, dl, bool(self.ceil_mode), False)
         return F.max_pool2d(x, self.kernel_size, return_indices=self.return_indices,
                             **self._kw())
 
@@ -915,6 +929,14 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+_NAMES = tuple(str(i) for i in range(64))
+
+
+def _index_names(n):
+    """("0", "1", ..., str(n - 1)): the attribute names of a Sequential's layers."""
+    return _NAMES[:n] if n <= len(_NAMES) else tuple(str(i) for i in range(n))
+
+
 class Sequential(Module):
     """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'.
 
@@ -934,7 +956,7 @@ class Sequential(Module):
         return self._n
 
     def __iter__(self):
-        return (getattr(self, str(i)) for i in range(self._n))
+        return (getattr(self, k) for k in _index_names(self._n))
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -944,8 +966,8 @@ class Sequential(Module):
         return getattr(self, str(i % self._n))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self:
-            x = layer(x)
+        for k in _index_names(self._n):
+            x = getattr(self, k)(x)
         return x
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
