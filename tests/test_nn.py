@@ -377,3 +377,34 @@ def test_layers_equal_functional_after_attribute_changes(rng):
     assert np.array_equal(pool(x), F.max_pool2d(x, 2, 3, ceil_mode=True))
     pool.kernel_size = (3, 2)
     assert np.array_equal(pool(np.asfortranarray(x)), F.max_pool2d(x, (3, 2), 3, ceil_mode=True))
+
+
+@pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                  dict(kernel_size=3, stride=2, ceil_mode=True, dilation=2)])
+def test_relu_runs_after_max_pool_with_the_same_results(rng, monkeypatch, pool):
+    # Sequential runs ReLU -> MaxPool2d as MaxPool2d -> ReLU: outputs and gradients must equal
+    # the written order's, with windows that hold no positive value, NaNs and ties
+    x = rng.standard_normal((3, 2, 9, 9)).astype(np.float32)
+    x[0, 0, :4, :4] = -1.0  # windows without a positive value
+    x[1, 1, 2, 2] = np.nan
+    x[2, 0, :, :3] = 0.5  # ties
+    g = rng.standard_normal(nn.MaxPool2d(**pool)(x).shape).astype(np.float32)
+
+    def run():
+        m = nn.Sequential(nn.ReLU(), nn.MaxPool2d(**pool), nn.ReLU())
+        y = m(x)
+        return y, m.backward(g), m.run_order()
+    y, dx, order = run()
+    assert [type(l).__name__ for l in order] == ["MaxPool2d", "ReLU", "ReLU"]
+    monkeypatch.setattr(nn, "_execution_order", lambda seq: list(seq))
+    y0, dx0, order0 = run()
+    assert [type(l).__name__ for l in order0] == ["ReLU", "MaxPool2d", "ReLU"]
+    assert np.array_equal(y, y0, equal_nan=True) and np.array_equal(dx, dx0, equal_nan=True)
+
+
+def test_max_pool_with_indices_is_not_moved():
+    m = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    m(np.zeros((1, 1, 4, 4), np.float32))
+    assert type(m.run_order()[0]) is nn.MaxPool2d
+    m[1].return_indices = True  # now the pool's output is a tuple: the written order again
+    assert [type(l) for l in nn._execution_order(m)] == [nn.ReLU, nn.MaxPool2d]

@@ -245,7 +245,7 @@ class _OverlappedReduce:
     def __init__(self, model, bucket_bytes):
         self.comm = _world()
         P = self.P = self.comm.Get_size()
-        self.layers = list(model)
+        self.model, self.layers = model, list(model)
         # buckets in backward order: the last layer's parameters first
         order = [p for layer in reversed(self.layers) for p in reversed(layer.parameters())]
         self.buckets, cur, size = [], [], 0
@@ -268,8 +268,9 @@ class _OverlappedReduce:
         self.weight = np.float32(weight)
         self.pending = [len(b) for b in self.buckets]
         self.requests = [None] * len(self.buckets)
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
+        layers = self.model.run_order()  # the order the last forward ran the layers in
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
             if grad is not None:
                 grad = layer.backward(grad, input_grad=i > 0)
             for p in layer.parameters():

@@ -939,6 +939,8 @@ def _index_names(n):
 
 class Sequential(Module):
     """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'.
+    A ReLU directly followed by a MaxPool2d runs after the pool, on a quarter of the values
+    (the results are the same); ``run_order()`` gives the order the last forward used.
 
     >>> m = Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
     >>> m(np.zeros((5, 4), np.float32)).shape, [n for n, _ in m.named_parameters()][:2]
@@ -966,16 +968,43 @@ class Sequential(Module):
         return getattr(self, str(i % self._n))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for k in _index_names(self._n):
-            x = getattr(self, k)(x)
+        self._order = order = _execution_order(self)
+        for layer in order:
+            x = layer(x)
         return x
+
+    def run_order(self) -> List[Module]:
+        """The layers in the order the last forward ran them (backward undoes that order): a
+        ReLU followed by a MaxPool2d runs after it, on a quarter of the values (max pooling
+        commutes with ReLU; outputs, gradients and pooling winners are the same)."""
+        return getattr(self, "_order", None) or list(self)
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         """Runs each layer's backward in reverse; ``input_grad`` goes to the first layer only."""
-        layers = list(self)
+        layers = self.run_order()
         for i in range(len(layers) - 1, -1, -1):
             grad_out = layers[i].backward(grad_out, input_grad=input_grad or i > 0)
         return grad_out
+
+
+def _execution_order(seq: Sequential) -> List[Module]:
+    """seq's layers in the order forward runs them (and backward undoes them): a ReLU followed
+    by a MaxPool2d runs after it. Max pooling commutes with ReLU, which then touches a quarter
+    of the values (LeNet-5's first ReLU was as costly as its convolution); outputs, gradients
+    and the windows' winners are the same (where a window holds no positive value both give
+    zero, and a zero gradient)."""
+    layers = [getattr(seq, k) for k in _index_names(seq._n)]
+    cached = seq.__dict__.get("_order_cache")  # (layers, order, the pools moved ahead)
+    if cached is not None and cached[0] == layers and not any(p.return_indices for p in cached[2]):
+        return cached[1]
+    order, moved = list(layers), []
+    for i in range(len(order) - 1):
+        a, b = order[i], order[i + 1]
+        if type(a) is ReLU and type(b) is MaxPool2d and not b.return_indices:
+            order[i], order[i + 1] = b, a
+            moved.append(b)
+    seq._order_cache = (layers, order, moved)
+    return order
 
 
 class _Loss:
