@@ -11,7 +11,9 @@ Frameworks (bench extras, never convkit's dependencies; a framework that is not 
 reported and skipped): PyTorch eager; torch.compile (inductor, static shapes); TensorFlow/Keras
 (a tf.function training step with GradientTape, as a Keras user writes it, NHWC); JAX (jit,
 NHWC, SGD with momentum written out); ONNX Runtime and OpenVINO (inference only, on the ONNX
-file convkit.onnx.export writes of the same convkit model).
+file convkit.onnx.export writes of the same convkit model; OpenVINO in float32 like the rest:
+its default on CPUs with AMX or AVX-512 BF16 is bfloat16, --openvino-precision bf16 times
+that).
 
 Every framework runs the same network (LeNet-5 as convkit.models.lenet5: conv 6@5x5 pad 2,
 ReLU, max pool 2, conv 16@5x5, ReLU, max pool 2, linear 120, 84, 10; ResNet-20 as
@@ -43,6 +45,7 @@ BATCHES = {"lenet5": {"train": (1, 64, 256), "infer": (1, 64, 256)},
            "resnet20": {"train": (128,), "infer": (1, 128)}}
 IMAGE = {"lenet5": (1, 28, 28), "resnet20": (3, 32, 32)}
 LR, MOMENTUM = 0.01, 0.9
+OV_PRECISION = os.environ.get("CONVKIT_PEERS_OV_PRECISION", "f32")
 
 
 def case_names(models):
@@ -325,8 +328,11 @@ def cases_openvino(models, threads, onnx_dir):
         x, _ = data(m, b)
         model = core.read_model(os.path.join(onnx_dir, m + ".onnx"))
         model.reshape([b] + list(IMAGE[m]))  # static shapes, as OpenVINO prefers
+        # float32 as the others: on CPUs with AMX or AVX-512 BF16 OpenVINO's default inference
+        # precision is bfloat16 (--openvino-precision bf16 times that)
         compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                     "PERFORMANCE_HINT": "LATENCY"})
+                                                     "PERFORMANCE_HINT": "LATENCY",
+                                                     "INFERENCE_PRECISION_HINT": OV_PRECISION})
         req = compiled.create_infer_request()
         out[m, kind, b] = lambda req=req, x=x: req.infer({0: x})
     return out
@@ -385,6 +391,7 @@ def export_onnx(models, onnx_dir):
 
 def run_worker(fw, args, onnx_dir):
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
+               CONVKIT_PEERS_OV_PRECISION=args.openvino_precision,
                MKL_NUM_THREADS=str(args.threads), TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", fw, "--threads",
            str(args.threads), "--models", args.models, "--repeats", str(args.repeats),
@@ -433,6 +440,8 @@ def main():
     p.add_argument("--models", default="lenet5,resnet20")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     p.add_argument("--json", default=None)
+    p.add_argument("--openvino-precision", default="f32", choices=["f32", "bf16"],
+                   help="OpenVINO's inference precision (its default on AMX CPUs is bf16)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--onnx-dir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
