@@ -784,6 +784,10 @@ class ReLU(_Activation):
 
     _fwd, _bwd = F.relu, F.relu_backward
 
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x = _f32(x)
+        return _core.activation(F._RELU, x, 0.0)  # F.relu without its frame
+
 
 class Sigmoid(_Activation):
     """1 / (1 + exp(-x)), any shape (``functional.sigmoid``).
@@ -884,7 +888,7 @@ class Linear(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
-        return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return _core.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         b = None if self.bias is None else self.bias.data
