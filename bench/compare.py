@@ -193,7 +193,10 @@ def small_op_rows(rng):
     for name, cf, cb, tfun, npf in (
             ("relu", F.relu, F.relu_backward, torch.relu, lambda: np.maximum(x, 0)),
             ("tanh", F.tanh, F.tanh_backward, torch.tanh, lambda: np.tanh(x)),
-            ("sigmoid", F.sigmoid, F.sigmoid_backward, torch.sigmoid, lambda: 1 / (1 + np.exp(-x)))):
+            ("sigmoid", F.sigmoid, F.sigmoid_backward, torch.sigmoid, lambda: 1 / (1 + np.exp(-x))),
+            ("leaky_relu", F.leaky_relu, F.leaky_relu_backward, tf.leaky_relu,
+             lambda: np.where(x > 0, x, 0.01 * x)),
+            ("elu", F.elu, F.elu_backward, tf.elu, lambda: np.where(x > 0, x, np.expm1(x)))):
         def t_fwd(tfun=tfun):
             with torch.no_grad():
                 tfun(xt)
@@ -254,7 +257,7 @@ def lenet_rows(rng):
         def c_step(model=model, opt=opt, crit=crit, x=x, y=y):
             crit(model(x), y)
             opt.zero_grad()
-            model.backward(crit.backward())
+            model.backward(crit.backward(), input_grad=False)  # as PyTorch: no grad for x
             opt.step()
 
         def t_step(tm=tm, topt=topt, xt=xt, yt=yt):
