@@ -151,12 +151,14 @@ struct KernelTable {
   // inputs with too few channels to fill the GEMM tiles. Null where the ISA has no such kernel.
   void (*conv_dx_rows)(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
                        const DxRowsArgs& a);
-  // Winograd F(2x2, 3x3) transforms of one row of tiles (null where the ISA has none: the
-  // direct convolution is used instead). Input: r[i] (i < 4) are zero-padded input rows, tile
+  // Winograd F(2x2, 3x3) transforms of one row of tiles: vectorised on AVX-512, plain loops
+  // (portable.inc) elsewhere; wino_plain says which, since the plain ones pay on fewer shapes.
+  // Input: r[i] (i < 4) are zero-padded input rows, tile
   // tx reading columns 2tx .. 2tx + 3 (rows readable up to column 2 * ntiles + 32); for
   // e = 4 * xi + nu < 16 and tx < ntiles, v[e * vstride + tx] = (B^T d B)[xi][nu] with
   // d[i][j] = r[i][2tx + j].
   void (*wino_in_row)(float* v, int64_t vstride, const float* const* r, int64_t ntiles);
+  bool wino_plain;
   // Output: Y = A^T m A + bias from m[e * mstride + tx] (e < 16); y0[2tx + j] = Y[0][j] and
   // y1[2tx + j] = Y[1][j] (y1 may be null) for the columns 2tx + j < Q. Returns false if any
   // value stored is NaN or infinite.

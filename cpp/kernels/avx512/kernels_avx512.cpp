@@ -47,6 +47,7 @@ void fill_table_avx512(KernelTable& t) {
   t.phase_split_rows = avx512::phase_split_rows_avx512;
   t.wino_in_row = avx512::wino_in_row_avx512;
   t.wino_out_row = avx512::wino_out_row_avx512;
+  t.wino_plain = false;
   t.wino_s2_in_row = avx512::wino_s2_in_row_avx512;
   t.wino_s2_out_row = avx512::wino_s2_out_row_avx512;
   t.wino5_item = avx512::wino5_item_avx512;

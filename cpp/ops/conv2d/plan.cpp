@@ -14,7 +14,8 @@
 //   winograd5      5x5, stride 1, batches of 16+: Winograd F(2x2, 5x5), 16 images in the lanes
 //   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels, unless winograd3
 //                  pays: channels in the lanes
-//   winograd3      3x3, stride 1, 32+ channels, enough work: Winograd F(2x2, 3x3), 16 GEMMs
+//   winograd3      3x3, stride 1, 32+ channels (64+ and planes 24+ wide with the plain
+//                  transforms of AVX2 and SSE), enough work: Winograd F(2x2, 3x3), 16 GEMMs
 //   winograd3_s2   3x3, stride 2, 32+ channels, enough work: phase-split F(2, 2)-style sum,
 //                  9 GEMMs
 //   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases, when
@@ -147,8 +148,13 @@ const Row<FwdRun> kForward[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
      },
-     [](const Conv2dShape& s, const KernelTable&) { return winograd3_pays(s); }, true,
-     winograd_forward},
+     // The plain transforms (AVX2, SSE) pay on 64+ channels and planes 24+ wide only (forced
+     // A/B against direct at AVX2, 2 threads: 8x64x28x28 1.26x, 8x128x28x28 1.53x, VGG 8x64x56x56
+     // 1.26x, but 8x32x56x56 0.97x, 128x64x8x8 0.89x, 128x32x16x16 0.44x).
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return winograd3_pays(s) && (!kt.wino_plain || (s.C >= 64 && s.Q >= 24));
+     },
+     true, winograd_forward},
     {"winograd3_s2",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_s2_in_row && s.R == 3 && s.S == 3 && s.sh == 2 && s.sw == 2;
