@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 
 
@@ -73,7 +72,7 @@ CONV_SHAPES = [  # name, (N, C, H, W), K, kernel, stride, padding
 
 # ---- timing: bench/timing.py -------------------------------------------------------------
 
-from timing import measure, sample  # noqa: E402
+from timing import cpu_model, measure, sample  # noqa: E402
 
 
 def matmul_peak(repeats):
@@ -278,15 +277,7 @@ def lenet_rows(rng):
 
 
 def machine():
-    model = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "convkit": convkit.__version__,
             "isa": convkit._core.isa()}
 

@@ -341,28 +341,10 @@ def cases_openvino(models, threads, onnx_dir):
 # ---------------------------------------------------------------- worker and driver
 
 def time_cases(cases, repeats):
-    import gc
-    res = {}
-    for key, fn in cases.items():
-        for _ in range(3):  # build, compile, warm the caches
-            fn()
-        t = time.perf_counter()
-        fn()
-        one = time.perf_counter() - t
-        number = max(1, int(0.02 / max(one, 1e-7)))
-        samples = []
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(repeats):
-                t = time.perf_counter()
-                for _ in range(number):
-                    fn()
-                samples.append((time.perf_counter() - t) / number)
-        finally:
-            gc.enable()
-        res["/".join(map(str, key))] = statistics.median(samples)
-    return res
+    """Median seconds per call of each case (bench/timing.py: warm-up and compile calls,
+    samples of >= 20 ms with the garbage collector off)."""
+    from timing import measure
+    return {"/".join(map(str, key)): measure({0: fn}, repeats)[0] for key, fn in cases.items()}
 
 
 def worker(args):
@@ -408,14 +390,8 @@ def run_worker(fw, args, onnx_dir):
 
 
 def machine():
-    import platform
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} CPUs"
+    from timing import cpu_model
+    return f"{cpu_model()}, {os.cpu_count()} CPUs"
 
 
 def versions(fws):

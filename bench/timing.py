@@ -1,8 +1,11 @@
 """Interleaved timing shared by the Python benchmarks: every implementation is sampled in turn,
 batches calibrated to ~20 ms, the garbage collector off while timing, a short pause between
-implementations so the other library's OpenMP threads stop spinning; medians."""
+implementations so the other library's OpenMP threads stop spinning; medians. And the CPU's
+name, for the tables."""
 import gc
+import platform
 import statistics
+import subprocess
 import time
 
 PAUSE = 0.02  # s between implementations: the OpenMP pools of the other library fall asleep
@@ -53,3 +56,15 @@ def _measure(impls, fns, repeats):
     return samples
 
 
+
+
+def cpu_model() -> str:
+    """`lscpu`'s "Model name" (the processor string where lscpu is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -972,8 +972,7 @@ class Sequential(Module):
         return getattr(self, str(i % self._n))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._order = order = _execution_order(self)
-        for layer in order:
+        for layer in _execution_order(self):
             x = layer(x)
         return x
 
@@ -981,7 +980,8 @@ class Sequential(Module):
         """The layers in the order the last forward ran them (backward undoes that order): a
         ReLU followed by a MaxPool2d runs after it, on a quarter of the values (max pooling
         commutes with ReLU; outputs, gradients and pooling winners are the same)."""
-        return getattr(self, "_order", None) or list(self)
+        cached = self.__dict__.get("_order_cache")  # set by the last forward
+        return cached[1] if cached is not None else list(self)
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         """Runs each layer's backward in reverse; ``input_grad`` goes to the first layer only."""
