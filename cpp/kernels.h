@@ -212,10 +212,11 @@ struct KernelTable {
   //   dst[k] = src[(v % sw) * fstride + v / sw].
   void (*phase_merge_row)(float* dst, const float* src, int64_t fstride, int64_t sw,
                           int64_t first, int64_t n);
-  // Dot products of one dy row with the tap rows, in 16 lanes: for i < ntaps, l < 16,
-  //   lanes[i * 16 + l] += sum over q < Q with q % 16 == l of dy[q] * base[off[i] + q].
-  void (*conv_row_dots)(float* lanes, const float* dy, int64_t Q, const float* base,
-                        const int64_t* off, int64_t ntaps);
+  // Dot products of dy rows with the tap rows, in 16 lanes: for i < ntaps, l < 16, rows p in
+  // order, then q < Q in order with q % 16 == l,
+  //   lanes[i * 16 + l] += dy[p * dystep + q] * base[p * bstep + off[i] + q].
+  void (*conv_row_dots)(float* lanes, const float* dy, int64_t dystep, int64_t nrows, int64_t Q,
+                        const float* base, int64_t bstep, const int64_t* off, int64_t ntaps);
   // max-pool / avg-pool of one (H, W) plane (s.N and s.C unused); avg divides by
   // avg_pool2d_divisor
   void (*maxpool_plane)(float* y, const float* x, const Pool2dShape& s);

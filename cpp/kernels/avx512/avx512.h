@@ -52,8 +52,9 @@ void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q, const f
 void conv_rows_k_avx512(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, int64_t Q,
                         const float* base, int64_t bstep, const int64_t* off, const float* w,
                         int64_t ntaps, const float* bias);
-void conv_row_dots_avx512(float* lanes, const float* dy, int64_t Q, const float* base,
-                          const int64_t* off, int64_t ntaps);
+void conv_row_dots_avx512(float* lanes, const float* dy, int64_t dystep, int64_t nrows,
+                          int64_t Q, const float* base, int64_t bstep, const int64_t* off,
+                          int64_t ntaps);
 // rows_avx512.cpp
 void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const float* src,
                              int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t sw,

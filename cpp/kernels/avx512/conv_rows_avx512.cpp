@@ -1,6 +1,7 @@
 // Row kernels of the depthwise / few-channels-per-group convolution (KernelTable::conv_rows,
 // conv_row_dots): up to 64 outputs of a row in four registers, summed over the taps without
-// leaving them; the last vector of a row is masked, so nothing is read or written past Q.
+// leaving them; the dot products keep up to 12 taps' lanes in registers through all rows. The
+// last vector of a row is masked, so nothing is read or written past Q.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -93,20 +94,31 @@ void rows_of_k(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, co
   }
 }
 
-template <int NV>
-void dots_block(float* lanes, const float* dy, const float* base, const int64_t* off,
-                int64_t ntaps, int64_t q0, __mmask16 last) {
-  __m512 d[NV];
-  for (int v = 0; v < NV - 1; ++v) d[v] = _mm512_loadu_ps(dy + q0 + 16 * v);
-  d[NV - 1] = _mm512_maskz_loadu_ps(last, dy + q0 + 16 * (NV - 1));
-  for (int64_t i = 0; i < ntaps; ++i) {
-    const float* s = base + off[i] + q0;
-    // the products of the block in vector order (fixed), added to the tap's lanes
-    __m512 a = _mm512_loadu_ps(lanes + 16 * i);
-    for (int v = 0; v < NV - 1; ++v) a = _mm512_fmadd_ps(d[v], _mm512_loadu_ps(s + 16 * v), a);
-    a = _mm512_fmadd_ps(d[NV - 1], _mm512_maskz_loadu_ps(last, s + 16 * (NV - 1)), a);
-    _mm512_storeu_ps(lanes + 16 * i, a);
+// T taps' lanes in registers through all the rows: per row and 16 columns one dy load and T
+// tap loads, each tap's additions in the order of the contract (rows, then columns).
+template <int T>
+void dots_rows(float* lanes, const float* dy, int64_t dystep, int64_t nrows, int64_t Q,
+               const float* base, int64_t bstep, const int64_t* off) {
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_loadu_ps(lanes + 16 * t);
+  const __mmask16 last = tail_mask(Q % 16);
+  const int64_t Qf = Q - Q % 16;
+  for (int64_t p = 0; p < nrows; ++p) {
+    const float* d = dy + p * dystep;
+    const float* b = base + p * bstep;
+    int64_t q = 0;
+    for (; q < Qf; q += 16) {
+      const __m512 dv = _mm512_loadu_ps(d + q);
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(dv, _mm512_loadu_ps(b + off[t] + q), acc[t]);
+    }
+    if (q < Q) {
+      const __m512 dv = _mm512_maskz_loadu_ps(last, d + q);
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(last, b + off[t] + q), acc[t]);
+    }
   }
+  for (int t = 0; t < T; ++t) _mm512_storeu_ps(lanes + 16 * t, acc[t]);
 }
 
 }  // namespace
@@ -142,15 +154,19 @@ void conv_rows_k_avx512(float* y, int64_t ystep, int64_t kstep, int nk, int64_t 
   }
 }
 
-void conv_row_dots_avx512(float* lanes, const float* dy, int64_t Q, const float* base,
-                          const int64_t* off, int64_t ntaps) {
-  for (int64_t q0 = 0; q0 < Q; q0 += 64) {
-    const int64_t n = Q - q0;
-    const __mmask16 last = tail_mask(n - (n > 64 ? 48 : (n - 1) / 16 * 16));
-    if (n > 48) dots_block<4>(lanes, dy, base, off, ntaps, q0, n >= 64 ? 0xFFFF : last);
-    else if (n > 32) dots_block<3>(lanes, dy, base, off, ntaps, q0, last);
-    else if (n > 16) dots_block<2>(lanes, dy, base, off, ntaps, q0, last);
-    else dots_block<1>(lanes, dy, base, off, ntaps, q0, last);
+void conv_row_dots_avx512(float* lanes, const float* dy, int64_t dystep, int64_t nrows,
+                          int64_t Q, const float* base, int64_t bstep, const int64_t* off,
+                          int64_t ntaps) {
+  using Fn = void (*)(float*, const float*, int64_t, int64_t, int64_t, const float*, int64_t,
+                      const int64_t*);
+  static constexpr Fn kFns[] = {nullptr,      dots_rows<1>, dots_rows<2>, dots_rows<3>,
+                                dots_rows<4>, dots_rows<5>, dots_rows<6>, dots_rows<7>,
+                                dots_rows<8>, dots_rows<9>, dots_rows<10>, dots_rows<11>,
+                                dots_rows<12>};
+  for (int64_t i = 0; i < ntaps;) {  // up to 12 taps at a time: 12 accumulators + loads
+    const int64_t t = ntaps - i >= 12 ? 12 : (ntaps - i > 9 ? (ntaps - i + 1) / 2 : ntaps - i);
+    kFns[t](lanes + 16 * i, dy, dystep, nrows, Q, base, bstep, off + i);
+    i += t;
   }
 }
 

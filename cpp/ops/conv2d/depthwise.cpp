@@ -6,8 +6,8 @@
 //                items (image, input channel): for each column phase and run of dx rows (one
 //                row in sh) whose taps reach the same kernel rows, the taps (in (k, r, t)
 //                order) summed over dy rows padded left and right
-//   weight grad  items (output channel): dot products of dy rows with the tap rows in 16 lanes
-//                (KernelTable::conv_row_dots) over all images in order
+//   weight grad  items (runs of output channels): dot products of dy rows with the tap rows in
+//                16 lanes (KernelTable::conv_row_dots) over all images in order
 // They multiply padding zeros, so the planner keeps them to finite operands; the "rows" family
 // is the exact fallback.
 #include <algorithm>
@@ -155,19 +155,25 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
   pad.taps(off, Cg, s);
   const int64_t* offp = off.data();
   const auto dots = g_kernels->conv_row_dots;
-  parallel_for(s.K, 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.K * Cg * pad.plane,
-               [&](int64_t k) {
-    const int64_t g = k / Kg;
+  // Items are runs of KB output channels, so that an item reads each image's planes of them in
+  // one stretch (the planes of one channel alone are a few KiB, images apart). Every channel
+  // adds its images in order: the same bits for any KB and thread count.
+  const int64_t KB = std::max<int64_t>(1, std::min<int64_t>(8, s.K / (4 * get_num_threads())));
+  parallel_for((s.K + KB - 1) / KB, 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.K * Cg * pad.plane,
+               [&](int64_t item) {
+    const int64_t k0 = item * KB, k1 = std::min(s.K, k0 + KB);
     float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
-    float* lanes = scratch(Buf::dwise_lanes, taps * 16);
-    std::fill(lanes, lanes + taps * 16, 0.f);
-    for (int64_t n = 0; n < s.N; ++n) {
-      pad.fill(buf, x + (n * s.C + g * Cg) * s.H * s.W, Cg, s);
-      const float* dyk = dy + (n * s.K + k) * PQ;
-      for (int64_t p = 0; p < s.P; ++p)
-        dots(lanes, dyk + p * s.Q, s.Q, buf + p * s.sh * pad.row, offp, taps);
-    }
-    sum_lanes(dw + k * taps, lanes, taps);
+    float* lanes = scratch(Buf::dwise_lanes, (k1 - k0) * taps * 16);
+    std::fill(lanes, lanes + (k1 - k0) * taps * 16, 0.f);
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t k = k0, filled = -1; k < k1; ++k) {
+        const int64_t g = k / Kg;
+        if (g != filled) pad.fill(buf, x + (n * s.C + g * Cg) * s.H * s.W, Cg, s);
+        filled = g;
+        dots(lanes + (k - k0) * taps * 16, dy + (n * s.K + k) * PQ, s.Q, s.P, s.Q, buf,
+             s.sh * pad.row, offp, taps);
+      }
+    for (int64_t k = k0; k < k1; ++k) sum_lanes(dw + k * taps, lanes + (k - k0) * taps * 16, taps);
   });
   return true;
 }
