@@ -111,6 +111,20 @@ def test_module_walking_and_summary():
     assert "total parameters: 61,706" in out[0]
 
 
+def test_summary_lists_layers_in_module_order_with_their_own_shapes():
+    # Sequential runs a ReLU after the MaxPool2d that follows it; summary must still show each
+    # layer where it stands, with the shape it gives in the network as written
+    m = models.lenet5()
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    m(x)
+    rows = nn.summary(m, (1, 28, 28), print_fn=None)
+    assert [r["name"] for r in rows] == [str(i) for i in range(12)]
+    assert rows[1] == dict(name="1", type="ReLU", output_shape=(-1, 6, 28, 28), params=0)
+    assert rows[4]["output_shape"] == (-1, 16, 10, 10)
+    m(x)  # and afterwards the network runs the pools first again
+    assert [type(layer).__name__ for layer in m.run_order()[:3]] == ["Conv2d", "MaxPool2d", "ReLU"]
+
+
 @needs_torch
 def test_resnet20_matches_pytorch_twin(rng):
     from torch_twins import resnet20 as torch_resnet20

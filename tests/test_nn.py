@@ -408,3 +408,23 @@ def test_max_pool_with_indices_is_not_moved():
     assert type(m.run_order()[0]) is nn.MaxPool2d
     m[1].return_indices = True  # now the pool's output is a tuple: the written order again
     assert [type(l) for l in nn._execution_order(m)] == [nn.ReLU, nn.MaxPool2d]
+
+
+def test_a_hooked_layer_stays_in_place_and_the_other_pairs_still_move(rng):
+    # a forward replaced on the instance (a user's hook, summary's recorder) keeps its pair in
+    # the written order; another ReLU -> MaxPool2d pair still moves, and backward follows
+    # the order forward used
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    g = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    m = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.ReLU(), nn.MaxPool2d(2))
+    y0, dx0 = m(x), m.backward(g)
+    seen = []
+    relu = m[0]
+    relu.forward = lambda v: seen.append(v.shape) or nn.ReLU.forward(relu, v)
+    y, dx = m(x), m.backward(g)
+    assert seen == [(2, 3, 8, 8)]  # the hooked ReLU saw the un-pooled input
+    assert [type(l).__name__ for l in m.run_order()] == ["ReLU", "MaxPool2d", "MaxPool2d", "ReLU"]
+    assert np.array_equal(y, y0) and np.array_equal(dx, dx0)
+    del relu.forward
+    m(x)
+    assert [type(l).__name__ for l in m.run_order()] == ["MaxPool2d", "ReLU", "MaxPool2d", "ReLU"]

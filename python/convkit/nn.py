@@ -944,7 +944,8 @@ def _index_names(n):
 class Sequential(Module):
     """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'.
     A ReLU directly followed by a MaxPool2d runs after the pool, on a quarter of the values
-    (the results are the same); ``run_order()`` gives the order the last forward used.
+    (the results are the same; a pair with a forward replaced on the instance, as by a hook or
+    ``summary``, stays as written); ``run_order()`` gives the order the last forward used.
 
     >>> m = Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
     >>> m(np.zeros((5, 4), np.float32)).shape, [n for n, _ in m.named_parameters()][:2]
@@ -998,17 +999,28 @@ def _execution_order(seq: Sequential) -> List[Module]:
     and the windows' winners are the same (where a window holds no positive value both give
     zero, and a zero gradient)."""
     layers = [getattr(seq, k) for k in _index_names(seq._n)]
-    cached = seq.__dict__.get("_order_cache")  # (layers, order, the pools moved ahead)
-    if cached is not None and cached[0] == layers and not any(p.return_indices for p in cached[2]):
+    cached = seq.__dict__.get("_order_cache")  # (layers, order, the layers moved)
+    if cached is not None and cached[0] == layers and not any(_not_movable(m) for m in cached[2]):
         return cached[1]
-    order, moved = list(layers), []
+    order, moved, held = list(layers), [], False
     for i in range(len(order) - 1):
         a, b = order[i], order[i + 1]
-        if type(a) is ReLU and type(b) is MaxPool2d and not b.return_indices:
-            order[i], order[i + 1] = b, a
-            moved.append(b)
-    seq._order_cache = (layers, order, moved)
+        if type(a) is ReLU and type(b) is MaxPool2d:
+            if _not_movable(a) or _not_movable(b):
+                held = True
+            else:
+                order[i], order[i + 1] = b, a
+                moved += [a, b]
+    # run_order() reads the order back; one that held a pair in place is not reused (the hook
+    # or the indices may go away): an empty layer list never matches
+    seq._order_cache = ([] if held else layers, order, moved)
     return order
+
+
+def _not_movable(m: Module) -> bool:
+    """A layer whose forward is replaced on the instance (summary's recorder, a user's hook) or
+    a pool that returns indices runs where it stands."""
+    return "forward" in m.__dict__ or getattr(m, "return_indices", False)
 
 
 class _Loss:
