@@ -428,3 +428,80 @@ def test_a_hooked_layer_stays_in_place_and_the_other_pairs_still_move(rng):
     del relu.forward
     m(x)
     assert [type(l).__name__ for l in m.run_order()] == ["MaxPool2d", "ReLU", "MaxPool2d", "ReLU"]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_and_residual_run_with_their_relu_in_one_pass_with_the_same_bits(
+        rng, monkeypatch, training):
+    # Sequential runs BatchNorm -> ReLU and Residual -> ReLU as one pass each; outputs, the
+    # gradients of the input and of every parameter, and the running statistics must be
+    # bitwise those of the layers run one by one (with NaN, -0 and values at 0)
+    def build():
+        convkit.manual_seed(3)
+        body = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
+                             nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3))
+        m = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
+                          nn.Sequential(nn.Residual(body), nn.ReLU()),
+                          nn.Flatten(), nn.Linear(3 * 5 * 5, 6), nn.BatchNorm1d(6), nn.ReLU())
+        m.train(training)
+        return m
+    x = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 1, 2, :] = -0.0
+    g = rng.standard_normal((4, 6)).astype(np.float32)
+
+    def run():
+        m = build()
+        if not training:
+            m(x[1:])  # eval still reads running statistics: give them values
+        y = m(x)
+        dx = m.backward(g)
+        return y, dx, m.state_dict(), {n: p.grad.copy() for n, p in m.named_parameters()}, m
+    y, dx, state, grads, m = run()
+    steps = nn._execution_steps(m)
+    assert [(type(a).__name__, type(b).__name__) for a, b in steps if b is not None] == \
+        [("BatchNorm2d", "ReLU"), ("BatchNorm1d", "ReLU")]
+    assert [type(a).__name__ for a, b in nn._execution_steps(m[3]) if b is not None] == \
+        ["Residual"]
+    monkeypatch.setattr(nn, "_execution_steps",
+                        lambda seq: [(layer, None) for layer in nn._execution_order(seq)])
+    y0, dx0, state0, grads0, _ = run()
+    assert np.array_equal(y, y0, equal_nan=True) and np.array_equal(dx, dx0, equal_nan=True)
+    assert all(np.array_equal(state[k], state0[k], equal_nan=True) for k in state0)
+    assert all(np.array_equal(grads[k], grads0[k], equal_nan=True) for k in grads0)
+
+
+def test_a_hooked_batch_norm_runs_its_relu_separately(rng):
+    m = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU())
+    x = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    y0 = m(x)
+    seen = []
+    relu = m[1]
+    relu.forward = lambda v: seen.append(v.min() < 0) or nn.ReLU.forward(relu, v)
+    assert np.array_equal(m(x), y0) and seen == [True]  # the ReLU saw the batch norm's output
+    del relu.forward
+    assert np.array_equal(m(x), y0) and nn._execution_steps(m)[0][1] is relu
+
+
+def test_activation_with_an_addend_is_the_sum_then_the_activation(rng):
+    from convkit import _core
+    a = rng.standard_normal((3, 5, 7, 9)).astype(np.float32)
+    b = rng.standard_normal((3, 5, 7, 9)).astype(np.float32)
+    a.flat[::7] = -b.flat[::7]  # sums of exactly 0 (+0), and -0 + -0 = -0
+    a.flat[1], b.flat[1] = -0.0, -0.0
+    a.flat[2] = np.nan
+    want = F.relu(np.add(a, b))
+    got = _core.activation(F._RELU, a, 0.0, b)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.signbit(got.flat[1]) and not np.signbit(got.flat[7])
+    with pytest.raises(ValueError, match="add"):
+        _core.activation(F._RELU, a, 0.0, b[:, :4])
+
+
+def test_a_replaced_layer_is_run_in_place_of_the_old_one(rng):
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    m = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2))
+    m(x)
+    setattr(m, "1", nn.Identity())  # no ReLU any more: neither fused nor moved
+    assert np.array_equal(m(x), F.max_pool2d(F.batch_norm(x, None, None, training=True), 2))
+    assert [type(l).__name__ for l in m.run_order()] == ["BatchNorm2d", "Identity", "MaxPool2d"]

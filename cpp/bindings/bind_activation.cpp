@@ -9,15 +9,21 @@ const char* const kNames[] = {"relu", "leaky_relu", "sigmoid", "tanh", "elu"};
 const char* const kBwdNames[] = {"relu_backward", "leaky_relu_backward", "sigmoid_backward",
                                  "tanh_backward", "elu_backward"};
 
-FArr act_fwd(int kind, py::handle xo, float param) {
+// f(x), or f(x + add) (a residual sum and its activation in one pass)
+FArr act_fwd(int kind, py::handle xo, float param, py::handle addo) {
   FArr x = to_float(xo, kNames[kind], "input");
+  FArr add;
+  if (!addo.is_none()) {
+    add = to_float(addo, kNames[kind], "add");
+    expect_shape(add, shape_of(x), kNames[kind], "add");
+  }
   FArr y = empty(shape_of(x));
   const int64_t n = x.size();
   float* yp = y.mutable_data();
-  const float* xp = x.data();
+  const float *xp = x.data(), *ap = addo.is_none() ? nullptr : add.data();
   {
     py::gil_scoped_release nogil;
-    activation_forward(static_cast<Act>(kind), param, yp, xp, n);
+    activation_forward(static_cast<Act>(kind), param, yp, xp, n, ap);
   }
   return y;
 }
@@ -46,7 +52,8 @@ void check_p(const char* fn, double p) {
 }  // namespace
 
 void bind_activation(py::module_& m) {
-  m.def("activation", &act_fwd, py::arg("kind"), py::arg("x"), py::arg("param"));
+  m.def("activation", &act_fwd, py::arg("kind"), py::arg("x"), py::arg("param"),
+        py::arg("add") = py::none());
   m.def("activation_backward", &act_bwd, py::arg("kind"), py::arg("grad_out"), py::arg("x"),
         py::arg("param"));
 

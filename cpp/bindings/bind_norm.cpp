@@ -67,7 +67,7 @@ void update_running(float* r, const std::vector<double>& stat, double momentum, 
 
 void bind_norm(py::module_& m) {
   m.def("batch_norm", [](py::handle xo, py::handle rm, py::handle rv, py::handle wo,
-                         py::handle bo, bool training, double momentum, double eps) {
+                         py::handle bo, bool training, double momentum, double eps, bool relu) {
     const char* fn = "batch_norm";
     BnArgs a = check_bn(fn, xo, wo, bo, training);
     if (!training && (rm.is_none() || rv.is_none()))
@@ -89,7 +89,8 @@ void bind_norm(py::module_& m) {
     const float *xp = a.x.data(), *wp = ptr(a.weight), *bp = ptr(a.bias);
     {
       py::gil_scoped_release nogil;
-      batch_norm_forward(yp, mean.data(), var.data(), xp, wp, bp, eps, a.N, a.C, a.L, training);
+      batch_norm_forward(yp, mean.data(), var.data(), xp, wp, bp, eps, a.N, a.C, a.L, training,
+                         relu);
     }
     if (rmp) {
       const double n = static_cast<double>(a.N * a.L);
@@ -98,7 +99,8 @@ void bind_norm(py::module_& m) {
     }
     return y;
   }, py::arg("x"), py::arg("running_mean"), py::arg("running_var"), py::arg("weight"),
-     py::arg("bias"), py::arg("training"), py::arg("momentum"), py::arg("eps"));
+     py::arg("bias"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
+     py::arg("relu") = false);
 
   m.def("batch_norm_backward", [](py::handle dyo, py::handle xo, py::handle rm, py::handle rv,
                                   py::handle wo, py::handle bo, bool training, double eps,

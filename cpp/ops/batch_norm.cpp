@@ -70,7 +70,7 @@ void batch_stats_of(double* mean, double* var, double* m, const float* x, const 
 
 void batch_norm_forward(float* y, double* mean, double* var, const float* x, const float* weight,
                         const float* bias, double eps, int64_t N, int64_t C, int64_t L,
-                        bool batch_stats) {
+                        bool batch_stats, bool relu) {
   if (batch_stats) {
     std::vector<double> m(static_cast<size_t>(C * 4));
     batch_stats_of(mean, var, m.data(), x, nullptr, N, C, L);
@@ -83,11 +83,14 @@ void batch_norm_forward(float* y, double* mean, double* var, const float* x, con
     beta[c] = bias ? bias[c] : 0.f;
   }
   const auto affine = g_kernels->bn_affine;
+  const auto act = g_kernels->act_fwd;
   parallel_for(N, 2.0 * N * C * L, [&](int64_t n) {
     for (int64_t c = 0; c < C; ++c) {
       const int64_t off = (n * C + c) * L;
       affine(y + off, x + off, L, mh[c], ml[c], alpha[c], beta[c]);
     }
+    // the sample's C * L values are still in cache (L may be 1)
+    if (relu) act(static_cast<int>(Act::relu), 0.f, y + n * C * L, y + n * C * L, C * L);
   });
 }
 

@@ -646,6 +646,12 @@ class _BatchNorm(Module):
                              f"got input of shape {x.shape}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, False)
+
+    def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
+        """forward, then max(y, 0) on each sample while it is in cache when ``relu`` (Sequential
+        runs a BatchNorm followed by a ReLU so: one pass over memory instead of two, the same
+        bits)."""
         x = _f32(x)
         self._check(x)
         batch_stats = self.training or not self.track_running_stats
@@ -659,7 +665,9 @@ class _BatchNorm(Module):
             rm = rv = None  # no running statistics to update outside training
         w = None if self.weight is None else self.weight.data
         b = None if self.bias is None else self.bias.data
-        y = F.batch_norm(x, rm, rv, w, b, batch_stats, momentum, self.eps)
+        fn = type(self).__name__
+        y = _core.batch_norm(x, rm, rv, w, b, batch_stats, F._float(momentum, fn, "momentum"),
+                             F._float(self.eps, fn, "eps"), relu)
         # the backward needs the statistics the forward used: the batch's (recomputed from x)
         # or copies of the running ones
         self._saved = (x, batch_stats, None if batch_stats else (rm.copy(), rv.copy()))
@@ -738,6 +746,11 @@ class Residual(Module):
         self.body, self.shortcut = body, shortcut
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, False)
+
+    def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
+        """forward, then max(y, 0) when ``relu``: Sequential runs a Residual followed by a
+        ReLU as one pass over the sum (the same bits)."""
         x = F._as_array(x)
         y = self.body(x)
         s = x if self.shortcut is None else self.shortcut(x)
@@ -745,7 +758,11 @@ class Residual(Module):
             raise ValueError(f"Residual: the body gives shape {np.shape(y)} but the shortcut "
                              f"{np.shape(s)}; give a shortcut that maps the input to the body's "
                              f"output shape (e.g. a strided 1x1 Conv2d)")
-        return np.add(y, s, dtype=np.float32)  # a new array: y or s may be x or a saved input
+        if relu and type(y) is np.ndarray and y.dtype == np.float32 and y.flags.c_contiguous \
+                and type(s) is np.ndarray and s.dtype == np.float32 and s.flags.c_contiguous:
+            return _core.activation(F._RELU, y, 0.0, s)  # a new array, as below
+        y = np.add(y, s, dtype=np.float32)  # a new array: y or s may be x or a saved input
+        return _core.activation(F._RELU, y, 0.0) if relu else y
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         g = self.body.backward(grad_out, input_grad=input_grad)
@@ -943,9 +960,11 @@ def _index_names(n):
 
 class Sequential(Module):
     """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'.
-    A ReLU directly followed by a MaxPool2d runs after the pool, on a quarter of the values
-    (the results are the same; a pair with a forward replaced on the instance, as by a hook or
-    ``summary``, stays as written); ``run_order()`` gives the order the last forward used.
+    A ReLU directly followed by a MaxPool2d runs after the pool, on a quarter of the values,
+    and a BatchNorm1d/2d or Residual directly followed by a ReLU runs with it in one pass over
+    memory (the results are the same bits; a pair with a forward replaced on the instance, as
+    by a hook or ``summary``, runs as written); ``run_order()`` gives the order the last
+    forward used.
 
     >>> m = Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
     >>> m(np.zeros((5, 4), np.float32)).shape, [n for n, _ in m.named_parameters()][:2]
@@ -958,6 +977,12 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
             setattr(self, str(i), layer)
         self._n = len(layers)
+
+    def __setattr__(self, name, value):
+        if name.isdigit():  # a layer replaced: the order and steps forward runs are out of date
+            self.__dict__.pop("_order_cache", None)
+            self.__dict__.pop("_steps_cache", None)
+        object.__setattr__(self, name, value)
 
     def __len__(self):
         return self._n
@@ -973,8 +998,11 @@ class Sequential(Module):
         return getattr(self, str(i % self._n))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in _execution_order(self):
-            x = layer(x)
+        for layer, relu in _execution_steps(self):
+            if relu is None:
+                x = layer(x)
+            else:  # a BatchNorm or Residual and the ReLU after it, in one pass
+                x = relu._x = layer._forward(x, True)  # ReLU's backward reads y > 0 as x > 0
         return x
 
     def run_order(self) -> List[Module]:
@@ -998,11 +1026,14 @@ def _execution_order(seq: Sequential) -> List[Module]:
     of the values (LeNet-5's first ReLU was as costly as its convolution); outputs, gradients
     and the windows' winners are the same (where a window holds no positive value both give
     zero, and a zero gradient)."""
-    layers = [getattr(seq, k) for k in _index_names(seq._n)]
-    cached = seq.__dict__.get("_order_cache")  # (layers, order, the layers moved)
-    if cached is not None and cached[0] == layers and not any(_not_movable(m) for m in cached[2]):
-        return cached[1]
-    order, moved, held = list(layers), [], False
+    cached = seq.__dict__.get("_order_cache")  # (reusable, order, the layers moved)
+    if cached is not None and cached[0]:  # (Sequential.__setattr__ drops it when a layer changes)
+        for m in cached[2]:
+            if _not_movable(m):
+                break
+        else:
+            return cached[1]
+    order, moved, held = list(seq), [], False
     for i in range(len(order) - 1):
         a, b = order[i], order[i + 1]
         if type(a) is ReLU and type(b) is MaxPool2d:
@@ -1012,9 +1043,38 @@ def _execution_order(seq: Sequential) -> List[Module]:
                 order[i], order[i + 1] = b, a
                 moved += [a, b]
     # run_order() reads the order back; one that held a pair in place is not reused (the hook
-    # or the indices may go away): an empty layer list never matches
-    seq._order_cache = ([] if held else layers, order, moved)
+    # or the indices may go away)
+    seq._order_cache = (not held, order, moved)
     return order
+
+
+def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
+    """The forward's steps over _execution_order(seq): (layer, None), or (layer, ReLU) for a
+    BatchNorm1d/2d or Residual directly followed by a ReLU, which run as one pass (the same
+    bits: the ReLU is applied to the batch norm's output or the residual sum while it is in
+    cache)."""
+    order = _execution_order(seq)
+    cached = seq.__dict__.get("_steps_cache")  # (the order, steps, the layers fused)
+    if cached is not None and cached[0] is order:
+        for m in cached[2]:
+            if _not_movable(m):
+                break
+        else:
+            return cached[1]
+    steps, fused, held, i = [], [], False, 0
+    while i < len(order):
+        a, b = order[i], order[i + 1] if i + 1 < len(order) else None
+        if type(a) in (BatchNorm1d, BatchNorm2d, Residual) and type(b) is ReLU:
+            if not (_not_movable(a) or _not_movable(b)):
+                steps.append((a, b))
+                fused += [a, b]
+                i += 2
+                continue
+            held = True
+        steps.append((a, None))
+        i += 1
+    seq._steps_cache = (None if held else order, steps, fused)
+    return steps
 
 
 def _not_movable(m: Module) -> bool:
