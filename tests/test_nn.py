@@ -433,7 +433,8 @@ def test_a_hooked_layer_stays_in_place_and_the_other_pairs_still_move(rng):
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_and_residual_run_with_their_relu_in_one_pass_with_the_same_bits(
         rng, monkeypatch, training):
-    # Sequential runs BatchNorm -> ReLU and Residual -> ReLU as one pass each; outputs, the
+    # Sequential runs BatchNorm -> ReLU and Residual -> ReLU as one pass each, and a residual
+    # body ending in a batch norm adds the shortcut in the batch norm's pass; outputs, the
     # gradients of the input and of every parameter, and the running statistics must be
     # bitwise those of the layers run one by one (with NaN, -0 and values at 0)
     def build():
@@ -457,7 +458,14 @@ def test_batch_norm_and_residual_run_with_their_relu_in_one_pass_with_the_same_b
         y = m(x)
         dx = m.backward(g)
         return y, dx, m.state_dict(), {n: p.grad.copy() for n, p in m.named_parameters()}, m
+    adds = []
+    bn_forward = nn._BatchNorm._forward
+    monkeypatch.setattr(nn._BatchNorm, "_forward", lambda self, x, relu, add=None: (
+        adds.append((relu, add is not None)), bn_forward(self, x, relu, add))[1])
     y, dx, state, grads, m = run()
+    calls = 1 if training else 2  # eval runs the network twice
+    # three batch norms with their ReLU, one with the shortcut's sum and the ReLU
+    assert sorted(adds) == sorted([(True, False)] * 3 * calls + [(True, True)] * calls)
     steps = nn._execution_steps(m)
     assert [(type(a).__name__, type(b).__name__) for a, b in steps if b is not None] == \
         [("BatchNorm2d", "ReLU"), ("BatchNorm1d", "ReLU")]
@@ -465,7 +473,15 @@ def test_batch_norm_and_residual_run_with_their_relu_in_one_pass_with_the_same_b
         ["Residual"]
     monkeypatch.setattr(nn, "_execution_steps",
                         lambda seq: [(layer, None) for layer in nn._execution_order(seq)])
+
+    def plain_residual(self, x, relu):
+        assert not relu
+        return np.add(self.body(x), x if self.shortcut is None else self.shortcut(x),
+                      dtype=np.float32)
+    monkeypatch.setattr(nn.Residual, "_forward", plain_residual)
+    adds.clear()
     y0, dx0, state0, grads0, _ = run()
+    assert adds == [(False, False)] * 4 * calls
     assert np.array_equal(y, y0, equal_nan=True) and np.array_equal(dx, dx0, equal_nan=True)
     assert all(np.array_equal(state[k], state0[k], equal_nan=True) for k in state0)
     assert all(np.array_equal(grads[k], grads0[k], equal_nan=True) for k in grads0)
@@ -505,3 +521,23 @@ def test_a_replaced_layer_is_run_in_place_of_the_old_one(rng):
     setattr(m, "1", nn.Identity())  # no ReLU any more: neither fused nor moved
     assert np.array_equal(m(x), F.max_pool2d(F.batch_norm(x, None, None, training=True), 2))
     assert [type(l).__name__ for l in m.run_order()] == ["BatchNorm2d", "Identity", "MaxPool2d"]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_a_residual_whose_shapes_differ_says_what_to_give(rng, relu):
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    for body in (nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3)), nn.Conv2d(2, 3, 1)):
+        m = nn.Sequential(nn.Residual(body), nn.ReLU()) if relu else nn.Residual(body)
+        with pytest.raises(ValueError, match=r"the body gives shape \(2, 3, 4, 4\) but the "
+                                             r"shortcut \(2, 2, 4, 4\); give a shortcut"):
+            m(x)
+
+
+def test_batch_norm_with_an_addend_checks_its_shape(rng):
+    from convkit import _core
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="add"):
+        _core.batch_norm(x, None, None, None, None, True, 0.1, 1e-5, False, x[:, :2])
+    want = np.add(F.batch_norm(x, None, None, training=True), x[::-1].copy())
+    got = _core.batch_norm(x, None, None, None, None, True, 0.1, 1e-5, False, x[::-1].copy())
+    assert np.array_equal(got, want)

@@ -67,7 +67,8 @@ void update_running(float* r, const std::vector<double>& stat, double momentum, 
 
 void bind_norm(py::module_& m) {
   m.def("batch_norm", [](py::handle xo, py::handle rm, py::handle rv, py::handle wo,
-                         py::handle bo, bool training, double momentum, double eps, bool relu) {
+                         py::handle bo, bool training, double momentum, double eps, bool relu,
+                         py::handle addo) {
     const char* fn = "batch_norm";
     BnArgs a = check_bn(fn, xo, wo, bo, training);
     if (!training && (rm.is_none() || rv.is_none()))
@@ -84,13 +85,19 @@ void bind_norm(py::module_& m) {
       rmp = updatable(fn, rm, "running_mean", a.C);
       rvp = updatable(fn, rv, "running_var", a.C);
     }
+    FArr add;
+    if (!addo.is_none()) {
+      add = to_float(addo, fn, "add");
+      expect_shape(add, shape_of(a.x), fn, "add");
+    }
     FArr y = empty(shape_of(a.x));
     float* yp = y.mutable_data();
     const float *xp = a.x.data(), *wp = ptr(a.weight), *bp = ptr(a.bias);
+    const float* ap = addo.is_none() ? nullptr : add.data();
     {
       py::gil_scoped_release nogil;
       batch_norm_forward(yp, mean.data(), var.data(), xp, wp, bp, eps, a.N, a.C, a.L, training,
-                         relu);
+                         relu, ap);
     }
     if (rmp) {
       const double n = static_cast<double>(a.N * a.L);
@@ -100,7 +107,7 @@ void bind_norm(py::module_& m) {
     return y;
   }, py::arg("x"), py::arg("running_mean"), py::arg("running_var"), py::arg("weight"),
      py::arg("bias"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
-     py::arg("relu") = false);
+     py::arg("relu") = false, py::arg("add") = py::none());
 
   m.def("batch_norm_backward", [](py::handle dyo, py::handle xo, py::handle rm, py::handle rv,
                                   py::handle wo, py::handle bo, bool training, double eps,

@@ -70,7 +70,7 @@ void batch_stats_of(double* mean, double* var, double* m, const float* x, const 
 
 void batch_norm_forward(float* y, double* mean, double* var, const float* x, const float* weight,
                         const float* bias, double eps, int64_t N, int64_t C, int64_t L,
-                        bool batch_stats, bool relu) {
+                        bool batch_stats, bool relu, const float* add) {
   if (batch_stats) {
     std::vector<double> m(static_cast<size_t>(C * 4));
     batch_stats_of(mean, var, m.data(), x, nullptr, N, C, L);
@@ -90,7 +90,10 @@ void batch_norm_forward(float* y, double* mean, double* var, const float* x, con
       affine(y + off, x + off, L, mh[c], ml[c], alpha[c], beta[c]);
     }
     // the sample's C * L values are still in cache (L may be 1)
-    if (relu) act(static_cast<int>(Act::relu), 0.f, y + n * C * L, y + n * C * L, C * L);
+    float* yn = y + n * C * L;
+    if (add)
+      for (int64_t i = 0; i < C * L; ++i) yn[i] += add[n * C * L + i];
+    if (relu) act(static_cast<int>(Act::relu), 0.f, yn, yn, C * L);
   });
 }
 

@@ -648,10 +648,10 @@ class _BatchNorm(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self._forward(x, False)
 
-    def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
-        """forward, then max(y, 0) on each sample while it is in cache when ``relu`` (Sequential
-        runs a BatchNorm followed by a ReLU so: one pass over memory instead of two, the same
-        bits)."""
+    def _forward(self, x: np.ndarray, relu: bool, add: Optional[np.ndarray] = None) -> np.ndarray:
+        """forward, then y + add (a residual sum; float32, x's shape) and max(y, 0) when
+        ``relu``, on each sample while it is in cache: Sequential and Residual run a batch norm
+        followed by the sum and a ReLU so, in one pass over memory (the same bits)."""
         x = _f32(x)
         self._check(x)
         batch_stats = self.training or not self.track_running_stats
@@ -667,7 +667,7 @@ class _BatchNorm(Module):
         b = None if self.bias is None else self.bias.data
         fn = type(self).__name__
         y = _core.batch_norm(x, rm, rv, w, b, batch_stats, F._float(momentum, fn, "momentum"),
-                             F._float(self.eps, fn, "eps"), relu)
+                             F._float(self.eps, fn, "eps"), relu, add)
         # the backward needs the statistics the forward used: the batch's (recomputed from x)
         # or copies of the running ones
         self._saved = (x, batch_stats, None if batch_stats else (rm.copy(), rv.copy()))
@@ -750,10 +750,29 @@ class Residual(Module):
 
     def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
         """forward, then max(y, 0) when ``relu``: Sequential runs a Residual followed by a
-        ReLU as one pass over the sum (the same bits)."""
+        ReLU as one pass over the sum, or, where the body is a Sequential ending in a batch
+        norm, in the batch norm's pass (the same bits)."""
         x = F._as_array(x)
-        y = self.body(x)
+        body = self.body
+        if type(body) is Sequential and "forward" not in body.__dict__:
+            steps = _execution_steps(body)
+            last, relu_after = steps[-1] if steps else (None, None)
+            if relu_after is None and type(last) in (BatchNorm1d, BatchNorm2d) and \
+                    not _not_movable(last):
+                # the body ends in a batch norm: it adds the shortcut (and applies the ReLU)
+                # to each sample while it is in cache, one pass instead of two or three
+                h = _run_steps(steps[:-1], x)
+                s = x if self.shortcut is None else self.shortcut(x)
+                if type(s) is np.ndarray and s.dtype == np.float32 and s.flags.c_contiguous \
+                        and np.shape(h) == np.shape(s):
+                    return last._forward(h, relu, s)
+                y = last(h)
+                return self._sum(y, s, relu)
+        y = body(x)
         s = x if self.shortcut is None else self.shortcut(x)
+        return self._sum(y, s, relu)
+
+    def _sum(self, y, s, relu):
         if np.shape(y) != np.shape(s):
             raise ValueError(f"Residual: the body gives shape {np.shape(y)} but the shortcut "
                              f"{np.shape(s)}; give a shortcut that maps the input to the body's "
@@ -998,12 +1017,7 @@ class Sequential(Module):
         return getattr(self, str(i % self._n))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer, relu in _execution_steps(self):
-            if relu is None:
-                x = layer(x)
-            else:  # a BatchNorm or Residual and the ReLU after it, in one pass
-                x = relu._x = layer._forward(x, True)  # ReLU's backward reads y > 0 as x > 0
-        return x
+        return _run_steps(_execution_steps(self), x)
 
     def run_order(self) -> List[Module]:
         """The layers in the order the last forward ran them (backward undoes that order): a
@@ -1075,6 +1089,15 @@ def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
         i += 1
     seq._steps_cache = (None if held else order, steps, fused)
     return steps
+
+
+def _run_steps(steps, x):
+    for layer, relu in steps:
+        if relu is None:
+            x = layer(x)
+        else:  # a BatchNorm or Residual and the ReLU after it, in one pass
+            x = relu._x = layer._forward(x, True)  # ReLU's backward reads y > 0 as x > 0
+    return x
 
 
 def _not_movable(m: Module) -> bool:

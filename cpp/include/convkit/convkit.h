@@ -115,12 +115,13 @@ void adaptive_max_pool2d_backward(float* dx, const float* dy, const float* x, in
 // ---- batch normalisation over (N, C, L) (L = H*W, or 1 for (N, C) input) -------------------
 // y = (x - mean) / sqrt(var + eps) * weight + bias per channel (weight, bias null: 1, 0).
 // batch_stats: mean and the biased var of the batch are computed (float64, a fixed order) and
-// written to mean / var; else mean / var are read (the running statistics). relu: y is then
-// max(y, 0) (activation_forward's relu), applied to each sample while it is in cache: one pass
-// over memory where a BatchNorm followed by a ReLU took two, with the same bits.
+// written to mean / var; else mean / var are read (the running statistics). Then, applied to
+// each sample while it is in cache (one pass over memory where separate ops took two or three,
+// with the same bits): y += add when add is given (a residual sum), and y = max(y, 0)
+// (activation_forward's relu) when relu.
 void batch_norm_forward(float* y, double* mean, double* var, const float* x, const float* weight,
                         const float* bias, double eps, int64_t N, int64_t C, int64_t L,
-                        bool batch_stats, bool relu = false);
+                        bool batch_stats, bool relu = false, const float* add = nullptr);
 // Gradients of batch_norm_forward with the same arguments (batch_stats: the statistics are
 // recomputed from x and dx includes their gradient; mean / var unused). dx, dw, db may be null.
 void batch_norm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
