@@ -145,17 +145,19 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, RS = s.R * s.S;
   const int64_t kblocks = (s.K + 15) / 16;
   // weights as [block][crs][16], zero-padded past K
+  // (per call, so kept cheap: at batch 1 this setup was a fifth of LeNet-5's conv2)
   float* wp = scratch(Buf::kvec_weights, kblocks * CRS * 16);
-  for (int64_t kb = 0; kb < kblocks; ++kb)
-    for (int64_t k = 0; k < CRS; ++k)
-      for (int64_t kk = 0; kk < 16; ++kk) {
-        const int64_t ko = kb * 16 + kk;
-        wp[(kb * CRS + k) * 16 + kk] = ko < s.K ? w[ko * CRS + k] : 0.f;
-      }
+  if (s.K % 16) std::fill(wp + (kblocks - 1) * CRS * 16, wp + kblocks * CRS * 16, 0.f);
+  for (int64_t ko = 0; ko < s.K; ++ko) {  // rows of w read in order
+    float* dst = wp + (ko / 16 * CRS) * 16 + ko % 16;
+    const float* src = w + ko * CRS;
+    for (int64_t k = 0; k < CRS; ++k) dst[k * 16] = src[k];
+  }
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
-  for (int64_t c = 0; c < s.C; ++c)
-    for (int64_t i = 0; i < RS; ++i) off[c * RS + i] = c * plane + (i / s.S) * Wp + i % s.S;
+  for (int64_t c = 0, i = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t) off[i++] = c * plane + r * Wp + t;
   const int64_t* offp = off.data();
   const auto kern = g_kernels->conv_kvec;
   const int64_t slack = 2 * Wp + 16, img = s.C * s.H * s.W;

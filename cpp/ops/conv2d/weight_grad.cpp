@@ -129,8 +129,9 @@ bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   const float* xb = padded_input(x, s);
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
-  for (int64_t k = 0; k < CRS; ++k)
-    off[k] = (k / (s.R * s.S)) * plane + (k / s.S % s.R) * Wp + k % s.S;
+  for (int64_t c = 0, k = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t) off[k++] = c * plane + r * Wp + t;
   const int64_t* offp = off.data();
   const int64_t kblocks = (s.K + 15) / 16;
   float* dyT = scratch(Buf::dw_dy, s.N * kblocks * PQ * 16);  // [kb][n][position][16]
