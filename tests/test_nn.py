@@ -541,3 +541,33 @@ def test_batch_norm_with_an_addend_checks_its_shape(rng):
     want = np.add(F.batch_norm(x, None, None, training=True), x[::-1].copy())
     got = _core.batch_norm(x, None, None, None, None, True, 0.1, 1e-5, False, x[::-1].copy())
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=(2, 3), stride=(2, 1))])
+def test_linear_and_max_pool_run_with_their_relu_in_one_call_with_the_same_bits(
+        rng, monkeypatch, pool):
+    x = rng.standard_normal((3, 1, 10, 10)).astype(np.float32)
+    x[0, 0, 1:5, 1:5] = -1.0  # pooled windows with no positive value
+    x[1, 0, 3, 3] = np.nan
+
+    def run(m):
+        y = m(x)
+        return y, m.backward(np.ones_like(y)), {n: p.grad.copy() for n, p in m.named_parameters()}
+
+    def model():
+        convkit.manual_seed(1)
+        feat = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(**pool), nn.Flatten())
+        n = feat(x).shape[1]
+        convkit.manual_seed(1)
+        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(**pool), nn.Flatten(),
+                             nn.Linear(n, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU())
+    m = model()
+    y, dx, grads = run(m)
+    assert [type(a).__name__ for a, b in nn._execution_steps(m) if b is not None] == \
+        ["MaxPool2d", "Linear", "Linear"]
+    monkeypatch.setattr(nn, "_execution_steps",
+                        lambda seq: [(layer, None) for layer in nn._execution_order(seq)])
+    y0, dx0, grads0 = run(model())
+    assert np.array_equal(y, y0, equal_nan=True) and np.array_equal(dx, dx0, equal_nan=True)
+    assert all(np.array_equal(grads[k], grads0[k], equal_nan=True) for k in grads0)
+    assert (y == 0).any() and (y > 0).any()  # the ReLUs did cut

@@ -32,7 +32,7 @@ std::vector<int64_t> out_shape(const FArr& x, int64_t last) {
 }
 
 template <bool Ref>
-FArr lin_fwd(py::handle xo, py::handle wo, py::handle bo) {
+FArr lin_fwd(py::handle xo, py::handle wo, py::handle bo, bool relu) {
   LinArgs a = check_linear("linear", xo, wo, bo);
   FArr y = empty(out_shape(a.x, a.O));
   float* yp = y.mutable_data();
@@ -42,14 +42,17 @@ FArr lin_fwd(py::handle xo, py::handle wo, py::handle bo) {
     if (Ref) ref::linear_forward(yp, xp, wp, bp, a.N, a.I, a.O);
     else linear_forward(yp, xp, wp, bp, a.N, a.I, a.O);
   }
+  if (relu) relu_in_place(y);
   return y;
 }
 
 }  // namespace
 
 void bind_linear(py::module_& m) {
-  m.def("linear", &lin_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"));
-  m.def("ref_linear", &lin_fwd<true>);
+  m.def("linear", &lin_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("relu") = false);  // relu: and the ReLU after it, in the same call
+  m.def("ref_linear", &lin_fwd<true>, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("relu") = false);
   m.def("linear_backward", [](py::handle dyo, py::handle xo, py::handle wo, py::handle bo) {
     const char* fn = "linear_backward";
     LinArgs a = check_linear(fn, xo, wo, bo);

@@ -97,7 +97,8 @@ void check_adaptive(const char* fn, const FArr& x, int64_t P, int64_t Q) {
 
 template <bool Ref>
 py::object max_fwd(py::handle xo, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
-                   int64_t pw, int64_t dh, int64_t dw, bool ceil_mode, bool return_indices) {
+                   int64_t pw, int64_t dh, int64_t dw, bool ceil_mode, bool return_indices,
+                   bool relu) {
   const char* fn = "max_pool2d";
   FArr x = to_float(xo, fn, "input");
   const Pool2dShape s = check_pool(fn, x, max_args(kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode));
@@ -112,6 +113,7 @@ py::object max_fwd(py::handle xo, int64_t kh, int64_t kw, int64_t sh, int64_t sw
     if (Ref) ref::max_pool2d_forward(yp, xp, s);
     else max_pool2d_forward(yp, ip, xp, s);
   }
+  if (relu) relu_in_place(y);
   if (return_indices) return py::make_tuple(y, idx);
   return std::move(y);
 }
@@ -193,12 +195,15 @@ FArr adaptive_bwd(const char* fn, py::handle dyo, py::handle xo, int64_t P, int6
 }  // namespace
 
 void bind_pool(py::module_& m) {
-  m.def("max_pool2d", &max_fwd<false>, py::arg("x"), CK_MAX, py::arg("return_indices") = false);
+  // relu: and the ReLU after it (Sequential runs a ReLU before a pool after it), in one call
+  m.def("max_pool2d", &max_fwd<false>, py::arg("x"), CK_MAX, py::arg("return_indices") = false,
+        py::arg("relu") = false);
   m.def("max_pool2d_backward", &max_bwd<false>, py::arg("grad_out"), py::arg("x"), CK_MAX);
   m.def("avg_pool2d", &avg_fwd<false>, py::arg("x"), CK_AVG);
   m.def("avg_pool2d_backward", &avg_bwd<false>, py::arg("grad_out"), py::arg("x"), CK_AVG);
   // references (single-threaded, float64 accumulation) for the tests
-  m.def("ref_max_pool2d", &max_fwd<true>, py::arg("x"), CK_MAX, py::arg("return_indices") = false);
+  m.def("ref_max_pool2d", &max_fwd<true>, py::arg("x"), CK_MAX, py::arg("return_indices") = false,
+        py::arg("relu") = false);
   m.def("ref_max_pool2d_backward", &max_bwd<true>, py::arg("grad_out"), py::arg("x"), CK_MAX);
   m.def("ref_avg_pool2d", &avg_fwd<true>, py::arg("x"), CK_AVG);
   m.def("ref_avg_pool2d_backward", &avg_bwd<true>, py::arg("grad_out"), py::arg("x"), CK_AVG);

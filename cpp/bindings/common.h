@@ -48,6 +48,9 @@ inline const float* bias_ptr(const py::object& b) {
 }
 
 FArr empty(const std::vector<int64_t>& shape);
+// y = max(y, 0) in place (activation_forward's relu), with the GIL released: an op and the ReLU
+// after it in one call (the same bits as the ReLU run on the op's output)
+void relu_in_place(FArr& y);
 std::vector<int64_t> shape_of(const py::array& a);
 
 void bind_conv(py::module_& m);

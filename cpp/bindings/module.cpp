@@ -175,6 +175,13 @@ float* pool_take(size_t bytes) {
 }
 }  // namespace
 
+void relu_in_place(FArr& y) {
+  float* p = y.mutable_data();
+  const int64_t n = y.size();
+  py::gil_scoped_release nogil;
+  activation_forward(Act::relu, 0.f, p, p, n);
+}
+
 FArr empty(const std::vector<int64_t>& shape) {
   std::vector<py::ssize_t> s(shape.begin(), shape.end());
   size_t n = 1;

@@ -480,14 +480,20 @@ class MaxPool2d(Module):
                     ceil_mode=self.ceil_mode)
 
     def forward(self, x: np.ndarray):
+        return self._forward(x, False)
+
+    def _forward(self, x: np.ndarray, relu: bool):
+        """forward and, when ``relu``, the ReLU after it in the same core call (Sequential runs
+        a ReLU written before the pool after it)."""
         self._x = x = _f32(x)
         k, st, pd, dl = self.kernel_size, self.stride, self.padding, self.dilation
         if (x.ndim == 4 and type(k) is int and type(pd) is int and type(dl) is int
                 and (st is None or type(st) is int) and not self.return_indices):
             st = k if st is None else st  # the core checks the values
-            return _core.max_pool2d(x, k, k, st, st, pd, pd, dl, dl, bool(self.ceil_mode), False)
-        return F.max_pool2d(x, self.kernel_size, return_indices=self.return_indices,
-                            **self._kw())
+            return _core.max_pool2d(x, k, k, st, st, pd, pd, dl, dl, bool(self.ceil_mode), False,
+                                    relu)
+        y = F.max_pool2d(x, self.kernel_size, return_indices=self.return_indices, **self._kw())
+        return _core.activation(F._RELU, y, 0.0) if relu else y
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         return F.max_pool2d_backward(grad_out, self._cached(self._x), self.kernel_size,
@@ -926,6 +932,12 @@ class Linear(Module):
         self._x = x = _f32(x)
         return _core.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
+    def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
+        """forward and, when ``relu``, the ReLU after it in the same core call (Sequential)."""
+        self._x = x = _f32(x)
+        return _core.linear(x, self.weight.data, None if self.bias is None else self.bias.data,
+                            relu)
+
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         b = None if self.bias is None else self.bias.data
         dx, dw, db = F.linear_backward(grad_out, self._cached(self._x), self.weight.data, b)
@@ -980,10 +992,10 @@ def _index_names(n):
 class Sequential(Module):
     """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'.
     A ReLU directly followed by a MaxPool2d runs after the pool, on a quarter of the values,
-    and a BatchNorm1d/2d or Residual directly followed by a ReLU runs with it in one pass over
-    memory (the results are the same bits; a pair with a forward replaced on the instance, as
-    by a hook or ``summary``, runs as written); ``run_order()`` gives the order the last
-    forward used.
+    and a BatchNorm1d/2d, Residual, Linear or MaxPool2d followed by a ReLU runs with it in one
+    core call (one pass over memory for the batch norm and the residual sum); the results are
+    the same bits. A pair with a forward replaced on the instance (a hook, ``summary``) runs as
+    written; ``run_order()`` gives the order the last forward used.
 
     >>> m = Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
     >>> m(np.zeros((5, 4), np.float32)).shape, [n for n, _ in m.named_parameters()][:2]
@@ -1062,11 +1074,14 @@ def _execution_order(seq: Sequential) -> List[Module]:
     return order
 
 
+_RELU_FUSED = (BatchNorm1d, BatchNorm2d, Residual, Linear, MaxPool2d)  # have _forward(x, relu)
+
+
 def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
     """The forward's steps over _execution_order(seq): (layer, None), or (layer, ReLU) for a
-    BatchNorm1d/2d or Residual directly followed by a ReLU, which run as one pass (the same
-    bits: the ReLU is applied to the batch norm's output or the residual sum while it is in
-    cache)."""
+    BatchNorm1d/2d, Residual, Linear or MaxPool2d directly followed by a ReLU (in the order
+    forward runs them), which run in one core call (the same bits: the ReLU is applied to the
+    layer's output, while it is in cache where the layer works sample by sample)."""
     order = _execution_order(seq)
     cached = seq.__dict__.get("_steps_cache")  # (the order, steps, the layers fused)
     if cached is not None and cached[0] is order:
@@ -1078,7 +1093,7 @@ def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
     steps, fused, held, i = [], [], False, 0
     while i < len(order):
         a, b = order[i], order[i + 1] if i + 1 < len(order) else None
-        if type(a) in (BatchNorm1d, BatchNorm2d, Residual) and type(b) is ReLU:
+        if type(a) in _RELU_FUSED and type(b) is ReLU:
             if not (_not_movable(a) or _not_movable(b)):
                 steps.append((a, b))
                 fused += [a, b]
