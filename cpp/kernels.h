@@ -123,6 +123,16 @@ struct KernelTable {
   void (*conv_kvec)(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                     const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
                     int nk, bool two_rows);
+  // conv_kvec for nb (2 or 4) blocks of 16 output channels at once, one row: each broadcast
+  // input value serves nb weight vectors (the one-block tile spends a load per multiply). Block
+  // b's weights at w + b * wstride, its channels at out + b * 16 * ldo, its bias at bias + 16b;
+  // nk (<= 16 * nb) channels are stored, nq <= 6 (nb = 4) or 12 (nb = 2) positions. The same
+  // sums in the same order as conv_kvec. Null where the ISA has none.
+  void (*conv_kvec_blocks)(float* out, int64_t ldo, const float* x, const int64_t* off,
+                           int64_t crs, const float* w, int64_t wstride, const float* bias,
+                           int nq, int nk, int nb);
+  // Rows to 16 lanes: dst[k * 16 + i] = src[i * ld + k] for k < n, i < 16 (0 for i >= rows).
+  void (*rows_to_lanes16)(float* dst, const float* src, int64_t ld, int rows, int64_t n);
   // col2im of one input channel, all of it: for h < H, w < W,
   //   dx[h * W + w] = sum over r < R, t < S with h + ph - r = p * sh, w + pw - t = q * sw,
   //                   0 <= p < P, 0 <= q < Q, of g[(r * S + t) * ld + p * Q + q]

@@ -88,6 +88,12 @@ FORCED_SHAPES = SHAPES + [
     (2, 8, 40, 40, 8, (3, 3), (5, 5), (1, 1), (1, 1), 1),     # stride 5 (im2col)
     (2, 5, 13, 10, 9, (7, 7), (2, 3), (3, 1), (1, 1), 1),     # 7x7 asymmetric stride
     (1, 1, 5, 5, 1, (5, 5), (1, 1), (0, 0), (1, 1), 1),       # kernel = input, C = K = 1
+    # kvec's tiles of several 16-channel blocks: 3, 4, 5 and 7 blocks (a lone last block, a
+    # group of 3 with a zero block), rows of 2 to 17 positions
+    (2, 5, 9, 13, 40, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (1, 3, 7, 4, 50, (3, 3), (1, 1), (1, 0), (1, 1), 1),
+    (2, 4, 6, 9, 100, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (1, 2, 5, 17, 70, (2, 3), (1, 1), (0, 1), (1, 1), 1),
 ]
 
 _DIRS = ("forward", "input_grad", "weight_grad")

@@ -25,6 +25,11 @@ crit = nn.CrossEntropyLoss()
 crit(m(xb), np.arange(32) % 10)
 m.backward(crit.backward())
 out = {"conv": F.conv2d(x, w, padding=2, stride=2), "pool": F.max_pool2d(x, 3, 2, 1)}
+# channel-block tiles whose items split rows by the thread count (batch 1 and 3)
+for i, (n, c, h, k) in enumerate([(1, 24, 9, 70), (3, 16, 12, 48), (1, 64, 8, 64)]):
+    out[f"kvec{i}"] = F.conv2d(rng.standard_normal((n, c, h, h + 2)).astype(np.float32),
+                               rng.standard_normal((k, c, 3, 3)).astype(np.float32),
+                               rng.standard_normal(k).astype(np.float32), padding=1)
 out.update({n: p.grad for n, p in m.named_parameters()})
 np.savez(sys.argv[1], **out)
 """

@@ -120,6 +120,71 @@ void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int6
   else if (nq <= 10) kvec_tile<10>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq, nk, two_rows);
   else kvec_tile<12>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq < 12 ? nq : 12, nk, two_rows);
 }
+// conv_kvec_blocks: KB blocks of 16 channels x NQ positions of one row (KB * NQ <= 24
+// accumulators); per tap KB weight loads and NQ broadcasts feed KB * NQ multiply-adds.
+template <int KB, int NQ>
+static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, const int64_t* off,
+                             int64_t crs, const float* w, int64_t wstride, const float* bias,
+                             int nq, int nk) {
+  __m512 acc[KB][NQ];
+#pragma GCC unroll 4
+  for (int b = 0; b < KB; ++b) {
+    const int nkb = nk - 16 * b < 0 ? 0 : (nk - 16 * b > 16 ? 16 : nk - 16 * b);
+    const __mmask16 mk = static_cast<__mmask16>((1u << nkb) - 1u);
+    const __m512 b0 = bias ? _mm512_maskz_loadu_ps(mk, bias + 16 * b) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+    for (int i = 0; i < NQ; ++i) acc[b][i] = b0;
+  }
+  for (int64_t k = 0; k < crs; ++k) {
+    __m512 wk[KB];
+#pragma GCC unroll 4
+    for (int b = 0; b < KB; ++b) wk[b] = _mm512_loadu_ps(w + b * wstride + k * 16);
+    const float* xk = x + off[k];
+#pragma GCC unroll 12
+    for (int i = 0; i < NQ; ++i) {
+      const __m512 xv = _mm512_set1_ps(xk[i]);
+#pragma GCC unroll 4
+      for (int b = 0; b < KB; ++b) acc[b][i] = _mm512_fmadd_ps(xv, wk[b], acc[b][i]);
+    }
+  }
+  const __mmask16 mq = static_cast<__mmask16>((1u << nq) - 1u);
+#pragma GCC unroll 4
+  for (int b = 0; b < KB; ++b) {
+    __m512 t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) t[i] = i < NQ ? acc[b][i < NQ ? i : 0] : _mm512_setzero_ps();
+    transpose16(t);
+    for (int kk = 0; kk < 16 && 16 * b + kk < nk; ++kk)
+      _mm512_mask_storeu_ps(out + (16 * b + kk) * ldo, mq, t[kk]);
+  }
+}
+
+void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, const int64_t* off,
+                             int64_t crs, const float* w, int64_t wstride, const float* bias,
+                             int nq, int nk, int nb) {
+  if (nb == 4) {
+    if (nq <= 4) kvec_blocks_tile<4, 4>(out, ldo, x, off, crs, w, wstride, bias, nq, nk);
+    else kvec_blocks_tile<4, 6>(out, ldo, x, off, crs, w, wstride, bias, nq, nk);
+  } else {
+    if (nq <= 8) kvec_blocks_tile<2, 8>(out, ldo, x, off, crs, w, wstride, bias, nq, nk);
+    else kvec_blocks_tile<2, 12>(out, ldo, x, off, crs, w, wstride, bias, nq, nk);
+  }
+}
+
+// rows_to_lanes16: 16 x 16 blocks transposed in registers
+void rows_to_lanes16_avx512(float* dst, const float* src, int64_t ld, int rows, int64_t n) {
+  for (int64_t k0 = 0; k0 < n; k0 += 16) {
+    const int64_t m = std::min<int64_t>(16, n - k0);
+    const __mmask16 mk = static_cast<__mmask16>((1u << m) - 1u);
+    __m512 t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      t[i] = i < rows ? _mm512_maskz_loadu_ps(mk, src + i * ld + k0) : _mm512_setzero_ps();
+    transpose16(t);
+    for (int64_t k = 0; k < m; ++k) _mm512_storeu_ps(dst + (k0 + k) * 16, t[k]);
+  }
+}
+
 // conv_dx_rows: up to 4 rows x NSEG vectors of 16 columns in registers. Each dy row vector
 // (for kernel column t) is loaded once and serves every output row it reaches (r = h + ph - i).
 template <int NSEG>

@@ -41,6 +41,8 @@ void fill_table_avx512(KernelTable& t) {
   t.planes_to_lanes = avx512::planes_to_lanes_avx512;
   t.conv_dw_tile = avx512::conv_dw_tile_avx512;
   t.conv_kvec = avx512::conv_kvec_avx512;
+  t.conv_kvec_blocks = avx512::conv_kvec_blocks_avx512;
+  t.rows_to_lanes16 = avx512::rows_to_lanes16_avx512;
   t.conv_dx_rows = avx512::conv_dx_rows_avx512;
   t.conv_dw_kvec = avx512::conv_dw_kvec_avx512;
   t.col2im_plane = avx512::col2im_plane_avx512;

@@ -135,23 +135,24 @@ bool direct_forward(float* y, const float* x, const float* w, const float* b,
   return true;
 }
 
-// The GEMMs of a Winograd-style item: M_e (K x nt, rows Tb apart, at m + e * K * Tb) = U_e V_e
-// for e < ne, where U_e is packed in MR-row panels at up + Kp * base[e] (depth[e] columns) and
 // Stride-1 convolution of narrow images (few output columns: lanes along a row would mostly
 // idle) with the ISA's channel-vectorised tile: 16 output channels in the lanes, two output rows
-// of up to 12 positions per tile. Items: (image, block of 16 output channels).
+// of up to 12 positions per tile; items (image, block of 16 output channels). With 32+ output
+// channels and conv_kvec_blocks, tiles of 2 or 4 blocks x one row of 4-12 positions; items
+// (image, group of blocks, run of rows).
 bool kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, RS = s.R * s.S;
   const int64_t kblocks = (s.K + 15) / 16;
   // weights as [block][crs][16], zero-padded past K
   // (per call, so kept cheap: at batch 1 this setup was a fifth of LeNet-5's conv2)
-  float* wp = scratch(Buf::kvec_weights, kblocks * CRS * 16);
-  if (s.K % 16) std::fill(wp + (kblocks - 1) * CRS * 16, wp + kblocks * CRS * 16, 0.f);
-  for (int64_t ko = 0; ko < s.K; ++ko) {  // rows of w read in order
-    float* dst = wp + (ko / 16 * CRS) * 16 + ko % 16;
-    const float* src = w + ko * CRS;
-    for (int64_t k = 0; k < CRS; ++k) dst[k * 16] = src[k];
+  // (zero blocks up to a multiple of 4: a tile of 4 blocks may read them, storing nothing;
+  // per call, so transposed in registers: scalar, this was a fifth of a 64-channel 8x8 layer)
+  const int64_t kalloc = kblocks >= 2 ? round_up(kblocks, 4) : kblocks;
+  float* wp = scratch(Buf::kvec_weights, kalloc * CRS * 16);
+  for (int64_t kb = 0; kb < kalloc; ++kb) {
+    const int rows = static_cast<int>(std::clamp<int64_t>(s.K - kb * 16, 0, 16));
+    g_kernels->rows_to_lanes16(wp + kb * CRS * 16, rows ? w + kb * 16 * CRS : w, CRS, rows, CRS);
   }
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
@@ -161,19 +162,57 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
   const int64_t* offp = off.data();
   const auto kern = g_kernels->conv_kvec;
   const int64_t slack = 2 * Wp + 16, img = s.C * s.H * s.W;
+  // The tiles read up to a row and 16 floats past the image (into lanes never stored). Without
+  // padding, an image followed by that much of x is read in place; else it is copied,
+  // zero-padded, with the slack.
+  // Only padded rows [r0, r1) are filled (the rows an item's tiles read, the last one for the
+  // lanes past a row's end).
+  auto image = [&](int64_t n, int64_t r0 = 0, int64_t r1 = -1) {
+    if (!(s.ph || s.pw || (s.N - 1 - n) * img < slack)) return x + n * img;
+    r1 = r1 < 0 ? Hp : std::min(Hp, r1);
+    float* b = scratch(Buf::kvec_rows, s.C * plane + slack);
+    for (int64_t c = 0; c < s.C; ++c)
+      pad_rows(b + c * plane + r0 * Wp, Wp, x + (n * s.C + c) * s.H * s.W, s.H, s.W, r0 - s.ph,
+               r1 - r0, s.pw);
+    std::fill(b + s.C * plane, b + s.C * plane + slack, 0.f);
+    return static_cast<const float*>(b);
+  };
+  if (kblocks >= 2 && g_kernels->conv_kvec_blocks) {
+    // 32+ channels: tiles of nb blocks, so each broadcast input value serves nb weight vectors;
+    // items (image, group of blocks, run of rows) give every thread work even at batch 1
+    const int nb = kblocks >= 4 ? 4 : 2;
+    const int64_t groups = (kblocks + nb - 1) / nb;
+    // positions per tile: of the two tile widths, the one that wastes fewer lanes on a row
+    const int64_t w1 = nb == 4 ? 4 : 8, w2 = nb == 4 ? 6 : 12;
+    const int64_t nqt = (s.Q + w2 - 1) / w2 * w2 - s.Q <= (s.Q + w1 - 1) / w1 * w1 - s.Q ? w2 : w1;
+    const int64_t want = 2 * get_num_threads(), have = s.N * groups;
+    const int64_t runs = std::min<int64_t>(s.P, std::max<int64_t>(1, (want + have - 1) / have));
+    const int64_t rows = (s.P + runs - 1) / runs, nruns = (s.P + rows - 1) / rows;
+    const auto kernb = g_kernels->conv_kvec_blocks;
+    parallel_for(s.N * groups * nruns, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
+      const int64_t n = item / (groups * nruns), g = item / nruns % groups;
+      const int64_t p0 = item % nruns * rows, p1 = std::min(s.P, p0 + rows);
+      const float* buf = image(n, p0, p1 + s.R);
+      const int64_t kb0 = g * nb, k0 = kb0 * 16;
+      const int nbk = static_cast<int>(std::min<int64_t>(nb, kblocks - kb0));
+      const int nk = static_cast<int>(std::min<int64_t>(16 * nbk, s.K - k0));
+      for (int64_t p = p0; p < p1; ++p)
+        for (int64_t q = 0; q < s.Q; q += nqt) {
+          const int nq = static_cast<int>(std::min<int64_t>(nqt, s.Q - q));
+          const float* wb = wp + kb0 * CRS * 16;
+          if (nbk == 1)  // a last lone block
+            kern(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, s.Q, buf + p * Wp + q, Wp, offp, CRS,
+                 wb, b ? b + k0 : nullptr, nq, nk, false);
+          else
+            kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, buf + p * Wp + q, offp, CRS, wb,
+                  CRS * 16, b ? b + k0 : nullptr, nq, nk, nbk == 3 ? 4 : nbk);
+        }
+    });
+    return true;
+  }
   parallel_for(s.N * kblocks, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
     const int64_t n = item / kblocks, kb = item % kblocks;
-    // The tiles read up to a row and 16 floats past the image (into lanes never stored). Without
-    // padding, an image followed by that much of x is read in place; else it is copied,
-    // zero-padded, with the slack.
-    const float* buf = x + n * img;
-    if (s.ph || s.pw || (s.N - 1 - n) * img < slack) {
-      float* b = scratch(Buf::kvec_rows, s.C * plane + slack);
-      for (int64_t c = 0; c < s.C; ++c)
-        pad_rows(b + c * plane, Wp, x + (n * s.C + c) * s.H * s.W, s.H, s.W, -s.ph, Hp, s.pw);
-      std::fill(b + s.C * plane, b + s.C * plane + slack, 0.f);
-      buf = b;
-    }
+    const float* buf = image(n);
     const int nk = static_cast<int>(std::min<int64_t>(16, s.K - kb * 16));
     float* yk = y + (n * s.K + kb * 16) * PQ;
     const float* bk = b ? b + kb * 16 : nullptr;

@@ -13,7 +13,8 @@
 // Forward
 //   winograd5      5x5, stride 1, batches of 16+: Winograd F(2x2, 5x5), 16 images in the lanes
 //   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels, unless winograd3
-//                  pays: channels in the lanes
+//                  pays; or 32+ output channels of at most 64 inputs, Q <= 16 (tiles of
+//                  several channel blocks): channels in the lanes
 //   winograd3      3x3, stride 1, 32+ channels (64+ and planes 24+ wide with the plain
 //                  transforms of AVX2 and SSE), enough work: Winograd F(2x2, 3x3), 16 GEMMs
 //   winograd3_s2   3x3, stride 2, 32+ channels, enough work: phase-split F(2, 2)-style sum,
@@ -140,8 +141,13 @@ const Row<FwdRun> kForward[] = {
      // not where winograd3 pays (below): 3x3 layers of 32+ channels measured faster there at
      // every width tried (forced, 2 threads: (128, 64, 8, 8) 6.0 ms against 6.9, (64, 128, 8, 8)
      // 8.5 against 13.7, (32, 96, 7, 7) 3.0 against 4.0)
-     [](const Conv2dShape& s, const KernelTable&) {
-       return s.Q < 16 && s.K >= 12 && !winograd3_pays(s);
+     // With tiles of several channel blocks (32+ channels, conv_kvec_blocks) it also beats
+     // winograd3 on ResNet-20's 32- and 64-channel layers (forced, interleaved, 11 rounds:
+     // (128, 32, 16, 16) 1.02x at 2 threads, 1.11x at 1; (128, 64, 8, 8) 1.02x, 1.10x) but not
+     // on 128 channels ((64, 128, 8, 8) 0.83x, (8, 128, 14, 14) 0.93x).
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s)) ||
+              (kt.conv_kvec_blocks && s.K >= 32 && s.C <= 64 && s.Q <= 16);
      },
      true, kvec_forward},
     {"winograd3",
