@@ -173,16 +173,8 @@ void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, const int6
 
 // rows_to_lanes16: 16 x 16 blocks transposed in registers
 void rows_to_lanes16_avx512(float* dst, const float* src, int64_t ld, int rows, int64_t n) {
-  for (int64_t k0 = 0; k0 < n; k0 += 16) {
-    const int64_t m = std::min<int64_t>(16, n - k0);
-    const __mmask16 mk = static_cast<__mmask16>((1u << m) - 1u);
-    __m512 t[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i)
-      t[i] = i < rows ? _mm512_maskz_loadu_ps(mk, src + i * ld + k0) : _mm512_setzero_ps();
-    transpose16(t);
-    for (int64_t k = 0; k < m; ++k) _mm512_storeu_ps(dst + (k0 + k) * 16, t[k]);
-  }
+  for (int64_t k0 = 0; k0 < n; k0 += 16)
+    block_to_lanes16(dst + k0 * 16, src + k0, ld, rows, std::min<int64_t>(16, n - k0));
 }
 
 // conv_dx_rows: up to 4 rows x NSEG vectors of 16 columns in registers. Each dy row vector

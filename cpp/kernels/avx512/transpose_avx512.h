@@ -38,6 +38,19 @@ static inline void transpose16(__m512* r) {
   }
 }
 
+// Rows to lanes for one 16 x cnt block: d[16 * j + l] = s[l * ld + j] for j < cnt (<= 16),
+// l < 16 (0 for l >= nrows).
+static inline void block_to_lanes16(float* d, const float* s, int64_t ld, int nrows,
+                                    int64_t cnt) {
+  const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
+  __m512 r[16];
+#pragma GCC unroll 16
+  for (int l = 0; l < 16; ++l)
+    r[l] = l < nrows ? _mm512_maskz_loadu_ps(m, s + l * ld) : _mm512_setzero_ps();
+  transpose16(r);
+  for (int64_t j = 0; j < cnt; ++j) _mm512_storeu_ps(d + 16 * j, r[j]);
+}
+
 // Images n0 .. n0 + nimg - 1 (nimg <= 16) of x (N, C, H, W) into the vector lanes: for c < C,
 // i < rows, j < Wt,  dst[((c * rows + i) * Wt + j) * 16 + l] = x[n0 + l][c][h0 + i][j - pl],
 // zero where that row or column is outside the image and in lanes l >= nimg.
@@ -55,17 +68,9 @@ static inline void images_to_lanes(float* dst, const float* x, int64_t n0, int n
       }
       std::memset(d, 0, sizeof(float) * 16 * pl);
       std::memset(d + 16 * (pl + W), 0, sizeof(float) * 16 * (Wt - pl - W));
-      for (int64_t w0 = 0; w0 < W; w0 += 16) {
-        const int64_t cnt = std::min<int64_t>(16, W - w0);
-        const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
-        __m512 r[16];
-#pragma GCC unroll 16
-        for (int l = 0; l < 16; ++l)
-          r[l] = l < nimg ? _mm512_maskz_loadu_ps(m, x + ((n0 + l) * C + c) * HW + h * W + w0)
-                          : _mm512_setzero_ps();
-        transpose16(r);
-        for (int64_t j = 0; j < cnt; ++j) _mm512_storeu_ps(d + 16 * (pl + w0 + j), r[j]);
-      }
+      for (int64_t w0 = 0; w0 < W; w0 += 16)
+        block_to_lanes16(d + 16 * (pl + w0), x + (n0 * C + c) * HW + h * W + w0, C * HW, nimg,
+                         std::min<int64_t>(16, W - w0));
     }
 }
 
