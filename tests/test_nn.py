@@ -544,7 +544,7 @@ def test_batch_norm_with_an_addend_checks_its_shape(rng):
 
 
 @pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=(2, 3), stride=(2, 1))])
-def test_linear_and_max_pool_run_with_their_relu_in_one_call_with_the_same_bits(
+def test_conv_linear_and_max_pool_run_with_their_relu_in_one_call_with_the_same_bits(
         rng, monkeypatch, pool):
     x = rng.standard_normal((3, 1, 10, 10)).astype(np.float32)
     x[0, 0, 1:5, 1:5] = -1.0  # pooled windows with no positive value
@@ -555,16 +555,20 @@ def test_linear_and_max_pool_run_with_their_relu_in_one_call_with_the_same_bits(
         return y, m.backward(np.ones_like(y)), {n: p.grad.copy() for n, p in m.named_parameters()}
 
     def model():
+        def layers(n):
+            # Conv2d -> ReLU pairs: the core's fast path and a reflect-padded one
+            return [nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(),
+                    nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+                    nn.Conv2d(3, 3, 3), nn.ReLU(), nn.MaxPool2d(**pool), nn.Flatten(),
+                    nn.Linear(n, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU()]
         convkit.manual_seed(1)
-        feat = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(**pool), nn.Flatten())
-        n = feat(x).shape[1]
+        n = nn.Sequential(*layers(1)[:8])(x).shape[1]
         convkit.manual_seed(1)
-        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(**pool), nn.Flatten(),
-                             nn.Linear(n, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU())
+        return nn.Sequential(*layers(n))
     m = model()
     y, dx, grads = run(m)
     assert [type(a).__name__ for a, b in nn._execution_steps(m) if b is not None] == \
-        ["MaxPool2d", "Linear", "Linear"]
+        ["Conv2d", "Conv2d", "MaxPool2d", "Linear", "Linear"]
     monkeypatch.setattr(nn, "_execution_steps",
                         lambda seq: [(layer, None) for layer in nn._execution_order(seq)])
     y0, dx0, grads0 = run(model())

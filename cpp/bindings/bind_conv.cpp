@@ -79,7 +79,7 @@ ConvArgs check_conv(const char* fn, py::handle xo, py::handle wo, py::handle bo,
 
 template <bool Ref>
 FArr conv_fwd(py::handle x, py::handle w, py::handle b, int64_t sh, int64_t sw, int64_t ph,
-              int64_t pw, int64_t dh, int64_t dw, int64_t groups) {
+              int64_t pw, int64_t dh, int64_t dw, int64_t groups, bool relu) {
   ConvArgs a = check_conv("conv2d", x, w, b, sh, sw, ph, pw, dh, dw, groups);
   const Conv2dShape s = a.s;
   FArr y = empty({s.N, s.K, s.P, s.Q});
@@ -90,6 +90,7 @@ FArr conv_fwd(py::handle x, py::handle w, py::handle b, int64_t sh, int64_t sw, 
     if (Ref) ref::conv2d_forward(yp, xp, wp, bp, s);
     else conv2d_forward(yp, xp, wp, bp, s);
   }
+  if (relu) relu_in_place(y);
   return y;
 }
 
@@ -301,16 +302,17 @@ Conv2dShape plan_shape(py::tuple xs, py::tuple ws, int64_t sh, int64_t sw, int64
 }  // namespace
 
 void bind_conv(py::module_& m) {
+  // relu: and the ReLU after it, in the same call (Sequential's Conv2d -> ReLU)
   m.def("conv2d", &conv_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh") = 1,
-        py::arg("dw") = 1, py::arg("groups") = 1);
+        py::arg("dw") = 1, py::arg("groups") = 1, py::arg("relu") = false);
   m.def("conv2d_backward", &conv_bwd<false>, py::arg("grad_out"), py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"), py::arg("dh") = 1, py::arg("dw") = 1, py::arg("groups") = 1,
         py::arg("input_grad") = true);
   m.def("ref_conv2d", &conv_fwd<true>, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh") = 1,
-        py::arg("dw") = 1, py::arg("groups") = 1);
+        py::arg("dw") = 1, py::arg("groups") = 1, py::arg("relu") = false);
   m.def("ref_conv2d_backward", &conv_bwd<true>, py::arg("grad_out"), py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"), py::arg("dh") = 1, py::arg("dw") = 1, py::arg("groups") = 1,

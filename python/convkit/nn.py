@@ -379,13 +379,18 @@ class Conv2d(Module):
                     groups=self.groups, padding_mode=self.padding_mode)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, False)
+
+    def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
+        """forward and, when ``relu``, the ReLU after it in the same core call (Sequential)."""
         self._x = x = _f32(x)
         b = None if self.bias is None else self.bias.data
         st, pd, dl = self.stride, self.padding, self.dilation
         if (x.ndim == 4 and self.padding_mode == "zeros" and type(pd) is tuple
                 and type(st) is tuple and type(dl) is tuple):  # arguments checked at __init__
-            return _core.conv2d(x, self.weight.data, b, *st, *pd, *dl, self.groups)
-        return F.conv2d(x, self.weight.data, b, **self._kw())
+            return _core.conv2d(x, self.weight.data, b, *st, *pd, *dl, self.groups, relu)
+        y = F.conv2d(x, self.weight.data, b, **self._kw())
+        return _core.activation(F._RELU, y, 0.0) if relu else y
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         b = None if self.bias is None else self.bias.data
@@ -992,9 +997,9 @@ def _index_names(n):
 class Sequential(Module):
     """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'.
     A ReLU directly followed by a MaxPool2d runs after the pool, on a quarter of the values,
-    and a BatchNorm1d/2d, Residual, Linear or MaxPool2d followed by a ReLU runs with it in one
-    core call (one pass over memory for the batch norm and the residual sum); the results are
-    the same bits. A pair with a forward replaced on the instance (a hook, ``summary``) runs as
+    and a BatchNorm1d/2d, Residual, Conv2d, Linear or MaxPool2d followed by a ReLU runs with it
+    in one core call (one pass over memory for the batch norm and the residual sum); the results
+    are the same bits. A pair with a forward replaced on the instance (a hook, ``summary``) runs as
     written; ``run_order()`` gives the order the last forward used.
 
     >>> m = Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
@@ -1074,13 +1079,14 @@ def _execution_order(seq: Sequential) -> List[Module]:
     return order
 
 
-_RELU_FUSED = (BatchNorm1d, BatchNorm2d, Residual, Linear, MaxPool2d)  # have _forward(x, relu)
+# layers with _forward(x, relu)
+_RELU_FUSED = (BatchNorm1d, BatchNorm2d, Residual, Linear, MaxPool2d, Conv2d)
 
 
 def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
     """The forward's steps over _execution_order(seq): (layer, None), or (layer, ReLU) for a
-    BatchNorm1d/2d, Residual, Linear or MaxPool2d directly followed by a ReLU (in the order
-    forward runs them), which run in one core call (the same bits: the ReLU is applied to the
+    BatchNorm1d/2d, Residual, Conv2d, Linear or MaxPool2d directly followed by a ReLU (in the
+    order forward runs them), which run in one core call (the same bits: the ReLU is applied to the
     layer's output, while it is in cache where the layer works sample by sample)."""
     order = _execution_order(seq)
     cached = seq.__dict__.get("_steps_cache")  # (the order, steps, the layers fused)
