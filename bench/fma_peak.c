@@ -32,7 +32,8 @@ int main(void) {
     }
     double dl = now() - t0;
     a[0] = _mm512_add_ps(a[0], d);
-    printf("throughput %.1f GFLOP/s (%.2f G FMA/s); one chain %.2f G FMA/s (~%.2f GHz at 4 cycles)\n",
+    printf("throughput %.1f GFLOP/s (%.2f G FMA/s); one chain %.2f G FMA/s"
+           " (~%.2f GHz at 4 cycles)\n",
            n * 12 * 32 / dt / 1e9, n * 12 / dt / 1e9, n / dl / 1e9, 4 * n / dl / 1e9);
   }
   float s = 0;

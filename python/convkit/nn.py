@@ -934,8 +934,7 @@ class Linear(Module):
         self._x = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x = _f32(x)
-        return _core.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return self._forward(x, False)
 
     def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
         """forward and, when ``relu``, the ReLU after it in the same core call (Sequential)."""

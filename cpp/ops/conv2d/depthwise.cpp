@@ -159,8 +159,8 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
   // one stretch (the planes of one channel alone are a few KiB, images apart). Every channel
   // adds its images in order: the same bits for any KB and thread count.
   const int64_t KB = std::max<int64_t>(1, std::min<int64_t>(8, s.K / (4 * get_num_threads())));
-  parallel_for((s.K + KB - 1) / KB, 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.K * Cg * pad.plane,
-               [&](int64_t item) {
+  const double work = 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.K * Cg * pad.plane;
+  parallel_for((s.K + KB - 1) / KB, work, [&](int64_t item) {
     const int64_t k0 = item * KB, k1 = std::min(s.K, k0 + KB);
     float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
     float* lanes = scratch(Buf::dwise_lanes, (k1 - k0) * taps * 16);
