@@ -523,6 +523,97 @@ def test_a_replaced_layer_is_run_in_place_of_the_old_one(rng):
     assert [type(l).__name__ for l in m.run_order()] == ["BatchNorm2d", "Identity", "MaxPool2d"]
 
 
+
+def _one_call_model(training):
+    # every fast step of _core.run_steps (Conv2d, MaxPool2d, Linear, Flatten, ReLU alone, each
+    # fused or not), argument forms it leaves to the layer's Python forward (a string padding,
+    # reflect padding, tuple pool windows), and layers it always leaves to Python
+    convkit.manual_seed(11)
+    body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.BatchNorm2d(4))
+    m = nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=(2, 1), padding=(1, 2), dilation=(1, 2)), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding="same", dilation=2), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), nn.Sigmoid(), nn.ReLU(),
+        nn.Residual(body), nn.ReLU(), nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+        nn.ReLU(), nn.MaxPool2d((2, 1)), nn.Dropout(0.0), nn.Flatten(), nn.Linear(4 * 2 * 7, 9),
+        nn.ReLU(), nn.Linear(9, 5))
+    return m.train(training)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sequential_runs_its_steps_in_one_core_call_with_the_same_bits(rng, monkeypatch,
+                                                                        training):
+    # Sequential's forward runs its planned steps through _core.run_steps, which calls the core
+    # for convkit's own layers without their Python forward: outputs, the input's and every
+    # parameter's gradients, and the batch norm's statistics must be bitwise those of the
+    # Python loop over the same steps; the layers it skips must be only the plain ones
+    x = rng.standard_normal((3, 2, 9, 7)).astype(np.float32)
+    x[0, 1, 2, 3], x[1, 0, 4, :] = np.nan, -0.0
+
+    def run(m):
+        ys = [m(x)]  # the first call plans the steps, the next ones reuse them
+        calls.clear()
+        ys += [m(x), m(x)]
+        dx = m.backward(np.ones_like(ys[-1]))
+        return ys, dx, m.state_dict(), {n: p.grad.copy() for n, p in m.named_parameters()}
+
+    calls = []
+    for cls, name in ((nn.Conv2d, "_forward"), (nn.Linear, "_forward"),
+                      (nn.MaxPool2d, "_forward"), (nn.Flatten, "forward"), (nn.ReLU, "forward"),
+                      (nn.Sigmoid, "forward")):
+        def spy(self, *a, _f=getattr(cls, name), **k):
+            calls.append(type(self).__name__ if type(self) is not nn.Conv2d
+                         else self.padding if isinstance(self.padding, str) else self.padding_mode)
+            return _f(self, *a, **k)
+        monkeypatch.setattr(cls, name, spy)
+    ys, dx, state, grads = run(_one_call_model(training))
+    # in the calls after the first only the reflect-padded and the "same" conv, the tuple-window
+    # pool, the Sigmoid and the residual body's conv (the Residual runs its Python forward) ran
+    # their Python forward (the ReLU before the pool ran in the pool's call)
+    assert sorted(calls) == sorted(["same", "reflect", "MaxPool2d", "Sigmoid", "zeros"] * 2)
+    monkeypatch.setattr(convkit._core, "run_steps", lambda steps, x: None)  # the Python loop
+    ys0, dx0, state0, grads0 = run(_one_call_model(training))
+    for y, y0 in zip(ys, ys0):
+        assert np.array_equal(y, y0, equal_nan=True)
+    assert np.array_equal(dx, dx0, equal_nan=True)
+    assert all(np.array_equal(state[k], state0[k], equal_nan=True) for k in state0)
+    assert all(np.array_equal(grads[k], grads0[k], equal_nan=True) for k in grads0)
+    # the NaN reaches sample 0's outputs, and in training every sample's (the batch norm's
+    # statistics)
+    assert np.isnan(ys[-1][0]).all() and (training or np.isfinite(ys[-1][1:]).all())
+
+
+def test_the_one_call_forward_takes_any_input_and_follows_hooks(rng):
+    m = models.lenet5()
+    x = rng.standard_normal((2, 1, 28, 28))
+    want = m(x.astype(np.float32))
+    assert np.array_equal(m(x), want)  # float64: the first conv converts it, as before
+    assert np.array_equal(m(x.astype(np.float32)[:, :, ::-1, ::-1][:, :, ::-1, ::-1]), want)
+    if torch is not None:
+        assert np.array_equal(m(torch.from_numpy(x.astype(np.float32))), want)
+    seen = []
+    fc = m[9]
+    fc.forward = lambda v: seen.append(v.shape) or nn.Linear.forward(fc, v) * 2
+    y = m(x)  # the planned steps are out of date: the hooked layer runs, unfused
+    assert seen == [(2, 120)] and not np.array_equal(y, want)
+    del fc.forward
+    assert np.array_equal(m(x), want) and seen == [(2, 120)]
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 1, 28, 28\)"):
+        m(x[:, :, :20])
+    with pytest.raises(ValueError, match=r"conv2d: .*input"):
+        nn.Sequential(nn.Conv2d(1, 2, 3))(np.zeros((1, 2, 5, 5), np.float32))
+
+
+def test_a_pool_that_returns_indices_after_the_steps_were_planned_runs_as_written(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    m = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    m(x), m(x)
+    m[1].return_indices = True
+    y, idx = m(x)
+    y0, idx0 = F.max_pool2d(F.relu(x), 2, return_indices=True)
+    assert np.array_equal(y, y0) and np.array_equal(idx, idx0)
+    assert [type(l) for l in m.run_order()] == [nn.ReLU, nn.MaxPool2d]
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_a_residual_whose_shapes_differ_says_what_to_give(rng, relu):
     x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)

@@ -51,6 +51,10 @@ void check_p(const char* fn, double p) {
 
 }  // namespace
 
+FArr activation_call(int kind, py::handle x, float param, py::handle add) {
+  return act_fwd(kind, x, param, add);
+}
+
 void bind_activation(py::module_& m) {
   m.def("activation", &act_fwd, py::arg("kind"), py::arg("x"), py::arg("param"),
         py::arg("add") = py::none());

@@ -301,6 +301,11 @@ Conv2dShape plan_shape(py::tuple xs, py::tuple ws, int64_t sh, int64_t sw, int64
 
 }  // namespace
 
+FArr conv2d_call(py::handle x, py::handle w, py::handle b, int64_t sh, int64_t sw, int64_t ph,
+                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, bool relu) {
+  return conv_fwd<false>(x, w, b, sh, sw, ph, pw, dh, dw, groups, relu);
+}
+
 void bind_conv(py::module_& m) {
   // relu: and the ReLU after it, in the same call (Sequential's Conv2d -> ReLU)
   m.def("conv2d", &conv_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"),

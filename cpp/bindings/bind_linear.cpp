@@ -48,6 +48,10 @@ FArr lin_fwd(py::handle xo, py::handle wo, py::handle bo, bool relu) {
 
 }  // namespace
 
+FArr linear_call(py::handle x, py::handle w, py::handle b, bool relu) {
+  return lin_fwd<false>(x, w, b, relu);
+}
+
 void bind_linear(py::module_& m) {
   m.def("linear", &lin_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("relu") = false);  // relu: and the ReLU after it, in the same call

@@ -53,6 +53,15 @@ FArr empty(const std::vector<int64_t>& shape);
 void relu_in_place(FArr& y);
 std::vector<int64_t> shape_of(const py::array& a);
 
+// The forward bindings, for run_steps (bind_sequential.cpp), which calls them without a
+// Python frame: _core.conv2d, _core.max_pool2d, _core.linear and _core.activation.
+FArr conv2d_call(py::handle x, py::handle w, py::handle b, int64_t sh, int64_t sw, int64_t ph,
+                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, bool relu);
+py::object max_pool2d_call(py::handle x, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil,
+                           bool relu);
+FArr linear_call(py::handle x, py::handle w, py::handle b, bool relu);
+FArr activation_call(int kind, py::handle x, float param, py::handle add);
+
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_activation(py::module_& m);
@@ -60,6 +69,7 @@ void bind_softmax(py::module_& m);
 void bind_loss(py::module_& m);
 void bind_linear(py::module_& m);
 void bind_norm(py::module_& m);
+void bind_sequential(py::module_& m);
 
 }  // namespace bind
 }  // namespace convkit

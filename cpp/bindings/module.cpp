@@ -255,4 +255,5 @@ PYBIND11_MODULE(_core, m) {
   bind::bind_loss(m);
   bind::bind_linear(m);
   bind::bind_norm(m);
+  bind::bind_sequential(m);
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -85,6 +86,9 @@ def _install_abort_hook():
             sys.stderr.flush()
             previous(kind, value, tb)
             sys.stderr.flush()
+            # mpiexec forwards the ranks' output asynchronously and drops what it has not read
+            # when the job aborts: the message was lost now and then (1 run in ~10) without this
+            time.sleep(0.5)
         finally:
             _comm.Abort(1)
 

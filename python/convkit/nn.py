@@ -999,7 +999,9 @@ class Sequential(Module):
     and a BatchNorm1d/2d, Residual, Conv2d, Linear or MaxPool2d followed by a ReLU runs with it
     in one core call (one pass over memory for the batch norm and the residual sum); the results
     are the same bits. A pair with a forward replaced on the instance (a hook, ``summary``) runs as
-    written; ``run_order()`` gives the order the last forward used.
+    written; ``run_order()`` gives the order the last forward used. After the first forward the
+    layers run in one C++ call (convkit's own Conv2d, Linear, MaxPool2d, Flatten and ReLU
+    without a Python frame each; other layers through their ``forward``).
 
     >>> m = Sequential(Linear(4, 3), ReLU(), Linear(3, 2))
     >>> m(np.zeros((5, 4), np.float32)).shape, [n for n, _ in m.named_parameters()][:2]
@@ -1017,6 +1019,7 @@ class Sequential(Module):
         if name.isdigit():  # a layer replaced: the order and steps forward runs are out of date
             self.__dict__.pop("_order_cache", None)
             self.__dict__.pop("_steps_cache", None)
+            self.__dict__.pop("_run_cache", None)
         object.__setattr__(self, name, value)
 
     def __len__(self):
@@ -1033,7 +1036,19 @@ class Sequential(Module):
         return getattr(self, str(i % self._n))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return _run_steps(_execution_steps(self), x)
+        steps = self.__dict__.get("_run_cache")  # steps checked hook-free by the last forward
+        if steps is not None:
+            y = _core.run_steps(steps, x)  # None when a layer has gained a hook since
+            if y is not None:
+                return y
+        steps = _execution_steps(self)
+        hooked = False
+        for layer, relu in steps:
+            if _not_movable(layer) or (relu is not None and _not_movable(relu)):
+                hooked = True
+                break
+        self._run_cache = None if hooked else steps
+        return _run_steps(steps, x)
 
     def run_order(self) -> List[Module]:
         """The layers in the order the last forward ran them (backward undoes that order): a
@@ -1112,6 +1127,8 @@ def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
 
 
 def _run_steps(steps, x):
+    """The steps on x, layer by layer (the plain form of _core.run_steps, which Sequential's
+    forward uses once the steps are known to have no hook)."""
     for layer, relu in steps:
         if relu is None:
             x = layer(x)
@@ -1233,3 +1250,6 @@ def summary(model: Module, input_shape: Tuple[int, ...], print_fn=print) -> List
         lines += ["-" * 76, f"total parameters: {total:,}"]
         print_fn("\n".join(lines))
     return rows
+
+
+_core._register_layers(np.ndarray, Conv2d, MaxPool2d, Linear, Flatten, ReLU)

@@ -1,0 +1,221 @@
+// run_steps: nn.Sequential's forward in one call, without a Python frame per layer.
+//
+// The steps are those nn._execution_steps planned: (layer, None), or (layer, relu) for a layer
+// whose ReLU runs in the same core call. Layers of convkit's own Conv2d, MaxPool2d, Linear,
+// Flatten and ReLU classes (the exact classes, with their plain argument forms and a float32
+// C-contiguous NumPy input) call the core directly and keep what their Python forward keeps
+// for backward (_x, _shape); any other layer, argument form or input runs the layer's own
+// Python forward (or _forward(x, True) for a fused pair). Same calls, same arguments: the same
+// bits as the Python loop (nn._run_steps), which stays the path for everything this declines.
+//
+// At batch 1 a LeNet-5 forward spent a third of its time in the layers' Python frames; this
+// call runs the same layers in two thirds of the time.
+#include "bindings/common.h"
+
+namespace convkit {
+namespace bind {
+namespace {
+
+// The classes run_steps recognises (nn.py registers them at import), and attribute names.
+struct Known {
+  PyObject *ndarray = nullptr, *conv2d = nullptr, *max_pool2d = nullptr, *linear = nullptr,
+           *flatten = nullptr, *relu = nullptr;
+  PyObject *s_x, *s_shape, *s_array_shape, *s_forward, *s_fwd, *s_weight, *s_bias, *s_data, *s_stride,
+      *s_padding, *s_dilation, *s_groups, *s_padding_mode, *s_kernel_size, *s_ceil_mode,
+      *s_return_indices, *s_zeros;
+};
+
+Known& known() {
+  static Known* k = [] {  // never freed: the interpreter may outlive static destructors
+    auto* n = new Known;
+    auto s = [](const char* v) { return PyUnicode_InternFromString(v); };
+    n->s_x = s("_x"); n->s_shape = s("_shape"); n->s_array_shape = s("shape"); n->s_forward = s("forward");
+    n->s_fwd = s("_forward"); n->s_weight = s("weight"); n->s_bias = s("bias");
+    n->s_data = s("data"); n->s_stride = s("stride"); n->s_padding = s("padding");
+    n->s_dilation = s("dilation"); n->s_groups = s("groups");
+    n->s_padding_mode = s("padding_mode"); n->s_kernel_size = s("kernel_size");
+    n->s_ceil_mode = s("ceil_mode"); n->s_return_indices = s("return_indices");
+    n->s_zeros = s("zeros");
+    return n;
+  }();
+  return *k;
+}
+
+py::object get(py::handle o, PyObject* name) {
+  PyObject* v = PyObject_GetAttr(o.ptr(), name);
+  if (!v) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(v);
+}
+
+void set(py::handle o, PyObject* name, py::handle v) {
+  if (PyObject_SetAttr(o.ptr(), name, v.ptr()) != 0) throw py::error_already_set();
+}
+
+// A Python int (not a bool), read into *out.
+bool as_int(py::handle o, int64_t* out) {
+  if (!PyLong_CheckExact(o.ptr())) return false;
+  *out = PyLong_AsLongLong(o.ptr());
+  if (*out == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return false;
+  }
+  return true;
+}
+
+// A tuple of two Python ints.
+bool as_pair(py::handle o, int64_t* a, int64_t* b) {
+  return PyTuple_CheckExact(o.ptr()) && PyTuple_GET_SIZE(o.ptr()) == 2 &&
+         as_int(PyTuple_GET_ITEM(o.ptr(), 0), a) && as_int(PyTuple_GET_ITEM(o.ptr(), 1), b);
+}
+
+// The ndarray itself (not a subclass), float32, C-contiguous, with `ndim` dimensions (any
+// number for ndim < 0): what the layers' _f32 passes through unchanged.
+bool plain_f32(py::handle x, int ndim) {
+  if (Py_TYPE(x.ptr()) != reinterpret_cast<PyTypeObject*>(known().ndarray) ||
+      !py::array_t<float, py::array::c_style>::check_(x))
+    return false;
+  return ndim < 0 || py::reinterpret_borrow<py::array>(x).ndim() == ndim;
+}
+
+bool has_own_forward(py::handle layer) {  // a hook: forward replaced on the instance
+  PyObject* dict = PyObject_GenericGetDict(layer.ptr(), nullptr);
+  if (!dict) {  // no __dict__ (__slots__): nothing replaced
+    PyErr_Clear();
+    return false;
+  }
+  const bool own = PyDict_GetItemWithError(dict, known().s_forward) != nullptr;
+  Py_DECREF(dict);
+  if (PyErr_Occurred()) throw py::error_already_set();
+  return own;
+}
+
+py::object param_data(py::handle p) {  // Parameter.data, or None
+  return p.is_none() ? py::none() : get(p, known().s_data);
+}
+
+// Conv2d._forward's core call, or an empty object where it would take another path.
+py::object conv2d_step(py::handle layer, py::handle x, bool relu) {
+  const Known& k = known();
+  int64_t sh, sw, ph, pw, dh, dw, g;
+  if (!plain_f32(x, 4) || !as_pair(get(layer, k.s_stride), &sh, &sw) ||
+      !as_pair(get(layer, k.s_padding), &ph, &pw) ||
+      !as_pair(get(layer, k.s_dilation), &dh, &dw) || !as_int(get(layer, k.s_groups), &g))
+    return py::object();
+  py::object mode = get(layer, k.s_padding_mode);
+  if (!PyUnicode_CheckExact(mode.ptr()) || PyUnicode_Compare(mode.ptr(), k.s_zeros) != 0)
+    return py::object();
+  set(layer, k.s_x, x);
+  return conv2d_call(x, param_data(get(layer, k.s_weight)), param_data(get(layer, k.s_bias)),
+                     sh, sw, ph, pw, dh, dw, g, relu);
+}
+
+py::object max_pool2d_step(py::handle layer, py::handle x, bool relu) {
+  const Known& k = known();
+  int64_t ks, st, pd, dl;
+  py::object stride = get(layer, k.s_stride);
+  if (!plain_f32(x, 4) || !as_int(get(layer, k.s_kernel_size), &ks) ||
+      !as_int(get(layer, k.s_padding), &pd) || !as_int(get(layer, k.s_dilation), &dl) ||
+      !(stride.is_none() || as_int(stride, &st)))
+    return py::object();
+  if (stride.is_none()) st = ks;
+  const int ceil = PyObject_IsTrue(get(layer, k.s_ceil_mode).ptr());
+  if (ceil < 0) throw py::error_already_set();
+  set(layer, k.s_x, x);
+  return max_pool2d_call(x, ks, st, pd, dl, ceil != 0, relu);
+}
+
+py::object linear_step(py::handle layer, py::handle x, bool relu) {
+  const Known& k = known();
+  if (!plain_f32(x, -1)) return py::object();
+  set(layer, k.s_x, x);
+  return linear_call(x, param_data(get(layer, k.s_weight)), param_data(get(layer, k.s_bias)),
+                     relu);
+}
+
+py::object flatten_step(py::handle layer, py::handle x) {  // x.reshape(x.shape[0], -1)
+  if (!plain_f32(x, -1)) return py::object();
+  py::array a = py::reinterpret_borrow<py::array>(x);
+  if (a.ndim() < 1) return py::object();
+  set(layer, known().s_shape, get(x, known().s_array_shape));
+  return a.reshape({static_cast<py::ssize_t>(a.shape(0)), py::ssize_t(-1)});
+}
+
+py::object relu_step(py::handle layer, py::handle x) {
+  if (!plain_f32(x, -1)) return py::object();
+  set(layer, known().s_x, x);
+  return activation_call(0, x, 0.f, py::none());  // Act::relu
+}
+
+// The step's layer (and the ReLU fused into it) on x.
+py::object run_step(py::handle layer, py::handle relu, py::handle x) {
+  const Known& k = known();
+  PyObject* t = reinterpret_cast<PyObject*>(Py_TYPE(layer.ptr()));
+  const bool fused = !relu.is_none();
+  py::object y;
+  if (t == k.conv2d) y = conv2d_step(layer, x, fused);
+  else if (t == k.linear) y = linear_step(layer, x, fused);
+  else if (t == k.max_pool2d) y = max_pool2d_step(layer, x, fused);
+  else if (!fused && t == k.flatten) y = flatten_step(layer, x);
+  else if (!fused && t == k.relu) y = relu_step(layer, x);
+  if (!y) {  // the layer's own forward
+    PyObject* r = fused ? PyObject_CallMethodObjArgs(layer.ptr(), k.s_fwd, x.ptr(), Py_True,
+                                                     nullptr)
+                        : PyObject_CallOneArg(layer.ptr(), x.ptr());
+    if (!r) throw py::error_already_set();
+    y = py::reinterpret_steal<py::object>(r);
+  }
+  if (fused) set(relu, k.s_x, y);  // the ReLU's backward reads y > 0 as x > 0
+  return y;
+}
+
+// None (running nothing) when the steps are out of date: a layer has gained a hook, or a max
+// pool returns indices now (it can no longer move or fuse).
+py::object run_steps(py::list steps, py::object x) {
+  const Known& k = known();
+  if (!k.ndarray) throw std::runtime_error("run_steps: the layer classes are not registered");
+  const py::ssize_t n = PyList_GET_SIZE(steps.ptr());
+  for (py::ssize_t i = 0; i < n; ++i) {
+    PyObject* step = PyList_GET_ITEM(steps.ptr(), i);
+    if (!PyTuple_CheckExact(step) || PyTuple_GET_SIZE(step) != 2)
+      throw py::type_error("run_steps: each step must be a (layer, relu or None) tuple");
+    for (int j = 0; j < 2; ++j) {
+      py::handle m = PyTuple_GET_ITEM(step, j);
+      if (m.is_none()) continue;
+      if (has_own_forward(m)) return py::none();
+      if (reinterpret_cast<PyObject*>(Py_TYPE(m.ptr())) == k.max_pool2d) {
+        const int ri = PyObject_IsTrue(get(m, k.s_return_indices).ptr());
+        if (ri < 0) throw py::error_already_set();
+        if (ri) return py::none();
+      }
+    }
+  }
+  for (py::ssize_t i = 0; i < n; ++i) {
+    PyObject* step = PyList_GET_ITEM(steps.ptr(), i);
+    x = run_step(PyTuple_GET_ITEM(step, 0), PyTuple_GET_ITEM(step, 1), x);
+  }
+  return x;
+}
+
+}  // namespace
+
+void bind_sequential(py::module_& m) {
+  m.def("run_steps", &run_steps, py::arg("steps"), py::arg("x"),
+        "Sequential's planned (layer, relu) steps on x in one call; None when they are out of "
+        "date (a layer gained a hook).");
+  m.def("_register_layers", [](py::handle ndarray, py::handle conv2d, py::handle max_pool2d,
+                               py::handle linear, py::handle flatten, py::handle relu) {
+    Known& k = known();
+    for (PyObject** slot : {&k.ndarray, &k.conv2d, &k.max_pool2d, &k.linear, &k.flatten,
+                            &k.relu})
+      Py_XDECREF(*slot);
+    k.ndarray = ndarray.inc_ref().ptr();
+    k.conv2d = conv2d.inc_ref().ptr();
+    k.max_pool2d = max_pool2d.inc_ref().ptr();
+    k.linear = linear.inc_ref().ptr();
+    k.flatten = flatten.inc_ref().ptr();
+    k.relu = relu.inc_ref().ptr();
+  }, "The classes run_steps runs without their Python forward (nn.py, at import).");
+}
+
+}  // namespace bind
+}  // namespace convkit
