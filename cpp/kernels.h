@@ -114,6 +114,8 @@ struct KernelTable {
   // activations: y = f(x), dx = dy * f'(x); `kind` is convkit::Act as int
   void (*act_fwd)(int kind, float param, float* y, const float* x, int64_t n);
   void (*act_bwd)(int kind, float param, float* dx, const float* dy, const float* x, int64_t n);
+  // SGD on n values (convkit.h: sgd_update); the same bits on every ISA
+  void (*sgd)(float* p, const float* grad, float* buf, int64_t n, const SgdArgs& a);
   // y[i] = exp(x[i] - shift); returns the sum of y in a fixed order
   double (*exp_shift_sum)(float* y, const float* x, float shift, int64_t n);
   // Stride-1 convolution tile with the output channels in the vector lanes (for images too
@@ -260,6 +262,11 @@ struct KernelTable {
   void (*bn_dx)(float* dx, const float* dy, const float* x, int64_t L, float mh, float ml,
                 float k, float gmean, float c);
 };
+
+// The SGD kernels (kernels/<isa>/optim_<isa>.cpp, compiled without fused multiply-adds).
+void sgd_scalar(float* p, const float* grad, float* buf, int64_t n, const SgdArgs& a);
+void sgd_avx2(float* p, const float* grad, float* buf, int64_t n, const SgdArgs& a);
+void sgd_avx512(float* p, const float* grad, float* buf, int64_t n, const SgdArgs& a);
 
 extern const KernelTable* g_kernels;  // never null after static initialisation
 

@@ -9,7 +9,8 @@ from convkit import _core
 from conftest import assert_close, finite_diff, needs_torch, torch
 
 
-@pytest.mark.parametrize("N,I,O", [(1, 1, 1), (64, 400, 120), (3, 7, 5), (17, 33, 65), (130, 260, 10)])
+@pytest.mark.parametrize("N,I,O", [(1, 1, 1), (64, 400, 120), (3, 7, 5), (17, 33, 65), (130, 260, 10),
+                                   (1, 400, 120), (2, 37, 70), (4, 33, 9), (5, 17, 3)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear(isa, rng, N, I, O, bias):
     x = rng.standard_normal((N, I)).astype(np.float32)
@@ -57,6 +58,23 @@ def test_linear_matches_pytorch(rng):
         assert_close(a, t.grad.numpy(), 1e-5)
 
 
+@pytest.mark.parametrize("N", [1, 2, 4, 5])
+def test_linear_backward_spreads_nan_and_inf_only_where_they_are_used(isa, rng, N):
+    # batches of up to 4 rows take their own path (the direct micro-kernel on rows of W and x)
+    I, O = 41, 19
+    x, w = rng.standard_normal((N, I)), rng.standard_normal((O, I))
+    g = rng.standard_normal((N, O))
+    w[3, 5], x[N - 1, 7], g[0, 2] = np.nan, np.inf, -np.inf
+    dx, dw, _ = F.linear_backward(g.astype(np.float32), x.astype(np.float32), w.astype(np.float32))
+    with np.errstate(invalid="ignore"):
+        want_dx, want_dw = g @ w, g.T @ x
+    for got, want in ((dx, want_dx), (dw, want_dw)):
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        assert np.array_equal(np.isinf(got), np.isinf(want))
+        ok = np.isfinite(want)
+        assert_close(got[ok], want[ok], 1e-5)
+
+
 def test_linear_thread_invariance(rng, threads):
     x, w = rng.standard_normal((300, 500)).astype(np.float32), rng.standard_normal((200, 500)).astype(np.float32)
     g = rng.standard_normal((300, 200)).astype(np.float32)
@@ -66,6 +84,12 @@ def test_linear_thread_invariance(rng, threads):
         outs.append((F.linear(x, w),) + F.linear_backward(g, x, w)[:2])
     for o in outs[1:]:
         assert all(np.array_equal(a, c) for a, c in zip(o, outs[0]))
+    for N in (1, 3):  # small batches: their own path
+        outs = []
+        for n in (1, 2, 3):
+            threads(n)
+            outs.append(F.linear_backward(g[:N], x[:N], w)[:2])
+        assert all(np.array_equal(a, c) for o in outs[1:] for a, c in zip(o, outs[0]))
 
 
 def test_linear_empty_batch():

@@ -283,3 +283,61 @@ def test_scheduler_state_dict_round_trip_and_wrong_state():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         optim.StepLR(opt, 2).step()
+
+
+@pytest.mark.parametrize("kw", [dict(momentum=0.0), dict(momentum=0.9),
+                                dict(momentum=0.9, dampening=0.3, weight_decay=1e-2),
+                                dict(momentum=0.8, nesterov=True, weight_decay=3e-3),
+                                dict(momentum=0.0, weight_decay=0.1)])
+def test_sgd_steps_are_numpys_float32_sequence_bit_for_bit(isa, kw):
+    # optim.SGD updates each parameter in one core call; it must give the bits of PyTorch's
+    # update spelled as separate float32 NumPy operations (no fused multiply-adds), on every
+    # ISA, on sizes around the core's blocks and chunks, with NaN, Inf and -0 in the gradients,
+    # any threads
+    rng = np.random.default_rng(7)
+    sizes = [1, 17, 513, 40000]
+    lr, m = 0.05, kw.get("momentum", 0.0)
+    d, wd, nesterov = kw.get("dampening", 0.0), kw.get("weight_decay", 0.0), kw.get("nesterov")
+    before = convkit.get_num_threads()
+    for threads in (1, 2):
+        convkit.set_num_threads(threads)
+        ps = [nn.Parameter(rng.standard_normal(n)) for n in sizes]
+        want = [p.data.copy() for p in ps]
+        bufs = [None] * len(sizes)
+        opt = optim.SGD(ps, lr=lr, **kw)
+        for step in range(3):
+            for i, p in enumerate(ps):
+                p.grad[...] = rng.standard_normal(p.grad.shape) * 10.0 ** rng.integers(-3, 3)
+                if p.grad.size > 3:
+                    p.grad[:3] = (np.nan, np.inf, -0.0) if step == 2 else p.grad[:3]
+                g = p.grad.copy()
+                if wd:
+                    g = np.multiply(want[i], np.float32(wd)) + g
+                if m:
+                    if bufs[i] is None:
+                        bufs[i] = g.copy()
+                    else:
+                        b = bufs[i] * np.float32(m)
+                        bufs[i] = b + (g * np.float32(1.0 - d) if d else g)
+                    g = bufs[i] * np.float32(m) + g if nesterov else bufs[i]
+                want[i] = want[i] - g * np.float32(lr)
+            opt.step()
+            for i, p in enumerate(ps):
+                assert p.data.dtype == np.float32
+                assert np.array_equal(p.data, want[i], equal_nan=True), (threads, step, i)
+                if m:
+                    assert np.array_equal(opt.state[i]["momentum_buffer"], bufs[i],
+                                          equal_nan=True)
+    convkit.set_num_threads(before)
+
+
+def test_zero_grad_zeroes_every_gradient():
+    ps = [nn.Parameter(np.ones(n)) for n in (1, 5, 3000)]
+    for p in ps:
+        p.grad[...] = np.nan
+    opt = optim.SGD(ps, lr=0.1)
+    opt.zero_grad()
+    assert all(not p.grad.any() and not np.signbit(p.grad).any() for p in ps)
+    ps[1].grad = np.full(5, 2.0)  # float64: zeroed all the same
+    opt.zero_grad()
+    assert all(not p.grad.any() for p in ps) and ps[1].grad.dtype == np.float64

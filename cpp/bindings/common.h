@@ -70,6 +70,7 @@ void bind_loss(py::module_& m);
 void bind_linear(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_sequential(py::module_& m);
+void bind_optim(py::module_& m);
 
 }  // namespace bind
 }  // namespace convkit

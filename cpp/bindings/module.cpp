@@ -256,4 +256,5 @@ PYBIND11_MODULE(_core, m) {
   bind::bind_linear(m);
   bind::bind_norm(m);
   bind::bind_sequential(m);
+  bind::bind_optim(m);
 }

@@ -4,6 +4,7 @@
 //   dW (O,I) = dy^T (O,N) * x (N,I)      reduction over the batch in a fixed order
 //   db (O)   = column sums of dy
 #include <algorithm>
+#include <vector>
 
 #include "convkit/convkit.h"
 #include "kernels.h"
@@ -45,10 +46,51 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
   gemm(N, O, I, MatView{x, I, 1}, MatView{w, 1, I}, y, O, true);
 }
 
+// Batches of at most kSmallN rows: the packed GEMM would spend longer packing W (and, for
+// dW, x) into panels than multiplying, so both products go to the GEMM's direct micro-kernel,
+// which reads the rows of W (dx = dy W) and of x (dW = dy^T x) in place; only dy is packed
+// (O x MR floats). Each output is one tile's sum over o or n in order: the same bits for any
+// thread count.
+constexpr int64_t kSmallN = 4;
+
+static void linear_backward_small(float* dx, float* dw, const float* dy, const float* x,
+                                  const float* w, int64_t N, int64_t I, int64_t O) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t MR = kt.mr, NR = kt.nr, jtiles = (I + NR - 1) / NR;
+  std::vector<int64_t> off(static_cast<size_t>(std::max(N, O)));
+  for (int64_t k = 0; k < static_cast<int64_t>(off.size()); ++k) off[k] = k * I;
+  if (dx) {  // A = dy as O x MR (row n of dy in lane n), B rows = rows of W
+    std::vector<float> a(static_cast<size_t>(O * MR), 0.f);
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t n = 0; n < N; ++n) a[o * MR + n] = dy[n * O + o];
+    parallel_for(jtiles, 2.0 * N * I * O, [&](int64_t jt) {
+      const int64_t j0 = jt * NR;
+      kt.gemm_direct(O, a.data(), w + j0, off.data(), dx + j0, I, static_cast<int>(N),
+                     static_cast<int>(std::min(NR, I - j0)), false, nullptr);
+    });
+  }
+  if (dw) {  // A = dy^T in blocks of MR output rows as N x MR, B rows = rows of x
+    const int64_t itiles = (O + MR - 1) / MR;
+    std::vector<float> a(static_cast<size_t>(itiles * N * MR), 0.f);
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t n = 0; n < N; ++n) a[(o / MR * N + n) * MR + o % MR] = dy[n * O + o];
+    parallel_for(itiles * jtiles, 2.0 * N * I * O, [&](int64_t t) {
+      const int64_t it = t / jtiles, j0 = t % jtiles * NR, o0 = it * MR;
+      kt.gemm_direct(N, a.data() + it * N * MR, x + j0, off.data(), dw + o0 * I + j0, I,
+                     static_cast<int>(std::min(MR, O - o0)),
+                     static_cast<int>(std::min(NR, I - j0)), false, nullptr);
+    });
+  }
+}
+
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, int64_t N, int64_t I, int64_t O) {
-  if (dx) gemm(N, I, O, MatView{dy, O, 1}, MatView{w, I, 1}, dx, I, false);
-  if (dw) gemm(O, I, N, MatView{dy, 1, O}, MatView{x, I, 1}, dw, I, false);
+  if (N > 0 && N <= std::min<int64_t>(kSmallN, g_kernels->mr)) {
+    linear_backward_small(dx, dw, dy, x, w, N, I, O);
+  } else {
+    if (dx) gemm(N, I, O, MatView{dy, O, 1}, MatView{w, I, 1}, dx, I, false);
+    if (dw) gemm(O, I, N, MatView{dy, 1, O}, MatView{x, I, 1}, dw, I, false);
+  }
   if (db) {
     parallel_for((O + 255) / 256, 1.0 * N * O, [&](int64_t blk) {
       const int64_t o0 = blk * 256, o1 = std::min(O, o0 + 256);

@@ -158,6 +158,19 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, int64_t N, int64_t I, int64_t O);
 
+// ---- optimisers ---------------------------------------------------------------------------
+// PyTorch's SGD on n values (PyTorch's order of operations, each rounded to float32):
+//   g = p * weight_decay + grad (when weight_decay != 0)
+//   with a momentum buffer buf (null for momentum 0):
+//     buf = g on the first step, else buf = buf * momentum + g * keep (keep = 1 - dampening,
+//     the product skipped when dampening is 0); g = buf * momentum + g (nesterov) or buf
+//   p = p - g * lr
+struct SgdArgs {
+  float lr, momentum, dampening, keep, weight_decay;
+  bool nesterov, first;
+};
+void sgd_update(float* p, const float* grad, float* buf, int64_t n, const SgdArgs& a);
+
 // ---- dropout ------------------------------------------------------------------------------
 // mask[i] = 1 with probability 1-p (counter-based RNG keyed by seed: same bits for any threads)
 void dropout_forward(float* y, float* mask, const float* x, int64_t n, float p, uint64_t seed);

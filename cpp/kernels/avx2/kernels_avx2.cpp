@@ -86,6 +86,7 @@ void fill_table_avx2(KernelTable& t) {
   t.nr = avx2::NR;
   t.gemm = avx2::gemm_ukernel;
   t.gemm_direct = avx2::direct_ukernel;
+  t.sgd = sgd_avx2;
   avx2::fill_portable(t);
 }
 

@@ -35,6 +35,7 @@ void fill_table_avx512(KernelTable& t) {
   t.nr = avx512::NR;
   t.gemm = avx512::gemm_ukernel;
   t.gemm_direct = avx512::direct_ukernel;
+  t.sgd = sgd_avx512;
   avx512::fill_portable(t);
   t.maxpool2x2_bwd_plane = avx512::maxpool2x2_bwd;
   t.maxpool_plane = avx512::maxpool_plane_avx512;

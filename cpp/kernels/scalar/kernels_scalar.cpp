@@ -48,6 +48,7 @@ void fill_table_scalar(KernelTable& t) {
   t.nr = scalar::NR;
   t.gemm = scalar::gemm_ukernel;
   t.gemm_direct = scalar::direct_ukernel;
+  t.sgd = sgd_scalar;
   scalar::fill_portable(t);
 }
 
