@@ -583,6 +583,82 @@ def test_sequential_runs_its_steps_in_one_core_call_with_the_same_bits(rng, monk
     assert np.isnan(ys[-1][0]).all() and (training or np.isfinite(ys[-1][1:]).all())
 
 
+
+def _python_backward(m, g, input_grad):
+    # Sequential.backward as the plain Python loop it replaced
+    layers = m.run_order()
+    for i in range(len(layers) - 1, -1, -1):
+        g = layers[i].backward(g, input_grad=input_grad or i > 0)
+    return g
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_sequential_backward_in_one_core_call_has_the_python_loops_bits(rng, monkeypatch,
+                                                                       training, input_grad):
+    # _core.run_backward calls the core's backward for convkit's own layers and adds the
+    # parameter gradients in place: the input gradient and every .grad must be bitwise those of
+    # the layers' own backward called one by one; only the plain layers skip their Python
+    # backward
+    x = rng.standard_normal((3, 2, 9, 7)).astype(np.float32)
+    x[0, 1, 2, 3] = np.nan
+
+    def run(python):
+        m = _one_call_model(training)
+        y = m(x)
+        m(x)  # the second call runs the planned steps in C++
+        g = rng_g.standard_normal(y.shape).astype(np.float32)
+        g[1, 2] = np.inf
+        for p in m.parameters():
+            p.grad[...] = 0.25  # accumulated into, not overwritten
+        dx = _python_backward(m, g, input_grad) if python else m.backward(g, input_grad)
+        return dx, {n: p.grad.copy() for n, p in m.named_parameters()}
+
+    calls = []
+    for cls in (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.Flatten, nn.ReLU, nn.Sigmoid,
+                nn.BatchNorm2d, nn.Residual, nn.Dropout):
+        def spy(self, *a, _f=cls.backward, **k):
+            calls.append(type(self).__name__ if type(self) is not nn.Conv2d
+                         else self.padding if isinstance(self.padding, str) else self.padding_mode)
+            return _f(self, *a, **k)
+        monkeypatch.setattr(cls, "backward", spy)
+    rng_g = np.random.default_rng(5)
+    dx, grads = run(python=False)
+    # the Python backward ran for the "same" and reflect-padded convs, the tuple-window pool,
+    # the Sigmoid, the Dropout, the Residual and its body's batch norm (the body is a
+    # Sequential: its conv takes the core's backward)
+    assert sorted(calls) == sorted(["same", "reflect", "MaxPool2d", "Sigmoid", "Dropout",
+                                    "Residual", "BatchNorm2d"]), calls
+    rng_g = np.random.default_rng(5)
+    dx0, grads0 = run(python=True)
+    assert (dx is None) == (dx0 is None) == (not input_grad)
+    if input_grad:
+        assert np.array_equal(dx, dx0, equal_nan=True)
+    assert all(np.array_equal(grads[k], grads0[k], equal_nan=True) for k in grads0)
+    assert any(np.isnan(v).any() for v in grads.values())
+
+
+def test_sequential_backward_follows_hooks_and_odd_gradients(rng):
+    m = models.lenet5()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    g = rng.standard_normal((2, 10)).astype(np.float32)
+    m(x)
+    want = _python_backward(m, g, True)
+    want_grads = {n: p.grad.copy() for n, p in m.named_parameters()}
+    for p in m.parameters():
+        p.grad.fill(0)
+    seen = []
+    fc = m[9]
+    fc.backward = lambda v, input_grad=True: seen.append(v.shape) or nn.Linear.backward(fc, v)
+    m[11].bias.grad = np.zeros(10)  # a float64 .grad: NumPy's += keeps it float64
+    dx = m.backward(g)
+    assert seen == [(2, 84)] and np.array_equal(dx, want)
+    assert m[11].bias.grad.dtype == np.float64
+    for n, p in m.named_parameters():
+        assert np.array_equal(p.grad, want_grads[n]), n
+    with pytest.raises(RuntimeError, match="ReLU.backward: no input saved"):
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).backward(np.ones((1, 2, 3, 3), np.float32))
+
 def test_the_one_call_forward_takes_any_input_and_follows_hooks(rng):
     m = models.lenet5()
     x = rng.standard_normal((2, 1, 28, 28))

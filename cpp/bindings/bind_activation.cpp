@@ -55,6 +55,10 @@ FArr activation_call(int kind, py::handle x, float param, py::handle add) {
   return act_fwd(kind, x, param, add);
 }
 
+FArr activation_backward_call(int kind, py::handle dy, py::handle x, float param) {
+  return act_bwd(kind, dy, x, param);
+}
+
 void bind_activation(py::module_& m) {
   m.def("activation", &act_fwd, py::arg("kind"), py::arg("x"), py::arg("param"),
         py::arg("add") = py::none());

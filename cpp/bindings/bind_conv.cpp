@@ -306,6 +306,12 @@ FArr conv2d_call(py::handle x, py::handle w, py::handle b, int64_t sh, int64_t s
   return conv_fwd<false>(x, w, b, sh, sw, ph, pw, dh, dw, groups, relu);
 }
 
+py::tuple conv2d_backward_call(py::handle dy, py::handle x, py::handle w, py::handle b,
+                               int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                               int64_t dw, int64_t groups, bool input_grad) {
+  return conv_bwd<false>(dy, x, w, b, sh, sw, ph, pw, dh, dw, groups, input_grad);
+}
+
 void bind_conv(py::module_& m) {
   // relu: and the ReLU after it, in the same call (Sequential's Conv2d -> ReLU)
   m.def("conv2d", &conv_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"),

@@ -48,6 +48,28 @@ FArr lin_fwd(py::handle xo, py::handle wo, py::handle bo, bool relu) {
 
 }  // namespace
 
+py::tuple linear_backward_call(py::handle dyo, py::handle xo, py::handle wo, py::handle bo) {
+  const char* fn = "linear_backward";
+  LinArgs a = check_linear(fn, xo, wo, bo);
+  FArr dy = to_float(dyo, fn, "grad_out");
+  expect_shape(dy, out_shape(a.x, a.O), fn, "grad_out");
+  FArr dx = empty(shape_of(a.x)), dw = empty({a.O, a.I});
+  py::object db = py::none();
+  float* dbp = nullptr;
+  if (!a.b.is_none()) {
+    FArr t = empty({a.O});
+    dbp = t.mutable_data();
+    db = t;
+  }
+  float *dxp = dx.mutable_data(), *dwp = dw.mutable_data();
+  const float *dyp = dy.data(), *xp = a.x.data(), *wp = a.w.data();
+  {
+    py::gil_scoped_release nogil;
+    linear_backward(dxp, dwp, dbp, dyp, xp, wp, a.N, a.I, a.O);
+  }
+  return py::make_tuple(dx, dw, db);
+}
+
 FArr linear_call(py::handle x, py::handle w, py::handle b, bool relu) {
   return lin_fwd<false>(x, w, b, relu);
 }
@@ -57,27 +79,8 @@ void bind_linear(py::module_& m) {
         py::arg("relu") = false);  // relu: and the ReLU after it, in the same call
   m.def("ref_linear", &lin_fwd<true>, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("relu") = false);
-  m.def("linear_backward", [](py::handle dyo, py::handle xo, py::handle wo, py::handle bo) {
-    const char* fn = "linear_backward";
-    LinArgs a = check_linear(fn, xo, wo, bo);
-    FArr dy = to_float(dyo, fn, "grad_out");
-    expect_shape(dy, out_shape(a.x, a.O), fn, "grad_out");
-    FArr dx = empty(shape_of(a.x)), dw = empty({a.O, a.I});
-    py::object db = py::none();
-    float* dbp = nullptr;
-    if (!a.b.is_none()) {
-      FArr t = empty({a.O});
-      dbp = t.mutable_data();
-      db = t;
-    }
-    float *dxp = dx.mutable_data(), *dwp = dw.mutable_data();
-    const float *dyp = dy.data(), *xp = a.x.data(), *wp = a.w.data();
-    {
-      py::gil_scoped_release nogil;
-      linear_backward(dxp, dwp, dbp, dyp, xp, wp, a.N, a.I, a.O);
-    }
-    return py::make_tuple(dx, dw, db);
-  }, py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("bias"));
+  m.def("linear_backward", &linear_backward_call, py::arg("grad_out"), py::arg("x"),
+        py::arg("weight"), py::arg("bias"));
 }
 
 }  // namespace bind

@@ -199,6 +199,11 @@ py::object max_pool2d_call(py::handle x, int64_t k, int64_t s, int64_t p, int64_
   return max_fwd<false>(x, k, k, s, s, p, p, d, d, ceil, false, relu);
 }
 
+FArr max_pool2d_backward_call(py::handle dy, py::handle x, int64_t k, int64_t s, int64_t p,
+                              int64_t d, bool ceil) {
+  return max_bwd<false>(dy, x, k, k, s, s, p, p, d, d, ceil);
+}
+
 void bind_pool(py::module_& m) {
   // relu: and the ReLU after it (Sequential runs a ReLU before a pool after it), in one call
   m.def("max_pool2d", &max_fwd<false>, py::arg("x"), CK_MAX, py::arg("return_indices") = false,

@@ -10,6 +10,11 @@
 //
 // At batch 1 a LeNet-5 forward spent a third of its time in the layers' Python frames; this
 // call runs the same layers in two thirds of the time.
+//
+// run_backward: Sequential's backward the same way: layers of those classes (without a backward
+// of their own on the instance, with the input their forward kept) call the core's backward and
+// add the parameter gradients into .grad in place (float32 sums, as NumPy's +=); any other layer
+// runs its Python backward.
 #include "bindings/common.h"
 
 namespace convkit {
@@ -22,7 +27,7 @@ struct Known {
            *flatten = nullptr, *relu = nullptr;
   PyObject *s_x, *s_shape, *s_array_shape, *s_forward, *s_fwd, *s_weight, *s_bias, *s_data, *s_stride,
       *s_padding, *s_dilation, *s_groups, *s_padding_mode, *s_kernel_size, *s_ceil_mode,
-      *s_return_indices, *s_zeros;
+      *s_return_indices, *s_zeros, *s_backward, *s_grad, *s_input_grad;
 };
 
 Known& known() {
@@ -35,7 +40,8 @@ Known& known() {
     n->s_dilation = s("dilation"); n->s_groups = s("groups");
     n->s_padding_mode = s("padding_mode"); n->s_kernel_size = s("kernel_size");
     n->s_ceil_mode = s("ceil_mode"); n->s_return_indices = s("return_indices");
-    n->s_zeros = s("zeros");
+    n->s_zeros = s("zeros"); n->s_backward = s("backward"); n->s_grad = s("grad");
+    n->s_input_grad = s("input_grad");
     return n;
   }();
   return *k;
@@ -77,13 +83,13 @@ bool plain_f32(py::handle x, int ndim) {
   return ndim < 0 || py::reinterpret_borrow<py::array>(x).ndim() == ndim;
 }
 
-bool has_own_forward(py::handle layer) {  // a hook: forward replaced on the instance
+bool has_own(py::handle layer, PyObject* name) {  // a hook: the method replaced on the instance
   PyObject* dict = PyObject_GenericGetDict(layer.ptr(), nullptr);
   if (!dict) {  // no __dict__ (__slots__): nothing replaced
     PyErr_Clear();
     return false;
   }
-  const bool own = PyDict_GetItemWithError(dict, known().s_forward) != nullptr;
+  const bool own = PyDict_GetItemWithError(dict, name) != nullptr;
   Py_DECREF(dict);
   if (PyErr_Occurred()) throw py::error_already_set();
   return own;
@@ -93,35 +99,55 @@ py::object param_data(py::handle p) {  // Parameter.data, or None
   return p.is_none() ? py::none() : get(p, known().s_data);
 }
 
+// A Conv2d's arguments in the plain forms its fast path takes (int pairs, zero padding).
+struct ConvHyper {
+  int64_t sh, sw, ph, pw, dh, dw, g;
+};
+
+bool conv_hyper(py::handle layer, ConvHyper* c) {
+  const Known& k = known();
+  if (!as_pair(get(layer, k.s_stride), &c->sh, &c->sw) ||
+      !as_pair(get(layer, k.s_padding), &c->ph, &c->pw) ||
+      !as_pair(get(layer, k.s_dilation), &c->dh, &c->dw) || !as_int(get(layer, k.s_groups), &c->g))
+    return false;
+  py::object mode = get(layer, k.s_padding_mode);
+  return PyUnicode_CheckExact(mode.ptr()) && PyUnicode_Compare(mode.ptr(), k.s_zeros) == 0;
+}
+
 // Conv2d._forward's core call, or an empty object where it would take another path.
 py::object conv2d_step(py::handle layer, py::handle x, bool relu) {
   const Known& k = known();
-  int64_t sh, sw, ph, pw, dh, dw, g;
-  if (!plain_f32(x, 4) || !as_pair(get(layer, k.s_stride), &sh, &sw) ||
-      !as_pair(get(layer, k.s_padding), &ph, &pw) ||
-      !as_pair(get(layer, k.s_dilation), &dh, &dw) || !as_int(get(layer, k.s_groups), &g))
-    return py::object();
-  py::object mode = get(layer, k.s_padding_mode);
-  if (!PyUnicode_CheckExact(mode.ptr()) || PyUnicode_Compare(mode.ptr(), k.s_zeros) != 0)
-    return py::object();
+  ConvHyper c;
+  if (!plain_f32(x, 4) || !conv_hyper(layer, &c)) return py::object();
   set(layer, k.s_x, x);
   return conv2d_call(x, param_data(get(layer, k.s_weight)), param_data(get(layer, k.s_bias)),
-                     sh, sw, ph, pw, dh, dw, g, relu);
+                     c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.g, relu);
+}
+
+// A MaxPool2d's window in the plain forms its fast path takes (ints; stride None = kernel).
+struct PoolHyper {
+  int64_t k, s, p, d;
+  bool ceil;
+};
+
+bool pool_hyper(py::handle layer, PoolHyper* h) {
+  const Known& k = known();
+  py::object stride = get(layer, k.s_stride);
+  if (!as_int(get(layer, k.s_kernel_size), &h->k) || !as_int(get(layer, k.s_padding), &h->p) ||
+      !as_int(get(layer, k.s_dilation), &h->d) || !(stride.is_none() || as_int(stride, &h->s)))
+    return false;
+  if (stride.is_none()) h->s = h->k;
+  const int ceil = PyObject_IsTrue(get(layer, k.s_ceil_mode).ptr());
+  if (ceil < 0) throw py::error_already_set();
+  h->ceil = ceil != 0;
+  return true;
 }
 
 py::object max_pool2d_step(py::handle layer, py::handle x, bool relu) {
-  const Known& k = known();
-  int64_t ks, st, pd, dl;
-  py::object stride = get(layer, k.s_stride);
-  if (!plain_f32(x, 4) || !as_int(get(layer, k.s_kernel_size), &ks) ||
-      !as_int(get(layer, k.s_padding), &pd) || !as_int(get(layer, k.s_dilation), &dl) ||
-      !(stride.is_none() || as_int(stride, &st)))
-    return py::object();
-  if (stride.is_none()) st = ks;
-  const int ceil = PyObject_IsTrue(get(layer, k.s_ceil_mode).ptr());
-  if (ceil < 0) throw py::error_already_set();
-  set(layer, k.s_x, x);
-  return max_pool2d_call(x, ks, st, pd, dl, ceil != 0, relu);
+  PoolHyper h;
+  if (!plain_f32(x, 4) || !pool_hyper(layer, &h)) return py::object();
+  set(layer, known().s_x, x);
+  return max_pool2d_call(x, h.k, h.s, h.p, h.d, h.ceil, relu);
 }
 
 py::object linear_step(py::handle layer, py::handle x, bool relu) {
@@ -181,7 +207,7 @@ py::object run_steps(py::list steps, py::object x) {
     for (int j = 0; j < 2; ++j) {
       py::handle m = PyTuple_GET_ITEM(step, j);
       if (m.is_none()) continue;
-      if (has_own_forward(m)) return py::none();
+      if (has_own(m, k.s_forward)) return py::none();
       if (reinterpret_cast<PyObject*>(Py_TYPE(m.ptr())) == k.max_pool2d) {
         const int ri = PyObject_IsTrue(get(m, k.s_return_indices).ptr());
         if (ri < 0) throw py::error_already_set();
@@ -196,9 +222,104 @@ py::object run_steps(py::list steps, py::object x) {
   return x;
 }
 
+// param.grad += g, as the layers' backward writes it (in place where .grad is a float32 array
+// of g's size; NumPy's in-place add otherwise).
+void add_grad(py::handle param, py::handle g) {
+  const Known& k = known();
+  py::object grad = get(param, k.s_grad);
+  if (py::array_t<float, py::array::c_style>::check_(grad)) {
+    auto a = py::reinterpret_borrow<py::array_t<float, py::array::c_style>>(grad);
+    auto b = py::reinterpret_borrow<py::array_t<float, py::array::c_style>>(g);
+    if (a.size() == b.size() && a.writeable()) {
+      float* d = a.mutable_data();
+      const float* s = b.data();
+      for (py::ssize_t i = 0, n = a.size(); i < n; ++i) d[i] += s[i];
+      return;
+    }
+  }
+  PyObject* r = PyNumber_InPlaceAdd(grad.ptr(), g.ptr());
+  if (!r) throw py::error_already_set();
+  set(param, k.s_grad, py::reinterpret_steal<py::object>(r));
+}
+
+// The saved input of a fast layer: the plain float32 array its forward kept, or null.
+py::object saved_input(py::handle layer, int ndim) {
+  py::object x = get(layer, known().s_x);
+  return plain_f32(x, ndim) ? x : py::object();
+}
+
+// The layer's backward of g through the core, or an empty object where it would take another
+// path.
+py::object fast_backward(py::handle layer, py::handle g, bool input_grad) {
+  const Known& k = known();
+  PyObject* t = reinterpret_cast<PyObject*>(Py_TYPE(layer.ptr()));
+  if (has_own(layer, k.s_backward)) return py::object();
+  if (t == k.conv2d) {
+    ConvHyper c;
+    py::object x = saved_input(layer, 4);
+    if (!x || !conv_hyper(layer, &c)) return py::object();
+    py::object w = get(layer, k.s_weight), b = get(layer, k.s_bias);
+    py::tuple r = conv2d_backward_call(g, x, get(w, k.s_data), param_data(b), c.sh, c.sw, c.ph,
+                                       c.pw, c.dh, c.dw, c.g, input_grad);
+    add_grad(w, r[1]);
+    if (!b.is_none()) add_grad(b, r[2]);
+    return r[0];
+  }
+  if (t == k.linear) {
+    py::object x = saved_input(layer, -1);
+    if (!x) return py::object();
+    py::object w = get(layer, k.s_weight), b = get(layer, k.s_bias);
+    py::tuple r = linear_backward_call(g, x, get(w, k.s_data), param_data(b));
+    add_grad(w, r[1]);
+    if (!b.is_none()) add_grad(b, r[2]);
+    return r[0];
+  }
+  if (t == k.max_pool2d) {
+    PoolHyper h;
+    py::object x = saved_input(layer, 4);
+    if (!x || !pool_hyper(layer, &h)) return py::object();
+    return max_pool2d_backward_call(g, x, h.k, h.s, h.p, h.d, h.ceil);
+  }
+  if (t == k.relu) {
+    py::object x = saved_input(layer, -1);
+    if (!x) return py::object();
+    return activation_backward_call(0, g, x, 0.f);  // Act::relu
+  }
+  if (t == k.flatten && Py_TYPE(g.ptr()) == reinterpret_cast<PyTypeObject*>(k.ndarray)) {
+    py::object shape = get(layer, k.s_shape);
+    if (!PyTuple_CheckExact(shape.ptr())) return py::object();
+    return g.attr("reshape")(shape);
+  }
+  return py::object();
+}
+
+// Backward through `layers` (in the order forward ran them), last to first; input_grad goes
+// to the first layer only.
+py::object run_backward(py::list layers, py::object g, bool input_grad) {
+  const Known& k = known();
+  if (!k.ndarray) throw std::runtime_error("run_backward: the layer classes are not registered");
+  for (py::ssize_t i = PyList_GET_SIZE(layers.ptr()) - 1; i >= 0; --i) {
+    py::handle layer = PyList_GET_ITEM(layers.ptr(), i);
+    const bool ig = input_grad || i > 0;
+    py::object r = fast_backward(layer, g, ig);
+    if (!r) {
+      py::object method = get(layer, k.s_backward);
+      py::dict kw;
+      kw[py::handle(k.s_input_grad)] = py::bool_(ig);
+      r = method(g, **kw);
+    }
+    g = std::move(r);
+  }
+  return g;
+}
+
 }  // namespace
 
 void bind_sequential(py::module_& m) {
+  m.def("run_backward", &run_backward, py::arg("layers"), py::arg("grad_out"),
+        py::arg("input_grad"),
+        "Sequential's backward: each layer's backward, last to first (the core's directly for "
+        "convkit's own Conv2d, Linear, MaxPool2d, ReLU and Flatten).");
   m.def("run_steps", &run_steps, py::arg("steps"), py::arg("x"),
         "Sequential's planned (layer, relu) steps on x in one call; None when they are out of "
         "date (a layer gained a hook).");

@@ -61,6 +61,15 @@ py::object max_pool2d_call(py::handle x, int64_t k, int64_t s, int64_t p, int64_
                            bool relu);
 FArr linear_call(py::handle x, py::handle w, py::handle b, bool relu);
 FArr activation_call(int kind, py::handle x, float param, py::handle add);
+// and the backward bindings, for run_backward: _core.conv2d_backward, max_pool2d_backward,
+// linear_backward and activation_backward
+py::tuple conv2d_backward_call(py::handle dy, py::handle x, py::handle w, py::handle b,
+                               int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                               int64_t dw, int64_t groups, bool input_grad);
+FArr max_pool2d_backward_call(py::handle dy, py::handle x, int64_t k, int64_t s, int64_t p,
+                              int64_t d, bool ceil);
+py::tuple linear_backward_call(py::handle dy, py::handle x, py::handle w, py::handle b);
+FArr activation_backward_call(int kind, py::handle dy, py::handle x, float param);
 
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);

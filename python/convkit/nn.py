@@ -1058,11 +1058,10 @@ class Sequential(Module):
         return cached[1] if cached is not None else list(self)
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
-        """Runs each layer's backward in reverse; ``input_grad`` goes to the first layer only."""
-        layers = self.run_order()
-        for i in range(len(layers) - 1, -1, -1):
-            grad_out = layers[i].backward(grad_out, input_grad=input_grad or i > 0)
-        return grad_out
+        """Runs each layer's backward in reverse; ``input_grad`` goes to the first layer only
+        (in one C++ call: convkit's own Conv2d, Linear, MaxPool2d, ReLU and Flatten without a
+        Python frame each, other layers through their ``backward``)."""
+        return _core.run_backward(self.run_order(), grad_out, bool(input_grad))
 
 
 def _execution_order(seq: Sequential) -> List[Module]:
