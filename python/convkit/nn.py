@@ -766,13 +766,15 @@ class Residual(Module):
         x = F._as_array(x)
         body = self.body
         if type(body) is Sequential and "forward" not in body.__dict__:
-            steps = _execution_steps(body)
+            steps, hook_free = _planned_steps(body)
             last, relu_after = steps[-1] if steps else (None, None)
             if relu_after is None and type(last) in (BatchNorm1d, BatchNorm2d) and \
                     not _not_movable(last):
                 # the body ends in a batch norm: it adds the shortcut (and applies the ReLU)
                 # to each sample while it is in cache, one pass instead of two or three
-                h = _run_steps(steps[:-1], x)
+                h = _core.run_steps(steps[:-1], x) if hook_free else None
+                if h is None:  # hooks (or gained since: then nothing ran)
+                    h = _run_steps(_planned_steps(body, replan=hook_free)[0][:-1], x)
                 s = x if self.shortcut is None else self.shortcut(x)
                 if type(s) is np.ndarray and s.dtype == np.float32 and s.flags.c_contiguous \
                         and np.shape(h) == np.shape(s):
@@ -1036,18 +1038,12 @@ class Sequential(Module):
         return getattr(self, str(i % self._n))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        steps = self.__dict__.get("_run_cache")  # steps checked hook-free by the last forward
-        if steps is not None:
-            y = _core.run_steps(steps, x)  # None when a layer has gained a hook since
+        steps, hook_free = _planned_steps(self)
+        if hook_free:
+            y = _core.run_steps(steps, x)  # None (nothing run) when a layer gained a hook since
             if y is not None:
                 return y
-        steps = _execution_steps(self)
-        hooked = False
-        for layer, relu in steps:
-            if _not_movable(layer) or (relu is not None and _not_movable(relu)):
-                hooked = True
-                break
-        self._run_cache = None if hooked else steps
+            steps, hook_free = _planned_steps(self, replan=True)
         return _run_steps(steps, x)
 
     def run_order(self) -> List[Module]:
@@ -1123,6 +1119,24 @@ def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
         i += 1
     seq._steps_cache = (None if held else order, steps, fused)
     return steps
+
+
+def _planned_steps(seq: Sequential, replan: bool = False):
+    """(steps, hook_free): _execution_steps(seq), and whether none of their layers has a hook,
+    so that _core.run_steps may run them (it returns None, running nothing, should one have
+    gained a hook since). Hook-free steps are kept for the next forward without re-checking
+    them in Python; ``replan`` drops them first."""
+    steps = None if replan else seq.__dict__.get("_run_cache")
+    if steps is not None:
+        return steps, True
+    steps = _execution_steps(seq)
+    hook_free = True
+    for layer, relu in steps:
+        if _not_movable(layer) or (relu is not None and _not_movable(relu)):
+            hook_free = False
+            break
+    seq._run_cache = steps if hook_free else None
+    return steps, hook_free
 
 
 def _run_steps(steps, x):
