@@ -65,7 +65,8 @@ def test_linear_backward_spreads_nan_and_inf_only_where_they_are_used(isa, rng, 
     x, w = rng.standard_normal((N, I)), rng.standard_normal((O, I))
     g = rng.standard_normal((N, O))
     w[3, 5], x[N - 1, 7], g[0, 2] = np.nan, np.inf, -np.inf
-    dx, dw, _ = F.linear_backward(g.astype(np.float32), x.astype(np.float32), w.astype(np.float32))
+    dx, dw, _ = F.linear_backward(g.astype(np.float32), x.astype(np.float32),
+                                  w.astype(np.float32))
     with np.errstate(invalid="ignore"):
         want_dx, want_dw = g @ w, g.T @ x
     for got, want in ((dx, want_dx), (dw, want_dw)):

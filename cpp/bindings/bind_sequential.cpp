@@ -25,16 +25,17 @@ namespace {
 struct Known {
   PyObject *ndarray = nullptr, *conv2d = nullptr, *max_pool2d = nullptr, *linear = nullptr,
            *flatten = nullptr, *relu = nullptr;
-  PyObject *s_x, *s_shape, *s_array_shape, *s_forward, *s_fwd, *s_weight, *s_bias, *s_data, *s_stride,
-      *s_padding, *s_dilation, *s_groups, *s_padding_mode, *s_kernel_size, *s_ceil_mode,
-      *s_return_indices, *s_zeros, *s_backward, *s_grad, *s_input_grad;
+  PyObject *s_x, *s_shape, *s_array_shape, *s_forward, *s_fwd, *s_weight, *s_bias, *s_data,
+      *s_stride, *s_padding, *s_dilation, *s_groups, *s_padding_mode, *s_kernel_size,
+      *s_ceil_mode, *s_return_indices, *s_zeros, *s_backward, *s_grad, *s_input_grad;
 };
 
 Known& known() {
   static Known* k = [] {  // never freed: the interpreter may outlive static destructors
     auto* n = new Known;
     auto s = [](const char* v) { return PyUnicode_InternFromString(v); };
-    n->s_x = s("_x"); n->s_shape = s("_shape"); n->s_array_shape = s("shape"); n->s_forward = s("forward");
+    n->s_x = s("_x"); n->s_shape = s("_shape"); n->s_array_shape = s("shape");
+    n->s_forward = s("forward");
     n->s_fwd = s("_forward"); n->s_weight = s("weight"); n->s_bias = s("bias");
     n->s_data = s("data"); n->s_stride = s("stride"); n->s_padding = s("padding");
     n->s_dilation = s("dilation"); n->s_groups = s("groups");
