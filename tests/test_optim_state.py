@@ -341,3 +341,33 @@ def test_zero_grad_zeroes_every_gradient():
     ps[1].grad = np.full(5, 2.0)  # float64: zeroed all the same
     opt.zero_grad()
     assert all(not p.grad.any() for p in ps) and ps[1].grad.dtype == np.float64
+
+
+@pytest.mark.parametrize("kw", [dict(momentum=0.9, dampening=0.2),
+                                dict(momentum=0.9, nesterov=True), dict(momentum=0.0)])
+def test_sgd_with_a_gradient_the_core_cannot_update_in_place_takes_the_numpy_steps(kw):
+    # a float64 .grad is not what the core updates in place: SGD does its NumPy steps instead
+    rng = np.random.default_rng(3)
+    p = nn.Parameter(rng.standard_normal(37))
+    want, buf = p.data.copy(), None
+    m, d, lr = kw["momentum"], kw.get("dampening", 0.0), 0.1
+    opt = optim.SGD([p], lr=lr, **kw)
+    for _ in range(3):
+        p.grad = rng.standard_normal(37)  # float64
+        g = p.grad.copy()
+        f32 = np.empty(37, np.float32)  # the float32 scratch the NumPy steps write through
+        if m:
+            if buf is None:
+                buf = g.copy()
+            else:
+                buf *= np.float32(m)
+                buf += np.multiply(g, np.float32(1.0 - d), out=f32) if d else g
+            if kw.get("nesterov"):
+                np.multiply(buf, np.float32(m), out=f32)
+                f32 += g
+                g = f32.copy()
+            else:
+                g = buf
+        want -= np.multiply(g, np.float32(lr), out=f32)
+        opt.step()
+        assert p.data.dtype == np.float32 and np.array_equal(p.data, want)

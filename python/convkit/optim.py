@@ -275,7 +275,6 @@ class SGD(Optimizer):
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
-        self._upd = [np.empty_like(p.data) for p in self._params]
 
     def _validate(self, group):
         super()._validate(group)
@@ -297,10 +296,10 @@ class SGD(Optimizer):
             if first:
                 st["momentum_buffer"] = buf
             return
+        # parameters or gradients that are not float32 C-contiguous arrays: NumPy, step by step
         g = self._grad(i, p, group["weight_decay"])
-        upd = self._upd[i]
+        upd = np.empty_like(p.data)
         if momentum != 0.0:
-            st = self.state.setdefault(i, {})
             if first:
                 buf = st["momentum_buffer"] = g.copy()
             else:
