@@ -94,6 +94,10 @@ FORCED_SHAPES = SHAPES + [
     (1, 3, 7, 4, 50, (3, 3), (1, 1), (1, 0), (1, 1), 1),
     (2, 4, 6, 9, 100, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 2, 5, 17, 70, (2, 3), (1, 1), (0, 1), (1, 1), 1),
+    # dilated 3x3 layers for winograd3's gathered phases: unequal dilations, odd phase sizes
+    (2, 9, 13, 17, 11, (3, 3), (1, 1), (2, 3), (2, 3), 1),
+    (1, 5, 11, 20, 7, (3, 3), (1, 1), (0, 1), (3, 1), 1),
+    (2, 33, 12, 11, 17, (3, 3), (1, 1), (1, 0), (1, 2), 1),
 ]
 
 _DIRS = ("forward", "input_grad", "weight_grad")
@@ -139,7 +143,7 @@ def test_plan_is_reported_for_depthwise_and_dilated_layers():
     assert plan == {"forward": "depthwise", "input_grad": "depthwise_transposed",
                     "weight_grad": "depthwise"}
     plan = _core.conv2d_plan((4, 64, 56, 56), (64, 64, 3, 3), 1, 1, 2, 2, 2, 2, 1)
-    assert plan == {"forward": "dilated_phases", "input_grad": "transposed_conv",
+    assert plan == {"forward": "winograd3", "input_grad": "transposed_conv",
                     "weight_grad": "dilated_phases"}
     with pytest.raises(ValueError, match="no algorithm named 'nope'"):
         _core.conv2d_force("forward", "nope")

@@ -119,6 +119,8 @@ bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* 
 bool dilated_phases(float* y, const float* x, const float* w, const float* b,
                     const Conv2dShape& s);
 bool dilated_phases_pays(const Conv2dShape& s);
+// the plan of the phases of a dilated stride-1 layer run as one undilated batch
+std::string dilated_sub_plan(const Conv2dShape& s);
 // depthwise.cpp: few channels per group, over zero-padded phase-split rows, each output row
 // summed in registers by KernelTable::conv_rows (finite operands only).
 bool depthwise_forward(float* y, const float* x, const float* w, const float* b,

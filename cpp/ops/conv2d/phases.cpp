@@ -47,11 +47,13 @@ float* split_input(const float* x, const Conv2dShape& s, const Phases& ph) {
 
 }  // namespace
 
-bool dilated_phases_pays(const Conv2dShape& s) {
-  // worth the copies only when the phases go to a Winograd-style forward
-  const std::string plan = conv2d_plan(Phases(s).sub(s), ConvDir::forward);
-  return plan == "winograd3" || plan == "winograd5";
+std::string dilated_sub_plan(const Conv2dShape& s) {
+  return conv2d_plan(Phases(s).sub(s), ConvDir::forward);
 }
+
+// Worth the copies only when the phases go to winograd5: where they would go to winograd3, that
+// row runs the dilated layer itself, gathering the phases as it goes.
+bool dilated_phases_pays(const Conv2dShape& s) { return dilated_sub_plan(s) == "winograd5"; }
 
 bool dilated_phases(float* y, const float* x, const float* w, const float* b,
                     const Conv2dShape& s) {

@@ -16,11 +16,12 @@
 //                  pays; or 32+ output channels of at most 64 inputs, Q <= 16 (tiles of
 //                  several channel blocks): channels in the lanes
 //   winograd3      3x3, stride 1, 32+ channels (64+ and planes 24+ wide with the plain
-//                  transforms of AVX2 and SSE), enough work: Winograd F(2x2, 3x3), 16 GEMMs
+//                  transforms of AVX2 and SSE), enough work: Winograd F(2x2, 3x3), 16 GEMMs;
+//                  dilated too, each item gathering the input's phases
 //   winograd3_s2   3x3, stride 2, 32+ channels, enough work: phase-split F(2, 2)-style sum,
 //                  9 GEMMs
-//   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases, when
-//                  those go to a Winograd-style row
+//   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases split
+//                  out as one batch, when that goes to winograd5
 //   direct         stride <= 4: col read in place from padded, phase-split input rows
 //   depthwise      few channels per group: each output row summed in registers over padded,
 //                  phase-split input rows
@@ -150,14 +151,17 @@ const Row<FwdRun> kForward[] = {
               (kt.conv_kvec_blocks && s.K >= 32 && s.C <= 64 && s.Q <= 16);
      },
      true, kvec_forward},
+    // also dilated: its items then gather the phases' rows (see winograd_forward)
     {"winograd3",
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return special(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
+       return special_dilated(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
      },
      // The plain transforms (AVX2, SSE) pay on 64+ channels and planes 24+ wide only (forced
      // A/B against direct at AVX2, 2 threads: 8x64x28x28 1.26x, 8x128x28x28 1.53x, VGG 8x64x56x56
-     // 1.26x, but 8x32x56x56 0.97x, 128x64x8x8 0.89x, 128x32x16x16 0.44x).
+     // 1.26x, but 8x32x56x56 0.97x, 128x64x8x8 0.89x, 128x32x16x16 0.44x). A dilated layer: where
+     // its phases as one batch would take this row.
      [](const Conv2dShape& s, const KernelTable& kt) {
+       if (s.dh > 1 || s.dw > 1) return dilated_sub_plan(s) == "winograd3";
        return winograd3_pays(s) && (!kt.wino_plain || (s.C >= 64 && s.Q >= 24));
      },
      true, winograd_forward},

@@ -56,10 +56,20 @@ bool winograd_out_rows(bool (*out_row)(float*, float*, const float*, int64_t, in
 // on the shape only: the same bits for any thread count. Returns false if an output came out
 // NaN or infinite: the transforms add and subtract input values, so an Inf in x can give NaN
 // where the definition gives Inf, and the caller then recomputes the direct way.
+//
+// A dilated layer (dilation dh x dw) is dh * dw undilated ones: output rows p = al + i * dh
+// and columns be + j * dw (phase (al, be)) read only the x rows al - ph + (i + r) * dh and
+// columns be - pw + (j + t) * dw. Items are then (image, row phase al, block of tile rows):
+// each gathers its rows split into their dw column phases, puts the tiles of all column phases
+// side by side in one set of GEMMs, and interleaves the column phases' output rows into y.
+// Every phase is tiled as the largest one (Pm x Qm outputs); the others' extra outputs are
+// computed from zeros and never stored.
 bool winograd_forward(float* y, const float* x, const float* w, const float* b,
                       const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
-  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
+  const int64_t dh = s.dh, dw = s.dw;
+  const int64_t Pm = (s.P + dh - 1) / dh, Qm = (s.Q + dw - 1) / dw;  // the largest phase
+  const int64_t TX = (Qm + 1) / 2, TY = (Pm + 1) / 2, PQ = s.P * s.Q;
   const int MR = kt.mr;
   // U[e] = G g G^T for every (k, c), then packed into MR-row panels per e
   const int64_t Kp = round_up(s.K, MR);
@@ -84,11 +94,13 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
     pack_a(up + e * Kp * s.C, MatView{ut + e * s.K * s.C, s.C, 1}, 0, s.K, 0, s.C, MR);
   });
   // Tile rows per item: V and M of one item (16 x (C + K) x tiles floats) near 640 KiB.
-  const int64_t per_row = 16 * (s.C + s.K) * TX * 4;
+  const int64_t per_row = 16 * (s.C + s.K) * TX * dw * 4;
   const int64_t tr = std::max<int64_t>(1, std::min(TY, (640 * 1024) / per_row));
   const int64_t nblk = (TY + tr - 1) / tr;
-  const int64_t Tb = tr * TX;                 // tiles per item (at most)
-  const int64_t Wb = 2 * TX + 34;             // padded input row: column j holds x column j - pw
+  const int64_t Tb = tr * dw * TX;            // tiles per item (at most)
+  // One column phase of a gathered input row: the 2 * TX + 2 columns the tiles read, then
+  // what wino_in_row may load past them into lanes it does not store (left as they are).
+  const int64_t Wb = 2 * TX + 34;
   const int64_t nrows = 2 * tr + 2;           // input rows per item
   thread_local std::vector<int64_t> voff;
   voff.resize(static_cast<size_t>(s.C));
@@ -97,25 +109,49 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
   int64_t base[16], depth[16];  // the 16 GEMMs: U_e at up + Kp * e * C, depth C each
   for (int e = 0; e < 16; ++e) base[e] = e * s.C, depth[e] = s.C;
   std::atomic<bool> finite{true};
-  parallel_for(s.N * nblk, 2.0 * s.N * s.K * s.C * 9 * PQ, [&](int64_t item) {
-    const int64_t n = item / nblk, ty0 = item % nblk * tr, ty1 = std::min(TY, ty0 + tr);
-    const int64_t nt = (ty1 - ty0) * TX;
-    float* xb = scratch(Buf::wino_rows, s.C * nrows * Wb);
+  parallel_for(s.N * dh * nblk, 2.0 * s.N * s.K * s.C * 9 * PQ, [&](int64_t item) {
+    const int64_t n = item / (dh * nblk), al = item / nblk % dh;
+    const int64_t ty0 = item % nblk * tr, ty1 = std::min(TY, ty0 + tr);
+    const int64_t rows = ty1 - ty0, nt = rows * dw * TX;
+    float* xb = scratch(Buf::wino_rows, s.C * nrows * dw * Wb);
     float* v = scratch(Buf::wino_v, 16 * s.C * Tb);
     float* m = scratch(Buf::wino_m, 16 * s.K * Tb);
-    // zero-padded input rows h = 2 * ty0 - ph + i, i < 2 * (ty1 - ty0) + 2
+    // the rows al - ph + (2 * ty0 + i) * dh, i < 2 * rows + 2, zero outside x, each split into
+    // its dw column phases (Wb floats apart); the tiles of row ty and column phase be are the
+    // GEMM columns ((ty - ty0) * dw + be) * TX + tx
     for (int64_t c = 0; c < s.C; ++c) {
-      float* bc = xb + c * nrows * Wb;
-      pad_rows(bc, Wb, x + (n * s.C + c) * s.H * s.W, s.H, s.W, 2 * ty0 - s.ph,
-               2 * (ty1 - ty0) + 2, s.pw);
-      for (int64_t ty = ty0; ty < ty1; ++ty) {
-        const float* rr = bc + 2 * (ty - ty0) * Wb;
-        const float* r4[4] = {rr, rr + Wb, rr + 2 * Wb, rr + 3 * Wb};
-        kt.wino_in_row(v + c * Tb + (ty - ty0) * TX, s.C * Tb, r4, TX);
-      }
+      float* bc = xb + c * nrows * dw * Wb;
+      split_rows(bc, dw * Wb, Wb, x + (n * s.C + c) * s.H * s.W, s.H, s.W,
+                 al - s.ph + 2 * ty0 * dh, dh, 2 * rows + 2, s.pw, dw, 2 * TX + 2);
+      for (int64_t ty = ty0; ty < ty1; ++ty)
+        for (int64_t be = 0; be < dw; ++be) {
+          const float* rr = bc + 2 * (ty - ty0) * dw * Wb + be * Wb;
+          const float* r4[4] = {rr, rr + dw * Wb, rr + 2 * dw * Wb, rr + 3 * dw * Wb};
+          kt.wino_in_row(v + c * Tb + ((ty - ty0) * dw + be) * TX, s.C * Tb, r4, TX);
+        }
     }
     winograd_gemms(m, up, v, base, depth, 16, s.K, Tb, nt, voffp);
-    if (!winograd_out_rows(kt.wino_out_row, y, m, b, s, n, ty0, ty1, TX, Tb)) finite = false;
+    if (dh == 1 && dw == 1) {
+      if (!winograd_out_rows(kt.wino_out_row, y, m, b, s, n, ty0, ty1, TX, Tb)) finite = false;
+      return;
+    }
+    // the column phases' output rows side by side (Qm floats apart), then interleaved into y
+    thread_local std::vector<float> out;
+    out.resize(static_cast<size_t>(2 * dw * Qm));
+    const int64_t Pa = (s.P - al + dh - 1) / dh;  // this row phase's output rows
+    bool ok = true;
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t ty = ty0; ty < ty1 && 2 * ty < Pa; ++ty) {
+        const bool two = 2 * ty + 1 < Pa;
+        for (int64_t be = 0; be < dw; ++be)
+          ok &= kt.wino_out_row(out.data() + be * Qm, two ? out.data() + (dw + be) * Qm : nullptr,
+                                m + k * Tb + ((ty - ty0) * dw + be) * TX, s.K * Tb, TX,
+                                (s.Q - be + dw - 1) / dw, b ? b[k] : 0.f);
+        for (int64_t i = 0; i < (two ? 2 : 1); ++i)
+          kt.phase_merge_row(y + ((n * s.K + k) * s.P + al + (2 * ty + i) * dh) * s.Q,
+                             out.data() + i * dw * Qm, Qm, dw, 0, s.Q);
+      }
+    if (!ok) finite = false;
   });
   return finite;
 }
