@@ -22,19 +22,25 @@ template <int NV, int ROWS>
 void row_block(float* y, int64_t ystep, const float* base, int64_t bstep, const int64_t* off,
                const float* w, int64_t ntaps, float bias, int64_t q0, __mmask16 last) {
   __m512 acc[ROWS][NV];
+  #pragma GCC unroll 16
   for (int r = 0; r < ROWS; ++r)
+    #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_set1_ps(bias);
   for (int64_t i = 0; i < ntaps; ++i) {
     const __m512 wv = _mm512_set1_ps(w[i]);
+    #pragma GCC unroll 16
     for (int r = 0; r < ROWS; ++r) {
       const float* s = base + r * bstep + off[i] + q0;
+      #pragma GCC unroll 16
       for (int v = 0; v < NV - 1; ++v)
         acc[r][v] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(s + 16 * v), acc[r][v]);
       acc[r][NV - 1] =
           _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(last, s + 16 * (NV - 1)), acc[r][NV - 1]);
     }
   }
+  #pragma GCC unroll 16
   for (int r = 0; r < ROWS; ++r) {
+    #pragma GCC unroll 16
     for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + r * ystep + q0 + 16 * v, acc[r][v]);
     _mm512_mask_storeu_ps(y + r * ystep + q0 + 16 * (NV - 1), last, acc[r][NV - 1]);
   }
@@ -60,19 +66,26 @@ template <int NV, int NK>
 void row_block_k(float* y, int64_t kstep, const float* base, const int64_t* off, const float* w,
                  int64_t ntaps, const float* bias, int64_t q0, __mmask16 last) {
   __m512 acc[NK][NV];
+  #pragma GCC unroll 16
   for (int j = 0; j < NK; ++j)
+    #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_set1_ps(bias ? bias[j] : 0.f);
   for (int64_t i = 0; i < ntaps; ++i) {
     const float* s = base + off[i] + q0;
     __m512 x[NV];
+    #pragma GCC unroll 16
     for (int v = 0; v < NV - 1; ++v) x[v] = _mm512_loadu_ps(s + 16 * v);
     x[NV - 1] = _mm512_maskz_loadu_ps(last, s + 16 * (NV - 1));
+    #pragma GCC unroll 16
     for (int j = 0; j < NK; ++j) {
       const __m512 wv = _mm512_set1_ps(w[j * ntaps + i]);
+      #pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_fmadd_ps(wv, x[v], acc[j][v]);
     }
   }
+  #pragma GCC unroll 16
   for (int j = 0; j < NK; ++j) {
+    #pragma GCC unroll 16
     for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + j * kstep + q0 + 16 * v, acc[j][v]);
     _mm512_mask_storeu_ps(y + j * kstep + q0 + 16 * (NV - 1), last, acc[j][NV - 1]);
   }
@@ -100,6 +113,7 @@ template <int T>
 void dots_rows(float* lanes, const float* dy, int64_t dystep, int64_t nrows, int64_t Q,
                const float* base, int64_t bstep, const int64_t* off) {
   __m512 acc[T];
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) acc[t] = _mm512_loadu_ps(lanes + 16 * t);
   const __mmask16 last = tail_mask(Q % 16);
   const int64_t Qf = Q - Q % 16;
@@ -109,15 +123,18 @@ void dots_rows(float* lanes, const float* dy, int64_t dystep, int64_t nrows, int
     int64_t q = 0;
     for (; q < Qf; q += 16) {
       const __m512 dv = _mm512_loadu_ps(d + q);
+      #pragma GCC unroll 16
       for (int t = 0; t < T; ++t)
         acc[t] = _mm512_fmadd_ps(dv, _mm512_loadu_ps(b + off[t] + q), acc[t]);
     }
     if (q < Q) {
       const __m512 dv = _mm512_maskz_loadu_ps(last, d + q);
+      #pragma GCC unroll 16
       for (int t = 0; t < T; ++t)
         acc[t] = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(last, b + off[t] + q), acc[t]);
     }
   }
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) _mm512_storeu_ps(lanes + 16 * t, acc[t]);
 }
 
