@@ -98,6 +98,9 @@ FORCED_SHAPES = SHAPES + [
     (2, 9, 13, 17, 11, (3, 3), (1, 1), (2, 3), (2, 3), 1),
     (1, 5, 11, 20, 7, (3, 3), (1, 1), (0, 1), (3, 1), 1),
     (2, 33, 12, 11, 17, (3, 3), (1, 1), (1, 0), (1, 2), 1),
+    # rows merged from two column phases past 32 columns (odd first column, odd tail)
+    (1, 3, 9, 75, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
+    (1, 4, 7, 70, 5, (3, 3), (1, 1), (1, 2), (1, 2), 1),
 ]
 
 _DIRS = ("forward", "input_grad", "weight_grad")

@@ -63,6 +63,8 @@ void conv_row_dots_avx512(float* lanes, const float* dy, int64_t dystep, int64_t
 void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const float* src,
                              int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t sw,
                              int64_t Wq);
+void phase_merge_row_avx512(float* dst, const float* src, int64_t fstride, int64_t sw,
+                            int64_t first, int64_t n);
 
 // The portable loops (kernels_avx512.cpp compiles them with these flags) for the cases the
 // kernels above hand back.
@@ -72,6 +74,8 @@ void portable_col2im_plane(float* dx, const float* g, int64_t ld, const Col2imAr
 void portable_phase_split_rows(float* dst, int64_t dstep, int64_t fstride, const float* src,
                                int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t sw,
                                int64_t Wq);
+void portable_phase_merge_row(float* dst, const float* src, int64_t fstride, int64_t sw,
+                              int64_t first, int64_t n);
 
 }  // namespace avx512
 }  // namespace convkit

@@ -27,6 +27,11 @@ void portable_phase_split_rows(float* dst, int64_t dstep, int64_t fstride, const
   phase_split_rows(dst, dstep, fstride, src, sstep, nrows, W, pw, sw, Wq);
 }
 
+void portable_phase_merge_row(float* dst, const float* src, int64_t fstride, int64_t sw,
+                              int64_t first, int64_t n) {
+  phase_merge_row(dst, src, fstride, sw, first, n);
+}
+
 }  // namespace avx512
 
 void fill_table_avx512(KernelTable& t) {
@@ -48,6 +53,7 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_dw_kvec = avx512::conv_dw_kvec_avx512;
   t.col2im_plane = avx512::col2im_plane_avx512;
   t.phase_split_rows = avx512::phase_split_rows_avx512;
+  t.phase_merge_row = avx512::phase_merge_row_avx512;
   t.wino_in_row = avx512::wino_in_row_avx512;
   t.wino_out_row = avx512::wino_out_row_avx512;
   t.wino_plain = false;

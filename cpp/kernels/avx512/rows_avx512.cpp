@@ -70,6 +70,39 @@ void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const f
     }
   }
 }
+// phase_merge_row for sw = 2: 32 output columns per step, interleaved from 16 values of each
+// phase with two permutes; other strides take the portable loop.
+void phase_merge_row_avx512(float* dst, const float* src, int64_t fstride, int64_t sw,
+                            int64_t first, int64_t n) {
+  if (sw != 2 || n <= 0) {
+    portable_phase_merge_row(dst, src, fstride, sw, first, n);
+    return;
+  }
+  int64_t k = 0, j = first / 2;
+  if (first % 2) {  // an odd first column: it comes from phase 1
+    dst[0] = src[fstride + j];
+    k = 1;
+    ++j;
+  }
+  const float* a = src + j;            // even columns from here on
+  const float* b = src + fstride + j;  // odd ones
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
+  const int64_t m = n - k;  // columns left: a[0], b[0], a[1], b[1], ...
+  for (int64_t i = 0; i < m; i += 32) {
+    const int64_t left = m - i;
+    const int64_t na = std::min<int64_t>(16, (left + 1) / 2), nb = std::min<int64_t>(16, left / 2);
+    const __m512 va = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << na) - 1u), a + i / 2);
+    const __m512 vb = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << nb) - 1u), b + i / 2);
+    const __mmask16 mlo = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
+    const __mmask16 mhi = left >= 32   ? __mmask16(0xffff)
+                          : left <= 16 ? __mmask16(0)
+                                       : __mmask16((1u << (left - 16)) - 1u);
+    _mm512_mask_storeu_ps(dst + k + i, mlo, _mm512_permutex2var_ps(va, lo_idx, vb));
+    _mm512_mask_storeu_ps(dst + k + i + 16, mhi, _mm512_permutex2var_ps(va, hi_idx, vb));
+  }
+}
+
 // conv_dw_kvec: NT taps x 16 channels in registers; per position one dy vector and NT broadcast
 // input values. Taps come in runs of S consecutive offsets (the S columns of a kernel row) when
 }  // namespace avx512
