@@ -145,6 +145,10 @@ struct KernelTable {
   // for kk < kt (<= 24) and tt < tg (<= 7), element addresses as in DwTileArgs; the sum runs in
   // a fixed order. Null where the ISA has no such kernel (the packed GEMM path is used instead).
   void (*conv_dw_tile)(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg);
+  // The (kt, tg) tile shapes conv_dw_tile keeps in registers, for its caller to choose from
+  // (dw_tile_nshapes of them).
+  const int (*dw_tile_shapes)[2];
+  int dw_tile_nshapes;
   // Weight-gradient tile with 16 output channels in the vector lanes, for outputs too narrow
   // for lanes along a row: for kk < nk (<= 16), i < nt (<= 28) taps,
   //   out[kk * ldo + i] = sum over n < N, p < P, q < Q of

@@ -78,6 +78,78 @@ static void direct_ukernel(int64_t kc, const float* a, const float* b, const int
                            const float* bias) {
   ukernel<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
 }
+// KernelTable::conv_dw_tile: KT x TG dot products in 8 lanes, per 8 positions TG input loads
+// held while KT dy vectors stream past them (KT * TG + TG + 1 <= 16 registers); the lanes add
+// up as the portable loop's eight running sums. Rows kk >= kt reread row kt - 1, columns
+// tt >= tg column tg - 1, and neither is stored.
+template <int KT, int TG>
+static void dw_tile(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg) {
+  __m256 acc[KT][TG];
+#pragma GCC unroll 12
+  for (int kk = 0; kk < KT; ++kk)
+#pragma GCC unroll 5
+    for (int tt = 0; tt < TG; ++tt) acc[kk][tt] = _mm256_setzero_ps();
+  int64_t xo[TG], dyo[KT];
+#pragma GCC unroll 5
+  for (int tt = 0; tt < TG; ++tt) xo[tt] = a.xoff[tt < tg ? tt : tg - 1];
+#pragma GCC unroll 12
+  for (int kk = 0; kk < KT; ++kk) dyo[kk] = (kk < kt ? kk : kt - 1) * a.dy_ks;
+  const int64_t Q8 = a.Q / 8 * 8;
+  const __m256i mtail = lane_mask(static_cast<int>(a.Q - Q8));
+  for (int64_t n = 0; n < a.N; ++n)
+    for (int64_t p = 0; p < a.P; ++p) {
+      const float* d = a.dy + n * a.dy_ns + p * a.dy_rs;
+      const float* xr = a.x + n * a.x_ns + p * a.x_rs;
+      for (int64_t q = 0; q < a.Q; q += 8) {
+        const bool full = q < Q8;
+        __m256 xv[TG];
+#pragma GCC unroll 5
+        for (int tt = 0; tt < TG; ++tt)
+          xv[tt] = full ? _mm256_loadu_ps(xr + xo[tt] + q) : _mm256_maskload_ps(xr + xo[tt] + q, mtail);
+#pragma GCC unroll 12
+        for (int kk = 0; kk < KT; ++kk) {
+          const __m256 dv =
+              full ? _mm256_loadu_ps(d + dyo[kk] + q) : _mm256_maskload_ps(d + dyo[kk] + q, mtail);
+#pragma GCC unroll 5
+          for (int tt = 0; tt < TG; ++tt) acc[kk][tt] = _mm256_fmadd_ps(dv, xv[tt], acc[kk][tt]);
+        }
+      }
+    }
+  for (int kk = 0; kk < kt && kk < KT; ++kk)
+    for (int tt = 0; tt < tg && tt < TG; ++tt) {
+      alignas(32) float l[8];
+      _mm256_store_ps(l, acc[kk < KT ? kk : 0][tt < TG ? tt : 0]);
+      out[kk * ldo + tt] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    }
+}
+
+using DwTileFn = void (*)(float*, int64_t, const DwTileArgs&, int, int);
+
+// The first of dw_tile<KTs, TG>... with KT >= kt (null when kt exceeds them all).
+template <int TG, int... KTs>
+static DwTileFn dw_tile_for(int kt) {
+  DwTileFn f = nullptr;
+  ((f = (f == nullptr && kt <= KTs) ? dw_tile<KTs, TG> : f), ...);
+  return f;
+}
+
+// Tiles up to (12, 1) (6, 2) (4, 3) (3, 3) (2, 5), best first for the caller, and the smaller
+// ones the last tiles of a row or column of dW take.
+static const int kDwTileShapes[5][2] = {{4, 3}, {6, 2}, {3, 3}, {2, 5}, {12, 1}};
+
+static void conv_dw_tile_avx2(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg) {
+  DwTileFn f = nullptr;
+  switch (tg) {
+    case 1: f = dw_tile_for<1, 1, 2, 3, 4, 6, 8, 12>(kt); break;
+    case 2: f = dw_tile_for<2, 1, 2, 3, 4, 6>(kt); break;
+    case 3: f = dw_tile_for<3, 1, 2, 3, 4>(kt); break;
+    case 4: f = dw_tile_for<4, 1, 2>(kt); break;
+    case 5: f = dw_tile_for<5, 1, 2>(kt); break;
+    default: break;
+  }
+  if (f) f(out, ldo, a, kt, tg);
+  else conv_dw_tile(out, ldo, a, kt, tg);
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -88,6 +160,9 @@ void fill_table_avx2(KernelTable& t) {
   t.gemm_direct = avx2::direct_ukernel;
   t.sgd = sgd_avx2;
   avx2::fill_portable(t);
+  t.conv_dw_tile = avx2::conv_dw_tile_avx2;
+  t.dw_tile_shapes = avx2::kDwTileShapes;
+  t.dw_tile_nshapes = 5;
 }
 
 }  // namespace convkit

@@ -24,6 +24,7 @@ void maxpool2x2_bwd(float* dx, const float* dy, const float* x, int64_t H, int64
 void maxpool_plane_avx512(float* y, const float* x, const Pool2dShape& s);
 void planes_to_lanes_avx512(float* xt, const float* x, int64_t stride, int n, int64_t len);
 // conv_tiles_avx512.cpp
+extern const int kDwTileShapes[7][2];  // the tiles conv_dw_tile_avx512 keeps in registers
 void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg);
 void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                       const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,

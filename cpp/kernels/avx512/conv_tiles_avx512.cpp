@@ -66,6 +66,7 @@ static DwTileFn dw_tile_for(int kt) {
 
 // Register tiles up to (24,1) (12,2) (8,3) (6,4) (4,5) (4,6) (3,7), and smaller ones, so that the
 // last tiles of a row or column of dW do not pay for a full one.
+const int kDwTileShapes[7][2] = {{4, 6}, {6, 4}, {8, 3}, {3, 7}, {4, 5}, {12, 2}, {24, 1}};
 void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg) {
   DwTileFn f = nullptr;
   switch (tg) {

@@ -53,16 +53,17 @@ bool dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   }
   // Tile shape: the fewest computed elements (padding of the last tiles included), each
   // weighted by the loads it costs: kt + tg vectors per kt * tg multiply-adds.
-  static const int kShapes[7][2] = {{4, 6}, {6, 4}, {8, 3}, {3, 7}, {4, 5}, {12, 2}, {24, 1}};
-  int ktile = 8, tg = 3;
+  const KernelTable& ktab = *g_kernels;
+  int ktile = ktab.dw_tile_shapes[0][0], tg = ktab.dw_tile_shapes[0][1];
   double best = -1.0;
-  for (const auto& sh : kShapes) {
+  for (int i = 0; i < ktab.dw_tile_nshapes; ++i) {
+    const int* sh = ktab.dw_tile_shapes[i];
     const double loads = double(sh[0] + sh[1]) / (sh[0] * sh[1]);
     const double cost = double(round_up(s.K, sh[0]) * round_up(CRS, sh[1])) * (1.0 + 0.5 * loads);
     if (best < 0 || cost < best) best = cost, ktile = sh[0], tg = sh[1];
   }
   const int64_t ktiles = (s.K + ktile - 1) / ktile, groups = (CRS + tg - 1) / tg;
-  const auto kern = g_kernels->conv_dw_tile;
+  const auto kern = ktab.conv_dw_tile;
   const int64_t* offp = off.data();  // this thread's: workers must not name the thread_local
 
   auto run = [&](bool wide) {
