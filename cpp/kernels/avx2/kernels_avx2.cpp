@@ -95,31 +95,38 @@ static void dw_tile(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg
 #pragma GCC unroll 12
   for (int kk = 0; kk < KT; ++kk) dyo[kk] = (kk < kt ? kk : kt - 1) * a.dy_ks;
   const int64_t Q8 = a.Q / 8 * 8;
-  const __m256i mtail = lane_mask(static_cast<int>(a.Q - Q8));
+  // 8 positions from q, the first `rest` of them (all 8 when rest is 0) read and the others 0
+  auto step = [&](const float* d, const float* xr, int64_t q, int rest) {
+    __m256 xv[TG];
+#pragma GCC unroll 5
+    for (int tt = 0; tt < TG; ++tt)
+      xv[tt] = rest ? _mm256_maskload_ps(xr + xo[tt] + q, lane_mask(rest))
+                    : _mm256_loadu_ps(xr + xo[tt] + q);
+#pragma GCC unroll 12
+    for (int kk = 0; kk < KT; ++kk) {
+      const __m256 dv = rest ? _mm256_maskload_ps(d + dyo[kk] + q, lane_mask(rest))
+                             : _mm256_loadu_ps(d + dyo[kk] + q);
+#pragma GCC unroll 5
+      for (int tt = 0; tt < TG; ++tt) acc[kk][tt] = _mm256_fmadd_ps(dv, xv[tt], acc[kk][tt]);
+    }
+  };
   for (int64_t n = 0; n < a.N; ++n)
     for (int64_t p = 0; p < a.P; ++p) {
       const float* d = a.dy + n * a.dy_ns + p * a.dy_rs;
       const float* xr = a.x + n * a.x_ns + p * a.x_rs;
-      for (int64_t q = 0; q < a.Q; q += 8) {
-        const bool full = q < Q8;
-        __m256 xv[TG];
-#pragma GCC unroll 5
-        for (int tt = 0; tt < TG; ++tt)
-          xv[tt] = full ? _mm256_loadu_ps(xr + xo[tt] + q) : _mm256_maskload_ps(xr + xo[tt] + q, mtail);
-#pragma GCC unroll 12
-        for (int kk = 0; kk < KT; ++kk) {
-          const __m256 dv =
-              full ? _mm256_loadu_ps(d + dyo[kk] + q) : _mm256_maskload_ps(d + dyo[kk] + q, mtail);
-#pragma GCC unroll 5
-          for (int tt = 0; tt < TG; ++tt) acc[kk][tt] = _mm256_fmadd_ps(dv, xv[tt], acc[kk][tt]);
-        }
-      }
+      for (int64_t q = 0; q < Q8; q += 8) step(d, xr, q, 0);
+      if (Q8 < a.Q) step(d, xr, Q8, static_cast<int>(a.Q - Q8));
     }
+  // constant indices only, so that acc stays in registers through the loops above
+  alignas(32) float l[KT][TG][8];
+#pragma GCC unroll 12
+  for (int kk = 0; kk < KT; ++kk)
+#pragma GCC unroll 5
+    for (int tt = 0; tt < TG; ++tt) _mm256_store_ps(l[kk][tt], acc[kk][tt]);
   for (int kk = 0; kk < kt && kk < KT; ++kk)
     for (int tt = 0; tt < tg && tt < TG; ++tt) {
-      alignas(32) float l[8];
-      _mm256_store_ps(l, acc[kk < KT ? kk : 0][tt < TG ? tt : 0]);
-      out[kk * ldo + tt] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+      const float* v = l[kk][tt];
+      out[kk * ldo + tt] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
     }
 }
 
@@ -150,6 +157,53 @@ static void conv_dw_tile_avx2(float* out, int64_t ldo, const DwTileArgs& a, int 
   if (f) f(out, ldo, a, kt, tg);
   else conv_dw_tile(out, ldo, a, kt, tg);
 }
+// KernelTable::conv_kvec: 16 output channels as two halves of 8 lanes, 2 rows x 3 positions
+// per pass (12 accumulators, two weight vectors, a broadcast), passes over the positions. The
+// same sums in the same order as the AVX-512 kernel: bias, then one multiply-add per k.
+static void kvec_pass(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
+                      const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
+                      int nk, bool two_rows) {
+  constexpr int NQ = 3;
+  alignas(32) float b16[16] = {};
+  for (int kk = 0; kk < nk; ++kk) b16[kk] = bias ? bias[kk] : 0.f;
+  const __m256 b0 = _mm256_load_ps(b16), b1 = _mm256_load_ps(b16 + 8);
+  __m256 acc[2][NQ][2];
+#pragma GCC unroll 2
+  for (int rr = 0; rr < 2; ++rr)
+#pragma GCC unroll 3
+    for (int i = 0; i < NQ; ++i) acc[rr][i][0] = b0, acc[rr][i][1] = b1;
+  for (int64_t k = 0; k < crs; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(w + k * 16), w1 = _mm256_loadu_ps(w + k * 16 + 8);
+    const float* xk = x + off[k];
+#pragma GCC unroll 2
+    for (int rr = 0; rr < 2; ++rr)
+#pragma GCC unroll 3
+      for (int i = 0; i < NQ; ++i) {
+        const __m256 xv = _mm256_broadcast_ss(xk + rr * Wp + i);
+        acc[rr][i][0] = _mm256_fmadd_ps(xv, w0, acc[rr][i][0]);
+        acc[rr][i][1] = _mm256_fmadd_ps(xv, w1, acc[rr][i][1]);
+      }
+  }
+  alignas(32) float t[2][NQ][16];
+#pragma GCC unroll 2
+  for (int rr = 0; rr < 2; ++rr)
+#pragma GCC unroll 3
+    for (int i = 0; i < NQ; ++i) {
+      _mm256_store_ps(t[rr][i], acc[rr][i][0]);
+      _mm256_store_ps(t[rr][i] + 8, acc[rr][i][1]);
+    }
+  for (int rr = 0; rr < (two_rows ? 2 : 1); ++rr)
+    for (int kk = 0; kk < nk; ++kk)
+      for (int i = 0; i < nq; ++i) out[kk * ldo + rr * ldr + i] = t[rr][i][kk];
+}
+
+static void conv_kvec_avx2(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
+                           const int64_t* off, int64_t crs, const float* w, const float* bias,
+                           int nq, int nk, bool two_rows) {
+  for (int i0 = 0; i0 < nq; i0 += 3)
+    kvec_pass(out + i0, ldo, ldr, x + i0, Wp, off, crs, w, bias, nq - i0 < 3 ? nq - i0 : 3, nk,
+              two_rows);
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -163,6 +217,7 @@ void fill_table_avx2(KernelTable& t) {
   t.conv_dw_tile = avx2::conv_dw_tile_avx2;
   t.dw_tile_shapes = avx2::kDwTileShapes;
   t.dw_tile_nshapes = 5;
+  t.conv_kvec = avx2::conv_kvec_avx2;
 }
 
 }  // namespace convkit

@@ -247,15 +247,9 @@ const Row<BwdRun> kWeightGrad[] = {
      // strided layers with 32+ input channels and small kernels go to gemm (forced, 2 threads:
      // ResNet-20's 32 -> 64 3x3 stride 2 at batch 128 5.4 ms against 9.2, the benchmark set's
      // strided layer 9.7 against 12.1, a 4x4 stride-2 layer 11.5 against 13.8, 1x1 stride 2 0.8
-     // against 1.6; with 16 channels or 7x7 kernels dot stays ahead).
-     // The AVX2 tiles (12 sums of 8 lanes) pay only with 16 or fewer output channels (or 4 or
-     // fewer input channels) and rows of 16+ (forced, 2 threads, gemm / dot: 7x7 16 -> 16 1.26,
-     // LeNet-5 conv1 2.63, 3 -> 32 3x3 1.51, (128, 16, 32, 32) -> 16 1.29, but LeNet-5 conv2
-     // (10 columns) 0.85, 32 -> 32 0.92, 16 -> 32 0.69, VGG 0.75, 1x1 128 -> 128 0.65).
-     [](const Conv2dShape& s, const KernelTable& kt) {
-       if (kt.dw_tile_shapes[0][0] * kt.dw_tile_shapes[0][1] <= 12 &&
-           !((s.K <= 16 || s.C <= 4) && s.Q >= 16))
-         return false;
+     // against 1.6; with 16 channels or 7x7 kernels dot stays ahead). The AVX2 tiles (forced,
+     // 2 threads, gemm / dot): LeNet-5 conv1 3.68, conv2 1.46, 7x7 2.11, VGG 1.07, 1x1 1.06.
+     [](const Conv2dShape& s, const KernelTable&) {
        return !(special(s) && (s.sh > 1 || s.sw > 1) && s.C >= 32 && s.R * s.S <= 16);
      },
      true, dw_dot},
