@@ -102,6 +102,7 @@ inline int64_t dx_lanes_buf_floats(const DxLanesArgs& a) {
 
 struct KernelTable {
   const char* name;
+  int lanes;  // floats per vector register: 16 (AVX-512), 8 (AVX2), 4 (SSE)
   int mr, nr;
   GemmUkernel gemm;
   GemmDirectUkernel gemm_direct;

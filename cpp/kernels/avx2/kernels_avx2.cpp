@@ -2,6 +2,7 @@
 // (12 ymm accumulators + 2 for B + 1 broadcast = 15 of 16 registers) and the portable loops.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -204,10 +205,58 @@ static void conv_kvec_avx2(float* out, int64_t ldo, int64_t ldr, const float* x,
     kvec_pass(out + i0, ldo, ldr, x + i0, Wp, off, crs, w, bias, nq - i0 < 3 ? nq - i0 : 3, nk,
               two_rows);
 }
+// KernelTable::conv_dw_kvec: T (<= 6) consecutive taps x 16 channels (two 8-lane halves) in
+// registers per pass; the same sums in the same order as the AVX-512 kernel.
+template <int T>
+static void dw_kvec_pass(float* out, int64_t ldo, const float* dyT, const float* x, int64_t x_ns,
+                         int64_t x_rs, int64_t o, int nk, int64_t N, int64_t P, int64_t Q) {
+  __m256 acc[T][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < T; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t p = 0; p < P; ++p) {
+      const float* xr = x + n * x_ns + p * x_rs + o;
+      const float* d = dyT + (n * P + p) * Q * 16;
+      for (int64_t q = 0; q < Q; ++q) {
+        const __m256 d0 = _mm256_loadu_ps(d + q * 16), d1 = _mm256_loadu_ps(d + q * 16 + 8);
+#pragma GCC unroll 6
+        for (int t = 0; t < T; ++t) {
+          const __m256 xv = _mm256_broadcast_ss(xr + q + t);
+          acc[t][0] = _mm256_fmadd_ps(xv, d0, acc[t][0]);
+          acc[t][1] = _mm256_fmadd_ps(xv, d1, acc[t][1]);
+        }
+      }
+    }
+  alignas(32) float tmp[T][16];
+#pragma GCC unroll 6
+  for (int i = 0; i < T; ++i) {
+    _mm256_store_ps(tmp[i], acc[i][0]);
+    _mm256_store_ps(tmp[i] + 8, acc[i][1]);
+  }
+  for (int kk = 0; kk < nk; ++kk)
+    for (int i = 0; i < T; ++i) out[kk * ldo + i] = tmp[i][kk];
+}
+
+static void conv_dw_kvec_avx2(float* out, int64_t ldo, const float* dyT, const float* x,
+                              int64_t x_ns, int64_t x_rs, const int64_t* off, int S, int nt,
+                              int nk, int64_t N, int64_t P, int64_t Q) {
+  using Fn = void (*)(float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t, int,
+                      int64_t, int64_t, int64_t);
+  static const Fn by_t[7] = {nullptr,         dw_kvec_pass<1>, dw_kvec_pass<2>, dw_kvec_pass<3>,
+                             dw_kvec_pass<4>, dw_kvec_pass<5>, dw_kvec_pass<6>};
+  // kernel row g: taps g * S .. (those < nt) at consecutive offsets from off[g * S]
+  for (int g = 0; g * S < nt; ++g)
+    for (int t0 = 0; t0 < S && g * S + t0 < nt;) {
+      const int n = std::min({6, S - t0, nt - g * S - t0});
+      by_t[n](out + g * S + t0, ldo, dyT, x, x_ns, x_rs, off[g * S] + t0, nk, N, P, Q);
+      t0 += n;
+    }
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
   t.name = "avx2";
+  t.lanes = 8;
   t.mr = avx2::MR;
   t.nr = avx2::NR;
   t.gemm = avx2::gemm_ukernel;
@@ -218,6 +267,7 @@ void fill_table_avx2(KernelTable& t) {
   t.dw_tile_shapes = avx2::kDwTileShapes;
   t.dw_tile_nshapes = 5;
   t.conv_kvec = avx2::conv_kvec_avx2;
+  t.conv_dw_kvec = avx2::conv_dw_kvec_avx2;
 }
 
 }  // namespace convkit

@@ -36,6 +36,7 @@ void portable_phase_merge_row(float* dst, const float* src, int64_t fstride, int
 
 void fill_table_avx512(KernelTable& t) {
   t.name = "avx512";
+  t.lanes = 16;
   t.mr = avx512::MR;
   t.nr = avx512::NR;
   t.gemm = avx512::gemm_ukernel;

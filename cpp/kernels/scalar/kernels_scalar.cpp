@@ -44,6 +44,7 @@ static void direct_ukernel(int64_t kc, const float* a, const float* b, const int
 
 void fill_table_scalar(KernelTable& t) {
   t.name = "scalar";
+  t.lanes = 4;
   t.mr = scalar::MR;
   t.nr = scalar::NR;
   t.gemm = scalar::gemm_ukernel;

@@ -191,11 +191,15 @@ const Row<FwdRun> kForward[] = {
 
 // ---- input gradient ------------------------------------------------------------------------
 const Row<BwdRun> kInputGrad[] = {
-    // It computes over the zero border of the padded dy, so only "same"-like padding pays.
+    // It computes over the zero border of the padded dy, so only "same"-like padding pays
+    // where the ISA has the lanes kernel below; without it, up to 2.5x the exact work still
+    // beats gemm_col2im (AVX2, 2 threads: LeNet-5 conv2, a valid 5x5 on 14x14, 0.65 ms against
+    // 1.17 at batch 64, 2.8 against 4.8 at 256).
     {"transposed_conv",
      [](const Conv2dShape& s, const KernelTable&) { return s.G == 1 && transposable(s); },
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return 4 * s.C >= 3 * round_up(s.C, kt.mr) && 3 * s.H * s.W <= 4 * s.P * s.Q;
+       return 4 * s.C >= 3 * round_up(s.C, kt.mr) &&
+              (kt.conv_dx_lanes ? 3 * s.H * s.W <= 4 * s.P * s.Q : 2 * s.H * s.W <= 5 * s.P * s.Q);
      },
      true, dx_transposed_conv},
     {"rows_x",
@@ -232,8 +236,12 @@ const Row<BwdRun> kWeightGrad[] = {
      },
      // narrow outputs, and wide ones with many taps per output channel (bench_kernels'
      // conv2d_algo rows at 2 threads: VGG 3x3 12.0 ms against dot's 15.0, 7x7 1.0 against 2.1;
-     // 1x1 and 3-channel layers slower than dot)
-     [](const Conv2dShape& s, const KernelTable&) {
+     // 1x1 and 3-channel layers slower than dot). With 8 lanes (AVX2), rows up to 16 only
+     // (forced, 2 threads, against dot: LeNet-5 conv2 0.51 ms against 1.00, (64, 16, 16, 16)
+     // -> 32 2.85 against 3.31, 7x7 level; VGG 26.2 against 21.6, (128, 16, 32, 32) 15.8
+     // against 10.6).
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       if (kt.lanes < 16) return s.K >= 12 && s.Q <= 16;
        return s.K >= 12 && (s.Q < 16 || (s.R * s.S >= 9 && s.C >= 16));
      },
      true, dw_kvec},
