@@ -14,20 +14,26 @@ namespace convkit {
 
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N,
                     int64_t I, int64_t O) {
-  const auto dot = g_kernels->conv_dw_tile;
-  if (dot && 2.0 * N * I * O < 5e7 && N > 0 && O > 0 && I > 0) {
+  const KernelTable& ktab = *g_kernels;
+  const auto dot = ktab.conv_dw_tile;
+  // the 8-lane tiles of AVX2 lose to the GEMM past 64 rows (interleaved A/B at 2 threads,
+  // GEMM / tiles: (64, 400) -> 120 1.39, (16, 400) -> 120 3.3; (256, 400) -> 120 0.88,
+  // (256, 120) -> 84 0.65)
+  const bool tiles = 2.0 * N * I * O < 5e7 && (ktab.lanes >= 16 || N <= 64);
+  if (dot && tiles && N > 0 && O > 0 && I > 0) {
     // Small layers: rows of x and of W are both contiguous along I, so each output is a dot
-    // product; register tiles of 4 rows of x by 6 rows of W (the dW-tile kernel of conv2d)
-    // read them in place, where the GEMM would spend as long transposing W into panels as
-    // multiplying. Tiles are whole outputs: the same bits for any thread count.
-    constexpr int KT = 4, TG = 6;
+    // product; register tiles of rows of x by rows of W (the dW-tile kernel of conv2d, its
+    // first tile shape: 4 x 6 at AVX-512, 4 x 3 at AVX2) read them in place, where the GEMM
+    // would spend as long transposing W into panels as multiplying. Tiles are whole outputs:
+    // the same bits for any thread count.
+    const int KT = ktab.dw_tile_shapes[0][0], TG = ktab.dw_tile_shapes[0][1];
     const int64_t rt = (N + KT - 1) / KT, ct = (O + TG - 1) / TG;
     const int64_t cper = std::max<int64_t>(1, std::min<int64_t>(ct, 8));  // tiles per item
     const int64_t cb = (ct + cper - 1) / cper;
     parallel_for(rt * cb, 2.0 * N * I * O, [&](int64_t item) {
       const int64_t n0 = item / cb * KT, c0 = item % cb * cper;
       const int kt = static_cast<int>(std::min<int64_t>(KT, N - n0));
-      int64_t xoff[TG];
+      int64_t xoff[8];  // TG <= 7
       for (int64_t ci = c0; ci < std::min(ct, c0 + cper); ++ci) {
         const int64_t o0 = ci * TG;
         const int tg = static_cast<int>(std::min<int64_t>(TG, O - o0));
