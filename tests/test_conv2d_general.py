@@ -135,7 +135,7 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
             assert_close(got, want, 1e-5, f"{direction} {name} {shape}")
     finally:
         _core.conv2d_force(direction, "")
-    kt_has = (name not in {"winograd5", "kvec", "winograd3_s2", "rows_x", "lanes", "dot"} or
+    kt_has = (name not in {"winograd5", "kvec", "rows_x", "lanes", "dot"} or
               isa == "avx512" or (isa == "avx2" and name in {"dot", "kvec"}))
     if kt_has and not (name == "gemm" and isa == "avx512" and direction == "weight_grad"):
         assert ran >= 2, f"{direction} {name} applied to only {ran} shapes on {isa}"
