@@ -158,53 +158,64 @@ static void conv_dw_tile_avx2(float* out, int64_t ldo, const DwTileArgs& a, int 
   if (f) f(out, ldo, a, kt, tg);
   else conv_dw_tile(out, ldo, a, kt, tg);
 }
-// KernelTable::conv_kvec: 16 output channels as two halves of 8 lanes, 2 rows x 3 positions
-// per pass (12 accumulators, two weight vectors, a broadcast), passes over the positions. The
+// KernelTable::conv_kvec: 16 output channels as two halves of 8 lanes, passes of ROWS rows x
+// NQ positions (2 x 3 or 1 x 5: 12 or 10 accumulators, two weight vectors, a broadcast). The
 // same sums in the same order as the AVX-512 kernel: bias, then one multiply-add per k.
+template <int NQ, int ROWS>
 static void kvec_pass(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
-                      const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
-                      int nk, bool two_rows) {
-  constexpr int NQ = 3;
-  alignas(32) float b16[16] = {};
-  for (int kk = 0; kk < nk; ++kk) b16[kk] = bias ? bias[kk] : 0.f;
-  const __m256 b0 = _mm256_load_ps(b16), b1 = _mm256_load_ps(b16 + 8);
-  __m256 acc[2][NQ][2];
+                      const int64_t* off, int64_t crs, const float* w, const __m256* b, int nq,
+                      int nk, int nrows) {
+  __m256 acc[ROWS][NQ][2];
 #pragma GCC unroll 2
-  for (int rr = 0; rr < 2; ++rr)
-#pragma GCC unroll 3
-    for (int i = 0; i < NQ; ++i) acc[rr][i][0] = b0, acc[rr][i][1] = b1;
+  for (int rr = 0; rr < ROWS; ++rr)
+#pragma GCC unroll 5
+    for (int i = 0; i < NQ; ++i) acc[rr][i][0] = b[0], acc[rr][i][1] = b[1];
   for (int64_t k = 0; k < crs; ++k) {
     const __m256 w0 = _mm256_loadu_ps(w + k * 16), w1 = _mm256_loadu_ps(w + k * 16 + 8);
     const float* xk = x + off[k];
 #pragma GCC unroll 2
-    for (int rr = 0; rr < 2; ++rr)
-#pragma GCC unroll 3
+    for (int rr = 0; rr < ROWS; ++rr)
+#pragma GCC unroll 5
       for (int i = 0; i < NQ; ++i) {
         const __m256 xv = _mm256_broadcast_ss(xk + rr * Wp + i);
         acc[rr][i][0] = _mm256_fmadd_ps(xv, w0, acc[rr][i][0]);
         acc[rr][i][1] = _mm256_fmadd_ps(xv, w1, acc[rr][i][1]);
       }
   }
-  alignas(32) float t[2][NQ][16];
+  alignas(32) float t[ROWS][NQ][16];
 #pragma GCC unroll 2
-  for (int rr = 0; rr < 2; ++rr)
-#pragma GCC unroll 3
+  for (int rr = 0; rr < ROWS; ++rr)
+#pragma GCC unroll 5
     for (int i = 0; i < NQ; ++i) {
       _mm256_store_ps(t[rr][i], acc[rr][i][0]);
       _mm256_store_ps(t[rr][i] + 8, acc[rr][i][1]);
     }
-  for (int rr = 0; rr < (two_rows ? 2 : 1); ++rr)
+  for (int rr = 0; rr < nrows; ++rr)
     for (int kk = 0; kk < nk; ++kk)
       for (int i = 0; i < nq; ++i) out[kk * ldo + rr * ldr + i] = t[rr][i][kk];
 }
 
+// Passes of 2 rows x 3 positions, or of one row x 5 where those compute fewer multiply-adds
+// (10 positions on 2 rows: 40 instead of 48 per k).
 static void conv_kvec_avx2(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                            const int64_t* off, int64_t crs, const float* w, const float* bias,
                            int nq, int nk, bool two_rows) {
+  alignas(32) float b16[16] = {};
+  for (int kk = 0; kk < nk; ++kk) b16[kk] = bias ? bias[kk] : 0.f;
+  const __m256 b[2] = {_mm256_load_ps(b16), _mm256_load_ps(b16 + 8)};
+  const int rows = two_rows ? 2 : 1;
+  if (rows * (nq + 4) / 5 * 10 < (nq + 2) / 3 * 12) {
+    for (int rr = 0; rr < rows; ++rr)
+      for (int i0 = 0; i0 < nq; i0 += 5)
+        kvec_pass<5, 1>(out + rr * ldr + i0, ldo, 0, x + rr * Wp + i0, Wp, off, crs, w, b,
+                        nq - i0 < 5 ? nq - i0 : 5, nk, 1);
+    return;
+  }
   for (int i0 = 0; i0 < nq; i0 += 3)
-    kvec_pass(out + i0, ldo, ldr, x + i0, Wp, off, crs, w, bias, nq - i0 < 3 ? nq - i0 : 3, nk,
-              two_rows);
+    kvec_pass<3, 2>(out + i0, ldo, ldr, x + i0, Wp, off, crs, w, b, nq - i0 < 3 ? nq - i0 : 3, nk,
+                    rows);
 }
+
 // KernelTable::conv_dw_kvec: T (<= 6) consecutive taps x 16 channels (two 8-lane halves) in
 // registers per pass; the same sums in the same order as the AVX-512 kernel.
 template <int T>
