@@ -108,7 +108,9 @@ void planes_to_lanes_avx512(float* xt, const float* x, int64_t stride, int n, in
     for (int l = 0; l < 16; ++l)
       r[l] = l < n ? _mm512_maskz_loadu_ps(k, x + l * stride + e) : _mm512_setzero_ps();
     transpose16(r);
-    for (int j = 0; j < m; ++j) _mm512_storeu_ps(xt + (e + j) * 16, r[j]);
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j)  // constant indices, so that r stays in registers
+      if (j < m) _mm512_storeu_ps(xt + (e + j) * 16, r[j]);
   }
 }
 }  // namespace avx512

@@ -48,7 +48,10 @@ static inline void block_to_lanes16(float* d, const float* s, int64_t ld, int nr
   for (int l = 0; l < 16; ++l)
     r[l] = l < nrows ? _mm512_maskz_loadu_ps(m, s + l * ld) : _mm512_setzero_ps();
   transpose16(r);
-  for (int64_t j = 0; j < cnt; ++j) _mm512_storeu_ps(d + 16 * j, r[j]);
+  // constant indices: a runtime-indexed r lived on the stack and was copied out with memcpy
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j)
+    if (j < cnt) _mm512_storeu_ps(d + 16 * j, r[j]);
 }
 
 // Images n0 .. n0 + nimg - 1 (nimg <= 16) of x (N, C, H, W) into the vector lanes: for c < C,
