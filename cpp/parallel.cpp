@@ -2,11 +2,17 @@
 //
 // One job at a time: the caller publishes it (a generation number, the item count, the run
 // length, the function), wakes the workers, and then works on it itself. Everyone claims runs of
-// items from one shared word that holds the generation and the next free item, with a
-// compare-and-swap; a claim that sees another generation fails, so a worker that wakes late can
-// never touch a job that has ended. Completion is counted in items: the caller returns when
-// every item is done, whoever did it. A worker the OS has not scheduled yet costs nothing; only
-// a worker descheduled in the middle of its run is waited for, and runs are short.
+// items from one shared word that holds the generation and the job's first and last free runs,
+// with a compare-and-swap: the caller from the front, workers from the back. A claim that sees
+// another generation fails, so a worker that wakes late can never touch a job that has ended.
+// Claiming from both ends keeps the caller on the first part of every job and a worker on the
+// last, call after call, so what one op writes is still in the cache of the core that reads it
+// in the next (runs handed out in arrival order from the front made ReLU on a 1.2 MB array 1.4x
+// slower at 2 threads; one fixed part per thread, stolen only when its owner was late, made a
+// batch-1 LeNet-5 forward 1.1-1.6x slower, as the late worker then always took its share).
+// Completion is counted in items: the caller returns when every item is done, whoever did it. A
+// worker the OS has not scheduled yet costs nothing; only a worker descheduled in the middle of
+// its run is waited for, and runs are short.
 //
 // Idle workers spin a little (a region usually follows soon in a training step), then sleep on
 // a condition variable.
@@ -30,9 +36,15 @@
 namespace convkit {
 namespace {
 
-constexpr int kIndexBits = 40;  // items per job < 2^40; the rest of the word is the generation
-constexpr uint64_t kIndexMask = (uint64_t(1) << kIndexBits) - 1;
-constexpr uint64_t kTagMask = (uint64_t(1) << (64 - kIndexBits)) - 1;  // generation, wrapped
+// The claim word: generation (24 bits, wrapped) | first free run (20) | end of the free runs (20)
+constexpr int kRunBits = 20;
+constexpr int64_t kMaxRuns = int64_t(1) << kRunBits;
+constexpr uint64_t kRunMask = uint64_t(kMaxRuns) - 1;
+constexpr int kIndexBits = 2 * kRunBits;
+constexpr uint64_t kTagMask = (uint64_t(1) << (64 - kIndexBits)) - 1;
+constexpr uint64_t word(uint64_t tag, uint64_t front, uint64_t back) {
+  return (tag << kIndexBits) | (front << kRunBits) | back;
+}
 // Pause instructions an idle worker spins before it sleeps: about 50 us, the usual gap
 // between two parallel regions of a training step. Longer spins measured worse with a busy
 // core (a spinning worker uses up its time slice and is then preempted in the middle of a run:
@@ -64,16 +76,17 @@ class Pool {
     std::unique_lock<std::mutex> busy(job_mu_, std::try_to_lock);
     if (!busy.owns_lock()) return false;  // another thread's job is running: go serial
     ensure(threads);
+    run = std::max(run, (n + kMaxRuns - 2) / (kMaxRuns - 1));  // at most kMaxRuns - 1 runs
+    const int64_t runs = (n + run - 1) / run;
     const uint64_t gen = ++gen_counter_;
-    const uint64_t tag = (gen & kTagMask) << kIndexBits;
     // Close the previous job's word before its fields change: a worker still in that job's
     // claim loop may read the fields below while they are rewritten, and with the old word
     // (every item taken) left in place it could claim "items" past the old count under the new
     // count, run the new function on a mix of old and new fields, and add to the new job's
     // count of items done, so that its caller returned while items still ran (ThreadSanitizer
     // showed a worker reading a finished caller's stack; the sanitizer report once seen in CI).
-    // The new tag with every index taken also keeps the new job closed until it is published.
-    state_.store(tag | kIndexMask, std::memory_order_seq_cst);
+    // The new tag with every run taken also keeps the new job closed until it is published.
+    state_.store(word(gen & kTagMask, kRunMask, 0), std::memory_order_seq_cst);
     call_.store(call, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
     n_.store(n, std::memory_order_relaxed);
@@ -81,13 +94,13 @@ class Pool {
     want_.store(threads, std::memory_order_relaxed);
     err_ = nullptr;
     done_.store(0, std::memory_order_relaxed);
-    state_.store(tag, std::memory_order_release);
+    state_.store(word(gen & kTagMask, 0, static_cast<uint64_t>(runs)), std::memory_order_release);
     posted_.store(gen, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lock(sleep_mu_);
       wake_.notify_all();
     }
-    participate(gen);
+    participate(gen, true);
     for (int spins = 0; done_.load(std::memory_order_acquire) < n; ++spins) {
       if (spins < 4000) CK_PAUSE();
       else std::this_thread::yield();  // a worker was descheduled mid-run: let it finish
@@ -97,31 +110,33 @@ class Pool {
   }
 
  private:
-  void participate(uint64_t gen) {
+  // Runs of the job `gen` until none is left, from the front (the caller) or the back.
+  void participate(uint64_t gen, bool front) {
     t_inside = true;
     const uint64_t tag = gen & kTagMask;  // the generation as the state word holds it
     for (;;) {
       uint64_t s = state_.load(std::memory_order_acquire);
       if ((s >> kIndexBits) != tag) break;
-      const int64_t i = static_cast<int64_t>(s & kIndexMask);
+      const uint64_t f = (s >> kRunBits) & kRunMask, b = s & kRunMask;
+      if (f >= b) break;  // every run taken
       // the job's fields, valid as long as the claim below succeeds (a new job is published
       // only once every item of this one is done, so none can be published before it)
       const int64_t n = n_.load(std::memory_order_relaxed);
       const int64_t run = run_.load(std::memory_order_relaxed);
       RangeFn call = call_.load(std::memory_order_relaxed);
       void* ctx = ctx_.load(std::memory_order_relaxed);
-      if (i >= n) break;
-      const int64_t end = std::min(n, i + run);
-      if (!state_.compare_exchange_weak(s, (tag << kIndexBits) | static_cast<uint64_t>(end),
+      const uint64_t r = front ? f : b - 1;  // the run to claim
+      if (!state_.compare_exchange_weak(s, front ? word(tag, f + 1, b) : word(tag, f, b - 1),
                                         std::memory_order_acq_rel))
         continue;
+      const int64_t begin = static_cast<int64_t>(r) * run, end = std::min(n, begin + run);
       try {
-        call(ctx, i, end);
+        call(ctx, begin, end);
       } catch (...) {
         std::lock_guard<std::mutex> lock(err_mu_);
         if (!err_) err_ = std::current_exception();
       }
-      done_.fetch_add(end - i, std::memory_order_release);
+      done_.fetch_add(end - begin, std::memory_order_release);
     }
     t_inside = false;
   }
@@ -143,7 +158,7 @@ class Pool {
       }
       seen = gen;
       // want_ may already be a later job's: then the claim fails, which is harmless
-      if (index < want_.load(std::memory_order_relaxed)) participate(gen);
+      if (index < want_.load(std::memory_order_relaxed)) participate(gen, false);
     }
   }
 
