@@ -34,10 +34,9 @@ void run_in_tbb(int64_t n, int64_t run, int threads, RangeFn fn, void* ctx);
 //
 // The runtime: convkit's pool, where the calling thread takes part, items are handed out in runs
 // from a shared counter (the caller's from the front, the workers' from the back), and the call
-// returns when every item is done, so it never waits for a
-// thread that has not started (a core busy with another process costs its share of the work,
-// not a barrier); CONVKIT_RUNTIME=openmp (or tbb) selects another, to compare. Exceptions are
-// rethrown on the calling thread either way.
+// returns when every item is done, so it never waits for a thread that has not started (a core
+// busy with another process costs its share of the work, not a barrier); CONVKIT_RUNTIME=openmp
+// (or tbb) selects another, to compare. Exceptions are rethrown on the calling thread either way.
 template <class F>
 void parallel_for(int64_t n, double work, F&& fn) {
   int nt = get_num_threads();
