@@ -10,7 +10,8 @@ from conftest import assert_close, finite_diff, needs_torch, torch
 
 
 @pytest.mark.parametrize("N,I,O", [(1, 1, 1), (64, 400, 120), (3, 7, 5), (17, 33, 65), (130, 260, 10),
-                                   (1, 400, 120), (2, 37, 70), (4, 33, 9), (5, 17, 3)])
+                                   (1, 400, 120), (2, 37, 70), (4, 33, 9), (5, 17, 3),
+                                   (1, 33, 65)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear(isa, rng, N, I, O, bias):
     x = rng.standard_normal((N, I)).astype(np.float32)

@@ -26,6 +26,25 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
     // first tile shape: 4 x 6 at AVX-512, 4 x 3 at AVX2) read them in place, where the GEMM
     // would spend as long transposing W into panels as multiplying. Tiles are whole outputs:
     // the same bits for any thread count.
+    if (N == 1) {
+      // One row of x: each W row is read once whatever the tile, so tiles of many W rows by the
+      // one x row (the table's widest (kt, 1) shape) load x least often and keep the most
+      // sums in flight; the same products in the same order as the general tiles below.
+      int K1 = 1;
+      for (int i = 0; i < ktab.dw_tile_nshapes; ++i)
+        if (ktab.dw_tile_shapes[i][1] == 1) K1 = std::max(K1, ktab.dw_tile_shapes[i][0]);
+      const int64_t ot = (O + K1 - 1) / K1;
+      parallel_for(ot, 2.0 * I * O, [&](int64_t t) {
+        const int64_t o0 = t * K1;
+        const int kt = static_cast<int>(std::min<int64_t>(K1, O - o0));
+        const int64_t xoff[1] = {0};
+        const DwTileArgs a{w + o0 * I, 0, I, 0, x, 0, 0, xoff, 1, 1, I};
+        dot(y + o0, 1, a, kt, 1);
+        if (b)
+          for (int k = 0; k < kt; ++k) y[o0 + k] += b[o0 + k];
+      });
+      return;
+    }
     const int KT = ktab.dw_tile_shapes[0][0], TG = ktab.dw_tile_shapes[0][1];
     const int64_t rt = (N + KT - 1) / KT, ct = (O + TG - 1) / TG;
     const int64_t cper = std::max<int64_t>(1, std::min<int64_t>(ct, 8));  // tiles per item
