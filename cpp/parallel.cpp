@@ -7,9 +7,9 @@
 // another generation fails, so a worker that wakes late can never touch a job that has ended.
 // Claiming from both ends keeps the caller on the first part of every job and a worker on the
 // last, call after call, so what one op writes is still in the cache of the core that reads it
-// in the next (runs handed out in arrival order from the front made ReLU on a 1.2 MB array 1.4x
-// slower at 2 threads; one fixed part per thread, stolen only when its owner was late, made a
-// batch-1 LeNet-5 forward 1.1-1.6x slower, as the late worker then always took its share).
+// in the next (runs handed out in arrival order from the front made ReLU on a 1.2 MB array
+// 1.7-1.8x slower at 2 threads; one fixed part per thread, stolen only when its owner was late,
+// made a batch-1 LeNet-5 forward 1.1-1.6x slower, as the late worker then always took its share).
 // Completion is counted in items: the caller returns when every item is done, whoever did it. A
 // worker the OS has not scheduled yet costs nothing; only a worker descheduled in the middle of
 // its run is waited for, and runs are short.

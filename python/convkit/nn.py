@@ -773,8 +773,10 @@ class Residual(Module):
                 # the body ends in a batch norm: it adds the shortcut (and applies the ReLU)
                 # to each sample while it is in cache, one pass instead of two or three
                 h = _core.run_steps(steps[:-1], x) if hook_free else None
-                if h is None:  # hooks (or gained since: then nothing ran)
-                    h = _run_steps(_planned_steps(body, replan=hook_free)[0][:-1], x)
+                if h is None:  # hooks (or gained since: then nothing ran, and the plan is redone)
+                    if hook_free:
+                        steps = _planned_steps(body, replan=True)[0]
+                    h = _run_steps(steps[:-1], x)
                 s = x if self.shortcut is None else self.shortcut(x)
                 if type(s) is np.ndarray and s.dtype == np.float32 and s.flags.c_contiguous \
                         and np.shape(h) == np.shape(s):

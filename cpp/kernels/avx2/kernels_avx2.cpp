@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 
 #include "kernels.h"
 
@@ -276,7 +277,7 @@ void fill_table_avx2(KernelTable& t) {
   avx2::fill_portable(t);
   t.conv_dw_tile = avx2::conv_dw_tile_avx2;
   t.dw_tile_shapes = avx2::kDwTileShapes;
-  t.dw_tile_nshapes = 5;
+  t.dw_tile_nshapes = static_cast<int>(std::size(avx2::kDwTileShapes));
   t.conv_kvec = avx2::conv_kvec_avx2;
   t.conv_dw_kvec = avx2::conv_dw_kvec_avx2;
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 
 #include "kernels/avx512/avx512.h"
 
@@ -48,7 +49,7 @@ void fill_table_avx512(KernelTable& t) {
   t.planes_to_lanes = avx512::planes_to_lanes_avx512;
   t.conv_dw_tile = avx512::conv_dw_tile_avx512;
   t.dw_tile_shapes = avx512::kDwTileShapes;
-  t.dw_tile_nshapes = 7;
+  t.dw_tile_nshapes = static_cast<int>(std::size(avx512::kDwTileShapes));
   t.conv_kvec = avx512::conv_kvec_avx512;
   t.conv_kvec_blocks = avx512::conv_kvec_blocks_avx512;
   t.rows_to_lanes16 = avx512::rows_to_lanes16_avx512;
