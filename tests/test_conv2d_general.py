@@ -77,6 +77,17 @@ def test_matches_pytorch_float64(rng, shape):
     assert_close(db, bt.grad.numpy(), 1e-5, "grad_bias")
 
 
+# depthwise 3x3 stride 1 read in place (AVX-512): blocks of 1 to 4 vectors and past 64
+# columns, padding 0 to 3 on either axis, a row, a column, one pixel
+DW3_SHAPES = [
+    (2, 3, 5, 7, 3, (3, 3), (1, 1), (0, 2), (1, 1), 3),
+    (1, 2, 9, 16, 2, (3, 3), (1, 1), (1, 0), (1, 1), 2),
+    (1, 3, 7, 65, 3, (3, 3), (1, 1), (3, 3), (1, 1), 3),
+    (1, 2, 11, 100, 2, (3, 3), (1, 1), (1, 2), (1, 1), 2),
+    (2, 2, 1, 1, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (1, 3, 40, 1, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+]
+
 # Shapes for the forced algorithms: these plus the general ones above, so that every row of every
 # table meets several shapes it applies to (the plain rows need plain shapes).
 FORCED_SHAPES = SHAPES + [
@@ -98,6 +109,7 @@ FORCED_SHAPES = SHAPES + [
     (2, 9, 13, 17, 11, (3, 3), (1, 1), (2, 3), (2, 3), 1),
     (1, 5, 11, 20, 7, (3, 3), (1, 1), (0, 1), (3, 1), 1),
     (2, 33, 12, 11, 17, (3, 3), (1, 1), (1, 0), (1, 2), 1),
+    *DW3_SHAPES,
     # rows merged from two column phases past 32 columns (odd first column, odd tail)
     (1, 3, 9, 75, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
     (1, 4, 7, 70, 5, (3, 3), (1, 1), (1, 2), (1, 2), 1),
@@ -110,6 +122,27 @@ def _forced_cases():
     for d in _DIRS:
         for name in _core.conv2d_algorithms(d):
             yield d, name
+
+
+@pytest.mark.skipif("avx512" not in ISAS or "avx2" not in ISAS, reason="needs AVX-512 and AVX2")
+@pytest.mark.parametrize("shape", DW3_SHAPES + [SHAPES[0]], ids=str)
+def test_depthwise_3x3_in_place_has_the_bits_of_the_padded_rows(rng, shape):
+    """AVX-512 reads a stride-1 3x3 depthwise layer's input in place (forward, the transposed
+    input gradient, the weight gradient); AVX2 sums the same products in the same order over a
+    zero-padded copy: the bits must agree."""
+    x, w, b, kw = _data(rng, shape)
+    x[0, 0, 0, 0] = np.nan if x.size > 1 else x[0, 0, 0, 0]
+    out = {}
+    before = _core.isa()
+    try:
+        for isa_name in ("avx512", "avx2"):
+            _core.set_isa(isa_name)
+            y = F.conv2d(x, w, b, **kw)
+            out[isa_name] = (y,) + F.conv2d_backward(np.cos(np.nan_to_num(y)), x, w, b, **kw)
+    finally:
+        _core.set_isa(before)
+    for a, c, what in zip(out["avx512"], out["avx2"], ("y", "grad_x", "grad_weight", "grad_bias")):
+        np.testing.assert_array_equal(a, c, err_msg=what)
 
 
 @pytest.mark.parametrize("direction,name", list(_forced_cases()))

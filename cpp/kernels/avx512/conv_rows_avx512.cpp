@@ -4,6 +4,7 @@
 // last vector of a row is masked, so nothing is read or written past Q.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/avx512/avx512.h"
@@ -107,6 +108,107 @@ void rows_of_k(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, co
   }
 }
 
+// 3 x 3 taps with the nine weights in registers: output row o of a block reads input rows
+// SH o + r (r < 3) of the block, rows[j] for j < SH (ROWS - 1) + 3, tap t at column offset
+// coff[t] (t when coff is null), its vector v loading only the lanes mask[t][v]. Each input
+// row's three shifted loads serve every output row of the block that reads it; rows are visited
+// in order, so every output still adds its taps in (r, t) order, as conv_rows' contract says.
+template <int SH, int ROWS, int NV>
+void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int64_t* coff,
+                   const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
+                   __mmask16 last) {
+  __m512 acc[ROWS][NV];
+  #pragma GCC unroll 16
+  for (int o = 0; o < ROWS; ++o)
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
+  #pragma GCC unroll 32
+  for (int j = 0; j < SH * (ROWS - 1) + 3; ++j) {
+    #pragma GCC unroll 3
+    for (int t = 0; t < 3; ++t) {
+      const float* s = rows[j] + (coff ? coff[t] : t) + q0;
+      #pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        const __m512 x = _mm512_maskz_loadu_ps(mask[t][v], s + 16 * v);
+        #pragma GCC unroll 16
+        for (int o = 0; o < ROWS; ++o) {
+          const int r = j - SH * o;
+          if (r >= 0 && r < 3) acc[o][v] = _mm512_fmadd_ps(wv[3 * r + t], x, acc[o][v]);
+        }
+      }
+    }
+  }
+  #pragma GCC unroll 16
+  for (int o = 0; o < ROWS; ++o) {
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + o * ystep + q0 + 16 * v, acc[o][v]);
+    _mm512_mask_storeu_ps(y + o * ystep + q0 + 16 * (NV - 1), last, acc[o][NV - 1]);
+  }
+}
+
+// All output rows of one column block: blocks of ROWS, then the rest one by one. row(i) is
+// padded input row i of the plane.
+template <int SH, int ROWS, int NV, class Row>
+void taps3x3_of(float* y, int64_t ystep, int64_t nrows, const Row& row, const int64_t* coff,
+                const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
+                __mmask16 last) {
+  const float* rows[SH * (ROWS - 1) + 3];
+  int64_t o = 0;
+  for (; o + ROWS <= nrows; o += ROWS) {
+    for (int j = 0; j < SH * (ROWS - 1) + 3; ++j) rows[j] = row(SH * o + j);
+    taps3x3_block<SH, ROWS, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
+  }
+  for (; o < nrows; ++o) {
+    for (int j = 0; j < 3; ++j) rows[j] = row(SH * o + j);
+    taps3x3_block<SH, 1, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
+  }
+}
+
+// Every output row, 64 columns at a time; masks(q0, mask) fills the load masks of a block.
+template <int SH, class Row, class Masks>
+void taps3x3(float* y, int64_t ystep, int64_t nrows, int64_t Q, const Row& row,
+             const int64_t* coff, const Masks& masks, const float* w, float bias) {
+  __m512 wv[9];
+  #pragma GCC unroll 9
+  for (int i = 0; i < 9; ++i) wv[i] = _mm512_set1_ps(w[i]);
+  __mmask16 mask[3][4];
+  for (int64_t q0 = 0; q0 < Q; q0 += 64) {
+    const int64_t n = Q - q0;
+    const __mmask16 last = tail_mask(n - (n > 64 ? 48 : (n - 1) / 16 * 16));
+    masks(q0, mask);
+    // accumulators: ROWS * NV registers next to the nine weights
+    if (n > 48)
+      taps3x3_of<SH, 4, 4>(y, ystep, nrows, row, coff, mask, wv, bias, q0,
+                           n >= 64 ? __mmask16(0xFFFF) : last);
+    else if (n > 32) taps3x3_of<SH, 4, 3>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+    else if (n > 16) taps3x3_of<SH, 6, 2>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+    else taps3x3_of<SH, 8, 1>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+  }
+}
+
+// The row step D between kernel rows when the taps are 3 x 3 with rows D apart
+// (off[3 r + t] = off[t] + r D) and output rows 1 or 2 kernel rows apart (bstep = D or 2 D);
+// 0 otherwise.
+int64_t rows3x3_step(int64_t ntaps, int64_t bstep, const int64_t* off) {
+  if (ntaps != 9) return 0;
+  const int64_t D = off[3] - off[0];
+  for (int t = 0; t < 3; ++t)
+    if (off[3 + t] - off[t] != D || off[6 + t] - off[3 + t] != D) return 0;
+  return D > 0 && (bstep == D || bstep == 2 * D) ? D : 0;
+}
+
+// conv_rows for rows3x3_step's taps: padded row i is base + i D, every lane of a row inside it.
+template <int SH>
+void rows3x3(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base, int64_t D,
+             const int64_t* off, const float* w, float bias) {
+  auto masks = [Q](int64_t q0, __mmask16 (*mask)[4]) {
+    for (int t = 0; t < 3; ++t)
+      for (int v = 0; v < 4; ++v) mask[t][v] = tail_mask(std::max<int64_t>(0, Q - q0 - 16 * v));
+  };
+  auto row = [base, D](int64_t i) { return base + i * D; };
+  taps3x3<SH>(y, ystep, nrows, Q, row, off, masks, w, bias);
+}
+
 // T taps' lanes in registers through all the rows: per row and 16 columns one dy load and T
 // tap loads, each tap's additions in the order of the contract (rows, then columns).
 template <int T>
@@ -143,6 +245,11 @@ void dots_rows(float* lanes, const float* dy, int64_t dystep, int64_t nrows, int
 void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
                       int64_t bstep, const int64_t* off, const float* w, int64_t ntaps,
                       float bias) {
+  if (const int64_t D = rows3x3_step(ntaps, bstep, off)) {
+    if (bstep == D) rows3x3<1>(y, ystep, nrows, Q, base, D, off, w, bias);
+    else rows3x3<2>(y, ystep, nrows, Q, base, D, off, w, bias);
+    return;
+  }
   for (int64_t q0 = 0; q0 < Q; q0 += 64) {
     const int64_t n = Q - q0;
     const __mmask16 last = tail_mask(n - (n > 64 ? 48 : (n - 1) / 16 * 16));
@@ -185,6 +292,62 @@ void conv_row_dots_avx512(float* lanes, const float* dy, int64_t dystep, int64_t
     kFns[t](lanes + 16 * i, dy, dystep, nrows, Q, base, bstep, off + i);
     i += t;
   }
+}
+
+void conv_dw3_plane_avx512(float* y, int64_t P, int64_t Q, const float* x, int64_t H, int64_t W,
+                           int64_t ph, int64_t pw, const float* w, float bias,
+                           const float* zeros) {
+  // x read in place: padded row i is row i - ph shifted by pw, or the row of zeros outside the
+  // plane; a lane loads only columns inside [0, W). The products and their order are those of
+  // rows3x3 on the zero-padded copy, so the bits are too.
+  auto masks = [Q, W, pw](int64_t q0, __mmask16 (*mask)[4]) {
+    for (int t = 0; t < 3; ++t)
+      for (int v = 0; v < 4; ++v) {
+        const int64_t c0 = q0 + 16 * v + t - pw, n = std::min<int64_t>(16, Q - q0 - 16 * v);
+        unsigned m = 0;
+        for (int l = 0; l < n; ++l) m |= (c0 + l >= 0 && c0 + l < W) ? 1u << l : 0u;
+        mask[t][v] = static_cast<__mmask16>(m);
+      }
+  };
+  auto row = [=](int64_t i) { return i >= ph && i < H + ph ? x + (i - ph) * W - pw : zeros; };
+  taps3x3<1>(y, Q, P, Q, row, nullptr, masks, w, bias);
+}
+
+// The stride-1 3 x 3 weight gradient of one plane read in place (KernelTable::conv_dw3_dots):
+// each input row's three shifted loads serve the three dy rows that read it. Input rows are
+// visited in order, so every tap still adds its dy rows in order, each row's columns in order:
+// the bits of conv_row_dots on the zero-padded copy.
+void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
+                          int64_t H, int64_t W, int64_t ph, int64_t pw, const float* zeros) {
+  __m512 acc[9];
+  #pragma GCC unroll 9
+  for (int i = 0; i < 9; ++i) acc[i] = _mm512_loadu_ps(lanes + 16 * i);
+  for (int64_t i = 0; i < P + 2; ++i) {  // padded input row i = input row i - ph
+    const int64_t h = i - ph;
+    const float* xr = h >= 0 && h < H ? x + h * W - pw : zeros;
+    for (int64_t q = 0; q < Q; q += 16) {
+      const __mmask16 mq = tail_mask(Q - q);
+      __m512 xv[3];
+      #pragma GCC unroll 3
+      for (int t = 0; t < 3; ++t) {
+        const int64_t c0 = q + t - pw;  // column of lane 0
+        __mmask16 m = mq;
+        if (c0 < 0) m &= static_cast<__mmask16>(0xFFFFu << -c0);
+        if (c0 + 16 > W) m &= tail_mask(W - c0);
+        xv[t] = _mm512_maskz_loadu_ps(m, xr + t + q);
+      }
+      #pragma GCC unroll 3
+      for (int r = 0; r < 3; ++r) {
+        const int64_t p = i - r;
+        if (p < 0 || p >= P) continue;
+        const __m512 dv = _mm512_maskz_loadu_ps(mq, dy + p * Q + q);
+        #pragma GCC unroll 3
+        for (int t = 0; t < 3; ++t) acc[3 * r + t] = _mm512_fmadd_ps(dv, xv[t], acc[3 * r + t]);
+      }
+    }
+  }
+  #pragma GCC unroll 9
+  for (int i = 0; i < 9; ++i) _mm512_storeu_ps(lanes + 16 * i, acc[i]);
 }
 
 }  // namespace avx512

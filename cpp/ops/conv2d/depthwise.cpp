@@ -8,6 +8,9 @@
 //                order) summed over dy rows padded left and right
 //   weight grad  items (runs of output channels): dot products of dy rows with the tap rows in
 //                16 lanes (KernelTable::conv_row_dots) over all images in order
+// At stride 1 with 3 x 3 taps and one channel per group, forward and weight gradient read x in
+// place where the ISA has the kernels (KernelTable::conv_dw3_plane / conv_dw3_dots): the same
+// products in the same order as on the padded copy, without the copy.
 // They multiply padding zeros, so the planner keeps them to finite operands; the "rows" family
 // is the exact fallback.
 #include <algorithm>
@@ -52,9 +55,19 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
   const int64_t* offp = off.data();  // this thread's: workers must not name the thread_local
   const auto rows = g_kernels->conv_rows;
   const auto rows_k = g_kernels->conv_rows_k;
+  const auto plane3 = g_kernels->conv_dw3_plane;
+  const bool in_place = plane3 && Cg == 1 && Kg == 1 && s.R == 3 && s.S == 3 && s.sh == 1 &&
+                        s.sw == 1 && s.dh == 1 && s.dw == 1;
   parallel_for(s.N * s.G, 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.C * pad.plane,
                [&](int64_t item) {
     const int64_t n = item / s.G, g = item % s.G;
+    if (in_place) {  // x read where it lies, rows outside the plane from a row of zeros
+      float* zeros = scratch(Buf::dwise_row, s.Q + 66);
+      std::fill(zeros, zeros + s.Q + 66, 0.f);
+      plane3(y + item * PQ, s.P, s.Q, x + item * s.H * s.W, s.H, s.W, s.ph, s.pw, w + g * 9,
+             b ? b[g] : 0.f, zeros);
+      return;
+    }
     float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
     pad.fill(buf, x + (n * s.C + g * Cg) * s.H * s.W, Cg, s);
     if (Kg == 1) {
@@ -155,6 +168,9 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
   pad.taps(off, Cg, s);
   const int64_t* offp = off.data();
   const auto dots = g_kernels->conv_row_dots;
+  const auto dots3 = g_kernels->conv_dw3_dots;
+  const bool in_place = dots3 && Cg == 1 && Kg == 1 && s.R == 3 && s.S == 3 && s.sh == 1 &&
+                        s.sw == 1 && s.dh == 1 && s.dw == 1;
   // Items are runs of KB output channels, so that an item reads each image's planes of them in
   // one stretch (the planes of one channel alone are a few KiB, images apart). Every channel
   // adds its images in order: the same bits for any KB and thread count.
@@ -165,7 +181,15 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
     float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
     float* lanes = scratch(Buf::dwise_lanes, (k1 - k0) * taps * 16);
     std::fill(lanes, lanes + (k1 - k0) * taps * 16, 0.f);
-    for (int64_t n = 0; n < s.N; ++n)
+    if (in_place) {  // x read where it lies, rows outside the plane from a row of zeros
+      float* zeros = scratch(Buf::dwise_row, s.Q + 66);
+      std::fill(zeros, zeros + s.Q + 66, 0.f);
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t k = k0; k < k1; ++k)
+          dots3(lanes + (k - k0) * 144, dy + (n * s.K + k) * PQ, s.P, s.Q,
+                x + (n * s.C + k) * s.H * s.W, s.H, s.W, s.ph, s.pw, zeros);
+    }
+    for (int64_t n = 0; n < (in_place ? 0 : s.N); ++n)
       for (int64_t k = k0, filled = -1; k < k1; ++k) {
         const int64_t g = k / Kg;
         if (g != filled) pad.fill(buf, x + (n * s.C + g * Cg) * s.H * s.W, Cg, s);
