@@ -77,8 +77,8 @@ def test_matches_pytorch_float64(rng, shape):
     assert_close(db, bt.grad.numpy(), 1e-5, "grad_bias")
 
 
-# depthwise 3x3 stride 1 read in place (AVX-512): blocks of 1 to 4 vectors and past 64
-# columns, padding 0 to 3 on either axis, a row, a column, one pixel
+# depthwise 3x3, the AVX-512 register kernels (stride 1 read in place): blocks of 1 to 4 vectors
+# and past 64 columns, padding 0 to 3 on either axis, a row, a column, one pixel
 DW3_SHAPES = [
     (2, 3, 5, 7, 3, (3, 3), (1, 1), (0, 2), (1, 1), 3),
     (1, 2, 9, 16, 2, (3, 3), (1, 1), (1, 0), (1, 1), 2),
@@ -86,6 +86,10 @@ DW3_SHAPES = [
     (1, 2, 11, 100, 2, (3, 3), (1, 1), (1, 2), (1, 1), 2),
     (2, 2, 1, 1, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     (1, 3, 40, 1, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    # stride 2 (rows of the phase-split copy, two kernel rows apart), a channel multiplier
+    (2, 3, 13, 35, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
+    (1, 2, 8, 70, 4, (3, 3), (2, 2), (0, 1), (1, 1), 2),
+    (1, 2, 9, 129, 2, (3, 3), (2, 1), (1, 1), (1, 1), 2),
 ]
 
 # Shapes for the forced algorithms: these plus the general ones above, so that every row of every
@@ -126,10 +130,11 @@ def _forced_cases():
 
 @pytest.mark.skipif("avx512" not in ISAS or "avx2" not in ISAS, reason="needs AVX-512 and AVX2")
 @pytest.mark.parametrize("shape", DW3_SHAPES + [SHAPES[0]], ids=str)
-def test_depthwise_3x3_in_place_has_the_bits_of_the_padded_rows(rng, shape):
-    """AVX-512 reads a stride-1 3x3 depthwise layer's input in place (forward, the transposed
-    input gradient, the weight gradient); AVX2 sums the same products in the same order over a
-    zero-padded copy: the bits must agree."""
+def test_depthwise_3x3_register_kernels_have_the_bits_of_the_padded_rows(rng, shape):
+    """AVX-512 keeps a 3x3 depthwise layer's weights in registers and loads each input row once
+    for the output rows that read it, and at stride 1 reads the input in place (forward, the
+    transposed input gradient, the weight gradient); AVX2 sums the same products in the same
+    order, row by row over a zero-padded copy: the bits must agree."""
     x, w, b, kw = _data(rng, shape)
     x[0, 0, 0, 0] = np.nan if x.size > 1 else x[0, 0, 0, 0]
     out = {}

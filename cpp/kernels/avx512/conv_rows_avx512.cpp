@@ -109,11 +109,11 @@ void rows_of_k(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, co
 }
 
 // 3 x 3 taps with the nine weights in registers: output row o of a block reads input rows
-// SH o + r (r < 3) of the block, rows[j] for j < SH (ROWS - 1) + 3, tap t at column offset
+// o + r (r < 3) of the block, rows[j] for j < ROWS + 2, tap t at column offset
 // coff[t] (t when coff is null), its vector v loading only the lanes mask[t][v]. Each input
 // row's three shifted loads serve every output row of the block that reads it; rows are visited
 // in order, so every output still adds its taps in (r, t) order, as conv_rows' contract says.
-template <int SH, int ROWS, int NV>
+template <int ROWS, int NV>
 void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int64_t* coff,
                    const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
                    __mmask16 last) {
@@ -123,7 +123,7 @@ void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int6
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
   #pragma GCC unroll 32
-  for (int j = 0; j < SH * (ROWS - 1) + 3; ++j) {
+  for (int j = 0; j < ROWS + 2; ++j) {
     #pragma GCC unroll 3
     for (int t = 0; t < 3; ++t) {
       const float* s = rows[j] + (coff ? coff[t] : t) + q0;
@@ -132,7 +132,7 @@ void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int6
         const __m512 x = _mm512_maskz_loadu_ps(mask[t][v], s + 16 * v);
         #pragma GCC unroll 16
         for (int o = 0; o < ROWS; ++o) {
-          const int r = j - SH * o;
+          const int r = j - o;
           if (r >= 0 && r < 3) acc[o][v] = _mm512_fmadd_ps(wv[3 * r + t], x, acc[o][v]);
         }
       }
@@ -148,24 +148,24 @@ void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int6
 
 // All output rows of one column block: blocks of ROWS, then the rest one by one. row(i) is
 // padded input row i of the plane.
-template <int SH, int ROWS, int NV, class Row>
+template <int ROWS, int NV, class Row>
 void taps3x3_of(float* y, int64_t ystep, int64_t nrows, const Row& row, const int64_t* coff,
                 const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
                 __mmask16 last) {
-  const float* rows[SH * (ROWS - 1) + 3];
+  const float* rows[ROWS + 2];
   int64_t o = 0;
   for (; o + ROWS <= nrows; o += ROWS) {
-    for (int j = 0; j < SH * (ROWS - 1) + 3; ++j) rows[j] = row(SH * o + j);
-    taps3x3_block<SH, ROWS, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
+    for (int j = 0; j < ROWS + 2; ++j) rows[j] = row(o + j);
+    taps3x3_block<ROWS, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
   }
   for (; o < nrows; ++o) {
-    for (int j = 0; j < 3; ++j) rows[j] = row(SH * o + j);
-    taps3x3_block<SH, 1, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
+    for (int j = 0; j < 3; ++j) rows[j] = row(o + j);
+    taps3x3_block<1, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
   }
 }
 
 // Every output row, 64 columns at a time; masks(q0, mask) fills the load masks of a block.
-template <int SH, class Row, class Masks>
+template <class Row, class Masks>
 void taps3x3(float* y, int64_t ystep, int64_t nrows, int64_t Q, const Row& row,
              const int64_t* coff, const Masks& masks, const float* w, float bias) {
   __m512 wv[9];
@@ -178,27 +178,27 @@ void taps3x3(float* y, int64_t ystep, int64_t nrows, int64_t Q, const Row& row,
     masks(q0, mask);
     // accumulators: ROWS * NV registers next to the nine weights
     if (n > 48)
-      taps3x3_of<SH, 4, 4>(y, ystep, nrows, row, coff, mask, wv, bias, q0,
+      taps3x3_of<4, 4>(y, ystep, nrows, row, coff, mask, wv, bias, q0,
                            n >= 64 ? __mmask16(0xFFFF) : last);
-    else if (n > 32) taps3x3_of<SH, 4, 3>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
-    else if (n > 16) taps3x3_of<SH, 6, 2>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
-    else taps3x3_of<SH, 8, 1>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+    else if (n > 32) taps3x3_of<4, 3>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+    else if (n > 16) taps3x3_of<6, 2>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+    else taps3x3_of<8, 1>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
   }
 }
 
 // The row step D between kernel rows when the taps are 3 x 3 with rows D apart
-// (off[3 r + t] = off[t] + r D) and output rows 1 or 2 kernel rows apart (bstep = D or 2 D);
-// 0 otherwise.
+// (off[3 r + t] = off[t] + r D) and output rows one kernel row apart (bstep = D: stride 1,
+// undilated); 0 otherwise. (At stride 2 the same kernels measured no faster: those layers are
+// bound by the phase-split copy.)
 int64_t rows3x3_step(int64_t ntaps, int64_t bstep, const int64_t* off) {
   if (ntaps != 9) return 0;
   const int64_t D = off[3] - off[0];
   for (int t = 0; t < 3; ++t)
     if (off[3 + t] - off[t] != D || off[6 + t] - off[3 + t] != D) return 0;
-  return D > 0 && (bstep == D || bstep == 2 * D) ? D : 0;
+  return D > 0 && bstep == D ? D : 0;
 }
 
 // conv_rows for rows3x3_step's taps: padded row i is base + i D, every lane of a row inside it.
-template <int SH>
 void rows3x3(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base, int64_t D,
              const int64_t* off, const float* w, float bias) {
   auto masks = [Q](int64_t q0, __mmask16 (*mask)[4]) {
@@ -206,7 +206,7 @@ void rows3x3(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* bas
       for (int v = 0; v < 4; ++v) mask[t][v] = tail_mask(std::max<int64_t>(0, Q - q0 - 16 * v));
   };
   auto row = [base, D](int64_t i) { return base + i * D; };
-  taps3x3<SH>(y, ystep, nrows, Q, row, off, masks, w, bias);
+  taps3x3(y, ystep, nrows, Q, row, off, masks, w, bias);
 }
 
 // T taps' lanes in registers through all the rows: per row and 16 columns one dy load and T
@@ -240,14 +240,46 @@ void dots_rows(float* lanes, const float* dy, int64_t dystep, int64_t nrows, int
   for (int t = 0; t < T; ++t) _mm512_storeu_ps(lanes + 16 * t, acc[t]);
 }
 
+// conv_row_dots for 3 x 3 taps, padded input row i at row(i), tap t at column offset coff[t]
+// (t when coff is null), dy row p reading padded rows p + r: each input row's three shifted
+// loads serve the dy rows that read it, mask(q, t, mq) giving the lanes of tap t's load at
+// column q. Input rows are visited in order, so every tap adds its dy rows in order, each row's
+// columns in order: conv_row_dots' contract.
+template <class Row, class Mask>
+void dots3x3(float* lanes, const float* dy, int64_t dystep, int64_t P, int64_t Q, const Row& row,
+             const int64_t* coff, const Mask& mask) {
+  __m512 acc[9];
+  #pragma GCC unroll 9
+  for (int i = 0; i < 9; ++i) acc[i] = _mm512_loadu_ps(lanes + 16 * i);
+  for (int64_t i = 0; i < P + 2; ++i) {
+    const float* xr = row(i);
+    for (int64_t q = 0; q < Q; q += 16) {
+      const __mmask16 mq = tail_mask(Q - q);
+      __m512 xv[3];
+      #pragma GCC unroll 3
+      for (int t = 0; t < 3; ++t)
+        xv[t] = _mm512_maskz_loadu_ps(mask(q, t, mq), xr + (coff ? coff[t] : t) + q);
+      #pragma GCC unroll 3
+      for (int r = 0; r < 3; ++r) {
+        const int64_t p = i - r;
+        if (p < 0 || p >= P) continue;
+        const __m512 dv = _mm512_maskz_loadu_ps(mq, dy + p * dystep + q);
+        #pragma GCC unroll 3
+        for (int t = 0; t < 3; ++t) acc[3 * r + t] = _mm512_fmadd_ps(dv, xv[t], acc[3 * r + t]);
+      }
+    }
+  }
+  #pragma GCC unroll 9
+  for (int i = 0; i < 9; ++i) _mm512_storeu_ps(lanes + 16 * i, acc[i]);
+}
+
 }  // namespace
 
 void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
                       int64_t bstep, const int64_t* off, const float* w, int64_t ntaps,
                       float bias) {
   if (const int64_t D = rows3x3_step(ntaps, bstep, off)) {
-    if (bstep == D) rows3x3<1>(y, ystep, nrows, Q, base, D, off, w, bias);
-    else rows3x3<2>(y, ystep, nrows, Q, base, D, off, w, bias);
+    rows3x3(y, ystep, nrows, Q, base, D, off, w, bias);
     return;
   }
   for (int64_t q0 = 0; q0 < Q; q0 += 64) {
@@ -283,6 +315,12 @@ void conv_row_dots_avx512(float* lanes, const float* dy, int64_t dystep, int64_t
                           int64_t ntaps) {
   using Fn = void (*)(float*, const float*, int64_t, int64_t, int64_t, const float*, int64_t,
                       const int64_t*);
+  if (const int64_t D = rows3x3_step(ntaps, bstep, off)) {
+    auto row = [base, D](int64_t i) { return base + i * D; };
+    auto mask = [](int64_t, int, __mmask16 mq) { return mq; };
+    dots3x3(lanes, dy, dystep, nrows, Q, row, off, mask);
+    return;
+  }
   static constexpr Fn kFns[] = {nullptr,      dots_rows<1>, dots_rows<2>, dots_rows<3>,
                                 dots_rows<4>, dots_rows<5>, dots_rows<6>, dots_rows<7>,
                                 dots_rows<8>, dots_rows<9>, dots_rows<10>, dots_rows<11>,
@@ -310,44 +348,20 @@ void conv_dw3_plane_avx512(float* y, int64_t P, int64_t Q, const float* x, int64
       }
   };
   auto row = [=](int64_t i) { return i >= ph && i < H + ph ? x + (i - ph) * W - pw : zeros; };
-  taps3x3<1>(y, Q, P, Q, row, nullptr, masks, w, bias);
+  taps3x3(y, Q, P, Q, row, nullptr, masks, w, bias);
 }
 
-// The stride-1 3 x 3 weight gradient of one plane read in place (KernelTable::conv_dw3_dots):
-// each input row's three shifted loads serve the three dy rows that read it. Input rows are
-// visited in order, so every tap still adds its dy rows in order, each row's columns in order:
-// the bits of conv_row_dots on the zero-padded copy.
 void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
                           int64_t H, int64_t W, int64_t ph, int64_t pw, const float* zeros) {
-  __m512 acc[9];
-  #pragma GCC unroll 9
-  for (int i = 0; i < 9; ++i) acc[i] = _mm512_loadu_ps(lanes + 16 * i);
-  for (int64_t i = 0; i < P + 2; ++i) {  // padded input row i = input row i - ph
-    const int64_t h = i - ph;
-    const float* xr = h >= 0 && h < H ? x + h * W - pw : zeros;
-    for (int64_t q = 0; q < Q; q += 16) {
-      const __mmask16 mq = tail_mask(Q - q);
-      __m512 xv[3];
-      #pragma GCC unroll 3
-      for (int t = 0; t < 3; ++t) {
-        const int64_t c0 = q + t - pw;  // column of lane 0
-        __mmask16 m = mq;
-        if (c0 < 0) m &= static_cast<__mmask16>(0xFFFFu << -c0);
-        if (c0 + 16 > W) m &= tail_mask(W - c0);
-        xv[t] = _mm512_maskz_loadu_ps(m, xr + t + q);
-      }
-      #pragma GCC unroll 3
-      for (int r = 0; r < 3; ++r) {
-        const int64_t p = i - r;
-        if (p < 0 || p >= P) continue;
-        const __m512 dv = _mm512_maskz_loadu_ps(mq, dy + p * Q + q);
-        #pragma GCC unroll 3
-        for (int t = 0; t < 3; ++t) acc[3 * r + t] = _mm512_fmadd_ps(dv, xv[t], acc[3 * r + t]);
-      }
-    }
-  }
-  #pragma GCC unroll 9
-  for (int i = 0; i < 9; ++i) _mm512_storeu_ps(lanes + 16 * i, acc[i]);
+  // x read in place, as conv_dw3_plane_avx512 reads it
+  auto row = [=](int64_t i) { return i >= ph && i < H + ph ? x + (i - ph) * W - pw : zeros; };
+  auto mask = [W, pw](int64_t q, int t, __mmask16 mq) {
+    const int64_t c0 = q + t - pw;  // column of lane 0
+    if (c0 < 0) mq &= static_cast<__mmask16>(0xFFFFu << -c0);
+    if (c0 + 16 > W) mq &= tail_mask(std::max<int64_t>(0, W - c0));
+    return mq;
+  };
+  dots3x3(lanes, dy, Q, P, Q, row, nullptr, mask);
 }
 
 }  // namespace avx512
