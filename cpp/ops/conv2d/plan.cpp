@@ -239,9 +239,13 @@ const Row<BwdRun> kWeightGrad[] = {
      // 1x1 and 3-channel layers slower than dot). With 8 lanes (AVX2), rows up to 16 only
      // (forced, 2 threads, against dot: LeNet-5 conv2 0.51 ms against 1.00, (64, 16, 16, 16)
      // -> 32 2.85 against 3.31, 7x7 level; VGG 26.2 against 21.6, (128, 16, 32, 32) 15.8
-     // against 10.6).
+     // against 10.6). A 3x3 layer with one block of 16 channels or fewer on rows 32+ wide goes
+     // to dot (AMD EPYC Zen 4, forced, 2 threads: ResNet-20's (128, 16, 32, 32) -> 16 3.7 ms
+     // against kvec's 4.3, (32, 16, 32, 32) 0.89 against 1.07; at 16 columns level, at 8 kvec
+     // 2x faster; 5x5 and 7x7 kvec 1.1-1.2x faster).
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (kt.lanes < 16) return s.K >= 12 && s.Q <= 16;
+       if (s.K <= 16 && s.Q >= 32 && s.R * s.S <= 9) return false;
        return s.K >= 12 && (s.Q < 16 || (s.R * s.S >= 9 && s.C >= 16));
      },
      true, dw_kvec},
