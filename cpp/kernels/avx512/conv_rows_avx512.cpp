@@ -340,11 +340,10 @@ void conv_dw3_plane_avx512(float* y, int64_t P, int64_t Q, const float* x, int64
   // rows3x3 on the zero-padded copy, so the bits are too.
   auto masks = [Q, W, pw](int64_t q0, __mmask16 (*mask)[4]) {
     for (int t = 0; t < 3; ++t)
-      for (int v = 0; v < 4; ++v) {
+      for (int v = 0; v < 4; ++v) {  // lanes l in [lo, hi): c0 + l in [0, W), l < n
         const int64_t c0 = q0 + 16 * v + t - pw, n = std::min<int64_t>(16, Q - q0 - 16 * v);
-        unsigned m = 0;
-        for (int l = 0; l < n; ++l) m |= (c0 + l >= 0 && c0 + l < W) ? 1u << l : 0u;
-        mask[t][v] = static_cast<__mmask16>(m);
+        const int64_t lo = std::max<int64_t>(0, -c0), hi = std::min(n, W - c0);
+        mask[t][v] = hi > lo ? static_cast<__mmask16>(tail_mask(hi) & ~tail_mask(lo)) : 0;
       }
   };
   auto row = [=](int64_t i) { return i >= ph && i < H + ph ? x + (i - ph) * W - pw : zeros; };
