@@ -273,8 +273,10 @@ struct KernelTable {
                                      int64_t Q, float* work);
   // sum of n floats in float64, in a fixed order
   double (*sum_f64)(const float* x, int64_t n);
-  // Batch norm on one run of L floats of one channel (see portable.inc).
-  void (*bn_moments)(double* m, const float* x, const float* dy, int64_t L, double shift);
+  // Batch norm: the moments of one channel's runs of L floats added into m[0..3] (see
+  // portable.inc).
+  void (*bn_moments)(double* m, const float* x, const float* dy, int64_t L, int64_t stride,
+                     int64_t nruns, double shift);
   void (*bn_affine)(float* y, const float* x, int64_t L, float mh, float ml, float alpha,
                     float beta);
   void (*bn_dx)(float* dx, const float* dy, const float* x, int64_t L, float mh, float ml,

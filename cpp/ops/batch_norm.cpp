@@ -27,7 +27,8 @@ void split(double m, float* hi, float* lo) {
 }
 
 // m (C x 4): per channel, with d = x - shift[c]: sum d, sum d^2, sum dy, sum d*dy (dy may be
-// null: the last two are then 0).
+// null: the last two are then 0). With short runs (L < 256) one kernel call takes a channel's
+// runs in all the block's samples, so that its sums are reduced once per block, not per run.
 void channel_moments(double* m, const float* x, const float* dy, const double* shift, int64_t N,
                      int64_t C, int64_t L) {
   const auto moments = g_kernels->bn_moments;
@@ -36,12 +37,18 @@ void channel_moments(double* m, const float* x, const float* dy, const double* s
   std::vector<double> part(static_cast<size_t>(nb * C * 4), 0.0);
   parallel_for(nb, 4.0 * N * C * L, [&](int64_t b) {
     double* pm = part.data() + b * C * 4;
-    for (int64_t n = b * per; n < std::min(N, (b + 1) * per); ++n)
+    const int64_t n0 = b * per, nn = std::min(N, n0 + per) - n0;
+    if (L < 256) {
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t off = (n0 * C + c) * L;
+        moments(pm + c * 4, x + off, dy ? dy + off : nullptr, L, C * L, nn, shift[c]);
+      }
+      return;
+    }
+    for (int64_t n = n0; n < n0 + nn; ++n)  // memory in its own order
       for (int64_t c = 0; c < C; ++c) {
         const int64_t off = (n * C + c) * L;
-        double t[4];
-        moments(t, x + off, dy ? dy + off : nullptr, L, shift[c]);
-        for (int j = 0; j < 4; ++j) pm[c * 4 + j] += t[j];
+        moments(pm + c * 4, x + off, dy ? dy + off : nullptr, L, 0, 1, shift[c]);
       }
   });
   for (int64_t i = 0; i < C * 4; ++i) {
