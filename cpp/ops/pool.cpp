@@ -153,6 +153,10 @@ void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64
       g_kernels->adaptive_avgpool_plane(yp, xp, H, W, P, Q, work);
       return;
     }
+    if (P == 1) {  // global pooling
+      yp[0] = static_cast<float>(sum(xp, H * W) / double(H * W));
+      return;
+    }
     for (int64_t p = 0; p < P; ++p) {  // whole rows: one contiguous run per window
       const int64_t h0 = adaptive_start(p, H, P), h1 = adaptive_end(p, H, P);
       yp[p] = static_cast<float>(sum(xp + h0 * W, (h1 - h0) * W) / double((h1 - h0) * W));
@@ -163,7 +167,8 @@ void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64
 void adaptive_avg_pool2d_backward(float* dx, const float* dy, int64_t planes, int64_t H,
                                   int64_t W, int64_t P, int64_t Q) {
   parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
-    float* work = scratch(Buf::pool_rows, W);
+    // global pooling needs no row buffer (nor the thread-local lookup of one)
+    float* work = P == 1 && Q == 1 ? nullptr : scratch(Buf::pool_rows, W);
     g_kernels->adaptive_avgpool_bwd_plane(dx + i * H * W, dy + i * P * Q, H, W, P, Q, work);
   });
 }
