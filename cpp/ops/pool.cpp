@@ -25,13 +25,24 @@ void pool2d_out_size(Pool2dShape& s) {
   s.Q = pool_out(s.W, s.S, s.pw, s.sw, s.dw, s.ceil_mode);
 }
 
+// The window's extent along one axis: its start i * stride - pad, clipped to the padded input,
+// and to the input too unless padding counts.
+static int64_t avg_extent(int64_t i, int64_t stride, int64_t pad, int64_t k, int64_t n,
+                          bool include_pad) {
+  const int64_t a = i * stride - pad, b = std::min(a + k, n + pad);
+  return include_pad ? b - a : std::min(b, n) - std::max<int64_t>(a, 0);
+}
+
+int64_t avg_pool2d_rows(const Pool2dShape& s, int64_t p) {
+  return avg_extent(p, s.sh, s.ph, s.R, s.H, s.count_include_pad);
+}
+
+int64_t avg_pool2d_cols(const Pool2dShape& s, int64_t q) {
+  return avg_extent(q, s.sw, s.pw, s.S, s.W, s.count_include_pad);
+}
+
 int64_t avg_pool2d_divisor(const Pool2dShape& s, int64_t p, int64_t q) {
-  if (s.divisor) return s.divisor;
-  const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
-  const int64_t h1 = std::min(h0 + s.R, s.H + s.ph), w1 = std::min(w0 + s.S, s.W + s.pw);
-  if (s.count_include_pad) return (h1 - h0) * (w1 - w0);
-  return (std::min(h1, s.H) - std::max<int64_t>(h0, 0)) *
-         (std::min(w1, s.W) - std::max<int64_t>(w0, 0));
+  return s.divisor ? s.divisor : avg_pool2d_rows(s, p) * avg_pool2d_cols(s, q);
 }
 
 // The first maximum of window (p, q) of plane xp in row-major order (a NaN takes over, as

@@ -51,8 +51,11 @@ struct Pool2dShape {
 // Fills P and Q from the rest, as PyTorch: with ceil_mode a window that would start in the
 // bottom/right padding is dropped.
 void pool2d_out_size(Pool2dShape& s);
-// Average pooling's divisor for output (p, q), as PyTorch's avg_pool2d counts it.
+// Average pooling's divisor for output (p, q), as PyTorch's avg_pool2d counts it: the
+// override, or the window's rows times its columns (counted with or without the padding).
 int64_t avg_pool2d_divisor(const Pool2dShape& s, int64_t p, int64_t q);
+int64_t avg_pool2d_rows(const Pool2dShape& s, int64_t p);
+int64_t avg_pool2d_cols(const Pool2dShape& s, int64_t q);
 
 // ---- conv2d -------------------------------------------------------------------------------
 // x (N,C,H,W), w (K,C/G,R,S), b (K) or null -> y (N,K,P,Q)
