@@ -23,9 +23,9 @@
 //   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases split
 //                  out as one batch, when that goes to winograd5
 //   direct         stride <= 4: col read in place from padded, phase-split input rows
-//   depthwise      few channels per group, or an RGB-like stem (up to 3 input channels, 3x3 or
-//                  smaller, a batch): each output row summed in registers over padded,
-//                  phase-split input rows
+//   depthwise      few channels per group, or at AVX-512 an RGB-like stem (up to 3 input
+//                  channels, 3x3 or smaller, a batch): each output row summed in registers over
+//                  padded, phase-split input rows
 //   rows           non-finite weights: tap by tap over in-range columns only (exact)
 //   im2col_gemm    anything: col packed into GEMM panels, one group at a time
 // Input gradient
@@ -112,13 +112,15 @@ bool few_per_group(const Conv2dShape& s, const KernelTable&) {
   return s.G > 1 && group_in(s) * group_out(s) <= 16;
 }
 
-// An RGB-like stem: up to 3 input channels, small kernel, a batch. Its forward runs the
-// depthwise rows (each output channel's rows summed in registers) rather than direct (AMD EPYC
-// Zen 4, forced, 2 threads: (16, 3, 64, 64) -> 32 0.52 ms against 0.56, -> 64 1.04 against 1.14,
-// (8, 3, 112, 112) -> 32 0.81 against 1.24; 4 channels level; at batch 1 the one work item per
-// group leaves a thread idle, 7x7 kernels are slower).
-bool rgb_stem(const Conv2dShape& s) {
-  return s.G == 1 && s.C <= 3 && s.R * s.S <= 9 && s.N >= 8 && s.dh == 1 && s.dw == 1;
+// An RGB-like stem: up to 3 input channels, small kernel, a batch. At AVX-512 its forward runs
+// the depthwise rows (each output channel's rows summed in registers) rather than direct (AMD
+// EPYC Zen 4, forced, 2 threads: (16, 3, 64, 64) -> 32 0.52 ms against 0.56, -> 64 1.04 against
+// 1.14, (8, 3, 112, 112) -> 32 0.81 against 1.24; 4 channels level; at batch 1 the one work item
+// per group leaves a thread idle, 7x7 kernels are slower). The other ISAs' row kernels are the
+// portable loops: 5.7x slower than direct at AVX2.
+bool rgb_stem(const Conv2dShape& s, const KernelTable& kt) {
+  return kt.lanes == 16 && s.G == 1 && s.C <= 3 && s.R * s.S <= 9 && s.N >= 8 && s.dh == 1 &&
+         s.dw == 1;
 }
 
 // ---- forward -------------------------------------------------------------------------------
@@ -193,11 +195,11 @@ const Row<FwdRun> kForward[] = {
     // wider strides leave too many phases per input row
     {"direct",
      [](const Conv2dShape& s, const KernelTable&) { return special_dilated(s) && s.sw <= 4; },
-     [](const Conv2dShape& s, const KernelTable&) { return !rgb_stem(s); }, true,
+     [](const Conv2dShape& s, const KernelTable& kt) { return !rgb_stem(s, kt); }, true,
      direct_forward},
     {"depthwise", any,
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return few_per_group(s, kt) || rgb_stem(s);
+       return few_per_group(s, kt) || rgb_stem(s, kt);
      },
      true, depthwise_forward},
     {"rows", any, never, false, rows_forward},
