@@ -171,7 +171,11 @@ bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
 bool dw_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
   const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
-  const int64_t nchunk = std::min<int64_t>(s.N, 16);
+  // chunks of 4+ images where the batch allows (each chunk's dW is a full partial to write and
+  // add up: with one image per chunk, a transposed convolution's batch of 16 spent more time
+  // there than in its GEMM), but at least 2 chunks so that 2 threads share small batches
+  const int64_t nchunk =
+      std::min<int64_t>(s.N, std::max<int64_t>(2, std::min<int64_t>(16, s.N / 4)));
   const int64_t per = (s.N + nchunk - 1) / nchunk;
   const int64_t nch = (s.N + per - 1) / per;
   // per-chunk dW (items write every entry, so no zeroing)
