@@ -228,13 +228,14 @@ struct KernelTable {
                       int64_t ntaps, const float* bias);
   // conv_rows of one whole plane for the stride-1, undilated 3 x 3 case, read from x (H, W) in
   // place: y (P, Q) = bias + the taps (r, t) in order of w[3 r + t] * x[p - ph + r][q - pw + t],
-  // x zero outside the plane; zeros: Q + 66 zero floats. Same bits as conv_rows on the padded
-  // rows. Null where the ISA has none (the caller pads and runs conv_rows).
+  // x zero outside the plane; zeros: Q + 2 zero floats (the rows outside it). Same bits as
+  // conv_rows on the padded rows. Null where the ISA has none (the caller pads and runs
+  // conv_rows).
   void (*conv_dw3_plane)(float* y, int64_t P, int64_t Q, const float* x, int64_t H, int64_t W,
                          int64_t ph, int64_t pw, const float* w, float bias, const float* zeros);
   // conv_row_dots of one whole plane for the same case, x read in place: for the taps
   // i = 3 r + t, lanes[16 i + l] += dy[p][q] * x[p - ph + r][q - pw + t] over the rows p in
-  // order, then q in order with q % 16 == l (x zero outside the plane). zeros: Q + 34 zero
+  // order, then q in order with q % 16 == l (x zero outside the plane). zeros: Q + 2 zero
   // floats. Same bits as conv_row_dots on the padded rows; null where the ISA has none.
   void (*conv_dw3_dots)(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
                         int64_t H, int64_t W, int64_t ph, int64_t pw, const float* zeros);

@@ -22,6 +22,7 @@ MAX_CASES = [
     (1, 1, 1, 1, 1, 1, 0, 1, False),
     (1, 3, 17, 33, 3, 1, 1, 1, False),   # stride 1, tails
     (3, 2, 8, 8, 4, 3, 2, 1, True),      # stride 3
+    (1, 2, 3, 160, (2, 67), (1, 3), (1, 20), (1, 2), True),  # over 64 taps per row
 ]
 
 # (N, C, H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -34,6 +35,8 @@ AVG_CASES = [
     (1, 2, 6, 6, 2, 2, 1, True, False, 3),
     (3, 2, 8, 8, 4, 3, 2, True, True, None),
     (1, 4, 16, 16, 2, 2, 0, False, True, 7),  # 2x2 with a divisor: no fast path
+    (1, 2, 3, 160, (2, 67), (1, 3), (1, 20), True, False, None),  # over 64 taps per row
+    (1, 1, 2, 2100, (1, 3), (1, 2), (0, 1), True, False, None),  # over 1024 outputs per row
 ]
 
 

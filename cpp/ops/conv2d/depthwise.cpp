@@ -44,6 +44,21 @@ struct Padded {
   }
 };
 
+// Stride 1, undilated 3 x 3 taps, one channel per group: the kernels that read x in place
+// (KernelTable::conv_dw3_plane / conv_dw3_dots) apply, where the ISA has them.
+bool in_place_3x3(const Conv2dShape& s, const void* kernel) {
+  return kernel && group_in(s) == 1 && group_out(s) == 1 && s.R == 3 && s.S == 3 && s.sh == 1 &&
+         s.sw == 1 && s.dh == 1 && s.dw == 1;
+}
+
+// This thread's row of zeros for the in-place kernels: the padded rows above and below the
+// plane (their masked loads touch at most Q + 2 floats).
+const float* zero_row(int64_t Q) {
+  float* z = scratch(Buf::dwise_row, Q + 2);
+  std::fill(z, z + Q + 2, 0.f);
+  return z;
+}
+
 }  // namespace
 
 bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
@@ -56,16 +71,13 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
   const auto rows = g_kernels->conv_rows;
   const auto rows_k = g_kernels->conv_rows_k;
   const auto plane3 = g_kernels->conv_dw3_plane;
-  const bool in_place = plane3 && Cg == 1 && Kg == 1 && s.R == 3 && s.S == 3 && s.sh == 1 &&
-                        s.sw == 1 && s.dh == 1 && s.dw == 1;
+  const bool in_place = in_place_3x3(s, reinterpret_cast<const void*>(plane3));
   parallel_for(s.N * s.G, 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.C * pad.plane,
                [&](int64_t item) {
     const int64_t n = item / s.G, g = item % s.G;
     if (in_place) {  // x read where it lies, rows outside the plane from a row of zeros
-      float* zeros = scratch(Buf::dwise_row, s.Q + 66);
-      std::fill(zeros, zeros + s.Q + 66, 0.f);
       plane3(y + item * PQ, s.P, s.Q, x + item * s.H * s.W, s.H, s.W, s.ph, s.pw, w + g * 9,
-             b ? b[g] : 0.f, zeros);
+             b ? b[g] : 0.f, zero_row(s.Q));
       return;
     }
     float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
@@ -169,8 +181,7 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
   const int64_t* offp = off.data();
   const auto dots = g_kernels->conv_row_dots;
   const auto dots3 = g_kernels->conv_dw3_dots;
-  const bool in_place = dots3 && Cg == 1 && Kg == 1 && s.R == 3 && s.S == 3 && s.sh == 1 &&
-                        s.sw == 1 && s.dh == 1 && s.dw == 1;
+  const bool in_place = in_place_3x3(s, reinterpret_cast<const void*>(dots3));
   // Items are runs of KB output channels, so that an item reads each image's planes of them in
   // one stretch (the planes of one channel alone are a few KiB, images apart). Every channel
   // adds its images in order: the same bits for any KB and thread count.
@@ -178,25 +189,25 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
   const double work = 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.K * Cg * pad.plane;
   parallel_for((s.K + KB - 1) / KB, work, [&](int64_t item) {
     const int64_t k0 = item * KB, k1 = std::min(s.K, k0 + KB);
-    float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
     float* lanes = scratch(Buf::dwise_lanes, (k1 - k0) * taps * 16);
     std::fill(lanes, lanes + (k1 - k0) * taps * 16, 0.f);
     if (in_place) {  // x read where it lies, rows outside the plane from a row of zeros
-      float* zeros = scratch(Buf::dwise_row, s.Q + 66);
-      std::fill(zeros, zeros + s.Q + 66, 0.f);
+      const float* zeros = zero_row(s.Q);
       for (int64_t n = 0; n < s.N; ++n)
         for (int64_t k = k0; k < k1; ++k)
-          dots3(lanes + (k - k0) * 144, dy + (n * s.K + k) * PQ, s.P, s.Q,
+          dots3(lanes + (k - k0) * taps * 16, dy + (n * s.K + k) * PQ, s.P, s.Q,
                 x + (n * s.C + k) * s.H * s.W, s.H, s.W, s.ph, s.pw, zeros);
+    } else {
+      float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t k = k0, filled = -1; k < k1; ++k) {
+          const int64_t g = k / Kg;
+          if (g != filled) pad.fill(buf, x + (n * s.C + g * Cg) * s.H * s.W, Cg, s);
+          filled = g;
+          dots(lanes + (k - k0) * taps * 16, dy + (n * s.K + k) * PQ, s.Q, s.P, s.Q, buf,
+               s.sh * pad.row, offp, taps);
+        }
     }
-    for (int64_t n = 0; n < (in_place ? 0 : s.N); ++n)
-      for (int64_t k = k0, filled = -1; k < k1; ++k) {
-        const int64_t g = k / Kg;
-        if (g != filled) pad.fill(buf, x + (n * s.C + g * Cg) * s.H * s.W, Cg, s);
-        filled = g;
-        dots(lanes + (k - k0) * taps * 16, dy + (n * s.K + k) * PQ, s.Q, s.P, s.Q, buf,
-             s.sh * pad.row, offp, taps);
-      }
     for (int64_t k = k0; k < k1; ++k) sum_lanes(dw + k * taps, lanes + (k - k0) * taps * 16, taps);
   });
   return true;
