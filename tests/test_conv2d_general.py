@@ -99,6 +99,11 @@ FORCED_SHAPES = SHAPES + [
     (2, 2, 6, 70, 3, (2, 5), (1, 1), (0, 3), (1, 1), 1),      # dx rows
     (2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # Winograd 3x3
     (2, 16, 30, 29, 20, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # Winograd 3x3 stride 2
+    # 4x4 stride 2 (winograd4_s2): even and odd sizes, every padding from 0 to 3, one tile row
+    (2, 16, 16, 16, 20, (4, 4), (2, 2), (1, 1), (1, 1), 1),
+    (3, 17, 13, 11, 16, (4, 4), (2, 2), (0, 3), (1, 1), 1),
+    (1, 16, 9, 30, 33, (4, 4), (2, 2), (2, 1), (1, 1), 1),
+    (2, 16, 4, 7, 16, (4, 4), (2, 2), (1, 2), (1, 1), 1),
     (2, 3, 17, 19, 10, (5, 3), (3, 3), (2, 1), (1, 1), 1),    # stride 3
     (2, 8, 40, 40, 8, (3, 3), (5, 5), (1, 1), (1, 1), 1),     # stride 5 (im2col)
     (2, 5, 13, 10, 9, (7, 7), (2, 3), (3, 1), (1, 1), 1),     # 7x7 asymmetric stride
@@ -177,6 +182,54 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
               isa == "avx512" or (isa == "avx2" and name in {"dot", "kvec"}))
     if kt_has and not (name == "gemm" and isa == "avx512" and direction == "weight_grad"):
         assert ran >= 2, f"{direction} {name} applied to only {ran} shapes on {isa}"
+
+
+_W4 = (9, 16, 21, 26, 18, (4, 4), (2, 2), (1, 2), (1, 1), 1)  # 4x4 stride 2: winograd4_s2
+
+
+@pytest.mark.parametrize("direction", _DIRS)
+def test_winograd4_s2_same_bits_for_any_thread_count(rng, threads, direction):
+    """Several items per call (bands of tile rows, chunks of images whose partial weight
+    gradients are added in order): the bits depend on the shape only."""
+    x, w, b, kw = _data(rng, _W4)
+    g = rng.standard_normal(_ref(x, w, b, kw).shape).astype(np.float32)
+    outs = []
+    try:
+        _core.conv2d_force(direction, "winograd4_s2")
+        for n in (1, 2, 3):
+            threads(n)
+            outs.append((F.conv2d(x, w, b, **kw),) + F.conv2d_backward(g, x, w, b, **kw))
+    finally:
+        _core.conv2d_force(direction, "")
+    for other in outs[1:]:
+        for a, c in zip(outs[0], other):
+            assert a.tobytes() == c.tobytes()
+
+
+@pytest.mark.parametrize("direction", _DIRS)
+def test_winograd4_s2_non_finite_operands_give_what_the_definition_gives(isa, rng, direction):
+    """Its transforms subtract input values, so an Inf can give NaN where the definition has
+    Inf: a non-finite result makes the path decline and the next row recompute the layer."""
+    x, w, b, kw = _data(rng, _W4)
+    g = rng.standard_normal(_ref(x, w, b, kw).shape).astype(np.float32)
+    if direction == "input_grad":
+        g[1, 3, 5, 7] = np.inf
+    else:
+        x[1, 3, 5, 7] = np.inf
+    try:
+        _core.conv2d_force(direction, "winograd4_s2")
+        if direction == "forward":
+            got, want = F.conv2d(x, w, b, **kw), _ref(x, w, b, kw)
+        else:
+            dx, dw, _ = F.conv2d_backward(g, x, w, b, **kw)
+            rx, rw, _ = _ref_bwd(g, x, w, b, kw)
+            got, want = (dx, rx) if direction == "input_grad" else (dw, rw)
+    finally:
+        _core.conv2d_force(direction, "")
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.isinf(got), np.isinf(want)) and not np.isfinite(want).all()
+    fin = np.isfinite(want)
+    assert_close(got[fin], want[fin], 1e-5, direction)
 
 
 def test_plan_is_reported_for_depthwise_and_dilated_layers():

@@ -32,6 +32,44 @@ static void pad_rows_avx512(float* dst, int64_t dstride, const float* src, int64
   }
 }
 
+// phase_split_rows for sw = 4: 64 input columns per step, split into even and odd lanes and
+// each of those again (six permutes), the column masks computed once for all rows.
+static void phase_split4_rows(float* dst, int64_t dstep, int64_t fstride, const float* src,
+                              int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t Wq) {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
+  const int nb = static_cast<int>((Wq + 15) / 16);
+  __mmask16 ml[16][4], mj[16];  // source lanes of the four loads, destination lanes
+  for (int b = 0; b < nb; ++b) {
+    for (int q = 0; q < 4; ++q) {
+      const int first = static_cast<int>(64 * b + 16 * q - pw);  // input column of lane 0
+      const __m512i c = _mm512_add_epi32(iota, _mm512_set1_epi32(first));
+      ml[b][q] = _mm512_cmpge_epi32_mask(c, zero) & _mm512_cmplt_epi32_mask(c, vw);
+    }
+    const int64_t j0 = 16 * b;
+    mj[b] = Wq - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wq - j0)) - 1u);
+  }
+  for (int64_t i = 0; i < nrows; ++i) {
+    const float* r = src + i * sstep - pw;
+    float* d = dst + i * dstep;
+    for (int b = 0; b < nb; ++b) {
+      __m512 v[4];
+      for (int q = 0; q < 4; ++q) v[q] = _mm512_maskz_loadu_ps(ml[b][q], r + 64 * b + 16 * q);
+      const __m512 e0 = _mm512_permutex2var_ps(v[0], even, v[1]);  // columns 0, 2, .. 30
+      const __m512 o0 = _mm512_permutex2var_ps(v[0], odd, v[1]);
+      const __m512 e1 = _mm512_permutex2var_ps(v[2], even, v[3]);  // columns 32, 34, .. 62
+      const __m512 o1 = _mm512_permutex2var_ps(v[2], odd, v[3]);
+      float* o = d + 16 * b;
+      _mm512_mask_storeu_ps(o, mj[b], _mm512_permutex2var_ps(e0, even, e1));  // 0, 4, .. 60
+      _mm512_mask_storeu_ps(o + fstride, mj[b], _mm512_permutex2var_ps(o0, even, o1));
+      _mm512_mask_storeu_ps(o + 2 * fstride, mj[b], _mm512_permutex2var_ps(e0, odd, e1));
+      _mm512_mask_storeu_ps(o + 3 * fstride, mj[b], _mm512_permutex2var_ps(o0, odd, o1));
+    }
+  }
+}
+
 // phase_split_rows for sw = 2: 32 input columns per step, split into even and odd lanes with two
 // permutes, the column masks computed once for all rows; other strides take the portable loop.
 void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const float* src,
@@ -39,6 +77,10 @@ void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const f
                                     int64_t sw, int64_t Wq) {
   if (sw == 1) {
     pad_rows_avx512(dst, dstep, src, sstep, nrows, W, pw, Wq);
+    return;
+  }
+  if (sw == 4 && src && Wq <= 256) {
+    phase_split4_rows(dst, dstep, fstride, src, sstep, nrows, W, pw, Wq);
     return;
   }
   if (sw != 2 || !src || Wq > 256) {

@@ -112,6 +112,23 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
 bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
                        const Conv2dShape& s);
 bool winograd5_pays(const Conv2dShape& s);
+// The Winograd-style paths' shared steps: the ne GEMMs M_e (K x nt, rows Tb apart, at
+// m + e * mrows * Tb; mrows 0: K) = U_e V_e, U_e packed at up + round_up(K, MR) * base[e]
+// (depth[e] deep), V_e's rows at v + base[e] * Tb + voff[i]; and the output transform of tile
+// rows [ty0, ty1) of image n into y by out_row (M_e's rows mrows * Tb apart; 0: s.K).
+void winograd_gemms(float* m, const float* up, const float* v, const int64_t* base,
+                    const int64_t* depth, int ne, int64_t K, int64_t Tb, int64_t nt,
+                    const int64_t* voff, int64_t mrows = 0);
+bool winograd_out_rows(bool (*out_row)(float*, float*, const float*, int64_t, int64_t, int64_t,
+                                       float),
+                       float* y, const float* m, const float* b, const Conv2dShape& s, int64_t n,
+                       int64_t ty0, int64_t ty1, int64_t TX, int64_t Tb, int64_t mrows = 0);
+// winograd4_s2.cpp: 4x4 kernels at stride 2, split by phase into F(2, 2)-style 2-tap sums
+bool winograd4_s2_forward(float* y, const float* x, const float* w, const float* b,
+                          const Conv2dShape& s);
+bool winograd4_s2_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+bool winograd4_s2_fits(const Conv2dShape& s);
 // im2col_gemm.cpp: im2col into packed panels + GEMM, per group; any groups, dilation, stride.
 bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s);

@@ -20,6 +20,8 @@
 //                  dilated too, each item gathering the input's phases
 //   winograd3_s2   3x3, stride 2, 32+ channels, enough work: phase-split F(2, 2)-style sum,
 //                  9 GEMMs
+//   winograd4_s2   4x4, stride 2, 16+ channels, 16+ tiles an image: the four input phases'
+//                  2-tap sums F(2, 2)-style, 9 GEMMs
 //   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases split
 //                  out as one batch, when that goes to winograd5
 //   direct         stride <= 4: col read in place from padded, phase-split input rows
@@ -31,6 +33,8 @@
 // Input gradient
 //   transposed_conv  stride 1, "same"-like padding, C fills the tiles: a forward convolution of
 //                    dy with flipped, transposed weights
+//   winograd4_s2     4x4, stride 2, 16+ channels: each of dx's four phases a 2-tap sum over dy
+//                    F(2, 2)-style, 9 GEMMs per phase
 //   rows_x           few input channels, stride 1: rows of dx from dy, columns in the lanes
 //   lanes            batches, stride 1, C <= 8: 16 images in the lanes
 //   depthwise_transposed  few channels per group, stride 1: the transposed convolution, run by
@@ -42,6 +46,8 @@
 //   kvec           stride 1, narrow outputs or many taps: 16 output channels in the lanes
 //   dilated_phases dilated, stride 1: the sum of the phases' undilated weight gradients, when
 //                  those go to kvec
+//   winograd4_s2   4x4, stride 2, 16+ channels, a batch: transformed dy times transformed input
+//                  phases summed over the tiles, 9 GEMMs
 //   dot            register tiles of dot products of dy rows with input rows
 //   gemm           dW = sum_n dy_n col_n^T: ISAs without dot's kernels, and strided layers with
 //                  many input channels and small kernels
@@ -123,6 +129,28 @@ bool rgb_stem(const Conv2dShape& s, const KernelTable& kt) {
          s.dw == 1;
 }
 
+// 4x4 kernels at stride 2, no groups or dilation, padding up to 3 (DCGAN- and U-Net-style
+// down- and upsampling): the phases' F(2, 2) sums of winograd4_s2.cpp.
+bool four_by_four_s2(const Conv2dShape& s, const KernelTable& kt) {
+  return s.G == 1 && s.dh == 1 && s.dw == 1 && s.R == 4 && s.S == 4 && s.sh == 2 && s.sw == 2 &&
+         s.ph <= 3 && s.pw <= 3 && kt.wino_s2_out_row && winograd4_s2_fits(s);
+}
+// 16+ channels each side and 50 MFLOP of direct work; the forward and the input gradient also
+// need 16+ tiles per image and phase and 64+ in all, the GEMMs' columns (AMD EPYC Zen 4, forced,
+// 2 threads, 4x4 stride 2 padding 1: (16, 64, 32, 32) -> 128 forward 4.2 ms against direct's 6.2,
+// (16, 128, 16, 16) -> 256 3.8 against 7.3, but (16, 256, 8, 8) -> 512, 4 tiles an image,
+// 21.5 against 12.7; weight gradients with fewer tiles still gain: 37 ms against gemm's 50).
+bool winograd4_s2_pays(const Conv2dShape& s, ConvDir d) {
+  if (s.C < 16 || s.K < 16 || 2.0 * s.N * s.P * s.Q * s.K * s.C * 16 < 5e7) return false;
+  auto enough = [&](int64_t rows, int64_t cols) {  // 16+ tiles an image, 64+ in all
+    const int64_t t = (rows + 1) / 2 * ((cols + 1) / 2);
+    return t >= 16 && s.N * t >= 64;
+  };
+  if (d == ConvDir::forward) return enough(s.P, s.Q);
+  if (d == ConvDir::input_grad) return enough((s.H + 1) / 2, (s.W + 1) / 2);
+  return s.N >= 2;  // its items are chunks of images
+}
+
 // ---- forward -------------------------------------------------------------------------------
 // Multiply-adds of the direct method, times 2.
 double direct_flops(const Conv2dShape& s) {
@@ -189,6 +217,11 @@ const Row<FwdRun> kForward[] = {
        return s.C >= 32 && s.K >= 16 && s.Q >= 8 && s.P >= 2 && direct_flops(s) >= 1e8;
      },
      true, winograd_s2_forward},
+    {"winograd4_s2", four_by_four_s2,
+     [](const Conv2dShape& s, const KernelTable&) {
+       return winograd4_s2_pays(s, ConvDir::forward);
+     },
+     true, winograd4_s2_forward},
     {"dilated_phases", dilated_unit,
      [](const Conv2dShape& s, const KernelTable&) { return dilated_phases_pays(s); }, true,
      dilated_phases},
@@ -219,6 +252,11 @@ const Row<BwdRun> kInputGrad[] = {
               (kt.conv_dx_lanes ? 3 * s.H * s.W <= 4 * s.P * s.Q : 2 * s.H * s.W <= 5 * s.P * s.Q);
      },
      true, dx_transposed_conv},
+    {"winograd4_s2", four_by_four_s2,
+     [](const Conv2dShape& s, const KernelTable&) {
+       return winograd4_s2_pays(s, ConvDir::input_grad);
+     },
+     true, winograd4_s2_input_grad},
     {"rows_x",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_dx_rows && unit_stride(s) && s.S <= 16;
@@ -269,6 +307,11 @@ const Row<BwdRun> kWeightGrad[] = {
     {"dilated_phases", dilated_unit,
      [](const Conv2dShape& s, const KernelTable&) { return dw_dilated_phases_pays(s); }, true,
      dw_dilated_phases},
+    {"winograd4_s2", four_by_four_s2,
+     [](const Conv2dShape& s, const KernelTable&) {
+       return winograd4_s2_pays(s, ConvDir::weight_grad);
+     },
+     true, winograd4_s2_weight_grad},
     {"dot",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special_dilated(s) && kt.conv_dw_tile != nullptr;

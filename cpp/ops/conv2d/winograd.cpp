@@ -13,7 +13,8 @@ namespace conv {
 // V_e's rows are Tb apart from v + base[e] * Tb (voff[i] = i * Tb).
 void winograd_gemms(float* m, const float* up, const float* v, const int64_t* base,
                     const int64_t* depth, int ne, int64_t K, int64_t Tb, int64_t nt,
-                    const int64_t* voff) {
+                    const int64_t* voff, int64_t mrows) {
+  if (mrows == 0) mrows = K;
   const KernelTable& kt = *g_kernels;
   const int MR = kt.mr, NR = kt.nr;
   const int64_t Kp = round_up(K, MR);
@@ -24,7 +25,7 @@ void winograd_gemms(float* m, const float* up, const float* v, const int64_t* ba
       for (int64_t jr = 0; jr < nt; jr += NR)
         for (int64_t ir = 0; ir < K; ir += MR)
           kt.gemm_direct(kc, up + Kp * base[e] + ir * depth[e] + pc * MR, v + base[e] * Tb + jr,
-                         voff + pc, m + (e * K + ir) * Tb + jr, Tb,
+                         voff + pc, m + (e * mrows + ir) * Tb + jr, Tb,
                          static_cast<int>(std::min<int64_t>(MR, K - ir)),
                          static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
     }
@@ -36,13 +37,14 @@ void winograd_gemms(float* m, const float* up, const float* v, const int64_t* ba
 bool winograd_out_rows(bool (*out_row)(float*, float*, const float*, int64_t, int64_t, int64_t,
                                        float),
                        float* y, const float* m, const float* b, const Conv2dShape& s, int64_t n,
-                       int64_t ty0, int64_t ty1, int64_t TX, int64_t Tb) {
+                       int64_t ty0, int64_t ty1, int64_t TX, int64_t Tb, int64_t mrows) {
+  if (mrows == 0) mrows = s.K;
   bool ok = true;
   for (int64_t k = 0; k < s.K; ++k)
     for (int64_t ty = ty0; ty < ty1; ++ty) {
       float* yr = y + ((n * s.K + k) * s.P + 2 * ty) * s.Q;
       ok &= out_row(yr, 2 * ty + 1 < s.P ? yr + s.Q : nullptr, m + k * Tb + (ty - ty0) * TX,
-                    s.K * Tb, TX, s.Q, b ? b[k] : 0.f);
+                    mrows * Tb, TX, s.Q, b ? b[k] : 0.f);
     }
   return ok;
 }
