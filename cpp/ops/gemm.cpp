@@ -2,6 +2,7 @@
 // MR-tall panels, and the ISA's micro-kernel computes MR x NR tiles of C from them.
 // Tiles at the edges go through a small buffer so the micro-kernel always sees full tiles.
 #include <algorithm>
+#include <cstring>
 
 #include "gemm.h"
 #include "parallel.h"
@@ -12,6 +13,40 @@ namespace {
 constexpr int64_t kMaxKc = 256;
 constexpr int64_t kMcPanels = 16;    // mc = 16 * MR rows of A stay in L2
 constexpr int64_t kNcPanels = 128;   // nc = 128 * NR columns of B
+
+// dst[k * ds + i] = src[i * ss + k] for i < m, k < n: 4 x 4 blocks through vector registers
+// (SSE, which every x86-64 has), the edges one by one. Packing a row-major A or a column-major B
+// this way instead of value by value: the transformed operands of a Winograd weight gradient
+// spent 14 % of its time in the packs.
+typedef float V4 __attribute__((vector_size(16)));
+typedef int I4 __attribute__((vector_size(16)));
+void transpose_into(float* dst, int64_t ds, const float* src, int64_t ss, int64_t m, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const float* s0 = src + i * ss;
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+      V4 r0, r1, r2, r3;
+      std::memcpy(&r0, s0 + k, 16);
+      std::memcpy(&r1, s0 + ss + k, 16);
+      std::memcpy(&r2, s0 + 2 * ss + k, 16);
+      std::memcpy(&r3, s0 + 3 * ss + k, 16);
+      const V4 t0 = __builtin_shuffle(r0, r1, I4{0, 4, 1, 5});
+      const V4 t1 = __builtin_shuffle(r0, r1, I4{2, 6, 3, 7});
+      const V4 t2 = __builtin_shuffle(r2, r3, I4{0, 4, 1, 5});
+      const V4 t3 = __builtin_shuffle(r2, r3, I4{2, 6, 3, 7});
+      const V4 c[4] = {__builtin_shuffle(t0, t2, I4{0, 1, 4, 5}),
+                       __builtin_shuffle(t0, t2, I4{2, 3, 6, 7}),
+                       __builtin_shuffle(t1, t3, I4{0, 1, 4, 5}),
+                       __builtin_shuffle(t1, t3, I4{2, 3, 6, 7})};
+      for (int j = 0; j < 4; ++j) std::memcpy(dst + (k + j) * ds + i, &c[j], 16);
+    }
+    for (; k < n; ++k)
+      for (int q = 0; q < 4; ++q) dst[k * ds + i + q] = s0[q * ss + k];
+  }
+  for (; i < m; ++i)
+    for (int64_t k = 0; k < n; ++k) dst[k * ds + i] = src[i * ss + k];
+}
 
 }  // namespace
 
@@ -28,9 +63,13 @@ void pack_a(float* dst, MatView A, int64_t i0, int64_t m, int64_t k0, int64_t kc
         for (int64_t i = mr; i < MR; ++i) d[i] = 0.f;
       }
     } else {
-      for (int64_t i = 0; i < mr; ++i) {
-        const float* s = src + i * A.rs;
-        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = s[k * A.cs];
+      if (A.cs == 1) {
+        transpose_into(dst, MR, src, A.rs, mr, kc);
+      } else {
+        for (int64_t i = 0; i < mr; ++i) {
+          const float* s = src + i * A.rs;
+          for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = s[k * A.cs];
+        }
       }
       for (int64_t i = mr; i < MR; ++i)
         for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0.f;
@@ -52,9 +91,13 @@ void pack_b(float* dst, MatView B, int64_t k0, int64_t kc, int64_t j0, int64_t n
         for (int64_t j = nr; j < NR; ++j) d[j] = 0.f;
       }
     } else {
-      for (int64_t j = 0; j < nr; ++j) {
-        const float* s = src + j * B.cs;
-        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = s[k * B.rs];
+      if (B.rs == 1) {
+        transpose_into(dst, NR, src, B.cs, nr, kc);
+      } else {
+        for (int64_t j = 0; j < nr; ++j) {
+          const float* s = src + j * B.cs;
+          for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = s[k * B.rs];
+        }
       }
       for (int64_t j = nr; j < NR; ++j)
         for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0.f;
