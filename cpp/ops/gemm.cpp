@@ -13,13 +13,15 @@ namespace {
 constexpr int64_t kMaxKc = 256;
 constexpr int64_t kMcPanels = 16;    // mc = 16 * MR rows of A stay in L2
 constexpr int64_t kNcPanels = 128;   // nc = 128 * NR columns of B
+typedef float V4 __attribute__((vector_size(16)));
+typedef int I4 __attribute__((vector_size(16)));
+
+}  // namespace
 
 // dst[k * ds + i] = src[i * ss + k] for i < m, k < n: 4 x 4 blocks through vector registers
 // (SSE, which every x86-64 has), the edges one by one. Packing a row-major A or a column-major B
 // this way instead of value by value: the transformed operands of a Winograd weight gradient
 // spent 14 % of its time in the packs.
-typedef float V4 __attribute__((vector_size(16)));
-typedef int I4 __attribute__((vector_size(16)));
 void transpose_into(float* dst, int64_t ds, const float* src, int64_t ss, int64_t m, int64_t n) {
   int64_t i = 0;
   for (; i + 4 <= m; i += 4) {
@@ -47,8 +49,6 @@ void transpose_into(float* dst, int64_t ds, const float* src, int64_t ss, int64_
   for (; i < m; ++i)
     for (int64_t k = 0; k < n; ++k) dst[k * ds + i] = src[i * ss + k];
 }
-
-}  // namespace
 
 // Apanel[k*MR + i] = A(i0 + i, k0 + k), zero for i >= m
 void pack_a(float* dst, MatView A, int64_t i0, int64_t m, int64_t k0, int64_t kc, int MR) {

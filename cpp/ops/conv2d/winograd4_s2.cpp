@@ -113,22 +113,33 @@ inline __attribute__((always_inline)) void transform_tiles(float* v, int64_t vs,
 }
 
 // The output-gradient transform of a row of n tiles (A dY A^T, A = (1 0; 1 1; 0 1)):
-// y[e * ys + t] (e = 3 pr + pc) from the 2x2 blocks (r0e[t], r0o[t]; r1e[t], r1o[t]).
+// y[e * ys + t] (e = 3 pr + pc) from the 2x2 blocks (r0e[t], r0o[t]; r1e[t], r1o[t]), four
+// tiles at a time as transform_tiles.
+template <class T>
+inline void transform_grad_tile(float* y, int64_t ys, const float* r0e, const float* r0o,
+                                const float* r1e, const float* r1o) {
+  T a0, a1, c0, c1;
+  load(a0, r0e);
+  load(a1, r0o);
+  load(c0, r1e);
+  load(c1, r1o);
+  const T d[3][2] = {{a0, a1}, {a0 + c0, a1 + c1}, {c0, c1}};
+  for (int pr = 0; pr < 3; ++pr) {
+    store(y + (3 * pr) * ys, d[pr][0]);
+    store(y + (3 * pr + 1) * ys, d[pr][0] + d[pr][1]);
+    store(y + (3 * pr + 2) * ys, d[pr][1]);
+  }
+}
+
 inline __attribute__((always_inline)) void transform_grad_tiles(float* y, int64_t ys, int64_t n,
                                                                 const float* r0e,
                                                                 const float* r0o,
                                                                 const float* r1e,
                                                                 const float* r1o) {
-  for (int64_t t = 0; t < n; ++t) {
-    const float d[3][2] = {{r0e[t], r0o[t]},
-                           {r0e[t] + r1e[t], r0o[t] + r1o[t]},
-                           {r1e[t], r1o[t]}};
-    for (int pr = 0; pr < 3; ++pr) {
-      y[(3 * pr) * ys + t] = d[pr][0];
-      y[(3 * pr + 1) * ys + t] = d[pr][0] + d[pr][1];
-      y[(3 * pr + 2) * ys + t] = d[pr][1];
-    }
-  }
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4)
+    transform_grad_tile<V4>(y + t, ys, r0e + t, r0o + t, r1e + t, r1o + t);
+  for (; t < n; ++t) transform_grad_tile<float>(y + t, ys, r0e + t, r0o + t, r1e + t, r1o + t);
 }
 
 // Tile rows per item: its V and M (floats_per_tile each tile) near 640 KiB, and at least 2
@@ -307,12 +318,17 @@ bool winograd4_s2_input_grad(float* dx, const float* dy, const float* w, const C
 
 // The weight gradient the same way: with V_e the forward's input transforms (depth (c, a, b))
 // and Y_e = A dY A^T of each 2x2 block of dy, dU_e (K x D) = sum over tiles of Y_e V_e^T, one
-// GEMM per e and image (reduction over the image's tiles), and each 2x2 kernel phase is
-// G^T dU G: along each axis g0 gets dU_A + dU_B, g1 gets dU_B + dU_C. Items are chunks of images
+// GEMM per e and group of images (reduction over their tiles), and each 2x2 kernel phase is
+// G^T dU G: along each axis g0 gets dU_A + dU_B, g1 gets dU_B + dU_C. The transforms go through
+// a small buffer straight into the micro-kernel's packed panels (tiles are the reduction, so
+// each is a transpose; packing afterwards cost 14 % of the layer). Items are chunks of images
 // (as dw_gemm's), their partial sums added in chunk order.
 bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
   const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, T = TX * TY, D = 4 * s.C;
-  const int64_t De = D + 1, Ke = s.K + 1, Wq = TX + 1, UD = 9 * s.K * D;
+  const int64_t Wq = TX + 1, UD = 9 * s.K * D;
+  const int64_t Kp = round_up(s.K, MR), Dp = round_up(D, NR);
   // chunks of 8+ images (a chunk's dU is 2.25 times dW: adding up the partials of dw_gemm's
   // 4-image chunks took 10 % of the time), but at least 2
   const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, s.N / 8));
@@ -321,44 +337,81 @@ bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const 
   // Images per GEMM: their tiles (the reduction) up to one 256-deep block, so that dU is read and
   // written once per block of images rather than once per image.
   const int64_t gi = std::max<int64_t>(1, std::min(per, 256 / T)), Tg = gi * T;
+  const int64_t kcmax = gemm_kc(Tg);
   parallel_for(nch, 2.0 * s.N * s.K * s.C * 16 * s.P * s.Q, [&](int64_t ci) {
     const int64_t nrows = 4 * TY + 2;  // x rows -ph + i (as the forward's single band)
-    float* sp = scratch(Buf::wino_rows, std::max(nrows * 4 * Wq, 4 * TY * TX));
-    float* v = scratch(Buf::wino_v, 9 * De * Tg);
-    float* yt = scratch(Buf::wino_m, 9 * Ke * Tg);
+    const int64_t split = std::max(NR / 4 * nrows * 4 * Wq, 4 * TY * TX);
+    float* sp = scratch(Buf::wino_rows, split + 9 * std::max<int64_t>(NR * TX, MR * T));
+    float* tmp = sp + split;
+    // packed: B_e (tiles x D) in NR-column panels, A_e = Y_e (K x tiles) in MR-row panels
+    float* bp = scratch(Buf::wino_v, 9 * Dp * Tg);
+    float* ap = scratch(Buf::wino_m, 9 * Kp * Tg);
     float* part = du + ci * UD;
     const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
     for (int64_t g0 = n0; g0 < n1; g0 += gi) {
-      const int64_t g1 = std::min(n1, g0 + gi);
+      const int64_t g1 = std::min(n1, g0 + gi), depth = (g1 - g0) * T;
+      if (Dp > D)  // the last panel's columns past D
+        for (int e = 0; e < 9; ++e)
+          for (int64_t t = 0; t < depth; ++t)
+            std::fill(bp + e * Dp * Tg + (Dp - NR) * Tg + t * NR + D % NR,
+                      bp + e * Dp * Tg + (Dp - NR) * Tg + (t + 1) * NR, 0.f);
       for (int64_t n = g0; n < g1; ++n) {
-        float* vn = v + (n - g0) * T;  // this image's tiles: columns [(n - g0) T, + T)
-        for (int64_t c = 0; c < s.C; ++c) {
-          split_rows(sp, 4 * Wq, Wq, x + (n * s.C + c) * s.H * s.W, s.H, s.W, -s.ph, 1, nrows,
-                     s.pw, 4, Wq);
-          for (int64_t ty = 0; ty < TY; ++ty)
-            for (int a = 0; a < 2; ++a)
-              for (int bb = 0; bb < 2; ++bb) {
-                const int64_t col[3] = {bb * Wq, (bb + 2) * Wq, bb * Wq + 1};
-                const float* r0 = sp + (4 * ty + a) * 4 * Wq;
-                transform_tiles(vn + (c * 4 + a * 2 + bb) * Tg + ty * TX, De * Tg, TX, r0,
-                                r0 + 8 * Wq, r0 + 16 * Wq, col);
-              }
-        }
-        float* yn = yt + (n - g0) * T;
-        for (int64_t k = 0; k < s.K; ++k) {  // dy rows split into even and odd columns
-          split_rows(sp, 2 * TX, TX, dy + (n * s.K + k) * s.P * s.Q, s.P, s.Q, 0, 1, 2 * TY, 0,
-                     2, TX);
+        const int64_t t0 = (n - g0) * T;  // this image's first tile in the group
+        // the NR / 4 channels of one B panel at a time: whole panel rows (NR floats) written
+        for (int64_t c0 = 0; c0 < s.C; c0 += NR / 4) {
+          const int64_t nc = std::min<int64_t>(NR / 4, s.C - c0);
+          for (int64_t c = c0; c < c0 + nc; ++c)
+            split_rows(sp + (c - c0) * nrows * 4 * Wq, 4 * Wq, Wq, x + (n * s.C + c) * s.H * s.W,
+                       s.H, s.W, -s.ph, 1, nrows, s.pw, 4, Wq);
+          float* panel = bp + c0 * 4 * Tg;  // columns 4 c0 .. of each B_e
           for (int64_t ty = 0; ty < TY; ++ty) {
-            const float* r = sp + 4 * ty * TX;  // rows 2ty, 2ty + 1
-            transform_grad_tiles(yn + k * Tg + ty * TX, Ke * Tg, TX, r, r + TX, r + 2 * TX,
-                                 r + 3 * TX);
+            for (int64_t c = c0; c < c0 + nc; ++c)
+              for (int a = 0; a < 2; ++a)
+                for (int bb = 0; bb < 2; ++bb) {  // tmp: [(c - c0, phase)][e][tx]
+                  const int64_t col[3] = {bb * Wq, (bb + 2) * Wq, bb * Wq + 1};
+                  const float* r0 = sp + ((c - c0) * nrows + 4 * ty + a) * 4 * Wq;
+                  transform_tiles(tmp + ((c - c0) * 4 + a * 2 + bb) * 9 * TX, TX, TX, r0,
+                                  r0 + 8 * Wq, r0 + 16 * Wq, col);
+                }
+            for (int e = 0; e < 9; ++e)
+              transpose_into(panel + e * Dp * Tg + (t0 + ty * TX) * NR, NR, tmp + e * TX, 9 * TX,
+                             4 * nc, TX);
           }
         }
+        for (int64_t k0 = 0; k0 < Kp; k0 += MR) {  // tmp: [ty][k - k0][e][tx]
+          for (int64_t kk = 0; kk < MR; ++kk) {
+            const int64_t k = k0 + kk;
+            if (k >= s.K) {
+              for (int64_t ty = 0; ty < TY; ++ty)
+                std::fill(tmp + (ty * MR + kk) * 9 * TX, tmp + (ty * MR + kk + 1) * 9 * TX, 0.f);
+              continue;
+            }
+            // dy rows split into even and odd columns
+            split_rows(sp, 2 * TX, TX, dy + (n * s.K + k) * s.P * s.Q, s.P, s.Q, 0, 1, 2 * TY,
+                       0, 2, TX);
+            for (int64_t ty = 0; ty < TY; ++ty) {
+              const float* r = sp + 4 * ty * TX;  // rows 2ty, 2ty + 1
+              transform_grad_tiles(tmp + (ty * MR + kk) * 9 * TX, TX, TX, r, r + TX, r + 2 * TX,
+                                   r + 3 * TX);
+            }
+          }
+          for (int e = 0; e < 9; ++e)
+            for (int64_t ty = 0; ty < TY; ++ty)
+              transpose_into(ap + e * Kp * Tg + k0 * Tg + (t0 + ty * TX) * MR, MR,
+                             tmp + (ty * MR * 9 + e) * TX, 9 * TX, MR, TX);
+        }
       }
-      const int64_t depth = (g1 - g0) * T;
       for (int e = 0; e < 9; ++e)
-        gemm_st(s.K, D, depth, MatView{yt + e * Ke * Tg, Tg, 1}, MatView{v + e * De * Tg, 1, Tg},
-                part + e * s.K * D, D, g0 > n0);
+        for (int64_t pc = 0; pc < depth; pc += kcmax) {
+          const int64_t kc = std::min(kcmax, depth - pc);
+          for (int64_t jr = 0; jr < D; jr += NR)
+            for (int64_t ir = 0; ir < s.K; ir += MR)
+              kt.gemm(kc, ap + e * Kp * Tg + ir * Tg + pc * MR,
+                      bp + e * Dp * Tg + jr * Tg + pc * NR, part + e * s.K * D + ir * D + jr, D,
+                      static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
+                      static_cast<int>(std::min<int64_t>(NR, D - jr)), g0 > n0 || pc > 0,
+                      nullptr);
+        }
     }
   });
   const float* sum = du;
