@@ -146,6 +146,20 @@ void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int6
   }
 }
 
+// taps3x3_block for the last `left` (< L + 1) rows of a plane.
+template <int L, int NV>
+void taps3x3_tail(int left, float* y, int64_t ystep, const float* const* rows,
+                  const int64_t* coff, const __mmask16 (*mask)[4], const __m512* wv, float bias,
+                  int64_t q0, __mmask16 last) {
+  if constexpr (L >= 1) {
+    if (left == L) {
+      taps3x3_block<L, NV>(y, ystep, rows, coff, mask, wv, bias, q0, last);
+      return;
+    }
+    taps3x3_tail<L - 1, NV>(left, y, ystep, rows, coff, mask, wv, bias, q0, last);
+  }
+}
+
 // All output rows of one column block: blocks of ROWS, then the rest one by one. row(i) is
 // padded input row i of the plane.
 template <int ROWS, int NV, class Row>
@@ -158,10 +172,11 @@ void taps3x3_of(float* y, int64_t ystep, int64_t nrows, const Row& row, const in
     for (int j = 0; j < ROWS + 2; ++j) rows[j] = row(o + j);
     taps3x3_block<ROWS, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
   }
-  for (; o < nrows; ++o) {
-    for (int j = 0; j < 3; ++j) rows[j] = row(o + j);
-    taps3x3_block<1, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
-  }
+  // the last rows as one block of their own (one by one, each output's nine taps were a chain
+  // of dependent FMAs: the 4 rows left of a 28-row plane cost as much as 16)
+  const int left = static_cast<int>(nrows - o);
+  for (int j = 0; j < left + 2; ++j) rows[j] = row(o + j);
+  taps3x3_tail<ROWS - 1, NV>(left, y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
 }
 
 // Every output row, 64 columns at a time; masks(q0, mask) fills the load masks of a block.
