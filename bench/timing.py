@@ -1,7 +1,9 @@
 """Interleaved timing shared by the Python benchmarks: every implementation is sampled in turn,
 batches calibrated to ~20 ms, the garbage collector off while timing, a short pause between
-implementations so the other library's OpenMP threads stop spinning; medians. And the CPU's
-name, for the tables."""
+implementations so the other library's OpenMP threads stop spinning, then ~20 ms of untimed
+calls of the one about to be timed (after the pause a VM's idle vCPU runs the next milliseconds
+slow: bench/RESULTS.md, seventh and eighth sessions); medians. And the CPU's name, for the
+tables."""
 import gc
 import platform
 import statistics
@@ -9,6 +11,7 @@ import subprocess
 import time
 
 PAUSE = 0.02  # s between implementations: the OpenMP pools of the other library fall asleep
+WARM = 0.02   # s of untimed calls after the pause: the timed batch runs in a training loop's state
 
 
 def _calibrate(fns):
@@ -49,6 +52,11 @@ def _measure(impls, fns, repeats):
             # untimed pause lets the other library's spinning threads go to sleep first, so that
             # neither steals the cores from the one being timed.
             time.sleep(PAUSE)
+            end = time.perf_counter() + WARM
+            while True:
+                f()
+                if time.perf_counter() >= end:
+                    break
             t = time.perf_counter()
             for _ in range(number):
                 f()
