@@ -1,5 +1,6 @@
 // 4x4 kernels at stride 2 (the down- and upsampling layers of DCGAN- and U-Net-style networks),
-// forward and input gradient (a transposed convolution's forward), the Winograd way.
+// forward, input gradient (a transposed convolution's forward) and weight gradient, the
+// Winograd way.
 //
 // Split by phase, each direction is a sum of 2-tap correlations along each axis:
 //   forward        y[p] = sum over a < 2 of X_a[p] w[a] + X_a[p + 1] w[a + 2], with the input
@@ -15,7 +16,8 @@
 // the output transform is KernelTable::wino_s2_out_row's (the same A^T = (1 1 0; 0 1 1)). The
 // transforms add and subtract input values: an Inf in the input can give NaN where the definition
 // has Inf, so a non-finite output makes the path decline and the next row recomputes the layer.
-// Items are (image, band of tile rows); the blocking depends on the shape only.
+// Items are (image, band of tile rows), for the weight gradient chunks of images; the blocking
+// depends on the shape only.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -156,7 +158,8 @@ int64_t band_rows(int64_t N, int64_t TY, int64_t tiles_per_row, int64_t floats_p
 
 }  // namespace
 
-// Items' V and M within 16 MiB at one tile row.
+// An item's buffers within about 16 MiB at one tile row (36 (C + K) floats a tile bounds the
+// input gradient's split rows, V and M of one phase and its output rows).
 bool winograd4_s2_fits(const Conv2dShape& s) {
   const int64_t TX = (s.Q + 1) / 2, TXi = (s.W + 3) / 4;
   return 9 * (4 * s.C + s.K) * TX <= 4 * 1024 * 1024 &&
