@@ -347,9 +347,9 @@ void conv_row_dots_avx512(float* lanes, const float* dy, int64_t dystep, int64_t
   }
 }
 
-void conv_dw3_plane_avx512(float* y, int64_t P, int64_t Q, const float* x, int64_t H, int64_t W,
-                           int64_t ph, int64_t pw, const float* w, float bias,
-                           const float* zeros) {
+void conv_dw3_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                           const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                           int64_t pw, const float* w, const float* bias, const float* zeros) {
   // x read in place: padded row i is row i - ph shifted by pw, or the row of zeros outside the
   // plane; a lane loads only columns inside [0, W). The products and their order are those of
   // rows3x3 on the zero-padded copy, so the bits are too.
@@ -361,8 +361,27 @@ void conv_dw3_plane_avx512(float* y, int64_t P, int64_t Q, const float* x, int64
         mask[t][v] = hi > lo ? static_cast<__mmask16>(tail_mask(hi) & ~tail_mask(lo)) : 0;
       }
   };
-  auto row = [=](int64_t i) { return i >= ph && i < H + ph ? x + (i - ph) * W - pw : zeros; };
-  taps3x3(y, Q, P, Q, row, nullptr, masks, w, bias);
+  if (Q > 64) {  // several column blocks: plane by plane
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * xstride;
+      auto row = [=](int64_t r) { return r >= ph && r < H + ph ? xi + (r - ph) * W - pw : zeros; };
+      taps3x3(y + i * ystride, Q, P, Q, row, nullptr, masks, w + 9 * i, bias ? bias[i] : 0.f);
+    }
+    return;
+  }
+  // one column block: its masks once for all the planes (per plane they cost as much as the
+  // arithmetic of a 14 x 14 plane)
+  __mmask16 mask[3][4];
+  masks(0, mask);
+  auto fixed = [&mask](int64_t, __mmask16 (*m)[4]) {
+    for (int t = 0; t < 3; ++t)
+      for (int v = 0; v < 4; ++v) m[t][v] = mask[t][v];
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * xstride;
+    auto row = [=](int64_t r) { return r >= ph && r < H + ph ? xi + (r - ph) * W - pw : zeros; };
+    taps3x3(y + i * ystride, Q, P, Q, row, nullptr, fixed, w + 9 * i, bias ? bias[i] : 0.f);
+  }
 }
 
 void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,

@@ -71,15 +71,21 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
   const auto rows = g_kernels->conv_rows;
   const auto rows_k = g_kernels->conv_rows_k;
   const auto plane3 = g_kernels->conv_dw3_plane;
-  const bool in_place = in_place_3x3(s, reinterpret_cast<const void*>(plane3));
+  if (in_place_3x3(s, reinterpret_cast<const void*>(plane3))) {
+    // x read where it lies, rows outside the plane from a row of zeros; items of up to 8
+    // channels of one image (one call each: the kernel's setup per plane cost as much as the
+    // arithmetic of a 14 x 14 plane)
+    const int64_t per = std::min<int64_t>(8, s.G), nblk = (s.G + per - 1) / per;
+    parallel_for(s.N * nblk, 2.0 * s.N * s.K * taps * PQ, [&](int64_t item) {
+      const int64_t n = item / nblk, g0 = item % nblk * per, ng = std::min(per, s.G - g0);
+      plane3(y + (n * s.K + g0) * PQ, PQ, ng, s.P, s.Q, x + (n * s.C + g0) * s.H * s.W,
+             s.H * s.W, s.H, s.W, s.ph, s.pw, w + g0 * 9, b ? b + g0 : nullptr, zero_row(s.Q));
+    });
+    return true;
+  }
   parallel_for(s.N * s.G, 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.C * pad.plane,
                [&](int64_t item) {
     const int64_t n = item / s.G, g = item % s.G;
-    if (in_place) {  // x read where it lies, rows outside the plane from a row of zeros
-      plane3(y + item * PQ, s.P, s.Q, x + item * s.H * s.W, s.H, s.W, s.ph, s.pw, w + g * 9,
-             b ? b[g] : 0.f, zero_row(s.Q));
-      return;
-    }
     float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
     pad.fill(buf, x + (n * s.C + g * Cg) * s.H * s.W, Cg, s);
     if (Kg == 1) {
