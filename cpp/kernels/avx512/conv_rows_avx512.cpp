@@ -266,6 +266,12 @@ void dots3x3(float* lanes, const float* dy, int64_t dystep, int64_t P, int64_t Q
   __m512 acc[9];
   #pragma GCC unroll 9
   for (int i = 0; i < 9; ++i) acc[i] = _mm512_loadu_ps(lanes + 16 * i);
+  // rows of up to 64 columns: the load masks once, not per row (they cost as much as the FMAs)
+  __mmask16 mk[4][3];
+  const bool fixed = Q <= 64;
+  if (fixed)
+    for (int64_t q = 0; q < Q; q += 16)
+      for (int t = 0; t < 3; ++t) mk[q / 16][t] = mask(q, t, tail_mask(Q - q));
   for (int64_t i = 0; i < P + 2; ++i) {
     const float* xr = row(i);
     for (int64_t q = 0; q < Q; q += 16) {
@@ -273,7 +279,8 @@ void dots3x3(float* lanes, const float* dy, int64_t dystep, int64_t P, int64_t Q
       __m512 xv[3];
       #pragma GCC unroll 3
       for (int t = 0; t < 3; ++t)
-        xv[t] = _mm512_maskz_loadu_ps(mask(q, t, mq), xr + (coff ? coff[t] : t) + q);
+        xv[t] = _mm512_maskz_loadu_ps(fixed ? mk[q / 16][t] : mask(q, t, mq),
+                                      xr + (coff ? coff[t] : t) + q);
       #pragma GCC unroll 3
       for (int r = 0; r < 3; ++r) {
         const int64_t p = i - r;
