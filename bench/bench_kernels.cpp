@@ -41,6 +41,9 @@ const ConvCase kConv[] = {
     {"depthwise_strided", 8, 96, 56, 56, 96, 3, 2, 1, 1, 96},
     {"grouped", 8, 128, 28, 28, 128, 3, 1, 1, 1, 32},
     {"dilated", 4, 64, 56, 56, 64, 3, 1, 2, 2, 1},
+    // conv_general's conv_transpose2d (16, 128, 16, 16) -> 64, 4x4 stride 2: the convolution it
+    // transposes (its input gradient is that layer's forward); winograd4_s2 in all directions
+    {"transposed4x4", 16, 64, 32, 32, 128, 4, 2, 1, 1, 1},
 };
 
 convkit::Conv2dShape shape_of(const ConvCase& c) {
