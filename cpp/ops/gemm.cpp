@@ -50,60 +50,42 @@ void transpose_into(float* dst, int64_t ds, const float* src, int64_t ss, int64_
     for (int64_t k = 0; k < n; ++k) dst[k * ds + i] = src[i * ss + k];
 }
 
+// Panels of P lanes, k-major: panel[k * P + l] = src[l * ls + k * ks] for lanes l < n of each
+// panel (zero up to P), kc values of k. Lanes adjacent in memory are copied row by row, k
+// adjacent (a row-major A, a column-major B) through transpose_into, anything else one by one.
+static void pack_panels(float* dst, const float* src, int64_t ls, int64_t ks, int64_t n,
+                        int64_t kc, int P) {
+  for (int64_t lp = 0; lp < n; lp += P, dst += kc * P) {
+    const int64_t nl = std::min<int64_t>(P, n - lp);
+    const float* s0 = src + lp * ls;
+    if (ls == 1) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* s = s0 + k * ks;
+        float* d = dst + k * P;
+        for (int64_t l = 0; l < nl; ++l) d[l] = s[l];
+        for (int64_t l = nl; l < P; ++l) d[l] = 0.f;
+      }
+      continue;
+    }
+    if (ks == 1) {
+      transpose_into(dst, P, s0, ls, nl, kc);
+    } else {
+      for (int64_t l = 0; l < nl; ++l)
+        for (int64_t k = 0; k < kc; ++k) dst[k * P + l] = s0[l * ls + k * ks];
+    }
+    for (int64_t l = nl; l < P; ++l)
+      for (int64_t k = 0; k < kc; ++k) dst[k * P + l] = 0.f;
+  }
+}
+
 // Apanel[k*MR + i] = A(i0 + i, k0 + k), zero for i >= m
 void pack_a(float* dst, MatView A, int64_t i0, int64_t m, int64_t k0, int64_t kc, int MR) {
-  for (int64_t ip = 0; ip < m; ip += MR) {
-    const int64_t mr = std::min<int64_t>(MR, m - ip);
-    const float* src = A.p + (i0 + ip) * A.rs + k0 * A.cs;
-    if (A.rs == 1) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* s = src + k * A.cs;
-        float* d = dst + k * MR;
-        for (int64_t i = 0; i < mr; ++i) d[i] = s[i];
-        for (int64_t i = mr; i < MR; ++i) d[i] = 0.f;
-      }
-    } else {
-      if (A.cs == 1) {
-        transpose_into(dst, MR, src, A.rs, mr, kc);
-      } else {
-        for (int64_t i = 0; i < mr; ++i) {
-          const float* s = src + i * A.rs;
-          for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = s[k * A.cs];
-        }
-      }
-      for (int64_t i = mr; i < MR; ++i)
-        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0.f;
-    }
-    dst += kc * MR;
-  }
+  pack_panels(dst, A.p + i0 * A.rs + k0 * A.cs, A.rs, A.cs, m, kc, MR);
 }
 
 // Bpanel[k*NR + j] = B(k0 + k, j0 + j), zero for j >= n
 void pack_b(float* dst, MatView B, int64_t k0, int64_t kc, int64_t j0, int64_t n, int NR) {
-  for (int64_t jp = 0; jp < n; jp += NR) {
-    const int64_t nr = std::min<int64_t>(NR, n - jp);
-    const float* src = B.p + k0 * B.rs + (j0 + jp) * B.cs;
-    if (B.cs == 1) {
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* s = src + k * B.rs;
-        float* d = dst + k * NR;
-        for (int64_t j = 0; j < nr; ++j) d[j] = s[j];
-        for (int64_t j = nr; j < NR; ++j) d[j] = 0.f;
-      }
-    } else {
-      if (B.rs == 1) {
-        transpose_into(dst, NR, src, B.cs, nr, kc);
-      } else {
-        for (int64_t j = 0; j < nr; ++j) {
-          const float* s = src + j * B.cs;
-          for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = s[k * B.rs];
-        }
-      }
-      for (int64_t j = nr; j < NR; ++j)
-        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0.f;
-    }
-    dst += kc * NR;
-  }
+  pack_panels(dst, B.p + k0 * B.rs + j0 * B.cs, B.cs, B.rs, n, kc, NR);
 }
 
 int64_t gemm_kc(int64_t K) {

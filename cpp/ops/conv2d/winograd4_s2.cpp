@@ -114,6 +114,20 @@ inline __attribute__((always_inline)) void transform_tiles(float* v, int64_t vs,
   for (; t < n; ++t) transform_tile<float>(v + t, vs, r0 + t, r1 + t, r2 + t, col);
 }
 
+// The 4 input phases (a, b) of one tile row: `rows` are the x rows 4ty - ph + i of the row, each
+// split into its 4 column phases (Wq apart): tile tx of phase (a, b) reads rows a, a + 2, a + 4
+// and columns 4tx + b - pw + 2ci (phases b, b + 2, b). Phase 2a + b goes to v + (2a + b) *
+// fstride, its 9 transformed rows vs apart.
+inline void input_phases(float* v, int64_t fstride, int64_t vs, const float* rows, int64_t Wq,
+                         int64_t TX) {
+  for (int a = 0; a < 2; ++a)
+    for (int bb = 0; bb < 2; ++bb) {
+      const int64_t col[3] = {bb * Wq, (bb + 2) * Wq, bb * Wq + 1};
+      const float* r0 = rows + a * 4 * Wq;
+      transform_tiles(v + (a * 2 + bb) * fstride, vs, TX, r0, r0 + 8 * Wq, r0 + 16 * Wq, col);
+    }
+}
+
 // The output-gradient transform of a row of n tiles (A dY A^T, A = (1 0; 1 1; 0 1)):
 // y[e * ys + t] (e = 3 pr + pc) from the 2x2 blocks (r0e[t], r0o[t]; r1e[t], r1o[t]), four
 // tiles at a time as transform_tiles.
@@ -213,13 +227,8 @@ bool winograd4_s2_forward(float* y, const float* x, const float* w, const float*
       split_rows(sp, 4 * Wq, Wq, x + (n * s.C + c) * s.H * s.W, s.H, s.W, 4 * ty0 - s.ph, 1,
                  nrows, s.pw, 4, Wq);
       for (int64_t ty = ty0; ty < ty1; ++ty)
-        for (int a = 0; a < 2; ++a)
-          for (int bb = 0; bb < 2; ++bb) {  // columns 4tx + b - pw + 2ci: phases b, b + 2, b
-            const int64_t col[3] = {bb * Wq, (bb + 2) * Wq, bb * Wq + 1};
-            const float* r0 = sp + (4 * (ty - ty0) + a) * 4 * Wq;
-            transform_tiles(v + (c * 4 + a * 2 + bb) * Tb + (ty - ty0) * TX, De * Tb, TX, r0,
-                            r0 + 8 * Wq, r0 + 16 * Wq, col);
-          }
+        input_phases(v + c * 4 * Tb + (ty - ty0) * TX, Tb, De * Tb, sp + 4 * (ty - ty0) * 4 * Wq,
+                     Wq, TX);
     }
     winograd_gemms(m, up, v, base, depth, 9, s.K, Tb, (ty1 - ty0) * TX, voffp, s.K + 1);
     if (!winograd_out_rows(kt.wino_s2_out_row, y, m, b, s, n, ty0, ty1, TX, Tb, s.K + 1))
@@ -368,14 +377,9 @@ bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const 
                        s.H, s.W, -s.ph, 1, nrows, s.pw, 4, Wq);
           float* panel = bp + c0 * 4 * Tg;  // columns 4 c0 .. of each B_e
           for (int64_t ty = 0; ty < TY; ++ty) {
-            for (int64_t c = c0; c < c0 + nc; ++c)
-              for (int a = 0; a < 2; ++a)
-                for (int bb = 0; bb < 2; ++bb) {  // tmp: [(c - c0, phase)][e][tx]
-                  const int64_t col[3] = {bb * Wq, (bb + 2) * Wq, bb * Wq + 1};
-                  const float* r0 = sp + ((c - c0) * nrows + 4 * ty + a) * 4 * Wq;
-                  transform_tiles(tmp + ((c - c0) * 4 + a * 2 + bb) * 9 * TX, TX, TX, r0,
-                                  r0 + 8 * Wq, r0 + 16 * Wq, col);
-                }
+            for (int64_t c = c0; c < c0 + nc; ++c)  // tmp: [(c - c0, phase)][e][tx]
+              input_phases(tmp + (c - c0) * 4 * 9 * TX, 9 * TX, TX,
+                           sp + ((c - c0) * nrows + 4 * ty) * 4 * Wq, Wq, TX);
             for (int e = 0; e < 9; ++e)
               transpose_into(panel + e * Dp * Tg + (t0 + ty * TX) * NR, NR, tmp + e * TX, 9 * TX,
                              4 * nc, TX);
