@@ -168,8 +168,9 @@ struct KernelTable {
   // inputs with too few channels to fill the GEMM tiles. Null where the ISA has no such kernel.
   void (*conv_dx_rows)(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
                        const DxRowsArgs& a);
-  // Winograd F(2x2, 3x3) transforms of one row of tiles: vectorised on AVX-512, plain loops
-  // (portable.inc) elsewhere; wino_plain says which, since the plain ones pay on fewer shapes.
+  // Winograd F(2x2, 3x3) transforms of one row of tiles: vectorised on AVX-512 and AVX2, plain
+  // loops (portable.inc) elsewhere; wino_plain says which, since the plain ones pay on fewer
+  // shapes.
   // Input: r[i] (i < 4) are zero-padded input rows, tile
   // tx reading columns 2tx .. 2tx + 3 (rows readable up to column 2 * ntiles + 32); for
   // e = 4 * xi + nu < 16 and tx < ntiles, v[e * vstride + tx] = (B^T d B)[xi][nu] with

@@ -264,6 +264,104 @@ static void conv_dw_kvec_avx2(float* out, int64_t ldo, const float* dyT, const f
       t0 += n;
     }
 }
+
+// Winograd F(2x2, 3x3) transforms (KernelTable::wino_in_row / wino_out_row), 8 tiles per
+// vector: the same additions in the same order as the plain loops and the AVX-512 kernels.
+// The even and odd columns of 16 consecutive floats, each in column order.
+static inline void even_odd(const float* p, __m256& even, __m256& odd) {
+  const __m256 a0 = _mm256_loadu_ps(p), a1 = _mm256_loadu_ps(p + 8);
+  const __m256 e = _mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));  // 0 2 8 10 4 6 12 14
+  const __m256 o = _mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1));
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xd8));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xd8));
+}
+
+static void wino_in_row_avx2(float* v, int64_t vs, const float* const* r, int64_t nt) {
+  for (int64_t t0 = 0; t0 < nt; t0 += 8) {
+    const bool full = nt - t0 >= 8;
+    const __m256i m = lane_mask(full ? 8 : static_cast<int>(nt - t0));
+    // masked stores are slow on AMD: whole vectors stored plainly
+    auto store = [&](float* o, __m256 a) {
+      if (full) _mm256_storeu_ps(o, a);
+      else _mm256_maskstore_ps(o, m, a);
+    };
+    __m256 d[4][4], t[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      even_odd(r[i] + 2 * t0, d[i][0], d[i][1]);
+      even_odd(r[i] + 2 * t0 + 2, d[i][2], d[i][3]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {  // B^T d
+      t[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
+      t[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
+      t[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
+      t[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {  // (B^T d) B
+      float* o = v + 4 * i * vs + t0;
+      store(o, _mm256_sub_ps(t[i][0], t[i][2]));
+      store(o + vs, _mm256_add_ps(t[i][1], t[i][2]));
+      store(o + 2 * vs, _mm256_sub_ps(t[i][2], t[i][1]));
+      store(o + 3 * vs, _mm256_sub_ps(t[i][1], t[i][3]));
+    }
+  }
+}
+
+// Output columns c0 .. c0 + 15 of y (those < Q) from 8 tiles' even (e0) and odd (e1) columns,
+// interleaved; whether a value stored is NaN or infinite (v - v is not 0) goes into bad.
+static inline void store_column_pairs(float* y, __m256 e0, __m256 e1, int64_t c0, int64_t Q,
+                                      __m256& bad) {
+  const __m256 lo4 = _mm256_unpacklo_ps(e0, e1), hi4 = _mm256_unpackhi_ps(e0, e1);
+  const __m256 lo = _mm256_permute2f128_ps(lo4, hi4, 0x20);
+  const __m256 hi = _mm256_permute2f128_ps(lo4, hi4, 0x31);
+  const int64_t left = Q - c0;
+  const __m256 zero = _mm256_setzero_ps();
+  if (left >= 16) {  // masked stores are slow on AMD
+    _mm256_storeu_ps(y + c0, lo);
+    _mm256_storeu_ps(y + c0 + 8, hi);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(lo, lo), zero, _CMP_NEQ_UQ));
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(hi, hi), zero, _CMP_NEQ_UQ));
+    return;
+  }
+  const __m256i mlo = lane_mask(left >= 8 ? 8 : static_cast<int>(left));
+  const __m256i mhi = lane_mask(left <= 8 ? 0 : static_cast<int>(left - 8));
+  _mm256_maskstore_ps(y + c0, mlo, lo);
+  _mm256_maskstore_ps(y + c0 + 8, mhi, hi);
+  bad = _mm256_or_ps(bad, _mm256_and_ps(_mm256_castsi256_ps(mlo),
+                                        _mm256_cmp_ps(_mm256_sub_ps(lo, lo), zero, _CMP_NEQ_UQ)));
+  bad = _mm256_or_ps(bad, _mm256_and_ps(_mm256_castsi256_ps(mhi),
+                                        _mm256_cmp_ps(_mm256_sub_ps(hi, hi), zero, _CMP_NEQ_UQ)));
+}
+
+static bool wino_out_row_avx2(float* y0, float* y1, const float* mm, int64_t ms, int64_t nt,
+                              int64_t Q, float bias) {
+  const __m256 vb = _mm256_set1_ps(bias);
+  __m256 bad = _mm256_setzero_ps();
+  for (int64_t t0 = 0; t0 < nt; t0 += 8) {
+    const __m256i m = lane_mask(nt - t0 >= 8 ? 8 : static_cast<int>(nt - t0));
+    __m256 a[4][4], t[2][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) a[i][j] = _mm256_maskload_ps(mm + (4 * i + j) * ms + t0, m);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {  // A^T m
+      t[0][j] = _mm256_add_ps(_mm256_add_ps(a[0][j], a[1][j]), a[2][j]);
+      t[1][j] = _mm256_sub_ps(_mm256_sub_ps(a[1][j], a[2][j]), a[3][j]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; ++i) {
+      float* y = i == 0 ? y0 : y1;
+      if (!y) continue;
+      const __m256 e0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(t[i][0], t[i][1]), t[i][2]), vb);
+      const __m256 e1 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(t[i][1], t[i][2]), t[i][3]), vb);
+      store_column_pairs(y, e0, e1, 2 * t0, Q, bad);
+    }
+  }
+  return _mm256_movemask_ps(bad) == 0;
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -280,6 +378,9 @@ void fill_table_avx2(KernelTable& t) {
   t.dw_tile_nshapes = static_cast<int>(std::size(avx2::kDwTileShapes));
   t.conv_kvec = avx2::conv_kvec_avx2;
   t.conv_dw_kvec = avx2::conv_dw_kvec_avx2;
+  t.wino_in_row = avx2::wino_in_row_avx2;
+  t.wino_out_row = avx2::wino_out_row_avx2;
+  t.wino_plain = false;
 }
 
 }  // namespace convkit

@@ -16,7 +16,7 @@
 //                  pays; or 32+ output channels of at most 64 inputs, Q <= 16 (tiles of
 //                  several channel blocks): channels in the lanes
 //   winograd3      3x3, stride 1, 32+ channels (64+ and planes 24+ wide with the plain
-//                  transforms of AVX2 and SSE), enough work: Winograd F(2x2, 3x3), 16 GEMMs;
+//                  transforms of SSE), enough work: Winograd F(2x2, 3x3), 16 GEMMs;
 //                  dilated too, each item gathering the input's phases
 //   winograd3_s2   3x3, stride 2, 32+ channels, enough work: phase-split F(2, 2)-style sum,
 //                  9 GEMMs
@@ -186,9 +186,16 @@ const Row<FwdRun> kForward[] = {
      // winograd3 on ResNet-20's 32- and 64-channel layers (forced, interleaved, 11 rounds:
      // (128, 32, 16, 16) 1.02x at 2 threads, 1.11x at 1; (128, 64, 8, 8) 1.02x, 1.10x) but not
      // on 128 channels ((64, 128, 8, 8) 0.83x, (8, 128, 14, 14) 0.93x).
+     // With 8 lanes (AVX2), 5x5 and larger kernels over 8-16 input channels into 16 or 32
+     // output channels take it at any width (AMD EPYC Zen 4, forced, 2 threads, 9 rounds:
+     // (8, 16, 32, 32) -> 16 7x7 1.38 ms against direct's 1.51, -> 32 7x7 2.32 against 2.73,
+     // 5x5 1.23 against 1.34; level at 8 channels; slower with 12, 24 or 64 output channels,
+     // 3 or 32 input channels: (8, 16, 32, 32) -> 64 7x7 4.08 against 3.97).
      [](const Conv2dShape& s, const KernelTable& kt) {
        return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s)) ||
-              (kt.conv_kvec_blocks && s.K >= 32 && s.C <= 64 && s.Q <= 16);
+              (kt.conv_kvec_blocks && s.K >= 32 && s.C <= 64 && s.Q <= 16) ||
+              (kt.lanes < 16 && (s.K == 16 || s.K == 32) && s.C >= 8 && s.C <= 16 &&
+               s.R * s.S >= 25);
      },
      true, kvec_forward},
     // also dilated: its items then gather the phases' rows (see winograd_forward)
@@ -196,10 +203,13 @@ const Row<FwdRun> kForward[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special_dilated(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
      },
-     // The plain transforms (AVX2, SSE) pay on 64+ channels and planes 24+ wide only (forced
-     // A/B against direct at AVX2, 2 threads: 8x64x28x28 1.26x, 8x128x28x28 1.53x, VGG 8x64x56x56
-     // 1.26x, but 8x32x56x56 0.97x, 128x64x8x8 0.89x, 128x32x16x16 0.44x). A dilated layer: where
-     // its phases as one batch would take this row.
+     // The plain transforms (SSE) pay on 64+ channels and planes 24+ wide only (forced A/B
+     // against direct when AVX2 had them, 2 threads: 8x64x28x28 1.26x, 8x128x28x28 1.53x, VGG
+     // 8x64x56x56 1.26x, but 8x32x56x56 0.97x, 128x64x8x8 0.89x, 128x32x16x16 0.44x). AVX2's own
+     // (8 tiles a vector) pay where AVX-512's do (AMD EPYC Zen 4, forced, 2 threads, against the
+     // best of direct and kvec: 8x32x56x56 2.68 ms against 3.11, 128x64x8x8 5.46 against 6.22,
+     // 128x32x16x16 4.39 against 4.66, 32x32x16x16 1.12 against 1.19, 8x128x14x14 3.36 against
+     // 4.17). A dilated layer: where its phases as one batch would take this row.
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (s.dh > 1 || s.dw > 1) return dilated_sub_plan(s) == "winograd3";
        return winograd3_pays(s) && (!kt.wino_plain || (s.C >= 64 && s.Q >= 24));
