@@ -193,7 +193,7 @@ struct KernelTable {
   // the ISA has none.
   void (*conv_dx_lanes)(const DxLanesArgs& a, int64_t n0);
   // Stride-2 3x3 Winograd-style transforms (plain loops in portable.inc, vectorised on
-  // AVX-512; the same bits on every ISA). Along each axis a
+  // AVX-512 and AVX2; the same bits on every ISA). Along each axis a
   // tile's two outputs come from five padded inputs d0 .. d4 (outputs 2t, 2t + 1 read inputs
   // 4t .. 4t + 4) through five items: A0 = d0 - d2 and A1 = d1 (pattern A, output 0 only),
   // B0 = d2 (pattern B, both outputs), C0 = d4 - d2 and C1 = d3 (pattern C, output 1 only).

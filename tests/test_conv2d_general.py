@@ -232,19 +232,22 @@ def test_winograd4_s2_non_finite_operands_give_what_the_definition_gives(isa, rn
     assert_close(got[fin], want[fin], 1e-5, direction)
 
 
-@pytest.mark.parametrize("hw", [(9, 37), (5, 3), (20, 20)], ids=str)
+@pytest.mark.parametrize("alg", ["winograd3", "winograd3_s2"])
+@pytest.mark.parametrize("hw", [(9, 37), (5, 3), (20, 20), (11, 75)], ids=str)
 @pytest.mark.parametrize("where", ["first", "last", "middle"])
-def test_winograd3_non_finite_input_gives_what_the_definition_gives(isa, rng, hw, where):
-    """winograd3 forced on every ISA (tiles in whole vectors and in the tail of a row): an Inf
-    in x makes its transforms' NaN, the path declines and the next row recomputes the layer."""
+def test_winograd3_non_finite_input_gives_what_the_definition_gives(isa, rng, alg, hw, where):
+    """winograd3 and winograd3_s2 forced on every ISA (tiles in whole vectors and in the tail of
+    a row, rows narrower and wider than a vector's tiles): an Inf in x makes their transforms'
+    NaN, the path declines and the next row recomputes the layer."""
     H, W = hw
     x = rng.standard_normal((2, 32, H, W)).astype(np.float32)
     w = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)
     x[1, 3, {"first": 0, "last": H - 1, "middle": H // 2}[where],
       {"first": 0, "last": W - 1, "middle": W // 2}[where]] = np.inf
-    kw = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    st = 2 if alg == "winograd3_s2" else 1
+    kw = dict(stride=(st, st), padding=(1, 1), dilation=(1, 1), groups=1)
     try:
-        _core.conv2d_force("forward", "winograd3")
+        _core.conv2d_force("forward", alg)
         got = F.conv2d(x, w, None, **kw)
     finally:
         _core.conv2d_force("forward", "")

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <iterator>
+#include <vector>
 
 #include "kernels.h"
 
@@ -372,6 +373,95 @@ static bool wino_out_row_avx2(float* y0, float* y1, const float* mm, int64_t ms,
   }
   return _mm256_movemask_ps(bad) == 0;
 }
+
+// Stride-2 3x3 transforms (KernelTable::wino_s2_in_row / wino_s2_out_row), 8 tiles per step:
+// the same additions in the same order as the plain loops and the AVX-512 kernels. Tile tx
+// reads padded columns 4tx .. 4tx + 4, straight from the image rows; where 8 tiles' 36
+// columns reach past the image (most steps of a narrow row), masked loads (fast, unlike masked
+// stores) supply the zero padding.
+static void wino_s2_in_row_avx2(float* const* v, const float* const* r, int64_t nt, int64_t pw,
+                                int64_t W) {
+  for (int64_t t0 = 0; t0 < nt; t0 += 8) {
+    const int n = nt - t0 >= 8 ? 8 : static_cast<int>(nt - t0);
+    const int64_t off = 4 * t0 - pw;  // image column of padded column 4 * t0
+    const bool inside = off >= 0 && off + 36 <= W;
+    __m128i mk[10];  // load q reads image columns off + 4 * (q % 5) + 16 * (q / 5) + 0..3
+    if (!inside)
+      for (int q = 0; q < 10; ++q) {
+        const __m128i col = _mm_add_epi32(_mm_setr_epi32(0, 1, 2, 3),
+                                          _mm_set1_epi32(static_cast<int>(off + 4 * (q % 5) +
+                                                                          16 * (q / 5))));
+        mk[q] = _mm_and_si128(_mm_cmpgt_epi32(col, _mm_set1_epi32(-1)),
+                              _mm_cmplt_epi32(col, _mm_set1_epi32(static_cast<int>(W))));
+      }
+    // the five column items (A0, A1, B0, C0, C1) of row i for 8 tiles
+    auto items = [&](int i, __m256* c) {
+      if (!r[i]) {
+        for (int j = 0; j < 5; ++j) c[j] = _mm256_setzero_ps();
+        return;
+      }
+      const float* p = r[i] + off;
+      // group g = the 4 columns of tile g; lanes (g, g + 4) side by side, transposed 4 x 4
+      __m256 g[5];
+      for (int k = 0; k < 5; ++k) {
+        const __m128 a = inside ? _mm_loadu_ps(p + 4 * k) : _mm_maskload_ps(p + 4 * k, mk[k]);
+        const __m128 b = inside ? _mm_loadu_ps(p + 4 * k + 16)
+                                : _mm_maskload_ps(p + 4 * k + 16, mk[5 + k]);
+        g[k] = _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
+      }
+      const __m256 lo01 = _mm256_unpacklo_ps(g[0], g[1]), hi01 = _mm256_unpackhi_ps(g[0], g[1]);
+      const __m256 lo23 = _mm256_unpacklo_ps(g[2], g[3]), hi23 = _mm256_unpackhi_ps(g[2], g[3]);
+      const __m256 d0 = _mm256_shuffle_ps(lo01, lo23, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 d1 = _mm256_shuffle_ps(lo01, lo23, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 d2 = _mm256_shuffle_ps(hi01, hi23, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 d3 = _mm256_shuffle_ps(hi01, hi23, _MM_SHUFFLE(3, 2, 3, 2));
+      // column 4 of tile g is column 0 of tile g + 1
+      const __m256 lo12 = _mm256_unpacklo_ps(g[1], g[2]), lo34 = _mm256_unpacklo_ps(g[3], g[4]);
+      const __m256 d4 = _mm256_shuffle_ps(lo12, lo34, _MM_SHUFFLE(1, 0, 1, 0));
+      c[0] = _mm256_sub_ps(d0, d2);
+      c[1] = d1;
+      c[2] = d2;
+      c[3] = _mm256_sub_ps(d4, d2);
+      c[4] = d3;
+    };
+    __m256 c2[5], c[5];
+    items(2, c2);
+    for (int j = 0; j < 5; ++j) store_first(v[2 * 5 + j] + t0, c2[j], n);
+    items(1, c);
+    for (int j = 0; j < 5; ++j) store_first(v[1 * 5 + j] + t0, c[j], n);
+    items(3, c);
+    for (int j = 0; j < 5; ++j) store_first(v[4 * 5 + j] + t0, c[j], n);
+    items(0, c);
+    for (int j = 0; j < 5; ++j) store_first(v[0 * 5 + j] + t0, _mm256_sub_ps(c[j], c2[j]), n);
+    items(4, c);
+    for (int j = 0; j < 5; ++j) store_first(v[3 * 5 + j] + t0, _mm256_sub_ps(c[j], c2[j]), n);
+  }
+}
+
+static bool wino_s2_out_row_avx2(float* y0, float* y1, const float* mm, int64_t ms, int64_t nt,
+                                 int64_t Q, float bias) {
+  const __m256 vb = _mm256_set1_ps(bias);
+  __m256 bad = _mm256_setzero_ps();
+  for (int64_t t0 = 0; t0 < nt; t0 += 8) {
+    const __m256i m = lane_mask(nt - t0 >= 8 ? 8 : static_cast<int>(nt - t0));
+    __m256 a[3][3];  // patterns (A, B, C) x (A, B, C)
+#pragma GCC unroll 3
+    for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+      for (int j = 0; j < 3; ++j) a[i][j] = _mm256_maskload_ps(mm + (3 * i + j) * ms + t0, m);
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; ++i) {  // A^T = (1 1 0; 0 1 1) down the rows, then along the columns
+      float* y = i == 0 ? y0 : y1;
+      if (!y) continue;
+      const __m256 t0r = _mm256_add_ps(a[i][0], a[i + 1][0]);
+      const __m256 t1r = _mm256_add_ps(a[i][1], a[i + 1][1]);
+      const __m256 t2r = _mm256_add_ps(a[i][2], a[i + 1][2]);
+      store_column_pairs(y, _mm256_add_ps(_mm256_add_ps(t0r, t1r), vb),
+                         _mm256_add_ps(_mm256_add_ps(t1r, t2r), vb), 2 * t0, Q, bad);
+    }
+  }
+  return _mm256_movemask_ps(bad) == 0;
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -391,6 +481,8 @@ void fill_table_avx2(KernelTable& t) {
   t.wino_in_row = avx2::wino_in_row_avx2;
   t.wino_out_row = avx2::wino_out_row_avx2;
   t.wino_plain = false;
+  t.wino_s2_in_row = avx2::wino_s2_in_row_avx2;
+  t.wino_s2_out_row = avx2::wino_s2_out_row_avx2;
 }
 
 }  // namespace convkit

@@ -239,6 +239,8 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
     float* m = scratch(Buf::wino_m, 9 * s.K * Tb);
     for (int64_t c = 0; c < s.C; ++c) {
       const float* plane = x + (n * s.C + c) * s.H * s.W;
+      if (c + 1 < s.C)
+        prefetch_rows(plane + s.H * s.W, s.H, s.W, 4 * ty0 - s.ph, 4 * (ty1 - ty0) + 1);
       float* dst[25];  // V row of item pair (ri, ci) of channel c, at tile row ty0
       for (int ri = 0; ri < 5; ++ri)
         for (int ci = 0; ci < 5; ++ci) {

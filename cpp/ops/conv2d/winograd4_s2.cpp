@@ -65,16 +65,6 @@ void transform_panel(float* dst, int64_t estride, int nph, int64_t depth, int MR
   }
 }
 
-// Prefetches rows [r0, r0 + n) (clipped to [0, H)) of a plane W floats wide: the next plane's
-// rows while this one is transformed (x's planes are a 4 KiB page each on 32x32 images, and the
-// hardware prefetchers start cold on every page: the split waited on memory for 11 % of the
-// forward).
-inline void prefetch_rows(const float* plane, int64_t H, int64_t W, int64_t r0, int64_t n) {
-  const int64_t a = std::max<int64_t>(0, r0), b = std::min(H, r0 + n);
-  const char* p = reinterpret_cast<const char*>(plane + a * W);
-  for (int64_t i = 0; i < (b - a) * W * 4; i += 64) __builtin_prefetch(p + i);
-}
-
 // The 9 transformed inputs of a row of n tiles, v[e * vs + t] (e = 3 pr + pc), from the
 // inputs d(ri, ci)[t] = r_ri[c_ci + t]: down the rows (d0 - d1, d1, d2 - d1), then the same
 // along the columns. Four tiles at a time in a vector (one SSE register, which every x86-64
