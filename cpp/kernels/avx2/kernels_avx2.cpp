@@ -462,6 +462,74 @@ static bool wino_s2_out_row_avx2(float* y0, float* y1, const float* mm, int64_t 
   }
   return _mm256_movemask_ps(bad) == 0;
 }
+
+// KernelTable::conv_dx_lanes: the input gradient of a stride-1 convolution with 16 images in
+// the lanes of two 8-float halves (LeNet-5's second layer: 6 input channels, 14 x 14 inputs, too
+// few channels for the GEMM tiles). dy goes once per group of images to (k, p, q, image), each dx
+// value is summed over only the (r, t) taps that reach dy, r then t then k ascending (k inner:
+// a fixed trip count; the AVX-512 kernel's order, so the same bits), and the result goes back
+// to (image, c, h, w). CB (<= 6) channels at a time: 12 accumulators.
+template <int CB>
+static void dx_lanes_rows(const DxLanesArgs& a, const float* dyT, float* dxT, int64_t c0) {
+  const int64_t RS = a.R * a.S, S = a.S, CRS = a.C * RS;
+  for (int64_t h = 0; h < a.H; ++h) {
+    const int64_t r0 = std::max<int64_t>(0, h + a.ph - a.P + 1);
+    const int64_t r1 = std::min(a.R - 1, h + a.ph);
+    for (int64_t w = 0; w < a.W; ++w) {
+      const int64_t t0 = std::max<int64_t>(0, w + a.pw - a.Q + 1);
+      const int64_t t1 = std::min(S - 1, w + a.pw);
+      __m256 acc[CB][2];
+#pragma GCC unroll 6
+      for (int c = 0; c < CB; ++c) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+      for (int64_t r = r0; r <= r1; ++r)
+        for (int64_t t = t0; t <= t1; ++t) {
+          const float* d = dyT + 16 * ((h + a.ph - r) * a.Q + w + a.pw - t);
+          const float* wt = a.w + c0 * RS + r * S + t;
+          for (int64_t k = 0; k < a.K; ++k) {
+            const __m256 d0 = _mm256_loadu_ps(d + 16 * k * a.P * a.Q);
+            const __m256 d1 = _mm256_loadu_ps(d + 16 * k * a.P * a.Q + 8);
+#pragma GCC unroll 6
+            for (int c = 0; c < CB; ++c) {
+              const __m256 wv = _mm256_broadcast_ss(wt + k * CRS + c * RS);
+              acc[c][0] = _mm256_fmadd_ps(wv, d0, acc[c][0]);
+              acc[c][1] = _mm256_fmadd_ps(wv, d1, acc[c][1]);
+            }
+          }
+        }
+#pragma GCC unroll 6
+      for (int c = 0; c < CB; ++c) {
+        float* o = dxT + 16 * (((c0 + c) * a.H + h) * a.W + w);
+        _mm256_storeu_ps(o, acc[c][0]);
+        _mm256_storeu_ps(o + 8, acc[c][1]);
+      }
+    }
+  }
+}
+
+static void conv_dx_lanes_avx2(const DxLanesArgs& a, int64_t n0) {
+  const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
+  const int64_t PQ = a.P * a.Q, HW = a.H * a.W;
+  float* dyT = a.buf;  // (k, p, q) x 16 lanes, lanes past nimg zero
+  float* dxT = dyT + 16 * a.K * PQ;
+  for (int64_t kj = 0; kj < a.K * PQ; ++kj) {
+    const int64_t k = kj / PQ, j = kj % PQ;
+    float* d = dyT + 16 * kj;
+    for (int l = 0; l < nimg; ++l) d[l] = a.dy[((n0 + l) * a.K + k) * PQ + j];
+    for (int l = nimg; l < 16; ++l) d[l] = 0.f;
+  }
+  for (int64_t c0 = 0; c0 < a.C; c0 += 6) {
+    switch (std::min<int64_t>(6, a.C - c0)) {
+      case 1: dx_lanes_rows<1>(a, dyT, dxT, c0); break;
+      case 2: dx_lanes_rows<2>(a, dyT, dxT, c0); break;
+      case 3: dx_lanes_rows<3>(a, dyT, dxT, c0); break;
+      case 4: dx_lanes_rows<4>(a, dyT, dxT, c0); break;
+      case 5: dx_lanes_rows<5>(a, dyT, dxT, c0); break;
+      default: dx_lanes_rows<6>(a, dyT, dxT, c0); break;
+    }
+  }
+  for (int l = 0; l < nimg; ++l)
+    for (int64_t i = 0; i < a.C * HW; ++i) a.dx[(n0 + l) * a.C * HW + i] = dxT[16 * i + l];
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -481,6 +549,7 @@ void fill_table_avx2(KernelTable& t) {
   t.wino_in_row = avx2::wino_in_row_avx2;
   t.wino_out_row = avx2::wino_out_row_avx2;
   t.wino_plain = false;
+  t.conv_dx_lanes = avx2::conv_dx_lanes_avx2;
   t.wino_s2_in_row = avx2::wino_s2_in_row_avx2;
   t.wino_s2_out_row = avx2::wino_s2_out_row_avx2;
 }

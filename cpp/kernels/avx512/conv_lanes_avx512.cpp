@@ -3,7 +3,8 @@
 // tiles) and images too narrow for lanes along a row (LeNet's second layer: 6 input channels,
 // 14 x 14 inputs), the batch fills the lanes instead: dy is transposed once per group of images
 // to (k, p, q, image), each dx row is summed two columns at a time over only the (r, t) taps
-// that reach dy, and the result is transposed back.
+// that reach dy (r, then t, then k ascending: the order of the AVX2 kernel, so the same bits),
+// and the result is transposed back.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -29,15 +30,17 @@ void dx_pair(const DxLanesArgs& a, const float* dyT, float* dxT, int64_t c0, int
   __m512 acc[CB][2];
 #pragma GCC unroll 6
   for (int c = 0; c < CB; ++c) acc[c][0] = acc[c][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t r = r0; r <= r1; ++r) {
-      const float* drow = dyT + 16 * ((k * P + h + a.ph - r) * Wd + 1 + w0 + a.pw);
-      const float* wr = a.w + k * CRS + c0 * RS + r * S;
-      for (int64_t t = t0; t <= t1; ++t) {
-        const __m512 d0 = _mm512_loadu_ps(drow - 16 * t), d1 = _mm512_loadu_ps(drow - 16 * t + 16);
+  // k innermost: a fixed trip count for the hot loop (the taps' ranges vary at the edges)
+  for (int64_t r = r0; r <= r1; ++r)
+    for (int64_t t = t0; t <= t1; ++t) {
+      const float* d = dyT + 16 * ((h + a.ph - r) * Wd + 1 + w0 + a.pw - t);
+      const float* wt = a.w + c0 * RS + r * S + t;
+      for (int64_t k = 0; k < K; ++k) {
+        const float* dk = d + 16 * k * P * Wd;
+        const __m512 d0 = _mm512_loadu_ps(dk), d1 = _mm512_loadu_ps(dk + 16);
 #pragma GCC unroll 6
         for (int c = 0; c < CB; ++c) {
-          const __m512 wv = _mm512_set1_ps(wr[c * RS + t]);
+          const __m512 wv = _mm512_set1_ps(wt[k * CRS + c * RS]);
           acc[c][0] = _mm512_fmadd_ps(wv, d0, acc[c][0]);
           acc[c][1] = _mm512_fmadd_ps(wv, d1, acc[c][1]);
         }
