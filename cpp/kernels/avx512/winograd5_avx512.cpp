@@ -22,30 +22,14 @@ namespace convkit {
 namespace avx512 {
 namespace {
 
-// v = B^T d for one 6-vector, points 0, 1, -1, 1/2, -2, infinity: rows of B^T are
-// (1, -3/2, -2, 3/2, 1, 0), (0, -1, 1/2, 5/2, 1, 0), (0, 1, -5/2, 1/2, 1, 0),
-// (0, -2, -1, 2, 1, 0), (0, 1/2, -1, -1/2, 1, 0), (0, 1, -3/2, -2, 3/2, 1).
-inline void input_1d(const __m512* d, __m512* v) {
-  const __m512 t = _mm512_sub_ps(d[3], d[1]), u = _mm512_sub_ps(d[4], d[2]);
-  const __m512 c15 = _mm512_set1_ps(1.5f), m2 = _mm512_set1_ps(-2.f);
-  v[0] = _mm512_fmadd_ps(c15, t, _mm512_fmadd_ps(m2, d[2], _mm512_add_ps(d[0], d[4])));
-  v[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.5f), d[3],
-                         _mm512_fmadd_ps(_mm512_set1_ps(0.5f), d[2], _mm512_sub_ps(d[4], d[1])));
-  v[2] = _mm512_fmadd_ps(_mm512_set1_ps(0.5f), d[3],
-                         _mm512_fmadd_ps(_mm512_set1_ps(-2.5f), d[2], _mm512_add_ps(d[4], d[1])));
-  v[3] = _mm512_fmadd_ps(_mm512_set1_ps(2.f), t, u);
-  v[4] = _mm512_fmadd_ps(_mm512_set1_ps(-0.5f), t, u);
-  v[5] = _mm512_fmadd_ps(c15, u, _mm512_fmadd_ps(m2, d[3], _mm512_add_ps(d[1], d[5])));
-}
-
-// y = A^T m for one 6-vector: rows of A^T are (1, 1, 1, 1, 1, 0) and (0, 1, -1, 1/2, -2, 1).
-inline void output_1d(const __m512* m, __m512& y0, __m512& y1) {
-  y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(m[0], m[1]), _mm512_add_ps(m[2], m[3])), m[4]);
-  y1 = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(-2.f), m[4],
-                                     _mm512_fmadd_ps(_mm512_set1_ps(0.5f), m[3],
-                                                     _mm512_sub_ps(m[1], m[2]))),
-                     m[5]);
-}
+struct Vec {
+  using T = __m512;
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T set1(float v) { return _mm512_set1_ps(v); }
+};
+#include "../winograd5_1d.inc"
 
 // acc[kk] += sum over c < NC of v[c] * u[c * 8 + kk], kk < 8
 template <int NC>

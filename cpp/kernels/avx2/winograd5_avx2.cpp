@@ -1,0 +1,236 @@
+// Winograd F(2x2, 5x5) for AVX2 (KernelTable::wino5_item): the AVX-512 kernel's item
+// (winograd5_avx512.cpp) with each 16-image vector as two 8-float halves, the same operations in
+// the same order on every lane, so the same bits. Stages:
+//   1. the input rows the item reads, transposed to (c, row, column, image), zero-padded (xt);
+//   2. per tile row, the input transform down the columns (colt); per tile, across the rows
+//      (vb: 36 x C); per block of 8 output channels, the products with the transformed weights
+//      summed over c (mb: 36 x 8) and the output transform (ot, position-major);
+//   3. ot transposed back to (image, k, p, q) in y.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+
+#define NOINLINE __attribute__((noinline))
+
+namespace convkit {
+namespace avx2 {
+namespace {
+
+struct Vec {
+  using T = __m256;
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T set1(float v) { return _mm256_set1_ps(v); }
+};
+#include "../winograd5_1d.inc"
+
+// r[i][j] <-> r[j][i] for 8 vectors of 8
+inline void transpose8(__m256* r) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+inline __m256i first_lanes(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+struct Bufs {
+  int64_t Wt, rows;
+  float *xt, *colt, *vb, *mb, *ot;  // as in winograd5_avx512.cpp
+};
+
+// B^T down the columns of buffer rows i0 .. i0 + 5, every column: colt[c][e_row][w]
+NOINLINE void columns_stage(const Wino5Args& a, const Bufs& b, int64_t i0) {
+  const int64_t C = a.C, Wt = b.Wt, rows = b.rows;
+  const float* xt = b.xt;
+  float* colt = b.colt;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t w = 0; w < Wt; ++w)
+      for (int h = 0; h < 16; h += 8) {
+        __m256 d[6], v[6];
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i)
+          d[i] = _mm256_loadu_ps(xt + 16 * ((c * rows + i0 + i) * Wt + w) + h);
+        input_1d(d, v);
+#pragma GCC unroll 6
+        for (int e = 0; e < 6; ++e) _mm256_storeu_ps(colt + 16 * ((c * 6 + e) * Wt + w) + h, v[e]);
+      }
+}
+
+// B^T across the rows of the tile at column 2tx: vb[e_row * 6 + e_col][c]
+NOINLINE void rows_stage(const Wino5Args& a, const Bufs& b, int64_t tx) {
+  const int64_t C = a.C, Wt = b.Wt;
+  const float* colt = b.colt;
+  float* vb = b.vb;
+  for (int64_t c = 0; c < C; ++c)
+    for (int er = 0; er < 6; ++er)
+      for (int h = 0; h < 16; h += 8) {
+        __m256 d[6], v[6];
+        const float* src = colt + 16 * ((c * 6 + er) * Wt + 2 * tx) + h;
+#pragma GCC unroll 6
+        for (int j = 0; j < 6; ++j) d[j] = _mm256_loadu_ps(src + 16 * j);
+        input_1d(d, v);
+#pragma GCC unroll 6
+        for (int ec = 0; ec < 6; ++ec)
+          _mm256_storeu_ps(vb + 16 * ((er * 6 + ec) * C + c) + h, v[ec]);
+      }
+}
+
+// mb[e][k - kb] = sum over c (ascending) of vb[e][c] * u[e][c][k] for k in [kb, kb + 8): four
+// output channels x both halves (8 accumulators) per pass, 6 loads per 8 multiply-adds
+NOINLINE void products_stage(const Wino5Args& a, const Bufs& b, int64_t kb) {
+  const int64_t C = a.C, Kp = a.Kp;
+  const float* vb = b.vb;
+  float* mb = b.mb;
+  for (int64_t e = 0; e < 36; ++e) {
+    const float* u = a.u + (e * Kp + kb) * C;  // (e, k / 8, c, k % 8)
+    const float* v = vb + 16 * e * C;
+    for (int k0 = 0; k0 < 8; k0 += 4) {
+      __m256 acc[4][2];
+#pragma GCC unroll 4
+      for (int kk = 0; kk < 4; ++kk) acc[kk][0] = acc[kk][1] = _mm256_setzero_ps();
+      for (int64_t c = 0; c < C; ++c) {
+        const __m256 v0 = _mm256_loadu_ps(v + 16 * c), v1 = _mm256_loadu_ps(v + 16 * c + 8);
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; ++kk) {
+          const __m256 uk = _mm256_broadcast_ss(u + c * 8 + k0 + kk);
+          acc[kk][0] = _mm256_fmadd_ps(v0, uk, acc[kk][0]);
+          acc[kk][1] = _mm256_fmadd_ps(v1, uk, acc[kk][1]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int kk = 0; kk < 4; ++kk) {
+        _mm256_storeu_ps(mb + 16 * (e * 8 + k0 + kk), acc[kk][0]);
+        _mm256_storeu_ps(mb + 16 * (e * 8 + k0 + kk) + 8, acc[kk][1]);
+      }
+    }
+  }
+}
+
+// A^T m A + bias of tile (ty, tx) into ot (rows relative to p0), outputs past P or Q dropped
+NOINLINE void output_stage(const Wino5Args& a, const Bufs& b, int64_t p0, int64_t orows,
+                           int64_t ty, int64_t tx, int64_t kb) {
+  const int64_t pl = 2 * ty - p0, q = 2 * tx, Q = a.Q, kend = std::min(a.K, kb + 8);
+  const bool two_rows = 2 * ty + 1 < a.P, two_cols = q + 1 < Q;
+  const float* mb = b.mb;
+  float* ot = b.ot;
+  for (int64_t k = kb; k < kend; ++k)
+    for (int h = 0; h < 16; h += 8) {
+      const float* m = mb + 16 * (k - kb) + h;
+      __m256 s0[6], s1[6];
+#pragma GCC unroll 6
+      for (int ec = 0; ec < 6; ++ec) {
+        __m256 col[6];
+#pragma GCC unroll 6
+        for (int er = 0; er < 6; ++er) col[er] = _mm256_loadu_ps(m + 16 * 8 * (er * 6 + ec));
+        output_1d(col, s0[ec], s1[ec]);
+      }
+      const __m256 bias = a.bias ? _mm256_set1_ps(a.bias[k]) : _mm256_setzero_ps();
+      __m256 y[2][2];
+      output_1d(s0, y[0][0], y[0][1]);
+      output_1d(s1, y[1][0], y[1][1]);
+      float* o = ot + 16 * ((k * orows + pl) * Q + q) + h;
+      _mm256_storeu_ps(o, _mm256_add_ps(y[0][0], bias));
+      if (two_cols) _mm256_storeu_ps(o + 16, _mm256_add_ps(y[0][1], bias));
+      if (two_rows) {
+        _mm256_storeu_ps(o + 16 * Q, _mm256_add_ps(y[1][0], bias));
+        if (two_cols) _mm256_storeu_ps(o + 16 * (Q + 1), _mm256_add_ps(y[1][1], bias));
+      }
+    }
+}
+
+}  // namespace
+
+bool wino5_item_avx2(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1) {
+  Bufs b;
+  b.Wt = a.Q + a.Q % 2 + 4;
+  b.rows = 2 * (ty1 - ty0) + 4;
+  b.xt = a.buf;
+  b.colt = b.xt + 16 * a.C * b.rows * b.Wt;
+  b.vb = b.colt + 16 * a.C * 6 * b.Wt;
+  b.mb = b.vb + 16 * 36 * a.C;
+  b.ot = b.mb + 16 * 36 * 8;
+  const int64_t p0 = 2 * ty0, orows = std::min(a.P, 2 * ty1) - p0;
+  const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
+  // xt[((c * rows + i) * Wt + j) * 16 + l] = x[n0 + l][c][p0 - ph + i][j - pw], zero outside:
+  // 8 images x 8 columns at a time through a register transpose
+  std::memset(b.xt, 0, sizeof(float) * 16 * a.C * b.rows * b.Wt);
+  for (int64_t c = 0; c < a.C; ++c)
+    for (int64_t i = 0; i < b.rows; ++i) {
+      const int64_t hh = p0 - a.ph + i;
+      if (hh < 0 || hh >= a.H) continue;
+      float* d = b.xt + 16 * ((c * b.rows + i) * b.Wt + a.pw);
+      const float* src = a.x + (n0 * a.C + c) * a.H * a.W + hh * a.W;
+      for (int l0 = 0; l0 < nimg; l0 += 8)
+        for (int64_t j0 = 0; j0 < a.W; j0 += 8) {
+          const int cnt = static_cast<int>(std::min<int64_t>(8, a.W - j0));
+          const __m256i m = first_lanes(cnt);
+          __m256 r[8];
+          for (int l = 0; l < 8; ++l)
+            r[l] = l0 + l < nimg ? _mm256_maskload_ps(src + (l0 + l) * a.C * a.H * a.W + j0, m)
+                                 : _mm256_setzero_ps();
+          transpose8(r);
+          for (int j = 0; j < cnt; ++j) _mm256_storeu_ps(d + 16 * (j0 + j) + l0, r[j]);
+        }
+    }
+  for (int64_t ty = ty0; ty < ty1; ++ty) {
+    columns_stage(a, b, 2 * (ty - ty0));
+    for (int64_t tx = 0; tx < (a.Q + 1) / 2; ++tx) {
+      rows_stage(a, b, tx);
+      for (int64_t kb = 0; kb < a.Kp; kb += 8) {
+        products_stage(a, b, kb);
+        output_stage(a, b, p0, orows, ty, tx, kb);
+      }
+    }
+  }
+  // ot back to (image, k, p, q); every stored value checked for NaN and infinity
+  const int64_t npos = orows * a.Q, PQ = a.P * a.Q;
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 bad = zero;
+  for (int64_t k = 0; k < a.K; ++k)
+    for (int64_t j0 = 0; j0 < npos; j0 += 8) {
+      const int cnt = static_cast<int>(std::min<int64_t>(8, npos - j0));
+      const __m256 m = _mm256_castsi256_ps(first_lanes(cnt));
+      for (int l0 = 0; l0 < nimg; l0 += 8) {
+        __m256 r[8];
+        for (int j = 0; j < 8; ++j)
+          r[j] = j < cnt ? _mm256_loadu_ps(b.ot + 16 * (k * npos + j0 + j) + l0) : zero;
+        transpose8(r);
+        for (int l = 0; l < 8 && l0 + l < nimg; ++l) {
+          float* y = a.y + p0 * a.Q + ((n0 + l0 + l) * a.K + k) * PQ + j0;
+          if (cnt == 8) {
+            _mm256_storeu_ps(y, r[l]);
+          } else {
+            alignas(32) float t[8];
+            _mm256_store_ps(t, r[l]);
+            std::memcpy(y, t, sizeof(float) * cnt);
+          }
+          // NaN and infinities: v - v is not 0
+          bad = _mm256_or_ps(bad, _mm256_and_ps(m, _mm256_cmp_ps(_mm256_sub_ps(r[l], r[l]), zero,
+                                                                 _CMP_NEQ_UQ)));
+        }
+      }
+    }
+  return _mm256_movemask_ps(bad) == 0;
+}
+
+}  // namespace avx2
+}  // namespace convkit
