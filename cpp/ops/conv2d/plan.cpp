@@ -386,19 +386,10 @@ std::vector<std::string> names_of(const Row<Run> (&table)[N]) {
 // db[k] (or per-channel sums of any (N, K, PQ) array): 16 float lanes per image (vectorisable,
 // fixed order), images added in float64.
 void channel_sums(float* db, const float* dy, int64_t N, int64_t K, int64_t PQ) {
+  const auto sum16 = g_kernels->sum16;
   parallel_for(K, 4.0 * N * K * PQ, [&](int64_t k) {
     double acc = 0.0;
-    for (int64_t n = 0; n < N; ++n) {
-      const float* g = dy + (n * K + k) * PQ;
-      float lane[16] = {};
-      int64_t j = 0;
-      for (; j + 16 <= PQ; j += 16)
-        for (int l = 0; l < 16; ++l) lane[l] += g[j + l];
-      double a = 0.0;
-      for (; j < PQ; ++j) a += g[j];
-      for (int l = 0; l < 16; ++l) a += lane[l];
-      acc += a;
-    }
+    for (int64_t n = 0; n < N; ++n) acc += sum16(dy + (n * K + k) * PQ, PQ);
     db[k] = static_cast<float>(acc);
   });
 }
