@@ -64,12 +64,12 @@ struct Col2imArgs {
   int64_t H, W, P, Q, R, S, ph, pw, sh, sw;
 };
 
-// Operands of KernelTable::wino5_item: x (N, C, H, W) and y (N, K, P, Q) whole; u the
-// transformed weights in blocks of 8 output channels,
-//   u[((e * Kp + k / 8 * 8) * C + c * 8) + k % 8] = (G g_kc G^T)[e]   for e < 36
+// Operands of KernelTable::wino_lanes_item, a stride-1 r x r convolution (r = 3 or 5): x (N, C,
+// H, W) and y (N, K, P, Q) whole; u the transformed weights in blocks of 8 output channels,
+//   u[((e * Kp + k / 8 * 8) * C + c * 8) + k % 8] = (G g_kc G^T)[e]   for e < (r + 1)^2
 // (zero for k >= K, Kp a multiple of 8); bias K values or null; buf at least
-// wino5_buf_floats(...) floats.
-struct Wino5Args {
+// wino_lanes_buf_floats(...) floats.
+struct WinoLanesArgs {
   const float* x;
   float* y;
   int64_t N, C, H, W, K, P, Q, ph, pw;
@@ -77,12 +77,15 @@ struct Wino5Args {
   int64_t Kp;
   const float* bias;
   float* buf;
+  int r;
 };
 
-// Floats of Wino5Args::buf for an item of `tr` tile rows.
-inline int64_t wino5_buf_floats(const Wino5Args& a, int64_t tr) {
-  const int64_t Wt = a.Q + a.Q % 2 + 4, rows = 2 * tr + 4;
-  return 16 * (a.C * rows * Wt + a.C * 6 * Wt + 36 * a.C + 36 * 8 + a.K * 2 * tr * a.Q);
+// Floats of WinoLanesArgs::buf for an item of `tr` tile rows: 16 lanes each of the input rows,
+// the column-transformed rows, one transformed tile, its products for 8 output channels, and
+// the item's outputs.
+inline int64_t wino_lanes_buf_floats(const WinoLanesArgs& a, int64_t tr) {
+  const int64_t A = a.r + 1, Wt = a.Q + a.Q % 2 + a.r - 1, rows = 2 * tr + a.r - 1;
+  return 16 * (a.C * rows * Wt + a.C * A * Wt + A * A * a.C + A * A * 8 + a.K * 2 * tr * a.Q);
 }
 
 // Operands of KernelTable::conv_dx_lanes: the input gradient dx (N, C, H, W) of a stride-1
@@ -185,12 +188,13 @@ struct KernelTable {
   // value stored is NaN or infinite.
   bool (*wino_out_row)(float* y0, float* y1, const float* m, int64_t mstride, int64_t ntiles,
                        int64_t Q, float bias);
-  // Winograd F(2x2, 5x5) of a stride-1 5x5 convolution for images n0 .. n0 + 15 (those < N),
-  // one image per vector lane, output rows 2 * ty0 .. 2 * ty1 - 1 (those < P): each 2x2 block
-  // of outputs is A^T [sum_c (G g G^T) . (B^T d B)] A + bias over the 6x6 input patch d (zero
-  // outside the image), interpolation points 0, 1, -1, 1/2, -2 and infinity. Returns false if
+  // Winograd F(2x2, r x r) of a stride-1 r x r convolution (r = a.r, 3 or 5) for images
+  // n0 .. n0 + 15 (those < N), one image per vector lane, output rows 2 * ty0 .. 2 * ty1 - 1
+  // (those < P): each 2x2 block of outputs is A^T [sum_c (G g G^T) . (B^T d B)] A + bias over
+  // the (r + 1) x (r + 1) input patch d (zero outside the image); interpolation points 0, 1, -1,
+  // infinity for r = 3, and 1/2, -2 too for r = 5 (kernels/winograd_1d.inc). Returns false if
   // any output stored is NaN or infinite. Null where the ISA has none.
-  bool (*wino5_item)(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1);
+  bool (*wino_lanes_item)(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
   // Input gradient of a stride-1 convolution for images n0 .. n0 + 15 (those < N), one image
   // per vector lane, written to a.dx for those images; sums run in a fixed order. Null where
   // the ISA has none.

@@ -178,8 +178,8 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
             assert_close(got, want, 1e-5, f"{direction} {name} {shape}")
     finally:
         _core.conv2d_force(direction, "")
-    kt_has = (name not in {"winograd5", "kvec", "rows_x", "lanes", "dot"} or
-              isa == "avx512" or (isa == "avx2" and name in {"dot", "kvec", "lanes", "winograd5"}))
+    own = {"winograd5", "winograd3_lanes", "kvec", "lanes", "dot"}  # AVX2's kernels
+    kt_has = (name not in own | {"rows_x"} or isa == "avx512" or (isa == "avx2" and name in own))
     if kt_has and not (name == "gemm" and isa == "avx512" and direction == "weight_grad"):
         assert ran >= 2, f"{direction} {name} applied to only {ran} shapes on {isa}"
 
@@ -232,13 +232,33 @@ def test_winograd4_s2_non_finite_operands_give_what_the_definition_gives(isa, rn
     assert_close(got[fin], want[fin], 1e-5, direction)
 
 
-@pytest.mark.parametrize("alg", ["winograd3", "winograd3_s2"])
+@pytest.mark.parametrize("r", [3, 5])
+def test_winograd_lanes_same_bits_for_any_thread_count(rng, threads, r):
+    """Items of 16 images and bands of tile rows: 40 images (a part-filled last group) on 1-3
+    threads give the same bits."""
+    x = rng.standard_normal((40, 12, 17, 15)).astype(np.float32)
+    w = rng.standard_normal((20, 12, r, r)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    outs = []
+    try:
+        _core.conv2d_force("forward", "winograd3_lanes" if r == 3 else "winograd5")
+        for n in (1, 2, 3):
+            threads(n)
+            outs.append(F.conv2d(x, w, b, padding=r // 2))
+    finally:
+        _core.conv2d_force("forward", "")
+    assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+    ref = _core.ref_conv2d(x, w, b, 1, 1, r // 2, r // 2, 1, 1, 1)
+    assert_close(outs[0], ref, 1e-5, "forward")
+
+
+@pytest.mark.parametrize("alg", ["winograd3", "winograd3_s2", "winograd3_lanes"])
 @pytest.mark.parametrize("hw", [(9, 37), (5, 3), (20, 20), (11, 75)], ids=str)
 @pytest.mark.parametrize("where", ["first", "last", "middle"])
 def test_winograd3_non_finite_input_gives_what_the_definition_gives(isa, rng, alg, hw, where):
-    """winograd3 and winograd3_s2 forced on every ISA (tiles in whole vectors and in the tail of
-    a row, rows narrower and wider than a vector's tiles): an Inf in x makes their transforms'
-    NaN, the path declines and the next row recomputes the layer."""
+    """winograd3, winograd3_s2 and winograd3_lanes forced on every ISA (tiles in whole vectors
+    and in the tail of a row, rows narrower and wider than a vector's tiles): an Inf in x makes
+    their transforms' NaN, the path declines and the next row recomputes the layer."""
     H, W = hw
     x = rng.standard_normal((2, 32, H, W)).astype(np.float32)
     w = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)

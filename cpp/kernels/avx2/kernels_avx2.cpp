@@ -13,8 +13,8 @@
 
 namespace convkit {
 namespace avx2 {
-// winograd5_avx2.cpp
-bool wino5_item_avx2(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1);
+// winograd_lanes_avx2.cpp
+bool wino_lanes_item_avx2(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
 #include "../portable.inc"
 
 constexpr int MR = 6, NR = 16;
@@ -552,7 +552,7 @@ void fill_table_avx2(KernelTable& t) {
   t.wino_out_row = avx2::wino_out_row_avx2;
   t.wino_plain = false;
   t.conv_dx_lanes = avx2::conv_dx_lanes_avx2;
-  t.wino5_item = avx2::wino5_item_avx2;
+  t.wino_lanes_item = avx2::wino_lanes_item_avx2;
   t.wino_s2_in_row = avx2::wino_s2_in_row_avx2;
   t.wino_s2_out_row = avx2::wino_s2_out_row_avx2;
 }

@@ -120,9 +120,9 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
                       const Conv2dShape& s);
 bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s);
-bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
-                       const Conv2dShape& s);
-bool winograd5_pays(const Conv2dShape& s);
+bool winograd_lanes_forward(float* y, const float* x, const float* w, const float* b,
+                            const Conv2dShape& s);
+bool winograd_lanes_pays(const Conv2dShape& s);
 // The Winograd-style paths' shared steps: the ne GEMMs M_e (K x nt, rows Tb apart, at
 // m + e * mrows * Tb; mrows 0: K) = U_e V_e, U_e packed at up + round_up(K, MR) * base[e]
 // (depth[e] deep), V_e's rows at v + base[e] * Tb + voff[i]; and the output transform of tile

@@ -12,12 +12,16 @@
 //
 // Forward
 //   winograd5      5x5, stride 1, batches of 16+: Winograd F(2x2, 5x5), 16 images in the lanes
+//   winograd3_lanes  3x3, stride 1, batches of 16+, up to 64 x 64 channels, where its cost model
+//                  says it pays: Winograd F(2x2, 3x3), 16 images in the lanes (ResNet-20's
+//                  layers)
 //   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels, unless winograd3
 //                  pays; or 32+ output channels of at most 64 inputs, Q <= 16 (tiles of
 //                  several channel blocks): channels in the lanes
 //   winograd3      3x3, stride 1, 32+ channels (64+ and planes 24+ wide with the plain
 //                  transforms of SSE), enough work: Winograd F(2x2, 3x3), 16 GEMMs;
-//                  dilated too, each item gathering the input's phases
+//                  dilated too, each item gathering the input's phases (also where the phases
+//                  would take winograd3_lanes)
 //   winograd3_s2   3x3, stride 2, 32+ channels, enough work: phase-split F(2, 2)-style sum,
 //                  9 GEMMs
 //   winograd4_s2   4x4, stride 2, 16+ channels, 16+ tiles an image: the four input phases'
@@ -171,10 +175,16 @@ bool winograd3_pays(const Conv2dShape& s) {
 const Row<FwdRun> kForward[] = {
     {"winograd5",
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return special(s) && kt.wino5_item && s.R == 5 && s.S == 5 && unit_stride(s);
+       return special(s) && kt.wino_lanes_item && s.R == 5 && s.S == 5 && unit_stride(s);
      },
-     [](const Conv2dShape& s, const KernelTable&) { return winograd5_pays(s); }, true,
-     winograd5_forward},
+     [](const Conv2dShape& s, const KernelTable&) { return winograd_lanes_pays(s); }, true,
+     winograd_lanes_forward},
+    {"winograd3_lanes",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.wino_lanes_item && s.R == 3 && s.S == 3 && unit_stride(s);
+     },
+     [](const Conv2dShape& s, const KernelTable&) { return winograd_lanes_pays(s); }, true,
+     winograd_lanes_forward},
     {"kvec",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_kvec && unit_stride(s) && s.C * s.R * s.S <= 2048;
@@ -211,7 +221,12 @@ const Row<FwdRun> kForward[] = {
      // 128x32x16x16 4.39 against 4.66, 32x32x16x16 1.12 against 1.19, 8x128x14x14 3.36 against
      // 4.17). A dilated layer: where its phases as one batch would take this row.
      [](const Conv2dShape& s, const KernelTable& kt) {
-       if (s.dh > 1 || s.dw > 1) return dilated_sub_plan(s) == "winograd3";
+       // (where the phases would take winograd3_lanes, this row gathering them is faster:
+       // (4, 64, 56, 56) dilation 2, forced, 2 threads, 2.96 ms against 3.11)
+       if (s.dh > 1 || s.dw > 1) {
+         const std::string sub = dilated_sub_plan(s);
+         return sub == "winograd3" || sub == "winograd3_lanes";
+       }
        return winograd3_pays(s) && (!kt.wino_plain || (s.C >= 64 && s.Q >= 24));
      },
      true, winograd_forward},

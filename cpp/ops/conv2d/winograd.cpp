@@ -264,18 +264,29 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
   return finite;
 }
 
-// 5x5, stride 1, batches of 16+ images: Winograd F(2x2, 5x5) with one image per vector lane
-// (KernelTable::wino5_item): 36 multiplies per (2x2 outputs, c, k) instead of 100. Items are
-// (16 images, band of tile rows); the weights are transformed once, in double precision. Returns
-// false if an output came out NaN or infinite (the caller then recomputes the direct way: the
-// transforms subtract input values, so an Inf in x could give NaN where the definition has Inf).
-bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
-                       const Conv2dShape& s) {
-  const int64_t TY = (s.P + 1) / 2, Kp = round_up(s.K, 8), CRS = s.C * 25;
-  float* u = scratch(Buf::wino_weights, 36 * s.C * Kp);
-  // u = G g G^T per (k, c), in double: G's rows are (1, 0, 0, 0, 0), (1, 1, 1, 1, 1) / 3,
+// 3x3 or 5x5, stride 1, batches of 16+ images: Winograd F(2x2, 3x3) or F(2x2, 5x5) with one
+// image per vector lane (KernelTable::wino_lanes_item): 16 multiplies per (2x2 outputs, c, k)
+// instead of 36, or 36 instead of 100. Items are (16 images, band of tile rows); the weights
+// are transformed once, in double precision. Returns false if an output came out NaN or infinite
+// (the caller then recomputes the direct way: the transforms subtract input values, so an Inf
+// in x could give NaN where the definition has Inf).
+bool winograd_lanes_forward(float* y, const float* x, const float* w, const float* b,
+                            const Conv2dShape& s) {
+  const int r = static_cast<int>(s.R), A = r + 1, RS = r * r;
+  const int64_t TY = (s.P + 1) / 2, Kp = round_up(s.K, 8), CRS = s.C * RS;
+  float* u = scratch(Buf::wino_weights, A * A * s.C * Kp);
+  // u = G g G^T per (k, c), in double. r = 3: G's rows are (1, 0, 0), (1, 1, 1) / 2,
+  // (1, -1, 1) / 2, (0, 0, 1). r = 5: (1, 0, 0, 0, 0), (1, 1, 1, 1, 1) / 3,
   // (-1, 1, -1, 1, -1) / 3, -(16, 8, 4, 2, 1) / 15, (1, -2, 4, -8, 16) / 15, (0, 0, 0, 0, 1).
-  auto g_1d = [](const double* g, int64_t step, double* o) {  // o[i] = (G g)[i]
+  auto g_1d = [r](const double* g, int64_t step, double* o) {  // o[i] = (G g)[i]
+    if (r == 3) {
+      const double g0 = g[0], g1 = g[step], g2 = g[2 * step];
+      o[0] = g0;
+      o[1] = (g0 + g1 + g2) * 0.5;
+      o[2] = (g0 - g1 + g2) * 0.5;
+      o[3] = g2;
+      return;
+    }
     const double g0 = g[0], g1 = g[step], g2 = g[2 * step], g3 = g[3 * step], g4 = g[4 * step];
     o[0] = g0;
     o[1] = (g0 + g1 + g2 + g3 + g4) * (1 / 3.);
@@ -284,54 +295,61 @@ bool winograd5_forward(float* y, const float* x, const float* w, const float* b,
     o[4] = (g0 - 2 * g1 + 4 * g2 - 8 * g3 + 16 * g4) * (1 / 15.);
     o[5] = g4;
   };
-  for (int64_t k = 0; k < Kp; ++k)
+  parallel_for(Kp, 40.0 * s.C * A * A * Kp, [&](int64_t k) {
     for (int64_t c = 0; c < s.C; ++c) {
       double g[25] = {}, t[6][5], v[6];  // t = G g (rows of G applied down the columns of g)
       if (k < s.K)
-        for (int i = 0; i < 25; ++i) g[i] = w[k * CRS + c * 25 + i];
-      for (int j = 0; j < 5; ++j) {
+        for (int i = 0; i < RS; ++i) g[i] = w[k * CRS + c * RS + i];
+      for (int j = 0; j < r; ++j) {
         double col[6];
-        g_1d(g + j, 5, col);
-        for (int i = 0; i < 6; ++i) t[i][j] = col[i];
+        g_1d(g + j, r, col);
+        for (int i = 0; i < A; ++i) t[i][j] = col[i];
       }
-      for (int i = 0; i < 6; ++i) {
+      for (int i = 0; i < A; ++i) {
         g_1d(t[i], 1, v);
-        for (int j = 0; j < 6; ++j)
-          u[((i * 6 + j) * Kp + k / 8 * 8) * s.C + c * 8 + k % 8] = static_cast<float>(v[j]);
+        for (int j = 0; j < A; ++j)
+          u[((i * A + j) * Kp + k / 8 * 8) * s.C + c * 8 + k % 8] = static_cast<float>(v[j]);
       }
     }
-  Wino5Args a{x, y, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, u, Kp, b, nullptr};
+  });
+  WinoLanesArgs a{x, y, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, u, Kp, b, nullptr, r};
   // Tile rows per item: its buffers near 512 KiB.
   int64_t tr = TY;
-  while (tr > 1 && 4 * wino5_buf_floats(a, tr) > 512 * 1024) tr = (tr + 1) / 2;
+  while (tr > 1 && 4 * wino_lanes_buf_floats(a, tr) > 512 * 1024) tr = (tr + 1) / 2;
   const int64_t nblk = (TY + tr - 1) / tr, groups = (s.N + 15) / 16;
   std::atomic<bool> finite{true};
   parallel_for(groups * nblk, 1.0 * s.N * s.K * CRS * s.P * s.Q, [&](int64_t item) {
-    Wino5Args ai = a;
-    ai.buf = scratch(Buf::wino_rows, wino5_buf_floats(a, tr));
+    WinoLanesArgs ai = a;
+    ai.buf = scratch(Buf::wino_rows, wino_lanes_buf_floats(a, tr));
     const int64_t ty0 = item % nblk * tr;
-    if (!g_kernels->wino5_item(ai, item / nblk * 16, ty0, std::min(TY, ty0 + tr)))
+    if (!g_kernels->wino_lanes_item(ai, item / nblk * 16, ty0, std::min(TY, ty0 + tr)))
       finite = false;
   });
   return finite;
 }
 
-// Whether Winograd F(2x2, 5x5) beats the direct paths (~87 % of peak) on this shape, by a cost
-// model in multiply-add times per 16 tiles (fitted on this machine): the products, 36 C Kp,
-// plus two per (e, k) for their stores; ~300 C and ~100 K for the transforms and transposes;
-// every group of 16 images paid in full. It must save 15 %. The transformed weights (36 C Kp
-// floats) must stay within L2, and an item's buffers within 16 MiB.
-bool winograd5_pays(const Conv2dShape& s) {
-  if (s.R != 5 || s.S != 5 || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 || s.Q < 2)
+// Whether the lanes Winograd beats the direct paths (~87 % of peak) on this shape, by a cost
+// model in multiply-add times per 16 tiles (fitted on this machine): the products, A^2 C Kp,
+// plus two per (e, k) for their stores; for the transforms and transposes ~300 C and ~100 K
+// at 5x5, ~100 C and ~100 K at 3x3; every group of 16 images paid in full. It must save 15 %.
+// (3x3, forced, 2 threads, AMD EPYC Zen 4, against the best other row: ResNet-20's layers at
+// batch 128 (128, 16, 32, 32) 2.72 ms against direct's 3.13, (128, 32, 16, 16) 2.20 against
+// kvec's 2.87, (128, 64, 8, 8) 1.98 against 2.87; (16, 64, 56, 56) 11.4 against winograd3's
+// 12.3, (32, 128, 14, 14) 5.4 against 6.6; the model declines (128, 3, 32, 32) -> 16, 0.94
+// against 0.62, and (64, 6, 14, 14) -> 16, 0.11 against 0.15, which it could take.) The
+// transformed weights (A^2 C Kp floats) must stay within L2, and an item's buffers within 16 MiB.
+bool winograd_lanes_pays(const Conv2dShape& s) {
+  if (s.R != s.S || (s.R != 3 && s.R != 5) || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 ||
+      s.Q < 2)
     return false;
-  const int64_t Kp = round_up(s.K, 8);
-  if (s.C * Kp > 1024) return false;
-  const Wino5Args a{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr,
-                    Kp, nullptr, nullptr};
-  if (wino5_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for the buffers
+  const int64_t Kp = round_up(s.K, 8), A = s.R + 1;
+  if (A * A * s.C * Kp > (s.R == 5 ? 36 : 64) * 1024) return false;
+  const WinoLanesArgs a{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr,
+                        Kp, nullptr, nullptr, static_cast<int>(s.R)};
+  if (wino_lanes_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for buffers
   const double groups = (s.N + 15) / 16, C = s.C, K = s.K;
-  const double wino = groups * (36.0 * Kp * (C + 2) + 300 * C + 100 * K);
-  const double direct = s.N / 16.0 * 100 * C * K / 0.87;
+  const double wino = groups * (A * A * Kp * (C + 2) + (s.R == 5 ? 300 : 100) * C + 100 * K);
+  const double direct = s.N / 16.0 * 4 * s.R * s.S * C * K / 0.87;
   return wino < 0.85 * direct;
 }
 

@@ -1,10 +1,10 @@
-// Winograd F(2x2, 5x5) for AVX2 (KernelTable::wino5_item): the AVX-512 kernel's item
-// (winograd5_avx512.cpp) with each 16-image vector as two 8-float halves, the same operations in
-// the same order on every lane, so the same bits. Stages:
+// Winograd F(2x2, 3x3) and F(2x2, 5x5) for AVX2 (KernelTable::wino_lanes_item): the AVX-512
+// kernel's item (winograd_lanes_avx512.cpp) with each 16-image vector as two 8-float halves, the
+// same operations in the same order on every lane, so the same bits. With A = r + 1 points:
 //   1. the input rows the item reads, transposed to (c, row, column, image), zero-padded (xt);
 //   2. per tile row, the input transform down the columns (colt); per tile, across the rows
-//      (vb: 36 x C); per block of 8 output channels, the products with the transformed weights
-//      summed over c (mb: 36 x 8) and the output transform (ot, position-major);
+//      (vb: A^2 x C); per block of 8 output channels, the products with the transformed weights
+//      summed over c (mb: A^2 x 8) and the output transform (ot, position-major);
 //   3. ot transposed back to (image, k, p, q) in y.
 #include <immintrin.h>
 
@@ -27,7 +27,7 @@ struct Vec {
   static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static T set1(float v) { return _mm256_set1_ps(v); }
 };
-#include "../winograd5_1d.inc"
+#include "../winograd_1d.inc"
 
 // r[i][j] <-> r[j][i] for 8 vectors of 8
 inline void transpose8(__m256* r) {
@@ -54,53 +54,57 @@ inline __m256i first_lanes(int n) {
 
 struct Bufs {
   int64_t Wt, rows;
-  float *xt, *colt, *vb, *mb, *ot;  // as in winograd5_avx512.cpp
+  float *xt, *colt, *vb, *mb, *ot;  // as in winograd_lanes_avx512.cpp
 };
 
-// B^T down the columns of buffer rows i0 .. i0 + 5, every column: colt[c][e_row][w]
-NOINLINE void columns_stage(const Wino5Args& a, const Bufs& b, int64_t i0) {
+// B^T down the columns of buffer rows i0 .. i0 + A - 1, every column: colt[c][e_row][w]
+template <class F>
+NOINLINE void columns_stage(const WinoLanesArgs& a, const Bufs& b, int64_t i0) {
+  constexpr int A = F::A;
   const int64_t C = a.C, Wt = b.Wt, rows = b.rows;
   const float* xt = b.xt;
   float* colt = b.colt;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t w = 0; w < Wt; ++w)
       for (int h = 0; h < 16; h += 8) {
-        __m256 d[6], v[6];
+        __m256 d[A], v[A];
 #pragma GCC unroll 6
-        for (int i = 0; i < 6; ++i)
+        for (int i = 0; i < A; ++i)
           d[i] = _mm256_loadu_ps(xt + 16 * ((c * rows + i0 + i) * Wt + w) + h);
-        input_1d(d, v);
+        F::input(d, v);
 #pragma GCC unroll 6
-        for (int e = 0; e < 6; ++e) _mm256_storeu_ps(colt + 16 * ((c * 6 + e) * Wt + w) + h, v[e]);
+        for (int e = 0; e < A; ++e) _mm256_storeu_ps(colt + 16 * ((c * A + e) * Wt + w) + h, v[e]);
       }
 }
 
-// B^T across the rows of the tile at column 2tx: vb[e_row * 6 + e_col][c]
-NOINLINE void rows_stage(const Wino5Args& a, const Bufs& b, int64_t tx) {
+// B^T across the rows of the tile at column 2tx: vb[e_row * A + e_col][c]
+template <class F>
+NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx) {
+  constexpr int A = F::A;
   const int64_t C = a.C, Wt = b.Wt;
   const float* colt = b.colt;
   float* vb = b.vb;
   for (int64_t c = 0; c < C; ++c)
-    for (int er = 0; er < 6; ++er)
+    for (int er = 0; er < A; ++er)
       for (int h = 0; h < 16; h += 8) {
-        __m256 d[6], v[6];
-        const float* src = colt + 16 * ((c * 6 + er) * Wt + 2 * tx) + h;
+        __m256 d[A], v[A];
+        const float* src = colt + 16 * ((c * A + er) * Wt + 2 * tx) + h;
 #pragma GCC unroll 6
-        for (int j = 0; j < 6; ++j) d[j] = _mm256_loadu_ps(src + 16 * j);
-        input_1d(d, v);
+        for (int j = 0; j < A; ++j) d[j] = _mm256_loadu_ps(src + 16 * j);
+        F::input(d, v);
 #pragma GCC unroll 6
-        for (int ec = 0; ec < 6; ++ec)
-          _mm256_storeu_ps(vb + 16 * ((er * 6 + ec) * C + c) + h, v[ec]);
+        for (int ec = 0; ec < A; ++ec)
+          _mm256_storeu_ps(vb + 16 * ((er * A + ec) * C + c) + h, v[ec]);
       }
 }
 
-// mb[e][k - kb] = sum over c (ascending) of vb[e][c] * u[e][c][k] for k in [kb, kb + 8): four
+// mb[e][k - kb] = sum over c (ascending) of vb[e][c] * u[e][c][k], k in [kb, kb + 8), e < ne: four
 // output channels x both halves (8 accumulators) per pass, 6 loads per 8 multiply-adds
-NOINLINE void products_stage(const Wino5Args& a, const Bufs& b, int64_t kb) {
+NOINLINE void products_stage(const WinoLanesArgs& a, const Bufs& b, int64_t kb, int64_t ne) {
   const int64_t C = a.C, Kp = a.Kp;
   const float* vb = b.vb;
   float* mb = b.mb;
-  for (int64_t e = 0; e < 36; ++e) {
+  for (int64_t e = 0; e < ne; ++e) {
     const float* u = a.u + (e * Kp + kb) * C;  // (e, k / 8, c, k % 8)
     const float* v = vb + 16 * e * C;
     for (int k0 = 0; k0 < 8; k0 += 4) {
@@ -126,8 +130,10 @@ NOINLINE void products_stage(const Wino5Args& a, const Bufs& b, int64_t kb) {
 }
 
 // A^T m A + bias of tile (ty, tx) into ot (rows relative to p0), outputs past P or Q dropped
-NOINLINE void output_stage(const Wino5Args& a, const Bufs& b, int64_t p0, int64_t orows,
+template <class F>
+NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, int64_t orows,
                            int64_t ty, int64_t tx, int64_t kb) {
+  constexpr int A = F::A;
   const int64_t pl = 2 * ty - p0, q = 2 * tx, Q = a.Q, kend = std::min(a.K, kb + 8);
   const bool two_rows = 2 * ty + 1 < a.P, two_cols = q + 1 < Q;
   const float* mb = b.mb;
@@ -135,18 +141,18 @@ NOINLINE void output_stage(const Wino5Args& a, const Bufs& b, int64_t p0, int64_
   for (int64_t k = kb; k < kend; ++k)
     for (int h = 0; h < 16; h += 8) {
       const float* m = mb + 16 * (k - kb) + h;
-      __m256 s0[6], s1[6];
+      __m256 s0[A], s1[A];
 #pragma GCC unroll 6
-      for (int ec = 0; ec < 6; ++ec) {
-        __m256 col[6];
+      for (int ec = 0; ec < A; ++ec) {
+        __m256 col[A];
 #pragma GCC unroll 6
-        for (int er = 0; er < 6; ++er) col[er] = _mm256_loadu_ps(m + 16 * 8 * (er * 6 + ec));
-        output_1d(col, s0[ec], s1[ec]);
+        for (int er = 0; er < A; ++er) col[er] = _mm256_loadu_ps(m + 16 * 8 * (er * A + ec));
+        F::output(col, s0[ec], s1[ec]);
       }
       const __m256 bias = a.bias ? _mm256_set1_ps(a.bias[k]) : _mm256_setzero_ps();
       __m256 y[2][2];
-      output_1d(s0, y[0][0], y[0][1]);
-      output_1d(s1, y[1][0], y[1][1]);
+      F::output(s0, y[0][0], y[0][1]);
+      F::output(s1, y[1][0], y[1][1]);
       float* o = ot + 16 * ((k * orows + pl) * Q + q) + h;
       _mm256_storeu_ps(o, _mm256_add_ps(y[0][0], bias));
       if (two_cols) _mm256_storeu_ps(o + 16, _mm256_add_ps(y[0][1], bias));
@@ -157,17 +163,17 @@ NOINLINE void output_stage(const Wino5Args& a, const Bufs& b, int64_t p0, int64_
     }
 }
 
-}  // namespace
-
-bool wino5_item_avx2(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1) {
+template <class F>
+bool item(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
+  constexpr int A = F::A;
   Bufs b;
-  b.Wt = a.Q + a.Q % 2 + 4;
-  b.rows = 2 * (ty1 - ty0) + 4;
+  b.Wt = a.Q + a.Q % 2 + A - 2;
+  b.rows = 2 * (ty1 - ty0) + A - 2;
   b.xt = a.buf;
   b.colt = b.xt + 16 * a.C * b.rows * b.Wt;
-  b.vb = b.colt + 16 * a.C * 6 * b.Wt;
-  b.mb = b.vb + 16 * 36 * a.C;
-  b.ot = b.mb + 16 * 36 * 8;
+  b.vb = b.colt + 16 * a.C * A * b.Wt;
+  b.mb = b.vb + 16 * A * A * a.C;
+  b.ot = b.mb + 16 * A * A * 8;
   const int64_t p0 = 2 * ty0, orows = std::min(a.P, 2 * ty1) - p0;
   const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
   // xt[((c * rows + i) * Wt + j) * 16 + l] = x[n0 + l][c][p0 - ph + i][j - pw], zero outside:
@@ -192,12 +198,12 @@ bool wino5_item_avx2(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1) {
         }
     }
   for (int64_t ty = ty0; ty < ty1; ++ty) {
-    columns_stage(a, b, 2 * (ty - ty0));
+    columns_stage<F>(a, b, 2 * (ty - ty0));
     for (int64_t tx = 0; tx < (a.Q + 1) / 2; ++tx) {
-      rows_stage(a, b, tx);
+      rows_stage<F>(a, b, tx);
       for (int64_t kb = 0; kb < a.Kp; kb += 8) {
-        products_stage(a, b, kb);
-        output_stage(a, b, p0, orows, ty, tx, kb);
+        products_stage(a, b, kb, A * A);
+        output_stage<F>(a, b, p0, orows, ty, tx, kb);
       }
     }
   }
@@ -230,6 +236,12 @@ bool wino5_item_avx2(const Wino5Args& a, int64_t n0, int64_t ty0, int64_t ty1) {
       }
     }
   return _mm256_movemask_ps(bad) == 0;
+}
+
+}  // namespace
+
+bool wino_lanes_item_avx2(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
+  return a.r == 3 ? item<F3>(a, n0, ty0, ty1) : item<F5>(a, n0, ty0, ty1);
 }
 
 }  // namespace avx2
