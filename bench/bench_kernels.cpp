@@ -44,6 +44,9 @@ const ConvCase kConv[] = {
     // conv_general's conv_transpose2d (16, 128, 16, 16) -> 64, 4x4 stride 2: the convolution it
     // transposes (its input gradient is that layer's forward); winograd4_s2 in all directions
     {"transposed4x4", 16, 64, 32, 32, 128, 4, 2, 1, 1, 1},
+    // ResNet-20's 16- and 64-channel layers at batch 128 (winograd3_lanes)
+    {"resnet20_16", 128, 16, 32, 32, 16, 3, 1, 1, 1, 1},
+    {"resnet20_64", 128, 64, 8, 8, 64, 3, 1, 1, 1, 1},
 };
 
 convkit::Conv2dShape shape_of(const ConvCase& c) {
