@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "kernels/avx2/lanes_avx2.h"
 
 namespace convkit {
 namespace avx2 {
@@ -513,12 +514,7 @@ static void conv_dx_lanes_avx2(const DxLanesArgs& a, int64_t n0) {
   const int64_t PQ = a.P * a.Q, HW = a.H * a.W;
   float* dyT = a.buf;  // (k, p, q) x 16 lanes, lanes past nimg zero
   float* dxT = dyT + 16 * a.K * PQ;
-  for (int64_t kj = 0; kj < a.K * PQ; ++kj) {
-    const int64_t k = kj / PQ, j = kj % PQ;
-    float* d = dyT + 16 * kj;
-    for (int l = 0; l < nimg; ++l) d[l] = a.dy[((n0 + l) * a.K + k) * PQ + j];
-    for (int l = nimg; l < 16; ++l) d[l] = 0.f;
-  }
+  images_to_lanes16(dyT, a.dy, n0, nimg, a.K, a.P, a.Q, 0, a.P, 0, a.Q);
   for (int64_t c0 = 0; c0 < a.C; c0 += 6) {
     switch (std::min<int64_t>(6, a.C - c0)) {
       case 1: dx_lanes_rows<1>(a, dyT, dxT, c0); break;
@@ -529,8 +525,7 @@ static void conv_dx_lanes_avx2(const DxLanesArgs& a, int64_t n0) {
       default: dx_lanes_rows<6>(a, dyT, dxT, c0); break;
     }
   }
-  for (int l = 0; l < nimg; ++l)
-    for (int64_t i = 0; i < a.C * HW; ++i) a.dx[(n0 + l) * a.C * HW + i] = dxT[16 * i + l];
+  lanes16_to_images(a.dx, HW, dxT, a.C, HW, n0, nimg);
 }
 }  // namespace avx2
 

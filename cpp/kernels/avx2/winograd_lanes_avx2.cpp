@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "kernels/avx2/lanes_avx2.h"
 
 #define NOINLINE __attribute__((noinline))
 
@@ -28,29 +29,6 @@ struct Vec {
   static T set1(float v) { return _mm256_set1_ps(v); }
 };
 #include "../winograd_1d.inc"
-
-// r[i][j] <-> r[j][i] for 8 vectors of 8
-inline void transpose8(__m256* r) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
-}
-
-inline __m256i first_lanes(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 struct Bufs {
   int64_t Wt, rows;
@@ -176,27 +154,7 @@ bool item(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
   b.ot = b.mb + 16 * A * A * 8;
   const int64_t p0 = 2 * ty0, orows = std::min(a.P, 2 * ty1) - p0;
   const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
-  // xt[((c * rows + i) * Wt + j) * 16 + l] = x[n0 + l][c][p0 - ph + i][j - pw], zero outside:
-  // 8 images x 8 columns at a time through a register transpose
-  std::memset(b.xt, 0, sizeof(float) * 16 * a.C * b.rows * b.Wt);
-  for (int64_t c = 0; c < a.C; ++c)
-    for (int64_t i = 0; i < b.rows; ++i) {
-      const int64_t hh = p0 - a.ph + i;
-      if (hh < 0 || hh >= a.H) continue;
-      float* d = b.xt + 16 * ((c * b.rows + i) * b.Wt + a.pw);
-      const float* src = a.x + (n0 * a.C + c) * a.H * a.W + hh * a.W;
-      for (int l0 = 0; l0 < nimg; l0 += 8)
-        for (int64_t j0 = 0; j0 < a.W; j0 += 8) {
-          const int cnt = static_cast<int>(std::min<int64_t>(8, a.W - j0));
-          const __m256i m = first_lanes(cnt);
-          __m256 r[8];
-          for (int l = 0; l < 8; ++l)
-            r[l] = l0 + l < nimg ? _mm256_maskload_ps(src + (l0 + l) * a.C * a.H * a.W + j0, m)
-                                 : _mm256_setzero_ps();
-          transpose8(r);
-          for (int j = 0; j < cnt; ++j) _mm256_storeu_ps(d + 16 * (j0 + j) + l0, r[j]);
-        }
-    }
+  images_to_lanes16(b.xt, a.x, n0, nimg, a.C, a.H, a.W, p0 - a.ph, b.rows, a.pw, b.Wt);
   for (int64_t ty = ty0; ty < ty1; ++ty) {
     columns_stage<F>(a, b, 2 * (ty - ty0));
     for (int64_t tx = 0; tx < (a.Q + 1) / 2; ++tx) {
@@ -208,34 +166,7 @@ bool item(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
     }
   }
   // ot back to (image, k, p, q); every stored value checked for NaN and infinity
-  const int64_t npos = orows * a.Q, PQ = a.P * a.Q;
-  const __m256 zero = _mm256_setzero_ps();
-  __m256 bad = zero;
-  for (int64_t k = 0; k < a.K; ++k)
-    for (int64_t j0 = 0; j0 < npos; j0 += 8) {
-      const int cnt = static_cast<int>(std::min<int64_t>(8, npos - j0));
-      const __m256 m = _mm256_castsi256_ps(first_lanes(cnt));
-      for (int l0 = 0; l0 < nimg; l0 += 8) {
-        __m256 r[8];
-        for (int j = 0; j < 8; ++j)
-          r[j] = j < cnt ? _mm256_loadu_ps(b.ot + 16 * (k * npos + j0 + j) + l0) : zero;
-        transpose8(r);
-        for (int l = 0; l < 8 && l0 + l < nimg; ++l) {
-          float* y = a.y + p0 * a.Q + ((n0 + l0 + l) * a.K + k) * PQ + j0;
-          if (cnt == 8) {
-            _mm256_storeu_ps(y, r[l]);
-          } else {
-            alignas(32) float t[8];
-            _mm256_store_ps(t, r[l]);
-            std::memcpy(y, t, sizeof(float) * cnt);
-          }
-          // NaN and infinities: v - v is not 0
-          bad = _mm256_or_ps(bad, _mm256_and_ps(m, _mm256_cmp_ps(_mm256_sub_ps(r[l], r[l]), zero,
-                                                                 _CMP_NEQ_UQ)));
-        }
-      }
-    }
-  return _mm256_movemask_ps(bad) == 0;
+  return lanes16_to_images(a.y + p0 * a.Q, a.P * a.Q, b.ot, a.K, orows * a.Q, n0, nimg);
 }
 
 }  // namespace

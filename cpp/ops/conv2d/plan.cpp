@@ -294,8 +294,14 @@ const Row<BwdRun> kInputGrad[] = {
        return special(s) && kt.conv_dx_lanes && unit_stride(s) &&
               dx_lanes_buf_floats(lanes_args(nullptr, nullptr, nullptr, s)) <= 4 * 1024 * 1024;
      },
+     // Only while a group's transposed dy (16 K P Q floats) stays within 2 MiB: on larger planes
+     // its reads miss the caches (forced, 2 threads, dx against gemm_col2im: (16, 6, 64, 64) ->
+     // 32 3x3 4.3 ms against 1.5 at AVX-512, (16, 3, 64, 64) -> 32 4.1 against 1.6 at AVX2; LeNet-5
+     // conv2, 100 K floats, 0.34 against 0.81 at AVX2; (32, 4, 32, 32) -> 16, 262 K, 0.62
+     // against 0.81).
      [](const Conv2dShape& s, const KernelTable&) {
-       return s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16);
+       return s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) &&
+              16 * s.K * s.P * s.Q <= 512 * 1024;
      },
      true, dx_lanes},
     // at stride 1, the depthwise forward of dy with the flipped weights
