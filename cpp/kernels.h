@@ -122,9 +122,11 @@ struct KernelTable {
   void (*sgd)(float* p, const float* grad, float* buf, int64_t n, const SgdArgs& a);
   // y[i] = exp(x[i] - shift); returns the sum of y in a fixed order
   double (*exp_shift_sum)(float* y, const float* x, float shift, int64_t n);
-  // sum of g[0 .. n): 16 running float sums of g[16 j + l] (l < 16), then in double the tail
-  // past the last whole 16 in order and the 16 sums in lane order; the same bits on every ISA
-  double (*sum16)(const float* g, int64_t n);
+  // sum of the n floats of each of `planes` planes (stride apart): per plane 16 running float
+  // sums of g[16 j + l] (l < 16), added into 16 double sums; in double the tails past each
+  // plane's last whole 16, in order; then the 16 double sums in lane order. The same bits on
+  // every ISA.
+  double (*plane_sums)(const float* g, int64_t planes, int64_t stride, int64_t n);
   // Stride-1 convolution tile with the output channels in the vector lanes (for images too
   // narrow for lanes along a row): for rr < 2 rows, i < nq positions, kk < nk <= 16 channels,
   //   out[kk * ldo + rr * ldr + i] = bias[kk] (or 0) + sum_{k < crs} w[k * 16 + kk] * x[rr * Wp + i + off[k]]

@@ -404,14 +404,12 @@ std::vector<std::string> names_of(const Row<Run> (&table)[N]) {
   return v;
 }
 
-// db[k] (or per-channel sums of any (N, K, PQ) array): 16 float lanes per image (vectorisable,
-// fixed order), images added in float64.
+// db[k] (or per-channel sums of any (N, K, PQ) array): 16 float lanes per image (vectorised,
+// fixed order), added into 16 float64 lanes over the images (KernelTable::plane_sums).
 void channel_sums(float* db, const float* dy, int64_t N, int64_t K, int64_t PQ) {
-  const auto sum16 = g_kernels->sum16;
+  const auto sums = g_kernels->plane_sums;
   parallel_for(K, 4.0 * N * K * PQ, [&](int64_t k) {
-    double acc = 0.0;
-    for (int64_t n = 0; n < N; ++n) acc += sum16(dy + (n * K + k) * PQ, PQ);
-    db[k] = static_cast<float>(acc);
+    db[k] = static_cast<float>(sums(dy + k * PQ, N, K * PQ, PQ));
   });
 }
 
