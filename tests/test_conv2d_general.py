@@ -232,6 +232,30 @@ def test_winograd4_s2_non_finite_operands_give_what_the_definition_gives(isa, rn
     assert_close(got[fin], want[fin], 1e-5, direction)
 
 
+def test_winograd3_weight_grad_same_bits_for_any_thread_count_and_non_finite_input(rng, threads):
+    """Chunks of images whose partial sums are added in order: 40 images on 1-3 threads give the
+    same bits; an Inf in x gives the definition's NaN/Inf pattern."""
+    x = rng.standard_normal((40, 64, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    kw = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    g = rng.standard_normal(_ref(x, w, None, kw).shape).astype(np.float32)
+    outs = []
+    try:
+        _core.conv2d_force("weight_grad", "winograd3")
+        for n in (1, 2, 3):
+            threads(n)
+            outs.append(F.conv2d_backward(g, x, w, None, **kw)[1])
+        assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+        assert_close(outs[0], _ref_bwd(g, x, w, None, kw)[1], 1e-5, "weight_grad")
+        x[3, 5, 8, 7] = np.inf
+        got = F.conv2d_backward(g, x, w, None, **kw)[1]
+    finally:
+        _core.conv2d_force("weight_grad", "")
+    want = _ref_bwd(g, x, w, None, kw)[1]
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.isinf(got), np.isinf(want)) and not np.isfinite(want).all()
+
+
 @pytest.mark.parametrize("r", [3, 5])
 def test_winograd_lanes_same_bits_for_any_thread_count(rng, threads, r):
     """Items of 16 images and bands of tile rows: 40 images (a part-filled last group) on 1-3

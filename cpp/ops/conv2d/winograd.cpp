@@ -264,6 +264,148 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
   return finite;
 }
 
+// The GEMMs of a Winograd weight gradient: for e < ne, part[e] (K x D) += A_e B_e^T over `depth`
+// tiles, A_e packed in MR-row panels (Kp x Tg floats per e), B_e in NR-column panels (Dp x Tg);
+// `accumulate` false for the first group of a chunk.
+void winograd_dw_gemms(float* part, const float* ap, const float* bp, int ne, int64_t K,
+                       int64_t D, int64_t Tg, int64_t depth, bool accumulate) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t Kp = round_up(K, MR), Dp = round_up(D, NR), kcmax = gemm_kc(Tg);
+  for (int e = 0; e < ne; ++e)
+    for (int64_t pc = 0; pc < depth; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, depth - pc);
+      for (int64_t jr = 0; jr < D; jr += NR)
+        for (int64_t ir = 0; ir < K; ir += MR)
+          kt.gemm(kc, ap + e * Kp * Tg + ir * Tg + pc * MR, bp + e * Dp * Tg + jr * Tg + pc * NR,
+                  part + e * K * D + ir * D + jr, D,
+                  static_cast<int>(std::min<int64_t>(MR, K - ir)),
+                  static_cast<int>(std::min<int64_t>(NR, D - jr)), accumulate || pc > 0, nullptr);
+    }
+}
+
+// The weight gradient of a 3x3 stride-1 layer by Winograd F(2x2, 3x3): with V_e = (B^T d B)_e
+// of each tile's 4x4 input patch (the forward's wino_in_row) and Y_e = (A dY A^T)_e of its 2x2
+// block of dy, dU_e (K x C) = sum over tiles of Y_e V_e^T, one GEMM per e and group of images
+// (the tiles are the reduction), and dW = G^T dU G per (k, c): 16 products per tile and channel
+// pair instead of 36. The transforms go through a small buffer straight into the micro-kernel's
+// packed panels. Items are chunks of images, their partial sums added in chunk order; the last
+// step runs in double. Returns false (the next row recomputes) if a weight gradient came out NaN
+// or infinite: the transforms subtract inputs.
+bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, T = TX * TY, D = s.C;
+  const int64_t UD = 16 * s.K * D, Kp = round_up(s.K, MR), Dp = round_up(D, NR);
+  const int64_t Wr = 2 * TX + 34;  // padded input row: the tiles' columns, then wino_in_row's slack
+  // chunks of 16+ images (adding up the partials of 8-image chunks took 6 % of the time), 2+
+  const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, s.N / 16));
+  const int64_t per = (s.N + nchunk - 1) / nchunk, nch = (s.N + per - 1) / per;
+  float* du = scratch(Buf::dw_partials, (nch + 1) * UD);  // the chunks' dU, then their sum
+  // images per GEMM: their tiles (the reduction) up to one 256-deep block
+  const int64_t gi = std::max<int64_t>(1, std::min(per, 256 / T)), Tg = gi * T;
+  parallel_for(nch, 2.0 * s.N * s.K * s.C * 16 * TX * TY * 4, [&](int64_t ci) {
+    const int64_t nrows = 2 * TY + 2;  // padded input rows -ph .. -ph + 2 TY + 1
+    float* rows = scratch(Buf::wino_rows,
+                          NR * nrows * Wr + 16 * std::max<int64_t>(NR * TX, MR * TX) + 4 * TX);
+    float* tmp = rows + NR * nrows * Wr;
+    float* bp = scratch(Buf::wino_v, 16 * Dp * Tg);  // B_e (tiles x D): NR-column panels
+    float* ap = scratch(Buf::wino_m, 16 * Kp * Tg);  // A_e = Y_e (K x tiles): MR-row panels
+    float* part = du + ci * UD;
+    const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
+    for (int64_t g0 = n0; g0 < n1; g0 += gi) {
+      const int64_t g1 = std::min(n1, g0 + gi), depth = (g1 - g0) * T;
+      if (Dp > D)  // the last panel's columns past D
+        for (int e = 0; e < 16; ++e)
+          for (int64_t t = 0; t < depth; ++t)
+            std::fill(bp + e * Dp * Tg + (Dp - NR) * Tg + t * NR + D % NR,
+                      bp + e * Dp * Tg + (Dp - NR) * Tg + (t + 1) * NR, 0.f);
+      for (int64_t n = g0; n < g1; ++n) {
+        const int64_t t0 = (n - g0) * T;  // this image's first tile in the group
+        for (int64_t c0 = 0; c0 < D; c0 += NR) {  // the channels of one B panel
+          const int64_t nc = std::min<int64_t>(NR, D - c0);
+          for (int64_t c = c0; c < c0 + nc; ++c)
+            pad_rows(rows + (c - c0) * nrows * Wr, Wr, x + (n * s.C + c) * s.H * s.W, s.H, s.W,
+                     -s.ph, nrows, s.pw);
+          float* panel = bp + c0 * Tg;
+          for (int64_t ty = 0; ty < TY; ++ty) {
+            for (int64_t c = c0; c < c0 + nc; ++c) {  // tmp: [c - c0][e][tx]
+              const float* r = rows + ((c - c0) * nrows + 2 * ty) * Wr;
+              const float* r4[4] = {r, r + Wr, r + 2 * Wr, r + 3 * Wr};
+              kt.wino_in_row(tmp + (c - c0) * 16 * TX, TX, r4, TX);
+            }
+            for (int e = 0; e < 16; ++e)
+              transpose_into(panel + e * Dp * Tg + (t0 + ty * TX) * NR, NR, tmp + e * TX,
+                             16 * TX, nc, TX);
+          }
+        }
+        // dy rows 2ty, 2ty + 1 split into even and odd columns (zero past P and Q): rows of TX
+        float* ev = tmp + 16 * std::max<int64_t>(NR * TX, MR * TX);
+        for (int64_t k0 = 0; k0 < Kp; k0 += MR)
+          for (int64_t ty = 0; ty < TY; ++ty) {
+            for (int64_t kk = 0; kk < MR; ++kk) {  // tmp: [k - k0][e][tx]
+              float* o = tmp + kk * 16 * TX;
+              const int64_t k = k0 + kk;
+              if (k >= s.K) {
+                std::fill(o, o + 16 * TX, 0.f);
+                continue;
+              }
+              split_rows(ev, 2 * TX, TX, dy + (n * s.K + k) * s.P * s.Q, s.P, s.Q, 2 * ty, 1, 2,
+                         0, 2, TX);
+              // Y = A dY A^T, A's rows (1, 0), (1, 1), (1, -1), (0, -1): down, then across
+              const float *e0 = ev, *o0 = ev + TX, *e1 = ev + 2 * TX, *o1 = ev + 3 * TX;
+              for (int i = 0; i < 4; ++i) {
+                float* z = o + i * 4 * TX;
+                for (int64_t tx = 0; tx < TX; ++tx) {
+                  const float a = i == 0 ? e0[tx] : i == 1 ? e0[tx] + e1[tx]
+                                  : i == 2 ? e0[tx] - e1[tx] : -e1[tx];
+                  const float b = i == 0 ? o0[tx] : i == 1 ? o0[tx] + o1[tx]
+                                  : i == 2 ? o0[tx] - o1[tx] : -o1[tx];
+                  z[tx] = a;
+                  z[TX + tx] = a + b;
+                  z[2 * TX + tx] = a - b;
+                  z[3 * TX + tx] = -b;
+                }
+              }
+            }
+            for (int e = 0; e < 16; ++e)
+              transpose_into(ap + e * Kp * Tg + k0 * Tg + (t0 + ty * TX) * MR, MR,
+                             tmp + e * TX, 16 * TX, MR, TX);
+          }
+      }
+      winograd_dw_gemms(part, ap, bp, 16, s.K, D, Tg, depth, g0 > n0);
+    }
+  });
+  const float* sum = du;
+  if (nch > 1) {
+    reduce_in_order(du + nch * UD, du, nch, UD);
+    sum = du + nch * UD;
+  }
+  std::atomic<bool> finite{true};
+  parallel_for(s.K, 200.0 * s.K * s.C, [&](int64_t k) {
+    bool ok = true;
+    for (int64_t c = 0; c < s.C; ++c) {
+      double u[4][4], t[3][4];  // dU, then G^T dU down the rows; G's rows (1, 0, 0),
+      for (int e = 0; e < 16; ++e)  // (1, 1, 1) / 2, (1, -1, 1) / 2, (0, 0, 1)
+        u[e / 4][e % 4] = sum[e * s.K * D + k * D + c];
+      for (int j = 0; j < 4; ++j) {
+        t[0][j] = u[0][j] + 0.5 * (u[1][j] + u[2][j]);
+        t[1][j] = 0.5 * (u[1][j] - u[2][j]);
+        t[2][j] = 0.5 * (u[1][j] + u[2][j]) + u[3][j];
+      }
+      float* o = dw + (k * s.C + c) * 9;
+      for (int i = 0; i < 3; ++i) {
+        o[i * 3] = static_cast<float>(t[i][0] + 0.5 * (t[i][1] + t[i][2]));
+        o[i * 3 + 1] = static_cast<float>(0.5 * (t[i][1] - t[i][2]));
+        o[i * 3 + 2] = static_cast<float>(0.5 * (t[i][1] + t[i][2]) + t[i][3]);
+        for (int j = 0; j < 3; ++j) ok &= (o[i * 3 + j] - o[i * 3 + j]) == 0.f;
+      }
+    }
+    if (!ok) finite = false;
+  });
+  return finite;
+}
+
 // 3x3 or 5x5, stride 1, batches of 16+ images: Winograd F(2x2, 3x3) or F(2x2, 5x5) with one
 // image per vector lane (KernelTable::wino_lanes_item): 16 multiplies per (2x2 outputs, c, k)
 // instead of 36, or 36 instead of 100. Items are (16 images, band of tile rows); the weights

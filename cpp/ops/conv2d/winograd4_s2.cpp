@@ -339,7 +339,6 @@ bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const 
   // Images per GEMM: their tiles (the reduction) up to one 256-deep block, so that dU is read and
   // written once per block of images rather than once per image.
   const int64_t gi = std::max<int64_t>(1, std::min(per, 256 / T)), Tg = gi * T;
-  const int64_t kcmax = gemm_kc(Tg);
   parallel_for(nch, 2.0 * s.N * s.K * s.C * 16 * s.P * s.Q, [&](int64_t ci) {
     const int64_t nrows = 4 * TY + 2;  // x rows -ph + i (as the forward's single band)
     const int64_t split = std::max(NR / 4 * nrows * 4 * Wq, 4 * TY * TX);
@@ -398,17 +397,7 @@ bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const 
                              tmp + (ty * MR * 9 + e) * TX, 9 * TX, MR, TX);
         }
       }
-      for (int e = 0; e < 9; ++e)
-        for (int64_t pc = 0; pc < depth; pc += kcmax) {
-          const int64_t kc = std::min(kcmax, depth - pc);
-          for (int64_t jr = 0; jr < D; jr += NR)
-            for (int64_t ir = 0; ir < s.K; ir += MR)
-              kt.gemm(kc, ap + e * Kp * Tg + ir * Tg + pc * MR,
-                      bp + e * Dp * Tg + jr * Tg + pc * NR, part + e * s.K * D + ir * D + jr, D,
-                      static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
-                      static_cast<int>(std::min<int64_t>(NR, D - jr)), g0 > n0 || pc > 0,
-                      nullptr);
-        }
+      winograd_dw_gemms(part, ap, bp, 9, s.K, D, Tg, depth, g0 > n0);
     }
   });
   const float* sum = du;
