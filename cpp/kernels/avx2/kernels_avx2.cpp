@@ -514,7 +514,7 @@ static void conv_dx_lanes_avx2(const DxLanesArgs& a, int64_t n0) {
   const int64_t PQ = a.P * a.Q, HW = a.H * a.W;
   float* dyT = a.buf;  // (k, p, q) x 16 lanes, lanes past nimg zero
   float* dxT = dyT + 16 * a.K * PQ;
-  images_to_lanes16(dyT, a.dy, n0, nimg, a.K, a.P, a.Q, 0, a.P, 0, a.Q);
+  images_to_lanes(dyT, a.dy, n0, nimg, a.K, a.P, a.Q, 0, a.P, 0, a.Q);
   for (int64_t c0 = 0; c0 < a.C; c0 += 6) {
     switch (std::min<int64_t>(6, a.C - c0)) {
       case 1: dx_lanes_rows<1>(a, dyT, dxT, c0); break;
@@ -525,7 +525,7 @@ static void conv_dx_lanes_avx2(const DxLanesArgs& a, int64_t n0) {
       default: dx_lanes_rows<6>(a, dyT, dxT, c0); break;
     }
   }
-  lanes16_to_images(a.dx, HW, dxT, a.C, HW, n0, nimg);
+  lanes_to_images(a.dx, HW, dxT, a.C, HW, n0, nimg);
 }
 }  // namespace avx2
 

@@ -40,7 +40,7 @@ inline __m256i first_lanes(int n) {
 // i < rows, j < Wt,  dst[((c * rows + i) * Wt + j) * 16 + l] = x[n0 + l][c][h0 + i][j - pl],
 // zero where that row or column is outside the image and in lanes l >= nimg. 8 images x 8
 // columns at a time through a register transpose.
-inline void images_to_lanes16(float* dst, const float* x, int64_t n0, int nimg, int64_t C,
+inline void images_to_lanes(float* dst, const float* x, int64_t n0, int nimg, int64_t C,
                               int64_t H, int64_t W, int64_t h0, int64_t rows, int64_t pl,
                               int64_t Wt) {
   std::memset(dst, 0, sizeof(float) * 16 * C * rows * Wt);
@@ -67,7 +67,7 @@ inline void images_to_lanes16(float* dst, const float* x, int64_t n0, int nimg, 
 // Back out of the lanes: for k < K, j < npos, l < nimg,
 //   y[((n0 + l) * K + k) * PQ + j] = src[(k * npos + j) * 16 + l]
 // Returns false if a value stored is NaN or infinite.
-inline bool lanes16_to_images(float* y, int64_t PQ, const float* src, int64_t K, int64_t npos,
+inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K, int64_t npos,
                               int64_t n0, int nimg) {
   const __m256 zero = _mm256_setzero_ps();
   __m256 bad = zero;

@@ -30,11 +30,6 @@ struct Vec {
 };
 #include "../winograd_1d.inc"
 
-struct Bufs {
-  int64_t Wt, rows;
-  float *xt, *colt, *vb, *mb, *ot;  // as in winograd_lanes_avx512.cpp
-};
-
 // B^T down the columns of buffer rows i0 .. i0 + A - 1, every column: colt[c][e_row][w]
 template <class F>
 NOINLINE void columns_stage(const WinoLanesArgs& a, const Bufs& b, int64_t i0) {
@@ -141,38 +136,12 @@ NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, in
     }
 }
 
-template <class F>
-bool item(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
-  constexpr int A = F::A;
-  Bufs b;
-  b.Wt = a.Q + a.Q % 2 + A - 2;
-  b.rows = 2 * (ty1 - ty0) + A - 2;
-  b.xt = a.buf;
-  b.colt = b.xt + 16 * a.C * b.rows * b.Wt;
-  b.vb = b.colt + 16 * a.C * A * b.Wt;
-  b.mb = b.vb + 16 * A * A * a.C;
-  b.ot = b.mb + 16 * A * A * 8;
-  const int64_t p0 = 2 * ty0, orows = std::min(a.P, 2 * ty1) - p0;
-  const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
-  images_to_lanes16(b.xt, a.x, n0, nimg, a.C, a.H, a.W, p0 - a.ph, b.rows, a.pw, b.Wt);
-  for (int64_t ty = ty0; ty < ty1; ++ty) {
-    columns_stage<F>(a, b, 2 * (ty - ty0));
-    for (int64_t tx = 0; tx < (a.Q + 1) / 2; ++tx) {
-      rows_stage<F>(a, b, tx);
-      for (int64_t kb = 0; kb < a.Kp; kb += 8) {
-        products_stage(a, b, kb, A * A);
-        output_stage<F>(a, b, p0, orows, ty, tx, kb);
-      }
-    }
-  }
-  // ot back to (image, k, p, q); every stored value checked for NaN and infinity
-  return lanes16_to_images(a.y + p0 * a.Q, a.P * a.Q, b.ot, a.K, orows * a.Q, n0, nimg);
-}
+#include "../winograd_lanes_item.inc"
 
 }  // namespace
 
 bool wino_lanes_item_avx2(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
-  return a.r == 3 ? item<F3>(a, n0, ty0, ty1) : item<F5>(a, n0, ty0, ty1);
+  return lanes_item(a, n0, ty0, ty1);
 }
 
 }  // namespace avx2

@@ -124,8 +124,8 @@ bool winograd_lanes_forward(float* y, const float* x, const float* w, const floa
                             const Conv2dShape& s);
 bool winograd_lanes_pays(const Conv2dShape& s);
 bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
-void winograd_dw_gemms(float* part, const float* ap, const float* bp, int ne, int64_t K,
-                       int64_t D, int64_t Tg, int64_t depth, bool accumulate);
+void winograd_dw_gemms(float* part, const float* ap, float* bp, int ne, int64_t K, int64_t D,
+                       int64_t Tg, int64_t depth, bool accumulate);
 // The Winograd-style paths' shared steps: the ne GEMMs M_e (K x nt, rows Tb apart, at
 // m + e * mrows * Tb; mrows 0: K) = U_e V_e, U_e packed at up + round_up(K, MR) * base[e]
 // (depth[e] deep), V_e's rows at v + base[e] * Tb + voff[i]; and the output transform of tile

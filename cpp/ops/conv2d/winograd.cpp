@@ -265,13 +265,19 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
 }
 
 // The GEMMs of a Winograd weight gradient: for e < ne, part[e] (K x D) += A_e B_e^T over `depth`
-// tiles, A_e packed in MR-row panels (Kp x Tg floats per e), B_e in NR-column panels (Dp x Tg);
-// `accumulate` false for the first group of a chunk.
-void winograd_dw_gemms(float* part, const float* ap, const float* bp, int ne, int64_t K,
-                       int64_t D, int64_t Tg, int64_t depth, bool accumulate) {
+// tiles, A_e packed in MR-row panels (Kp x Tg floats per e), B_e in NR-column panels (Dp x Tg;
+// the last panel's columns past D, which the packing leaves, are zeroed here); `accumulate` false
+// for the first group of a chunk.
+void winograd_dw_gemms(float* part, const float* ap, float* bp, int ne, int64_t K, int64_t D,
+                       int64_t Tg, int64_t depth, bool accumulate) {
   const KernelTable& kt = *g_kernels;
   const int MR = kt.mr, NR = kt.nr;
   const int64_t Kp = round_up(K, MR), Dp = round_up(D, NR), kcmax = gemm_kc(Tg);
+  if (Dp > D)
+    for (int e = 0; e < ne; ++e)
+      for (int64_t t = 0; t < depth; ++t)
+        std::fill(bp + e * Dp * Tg + (Dp - NR) * Tg + t * NR + D % NR,
+                  bp + e * Dp * Tg + (Dp - NR) * Tg + (t + 1) * NR, 0.f);
   for (int e = 0; e < ne; ++e)
     for (int64_t pc = 0; pc < depth; pc += kcmax) {
       const int64_t kc = std::min(kcmax, depth - pc);
@@ -315,11 +321,6 @@ bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Con
     const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
     for (int64_t g0 = n0; g0 < n1; g0 += gi) {
       const int64_t g1 = std::min(n1, g0 + gi), depth = (g1 - g0) * T;
-      if (Dp > D)  // the last panel's columns past D
-        for (int e = 0; e < 16; ++e)
-          for (int64_t t = 0; t < depth; ++t)
-            std::fill(bp + e * Dp * Tg + (Dp - NR) * Tg + t * NR + D % NR,
-                      bp + e * Dp * Tg + (Dp - NR) * Tg + (t + 1) * NR, 0.f);
       for (int64_t n = g0; n < g1; ++n) {
         const int64_t t0 = (n - g0) * T;  // this image's first tile in the group
         for (int64_t c0 = 0; c0 < D; c0 += NR) {  // the channels of one B panel

@@ -351,11 +351,6 @@ bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const 
     const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
     for (int64_t g0 = n0; g0 < n1; g0 += gi) {
       const int64_t g1 = std::min(n1, g0 + gi), depth = (g1 - g0) * T;
-      if (Dp > D)  // the last panel's columns past D
-        for (int e = 0; e < 9; ++e)
-          for (int64_t t = 0; t < depth; ++t)
-            std::fill(bp + e * Dp * Tg + (Dp - NR) * Tg + t * NR + D % NR,
-                      bp + e * Dp * Tg + (Dp - NR) * Tg + (t + 1) * NR, 0.f);
       for (int64_t n = g0; n < g1; ++n) {
         const int64_t t0 = (n - g0) * T;  // this image's first tile in the group
         // the NR / 4 channels of one B panel at a time: whole panel rows (NR floats) written
