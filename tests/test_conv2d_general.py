@@ -78,7 +78,7 @@ def test_matches_pytorch_float64(rng, shape):
 
 
 # depthwise 3x3, the AVX-512 register kernels (stride 1 read in place): blocks of 1 to 4 vectors
-# and past 64 columns, padding 0 to 3 on either axis, a row, a column, one pixel
+# and past 64 columns, padding 0 to 3 on either axis, a row, a column, one pixel, narrow planes
 DW3_SHAPES = [
     (2, 3, 5, 7, 3, (3, 3), (1, 1), (0, 2), (1, 1), 3),
     (1, 2, 9, 16, 2, (3, 3), (1, 1), (1, 0), (1, 1), 2),
@@ -86,6 +86,10 @@ DW3_SHAPES = [
     (1, 2, 11, 100, 2, (3, 3), (1, 1), (1, 2), (1, 1), 2),
     (2, 2, 1, 1, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     (1, 3, 40, 1, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    # padding 1, rows of up to 8: the outputs flattened into the vectors, rows across them
+    (2, 5, 7, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),
+    (1, 3, 11, 3, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),
+    (1, 2, 13, 8, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     # stride 2 (rows of the phase-split copy, two kernel rows apart), a channel multiplier
     (2, 3, 13, 35, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
     (1, 2, 8, 70, 4, (3, 3), (2, 2), (0, 1), (1, 1), 2),
