@@ -93,7 +93,7 @@ enum class Buf : int {
   loss_row,                     // cross_entropy (loss.cpp): one row of exponentials
   softmax_rows,                 // softmax forward and backward (softmax.cpp)
   direct_weights, direct_rows, direct_tiles,  // conv::direct_forward
-  kvec_weights, kvec_rows,                    // conv::kvec_forward
+  kvec_weights, kvec_rows, kvec_part,         // conv::kvec_forward
   wino_weights, wino_weights_t, wino_rows, wino_v, wino_m,  // the Winograd-style paths
   im2col_weights, im2col_panels,              // conv::im2col_gemm_forward
   dx_weights,      // the input-gradient paths' rearranged weights (dx_transposed_conv hands

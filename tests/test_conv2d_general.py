@@ -123,6 +123,11 @@ FORCED_SHAPES = SHAPES + [
     (1, 5, 11, 20, 7, (3, 3), (1, 1), (0, 1), (3, 1), 1),
     (2, 33, 12, 11, 17, (3, 3), (1, 1), (1, 0), (1, 2), 1),
     *DW3_SHAPES,
+    # deep layers for kvec's runs of taps (1024 a run): 1170 and 1800 taps with 2, 3 and 4
+    # blocks and a lone last block (unsplit), 1100 taps of a 1x1 kernel
+    (2, 130, 6, 7, 70, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (1, 200, 5, 9, 100, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (1, 1100, 3, 5, 40, (1, 1), (1, 1), (0, 0), (1, 1), 1),
     # rows merged from two column phases past 32 columns (odd first column, odd tail)
     (1, 3, 9, 75, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
     (1, 4, 7, 70, 5, (3, 3), (1, 1), (1, 2), (1, 2), 1),
@@ -327,6 +332,27 @@ def test_identical_bits_for_any_thread_count(rng, threads, shape):
     for n in (1, 2, 3):
         threads(n)
         outs.append((F.conv2d(x, w, b, **kw),) + F.conv2d_backward(g, x, w, b, **kw))
+    for other in outs[1:]:
+        for a, c in zip(outs[0], other):
+            assert a.tobytes() == c.tobytes()
+
+
+def test_deep_layers_take_kvec_in_runs_of_taps_with_the_same_bits_for_any_thread_count(
+        rng, threads):
+    """3x3 layers over 512 channels at batch 1 (a ResNet's last stage) go to kvec, not to
+    Winograd (whose transformed weights outgrow the caches there); kvec sums their 4608 taps in
+    runs whose partial sums wait between runs: the bits must not depend on the thread count."""
+    plan = _core.conv2d_plan((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1, 1, 1, 1)
+    assert plan["forward"] == "kvec" and plan["input_grad"] == "transposed_conv"
+    shape = (2, 130, 6, 7, 70, (3, 3), (1, 1), (1, 1), (1, 1), 1)  # 1170 taps: two runs
+    x, w, b, kw = _data(rng, shape)
+    assert _core.conv2d_plan(x.shape, w.shape, 1, 1, 1, 1, 1, 1, 1)["forward"] == "kvec"
+    g = rng.standard_normal(F.conv2d(x, w, b, **kw).shape).astype(np.float32)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        outs.append((F.conv2d(x, w, b, **kw),) + F.conv2d_backward(g, x, w, b, **kw))
+    assert_close(outs[0][0], _ref(x, w, b, kw), 1e-5, "forward")
     for other in outs[1:]:
         for a, c in zip(outs[0], other):
             assert a.tobytes() == c.tobytes()

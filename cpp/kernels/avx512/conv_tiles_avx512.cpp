@@ -126,7 +126,7 @@ void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int6
 template <int KB, int NQ>
 static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, const int64_t* off,
                              int64_t crs, const float* w, int64_t wstride, const float* bias,
-                             int nq, int nk) {
+                             int nq, int nk, float* part, int mode) {
   __m512 acc[KB][NQ];
 #pragma GCC unroll 4
   for (int b = 0; b < KB; ++b) {
@@ -134,7 +134,8 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, const int6
     const __mmask16 mk = static_cast<__mmask16>((1u << nkb) - 1u);
     const __m512 b0 = bias ? _mm512_maskz_loadu_ps(mk, bias + 16 * b) : _mm512_setzero_ps();
 #pragma GCC unroll 12
-    for (int i = 0; i < NQ; ++i) acc[b][i] = b0;
+    for (int i = 0; i < NQ; ++i)
+      acc[b][i] = mode & kKvecResume ? _mm512_loadu_ps(part + (b * NQ + i) * 16) : b0;
   }
   for (int64_t k = 0; k < crs; ++k) {
     __m512 wk[KB];
@@ -147,6 +148,13 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, const int6
 #pragma GCC unroll 4
       for (int b = 0; b < KB; ++b) acc[b][i] = _mm512_fmadd_ps(xv, wk[b], acc[b][i]);
     }
+  }
+  if (mode & kKvecSuspend) {
+#pragma GCC unroll 4
+    for (int b = 0; b < KB; ++b)
+#pragma GCC unroll 12
+      for (int i = 0; i < NQ; ++i) _mm512_storeu_ps(part + (b * NQ + i) * 16, acc[b][i]);
+    return;
   }
   const __mmask16 mq = static_cast<__mmask16>((1u << nq) - 1u);
 #pragma GCC unroll 4
@@ -162,13 +170,13 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, const int6
 
 void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, const int64_t* off,
                              int64_t crs, const float* w, int64_t wstride, const float* bias,
-                             int nq, int nk, int nb) {
+                             int nq, int nk, int nb, float* part, int mode) {
   if (nb == 4) {
-    if (nq <= 4) kvec_blocks_tile<4, 4>(out, ldo, x, off, crs, w, wstride, bias, nq, nk);
-    else kvec_blocks_tile<4, 6>(out, ldo, x, off, crs, w, wstride, bias, nq, nk);
+    if (nq <= 4) kvec_blocks_tile<4, 4>(out, ldo, x, off, crs, w, wstride, bias, nq, nk, part, mode);
+    else kvec_blocks_tile<4, 6>(out, ldo, x, off, crs, w, wstride, bias, nq, nk, part, mode);
   } else {
-    if (nq <= 8) kvec_blocks_tile<2, 8>(out, ldo, x, off, crs, w, wstride, bias, nq, nk);
-    else kvec_blocks_tile<2, 12>(out, ldo, x, off, crs, w, wstride, bias, nq, nk);
+    if (nq <= 8) kvec_blocks_tile<2, 8>(out, ldo, x, off, crs, w, wstride, bias, nq, nk, part, mode);
+    else kvec_blocks_tile<2, 12>(out, ldo, x, off, crs, w, wstride, bias, nq, nk, part, mode);
   }
 }
 

@@ -180,8 +180,9 @@ bool dw_im2col_gemm(float* dw, const float* dy, const float* x, const Conv2dShap
 bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool rows_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 
-// The forward convolution through the table without any forced choice (the input-gradient
-// path that runs a forward convolution calls this).
+// The forward convolution through the table without any forced choice (the paths that run a
+// forward convolution call this), for weights whose values the caller's row already found
+// finite (both callers multiply stand-in zeros: they run only then).
 void forward_planned(float* y, const float* x, const float* w, const float* b,
                      const Conv2dShape& s);
 

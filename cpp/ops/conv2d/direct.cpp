@@ -152,10 +152,11 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
   // per call, so transposed in registers: scalar, this was a fifth of a 64-channel 8x8 layer)
   const int64_t kalloc = kblocks >= 2 ? round_up(kblocks, 4) : kblocks;
   float* wp = scratch(Buf::kvec_weights, kalloc * CRS * 16);
-  for (int64_t kb = 0; kb < kalloc; ++kb) {
+  // (in parallel: a (512, 512, 3, 3) weight alone took a fifth of its layer at batch 1)
+  parallel_for(kalloc, kCopyCost * 16.0 * kalloc * CRS, [&](int64_t kb) {
     const int rows = static_cast<int>(std::clamp<int64_t>(s.K - kb * 16, 0, 16));
     g_kernels->rows_to_lanes16(wp + kb * CRS * 16, rows ? w + kb * 16 * CRS : w, CRS, rows, CRS);
-  }
+  });
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
   for (int64_t c = 0, i = 0; c < s.C; ++c)
@@ -194,6 +195,13 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
     const int64_t runs = std::min<int64_t>(s.P, std::max<int64_t>(1, (want + have - 1) / have));
     const int64_t rows = (s.P + runs - 1) / runs, nruns = (s.P + rows - 1) / rows;
     const auto kernb = g_kernels->conv_kvec_blocks;
+    // Deep layers (512 channels of 3x3: 4608 taps) in runs of kKvecTaps taps, every tile of the
+    // item going through a run while its nb weight blocks (64 KiB a block) stay in L2: in one
+    // run each tile streamed all of them (1.2 MB) from L3, and two threads ran no faster than
+    // one. The tiles' running sums wait in `part` between runs (the same sums, the same bits).
+    constexpr int64_t kKvecTaps = 1024;
+    const int64_t nruns_k = (CRS + kKvecTaps - 1) / kKvecTaps;
+    const int64_t tiles_row = (s.Q + nqt - 1) / nqt;
     parallel_for(s.N * groups * nruns, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
       const int64_t n = item / (groups * nruns), g = item / nruns % groups;
       const int64_t p0 = item % nruns * rows, p1 = std::min(s.P, p0 + rows);
@@ -201,17 +209,25 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
       const int64_t kb0 = g * nb, k0 = kb0 * 16;
       const int nbk = static_cast<int>(std::min<int64_t>(nb, kblocks - kb0));
       const int nk = static_cast<int>(std::min<int64_t>(16 * nbk, s.K - k0));
-      for (int64_t p = p0; p < p1; ++p)
-        for (int64_t q = 0; q < s.Q; q += nqt) {
-          const int nq = static_cast<int>(std::min<int64_t>(nqt, s.Q - q));
-          const float* wb = wp + kb0 * CRS * 16;
-          if (nbk == 1)  // a last lone block
-            kern(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, s.Q, buf + p * Wp + q, Wp, offp, CRS,
-                 wb, b ? b + k0 : nullptr, nq, nk, false);
-          else
-            kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, buf + p * Wp + q, offp, CRS, wb,
-                  CRS * 16, b ? b + k0 : nullptr, nq, nk, nbk == 3 ? 4 : nbk);
-        }
+      float* part = nruns_k > 1 && nbk > 1
+                        ? scratch(Buf::kvec_part, (p1 - p0) * tiles_row * 384) : nullptr;
+      for (int64_t k1 = 0; k1 < CRS; k1 += kKvecTaps) {
+        const int64_t taps = nbk > 1 ? std::min(kKvecTaps, CRS - k1) : CRS;
+        const int mode = (k1 > 0 ? kKvecResume : 0) | (k1 + taps < CRS ? kKvecSuspend : 0);
+        for (int64_t p = p0; p < p1; ++p)
+          for (int64_t q = 0; q < s.Q; q += nqt) {
+            const int nq = static_cast<int>(std::min<int64_t>(nqt, s.Q - q));
+            const float* wb = wp + kb0 * CRS * 16;
+            if (nbk == 1)  // a last lone block
+              kern(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, s.Q, buf + p * Wp + q, Wp, offp,
+                   CRS, wb, b ? b + k0 : nullptr, nq, nk, false);
+            else
+              kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, buf + p * Wp + q, offp + k1, taps,
+                    wb + k1 * 16, CRS * 16, b ? b + k0 : nullptr, nq, nk, nbk == 3 ? 4 : nbk,
+                    part ? part + ((p - p0) * tiles_row + q / nqt) * 384 : nullptr, mode);
+          }
+        if (nbk == 1) break;
+      }
     });
     return true;
   }

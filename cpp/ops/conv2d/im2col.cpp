@@ -1,6 +1,7 @@
 // Shared pieces of the conv2d paths: im2col and col2im, padded and phase-split input rows, the
 // in-order reduction of per-chunk partial sums.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -164,14 +165,22 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
 //   p0 + pl then sits in phase (r % sh, t % sw) at row pl + r / sh, column q + t / sw: rows and
 bool all_finite(const float* v, int64_t n) {
   // A NaN or Inf survives x - x, a finite value gives 0; summed in lanes so it vectorises.
-  float acc[16] = {};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += v[i + l] - v[i + l];
-  float a = 0.f;
-  for (; i < n; ++i) a += v[i] - v[i];
-  for (int l = 0; l < 16; ++l) a += acc[l];
-  return a == 0.f;
+  // Chunks in parallel: the weights of a deep layer (2.4 M floats) took 8 % of its forward.
+  constexpr int64_t kChunk = 1 << 16;
+  std::atomic<bool> ok{true};
+  parallel_for((n + kChunk - 1) / kChunk, kCopyCost * n, [&](int64_t c) {
+    const float* p = v + c * kChunk;
+    const int64_t m = std::min(kChunk, n - c * kChunk);
+    float acc[32] = {};
+    int64_t i = 0;
+    for (; i + 32 <= m; i += 32)
+      for (int l = 0; l < 32; ++l) acc[l] += p[i + l] - p[i + l];
+    float a = 0.f;
+    for (; i < m; ++i) a += p[i] - p[i];
+    for (int l = 0; l < 32; ++l) a += acc[l];
+    if (a != 0.f) ok.store(false, std::memory_order_relaxed);
+  });
+  return ok.load();
 }
 
 }  // namespace conv

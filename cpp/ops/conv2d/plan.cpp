@@ -169,9 +169,17 @@ double direct_flops(const Conv2dShape& s) {
 // its weight transform and extra passes do not pay back: (1, 64, 8, 8) 376 us against kvec's
 // 126, (16, 32, 16, 16) 706 against direct's 689, (2, 128, 14, 14) 1553 against 1161, while
 // (4, 128, 14, 14) ties at 231 MFLOP and (8, 128, 14, 14) gains 3.6 ms against 4.1).
+// It also needs 192+ tiles in all and at most 256 x 256 channels: its transformed weights (16 K C
+// floats, made per call) are streamed once per item, and with 512 x 512 channels they and their
+// unpacked copy (64 MiB) outgrow the caches (forced, 2 threads, against kvec: (1, 512, 7, 7)
+// 10.3 ms against 2.5, (16, 512, 7, 7) 54.6 against 23.4, (8, 512, 14, 14) 89.5 against 42.2,
+// (1, 512, 28, 28) 30.3 against 18.8; with 256 channels (1, 256, 14, 14), 49 tiles, 2.40
+// against 1.52, (4, 256, 8, 8), 64, 2.74 against 1.82, but (4, 256, 14, 14), 196, 5.00 against
+// 5.55 and (16, 256, 8, 8), 256, 5.61 against 6.33; (16, 128, 7, 7) 1.57 against 1.41).
 bool winograd3_pays(const Conv2dShape& s) {
+  const int64_t tiles = s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2);
   return s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
-         direct_flops(s) >= 1.5e8;
+         direct_flops(s) >= 1.5e8 && tiles >= 192 && s.K * s.C <= 256 * 256;
 }
 
 const Row<FwdRun> kForward[] = {
@@ -189,7 +197,7 @@ const Row<FwdRun> kForward[] = {
      winograd_lanes_forward},
     {"kvec",
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return special(s) && kt.conv_kvec && unit_stride(s) && s.C * s.R * s.S <= 2048;
+       return special(s) && kt.conv_kvec && unit_stride(s);
      },
      // not where winograd3 pays (below): 3x3 layers of 32+ channels measured faster there at
      // every width tried (forced, 2 threads: (128, 64, 8, 8) 6.0 ms against 6.9, (64, 128, 8, 8)
@@ -203,9 +211,19 @@ const Row<FwdRun> kForward[] = {
      // (8, 16, 32, 32) -> 16 7x7 1.38 ms against direct's 1.51, -> 32 7x7 2.32 against 2.73,
      // 5x5 1.23 against 1.34; level at 8 channels; slower with 12, 24 or 64 output channels,
      // 3 or 32 input channels: (8, 16, 32, 32) -> 64 7x7 4.08 against 3.97).
+     // Deep layers (1152+ taps, e.g. 3x3 over 128+ channels) where winograd3 does not pay take
+     // the tiles of several blocks at any width, their taps in runs that keep the weights in L2
+     // (forced, 2 threads, against direct: (1, 512, 7, 7) 2.5 ms against 4.2, (1, 512, 28, 28)
+     // 18.8 against 28.2, (1, 128, 16, 16) 0.38 against 0.50, (1, 192, 20, 20) 1.68 against
+     // 1.59). The one-block tile (AVX2) goes past 2048 taps only for few positions (AVX2:
+     // (1, 512, 7, 7) 4.6 against direct's 6.0, (1, 256, 14, 14) 2.3 against 2.7, but
+     // (8, 512, 7, 7) 26.9 against 18.6).
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s)) ||
+       const int64_t taps = s.C * s.R * s.S;
+       const bool deep_ok = taps <= 2048 || kt.conv_kvec_blocks || s.N * s.P * s.Q <= 256;
+       return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s) && deep_ok) ||
               (kt.conv_kvec_blocks && s.K >= 32 && s.C <= 64 && s.Q <= 16) ||
+              (kt.conv_kvec_blocks && s.K >= 32 && taps >= 1152 && !winograd3_pays(s)) ||
               (kt.lanes < 16 && (s.K == 16 || s.K == 32) && s.C >= 8 && s.C <= 16 &&
                s.R * s.S >= 25);
      },
@@ -440,7 +458,7 @@ auto with_table(ConvDir d, F&& f) {
 }
 
 void forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s,
-             const std::string& forced) {
+             const std::string& forced, bool finite_known = false) {
   const int64_t PQ = s.P * s.Q, CRS = group_in(s) * s.R * s.S;
   if (s.N == 0 || s.K == 0 || PQ == 0) return;
   if (CRS == 0) {  // no input channels: the output is the bias
@@ -449,7 +467,7 @@ void forward(float* y, const float* x, const float* w, const float* b, const Con
         std::fill(y + (n * s.K + k) * PQ, y + (n * s.K + k + 1) * PQ, b ? b[k] : 0.f);
     return;
   }
-  run_table(kForward, forced, s, all_finite(w, s.K * CRS),
+  run_table(kForward, forced, s, finite_known || all_finite(w, s.K * CRS),
             [&](FwdRun run) { return run(y, x, w, b, s); });
 }
 
@@ -457,7 +475,7 @@ void forward(float* y, const float* x, const float* w, const float* b, const Con
 
 void forward_planned(float* y, const float* x, const float* w, const float* b,
                      const Conv2dShape& s) {
-  forward(y, x, w, b, s, "");
+  forward(y, x, w, b, s, "", true);
 }
 
 }  // namespace conv
