@@ -128,6 +128,10 @@ FORCED_SHAPES = SHAPES + [
     (2, 130, 6, 7, 70, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 200, 5, 9, 100, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 1100, 3, 5, 40, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    # 1x1 input gradients as transposed convolutions: the weights' blocked transpose with tails,
+    # and per group
+    (2, 20, 5, 6, 35, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    (2, 6, 5, 7, 9, (1, 1), (1, 1), (0, 0), (1, 1), 3),
     # rows merged from two column phases past 32 columns (odd first column, odd tail)
     (1, 3, 9, 75, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
     (1, 4, 7, 70, 5, (3, 3), (1, 1), (1, 2), (1, 2), 1),
