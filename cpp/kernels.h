@@ -137,17 +137,18 @@ struct KernelTable {
   void (*conv_kvec)(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                     const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
                     int nk, bool two_rows);
-  // conv_kvec for nb (2 or 4) blocks of 16 output channels at once, one row: each broadcast
-  // input value serves nb weight vectors (the one-block tile spends a load per multiply). Block
+  // conv_kvec for nb (2 or 4) blocks of 16 output channels at once, one row, position i reading
+  // x + i * xstep (xstep: the stride): each broadcast input value serves nb weight vectors (the
+  // one-block tile spends a load per multiply). Block
   // b's weights at w + b * wstride, its channels at out + b * 16 * ldo, its bias at bias + 16b;
   // nk (<= 16 * nb) channels are stored, nq <= 6 (nb = 4) or 12 (nb = 2) positions. The same
   // sums in the same order as conv_kvec. Null where the ISA has none.
   // A long sum may go in runs of taps (the tile's weights of a run staying in L2): mode
   // kKvecSuspend keeps the tile's running sums in part (384 floats) instead of storing
   // them, kKvecResume starts from them instead of the bias. Same bits as one run.
-  void (*conv_kvec_blocks)(float* out, int64_t ldo, const float* x, const int64_t* off,
-                           int64_t crs, const float* w, int64_t wstride, const float* bias,
-                           int nq, int nk, int nb, float* part, int mode);
+  void (*conv_kvec_blocks)(float* out, int64_t ldo, const float* x, int64_t xstep,
+                           const int64_t* off, int64_t crs, const float* w, int64_t wstride,
+                           const float* bias, int nq, int nk, int nb, float* part, int mode);
   // Rows to 16 lanes: dst[k * 16 + i] = src[i * ld + k] for k < n, i < 16 (0 for i >= rows).
   void (*rows_to_lanes16)(float* dst, const float* src, int64_t ld, int rows, int64_t n);
   // col2im of one input channel, all of it: for h < H, w < W,

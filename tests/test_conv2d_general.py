@@ -128,6 +128,11 @@ FORCED_SHAPES = SHAPES + [
     (2, 130, 6, 7, 70, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 200, 5, 9, 100, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 1100, 3, 5, 40, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    # kvec strided: a lone last block (with the zero block after it), unequal strides with
+    # runs of taps, a 1x1
+    (2, 40, 11, 13, 70, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (1, 130, 9, 8, 48, (3, 3), (2, 1), (1, 0), (1, 1), 1),
+    (1, 300, 5, 6, 32, (1, 1), (2, 2), (0, 0), (1, 1), 1),
     # 1x1 input gradients as transposed convolutions: the weights' blocked transpose with tails,
     # and per group
     (2, 20, 5, 6, 35, (1, 1), (1, 1), (0, 0), (1, 1), 1),

@@ -29,9 +29,9 @@ void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, i
 void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                       const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
                       int nk, bool two_rows);
-void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, const int64_t* off,
-                             int64_t crs, const float* w, int64_t wstride, const float* bias,
-                             int nq, int nk, int nb, float* part, int mode);
+void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, int64_t xstep,
+                             const int64_t* off, int64_t crs, const float* w, int64_t wstride,
+                             const float* bias, int nq, int nk, int nb, float* part, int mode);
 void rows_to_lanes16_avx512(float* dst, const float* src, int64_t ld, int rows, int64_t n);
 void conv_dx_rows_avx512(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
                          const DxRowsArgs& a);

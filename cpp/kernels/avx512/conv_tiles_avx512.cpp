@@ -124,9 +124,9 @@ void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int6
 // conv_kvec_blocks: KB blocks of 16 channels x NQ positions of one row (KB * NQ <= 24
 // accumulators); per tap KB weight loads and NQ broadcasts feed KB * NQ multiply-adds.
 template <int KB, int NQ>
-static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, const int64_t* off,
-                             int64_t crs, const float* w, int64_t wstride, const float* bias,
-                             int nq, int nk, float* part, int mode) {
+static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, int64_t xstep,
+                             const int64_t* off, int64_t crs, const float* w, int64_t wstride,
+                             const float* bias, int nq, int nk, float* part, int mode) {
   __m512 acc[KB][NQ];
 #pragma GCC unroll 4
   for (int b = 0; b < KB; ++b) {
@@ -144,7 +144,7 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, const int6
     const float* xk = x + off[k];
 #pragma GCC unroll 12
     for (int i = 0; i < NQ; ++i) {
-      const __m512 xv = _mm512_set1_ps(xk[i]);
+      const __m512 xv = _mm512_set1_ps(xk[i * xstep]);
 #pragma GCC unroll 4
       for (int b = 0; b < KB; ++b) acc[b][i] = _mm512_fmadd_ps(xv, wk[b], acc[b][i]);
     }
@@ -168,15 +168,19 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, const int6
   }
 }
 
-void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, const int64_t* off,
-                             int64_t crs, const float* w, int64_t wstride, const float* bias,
-                             int nq, int nk, int nb, float* part, int mode) {
+void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, int64_t xstep,
+                             const int64_t* off, int64_t crs, const float* w, int64_t wstride,
+                             const float* bias, int nq, int nk, int nb, float* part, int mode) {
   if (nb == 4) {
-    if (nq <= 4) kvec_blocks_tile<4, 4>(out, ldo, x, off, crs, w, wstride, bias, nq, nk, part, mode);
-    else kvec_blocks_tile<4, 6>(out, ldo, x, off, crs, w, wstride, bias, nq, nk, part, mode);
+    if (nq <= 4)
+      kvec_blocks_tile<4, 4>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
+    else
+      kvec_blocks_tile<4, 6>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
   } else {
-    if (nq <= 8) kvec_blocks_tile<2, 8>(out, ldo, x, off, crs, w, wstride, bias, nq, nk, part, mode);
-    else kvec_blocks_tile<2, 12>(out, ldo, x, off, crs, w, wstride, bias, nq, nk, part, mode);
+    if (nq <= 8)
+      kvec_blocks_tile<2, 8>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
+    else
+      kvec_blocks_tile<2, 12>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
   }
 }
 

@@ -137,12 +137,14 @@ bool direct_forward(float* y, const float* x, const float* w, const float* b,
   return true;
 }
 
-// Stride-1 convolution of narrow images (few output columns: lanes along a row would mostly
-// idle) with the ISA's channel-vectorised tile: 16 output channels in the lanes, two output rows
-// of up to 12 positions per tile; items (image, block of 16 output channels). With 32+ output
-// channels and conv_kvec_blocks, tiles of 2 or 4 blocks x one row of 4-12 positions; items
-// (image, group of blocks, run of rows).
+// Convolution of narrow images (few output columns: lanes along a row would mostly idle) or of
+// deep layers with the ISA's channel-vectorised tile: 16 output channels in the lanes, two
+// output rows of up to 12 positions per tile; items (image, block of 16 output channels). With
+// 32+ output channels and conv_kvec_blocks, tiles of 2 or 4 blocks x one row of 4-12 positions
+// (also strided: position i of a tile reads i * sw columns on); items (image, group of blocks,
+// run of rows).
 bool kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
+  const bool unit = s.sh == 1 && s.sw == 1;  // else only the several-block tiles (planner)
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, RS = s.R * s.S;
   const int64_t kblocks = (s.K + 15) / 16;
@@ -164,8 +166,8 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
       for (int64_t t = 0; t < s.S; ++t) off[i++] = c * plane + r * Wp + t;
   const int64_t* offp = off.data();
   const auto kern = g_kernels->conv_kvec;
-  const int64_t slack = 2 * Wp + 16, img = s.C * s.H * s.W;
-  // The tiles read up to a row and 16 floats past the image (into lanes never stored). Without
+  const int64_t slack = 2 * Wp + 16 * s.sw, img = s.C * s.H * s.W;
+  // The tiles read up to a row and 16 positions past the image (into lanes never stored). Without
   // padding, an image followed by that much of x is read in place; else it is copied,
   // zero-padded, with the slack.
   // Only padded rows [r0, r1) are filled (the rows an item's tiles read, the last one for the
@@ -205,28 +207,31 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
     parallel_for(s.N * groups * nruns, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
       const int64_t n = item / (groups * nruns), g = item / nruns % groups;
       const int64_t p0 = item % nruns * rows, p1 = std::min(s.P, p0 + rows);
-      const float* buf = image(n, p0, p1 + s.R);
+      const float* buf = image(n, p0 * s.sh, (p1 - 1) * s.sh + s.R + 1);
       const int64_t kb0 = g * nb, k0 = kb0 * 16;
       const int nbk = static_cast<int>(std::min<int64_t>(nb, kblocks - kb0));
       const int nk = static_cast<int>(std::min<int64_t>(16 * nbk, s.K - k0));
-      float* part = nruns_k > 1 && nbk > 1
+      const bool lone = nbk == 1 && unit;
+      float* part = nruns_k > 1 && !lone
                         ? scratch(Buf::kvec_part, (p1 - p0) * tiles_row * 384) : nullptr;
       for (int64_t k1 = 0; k1 < CRS; k1 += kKvecTaps) {
-        const int64_t taps = nbk > 1 ? std::min(kKvecTaps, CRS - k1) : CRS;
+        const int64_t taps = lone ? CRS : std::min(kKvecTaps, CRS - k1);
         const int mode = (k1 > 0 ? kKvecResume : 0) | (k1 + taps < CRS ? kKvecSuspend : 0);
         for (int64_t p = p0; p < p1; ++p)
           for (int64_t q = 0; q < s.Q; q += nqt) {
             const int nq = static_cast<int>(std::min<int64_t>(nqt, s.Q - q));
             const float* wb = wp + kb0 * CRS * 16;
-            if (nbk == 1)  // a last lone block
-              kern(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, s.Q, buf + p * Wp + q, Wp, offp,
-                   CRS, wb, b ? b + k0 : nullptr, nq, nk, false);
-            else
-              kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, buf + p * Wp + q, offp + k1, taps,
-                    wb + k1 * 16, CRS * 16, b ? b + k0 : nullptr, nq, nk, nbk == 3 ? 4 : nbk,
+            const float* xb = buf + p * s.sh * Wp + q * s.sw;
+            if (lone)  // a last lone block at stride 1
+              kern(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, s.Q, xb, Wp, offp, CRS, wb,
+                   b ? b + k0 : nullptr, nq, nk, false);
+            else  // (a lone block strided: with the zero block after it)
+              kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, xb, s.sw, offp + k1, taps,
+                    wb + k1 * 16, CRS * 16, b ? b + k0 : nullptr, nq, nk,
+                    nbk == 3 ? 4 : std::max(2, nbk),
                     part ? part + ((p - p0) * tiles_row + q / nqt) * 384 : nullptr, mode);
           }
-        if (nbk == 1) break;
+        if (lone) break;
       }
     });
     return true;

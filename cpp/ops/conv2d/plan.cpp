@@ -197,7 +197,8 @@ const Row<FwdRun> kForward[] = {
      winograd_lanes_forward},
     {"kvec",
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return special(s) && kt.conv_kvec && unit_stride(s);
+       return special(s) && kt.conv_kvec &&
+              (unit_stride(s) || (kt.conv_kvec_blocks && s.K >= 32 && s.sh <= 2 && s.sw <= 2));
      },
      // not where winograd3 pays (below): 3x3 layers of 32+ channels measured faster there at
      // every width tried (forced, 2 threads: (128, 64, 8, 8) 6.0 ms against 6.9, (64, 128, 8, 8)
@@ -218,7 +219,16 @@ const Row<FwdRun> kForward[] = {
      // 1.59). The one-block tile (AVX2) goes past 2048 taps only for few positions (AVX2:
      // (1, 512, 7, 7) 4.6 against direct's 6.0, (1, 256, 14, 14) 2.3 against 2.7, but
      // (8, 512, 7, 7) 26.9 against 18.6).
+     // Strided (2 at most; several-block tiles only): up to 1024 positions in all (256 for a
+     // 1x1 kernel), the stages of a ResNet at batch 1-8 (forced, 2 threads, against the best
+     // other row: (1, 256, 14, 14) -> 512 3x3 0.86 ms against im2col_gemm's 1.33, (8, 256, 14,
+     // 14) -> 512 5.95 against direct's 6.65, (1, 64, 56, 56) -> 128 0.61 against 0.70, (1, 256,
+     // 14, 14) -> 512 1x1 0.16 against 0.20; level at 196-784 positions; with more, slower:
+     // (16, 64, 32, 32) -> 128 3.13 against winograd3_s2's 2.77, (8, 1024, 14, 14) -> 2048 1x1
+     // 20.4 against im2col_gemm's 13.9).
      [](const Conv2dShape& s, const KernelTable& kt) {
+       if (!unit_stride(s))
+         return kt.conv_kvec_blocks && s.K >= 32 && s.N * s.P * s.Q <= (s.R * s.S > 1 ? 1024 : 256);
        const int64_t taps = s.C * s.R * s.S;
        const bool deep_ok = taps <= 2048 || kt.conv_kvec_blocks || s.N * s.P * s.Q <= 256;
        return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s) && deep_ok) ||
