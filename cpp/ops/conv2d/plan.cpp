@@ -373,7 +373,13 @@ const Row<BwdRun> kWeightGrad[] = {
      // to dot (AMD EPYC Zen 4, forced, 2 threads: ResNet-20's (128, 16, 32, 32) -> 16 3.7 ms
      // against kvec's 4.3, (32, 16, 32, 32) 0.89 against 1.07; at 16 columns level, at 8 kvec
      // 2x faster; 5x5 and 7x7 kvec 1.1-1.2x faster).
+     // Not deep layers (a weight of 256 K floats or more) over several images: their image
+     // chunks' partial sums are whole weights (forced, 2 threads, against gemm: (2, 512, 7, 7)
+     // -> 2048 1x1 2.20 ms against 1.42, (8, 512, 7, 7) -> 2048 10.7 against 5.6, (2, 512, 7,
+     // 7) -> 512 3x3 5.18 against 4.02; at batch 1 kvec stays ahead, 0.78 against 1.04 and 1.94
+     // against 2.61).
      [](const Conv2dShape& s, const KernelTable& kt) {
+       if (s.N > 1 && s.K * s.C * s.R * s.S >= 256 * 1024) return false;
        if (kt.lanes < 16) return s.K >= 12 && s.Q <= 16;
        if (s.K <= 16 && s.Q >= 32 && s.R * s.S <= 9) return false;
        return s.K >= 12 && (s.Q < 16 || (s.R * s.S >= 9 && s.C >= 16));
@@ -396,7 +402,11 @@ const Row<BwdRun> kWeightGrad[] = {
      // strided layer 9.7 against 12.1, a 4x4 stride-2 layer 11.5 against 13.8, 1x1 stride 2 0.8
      // against 1.6; with 16 channels or 7x7 kernels dot stays ahead). The AVX2 tiles (forced,
      // 2 threads, gemm / dot): LeNet-5 conv1 3.68, conv2 1.46, 7x7 2.11, VGG 1.07, 1x1 1.06.
+     // Deep layers on narrow rows go to gemm as well (dot's rows are short: forced, 2 threads,
+     // (8, 512, 7, 7) -> 2048 1x1 7.6 ms against 5.6, (1, 512, 7, 7) -> 512 3x3 4.9 against 2.6,
+     // (4, 1024, 14, 14) -> 256 1x1 2.7 against 2.4).
      [](const Conv2dShape& s, const KernelTable&) {
+       if (special(s) && s.Q < 16 && s.C * s.R * s.S >= 512) return false;
        return !(special(s) && (s.sh > 1 || s.sw > 1) && s.C >= 32 && s.R * s.S <= 16);
      },
      true, dw_dot},
