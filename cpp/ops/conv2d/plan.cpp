@@ -285,9 +285,14 @@ const Row<FwdRun> kForward[] = {
      [](const Conv2dShape& s, const KernelTable&) { return special_dilated(s) && s.sw <= 4; },
      [](const Conv2dShape& s, const KernelTable& kt) { return !rgb_stem(s, kt); }, true,
      direct_forward},
+    // At AVX-512 also groups of many channels (its row kernels share each input row load among
+    // 4 output channels), where im2col_gemm's packed columns cost more (forced, 2 threads:
+    // (8, 256, 14, 14) -> 256 groups 8 1.42 ms against 2.47, (8, 128, 28, 28) groups 4 2.60
+    // against 4.23, (8, 48, 27, 27) -> 128 5x5 groups 2 4.98 against 5.92, (8, 96, 28, 28)
+    // stride 2 groups 3 0.62 against 1.13; level at 128 channels a group).
     {"depthwise", any,
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return few_per_group(s, kt) || rgb_stem(s, kt);
+       return few_per_group(s, kt) || rgb_stem(s, kt) || (kt.lanes == 16 && s.G > 1);
      },
      true, depthwise_forward},
     {"rows", any, never, false, rows_forward},
