@@ -6,6 +6,10 @@ forward and for forward + backward (input and weight gradients), and convkit's G
 method multiply-adds).
 
     python bench/conv_general.py --threads 2 --repeats 15 --rounds 3 [--markdown out.md]
+
+With --set layers, the layers of the networks users bring instead (ResNet-18/50 and VGG late
+stages at batch 1 and 8, their downsampling layers, MobileNet's 5x5 depthwise, grouped layers
+of many channels a group), without targets.
 """
 from __future__ import annotations
 
@@ -35,6 +39,21 @@ SHAPES = [
     ("grouped", (8, 128, 28, 28), 128, 3, 1, 1, 1, 32, False, 2.0, 2.0),
     ("dilated", (4, 64, 56, 56), 64, 3, 1, 2, 2, 1, False, 1.0, 1.0),
     ("transposed", (16, 128, 16, 16), 64, 4, 2, 1, 1, 1, True, 1.5, 1.5),
+]
+LAYERS = [
+    ("3x3 deep", (1, 512, 7, 7), 512, 3, 1, 1, 1, 1, False, None, None),
+    ("3x3 deep", (8, 512, 7, 7), 512, 3, 1, 1, 1, 1, False, None, None),
+    ("3x3 deep", (1, 256, 14, 14), 256, 3, 1, 1, 1, 1, False, None, None),
+    ("3x3 deep", (16, 256, 8, 8), 256, 3, 1, 1, 1, 1, False, None, None),
+    ("3x3 s2", (1, 256, 14, 14), 512, 3, 2, 1, 1, 1, False, None, None),
+    ("3x3 s2", (8, 128, 28, 28), 256, 3, 2, 1, 1, 1, False, None, None),
+    ("1x1", (1, 2048, 7, 7), 512, 1, 1, 0, 1, 1, False, None, None),
+    ("1x1", (8, 512, 7, 7), 2048, 1, 1, 0, 1, 1, False, None, None),
+    ("1x1 s2", (8, 1024, 14, 14), 2048, 1, 2, 0, 1, 1, False, None, None),
+    ("7x7 s2 stem", (8, 3, 224, 224), 64, 7, 2, 3, 1, 1, False, None, None),
+    ("5x5 depthwise", (8, 576, 14, 14), 576, 5, 1, 2, 1, 576, False, None, None),
+    ("grouped", (8, 256, 14, 14), 256, 3, 1, 1, 1, 8, False, None, None),
+    ("grouped 5x5", (8, 48, 27, 27), 128, 5, 1, 2, 1, 2, False, None, None),
 ]
 
 
@@ -81,29 +100,34 @@ def main():
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--markdown", default=None)
+    ap.add_argument("--set", choices=("targets", "layers"), default="targets",
+                    help="the issue's target shapes (default) or common network layers")
     a = ap.parse_args()
     convkit.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
-    cases = [(sh,) + impls(sh, rng) for sh in SHAPES]
-    samples = {sh[0]: {k: [] for k in fns} for sh, _, fns in cases}
+    cases = [(sh,) + impls(sh, rng) for sh in (SHAPES if a.set == "targets" else LAYERS)]
+    samples = {i: {k: [] for k in fns} for i, (_, _, fns) in enumerate(cases)}
     for _ in range(a.rounds):  # rounds over the whole table: slow spells hit every row
-        for sh, _, fns in cases:
+        for i, (_, _, fns) in enumerate(cases):
             for k, v in sample(fns, max(3, a.repeats // a.rounds)).items():
-                samples[sh[0]][k] += v
+                samples[i][k] += v
     lines = [f"threads={a.threads}, torch {torch.__version__}, convkit {convkit.__version__}",
              "",
              "| shape | torch fwd ms | convkit fwd ms | ratio fwd (target) | torch f+b ms | "
              "convkit f+b ms | ratio f+b (target) | convkit fwd GFLOP/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for sh, macs, _ in cases:
-        m = {k: statistics.median(v) for k, v in samples[sh[0]].items()}
+    def target(t):
+        return "" if t is None else f" (>= {t})"
+
+    for i, (sh, macs, _) in enumerate(cases):
+        m = {k: statistics.median(v) for k, v in samples[i].items()}
         rf, rb = m["torch fwd"] / m["convkit fwd"], m["torch fwd+bwd"] / m["convkit fwd+bwd"]
         lines.append(
             f"| {sh[0]} {sh[1]}->{sh[2]} k{sh[3]} s{sh[4]} p{sh[5]} d{sh[6]} g{sh[7]} | "
-            f"{m['torch fwd'] * 1e3:.3f} | {m['convkit fwd'] * 1e3:.3f} | {rf:.2f} (>= {sh[9]}) "
+            f"{m['torch fwd'] * 1e3:.3f} | {m['convkit fwd'] * 1e3:.3f} | {rf:.2f}{target(sh[9])} "
             f"| {m['torch fwd+bwd'] * 1e3:.3f} | {m['convkit fwd+bwd'] * 1e3:.3f} | "
-            f"{rb:.2f} (>= {sh[10]}) | {2 * macs / m['convkit fwd'] / 1e9:.1f} |")
+            f"{rb:.2f}{target(sh[10])} | {2 * macs / m['convkit fwd'] / 1e9:.1f} |")
     print("\n".join(lines))
     if a.markdown:
         with open(a.markdown, "w") as f:
