@@ -243,15 +243,15 @@ struct KernelTable {
   void (*conv_rows_k)(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, int64_t Q,
                       const float* base, int64_t bstep, const int64_t* off, const float* w,
                       int64_t ntaps, const float* bias);
-  // conv_rows of whole planes for the stride-1, undilated 3 x 3 case, read from x in place: for
-  // planes i < n, y_i (P, Q) at y + i * ystride = bias[i] (0 when bias is null) + the taps (r, t)
-  // in order of w_i[3 r + t] * x_i[p - ph + r][q - pw + t], with w_i = w + 9 i and x_i (H, W)
-  // at x + i * xstride, zero outside the plane; zeros: Q + 2 zero floats (the rows outside it).
-  // Same bits as conv_rows on the padded rows. Null where the ISA has none (the caller pads and
-  // runs conv_rows).
-  void (*conv_dw3_plane)(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
-                         const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
-                         int64_t pw, const float* w, const float* bias, const float* zeros);
+  // conv_rows of whole planes for the stride-1, undilated ks x ks case (ks 3 or 5), read from x
+  // in place: for planes i < n, y_i (P, Q) at y + i * ystride = bias[i] (0 when bias is null) +
+  // the taps (r, t) in order of w_i[ks r + t] * x_i[p - ph + r][q - pw + t], with
+  // w_i = w + ks^2 i and x_i (H, W) at x + i * xstride, zero outside the plane; zeros: Q + ks - 1
+  // zero floats (the rows outside it). Same bits as conv_rows on the padded rows. Null where the
+  // ISA has none (the caller pads and runs conv_rows).
+  void (*conv_dw_plane)(int ks, float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                        const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                        int64_t pw, const float* w, const float* bias, const float* zeros);
   // conv_row_dots of one whole plane for the same case, x read in place: for the taps
   // i = 3 r + t, lanes[16 i + l] += dy[p][q] * x[p - ph + r][q - pw + t] over the rows p in
   // order, then q in order with q % 16 == l (x zero outside the plane). zeros: Q + 2 zero

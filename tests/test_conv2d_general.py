@@ -77,8 +77,9 @@ def test_matches_pytorch_float64(rng, shape):
     assert_close(db, bt.grad.numpy(), 1e-5, "grad_bias")
 
 
-# depthwise 3x3, the AVX-512 register kernels (stride 1 read in place): blocks of 1 to 4 vectors
-# and past 64 columns, padding 0 to 3 on either axis, a row, a column, one pixel, narrow planes
+# depthwise 3x3 (and 5x5), the AVX-512 register kernels (stride 1 read in place): blocks of 1 to
+# 4 vectors and past 64 columns, padding 0 to 3 on either axis, a row, a column, one pixel, narrow
+# planes
 DW3_SHAPES = [
     (2, 3, 5, 7, 3, (3, 3), (1, 1), (0, 2), (1, 1), 3),
     (1, 2, 9, 16, 2, (3, 3), (1, 1), (1, 0), (1, 1), 2),
@@ -90,6 +91,12 @@ DW3_SHAPES = [
     (2, 5, 7, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),
     (1, 3, 11, 3, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     (1, 2, 13, 8, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    # 5x5 read in place (forward and the transposed input gradient): blocks of 1 and 2 vectors,
+    # past 32 columns, padding 0 to 3, a pixel
+    (2, 3, 9, 14, 3, (5, 5), (1, 1), (2, 2), (1, 1), 3),
+    (1, 2, 11, 30, 2, (5, 5), (1, 1), (1, 2), (1, 1), 2),
+    (1, 2, 6, 70, 2, (5, 5), (1, 1), (3, 0), (1, 1), 2),
+    (2, 2, 1, 1, 2, (5, 5), (1, 1), (2, 2), (1, 1), 2),
     # stride 2 (rows of the phase-split copy, two kernel rows apart), a channel multiplier
     (2, 3, 13, 35, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
     (1, 2, 8, 70, 4, (3, 3), (2, 2), (0, 1), (1, 1), 2),
@@ -156,8 +163,9 @@ def _forced_cases():
 def test_depthwise_3x3_register_kernels_have_the_bits_of_the_padded_rows(rng, shape):
     """AVX-512 keeps a 3x3 depthwise layer's weights in registers and loads each input row once
     for the output rows that read it, and at stride 1 reads the input in place (forward, the
-    transposed input gradient, the weight gradient); AVX2 sums the same products in the same
-    order, row by row over a zero-padded copy: the bits must agree."""
+    transposed input gradient, the weight gradient; 5x5 forward and input gradient too); AVX2
+    sums the same products in the same order, row by row over a zero-padded copy: the bits must
+    agree."""
     x, w, b, kw = _data(rng, shape)
     x[0, 0, 0, 0] = np.nan if x.size > 1 else x[0, 0, 0, 0]
     out = {}

@@ -57,9 +57,9 @@ void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q, const f
 void conv_rows_k_avx512(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, int64_t Q,
                         const float* base, int64_t bstep, const int64_t* off, const float* w,
                         int64_t ntaps, const float* bias);
-void conv_dw3_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
-                           const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
-                           int64_t pw, const float* w, const float* bias, const float* zeros);
+void conv_dw_plane_avx512(int ks, float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                          const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                          int64_t pw, const float* w, const float* bias, const float* zeros);
 void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
                           int64_t H, int64_t W, int64_t ph, int64_t pw, const float* zeros);
 void conv_row_dots_avx512(float* lanes, const float* dy, int64_t dystep, int64_t nrows,

@@ -109,24 +109,24 @@ void rows_of_k(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, co
   }
 }
 
-// 3 x 3 taps with the nine weights in registers: output row o of a block reads input rows
-// o + r (r < 3) of the block, rows[j] for j < ROWS + 2, tap t at column offset
-// coff[t] (t when coff is null), its vector v loading only the lanes mask[t][v]. Each input
-// row's three shifted loads serve every output row of the block that reads it; rows are visited
-// in order, so every output still adds its taps in (r, t) order, as conv_rows' contract says.
-template <int ROWS, int NV>
-void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int64_t* coff,
-                   const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
-                   __mmask16 last) {
+// KS x KS taps (3 or 5) with the weights in registers: output row o of a block reads input rows
+// o + r (r < KS) of the block, rows[j] for j < ROWS + KS - 1, tap t at column offset coff[t] (t
+// when coff is null), its vector v loading only the lanes mask[t][v]. Each input row's KS
+// shifted loads serve every output row of the block that reads it; rows are visited in order,
+// so every output still adds its taps in (r, t) order, as conv_rows' contract says.
+template <int KS, int ROWS, int NV>
+void taps_block(float* y, int64_t ystep, const float* const* rows, const int64_t* coff,
+                const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
+                __mmask16 last) {
   __m512 acc[ROWS][NV];
   #pragma GCC unroll 16
   for (int o = 0; o < ROWS; ++o)
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
   #pragma GCC unroll 32
-  for (int j = 0; j < ROWS + 2; ++j) {
-    #pragma GCC unroll 3
-    for (int t = 0; t < 3; ++t) {
+  for (int j = 0; j < ROWS + KS - 1; ++j) {
+    #pragma GCC unroll 5
+    for (int t = 0; t < KS; ++t) {
       const float* s = rows[j] + (coff ? coff[t] : t) + q0;
       #pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) {
@@ -134,7 +134,7 @@ void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int6
         #pragma GCC unroll 16
         for (int o = 0; o < ROWS; ++o) {
           const int r = j - o;
-          if (r >= 0 && r < 3) acc[o][v] = _mm512_fmadd_ps(wv[3 * r + t], x, acc[o][v]);
+          if (r >= 0 && r < KS) acc[o][v] = _mm512_fmadd_ps(wv[KS * r + t], x, acc[o][v]);
         }
       }
     }
@@ -147,58 +147,67 @@ void taps3x3_block(float* y, int64_t ystep, const float* const* rows, const int6
   }
 }
 
-// taps3x3_block for the last `left` (< L + 1) rows of a plane.
-template <int L, int NV>
-void taps3x3_tail(int left, float* y, int64_t ystep, const float* const* rows,
-                  const int64_t* coff, const __mmask16 (*mask)[4], const __m512* wv, float bias,
-                  int64_t q0, __mmask16 last) {
+// taps_block for the last `left` (< L + 1) rows of a plane.
+template <int KS, int L, int NV>
+void taps_tail(int left, float* y, int64_t ystep, const float* const* rows, const int64_t* coff,
+               const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
+               __mmask16 last) {
   if constexpr (L >= 1) {
     if (left == L) {
-      taps3x3_block<L, NV>(y, ystep, rows, coff, mask, wv, bias, q0, last);
+      taps_block<KS, L, NV>(y, ystep, rows, coff, mask, wv, bias, q0, last);
       return;
     }
-    taps3x3_tail<L - 1, NV>(left, y, ystep, rows, coff, mask, wv, bias, q0, last);
+    taps_tail<KS, L - 1, NV>(left, y, ystep, rows, coff, mask, wv, bias, q0, last);
   }
 }
 
 // All output rows of one column block: blocks of ROWS, then the rest one by one. row(i) is
 // padded input row i of the plane.
-template <int ROWS, int NV, class Row>
-void taps3x3_of(float* y, int64_t ystep, int64_t nrows, const Row& row, const int64_t* coff,
-                const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
-                __mmask16 last) {
-  const float* rows[ROWS + 2];
+template <int KS, int ROWS, int NV, class Row>
+void taps_of(float* y, int64_t ystep, int64_t nrows, const Row& row, const int64_t* coff,
+             const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
+             __mmask16 last) {
+  const float* rows[ROWS + KS - 1];
   int64_t o = 0;
   for (; o + ROWS <= nrows; o += ROWS) {
-    for (int j = 0; j < ROWS + 2; ++j) rows[j] = row(o + j);
-    taps3x3_block<ROWS, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
+    for (int j = 0; j < ROWS + KS - 1; ++j) rows[j] = row(o + j);
+    taps_block<KS, ROWS, NV>(y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
   }
   // the last rows as one block of their own (one by one, each output's nine taps were a chain
   // of dependent FMAs: the 4 rows left of a 28-row plane cost as much as 16)
   const int left = static_cast<int>(nrows - o);
-  for (int j = 0; j < left + 2; ++j) rows[j] = row(o + j);
-  taps3x3_tail<ROWS - 1, NV>(left, y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
+  for (int j = 0; j < left + KS - 1; ++j) rows[j] = row(o + j);
+  taps_tail<KS, ROWS - 1, NV>(left, y + o * ystep, ystep, rows, coff, mask, wv, bias, q0, last);
 }
 
-// Every output row, 64 columns at a time; masks(q0, mask) fills the load masks of a block.
-template <class Row, class Masks>
-void taps3x3(float* y, int64_t ystep, int64_t nrows, int64_t Q, const Row& row,
-             const int64_t* coff, const Masks& masks, const float* w, float bias) {
-  __m512 wv[9];
-  #pragma GCC unroll 9
-  for (int i = 0; i < 9; ++i) wv[i] = _mm512_set1_ps(w[i]);
-  __mmask16 mask[3][4];
-  for (int64_t q0 = 0; q0 < Q; q0 += 64) {
+// Columns per block of taps<KS>: 64 for 3 x 3; 32 for 5 x 5, whose 25 weights leave room for 4
+// accumulators (2 rows of 2 vectors share each load between two output rows).
+constexpr int64_t taps_block_cols(int KS) { return KS == 3 ? 64 : 32; }
+
+// Every output row, a block of taps_block_cols(KS) columns at a time; masks(q0, mask) fills the
+// load masks of a block. Accumulators: ROWS * NV registers next to the KS * KS weights.
+template <int KS, class Row, class Masks>
+void taps(float* y, int64_t ystep, int64_t nrows, int64_t Q, const Row& row, const int64_t* coff,
+          const Masks& masks, const float* w, float bias) {
+  __m512 wv[KS * KS];
+  #pragma GCC unroll 25
+  for (int i = 0; i < KS * KS; ++i) wv[i] = _mm512_set1_ps(w[i]);
+  __mmask16 mask[KS][4];
+  for (int64_t q0 = 0; q0 < Q; q0 += taps_block_cols(KS)) {
     const int64_t n = Q - q0;
-    const __mmask16 last = tail_mask(n - (n > 64 ? 48 : (n - 1) / 16 * 16));
     masks(q0, mask);
-    // accumulators: ROWS * NV registers next to the nine weights
-    if (n > 48)
-      taps3x3_of<4, 4>(y, ystep, nrows, row, coff, mask, wv, bias, q0,
-                           n >= 64 ? __mmask16(0xFFFF) : last);
-    else if (n > 32) taps3x3_of<4, 3>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
-    else if (n > 16) taps3x3_of<6, 2>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
-    else taps3x3_of<8, 1>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+    if constexpr (KS == 3) {
+      const __mmask16 last = tail_mask(n - (n > 64 ? 48 : (n - 1) / 16 * 16));
+      const __mmask16 full = n >= 64 ? __mmask16(0xFFFF) : last;
+      if (n > 48) taps_of<3, 4, 4>(y, ystep, nrows, row, coff, mask, wv, bias, q0, full);
+      else if (n > 32) taps_of<3, 4, 3>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+      else if (n > 16) taps_of<3, 6, 2>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+      else taps_of<3, 8, 1>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+    } else {
+      const __mmask16 last = tail_mask(n > 32 ? 16 : n - (n - 1) / 16 * 16);
+      if (n > 16) taps_of<5, 2, 2>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+      else taps_of<5, 4, 1>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+    }
   }
 }
 
@@ -222,7 +231,7 @@ void rows3x3(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* bas
       for (int v = 0; v < 4; ++v) mask[t][v] = tail_mask(std::max<int64_t>(0, Q - q0 - 16 * v));
   };
   auto row = [base, D](int64_t i) { return base + i * D; };
-  taps3x3(y, ystep, nrows, Q, row, off, masks, w, bias);
+  taps<3>(y, ystep, nrows, Q, row, off, masks, w, bias);
 }
 
 // T taps' lanes in registers through all the rows: per row and 16 columns one dy load and T
@@ -301,7 +310,7 @@ void dots3x3(float* lanes, const float* dy, int64_t dystep, int64_t P, int64_t Q
 // at the end of a row (a 7-wide row in a vector of its own wastes 9 of its 16 lanes). Tap (r, t)
 // of output f reads x[f + (r - 1) W + t - 1]; lanes whose row or column falls outside the plane
 // load zeros, through masks made once per plane shape. Same products in the same (r, t) order
-// as taps3x3, so the same bits. Each output vector loads all nine taps (no load serves two
+// as `taps`, so the same bits. Each output vector loads all nine taps (no load serves two
 // output rows), so this pays only for narrow planes: one thread, (8, 256, 7, 7) 20 -> 26
 // GFLOP/s, but (8, 144, 28, 28) 62-68 -> 56 and (8, 144, 14, 14) 49 -> 46.
 struct FlatMasks {
@@ -443,52 +452,67 @@ void conv_row_dots_avx512(float* lanes, const float* dy, int64_t dystep, int64_t
   }
 }
 
-void conv_dw3_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
-                           const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
-                           int64_t pw, const float* w, const float* bias, const float* zeros) {
+namespace {
+
+// conv_dw_plane for KS x KS taps
+template <int KS>
+void dw_plane(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const float* x,
+              int64_t xstride, int64_t H, int64_t W, int64_t ph, int64_t pw, const float* w,
+              const float* bias, const float* zeros) {
   // x read in place: padded row i is row i - ph shifted by pw, or the row of zeros outside the
   // plane; a lane loads only columns inside [0, W). The products and their order are those of
-  // rows3x3 on the zero-padded copy, so the bits are too.
+  // the rows kernels on the zero-padded copy, so the bits are too.
   auto masks = [Q, W, pw](int64_t q0, __mmask16 (*mask)[4]) {
-    for (int t = 0; t < 3; ++t)
+    for (int t = 0; t < KS; ++t)
       for (int v = 0; v < 4; ++v) {  // lanes l in [lo, hi): c0 + l in [0, W), l < n
         const int64_t c0 = q0 + 16 * v + t - pw, n = std::min<int64_t>(16, Q - q0 - 16 * v);
         const int64_t lo = std::max<int64_t>(0, -c0), hi = std::min(n, W - c0);
         mask[t][v] = hi > lo ? static_cast<__mmask16>(tail_mask(hi) & ~tail_mask(lo)) : 0;
       }
   };
-  if (ph == 1 && pw == 1 && Q <= 8) {  // rows of at most half a vector: flattened
+  if (KS == 3 && ph == 1 && pw == 1 && Q <= 8) {  // rows of at most half a vector: flattened
     const FlatMasks* mk = flat_masks(H, W);
     for (int64_t i = 0; i < n; ++i)
       flat_plane(y + i * ystride, x + i * xstride, H, W, mk, w + 9 * i, bias ? bias[i] : 0.f);
     return;
   }
-  if (Q > 64) {  // several column blocks: plane by plane
+  if (Q > taps_block_cols(KS)) {  // several column blocks: plane by plane
     for (int64_t i = 0; i < n; ++i) {
       const float* xi = x + i * xstride;
       auto row = [=](int64_t r) { return r >= ph && r < H + ph ? xi + (r - ph) * W - pw : zeros; };
-      taps3x3(y + i * ystride, Q, P, Q, row, nullptr, masks, w + 9 * i, bias ? bias[i] : 0.f);
+      taps<KS>(y + i * ystride, Q, P, Q, row, nullptr, masks, w + KS * KS * i,
+               bias ? bias[i] : 0.f);
     }
     return;
   }
   // one column block: its masks once for all the planes (per plane they cost as much as the
   // arithmetic of a 14 x 14 plane)
-  __mmask16 mask[3][4];
+  __mmask16 mask[KS][4];
   masks(0, mask);
   auto fixed = [&mask](int64_t, __mmask16 (*m)[4]) {
-    for (int t = 0; t < 3; ++t)
+    for (int t = 0; t < KS; ++t)
       for (int v = 0; v < 4; ++v) m[t][v] = mask[t][v];
   };
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = x + i * xstride;
     auto row = [=](int64_t r) { return r >= ph && r < H + ph ? xi + (r - ph) * W - pw : zeros; };
-    taps3x3(y + i * ystride, Q, P, Q, row, nullptr, fixed, w + 9 * i, bias ? bias[i] : 0.f);
+    taps<KS>(y + i * ystride, Q, P, Q, row, nullptr, fixed, w + KS * KS * i,
+             bias ? bias[i] : 0.f);
   }
+}
+
+}  // namespace
+
+void conv_dw_plane_avx512(int ks, float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                          const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                          int64_t pw, const float* w, const float* bias, const float* zeros) {
+  if (ks == 5) dw_plane<5>(y, ystride, n, P, Q, x, xstride, H, W, ph, pw, w, bias, zeros);
+  else dw_plane<3>(y, ystride, n, P, Q, x, xstride, H, W, ph, pw, w, bias, zeros);
 }
 
 void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
                           int64_t H, int64_t W, int64_t ph, int64_t pw, const float* zeros) {
-  // x read in place, as conv_dw3_plane_avx512 reads it
+  // x read in place, as conv_dw_plane_avx512 reads it
   auto row = [=](int64_t i) { return i >= ph && i < H + ph ? x + (i - ph) * W - pw : zeros; };
   auto mask = [W, pw](int64_t q, int t, __mmask16 mq) {
     const int64_t c0 = q + t - pw;  // column of lane 0

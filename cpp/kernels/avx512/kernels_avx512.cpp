@@ -69,7 +69,7 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_rows = avx512::conv_rows_avx512;
   t.conv_rows_k = avx512::conv_rows_k_avx512;
   t.conv_row_dots = avx512::conv_row_dots_avx512;
-  t.conv_dw3_plane = avx512::conv_dw3_plane_avx512;
+  t.conv_dw_plane = avx512::conv_dw_plane_avx512;
   t.conv_dw3_dots = avx512::conv_dw3_dots_avx512;
 }
 

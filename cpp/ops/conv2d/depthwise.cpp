@@ -9,8 +9,9 @@
 //   weight grad  items (runs of output channels): dot products of dy rows with the tap rows in
 //                16 lanes (KernelTable::conv_row_dots) over all images in order
 // At stride 1 with 3 x 3 taps and one channel per group, forward and weight gradient read x in
-// place where the ISA has the kernels (KernelTable::conv_dw3_plane / conv_dw3_dots): the same
-// products in the same order as on the padded copy, without the copy.
+// place where the ISA has the kernels (KernelTable::conv_dw_plane / conv_dw3_dots), the forward
+// with 5 x 5 taps too: the same products in the same order as on the padded copy, without the
+// copy.
 // They multiply padding zeros, so the planner keeps them to finite operands; the "rows" family
 // is the exact fallback.
 #include <algorithm>
@@ -44,18 +45,18 @@ struct Padded {
   }
 };
 
-// Stride 1, undilated 3 x 3 taps, one channel per group: the kernels that read x in place
-// (KernelTable::conv_dw3_plane / conv_dw3_dots) apply, where the ISA has them.
-bool in_place_3x3(const Conv2dShape& s, const void* kernel) {
-  return kernel && group_in(s) == 1 && group_out(s) == 1 && s.R == 3 && s.S == 3 && s.sh == 1 &&
-         s.sw == 1 && s.dh == 1 && s.dw == 1;
+// Stride 1, undilated ks x ks taps, one channel per group: the kernels that read x in place
+// (KernelTable::conv_dw_plane / conv_dw3_dots) apply, where the ISA has them.
+bool in_place(const Conv2dShape& s, const void* kernel, int ks) {
+  return kernel && group_in(s) == 1 && group_out(s) == 1 && s.R == ks && s.S == ks &&
+         s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1;
 }
 
 // This thread's row of zeros for the in-place kernels: the padded rows above and below the
-// plane (their masked loads touch at most Q + 2 floats).
+// plane (their masked loads touch at most Q + 4 floats).
 const float* zero_row(int64_t Q) {
-  float* z = scratch(Buf::dwise_row, Q + 2);
-  std::fill(z, z + Q + 2, 0.f);
+  float* z = scratch(Buf::dwise_row, Q + 4);
+  std::fill(z, z + Q + 4, 0.f);
   return z;
 }
 
@@ -70,16 +71,19 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
   const int64_t* offp = off.data();  // this thread's: workers must not name the thread_local
   const auto rows = g_kernels->conv_rows;
   const auto rows_k = g_kernels->conv_rows_k;
-  const auto plane3 = g_kernels->conv_dw3_plane;
-  if (in_place_3x3(s, reinterpret_cast<const void*>(plane3))) {
+  const auto plane = g_kernels->conv_dw_plane;
+  const void* pk = reinterpret_cast<const void*>(plane);
+  if (in_place(s, pk, 3) || in_place(s, pk, 5)) {
+    const int ks = static_cast<int>(s.R);
     // x read where it lies, rows outside the plane from a row of zeros; items of up to 8
     // channels of one image (one call each: the kernel's setup per plane cost as much as the
     // arithmetic of a 14 x 14 plane)
     const int64_t per = std::min<int64_t>(8, s.G), nblk = (s.G + per - 1) / per;
     parallel_for(s.N * nblk, 2.0 * s.N * s.K * taps * PQ, [&](int64_t item) {
       const int64_t n = item / nblk, g0 = item % nblk * per, ng = std::min(per, s.G - g0);
-      plane3(y + (n * s.K + g0) * PQ, PQ, ng, s.P, s.Q, x + (n * s.C + g0) * s.H * s.W,
-             s.H * s.W, s.H, s.W, s.ph, s.pw, w + g0 * 9, b ? b + g0 : nullptr, zero_row(s.Q));
+      plane(ks, y + (n * s.K + g0) * PQ, PQ, ng, s.P, s.Q, x + (n * s.C + g0) * s.H * s.W,
+            s.H * s.W, s.H, s.W, s.ph, s.pw, w + g0 * ks * ks, b ? b + g0 : nullptr,
+            zero_row(s.Q));
     });
     return true;
   }
@@ -187,7 +191,7 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
   const int64_t* offp = off.data();
   const auto dots = g_kernels->conv_row_dots;
   const auto dots3 = g_kernels->conv_dw3_dots;
-  const bool in_place = in_place_3x3(s, reinterpret_cast<const void*>(dots3));
+  const bool in_place3 = in_place(s, reinterpret_cast<const void*>(dots3), 3);
   // Items are runs of KB output channels, so that an item reads each image's planes of them in
   // one stretch (the planes of one channel alone are a few KiB, images apart). Every channel
   // adds its images in order: the same bits for any KB and thread count.
@@ -197,7 +201,7 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
     const int64_t k0 = item * KB, k1 = std::min(s.K, k0 + KB);
     float* lanes = scratch(Buf::dwise_lanes, (k1 - k0) * taps * 16);
     std::fill(lanes, lanes + (k1 - k0) * taps * 16, 0.f);
-    if (in_place) {  // x read where it lies, rows outside the plane from a row of zeros
+    if (in_place3) {  // x read where it lies, rows outside the plane from a row of zeros
       const float* zeros = zero_row(s.Q);
       for (int64_t n = 0; n < s.N; ++n)
         for (int64_t k = k0; k < k1; ++k)
