@@ -91,6 +91,7 @@ DW3_SHAPES = [
     (2, 5, 7, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1), 5),
     (1, 3, 11, 3, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     (1, 2, 13, 8, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (2, 3, 21, 25, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),  # blocks of 7 rows (P % 7 == 0)
     # 5x5 read in place (forward and the transposed input gradient): blocks of 1 and 2 vectors,
     # past 32 columns, padding 0 to 3, a pixel
     (2, 3, 9, 14, 3, (5, 5), (1, 1), (2, 2), (1, 1), 3),

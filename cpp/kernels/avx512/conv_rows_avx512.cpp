@@ -201,6 +201,8 @@ void taps(float* y, int64_t ystep, int64_t nrows, int64_t Q, const Row& row, con
       const __mmask16 full = n >= 64 ? __mmask16(0xFFFF) : last;
       if (n > 48) taps_of<3, 4, 4>(y, ystep, nrows, row, coff, mask, wv, bias, q0, full);
       else if (n > 32) taps_of<3, 4, 3>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
+      else if (n > 16 && nrows % 7 == 0)  // no tail block: (8, 144, 28, 28), one thread, 6 %
+        taps_of<3, 7, 2>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
       else if (n > 16) taps_of<3, 6, 2>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
       else taps_of<3, 8, 1>(y, ystep, nrows, row, coff, mask, wv, bias, q0, last);
     } else {
