@@ -47,6 +47,11 @@ const ConvCase kConv[] = {
     // ResNet-20's 16- and 64-channel layers at batch 128 (winograd3_lanes)
     {"resnet20_16", 128, 16, 32, 32, 16, 3, 1, 1, 1, 1},
     {"resnet20_64", 128, 64, 8, 8, 64, 3, 1, 1, 1, 1},
+    // a ResNet-18's last stage at batch 1 and its downsampling layer (kvec: runs of taps, stride 2)
+    {"deep512", 1, 512, 7, 7, 512, 3, 1, 1, 1, 1},
+    {"deep_s2", 1, 256, 14, 14, 512, 3, 2, 1, 1, 1},
+    // a 5x5 depthwise layer (read in place)
+    {"depthwise5x5", 8, 576, 14, 14, 576, 5, 1, 2, 1, 576},
 };
 
 convkit::Conv2dShape shape_of(const ConvCase& c) {
