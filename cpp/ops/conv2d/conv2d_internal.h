@@ -126,6 +126,36 @@ bool winograd_lanes_pays(const Conv2dShape& s);
 bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 void winograd_dw_gemms(float* part, const float* ap, float* bp, int ne, int64_t K, int64_t D,
                        int64_t Tg, int64_t depth, bool accumulate);
+// The reduction both Winograd weight gradients run: dU_e (K x D, e < ne) = the sum over every
+// image's T tiles of A_e B_e^T. Images go in fixed chunks of chunk_images or more (2+ chunks, by
+// shape only), their partial sums added in chunk order; a chunk goes in groups of images whose
+// tiles fill one GEMM depth block of 256, so that dU is read and written once per group.
+// pack(n, t0, Tg, ap, bp) packs image n's tiles as GEMM columns t0 .. t0 + T - 1 of A_e
+// (MR-row panels, round_up(K, MR) x Tg floats per e, at ap) and of B_e (NR-column panels,
+// round_up(D, NR) x Tg per e, at bp). Returns dU (e-major, ne K D floats), a dw_partials buffer.
+template <class Pack>
+const float* winograd_dw_sum(const Conv2dShape& s, int ne, int64_t D, int64_t T,
+                             int64_t chunk_images, double work, Pack&& pack) {
+  const int64_t UD = ne * s.K * D;
+  const int64_t Kp = round_up(s.K, g_kernels->mr), Dp = round_up(D, g_kernels->nr);
+  const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, s.N / chunk_images));
+  const int64_t per = (s.N + nchunk - 1) / nchunk, nch = (s.N + per - 1) / per;
+  float* du = scratch(Buf::dw_partials, (nch + 1) * UD);  // the chunks' dU, then their sum
+  const int64_t gi = std::max<int64_t>(1, std::min(per, 256 / T)), Tg = gi * T;
+  parallel_for(nch, work, [&](int64_t ci) {
+    float* bp = scratch(Buf::wino_v, ne * Dp * Tg);
+    float* ap = scratch(Buf::wino_m, ne * Kp * Tg);
+    const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
+    for (int64_t g0 = n0; g0 < n1; g0 += gi) {
+      const int64_t g1 = std::min(n1, g0 + gi);
+      for (int64_t n = g0; n < g1; ++n) pack(n, (n - g0) * T, Tg, ap, bp);
+      winograd_dw_gemms(du + ci * UD, ap, bp, ne, s.K, D, Tg, (g1 - g0) * T, g0 > n0);
+    }
+  });
+  if (nch == 1) return du;
+  reduce_in_order(du + nch * UD, du, nch, UD);
+  return du + nch * UD;
+}
 // The Winograd-style paths' shared steps: the ne GEMMs M_e (K x nt, rows Tb apart, at
 // m + e * mrows * Tb; mrows 0: K) = U_e V_e, U_e packed at up + round_up(K, MR) * base[e]
 // (depth[e] deep), V_e's rows at v + base[e] * Tb + voff[i]; and the output transform of tile

@@ -146,7 +146,7 @@ bool direct_forward(float* y, const float* x, const float* w, const float* b,
 bool kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
   const bool unit = s.sh == 1 && s.sw == 1;  // else only the several-block tiles (planner)
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
-  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q, RS = s.R * s.S;
+  const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
   const int64_t kblocks = (s.K + 15) / 16;
   // weights as [block][crs][16], zero-padded past K
   // (per call, so kept cheap: at batch 1 this setup was a fifth of LeNet-5's conv2)

@@ -227,8 +227,8 @@ const Row<FwdRun> kForward[] = {
      // (16, 64, 32, 32) -> 128 3.13 against winograd3_s2's 2.77, (8, 1024, 14, 14) -> 2048 1x1
      // 20.4 against im2col_gemm's 13.9).
      [](const Conv2dShape& s, const KernelTable& kt) {
-       if (!unit_stride(s))
-         return kt.conv_kvec_blocks && s.K >= 32 && s.N * s.P * s.Q <= (s.R * s.S > 1 ? 1024 : 256);
+       if (!unit_stride(s))  // (applies: several-block tiles, 32+ output channels)
+         return s.N * s.P * s.Q <= (s.R * s.S > 1 ? 1024 : 256);
        const int64_t taps = s.C * s.R * s.S;
        const bool deep_ok = taps <= 2048 || kt.conv_kvec_blocks || s.N * s.P * s.Q <= 256;
        return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s) && deep_ok) ||

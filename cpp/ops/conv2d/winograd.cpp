@@ -302,86 +302,67 @@ bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Con
   const KernelTable& kt = *g_kernels;
   const int MR = kt.mr, NR = kt.nr;
   const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, T = TX * TY, D = s.C;
-  const int64_t UD = 16 * s.K * D, Kp = round_up(s.K, MR), Dp = round_up(D, NR);
+  const int64_t Kp = round_up(s.K, MR), Dp = round_up(D, NR);
   const int64_t Wr = 2 * TX + 34;  // padded input row: the tiles' columns, then wino_in_row's slack
-  // chunks of 16+ images (adding up the partials of 8-image chunks took 6 % of the time), 2+
-  const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, s.N / 16));
-  const int64_t per = (s.N + nchunk - 1) / nchunk, nch = (s.N + per - 1) / per;
-  float* du = scratch(Buf::dw_partials, (nch + 1) * UD);  // the chunks' dU, then their sum
-  // images per GEMM: their tiles (the reduction) up to one 256-deep block
-  const int64_t gi = std::max<int64_t>(1, std::min(per, 256 / T)), Tg = gi * T;
-  parallel_for(nch, 2.0 * s.N * s.K * s.C * 16 * TX * TY * 4, [&](int64_t ci) {
-    const int64_t nrows = 2 * TY + 2;  // padded input rows -ph .. -ph + 2 TY + 1
+  const int64_t nrows = 2 * TY + 2;  // padded input rows -ph .. -ph + 2 TY + 1
+  // chunks of 16+ images (adding up the partials of 8-image chunks took 6 % of the time)
+  auto pack = [&](int64_t n, int64_t t0, int64_t Tg, float* ap, float* bp) {
     float* rows = scratch(Buf::wino_rows,
                           NR * nrows * Wr + 16 * std::max<int64_t>(NR * TX, MR * TX) + 4 * TX);
     float* tmp = rows + NR * nrows * Wr;
-    float* bp = scratch(Buf::wino_v, 16 * Dp * Tg);  // B_e (tiles x D): NR-column panels
-    float* ap = scratch(Buf::wino_m, 16 * Kp * Tg);  // A_e = Y_e (K x tiles): MR-row panels
-    float* part = du + ci * UD;
-    const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
-    for (int64_t g0 = n0; g0 < n1; g0 += gi) {
-      const int64_t g1 = std::min(n1, g0 + gi), depth = (g1 - g0) * T;
-      for (int64_t n = g0; n < g1; ++n) {
-        const int64_t t0 = (n - g0) * T;  // this image's first tile in the group
-        for (int64_t c0 = 0; c0 < D; c0 += NR) {  // the channels of one B panel
-          const int64_t nc = std::min<int64_t>(NR, D - c0);
-          for (int64_t c = c0; c < c0 + nc; ++c)
-            pad_rows(rows + (c - c0) * nrows * Wr, Wr, x + (n * s.C + c) * s.H * s.W, s.H, s.W,
-                     -s.ph, nrows, s.pw);
-          float* panel = bp + c0 * Tg;
-          for (int64_t ty = 0; ty < TY; ++ty) {
-            for (int64_t c = c0; c < c0 + nc; ++c) {  // tmp: [c - c0][e][tx]
-              const float* r = rows + ((c - c0) * nrows + 2 * ty) * Wr;
-              const float* r4[4] = {r, r + Wr, r + 2 * Wr, r + 3 * Wr};
-              kt.wino_in_row(tmp + (c - c0) * 16 * TX, TX, r4, TX);
+    for (int64_t c0 = 0; c0 < D; c0 += NR) {  // the channels of one B panel
+      const int64_t nc = std::min<int64_t>(NR, D - c0);
+      for (int64_t c = c0; c < c0 + nc; ++c)
+        pad_rows(rows + (c - c0) * nrows * Wr, Wr, x + (n * s.C + c) * s.H * s.W, s.H, s.W,
+                 -s.ph, nrows, s.pw);
+      float* panel = bp + c0 * Tg;
+      for (int64_t ty = 0; ty < TY; ++ty) {
+        for (int64_t c = c0; c < c0 + nc; ++c) {  // tmp: [c - c0][e][tx]
+          const float* r = rows + ((c - c0) * nrows + 2 * ty) * Wr;
+          const float* r4[4] = {r, r + Wr, r + 2 * Wr, r + 3 * Wr};
+          kt.wino_in_row(tmp + (c - c0) * 16 * TX, TX, r4, TX);
+        }
+        for (int e = 0; e < 16; ++e)
+          transpose_into(panel + e * Dp * Tg + (t0 + ty * TX) * NR, NR, tmp + e * TX, 16 * TX,
+                         nc, TX);
+      }
+    }
+    // dy rows 2ty, 2ty + 1 split into even and odd columns (zero past P and Q): rows of TX
+    float* ev = tmp + 16 * std::max<int64_t>(NR * TX, MR * TX);
+    for (int64_t k0 = 0; k0 < Kp; k0 += MR)
+      for (int64_t ty = 0; ty < TY; ++ty) {
+        for (int64_t kk = 0; kk < MR; ++kk) {  // tmp: [k - k0][e][tx]
+          float* o = tmp + kk * 16 * TX;
+          const int64_t k = k0 + kk;
+          if (k >= s.K) {
+            std::fill(o, o + 16 * TX, 0.f);
+            continue;
+          }
+          split_rows(ev, 2 * TX, TX, dy + (n * s.K + k) * s.P * s.Q, s.P, s.Q, 2 * ty, 1, 2, 0,
+                     2, TX);
+          // Y = A dY A^T, A's rows (1, 0), (1, 1), (1, -1), (0, -1): down, then across
+          const float *e0 = ev, *o0 = ev + TX, *e1 = ev + 2 * TX, *o1 = ev + 3 * TX;
+          for (int i = 0; i < 4; ++i) {
+            float* z = o + i * 4 * TX;
+            for (int64_t tx = 0; tx < TX; ++tx) {
+              const float a = i == 0 ? e0[tx] : i == 1 ? e0[tx] + e1[tx]
+                              : i == 2 ? e0[tx] - e1[tx] : -e1[tx];
+              const float b = i == 0 ? o0[tx] : i == 1 ? o0[tx] + o1[tx]
+                              : i == 2 ? o0[tx] - o1[tx] : -o1[tx];
+              z[tx] = a;
+              z[TX + tx] = a + b;
+              z[2 * TX + tx] = a - b;
+              z[3 * TX + tx] = -b;
             }
-            for (int e = 0; e < 16; ++e)
-              transpose_into(panel + e * Dp * Tg + (t0 + ty * TX) * NR, NR, tmp + e * TX,
-                             16 * TX, nc, TX);
           }
         }
-        // dy rows 2ty, 2ty + 1 split into even and odd columns (zero past P and Q): rows of TX
-        float* ev = tmp + 16 * std::max<int64_t>(NR * TX, MR * TX);
-        for (int64_t k0 = 0; k0 < Kp; k0 += MR)
-          for (int64_t ty = 0; ty < TY; ++ty) {
-            for (int64_t kk = 0; kk < MR; ++kk) {  // tmp: [k - k0][e][tx]
-              float* o = tmp + kk * 16 * TX;
-              const int64_t k = k0 + kk;
-              if (k >= s.K) {
-                std::fill(o, o + 16 * TX, 0.f);
-                continue;
-              }
-              split_rows(ev, 2 * TX, TX, dy + (n * s.K + k) * s.P * s.Q, s.P, s.Q, 2 * ty, 1, 2,
-                         0, 2, TX);
-              // Y = A dY A^T, A's rows (1, 0), (1, 1), (1, -1), (0, -1): down, then across
-              const float *e0 = ev, *o0 = ev + TX, *e1 = ev + 2 * TX, *o1 = ev + 3 * TX;
-              for (int i = 0; i < 4; ++i) {
-                float* z = o + i * 4 * TX;
-                for (int64_t tx = 0; tx < TX; ++tx) {
-                  const float a = i == 0 ? e0[tx] : i == 1 ? e0[tx] + e1[tx]
-                                  : i == 2 ? e0[tx] - e1[tx] : -e1[tx];
-                  const float b = i == 0 ? o0[tx] : i == 1 ? o0[tx] + o1[tx]
-                                  : i == 2 ? o0[tx] - o1[tx] : -o1[tx];
-                  z[tx] = a;
-                  z[TX + tx] = a + b;
-                  z[2 * TX + tx] = a - b;
-                  z[3 * TX + tx] = -b;
-                }
-              }
-            }
-            for (int e = 0; e < 16; ++e)
-              transpose_into(ap + e * Kp * Tg + k0 * Tg + (t0 + ty * TX) * MR, MR,
-                             tmp + e * TX, 16 * TX, MR, TX);
-          }
+        for (int e = 0; e < 16; ++e)
+          transpose_into(ap + e * Kp * Tg + k0 * Tg + (t0 + ty * TX) * MR, MR, tmp + e * TX,
+                         16 * TX, MR, TX);
       }
-      winograd_dw_gemms(part, ap, bp, 16, s.K, D, Tg, depth, g0 > n0);
-    }
-  });
-  const float* sum = du;
-  if (nch > 1) {
-    reduce_in_order(du + nch * UD, du, nch, UD);
-    sum = du + nch * UD;
-  }
+  };
+  const float* sum =
+      winograd_dw_sum(s, 16, D, T, 16, 2.0 * s.N * s.K * s.C * 16 * TX * TY * 4, pack);
   std::atomic<bool> finite{true};
   parallel_for(s.K, 200.0 * s.K * s.C, [&](int64_t k) {
     bool ok = true;

@@ -329,77 +329,56 @@ bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const 
   const KernelTable& kt = *g_kernels;
   const int MR = kt.mr, NR = kt.nr;
   const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, T = TX * TY, D = 4 * s.C;
-  const int64_t Wq = TX + 1, UD = 9 * s.K * D;
+  const int64_t Wq = TX + 1;
   const int64_t Kp = round_up(s.K, MR), Dp = round_up(D, NR);
-  // chunks of 8+ images (a chunk's dU is 2.25 times dW: adding up the partials of dw_gemm's
-  // 4-image chunks took 10 % of the time), but at least 2
-  const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, s.N / 8));
-  const int64_t per = (s.N + nchunk - 1) / nchunk, nch = (s.N + per - 1) / per;
-  float* du = scratch(Buf::dw_partials, (nch + 1) * UD);  // the chunks' dU, then their sum
-  // Images per GEMM: their tiles (the reduction) up to one 256-deep block, so that dU is read and
-  // written once per block of images rather than once per image.
-  const int64_t gi = std::max<int64_t>(1, std::min(per, 256 / T)), Tg = gi * T;
-  parallel_for(nch, 2.0 * s.N * s.K * s.C * 16 * s.P * s.Q, [&](int64_t ci) {
-    const int64_t nrows = 4 * TY + 2;  // x rows -ph + i (as the forward's single band)
-    const int64_t split = std::max(NR / 4 * nrows * 4 * Wq, 4 * TY * TX);
+  const int64_t nrows = 4 * TY + 2;  // x rows -ph + i (as the forward's single band)
+  const int64_t split = std::max(NR / 4 * nrows * 4 * Wq, 4 * TY * TX);
+  // packed: B_e (tiles x D) in NR-column panels, A_e = Y_e (K x tiles) in MR-row panels
+  auto pack = [&](int64_t n, int64_t t0, int64_t Tg, float* ap, float* bp) {
     float* sp = scratch(Buf::wino_rows, split + 9 * std::max<int64_t>(NR * TX, MR * T));
     float* tmp = sp + split;
-    // packed: B_e (tiles x D) in NR-column panels, A_e = Y_e (K x tiles) in MR-row panels
-    float* bp = scratch(Buf::wino_v, 9 * Dp * Tg);
-    float* ap = scratch(Buf::wino_m, 9 * Kp * Tg);
-    float* part = du + ci * UD;
-    const int64_t n0 = ci * per, n1 = std::min(s.N, n0 + per);
-    for (int64_t g0 = n0; g0 < n1; g0 += gi) {
-      const int64_t g1 = std::min(n1, g0 + gi), depth = (g1 - g0) * T;
-      for (int64_t n = g0; n < g1; ++n) {
-        const int64_t t0 = (n - g0) * T;  // this image's first tile in the group
-        // the NR / 4 channels of one B panel at a time: whole panel rows (NR floats) written
-        for (int64_t c0 = 0; c0 < s.C; c0 += NR / 4) {
-          const int64_t nc = std::min<int64_t>(NR / 4, s.C - c0);
-          for (int64_t c = c0; c < c0 + nc; ++c)
-            split_rows(sp + (c - c0) * nrows * 4 * Wq, 4 * Wq, Wq, x + (n * s.C + c) * s.H * s.W,
-                       s.H, s.W, -s.ph, 1, nrows, s.pw, 4, Wq);
-          float* panel = bp + c0 * 4 * Tg;  // columns 4 c0 .. of each B_e
-          for (int64_t ty = 0; ty < TY; ++ty) {
-            for (int64_t c = c0; c < c0 + nc; ++c)  // tmp: [(c - c0, phase)][e][tx]
-              input_phases(tmp + (c - c0) * 4 * 9 * TX, 9 * TX, TX,
-                           sp + ((c - c0) * nrows + 4 * ty) * 4 * Wq, Wq, TX);
-            for (int e = 0; e < 9; ++e)
-              transpose_into(panel + e * Dp * Tg + (t0 + ty * TX) * NR, NR, tmp + e * TX, 9 * TX,
-                             4 * nc, TX);
-          }
+    // the NR / 4 channels of one B panel at a time: whole panel rows (NR floats) written
+    for (int64_t c0 = 0; c0 < s.C; c0 += NR / 4) {
+      const int64_t nc = std::min<int64_t>(NR / 4, s.C - c0);
+      for (int64_t c = c0; c < c0 + nc; ++c)
+        split_rows(sp + (c - c0) * nrows * 4 * Wq, 4 * Wq, Wq, x + (n * s.C + c) * s.H * s.W,
+                   s.H, s.W, -s.ph, 1, nrows, s.pw, 4, Wq);
+      float* panel = bp + c0 * 4 * Tg;  // columns 4 c0 .. of each B_e
+      for (int64_t ty = 0; ty < TY; ++ty) {
+        for (int64_t c = c0; c < c0 + nc; ++c)  // tmp: [(c - c0, phase)][e][tx]
+          input_phases(tmp + (c - c0) * 4 * 9 * TX, 9 * TX, TX,
+                       sp + ((c - c0) * nrows + 4 * ty) * 4 * Wq, Wq, TX);
+        for (int e = 0; e < 9; ++e)
+          transpose_into(panel + e * Dp * Tg + (t0 + ty * TX) * NR, NR, tmp + e * TX, 9 * TX,
+                         4 * nc, TX);
+      }
+    }
+    for (int64_t k0 = 0; k0 < Kp; k0 += MR) {  // tmp: [ty][k - k0][e][tx]
+      for (int64_t kk = 0; kk < MR; ++kk) {
+        const int64_t k = k0 + kk;
+        if (k >= s.K) {
+          for (int64_t ty = 0; ty < TY; ++ty)
+            std::fill(tmp + (ty * MR + kk) * 9 * TX, tmp + (ty * MR + kk + 1) * 9 * TX, 0.f);
+          continue;
         }
-        for (int64_t k0 = 0; k0 < Kp; k0 += MR) {  // tmp: [ty][k - k0][e][tx]
-          for (int64_t kk = 0; kk < MR; ++kk) {
-            const int64_t k = k0 + kk;
-            if (k >= s.K) {
-              for (int64_t ty = 0; ty < TY; ++ty)
-                std::fill(tmp + (ty * MR + kk) * 9 * TX, tmp + (ty * MR + kk + 1) * 9 * TX, 0.f);
-              continue;
-            }
-            // dy rows split into even and odd columns
-            split_rows(sp, 2 * TX, TX, dy + (n * s.K + k) * s.P * s.Q, s.P, s.Q, 0, 1, 2 * TY,
-                       0, 2, TX);
-            for (int64_t ty = 0; ty < TY; ++ty) {
-              const float* r = sp + 4 * ty * TX;  // rows 2ty, 2ty + 1
-              transform_grad_tiles(tmp + (ty * MR + kk) * 9 * TX, TX, TX, r, r + TX, r + 2 * TX,
-                                   r + 3 * TX);
-            }
-          }
-          for (int e = 0; e < 9; ++e)
-            for (int64_t ty = 0; ty < TY; ++ty)
-              transpose_into(ap + e * Kp * Tg + k0 * Tg + (t0 + ty * TX) * MR, MR,
-                             tmp + (ty * MR * 9 + e) * TX, 9 * TX, MR, TX);
+        // dy rows split into even and odd columns
+        split_rows(sp, 2 * TX, TX, dy + (n * s.K + k) * s.P * s.Q, s.P, s.Q, 0, 1, 2 * TY, 0, 2,
+                   TX);
+        for (int64_t ty = 0; ty < TY; ++ty) {
+          const float* r = sp + 4 * ty * TX;  // rows 2ty, 2ty + 1
+          transform_grad_tiles(tmp + (ty * MR + kk) * 9 * TX, TX, TX, r, r + TX, r + 2 * TX,
+                               r + 3 * TX);
         }
       }
-      winograd_dw_gemms(part, ap, bp, 9, s.K, D, Tg, depth, g0 > n0);
+      for (int e = 0; e < 9; ++e)
+        for (int64_t ty = 0; ty < TY; ++ty)
+          transpose_into(ap + e * Kp * Tg + k0 * Tg + (t0 + ty * TX) * MR, MR,
+                         tmp + (ty * MR * 9 + e) * TX, 9 * TX, MR, TX);
     }
-  });
-  const float* sum = du;
-  if (nch > 1) {
-    reduce_in_order(du + nch * UD, du, nch, UD);
-    sum = du + nch * UD;
-  }
+  };
+  // chunks of 8+ images (a chunk's dU is 2.25 times dW: adding up the partials of dw_gemm's
+  // 4-image chunks took 10 % of the time)
+  const float* sum = winograd_dw_sum(s, 9, D, T, 8, 2.0 * s.N * s.K * s.C * 16 * s.P * s.Q, pack);
   parallel_for(s.K, 64.0 * s.K * s.C, [&](int64_t k) {
     for (int64_t c = 0; c < s.C; ++c)
       for (int a = 0; a < 2; ++a)
