@@ -342,6 +342,22 @@ def test_plan_is_reported_for_depthwise_and_dilated_layers():
         _core.conv2d_force("sideways", "rows")
 
 
+def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
+    """ResNet-20's stride-2 layers run kvec at AVX-512 (faster than direct or winograd3_s2
+    there); 64 x 64-channel weight gradients on 7x7 planes (Fashion-MNIST's last stage) run kvec,
+    since Winograd's 2x2 tiles would cover 64 outputs for 49; on 8x8 they stay Winograd."""
+    plan = lambda xs, ws, s, p: _core.conv2d_plan(xs, ws, s, s, p, p, 1, 1, 1)
+    s2 = [((128, 16, 32, 32), (32, 16, 3, 3), 1), ((128, 32, 16, 16), (64, 32, 3, 3), 1),
+          ((128, 32, 14, 14), (64, 32, 1, 1), 0)]
+    for xs, ws, p in s2:
+        got = plan(xs, ws, 2, p)["forward"]
+        assert (got == "kvec") == (isa == "avx512"), (xs, ws, got)
+    if isa != "scalar":  # (no kvec kernels)
+        assert plan((128, 64, 7, 7), (64, 64, 3, 3), 1, 1)["weight_grad"] == "kvec"
+        assert plan((128, 64, 8, 8), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+        assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+
+
 @pytest.mark.parametrize("shape", SHAPES[:12], ids=str)
 def test_identical_bits_for_any_thread_count(rng, threads, shape):
     x, w, b, kw = _data(rng, shape)

@@ -225,10 +225,19 @@ const Row<FwdRun> kForward[] = {
      // 14) -> 512 5.95 against direct's 6.65, (1, 64, 56, 56) -> 128 0.61 against 0.70, (1, 256,
      // 14, 14) -> 512 1x1 0.16 against 0.20; level at 196-784 positions; with more, slower:
      // (16, 64, 32, 32) -> 128 3.13 against winograd3_s2's 2.77, (8, 1024, 14, 14) -> 2048 1x1
-     // 20.4 against im2col_gemm's 13.9).
+     // 20.4 against im2col_gemm's 13.9). Also at any batch on narrow planes of few input
+     // channels, ResNet-20's downsampling layers (forced, 2 threads, 11 calls, best of 2:
+     // (128, 32, 16, 16) -> 64 3x3 1.64 ms against winograd3_s2's 2.12, (128, 16, 32, 32) -> 32
+     // 1.77 against direct's 1.96, (128, 32, 14, 14) -> 64 1.39 against 1.67, 1x1 (128, 32, 16,
+     // 16) -> 64 0.24 against 0.35, (128, 64, 8, 8) -> 128 3x3 1.78 against 3.24; but (128, 64,
+     // 16, 16) -> 128 3x3 6.60 against winograd3_s2's 6.11, (8, 32, 64, 64) -> 64 1.65 against
+     // direct's 1.53, 1x1 (16, 64, 32, 32) -> 128 0.48 against 0.44).
      [](const Conv2dShape& s, const KernelTable& kt) {
-       if (!unit_stride(s))  // (applies: several-block tiles, 32+ output channels)
-         return s.N * s.P * s.Q <= (s.R * s.S > 1 ? 1024 : 256);
+       if (!unit_stride(s)) {  // (applies: several-block tiles, 32+ output channels)
+         const bool k1 = s.R * s.S == 1;
+         return s.N * s.P * s.Q <= (k1 ? 256 : 1024) || (s.C <= 32 && s.Q <= 16) ||
+                (s.C <= 64 && s.Q <= (k1 ? 8 : 4));
+       }
        const int64_t taps = s.C * s.R * s.S;
        const bool deep_ok = taps <= 2048 || kt.conv_kvec_blocks || s.N * s.P * s.Q <= 256;
        return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s) && deep_ok) ||
@@ -356,13 +365,18 @@ const Row<BwdRun> kWeightGrad[] = {
     // 2 threads, (128, 32, 16, 16) 4.1 ms against kvec's 3.7, (128, 16, 32, 32) 5.9 against dot's
     // 4.1): (128, 64, 8, 8) 3.26 against kvec's 3.59 (AVX2 3.83 against 4.61), VGG (8, 64, 56,
     // 56) 7.4 against 9.5 (AVX2 7.8 against 12.4), (16, 128, 28, 28) 12.0 against 18.6,
-    // (4, 64, 28, 28) 0.97 against 1.31.
+    // (4, 64, 28, 28) 0.97 against 1.31. Not 64 x 64 channels on odd planes whose tiles
+    // cover 1.2x the outputs or more (forced, 2 threads, 9 calls, best of 2, against kvec:
+    // (128, 64, 7, 7) 3.21 ms against 2.53, AVX2 3.70 against 3.29; (128, 64, 9, 9) 4.79
+    // against 4.19; but (64, 64, 15, 15) 5.56 against 5.85, (16, 128, 7, 7) 1.32 against 1.65).
     {"winograd3",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
      },
      [](const Conv2dShape& s, const KernelTable&) {
-       return s.C >= 64 && s.K >= 64 && s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2) >= 64;
+       const int64_t tiles = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
+       if (s.C * s.K <= 64 * 64 && 4 * tiles * 5 >= 6 * s.P * s.Q) return false;
+       return s.C >= 64 && s.K >= 64 && s.N * tiles >= 64;
      },
      true, winograd3_weight_grad},
     {"kvec",
