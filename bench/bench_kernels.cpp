@@ -44,8 +44,10 @@ const ConvCase kConv[] = {
     // conv_general's conv_transpose2d (16, 128, 16, 16) -> 64, 4x4 stride 2: the convolution it
     // transposes (its input gradient is that layer's forward); winograd4_s2 in all directions
     {"transposed4x4", 16, 64, 32, 32, 128, 4, 2, 1, 1, 1},
-    // ResNet-20's 16- and 64-channel layers at batch 128 (winograd3_lanes)
+    // ResNet-20's 16-, 32- and 64-channel layers at batch 128 (winograd3_lanes; the 32-channel
+    // one's weight gradient too)
     {"resnet20_16", 128, 16, 32, 32, 16, 3, 1, 1, 1, 1},
+    {"resnet20_32", 128, 32, 16, 16, 32, 3, 1, 1, 1, 1},
     {"resnet20_64", 128, 64, 8, 8, 64, 3, 1, 1, 1, 1},
     // a ResNet-18's last stage at batch 1 and its downsampling layer (kvec: runs of taps, stride 2)
     {"deep512", 1, 512, 7, 7, 512, 3, 1, 1, 1, 1},

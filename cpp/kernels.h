@@ -1,6 +1,7 @@
 // The kernel table: one set of single-threaded inner loops per ISA, picked once at start-up
 // (dispatch.cpp). Front-ends in cpp/ops/ split work over threads and call through this table.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "convkit/convkit.h"
@@ -86,6 +87,32 @@ struct WinoLanesArgs {
 inline int64_t wino_lanes_buf_floats(const WinoLanesArgs& a, int64_t tr) {
   const int64_t A = a.r + 1, Wt = a.Q + a.Q % 2 + a.r - 1, rows = 2 * tr + a.r - 1;
   return 16 * (a.C * rows * Wt + a.C * A * Wt + A * A * a.C + A * A * 8 + a.K * 2 * tr * a.Q);
+}
+
+// Operands of KernelTable::wino_lanes_dw_item: the weight gradient of a stride-1 3x3
+// convolution, x (N, C, H, W) and dy (N, K, P, Q) whole, C and K multiples of 4; du the item's
+// 16 K C sums (e, k, c); buf at least wino_lanes_dw_buf_floats(...) floats.
+struct WinoLanesDwArgs {
+  const float* x;
+  const float* dy;
+  int64_t N, C, H, W, K, P, Q, ph, pw;
+  float* du;
+  float* buf;
+};
+
+// Tile rows an item of wino_lanes_dw_item transforms at a time: about max(8, K C / (C + K))
+// tiles, so that the band's transforms are about as large as the item's running sums.
+inline int64_t wino_lanes_dw_band(const WinoLanesDwArgs& a) {
+  const int64_t TX = (a.Q + 1) / 2, want = std::max<int64_t>(8, a.K * a.C / (a.C + a.K));
+  return std::max<int64_t>(1, (want + TX - 1) / TX);
+}
+
+// Floats of WinoLanesDwArgs::buf: 16 lanes each of the band's input rows, their column
+// transforms and dy rows, the band's transformed tiles (input and dy) and the running sums.
+inline int64_t wino_lanes_dw_buf_floats(const WinoLanesDwArgs& a) {
+  const int64_t TX = (a.Q + 1) / 2, Wt = 2 * TX + 2, tb = wino_lanes_dw_band(a);
+  return 16 * (a.C * (2 * tb + 2) * Wt + a.C * 4 * Wt + a.K * 2 * tb * 2 * TX +
+               16 * (tb * TX * (a.C + a.K) + 2) + 16 * a.K * a.C);
 }
 
 // Operands of KernelTable::conv_dx_lanes: the input gradient dx (N, C, H, W) of a stride-1
@@ -204,6 +231,12 @@ struct KernelTable {
   // infinity for r = 3, and 1/2, -2 too for r = 5 (kernels/winograd_1d.inc). Returns false if
   // any output stored is NaN or infinite. Null where the ISA has none.
   bool (*wino_lanes_item)(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
+  // Weight gradient the same way (F(2x2, 3x3), one image per lane): for images n0 .. n0 + 15
+  // (those < N) and tile rows ty0 .. ty1 - 1, a.du[(e * K + k) * C + c] = the sum over their
+  // tiles of (A dY A^T)[e] (B^T d B)[e], dY the tile's 2x2 block of dy[k] (zero past P and Q)
+  // and d its 4x4 input patch of x[c]; per image (lane), then the 16 lanes added in a fixed
+  // order. Null where the ISA has none.
+  void (*wino_lanes_dw_item)(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
   // Input gradient of a stride-1 convolution for images n0 .. n0 + 15 (those < N), one image
   // per vector lane, written to a.dx for those images; sums run in a fixed order. Null where
   // the ISA has none.

@@ -110,6 +110,7 @@ FORCED_SHAPES = SHAPES + [
     (16, 7, 10, 12, 5, (5, 5), (1, 1), (0, 0), (1, 1), 1),    # dx lanes
     (2, 2, 6, 70, 3, (2, 5), (1, 1), (0, 3), (1, 1), 1),      # dx rows
     (2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # Winograd 3x3
+    (19, 8, 11, 9, 12, (3, 3), (1, 1), (1, 0), (1, 1), 1),    # lanes weight gradient: 2 groups
     (2, 16, 30, 29, 20, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # Winograd 3x3 stride 2
     # 4x4 stride 2 (winograd4_s2): even and odd sizes, every padding from 0 to 3, one tile row
     (2, 16, 16, 16, 20, (4, 4), (2, 2), (1, 1), (1, 1), 1),
@@ -206,7 +207,10 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
     finally:
         _core.conv2d_force(direction, "")
     own = {"winograd5", "winograd3_lanes", "kvec", "lanes", "dot"}  # AVX2's kernels
-    kt_has = (name not in own | {"rows_x"} or isa == "avx512" or (isa == "avx2" and name in own))
+    if direction == "weight_grad":  # (its winograd3_lanes is AVX-512's only)
+        own = own - {"winograd3_lanes"}
+    kt_has = (name not in own | {"rows_x", "winograd3_lanes"} or isa == "avx512" or
+              (isa == "avx2" and name in own))
     if kt_has and not (name == "gemm" and isa == "avx512" and direction == "weight_grad"):
         assert ran >= 2, f"{direction} {name} applied to only {ran} shapes on {isa}"
 
@@ -259,22 +263,28 @@ def test_winograd4_s2_non_finite_operands_give_what_the_definition_gives(isa, rn
     assert_close(got[fin], want[fin], 1e-5, direction)
 
 
-def test_winograd3_weight_grad_same_bits_for_any_thread_count_and_non_finite_input(rng, threads):
-    """Chunks of images whose partial sums are added in order: 40 images on 1-3 threads give the
+@pytest.mark.parametrize("alg,C", [("winograd3", 64), ("winograd3_lanes", 12)])
+def test_winograd3_weight_grad_same_bits_for_any_thread_count_and_non_finite_input(rng, threads,
+                                                                                    alg, C):
+    """Chunks of images (winograd3), or groups of 16 images and runs of tile rows
+    (winograd3_lanes), whose partial sums are added in order: 40 images on 1-3 threads give the
     same bits; an Inf in x gives the definition's NaN/Inf pattern."""
-    x = rng.standard_normal((40, 64, 9, 11)).astype(np.float32)
-    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    if not _core.conv2d_applies("weight_grad", alg, (40, C, 9, 11), (C, C, 3, 3), 1, 1, 1, 1, 1, 1,
+                                1):
+        pytest.skip(f"{alg} has no kernel on {_core.isa()}")
+    x = rng.standard_normal((40, C, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((C, C, 3, 3)).astype(np.float32)
     kw = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
     g = rng.standard_normal(_ref(x, w, None, kw).shape).astype(np.float32)
     outs = []
     try:
-        _core.conv2d_force("weight_grad", "winograd3")
+        _core.conv2d_force("weight_grad", alg)
         for n in (1, 2, 3):
             threads(n)
             outs.append(F.conv2d_backward(g, x, w, None, **kw)[1])
         assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
         assert_close(outs[0], _ref_bwd(g, x, w, None, kw)[1], 1e-5, "weight_grad")
-        x[3, 5, 8, 7] = np.inf
+        x[3, C // 2, 8, 7] = np.inf
         got = F.conv2d_backward(g, x, w, None, **kw)[1]
     finally:
         _core.conv2d_force("weight_grad", "")

@@ -64,6 +64,7 @@ void fill_table_avx512(KernelTable& t) {
   t.wino_s2_in_row = avx512::wino_s2_in_row_avx512;
   t.wino_s2_out_row = avx512::wino_s2_out_row_avx512;
   t.wino_lanes_item = avx512::wino_lanes_item_avx512;
+  t.wino_lanes_dw_item = avx512::wino_lanes_dw_item_avx512;
   t.gemm_direct_wide = avx512::direct_wide_ukernel;
   t.conv_dx_lanes = avx512::conv_dx_lanes_avx512;
   t.conv_rows = avx512::conv_rows_avx512;

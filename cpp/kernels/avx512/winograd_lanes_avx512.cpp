@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/avx512/avx512.h"
 #include "transpose_avx512.h"
@@ -63,11 +64,13 @@ NOINLINE void columns_stage(const WinoLanesArgs& a, const Bufs& b, int64_t i0) {
     }
 }
 
-// B^T across the rows of the tile at column 2tx: vb[e_row * A + e_col][c]
+// B^T across the rows of the tile at column 2tx: vb[(e_row * A + e_col) * es + c] (es: C, or
+// more where vb holds several tiles e-major)
 template <class F>
-NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx) {
+NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx, int64_t es = 0) {
   constexpr int A = F::A;
   const int64_t C = a.C, Wt = b.Wt;  // locals: the stores below could alias a and b
+  if (es == 0) es = C;
   const float* colt = b.colt;
   float* vb = b.vb;
   for (int64_t c = 0; c < C; ++c)
@@ -78,7 +81,7 @@ NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx) {
       for (int j = 0; j < A; ++j) d[j] = _mm512_loadu_ps(src + 16 * j);
       F::input(d, v);
 #pragma GCC unroll 6
-      for (int ec = 0; ec < A; ++ec) _mm512_storeu_ps(vb + 16 * ((er * A + ec) * C + c), v[ec]);
+      for (int ec = 0; ec < A; ++ec) _mm512_storeu_ps(vb + 16 * ((er * A + ec) * es + c), v[ec]);
     }
 }
 
@@ -146,10 +149,112 @@ NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, in
 
 #include "../winograd_lanes_item.inc"
 
+// ---- weight gradient (KernelTable::wino_lanes_dw_item) ----
+
+// Y = A dY A^T of the 2x2 block of dy at local rows 2i, 2i + 1, columns 2tx, 2tx + 1 of every
+// channel k, into yb[e * es + k]; A's rows are (1, 0), (1, 1), (1, -1), (0, -1): down, then across
+NOINLINE void dy_tiles_stage(float* yb, int64_t es, const float* dyt, int64_t K, int64_t rows,
+                             int64_t Wd, int64_t i, int64_t tx) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* r0 = dyt + 16 * ((k * rows + 2 * i) * Wd + 2 * tx);
+    const float* r1 = r0 + 16 * Wd;
+    const __m512 d00 = _mm512_loadu_ps(r0), d01 = _mm512_loadu_ps(r0 + 16);
+    const __m512 d10 = _mm512_loadu_ps(r1), d11 = _mm512_loadu_ps(r1 + 16);
+    const __m512 a[4][2] = {{d00, d01},
+                            {_mm512_add_ps(d00, d10), _mm512_add_ps(d01, d11)},
+                            {_mm512_sub_ps(d00, d10), _mm512_sub_ps(d01, d11)},
+                            {_mm512_sub_ps(zero, d10), _mm512_sub_ps(zero, d11)}};
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      float* o = yb + 16 * (4 * r * es + k);
+      _mm512_storeu_ps(o, a[r][0]);
+      _mm512_storeu_ps(o + 16 * es, _mm512_add_ps(a[r][0], a[r][1]));
+      _mm512_storeu_ps(o + 32 * es, _mm512_sub_ps(a[r][0], a[r][1]));
+      _mm512_storeu_ps(o + 48 * es, _mm512_sub_ps(zero, a[r][1]));
+    }
+  }
+}
+
+// acc[(e * K + k) * C + c] += sum over tiles t < nt of yb[e * ye + t * K + k] *
+// vb[e * ve + t * C + c], in blocks of 4 x 4 channels (16 running sums in registers)
+NOINLINE void dw_products_stage(float* acc, const float* yb, int64_t ye, const float* vb,
+                                int64_t ve, int64_t nt, int64_t K, int64_t C) {
+  for (int e = 0; e < 16; ++e)
+    for (int64_t k0 = 0; k0 < K; k0 += 4)
+      for (int64_t c0 = 0; c0 < C; c0 += 4) {
+        float* ap = acc + 16 * ((e * K + k0) * C + c0);
+        __m512 s[4][4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j) s[i][j] = _mm512_loadu_ps(ap + 16 * (i * C + j));
+        const float* y = yb + 16 * (e * ye + k0);
+        const float* v = vb + 16 * (e * ve + c0);
+        for (int64_t t = 0; t < nt; ++t, y += 16 * K, v += 16 * C) {
+          __m512 yy[4], vv[4];
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; ++i) yy[i] = _mm512_loadu_ps(y + 16 * i);
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j) vv[j] = _mm512_loadu_ps(v + 16 * j);
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) s[i][j] = _mm512_fmadd_ps(yy[i], vv[j], s[i][j]);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j) _mm512_storeu_ps(ap + 16 * (i * C + j), s[i][j]);
+      }
+}
+
 }  // namespace
 
 bool wino_lanes_item_avx512(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
   return lanes_item(a, n0, ty0, ty1);
+}
+
+// An item: 16 images (lanes), tile rows ty0 .. ty1 - 1 in bands of wino_lanes_dw_band rows;
+// per band the input rows and dy rows into the lanes, every tile's transforms (B^T d B of the
+// input patch as the forward's stages, A dY A^T of dy), then their products added into the
+// running sums (16 K C vectors, one sum per image); at the end each sum's 16 lanes added.
+void wino_lanes_dw_item_avx512(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
+  const int64_t C = a.C, K = a.K, TX = (a.Q + 1) / 2, Wd = 2 * TX, tbr = wino_lanes_dw_band(a);
+  // the band's tiles e-major, each e's block a vector longer than its tb tiles: whole 4 KiB
+  // apart, the 16 stores of a tile's transform would fall in one L1 set
+  const int64_t tb = tbr * TX, ve = tb * C + 1, ye = tb * K + 1;
+  WinoLanesArgs f{a.x, nullptr, a.N, C, a.H, a.W, K, a.P, a.Q, a.ph, a.pw, nullptr, 0, nullptr,
+                  nullptr, 3};
+  Bufs b;
+  b.Wt = Wd + 2;
+  b.rows = 2 * tbr + 2;
+  b.xt = a.buf;
+  b.colt = b.xt + 16 * C * b.rows * b.Wt;
+  float* dyt = b.colt + 16 * C * 4 * b.Wt;
+  float* vband = dyt + 16 * K * 2 * tbr * Wd;
+  float* yband = vband + 16 * 16 * ve;
+  float* acc = yband + 16 * 16 * ye;
+  std::memset(acc, 0, sizeof(float) * 16 * 16 * K * C);
+  const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
+  for (int64_t y0 = ty0; y0 < ty1; y0 += tbr) {
+    const int64_t y1 = std::min(ty1, y0 + tbr), nr = y1 - y0;
+    b.rows = 2 * nr + 2;
+    images_to_lanes(b.xt, a.x, n0, nimg, C, a.H, a.W, 2 * y0 - a.ph, 2 * nr + 2, a.pw, b.Wt);
+    images_to_lanes(dyt, a.dy, n0, nimg, K, a.P, a.Q, 2 * y0, 2 * nr, 0, Wd);
+    for (int64_t i = 0; i < nr; ++i) {
+      columns_stage<F3>(f, b, 2 * i);
+      for (int64_t tx = 0; tx < TX; ++tx) {
+        const int64_t t = i * TX + tx;
+        b.vb = vband + 16 * t * C;
+        rows_stage<F3>(f, b, tx, ve);
+        dy_tiles_stage(yband + 16 * t * K, ye, dyt, K, 2 * nr, Wd, i, tx);
+      }
+    }
+    dw_products_stage(acc, yband, ye, vband, ve, nr * TX, K, C);
+  }
+  for (int64_t i = 0; i < 16 * K * C; ++i)
+    a.du[i] = _mm512_reduce_add_ps(_mm512_loadu_ps(acc + 16 * i));
 }
 
 }  // namespace avx512

@@ -124,6 +124,9 @@ bool winograd_lanes_forward(float* y, const float* x, const float* w, const floa
                             const Conv2dShape& s);
 bool winograd_lanes_pays(const Conv2dShape& s);
 bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
+bool winograd3_dw_from_du(float* dw, const float* du, const Conv2dShape& s);
+bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,
+                                const Conv2dShape& s);
 void winograd_dw_gemms(float* part, const float* ap, float* bp, int ne, int64_t K, int64_t D,
                        int64_t Tg, int64_t depth, bool accumulate);
 // The reduction both Winograd weight gradients run: dU_e (K x D, e < ne) = the sum over every

@@ -47,6 +47,8 @@
 //   rows           non-finite weights, few channels per group: scatter tap by tap (exact)
 //   gemm_col2im    anything: gcol = W^T dy, scattered back by col2im (exact)
 // Weight gradient
+//   winograd3_lanes  3x3, stride 1, batches of 16+, up to 32 x 32 channels: Winograd F(2x2,
+//                  3x3), 16 images in the lanes (ResNet-20's 16- and 32-channel layers)
 //   winograd3      3x3, stride 1, 64+ channels each side: Winograd F(2x2, 3x3), transformed dy
 //                  times transformed input summed over the tiles, 16 GEMMs
 //   kvec           stride 1, narrow outputs or many taps: 16 output channels in the lanes
@@ -369,6 +371,26 @@ const Row<BwdRun> kWeightGrad[] = {
     // cover 1.2x the outputs or more (forced, 2 threads, 9 calls, best of 2, against kvec:
     // (128, 64, 7, 7) 3.21 ms against 2.53, AVX2 3.70 against 3.29; (128, 64, 9, 9) 4.79
     // against 4.19; but (64, 64, 15, 15) 5.56 against 5.85, (16, 128, 7, 7) 1.32 against 1.65).
+    // Batches of 16+ images (lanes three-quarters full or more) with at most 32 channels on each
+    // side (its running sums, 16 K C vectors, stay within 1 MiB), C and K multiples of 4, on
+    // planes its tiles cover with less than 1.2x waste, not rows of 32+ columns with at most
+    // 16 x 16 channels, where dot's long rows catch up (AMD EPYC Zen 4, forced, 2 threads,
+    // best of 2, against the best other row: (128, 16, 28, 28) 2.38 ms against kvec's 2.88,
+    // (128, 32, 16, 16) 2.64 against 3.38, (128, 32, 14, 14) 2.25 against 2.48, (64, 24, 20,
+    // 20) 1.29 against 2.29, (128, 16, 8, 8) -> 32 0.25 against 0.34; but (64, 16, 32, 32)
+    // 1.76 against dot's 1.72, (16, 16, 64, 64) 1.96 against 1.68, (128, 32, 7, 7) 0.84 against
+    // kvec's 0.79, (128, 64, 8, 8) 3.51 against winograd3's 3.15).
+    {"winograd3_lanes",
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return special(s) && kt.wino_lanes_dw_item && s.R == 3 && s.S == 3 && unit_stride(s) &&
+              s.C % 4 == 0 && s.K % 4 == 0;
+     },
+     [](const Conv2dShape& s, const KernelTable&) {
+       const int64_t tiles = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
+       return s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) && s.C <= 32 && s.K <= 32 &&
+              4 * tiles * 5 < 6 * s.P * s.Q && (s.Q < 32 || s.C * s.K > 256);
+     },
+     true, winograd_lanes_weight_grad},
     {"winograd3",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);

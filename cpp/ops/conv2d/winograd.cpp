@@ -363,6 +363,14 @@ bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Con
   };
   const float* sum =
       winograd_dw_sum(s, 16, D, T, 16, 2.0 * s.N * s.K * s.C * 16 * TX * TY * 4, pack);
+  return winograd3_dw_from_du(dw, sum, s);
+}
+
+// dW = G^T dU G per (k, c) in double, dU_e at du[(e * K + k) * C + c]. Returns false if a
+// value came out NaN or infinite.
+bool winograd3_dw_from_du(float* dw, const float* du, const Conv2dShape& s) {
+  const float* sum = du;
+  const int64_t D = s.C;
   std::atomic<bool> finite{true};
   parallel_for(s.K, 200.0 * s.K * s.C, [&](int64_t k) {
     bool ok = true;
@@ -386,6 +394,30 @@ bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Con
     if (!ok) finite = false;
   });
   return finite;
+}
+
+// The weight gradient of a 3x3 stride-1 layer by Winograd F(2x2, 3x3) with one image per
+// vector lane (KernelTable::wino_lanes_dw_item): dU_e (K x C) = the sum over every image's tiles
+// of (A dY A^T)_e (B^T d B)_e, every product a whole vector whatever the channel counts, then dW
+// = G^T dU G in double (winograd3_dw_from_du). Items are (16 images, run of tile rows), 8 or more
+// where the rows allow, fixed by the shape; their sums are added in item order.
+bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,
+                                const Conv2dShape& s) {
+  const int64_t TY = (s.P + 1) / 2, TX = (s.Q + 1) / 2, groups = (s.N + 15) / 16;
+  const int64_t splits = std::min(TY, (8 + groups - 1) / groups);
+  const int64_t tr = (TY + splits - 1) / splits, nsplit = (TY + tr - 1) / tr;
+  const int64_t items = groups * nsplit, UD = 16 * s.K * s.C;
+  float* du = scratch(Buf::dw_partials, (items + 1) * UD);
+  const WinoLanesDwArgs a{x, dy, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr, nullptr};
+  parallel_for(items, 2.0 * s.N * s.K * s.C * 16 * TY * TX, [&](int64_t item) {
+    WinoLanesDwArgs ai = a;
+    ai.buf = scratch(Buf::wino_rows, wino_lanes_dw_buf_floats(a));
+    ai.du = du + item * UD;
+    const int64_t ty0 = item % nsplit * tr;
+    g_kernels->wino_lanes_dw_item(ai, item / nsplit * 16, ty0, std::min(TY, ty0 + tr));
+  });
+  if (items > 1) reduce_in_order(du + items * UD, du, items, UD);
+  return winograd3_dw_from_du(dw, items > 1 ? du + items * UD : du, s);
 }
 
 // 3x3 or 5x5, stride 1, batches of 16+ images: Winograd F(2x2, 3x3) or F(2x2, 5x5) with one
