@@ -111,6 +111,8 @@ FORCED_SHAPES = SHAPES + [
     (2, 2, 6, 70, 3, (2, 5), (1, 1), (0, 3), (1, 1), 1),      # dx rows
     (2, 16, 17, 18, 20, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # Winograd 3x3
     (19, 8, 11, 9, 12, (3, 3), (1, 1), (1, 0), (1, 1), 1),    # lanes weight gradient: 2 groups
+    (113, 4, 15, 16, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # and 8 one-row bands an item
+    (17, 4, 16, 16, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # lanes: images 4 KiB apart
     (2, 16, 30, 29, 20, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # Winograd 3x3 stride 2
     # 4x4 stride 2 (winograd4_s2): even and odd sizes, every padding from 0 to 3, one tile row
     (2, 16, 16, 16, 20, (4, 4), (2, 2), (1, 1), (1, 1), 1),

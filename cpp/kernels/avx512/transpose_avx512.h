@@ -55,15 +55,17 @@ static inline void block_to_lanes16(float* d, const float* s, int64_t ld, int nr
 }
 
 // Images n0 .. n0 + nimg - 1 (nimg <= 16) of x (N, C, H, W) into the vector lanes: for c < C,
-// i < rows, j < Wt,  dst[((c * rows + i) * Wt + j) * 16 + l] = x[n0 + l][c][h0 + i][j - pl],
-// zero where that row or column is outside the image and in lanes l >= nimg.
+// i < rows, j < Wt,  dst[((c * cs + i) * Wt + j) * 16 + l] = x[n0 + l][c][h0 + i][j - pl],
+// zero where that row or column is outside the image and in lanes l >= nimg; cs (rows a
+// channel's block holds) is rows unless given.
 static inline void images_to_lanes(float* dst, const float* x, int64_t n0, int nimg, int64_t C,
                                    int64_t H, int64_t W, int64_t h0, int64_t rows, int64_t pl,
-                                   int64_t Wt) {
+                                   int64_t Wt, int64_t cs = 0) {
   const int64_t HW = H * W;
+  if (cs == 0) cs = rows;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < rows; ++i) {
-      float* d = dst + 16 * (c * rows + i) * Wt;
+      float* d = dst + 16 * (c * cs + i) * Wt;
       const int64_t h = h0 + i;
       if (h < 0 || h >= H) {
         std::memset(d, 0, sizeof(float) * 16 * Wt);

@@ -228,7 +228,7 @@ void wino_lanes_dw_item_avx512(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0
                   nullptr, 3};
   Bufs b;
   b.Wt = Wd + 2;
-  b.rows = 2 * tbr + 2;
+  b.rows = 2 * tbr + 2;  // a channel's block of input rows (the band's; fewer in the last)
   b.xt = a.buf;
   b.colt = b.xt + 16 * C * b.rows * b.Wt;
   float* dyt = b.colt + 16 * C * 4 * b.Wt;
@@ -239,8 +239,16 @@ void wino_lanes_dw_item_avx512(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0
   const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
   for (int64_t y0 = ty0; y0 < ty1; y0 += tbr) {
     const int64_t y1 = std::min(ty1, y0 + tbr), nr = y1 - y0;
-    b.rows = 2 * nr + 2;
-    images_to_lanes(b.xt, a.x, n0, nimg, C, a.H, a.W, 2 * y0 - a.ph, 2 * nr + 2, a.pw, b.Wt);
+    if (y0 == ty0) {
+      images_to_lanes(b.xt, a.x, n0, nimg, C, a.H, a.W, 2 * y0 - a.ph, 2 * nr + 2, a.pw, b.Wt,
+                      b.rows);
+    } else {  // the band before ended with this band's first two rows
+      for (int64_t c = 0; c < C; ++c)
+        std::memmove(b.xt + 16 * c * b.rows * b.Wt, b.xt + 16 * (c * b.rows + 2 * tbr) * b.Wt,
+                     sizeof(float) * 16 * 2 * b.Wt);
+      images_to_lanes(b.xt + 16 * 2 * b.Wt, a.x, n0, nimg, C, a.H, a.W, 2 * y0 + 2 - a.ph,
+                      2 * nr, a.pw, b.Wt, b.rows);
+    }
     images_to_lanes(dyt, a.dy, n0, nimg, K, a.P, a.Q, 2 * y0, 2 * nr, 0, Wd);
     for (int64_t i = 0; i < nr; ++i) {
       columns_stage<F3>(f, b, 2 * i);
