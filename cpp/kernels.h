@@ -289,6 +289,14 @@ struct KernelTable {
   // i = 3 r + t, lanes[16 i + l] += dy[p][q] * x[p - ph + r][q - pw + t] over the rows p in
   // order, then q in order with q % 16 == l (x zero outside the plane). zeros: Q + 2 zero
   // floats. Same bits as conv_row_dots on the padded rows; null where the ISA has none.
+  // The input gradient of a 3x3 depthwise layer at stride 2, padding 0 or 1 each way, whole
+  // planes: for planes i < n, dx_i (H, W) at dx + i * dxstride = the taps (r, t) in order (rows
+  // r that reach dy_i, then every t of the column's phase) of w_i[3 r + t] * dy_i[p][q] with
+  // h + ph = 2 p + r, w + pw = 2 q + t, w_i = w + 9 i, dy_i (P, Q) at dy + i * dystride and zero
+  // outside it. Same bits as conv_rows over depthwise's phase rows; null where the ISA has none.
+  void (*conv_dw3s2_dx)(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W,
+                        const float* dy, int64_t dystride, int64_t P, int64_t Q, int64_t ph,
+                        int64_t pw, const float* w);
   void (*conv_dw3_dots)(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
                         int64_t H, int64_t W, int64_t ph, int64_t pw, const float* zeros);
   // The inverse of phase_split_rows for one row: for k < n, with v = first + k,

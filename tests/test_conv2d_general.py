@@ -102,6 +102,12 @@ DW3_SHAPES = [
     (2, 3, 13, 35, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),
     (1, 2, 8, 70, 4, (3, 3), (2, 2), (0, 1), (1, 1), 2),
     (1, 2, 9, 129, 2, (3, 3), (2, 1), (1, 1), (1, 1), 2),
+    # stride 2 on whole planes at AVX-512 (the input gradient): padding 0 and 1 each way, odd and
+    # even sizes, rows of 1 to 3 vectors
+    (2, 4, 12, 16, 4, (3, 3), (2, 2), (0, 0), (1, 1), 4),
+    (1, 3, 9, 5, 3, (3, 3), (2, 2), (1, 0), (1, 1), 3),
+    (1, 2, 6, 40, 2, (3, 3), (2, 2), (0, 1), (1, 1), 2),
+    (1, 9, 3, 33, 9, (3, 3), (2, 2), (1, 1), (1, 1), 9),
 ]
 
 # Shapes for the forced algorithms: these plus the general ones above, so that every row of every

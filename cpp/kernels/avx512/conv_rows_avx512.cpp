@@ -525,5 +525,58 @@ void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, c
   dots3x3(lanes, dy, Q, P, Q, row, nullptr, mask);
 }
 
+// Stride-2 3x3 depthwise input gradient of whole planes (KernelTable::conv_dw3s2_dx): each dx
+// row from the one or two dy rows its kernel rows reach, 16 columns a vector: with q0 = w0 / 2,
+// lane j of the dy values expanded as D[q0 + j / 2] (A) and D[q0 + (j + 1) / 2] (B) or
+// D[q0 + j / 2 - 1] (G), a column's taps are A and B (pw 1: t = 1 even, t = 0, 2 odd) or A and
+// G (pw 0: t = 0, 2 even, t = 1 odd), added in tap order, zero past the row's ends.
+void conv_dw3s2_dx_avx512(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W,
+                          const float* dy, int64_t dystride, int64_t P, int64_t Q, int64_t ph,
+                          int64_t pw, const float* w) {
+  const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __m512i half_up = _mm512_setr_epi32(0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8);
+  const __mmask16 odd = 0xAAAA, even = 0x5555;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* wi = w + 9 * i;
+    for (int64_t h = 0; h < H; ++h) {
+      const float* src[2];
+      int rr[2], nr = 0;
+      for (int r = 0; r < 3; ++r) {
+        const int64_t hp = h + ph - r;
+        if (hp >= 0 && hp % 2 == 0 && hp / 2 < P) {
+          src[nr] = dy + i * dystride + hp / 2 * Q;
+          rr[nr++] = r;
+        }
+      }
+      float* o = dx + i * dxstride + h * W;
+      for (int64_t w0 = 0; w0 < W; w0 += 16) {
+        const int64_t q0 = w0 / 2;
+        const __mmask16 m = tail_mask(std::clamp<int64_t>(Q - q0, 0, 16));
+        __m512 acc = _mm512_setzero_ps();
+        for (int k = 0; k < nr; ++k) {
+          const float* g = wi + 3 * rr[k];
+          const __m512 d = _mm512_maskz_loadu_ps(m, src[k] + q0);
+          const __m512 a = _mm512_permutexvar_ps(half, d);
+          if (pw == 1) {
+            acc = _mm512_mask3_fmadd_ps(_mm512_permutexvar_ps(half_up, d), _mm512_set1_ps(g[0]),
+                                        acc, odd);
+            acc = _mm512_fmadd_ps(
+                a, _mm512_mask_blend_ps(odd, _mm512_set1_ps(g[1]), _mm512_set1_ps(g[2])), acc);
+          } else {
+            acc = _mm512_fmadd_ps(
+                a, _mm512_mask_blend_ps(odd, _mm512_set1_ps(g[0]), _mm512_set1_ps(g[1])), acc);
+            // D[q0 - 1 ...]: lane 0 is outside the row at q0 = 0
+            const __mmask16 mg = static_cast<__mmask16>(
+                tail_mask(std::clamp<int64_t>(Q - q0 + 1, 0, 16)) & (q0 == 0 ? 0xFFFE : 0xFFFF));
+            const __m512 gv = _mm512_permutexvar_ps(half, _mm512_maskz_loadu_ps(mg, src[k] + q0 - 1));
+            acc = _mm512_mask3_fmadd_ps(gv, _mm512_set1_ps(g[2]), acc, even);
+          }
+        }
+        _mm512_mask_storeu_ps(o + w0, tail_mask(std::min<int64_t>(16, W - w0)), acc);
+      }
+    }
+  }
+}
+
 }  // namespace avx512
 }  // namespace convkit

@@ -107,6 +107,21 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
 
 bool depthwise_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
   const int64_t Cg = group_in(s), Kg = group_out(s), RS = s.R * s.S, PQ = s.P * s.Q;
+  if (const auto plane = g_kernels->conv_dw3s2_dx;
+      plane && Cg == 1 && Kg == 1 && s.R == 3 && s.S == 3 && s.sh == 2 && s.sw == 2 &&
+      s.dh == 1 && s.dw == 1 && s.ph <= 1 && s.pw <= 1) {
+    // MobileNet's downsampling layers: whole planes, dy read in place and dx written once
+    // (the phase rows below wrote each dx row twice, phases then the merged row); items of up
+    // to 8 channels of one image
+    const int64_t per = std::min<int64_t>(8, s.C), nblk = (s.C + per - 1) / per;
+    parallel_for(s.N * nblk, 2.0 * s.N * s.C * 9 * PQ + kCopyCost * s.N * s.C * s.H * s.W,
+                 [&](int64_t item) {
+      const int64_t n = item / nblk, c0 = item % nblk * per, nc = std::min(per, s.C - c0);
+      plane(dx + (n * s.C + c0) * s.H * s.W, s.H * s.W, nc, s.H, s.W, dy + (n * s.K + c0) * PQ,
+            PQ, s.P, s.Q, s.ph, s.pw, w + c0 * 9);
+    });
+    return true;
+  }
   // dx row h is padded row h + ph; its padded columns j * sw + f (phase f) for j in [J0, J1)
   // cover the row. Each phase is summed over dy rows padded left and right, so that every tap's
   // read stays inside its row.
