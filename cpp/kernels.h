@@ -289,6 +289,20 @@ struct KernelTable {
   // i = 3 r + t, lanes[16 i + l] += dy[p][q] * x[p - ph + r][q - pw + t] over the rows p in
   // order, then q in order with q % 16 == l (x zero outside the plane). zeros: Q + 2 zero
   // floats. Same bits as conv_row_dots on the padded rows; null where the ISA has none.
+  // The forward of a 3x3 depthwise layer at stride 2, padding 0 or 1 each way, whole planes,
+  // x read in place: for planes i < n, y_i (P, Q) at y + i * ystride = bias[i] (0 when bias is
+  // null) + the taps (r, t) in order of w_i[3 r + t] * x_i[2 p - ph + r][2 q - pw + t], w_i =
+  // w + 9 i, x_i (H, W) at x + i * xstride, zero outside it. Same bits as conv_rows on the
+  // zero-padded phase rows; null where the ISA has none.
+  void (*conv_dw3s2_plane)(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                           const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                           int64_t pw, const float* w, const float* bias);
+  // Its weight gradient's dot products, x read in place: for the taps t = 3 r + t',
+  // lanes[16 t + l] += dy[p][q] * x[2 p - ph + r][2 q - pw + t'] over the rows p in order, then
+  // q in order with q % 16 == l (x zero outside (H, W)). Same bits as conv_row_dots on the
+  // zero-padded phase rows; null where the ISA has none.
+  void (*conv_dw3s2_dots)(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
+                          int64_t H, int64_t W, int64_t ph, int64_t pw);
   // The input gradient of a 3x3 depthwise layer at stride 2, padding 0 or 1 each way, whole
   // planes: for planes i < n, dx_i (H, W) at dx + i * dxstride = the taps (r, t) in order (rows
   // r that reach dy_i, then every t of the column's phase) of w_i[3 r + t] * dy_i[p][q] with

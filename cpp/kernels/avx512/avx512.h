@@ -48,6 +48,11 @@ void wino_s2_in_row_avx512(float* const* v, const float* const* r, int64_t nt, i
 bool wino_s2_out_row_avx512(float* y0, float* y1, const float* mm, int64_t ms, int64_t nt,
                             int64_t Q, float bias);
 bool wino_lanes_item_avx512(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
+void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                             const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                             int64_t pw, const float* w, const float* bias);
+void conv_dw3s2_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
+                            int64_t H, int64_t W, int64_t ph, int64_t pw);
 void conv_dw3s2_dx_avx512(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W,
                           const float* dy, int64_t dystride, int64_t P, int64_t Q, int64_t ph,
                           int64_t pw, const float* w);

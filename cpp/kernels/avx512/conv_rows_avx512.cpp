@@ -525,6 +525,83 @@ void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, c
   dots3x3(lanes, dy, Q, P, Q, row, nullptr, mask);
 }
 
+// Stride-2 3x3 depthwise layers on whole planes, x read in place: the three taps of an input row
+// for 16 outputs are the even, odd and next even columns of the 32 (or 34) columns from
+// 2 q0 - pw, permutes of two masked loads (zero outside the row); rows outside the plane are
+// zeros, so that every output has its nine products in tap order, as on the zero-padded phase
+// rows.
+struct S2Taps {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  int64_t H, W, ph, pw;
+  __mmask16 cols(int64_t c) const {  // the lanes of a load at column c that lie in the row
+    if (c >= W || c <= -16) return 0;
+    const __mmask16 m = c < 0 ? static_cast<__mmask16>(0xFFFFu << -c) : __mmask16(0xFFFF);
+    return c + 16 > W ? static_cast<__mmask16>(m & tail_mask(W - c)) : m;
+  }
+  // v[3 r + t] = x[2 p - ph + r][2 (q0 + j) - pw + t] for lanes j
+  void get(__m512* v, const float* x, int64_t p, int64_t q0) const {
+    const int64_t c0 = 2 * q0 - pw;
+    const __mmask16 m0 = cols(c0), m1 = cols(c0 + 16), m2 = cols(c0 + 2), m3 = cols(c0 + 18);
+    for (int r = 0; r < 3; ++r) {
+      const int64_t h = 2 * p - ph + r;
+      if (h < 0 || h >= H) {
+        v[3 * r] = v[3 * r + 1] = v[3 * r + 2] = _mm512_setzero_ps();
+        continue;
+      }
+      const float* row = x + h * W + c0;
+      const __m512 a = _mm512_maskz_loadu_ps(m0, row), b = _mm512_maskz_loadu_ps(m1, row + 16);
+      v[3 * r] = _mm512_permutex2var_ps(a, even, b);
+      v[3 * r + 1] = _mm512_permutex2var_ps(a, odd, b);
+      v[3 * r + 2] = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m2, row + 2), even,
+                                            _mm512_maskz_loadu_ps(m3, row + 18));
+    }
+  }
+};
+
+// KernelTable::conv_dw3s2_plane
+void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                             const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                             int64_t pw, const float* w, const float* bias) {
+  const S2Taps taps{.H = H, .W = W, .ph = ph, .pw = pw};
+  for (int64_t i = 0; i < n; ++i) {
+    const float* wi = w + 9 * i;
+    const __m512 b = _mm512_set1_ps(bias ? bias[i] : 0.f);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t q0 = 0; q0 < Q; q0 += 16) {
+        __m512 v[9];
+        taps.get(v, x + i * xstride, p, q0);
+        __m512 acc = b;
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; ++t) acc = _mm512_fmadd_ps(_mm512_set1_ps(wi[t]), v[t], acc);
+        _mm512_mask_storeu_ps(y + i * ystride + p * Q + q0,
+                              tail_mask(std::min<int64_t>(16, Q - q0)), acc);
+      }
+  }
+}
+
+// KernelTable::conv_dw3s2_dots: lanes[16 t + l] += dy[p][q] * tap t's x, rows p in order, then
+// 16-column blocks
+void conv_dw3s2_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
+                            int64_t H, int64_t W, int64_t ph, int64_t pw) {
+  const S2Taps taps{.H = H, .W = W, .ph = ph, .pw = pw};
+  __m512 acc[9];
+#pragma GCC unroll 9
+  for (int t = 0; t < 9; ++t) acc[t] = _mm512_loadu_ps(lanes + 16 * t);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q0 = 0; q0 < Q; q0 += 16) {
+      const __m512 d = _mm512_maskz_loadu_ps(tail_mask(std::min<int64_t>(16, Q - q0)),
+                                             dy + p * Q + q0);
+      __m512 v[9];
+      taps.get(v, x, p, q0);
+#pragma GCC unroll 9
+      for (int t = 0; t < 9; ++t) acc[t] = _mm512_fmadd_ps(d, v[t], acc[t]);
+    }
+#pragma GCC unroll 9
+  for (int t = 0; t < 9; ++t) _mm512_storeu_ps(lanes + 16 * t, acc[t]);
+}
+
 // Stride-2 3x3 depthwise input gradient of whole planes (KernelTable::conv_dw3s2_dx): each dx
 // row from the one or two dy rows its kernel rows reach, 16 columns a vector: with q0 = w0 / 2,
 // lane j of the dy values expanded as D[q0 + j / 2] (A) and D[q0 + (j + 1) / 2] (B) or

@@ -52,6 +52,14 @@ bool in_place(const Conv2dShape& s, const void* kernel, int ks) {
          s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1;
 }
 
+// 3x3 at stride 2, padding 0 or 1 each way, one channel per group: MobileNet's downsampling
+// layers, whose forward and input gradient have whole-plane kernels on some ISAs
+// (KernelTable::conv_dw3s2_plane, conv_dw3s2_dx).
+bool s3x3_s2(const Conv2dShape& s) {
+  return group_in(s) == 1 && group_out(s) == 1 && s.R == 3 && s.S == 3 && s.sh == 2 &&
+         s.sw == 2 && s.dh == 1 && s.dw == 1 && s.ph <= 1 && s.pw <= 1;
+}
+
 // This thread's row of zeros for the in-place kernels: the padded rows above and below the
 // plane (their masked loads touch at most Q + 4 floats).
 const float* zero_row(int64_t Q) {
@@ -87,6 +95,15 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
     });
     return true;
   }
+  if (const auto plane3s2 = g_kernels->conv_dw3s2_plane; plane3s2 && s3x3_s2(s)) {
+    const int64_t per = std::min<int64_t>(8, s.G), nblk = (s.G + per - 1) / per;
+    parallel_for(s.N * nblk, 2.0 * s.N * s.K * taps * PQ, [&](int64_t item) {
+      const int64_t n = item / nblk, g0 = item % nblk * per, ng = std::min(per, s.G - g0);
+      plane3s2(y + (n * s.K + g0) * PQ, PQ, ng, s.P, s.Q, x + (n * s.C + g0) * s.H * s.W,
+               s.H * s.W, s.H, s.W, s.ph, s.pw, w + g0 * 9, b ? b + g0 : nullptr);
+    });
+    return true;
+  }
   parallel_for(s.N * s.G, 2.0 * s.N * s.K * taps * PQ + kCopyCost * s.N * s.C * pad.plane,
                [&](int64_t item) {
     const int64_t n = item / s.G, g = item % s.G;
@@ -107,9 +124,7 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
 
 bool depthwise_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
   const int64_t Cg = group_in(s), Kg = group_out(s), RS = s.R * s.S, PQ = s.P * s.Q;
-  if (const auto plane = g_kernels->conv_dw3s2_dx;
-      plane && Cg == 1 && Kg == 1 && s.R == 3 && s.S == 3 && s.sh == 2 && s.sw == 2 &&
-      s.dh == 1 && s.dw == 1 && s.ph <= 1 && s.pw <= 1) {
+  if (const auto plane = g_kernels->conv_dw3s2_dx; plane && s3x3_s2(s)) {
     // MobileNet's downsampling layers: whole planes, dy read in place and dx written once
     // (the phase rows below wrote each dx row twice, phases then the merged row); items of up
     // to 8 channels of one image
@@ -207,6 +222,7 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
   const auto dots = g_kernels->conv_row_dots;
   const auto dots3 = g_kernels->conv_dw3_dots;
   const bool in_place3 = in_place(s, reinterpret_cast<const void*>(dots3), 3);
+  const auto dots3s2 = s3x3_s2(s) ? g_kernels->conv_dw3s2_dots : nullptr;
   // Items are runs of KB output channels, so that an item reads each image's planes of them in
   // one stretch (the planes of one channel alone are a few KiB, images apart). Every channel
   // adds its images in order: the same bits for any KB and thread count.
@@ -222,6 +238,11 @@ bool depthwise_weight_grad(float* dw, const float* dy, const float* x, const Con
         for (int64_t k = k0; k < k1; ++k)
           dots3(lanes + (k - k0) * taps * 16, dy + (n * s.K + k) * PQ, s.P, s.Q,
                 x + (n * s.C + k) * s.H * s.W, s.H, s.W, s.ph, s.pw, zeros);
+    } else if (dots3s2) {  // stride 2, x read where it lies
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t k = k0; k < k1; ++k)
+          dots3s2(lanes + (k - k0) * taps * 16, dy + (n * s.K + k) * PQ, s.P, s.Q,
+                  x + (n * s.C + k) * s.H * s.W, s.H, s.W, s.ph, s.pw);
     } else {
       float* buf = scratch(Buf::dwise_in, Cg * pad.plane);
       for (int64_t n = 0; n < s.N; ++n)
