@@ -115,6 +115,22 @@ inline int64_t wino_lanes_dw_buf_floats(const WinoLanesDwArgs& a) {
                16 * (tb * TX * (a.C + a.K) + 2) + 16 * a.K * a.C);
 }
 
+// The dy rows that dx row h of a 3x3 stride-2 depthwise layer reads (KernelTable::conv_dw3s2_dx):
+// kernel rows r with h + ph - r = 2 p, 0 <= p < P, in order; their rows of dy (P, Q) in src,
+// r in rr. Returns how many (at most 2).
+inline int dw3s2_dx_rows(const float** src, int* rr, const float* dy, int64_t h, int64_t ph,
+                         int64_t P, int64_t Q) {
+  int nr = 0;
+  for (int r = 0; r < 3; ++r) {
+    const int64_t hp = h + ph - r;
+    if (hp >= 0 && hp % 2 == 0 && hp / 2 < P) {
+      src[nr] = dy + hp / 2 * Q;
+      rr[nr++] = r;
+    }
+  }
+  return nr;
+}
+
 // Operands of KernelTable::conv_dx_lanes: the input gradient dx (N, C, H, W) of a stride-1
 // convolution with weights w (K, C, R, S), output gradient dy (N, K, P, Q), padding (ph, pw);
 // buf at least dx_lanes_buf_floats(...) floats.

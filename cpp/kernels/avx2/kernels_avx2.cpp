@@ -24,6 +24,14 @@ void conv_rows_k_avx2(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nr
                       int64_t ntaps, const float* bias);
 void conv_row_dots_avx2(float* lanes, const float* dy, int64_t dystep, int64_t nrows, int64_t Q,
                         const float* base, int64_t bstep, const int64_t* off, int64_t ntaps);
+void conv_dw3s2_plane_avx2(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                           const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                           int64_t pw, const float* w, const float* bias);
+void conv_dw3s2_dots_avx2(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
+                          int64_t H, int64_t W, int64_t ph, int64_t pw);
+void conv_dw3s2_dx_avx2(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W,
+                        const float* dy, int64_t dystride, int64_t P, int64_t Q, int64_t ph,
+                        int64_t pw, const float* w);
 #include "../portable.inc"
 
 constexpr int MR = 6, NR = 16;
@@ -561,6 +569,9 @@ void fill_table_avx2(KernelTable& t) {
   t.conv_rows = avx2::conv_rows_avx2;
   t.conv_rows_k = avx2::conv_rows_k_avx2;
   t.conv_row_dots = avx2::conv_row_dots_avx2;
+  t.conv_dw3s2_plane = avx2::conv_dw3s2_plane_avx2;
+  t.conv_dw3s2_dots = avx2::conv_dw3s2_dots_avx2;
+  t.conv_dw3s2_dx = avx2::conv_dw3s2_dx_avx2;
 }
 
 }  // namespace convkit

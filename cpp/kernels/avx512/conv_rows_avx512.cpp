@@ -617,14 +617,8 @@ void conv_dw3s2_dx_avx512(float* dx, int64_t dxstride, int64_t n, int64_t H, int
     const float* wi = w + 9 * i;
     for (int64_t h = 0; h < H; ++h) {
       const float* src[2];
-      int rr[2], nr = 0;
-      for (int r = 0; r < 3; ++r) {
-        const int64_t hp = h + ph - r;
-        if (hp >= 0 && hp % 2 == 0 && hp / 2 < P) {
-          src[nr] = dy + i * dystride + hp / 2 * Q;
-          rr[nr++] = r;
-        }
-      }
+      int rr[2];
+      const int nr = dw3s2_dx_rows(src, rr, dy + i * dystride, h, ph, P, Q);
       float* o = dx + i * dxstride + h * W;
       for (int64_t w0 = 0; w0 < W; w0 += 16) {
         const int64_t q0 = w0 / 2;
