@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "kernels/avx2/lanes_avx2.h"
 
 namespace convkit {
 namespace avx2 {
@@ -18,18 +19,6 @@ namespace {
 inline __m256i first(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// The first n lanes of v (all 8 when n >= 8) through a buffer (a masked store, vmaskmovps,
-// takes ~13 cycles on AMD Zen 4)
-inline void store_first(float* p, __m256 v, int64_t n) {
-  if (n >= 8) {
-    _mm256_storeu_ps(p, v);
-    return;
-  }
-  alignas(32) float buf[8];
-  _mm256_store_ps(buf, v);
-  for (int64_t j = 0; j < n; ++j) p[j] = buf[j];
 }
 
 // NV vectors of one output row from column q0 (n floats in the last one): bias, then the taps in
@@ -135,6 +124,62 @@ struct S2Taps {
 };
 
 }  // namespace
+
+// KernelTable::conv_dw_plane at AVX2: each output row from its KS input rows read in place (rows
+// outside the plane as zero vectors), 8 columns a vector, the taps in order; loads masked only
+// where a tap's columns leave the row.
+template <int KS>
+void dw_plane(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const float* x,
+              int64_t xstride, int64_t H, int64_t W, int64_t ph, int64_t pw, const float* w,
+              const float* bias) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * xstride;
+    const float* wi = w + KS * KS * i;
+    const __m256 b = _mm256_set1_ps(bias ? bias[i] : 0.f);
+    __m256 wv[KS * KS];
+    for (int k = 0; k < KS * KS; ++k) wv[k] = _mm256_broadcast_ss(wi + k);
+    for (int64_t q0 = 0; q0 < Q; q0 += 8) {
+      const int64_t c0 = q0 - pw;  // the column of lane 0 at tap t = 0
+      const bool inside = c0 >= 0 && c0 + 8 + KS - 1 <= W;
+      __m256i m[KS];  // tap t's lanes inside the row
+      for (int t = 0; t < KS; ++t) {
+        const __m256i l = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(c0 + t)), lane);
+        m[t] = _mm256_and_si256(_mm256_cmpgt_epi32(l, _mm256_set1_epi32(-1)),
+                                _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(W)), l));
+      }
+      for (int64_t p = 0; p < P; ++p) {
+        __m256 acc = b;
+        for (int r = 0; r < KS; ++r) {
+          const int64_t h = p - ph + r;
+          const float* row = xi + h * W + c0;
+          if (h < 0 || h >= H) {  // zero products, as on the padded rows
+#pragma GCC unroll 5
+            for (int t = 0; t < KS; ++t) acc = _mm256_fmadd_ps(wv[KS * r + t], zero, acc);
+          } else if (inside) {
+#pragma GCC unroll 5
+            for (int t = 0; t < KS; ++t)
+              acc = _mm256_fmadd_ps(wv[KS * r + t], _mm256_loadu_ps(row + t), acc);
+          } else {
+#pragma GCC unroll 5
+            for (int t = 0; t < KS; ++t)
+              acc = _mm256_fmadd_ps(wv[KS * r + t], _mm256_maskload_ps(row + t, m[t]), acc);
+          }
+        }
+        store_first(y + i * ystride + p * Q + q0, acc, Q - q0);
+      }
+    }
+  }
+}
+
+void conv_dw_plane_avx2(int ks, float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                        const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                        int64_t pw, const float* w, const float* bias, const float* zeros) {
+  (void)zeros;  // rows outside the plane are zero vectors here
+  if (ks == 5) dw_plane<5>(y, ystride, n, P, Q, x, xstride, H, W, ph, pw, w, bias);
+  else dw_plane<3>(y, ystride, n, P, Q, x, xstride, H, W, ph, pw, w, bias);
+}
 
 void conv_dw3s2_plane_avx2(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                            const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,

@@ -24,6 +24,9 @@ void conv_rows_k_avx2(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nr
                       int64_t ntaps, const float* bias);
 void conv_row_dots_avx2(float* lanes, const float* dy, int64_t dystep, int64_t nrows, int64_t Q,
                         const float* base, int64_t bstep, const int64_t* off, int64_t ntaps);
+void conv_dw_plane_avx2(int ks, float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                        const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                        int64_t pw, const float* w, const float* bias, const float* zeros);
 void conv_dw3s2_plane_avx2(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                            const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
                            int64_t pw, const float* w, const float* bias);
@@ -40,27 +43,6 @@ constexpr int MR = 6, NR = 16;
 static inline __m256i lane_mask(int n) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
-}
-
-// Stores the first n (0..8) lanes of v. A masked store (vmaskmovps) takes ~13 cycles on AMD Zen
-// 4 against ~1 for this: whole vector, 4, 2, 1 floats as n needs.
-static inline void store_first(float* p, __m256 v, int n) {
-  if (n >= 8) {
-    _mm256_storeu_ps(p, v);
-    return;
-  }
-  __m128 h = _mm256_castps256_ps128(v);
-  if (n >= 4) {
-    _mm_storeu_ps(p, h);
-    h = _mm256_extractf128_ps(v, 1);
-    p += 4, n -= 4;
-  }
-  if (n >= 2) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(p), h);
-    h = _mm_movehl_ps(h, h);
-    p += 2, n -= 2;
-  }
-  if (n >= 1) _mm_store_ss(p, h);
 }
 
 // a: kc x 6 packed, b: kc x 16 packed -> the mr x nr corner of c (ldc)
@@ -569,6 +551,7 @@ void fill_table_avx2(KernelTable& t) {
   t.conv_rows = avx2::conv_rows_avx2;
   t.conv_rows_k = avx2::conv_rows_k_avx2;
   t.conv_row_dots = avx2::conv_row_dots_avx2;
+  t.conv_dw_plane = avx2::conv_dw_plane_avx2;
   t.conv_dw3s2_plane = avx2::conv_dw3s2_plane_avx2;
   t.conv_dw3s2_dots = avx2::conv_dw3s2_dots_avx2;
   t.conv_dw3s2_dx = avx2::conv_dw3s2_dx_avx2;
