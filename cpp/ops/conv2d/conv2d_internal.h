@@ -124,7 +124,7 @@ bool winograd_lanes_forward(float* y, const float* x, const float* w, const floa
                             const Conv2dShape& s);
 bool winograd_lanes_pays(const Conv2dShape& s);
 bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
-bool winograd3_dw_from_du(float* dw, const float* du, const Conv2dShape& s);
+bool winograd3_dw_from_du(float* dw, const float* sum, const Conv2dShape& s);
 bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,
                                 const Conv2dShape& s);
 void winograd_dw_gemms(float* part, const float* ap, float* bp, int ne, int64_t K, int64_t D,

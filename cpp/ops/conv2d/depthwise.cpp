@@ -10,8 +10,9 @@
 //                16 lanes (KernelTable::conv_row_dots) over all images in order
 // At stride 1 with 3 x 3 taps and one channel per group, forward and weight gradient read x in
 // place where the ISA has the kernels (KernelTable::conv_dw_plane / conv_dw3_dots), the forward
-// with 5 x 5 taps too: the same products in the same order as on the padded copy, without the
-// copy.
+// with 5 x 5 taps too; at stride 2 with 3 x 3 taps (padding 0 or 1) all three directions work on
+// whole planes in place (conv_dw3s2_plane / conv_dw3s2_dots / conv_dw3s2_dx): the same
+// products in the same order as on the padded copy, without the copy.
 // They multiply padding zeros, so the planner keeps them to finite operands; the "rows" family
 // is the exact fallback.
 #include <algorithm>
@@ -53,8 +54,8 @@ bool in_place(const Conv2dShape& s, const void* kernel, int ks) {
 }
 
 // 3x3 at stride 2, padding 0 or 1 each way, one channel per group: MobileNet's downsampling
-// layers, whose forward and input gradient have whole-plane kernels on some ISAs
-// (KernelTable::conv_dw3s2_plane, conv_dw3s2_dx).
+// layers, whose three directions have whole-plane kernels on some ISAs
+// (KernelTable::conv_dw3s2_plane, conv_dw3s2_dots, conv_dw3s2_dx).
 bool s3x3_s2(const Conv2dShape& s) {
   return group_in(s) == 1 && group_out(s) == 1 && s.R == 3 && s.S == 3 && s.sh == 2 &&
          s.sw == 2 && s.dh == 1 && s.dw == 1 && s.ph <= 1 && s.pw <= 1;

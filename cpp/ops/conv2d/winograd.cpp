@@ -366,10 +366,9 @@ bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Con
   return winograd3_dw_from_du(dw, sum, s);
 }
 
-// dW = G^T dU G per (k, c) in double, dU_e at du[(e * K + k) * C + c]. Returns false if a
+// dW = G^T dU G per (k, c) in double, dU_e at sum[(e * K + k) * C + c]. Returns false if a
 // value came out NaN or infinite.
-bool winograd3_dw_from_du(float* dw, const float* du, const Conv2dShape& s) {
-  const float* sum = du;
+bool winograd3_dw_from_du(float* dw, const float* sum, const Conv2dShape& s) {
   const int64_t D = s.C;
   std::atomic<bool> finite{true};
   parallel_for(s.K, 200.0 * s.K * s.C, [&](int64_t k) {
