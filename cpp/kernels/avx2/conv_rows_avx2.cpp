@@ -248,8 +248,8 @@ void conv_dw3s2_dx_avx2(float* dx, int64_t dxstride, int64_t n, int64_t H, int64
       float* o = dx + i * dxstride + h * W;
       for (int64_t w0 = 0; w0 < W; w0 += 8) {
         const int64_t q0 = w0 / 2;
-        const bool inside = q0 + 8 <= Q;
-        const __m256i m = first(std::clamp<int64_t>(Q - q0, 0, 8));
+        const bool inside = q0 + 8 <= Q;  // else masked loads, zero past the row
+        const __m256i m = inside ? __m256i() : first(std::clamp<int64_t>(Q - q0, 0, 8));
         __m256 acc = _mm256_setzero_ps();
         for (int k = 0; k < nr; ++k) {
           const float* g = wi + 3 * rr[k];

@@ -531,10 +531,10 @@ void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, c
 // zeros, so that every output has its nine products in tap order, as on the zero-padded phase
 // rows.
 struct S2Taps {
+  int64_t H, W, ph, pw;
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
                                          30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  int64_t H, W, ph, pw;
   __mmask16 cols(int64_t c) const {  // the lanes of a load at column c that lie in the row
     if (c >= W || c <= -16) return 0;
     const __mmask16 m = c < 0 ? static_cast<__mmask16>(0xFFFFu << -c) : __mmask16(0xFFFF);
@@ -564,7 +564,7 @@ struct S2Taps {
 void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                              const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
                              int64_t pw, const float* w, const float* bias) {
-  const S2Taps taps{.H = H, .W = W, .ph = ph, .pw = pw};
+  const S2Taps taps{H, W, ph, pw};
   for (int64_t i = 0; i < n; ++i) {
     const float* wi = w + 9 * i;
     const __m512 b = _mm512_set1_ps(bias ? bias[i] : 0.f);
@@ -585,7 +585,7 @@ void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, in
 // 16-column blocks
 void conv_dw3s2_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
                             int64_t H, int64_t W, int64_t ph, int64_t pw) {
-  const S2Taps taps{.H = H, .W = W, .ph = ph, .pw = pw};
+  const S2Taps taps{H, W, ph, pw};
   __m512 acc[9];
 #pragma GCC unroll 9
   for (int t = 0; t < 9; ++t) acc[t] = _mm512_loadu_ps(lanes + 16 * t);

@@ -165,6 +165,11 @@ double direct_flops(const Conv2dShape& s) {
   return 2.0 * s.N * s.P * s.Q * s.K * (s.C / s.G) * s.R * s.S;
 }
 
+// The 2x2 output tiles of an image (F(2x2, r x r) Winograd)
+int64_t tiles2x2(const Conv2dShape& s) { return ((s.P + 1) / 2) * ((s.Q + 1) / 2); }
+// Whether those tiles cover 1.2x the outputs or more (odd planes such as 7x7 and 9x9)
+bool tiles2x2_waste(const Conv2dShape& s) { return 4 * tiles2x2(s) * 5 >= 6 * s.P * s.Q; }
+
 // Winograd F(2x2, 3x3) pays from 32 channels, 7 output columns and 150 MFLOP of direct work per
 // call (forced, 2 threads: with 16 channels direct and kvec are faster, e.g. (64, 16, 32, 32)
 // 2.3 ms against 3.4; at 4 columns direct is, (128, 128, 4, 4) 8.0 against 10.2; below the work
@@ -179,7 +184,7 @@ double direct_flops(const Conv2dShape& s) {
 // against 1.52, (4, 256, 8, 8), 64, 2.74 against 1.82, but (4, 256, 14, 14), 196, 5.00 against
 // 5.55 and (16, 256, 8, 8), 256, 5.61 against 6.33; (16, 128, 7, 7) 1.57 against 1.41).
 bool winograd3_pays(const Conv2dShape& s) {
-  const int64_t tiles = s.N * ((s.P + 1) / 2) * ((s.Q + 1) / 2);
+  const int64_t tiles = s.N * tiles2x2(s);
   return s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
          direct_flops(s) >= 1.5e8 && tiles >= 192 && s.K * s.C <= 256 * 256;
 }
@@ -386,9 +391,8 @@ const Row<BwdRun> kWeightGrad[] = {
               s.C % 4 == 0 && s.K % 4 == 0;
      },
      [](const Conv2dShape& s, const KernelTable&) {
-       const int64_t tiles = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
        return s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) && s.C <= 32 && s.K <= 32 &&
-              4 * tiles * 5 < 6 * s.P * s.Q && (s.Q < 32 || s.C * s.K > 256);
+              !tiles2x2_waste(s) && (s.Q < 32 || s.C * s.K > 256);
      },
      true, winograd_lanes_weight_grad},
     {"winograd3",
@@ -396,9 +400,8 @@ const Row<BwdRun> kWeightGrad[] = {
        return special(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
      },
      [](const Conv2dShape& s, const KernelTable&) {
-       const int64_t tiles = ((s.P + 1) / 2) * ((s.Q + 1) / 2);
-       if (s.C * s.K <= 64 * 64 && 4 * tiles * 5 >= 6 * s.P * s.Q) return false;
-       return s.C >= 64 && s.K >= 64 && s.N * tiles >= 64;
+       if (s.C * s.K <= 64 * 64 && tiles2x2_waste(s)) return false;
+       return s.C >= 64 && s.K >= 64 && s.N * tiles2x2(s) >= 64;
      },
      true, winograd3_weight_grad},
     {"kvec",
