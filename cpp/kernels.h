@@ -344,6 +344,11 @@ struct KernelTable {
   // max-pool backward of one plane for 2x2 windows, stride 2, no padding (writes all of dx)
   void (*maxpool2x2_bwd_plane)(float* dx, const float* dy, const float* x, int64_t H, int64_t W,
                                int64_t P, int64_t Q);
+  // a stride-1 convolution's weight gradient through a 2x2 / stride-2 max pool, one image
+  // (conv2d_weight_grad_maxpool2x2; see portable.inc)
+  void (*dw_maxpool2x2_image)(float* acc, double* db, const float* g, const float* y,
+                              const float* xp, int64_t K, int64_t C, int64_t R, int64_t Hp,
+                              int64_t Wp, int64_t P, int64_t Q, int32_t* off, float* gs);
   void (*avgpool_plane)(float* y, const float* x, const Pool2dShape& s);
   // max-pool of one plane with each window's winner: y (P, Q), arg (P, Q) its flat index in the
   // plane (-1: no input element in the window), as PyTorch's indices; work holds

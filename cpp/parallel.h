@@ -105,6 +105,7 @@ enum class Buf : int {
   dwise_in, dwise_dy, dwise_lanes, dwise_row, // the conv::depthwise_* paths
   phase_in, phase_out,                        // conv::dilated_phases, conv::dw_dilated_phases
   pool_rows, pool_arg,   // pooling (pool.cpp): one plane's row sums or maxima; window winners
+  dw_pool_in,  // conv2d_weight_grad_maxpool2x2: one padded image and its windows' winners
   count_
 };
 float* scratch(Buf buf, int64_t count);

@@ -312,6 +312,27 @@ py::tuple conv2d_backward_call(py::handle dy, py::handle x, py::handle w, py::ha
   return conv_bwd<false>(dy, x, w, b, sh, sw, ph, pw, dh, dw, groups, input_grad);
 }
 
+py::object conv2d_weight_grad_maxpool2x2_call(py::handle g, py::handle y, py::handle x,
+                                              py::handle w, py::handle b, int64_t ph,
+                                              int64_t pw) {
+  const char* fn = "conv2d_weight_grad_maxpool2x2";
+  ConvArgs a = check_conv(fn, x, w, b, 1, 1, ph, pw, 1, 1, 1);
+  const Conv2dShape s = a.s;
+  FArr yf = to_float(y, fn, "y");
+  expect_shape(yf, {s.N, s.K, s.P, s.Q}, fn, "y");
+  FArr gf = to_float(g, fn, "grad_out");
+  expect_shape(gf, {s.N, s.K, s.P / 2, s.Q / 2}, fn, "grad_out");
+  Grads r(false, {}, {s.K, s.C, s.R, s.S}, !a.b.is_none(), s.K);
+  const float *gp = gf.data(), *yp = yf.data(), *xp = a.x.data();
+  bool done;
+  {
+    py::gil_scoped_release nogil;
+    done = conv2d_weight_grad_maxpool2x2(r.dwp, r.dbp, gp, yp, xp, s);
+  }
+  if (!done) return py::none();
+  return py::make_tuple(r.dw, r.db);
+}
+
 void bind_conv(py::module_& m) {
   // relu: and the ReLU after it, in the same call (Sequential's Conv2d -> ReLU)
   m.def("conv2d", &conv_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"),
@@ -321,6 +342,12 @@ void bind_conv(py::module_& m) {
         py::arg("weight"), py::arg("bias"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"), py::arg("dh") = 1, py::arg("dw") = 1, py::arg("groups") = 1,
         py::arg("input_grad") = true);
+  m.def("conv2d_weight_grad_maxpool2x2", &conv2d_weight_grad_maxpool2x2_call,
+        py::arg("grad_out"), py::arg("y"), py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("ph"), py::arg("pw"),
+        "(dw, db) of a stride-1 conv2d whose output y went through a 2x2 / stride-2 max pool, "
+        "from the pool's gradient; None where it declines (an Inf or NaN in x, kernels wider "
+        "than 8). Sequential's backward runs it for a first Conv2d followed by a MaxPool2d(2).");
   m.def("ref_conv2d", &conv_fwd<true>, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh") = 1,
         py::arg("dw") = 1, py::arg("groups") = 1, py::arg("relu") = false);

@@ -294,6 +294,32 @@ py::object fast_backward(py::handle layer, py::handle g, bool input_grad) {
   return py::object();
 }
 
+// A first Conv2d (stride 1, zero padding) followed by a MaxPool2d(2) whose input gradient
+// nobody reads: its weight and bias gradients straight from the pool's gradient g
+// (conv2d_weight_grad_maxpool2x2: a quarter of the terms, and no dense gradient written).
+// False (nothing done) where that does not apply or declines.
+bool conv_pool_backward(py::handle conv, py::handle pool, py::handle g) {
+  const Known& k = known();
+  if (Py_TYPE(conv.ptr()) != reinterpret_cast<PyTypeObject*>(k.conv2d) ||
+      Py_TYPE(pool.ptr()) != reinterpret_cast<PyTypeObject*>(k.max_pool2d) ||
+      has_own(conv, k.s_backward) || has_own(pool, k.s_backward) || !plain_f32(g, 4))
+    return false;
+  ConvHyper c;
+  PoolHyper h;
+  if (!conv_hyper(conv, &c) || c.sh != 1 || c.sw != 1 || c.dh != 1 || c.dw != 1 || c.g != 1 ||
+      !pool_hyper(pool, &h) || h.k != 2 || h.s != 2 || h.p != 0 || h.d != 1 || h.ceil)
+    return false;
+  py::object x = saved_input(conv, 4), y = saved_input(pool, 4);
+  if (!x || !y) return false;
+  py::object w = get(conv, k.s_weight), b = get(conv, k.s_bias);
+  py::object r = conv2d_weight_grad_maxpool2x2_call(g, y, x, get(w, k.s_data), param_data(b),
+                                                    c.ph, c.pw);
+  if (r.is_none()) return false;
+  add_grad(w, py::reinterpret_borrow<py::tuple>(r)[0]);
+  if (!b.is_none()) add_grad(b, py::reinterpret_borrow<py::tuple>(r)[1]);
+  return true;
+}
+
 // Backward through `layers` (in the order forward ran them), last to first; input_grad goes
 // to the first layer only.
 py::object run_backward(py::list layers, py::object g, bool input_grad) {
@@ -301,6 +327,9 @@ py::object run_backward(py::list layers, py::object g, bool input_grad) {
   if (!k.ndarray) throw std::runtime_error("run_backward: the layer classes are not registered");
   for (py::ssize_t i = PyList_GET_SIZE(layers.ptr()) - 1; i >= 0; --i) {
     py::handle layer = PyList_GET_ITEM(layers.ptr(), i);
+    if (i == 1 && !input_grad &&
+        conv_pool_backward(PyList_GET_ITEM(layers.ptr(), 0), layer, g))
+      return py::none();
     const bool ig = input_grad || i > 0;
     py::object r = fast_backward(layer, g, ig);
     if (!r) {

@@ -66,6 +66,10 @@ FArr activation_call(int kind, py::handle x, float param, py::handle add);
 py::tuple conv2d_backward_call(py::handle dy, py::handle x, py::handle w, py::handle b,
                                int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                                int64_t dw, int64_t groups, bool input_grad);
+// (dw, db) of a stride-1 convolution through a 2x2 / stride-2 max pool from the pool's gradient
+// g, y the convolution's output; None where conv2d_weight_grad_maxpool2x2 declines
+py::object conv2d_weight_grad_maxpool2x2_call(py::handle g, py::handle y, py::handle x,
+                                              py::handle w, py::handle b, int64_t ph, int64_t pw);
 FArr max_pool2d_backward_call(py::handle dy, py::handle x, int64_t k, int64_t s, int64_t p,
                               int64_t d, bool ceil);
 py::tuple linear_backward_call(py::handle dy, py::handle x, py::handle w, py::handle b);

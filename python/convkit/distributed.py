@@ -23,6 +23,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from . import _core
+
 __all__ = ["init", "is_initialized", "rank", "world_size", "barrier", "broadcast_parameters",
            "broadcast_buffers", "allreduce_gradients", "shard"]
 
@@ -275,7 +277,11 @@ class _OverlappedReduce:
         layers = self.model.run_order()  # the order the last forward ran the layers in
         for i in range(len(layers) - 1, -1, -1):
             layer = layers[i]
-            if grad is not None:
+            if grad is not None and i == 1:
+                # the first two layers as Sequential.backward runs them (a Conv2d and the
+                # MaxPool2d after it, in one call): the same bits; the first is then done too
+                grad = _core.run_backward(layers[:2], grad, False)
+            elif grad is not None:
                 grad = layer.backward(grad, input_grad=i > 0)
             for p in layer.parameters():
                 k = self.bucket_of[id(p)]

@@ -1063,7 +1063,11 @@ class Sequential(Module):
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         """Runs each layer's backward in reverse; ``input_grad`` goes to the first layer only
         (in one C++ call: convkit's own Conv2d, Linear, MaxPool2d, ReLU and Flatten without a
-        Python frame each, other layers through their ``backward``)."""
+        Python frame each, other layers through their ``backward``). Without ``input_grad``, a
+        first Conv2d (stride 1, zero padding, kernels up to 8 wide) followed by a
+        MaxPool2d(2) gets its weight and bias gradients straight from the pool's gradient:
+        only each window's winner has a gradient, so a quarter of the dense sum's terms (and
+        the ReLU's zeros) are skipped, with float32 rounding of its own."""
         return _core.run_backward(self.run_order(), grad_out, bool(input_grad))
 
 

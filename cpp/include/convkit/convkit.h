@@ -63,6 +63,12 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b, co
 // dy (N,K,P,Q), x, w -> dx (N,C,H,W) [may be null], dw (K,C/G,R,S) [may be null], db (K) [may be null]
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, const Conv2dShape& s);
+// The weight (and bias) gradient of a convolution whose output y (N,K,P,Q) went through a
+// 2x2 / stride-2 max pool, from the pool's gradient g (N,K,P/2,Q/2): x (N,C,H,W) -> dw, db [may
+// be null]. Stride 1, no groups or dilation, kernels up to 8 wide, x all finite; false (nothing
+// written) otherwise.
+bool conv2d_weight_grad_maxpool2x2(float* dw, float* db, const float* g, const float* y,
+                                   const float* x, const Conv2dShape& s);
 // The transposed convolution is the input gradient of the convolution `s` describes: x (N,K,P,Q)
 // -> y (N,C,H,W) plus b (C) or null, with w (K, C/G, R, S). P and Q may be below the natural size
 // of s (PyTorch's output_padding).

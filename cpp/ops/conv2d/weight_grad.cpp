@@ -210,4 +210,51 @@ bool dw_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
 }
 
 }  // namespace conv
+
+// The weight gradient through a 2x2 max pool from the pool's gradient alone
+// (KernelTable::dw_maxpool2x2_image): images in fixed chunks (by N only), each chunk's sums in
+// its own partial, the partials added in chunk order. An Inf or NaN in x declines (the dense
+// sum multiplies x by the zeros of the pool's gradient, and 0 * Inf is NaN there).
+bool conv2d_weight_grad_maxpool2x2(float* dw, float* db, const float* gpool, const float* y,
+                                   const float* x, const Conv2dShape& s) {
+  if (!(conv::plain(s) && s.sh == 1 && s.sw == 1 && s.S <= 8 && s.K > 0 && s.C > 0) ||
+      !conv::all_finite(x, s.N * s.C * s.H * s.W))
+    return false;
+  const int64_t CR = s.C * s.R, Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
+  const int64_t P2 = s.P / 2, Q2 = s.Q / 2, acc_n = s.K * CR * 8;
+  const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, std::min<int64_t>(16, s.N / 4)));
+  const int64_t per = nchunk > 0 ? (s.N + nchunk - 1) / nchunk : 1;
+  const int64_t nch = (s.N + per - 1) / per;
+  std::vector<float> part(static_cast<size_t>(std::max<int64_t>(1, nch) * acc_n), 0.f);
+  std::vector<double> dbpart(static_cast<size_t>(std::max<int64_t>(1, nch) * s.K), 0.0);
+  const auto kern = g_kernels->dw_maxpool2x2_image;
+  parallel_for(nch, 2.0 * s.N * s.K * s.C * s.R * s.S * P2 * Q2, [&](int64_t ci) {
+    float* buf = scratch(Buf::dw_pool_in, s.C * Hp * Wp + 8 + 2 * (P2 * Q2 + 8));
+    float* gs = buf + s.C * Hp * Wp + 8;
+    int32_t* off = reinterpret_cast<int32_t*>(gs + P2 * Q2 + 8);
+    std::fill(buf + s.C * Hp * Wp, buf + s.C * Hp * Wp + 8, 0.f);
+    for (int64_t n = ci * per; n < std::min(s.N, (ci + 1) * per); ++n) {
+      for (int64_t c = 0; c < s.C; ++c)
+        conv::pad_rows(buf + c * Hp * Wp, Wp, x + (n * s.C + c) * s.H * s.W, s.H, s.W, -s.ph,
+                       Hp, s.pw);
+      kern(part.data() + ci * acc_n, dbpart.data() + ci * s.K, gpool + n * s.K * P2 * Q2,
+           y + n * s.K * s.P * s.Q, buf, s.K, s.C, s.R, Hp, Wp, s.P, s.Q, off, gs);
+    }
+  });
+  for (int64_t k = 0; k < s.K; ++k) {
+    for (int64_t j = 0; j < CR; ++j)
+      for (int64_t t = 0; t < s.S; ++t) {
+        float sum = 0.f;
+        for (int64_t ci = 0; ci < nch; ++ci) sum += part[ci * acc_n + (k * CR + j) * 8 + t];
+        dw[(k * CR + j) * s.S + t] = sum;
+      }
+    if (db) {
+      double sum = 0.0;
+      for (int64_t ci = 0; ci < nch; ++ci) sum += dbpart[ci * s.K + k];
+      db[k] = static_cast<float>(sum);
+    }
+  }
+  return true;
+}
+
 }  // namespace convkit
