@@ -168,6 +168,12 @@ struct KernelTable {
   void (*sgd)(float* p, const float* grad, float* buf, int64_t n, const SgdArgs& a);
   // y[i] = exp(x[i] - shift); returns the sum of y in a fixed order
   double (*exp_shift_sum)(float* y, const float* x, float shift, int64_t n);
+  // the largest of n floats, NaN skipped (-inf when there is none)
+  float (*row_max)(const float* x, int64_t n);
+  // softmax / log_softmax of one contiguous row, and its gradient (softmax.cpp; tmp: L floats)
+  void (*softmax_row)(float* y, const float* x, int64_t L, bool log);
+  void (*softmax_row_bwd)(float* dx, const float* dy, const float* x, float* tmp, int64_t L,
+                          bool log);
   // sum of the n floats of each of `planes` planes (stride apart): per plane 16 running float
   // sums of g[16 j + l] (l < 16), added into 16 double sums; in double the tails past each
   // plane's last whole 16, in order; then the 16 double sums in lane order. The same bits on

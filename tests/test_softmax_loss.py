@@ -21,6 +21,36 @@ def test_softmax_forward_backward(isa, rng, shape, axis, log):
     assert_close(fb(g, x, axis=axis), fd, 1e-5)
 
 
+@pytest.mark.parametrize("L", [1000, 130, 67, 64, 17])
+@pytest.mark.parametrize("log", [False, True])
+def test_long_rows_with_the_largest_anywhere(isa, rng, L, log):
+    # rows long enough for the vector loops (largest entry, its first index, the float64
+    # sums), the largest at a vector's first or last lane, past the vectors, tied across
+    # vectors, and a row whose first entry is NaN
+    x = (rng.standard_normal((9, L)) * 3).astype(np.float32)
+    for r, k in enumerate([0, 15, 16, L - 1, L // 2, 33 % L]):
+        x[r, k] = 20.0
+    x[6, [3 % L, (L - 2) % L]] = 25.0  # a tie: the first one is the largest entry
+    x[7, :] = -1e4
+    x[7, 16 % L] = 1e4  # shifted by any other entry, exp overflows
+    x[8, 0] = np.nan
+    f, fb = (F.log_softmax, F.log_softmax_backward) if log else (F.softmax, F.softmax_backward)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    y, dx = f(x), fb(g, x)
+    assert np.isnan(y[8]).all() and np.isnan(dx[8]).all()
+    x64, g64 = x[:8].astype(np.float64), g[:8].astype(np.float64)
+    if log:
+        want, s = R.log_softmax(x64), R.softmax(x64)
+        want_dx = g64 - s * g64.sum(axis=1, keepdims=True)
+    else:
+        want = R.softmax(x64)
+        want_dx = want * (g64 - (want * g64).sum(axis=1, keepdims=True))
+    assert_close(y[:8], want, 1e-6)
+    assert np.abs(dx[:8] - want_dx).max() <= 1e-6 * (np.abs(g64).max() + 1)
+    labels = rng.integers(0, L, 8)
+    assert F.cross_entropy(x[:8], labels) == pytest.approx(R.cross_entropy(x64, labels), rel=1e-6)
+
+
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax_extreme_inputs(isa, log):
     x = np.array([[1e4, -1e4, 0.0, 1e4 - 1], [-1e4, -1e4 + 3, -1e4, -1e4]], np.float32)

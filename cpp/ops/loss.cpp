@@ -32,8 +32,7 @@ double fixed_order_sum(int64_t n, double cost, F&& f) {
 // so that huge logits keep the log-sum's digits (1e30 + log 2 would round to 1e30 first);
 // `tmp` has room for K floats
 double nll(const float* row, int64_t label, float* tmp, int64_t K) {
-  float m = -INFINITY;
-  for (int64_t k = 0; k < K; ++k) m = row[k] > m ? row[k] : m;
+  const float m = g_kernels->row_max(row, K);
   if (std::isinf(m)) return double(m) - double(row[label]);  // all -inf, or +inf present
   return (double(m) - double(row[label])) + std::log(g_kernels->exp_shift_sum(tmp, row, m, K));
 }
@@ -65,8 +64,7 @@ void cross_entropy_backward(float* dlogits, float grad_out, const float* logits,
   parallel_for(N, 20.0 * N * K, [&](int64_t n) {
     const float* row = logits + n * K;
     float* d = dlogits + n * K;
-    float m = -INFINITY;
-    for (int64_t k = 0; k < K; ++k) m = row[k] > m ? row[k] : m;
+    const float m = g_kernels->row_max(row, K);
     const float inv = static_cast<float>(1.0 / g_kernels->exp_shift_sum(d, row, m, K));
     for (int64_t k = 0; k < K; ++k) d[k] = d[k] * inv * scale;
     d[labels[n]] -= scale;
