@@ -174,6 +174,11 @@ struct KernelTable {
   void (*softmax_row)(float* y, const float* x, int64_t L, bool log);
   void (*softmax_row_bwd)(float* dx, const float* dy, const float* x, float* tmp, int64_t L,
                           bool log);
+  // the same down softmax_col_lanes columns of an (L, ld) slab at once (tmp: L vectors)
+  void (*softmax_cols)(float* y, const float* x, int64_t L, int64_t ld, bool log);
+  void (*softmax_cols_bwd)(float* dx, const float* dy, const float* x, float* tmp, int64_t L,
+                           int64_t ld, bool log);
+  int softmax_col_lanes;
   // sum of the n floats of each of `planes` planes (stride apart): per plane 16 running float
   // sums of g[16 j + l] (l < 16), added into 16 double sums; in double the tails past each
   // plane's last whole 16, in order; then the 16 double sums in lane order. The same bits on

@@ -51,6 +51,36 @@ def test_long_rows_with_the_largest_anywhere(isa, rng, L, log):
     assert F.cross_entropy(x[:8], labels) == pytest.approx(R.cross_entropy(x64, labels), rel=1e-6)
 
 
+@pytest.mark.parametrize("L", [1, 5, 21, 67])
+@pytest.mark.parametrize("log", [False, True])
+def test_columns_of_another_axis(isa, rng, L, log):
+    # a softmax over axis 1 of (2, L, 40): 40 independent columns, run a vector of columns at a
+    # time and the last few through a padded copy; the largest entry first, last, tied, past a
+    # vector, overflowing if any other were taken, and a column whose first entry is NaN
+    x = (rng.standard_normal((2, L, 40)) * 3).astype(np.float32)
+    x[0, 0, 0] = x[1, L - 1, 5] = x[0, L // 2, 39] = 30.0
+    x[1, [0, L - 1], 17] = 31.0
+    x[0, :, 33] = -1e4
+    x[0, 16 % L, 33] = 1e4
+    x[1, 0, 20] = np.nan
+    f, fb = (F.log_softmax, F.log_softmax_backward) if log else (F.softmax, F.softmax_backward)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    y, dx = f(x, axis=1), fb(g, x, axis=1)
+    assert np.isnan(y[1, :, 20]).all() and np.isnan(dx[1, :, 20]).all()
+    y[1, :, 20] = dx[1, :, 20] = 0
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    x64[1, :, 20] = 0
+    s = R.softmax(x64, 1)
+    want = R.log_softmax(x64, 1) if log else s
+    if log:
+        want_dx = g64 - s * g64.sum(axis=1, keepdims=True)
+    else:
+        want_dx = s * (g64 - (s * g64).sum(axis=1, keepdims=True))
+    want[1, :, 20] = want_dx[1, :, 20] = 0
+    assert_close(y, want, 1e-6)
+    assert np.abs(dx - want_dx).max() <= 1e-6 * (np.abs(g64).max() + 1)
+
+
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax_extreme_inputs(isa, log):
     x = np.array([[1e4, -1e4, 0.0, 1e4 - 1], [-1e4, -1e4 + 3, -1e4, -1e4]], np.float32)

@@ -1,6 +1,6 @@
-// softmax / log_softmax over the middle axis of (outer, L, inner), max-subtracted. Rows along a
-// non-last axis (inner > 1) are gathered into a contiguous buffer first, so one pair of row
-// routines (KernelTable::softmax_row / softmax_row_bwd, vectorised per ISA) serves every axis.
+// softmax / log_softmax over the middle axis of (outer, L, inner), max-subtracted, through the
+// kernel table's row routines (the last axis) and column routines (any other: a vector of
+// independent columns at a time; gathering each column into a row ran 5x slower than PyTorch).
 #include <algorithm>
 #include <cmath>
 
@@ -12,48 +12,67 @@ namespace convkit {
 
 namespace {
 
-void gather(float* dst, const float* src, int64_t L, int64_t inner) {
-  for (int64_t l = 0; l < L; ++l) dst[l] = src[l * inner];
+// The columns [c0, c0 + w) of an (L, inner) slab into (or out of) an (L, lanes) buffer.
+void cols_in(float* buf, const float* src, int64_t L, int64_t inner, int64_t w, int64_t lanes) {
+  for (int64_t l = 0; l < L; ++l) {
+    std::copy(src + l * inner, src + l * inner + w, buf + l * lanes);
+    std::fill(buf + l * lanes + w, buf + (l + 1) * lanes, 0.f);
+  }
 }
-void scatter(float* dst, const float* src, int64_t L, int64_t inner) {
-  for (int64_t l = 0; l < L; ++l) dst[l * inner] = src[l];
+void cols_out(float* dst, const float* buf, int64_t L, int64_t inner, int64_t w, int64_t lanes) {
+  for (int64_t l = 0; l < L; ++l) std::copy(buf + l * lanes, buf + l * lanes + w, dst + l * inner);
 }
 
 }  // namespace
 
+// Rows along the last axis one at a time; along another axis (inner > 1) a vector of columns at
+// a time (KernelTable::softmax_cols), the last few columns through a zero-padded copy.
 void softmax_forward(float* y, const float* x, int64_t outer, int64_t L, int64_t inner, bool log) {
   if (L == 0) return;
-  parallel_for(outer * inner, 20.0 * outer * L * inner, [&](int64_t row) {
-    const int64_t o = row / inner, i = row % inner;
-    const float* xr = x + o * L * inner + i;
-    float* yr = y + o * L * inner + i;
-    if (inner == 1) {
-      g_kernels->softmax_row(yr, xr, L, log);
-    } else {
-      float* buf = scratch(Buf::softmax_rows, 2 * L);
-      gather(buf, xr, L, inner);
-      g_kernels->softmax_row(buf + L, buf, L, log);
-      scatter(yr, buf + L, L, inner);
+  if (inner == 1) {
+    parallel_for(outer, 20.0 * outer * L, [&](int64_t o) {
+      g_kernels->softmax_row(y + o * L, x + o * L, L, log);
+    });
+    return;
+  }
+  const int64_t lanes = g_kernels->softmax_col_lanes, chunks = (inner + lanes - 1) / lanes;
+  parallel_for(outer * chunks, 20.0 * outer * L * inner, [&](int64_t it) {
+    const int64_t o = it / chunks, c0 = it % chunks * lanes, w = std::min(lanes, inner - c0);
+    const int64_t off = o * L * inner + c0;
+    if (w == lanes) {
+      g_kernels->softmax_cols(y + off, x + off, L, inner, log);
+      return;
     }
+    float* buf = scratch(Buf::softmax_rows, 2 * L * lanes);
+    cols_in(buf, x + off, L, inner, w, lanes);
+    g_kernels->softmax_cols(buf + L * lanes, buf, L, lanes, log);
+    cols_out(y + off, buf + L * lanes, L, inner, w, lanes);
   });
 }
 
 void softmax_backward(float* dx, const float* dy, const float* x, int64_t outer, int64_t L,
                       int64_t inner, bool log) {
   if (L == 0) return;
-  parallel_for(outer * inner, 30.0 * outer * L * inner, [&](int64_t row) {
-    const int64_t o = row / inner, i = row % inner;
-    const int64_t off = o * L * inner + i;
-    if (inner == 1) {
+  if (inner == 1) {
+    parallel_for(outer, 30.0 * outer * L, [&](int64_t o) {
       float* tmp = scratch(Buf::softmax_rows, L);
-      g_kernels->softmax_row_bwd(dx + off, dy + off, x + off, tmp, L, log);
-    } else {
-      float* buf = scratch(Buf::softmax_rows, 4 * L);
-      gather(buf, x + off, L, inner);
-      gather(buf + L, dy + off, L, inner);
-      g_kernels->softmax_row_bwd(buf + 2 * L, buf + L, buf, buf + 3 * L, L, log);
-      scatter(dx + off, buf + 2 * L, L, inner);
+      g_kernels->softmax_row_bwd(dx + o * L, dy + o * L, x + o * L, tmp, L, log);
+    });
+    return;
+  }
+  const int64_t lanes = g_kernels->softmax_col_lanes, chunks = (inner + lanes - 1) / lanes;
+  parallel_for(outer * chunks, 30.0 * outer * L * inner, [&](int64_t it) {
+    const int64_t o = it / chunks, c0 = it % chunks * lanes, w = std::min(lanes, inner - c0);
+    const int64_t off = o * L * inner + c0, n = L * lanes;
+    float* buf = scratch(Buf::softmax_rows, 4 * n);
+    if (w == lanes) {
+      g_kernels->softmax_cols_bwd(dx + off, dy + off, x + off, buf, L, inner, log);
+      return;
     }
+    cols_in(buf, x + off, L, inner, w, lanes);
+    cols_in(buf + n, dy + off, L, inner, w, lanes);
+    g_kernels->softmax_cols_bwd(buf + 2 * n, buf + n, buf, buf + 3 * n, L, lanes, log);
+    cols_out(dx + off, buf + 2 * n, L, inner, w, lanes);
   });
 }
 
