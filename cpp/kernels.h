@@ -179,6 +179,8 @@ struct KernelTable {
   void (*softmax_cols_bwd)(float* dx, const float* dy, const float* x, float* tmp, int64_t L,
                            int64_t ld, bool log);
   int softmax_col_lanes;
+  // sum over n of max(x, 0) - x t + log1p(exp(-|x|)) (binary cross-entropy with logits)
+  double (*bce_logits_sum)(const float* x, const float* t, int64_t n);
   // sum of the n floats of each of `planes` planes (stride apart): per plane 16 running float
   // sums of g[16 j + l] (l < 16), added into 16 double sums; in double the tails past each
   // plane's last whole 16, in order; then the 16 double sums in lane order. The same bits on

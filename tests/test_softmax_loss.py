@@ -138,6 +138,27 @@ def test_bce_with_logits(isa, rng, scale):
         assert_close(F.binary_cross_entropy_with_logits_backward(1.0, x, t), fd, 1e-5)
 
 
+@pytest.mark.parametrize("case", ["wide", "near_zero", "very_negative", "below", "above"])
+def test_bce_with_logits_many_values(isa, rng, case):
+    # vectors of terms (log1p(exp(-|x|)) in float vectors) and blocks of 4096 summed in order:
+    # logits over many scales, near 0, so negative that 1 + exp(x) rounds to 1 (t = 0: the loss
+    # is log1p(exp(x)) alone), and on either side of 1 + exp(-|x|) = sqrt(2)
+    n = 9001
+    if case == "wide":
+        x = rng.standard_normal(n) * rng.choice([0.01, 1, 10, 100, 1e4], n)
+    elif case == "near_zero":
+        x = rng.standard_normal(n) * 1e-6
+    elif case == "very_negative":
+        x = -rng.uniform(17, 80, n)
+    else:  # 1 + exp(-|x|) just below / just above sqrt(2) (the two sides' errors differ)
+        side = 1 if case == "below" else -1
+        x = np.log(np.sqrt(2) - 1) * (1 + side * rng.uniform(0, 1e-3, n)) * rng.choice([-1, 1], n)
+    x = x.astype(np.float32)
+    t = np.zeros(n, np.float32) if case == "very_negative" else rng.random(n).astype(np.float32)
+    want = _bce(x, t)
+    assert abs(F.binary_cross_entropy_with_logits(x, t) - want) <= 1e-6 * want
+
+
 def test_mse(isa, rng):
     p = rng.standard_normal((5, 3, 2)).astype(np.float32)
     t = rng.standard_normal((5, 3, 2)).astype(np.float32)
