@@ -390,6 +390,12 @@ struct KernelTable {
                     float beta);
   void (*bn_dx)(float* dx, const float* dy, const float* x, int64_t L, float mh, float ml,
                 float k, float gmean, float c);
+  // the same for planes smaller than kBnPosL, in vectors across the C L positions of a sample
+  // (per-position shifts and parameters; see portable.inc)
+  void (*bn_moments_pos)(double* s, const float* x, const float* dy, int64_t P, int64_t nrows,
+                         const double* shift);
+  void (*bn_affine_pos)(float* y, const float* x, int64_t P, const float* p);
+  void (*bn_dx_pos)(float* dx, const float* dy, const float* x, int64_t P, const float* p);
 };
 
 // The SGD kernels (kernels/<isa>/optim_<isa>.cpp, compiled without fused multiply-adds).

@@ -7,8 +7,9 @@ import convkit.functional as F
 
 from conftest import assert_close, finite_diff, needs_torch, torch
 
+# planes below 32 values go by positions (several blocks of samples: (2000, 40), (64, 300, 5))
 SHAPES = [(4, 3), (2, 5, 7, 9), (128, 16, 8, 8), (3, 2, 1, 1), (2, 3, 5), (1, 4, 3, 3),
-          (5, 17, 4, 4), (7, 1, 33, 2)]
+          (5, 17, 4, 4), (7, 1, 33, 2), (2000, 40), (64, 300, 5), (40, 70, 3, 3)]
 
 
 def _run_torch(x, g, w, b, rm, rv, training, momentum=0.1, eps=1e-5):
@@ -78,14 +79,16 @@ def test_gradients_by_finite_differences(rng, training):
     assert_close((y * g).sum(), loss(), 1e-5, "forward")
 
 
-def test_bits_do_not_depend_on_thread_count(rng, threads):
-    x = rng.standard_normal((64, 16, 16, 16)).astype(np.float32)
+@pytest.mark.parametrize("shape", [(64, 16, 16, 16), (3000, 24)], ids=str)
+def test_bits_do_not_depend_on_thread_count(rng, threads, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
-    w, b = np.ones(16, np.float32), np.zeros(16, np.float32)
+    C = shape[1]
+    w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
     outs = []
     for t in (1, 2, 3):
         threads(t)
-        rm, rv = np.zeros(16, np.float32), np.ones(16, np.float32)
+        rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
         outs.append([F.batch_norm(x, rm, rv, w, b, True), rm, rv,
                      *F.batch_norm_backward(g, x, None, None, w, b, True)])
     for o in outs[1:]:

@@ -9,6 +9,7 @@
 // The equations are PyTorch's (batch_norm_cpu and its backward).
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <vector>
 
 #include "convkit/convkit.h"
@@ -26,14 +27,49 @@ void split(double m, float* hi, float* lo) {
   *lo = static_cast<float>(m - *hi);
 }
 
+// Planes smaller than this (BatchNorm1d's (N, C): 1) go a sample's C L positions at a time
+// (KernelTable::bn_*_pos), vectors across positions: one kernel call per channel and sample took
+// (256, 1024) 8x longer than PyTorch.
+constexpr int64_t kBnPosL = 32;
+
+// m (C x 4) from per-position sums s (4 x C L, as bn_moments_pos), each channel's L positions
+// added in order
+void sums_to_channels(double* m, const double* s, int64_t C, int64_t L) {
+  const int64_t P = C * L;
+  for (int64_t c = 0; c < C; ++c)
+    for (int k = 0; k < 4; ++k) {
+      double v = 0.0;
+      for (int64_t l = 0; l < L; ++l) v += s[k * P + c * L + l];
+      m[c * 4 + k] = v;
+    }
+}
+
 // m (C x 4): per channel, with d = x - shift[c]: sum d, sum d^2, sum dy, sum d*dy (dy may be
 // null: the last two are then 0). With short runs (L < 256) one kernel call takes a channel's
-// runs in all the block's samples, so that its sums are reduced once per block, not per run.
+// runs in all the block's samples, so that its sums are reduced once per block, not per run;
+// planes below kBnPosL go by positions.
 void channel_moments(double* m, const float* x, const float* dy, const double* shift, int64_t N,
                      int64_t C, int64_t L) {
   const auto moments = g_kernels->bn_moments;
   const int64_t per = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, C * L));
   const int64_t nb = (N + per - 1) / per;
+  if (L < kBnPosL) {
+    const int64_t P = C * L;
+    std::vector<double> shift_pos(static_cast<size_t>(P)), part(static_cast<size_t>(nb * 4 * P));
+    for (int64_t j = 0; j < P; ++j) shift_pos[j] = shift[j / std::max<int64_t>(1, L)];
+    parallel_for(nb, 4.0 * N * P, [&](int64_t b) {
+      double* ps = part.data() + b * 4 * P;
+      std::fill(ps, ps + 4 * P, 0.0);
+      const int64_t n0 = b * per, nn = std::min(N, n0 + per) - n0;
+      g_kernels->bn_moments_pos(ps, x + n0 * P, dy ? dy + n0 * P : nullptr, P, nn,
+                                shift_pos.data());
+    });
+    for (int64_t b = 1; b < nb; ++b)
+      for (int64_t i = 0; i < 4 * P; ++i) part[i] += part[b * 4 * P + i];
+    if (nb > 0) sums_to_channels(m, part.data(), C, L);
+    else std::fill(m, m + C * 4, 0.0);
+    return;
+  }
   std::vector<double> part(static_cast<size_t>(nb * C * 4), 0.0);
   parallel_for(nb, 4.0 * N * C * L, [&](int64_t b) {
     double* pm = part.data() + b * C * 4;
@@ -56,6 +92,15 @@ void channel_moments(double* m, const float* x, const float* dy, const double* s
     for (int64_t b = 0; b < nb; ++b) s += part[b * C * 4 + i];
     m[i] = s;
   }
+}
+
+// The per-channel parameters repeated over each channel's L positions, one after another.
+std::vector<float> per_position(std::initializer_list<const std::vector<float>*> params,
+                                int64_t L) {
+  std::vector<float> out;
+  for (const std::vector<float>* v : params)
+    for (float f : *v) out.insert(out.end(), static_cast<size_t>(L), f);
+  return out;
 }
 
 // Batch mean and biased variance of each channel (and the moments, for the backward).
@@ -91,10 +136,16 @@ void batch_norm_forward(float* y, double* mean, double* var, const float* x, con
   }
   const auto affine = g_kernels->bn_affine;
   const auto act = g_kernels->act_fwd;
+  const std::vector<float> pos = L < kBnPosL ? per_position({&mh, &ml, &alpha, &beta}, L)
+                                             : std::vector<float>();
   parallel_for(N, 2.0 * N * C * L, [&](int64_t n) {
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t off = (n * C + c) * L;
-      affine(y + off, x + off, L, mh[c], ml[c], alpha[c], beta[c]);
+    if (!pos.empty()) {
+      g_kernels->bn_affine_pos(y + n * C * L, x + n * C * L, C * L, pos.data());
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t off = (n * C + c) * L;
+        affine(y + off, x + off, L, mh[c], ml[c], alpha[c], beta[c]);
+      }
     }
     // the sample's C * L values are still in cache (L may be 1)
     float* yn = y + n * C * L;
@@ -131,6 +182,14 @@ void batch_norm_backward(float* dx, float* dw, float* db, const float* dy, const
   }
   if (!dx) return;
   const auto kdx = g_kernels->bn_dx;
+  if (L < kBnPosL) {
+    const std::vector<float> pos = per_position({&mh, &ml, &kk, &gmean, &scale}, L);
+    parallel_for(N, 4.0 * N * C * L, [&](int64_t n) {
+      const int64_t off = n * C * L;
+      g_kernels->bn_dx_pos(dx + off, dy + off, x + off, C * L, pos.data());
+    });
+    return;
+  }
   parallel_for(N, 4.0 * N * C * L, [&](int64_t n) {
     for (int64_t c = 0; c < C; ++c) {
       const int64_t off = (n * C + c) * L;
