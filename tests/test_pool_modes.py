@@ -143,6 +143,25 @@ def test_max_unpool_rejects_bad_indices_and_sizes():
         F.max_unpool2d(y, idx, 2, output_size=(9, 9))
     with pytest.raises(ValueError, match="indices of the input's shape"):
         F.max_unpool2d(y, idx[:, :, :1], 2)
+    # the first bad index in order is named, in either direction, and a negative one is bad
+    y, idx = F.max_pool2d(np.ones((2, 3, 4, 4), np.float32), 2, return_indices=True)
+    bad = idx.copy()
+    bad[1, 0, 1, 0], bad[1, 2, 0, 1] = -3, 16
+    for fn, call in (("max_unpool2d", lambda: F.max_unpool2d(y, bad, 2)),
+                     ("max_unpool2d_backward",
+                      lambda: F.max_unpool2d_backward(np.ones((2, 3, 4, 4)), y, bad, 2))):
+        with pytest.raises(ValueError, match=f"{fn}: index -3 is outside"):
+            call()
+
+
+def test_max_unpool_later_entry_wins_a_shared_index():
+    x = np.arange(1, 9, dtype=np.float32).reshape(1, 2, 2, 2)
+    idx = np.array([[[[0, 5], [5, 15]], [[3, 3], [3, 0]]]])
+    u = F.max_unpool2d(x, idx, 2)
+    assert u[0, 0].ravel()[[0, 5, 15]].tolist() == [1, 3, 4] and u[0, 0].sum() == 8
+    assert u[0, 1].ravel()[[0, 3]].tolist() == [8, 7] and u[0, 1].sum() == 15
+    g = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    assert F.max_unpool2d_backward(g, x, idx, 2).ravel().tolist() == [0, 5, 5, 15, 19, 19, 19, 16]
 
 
 @needs_torch

@@ -257,6 +257,42 @@ void bind_pool(py::module_& m) {
   m.def("adaptive_max_pool2d_backward", [](py::handle dyo, py::handle xo, int64_t P, int64_t Q) {
     return adaptive_bwd("adaptive_max_pool2d_backward", dyo, xo, P, Q, true);
   }, py::arg("grad_out"), py::arg("x"), py::arg("P"), py::arg("Q"));
+  // max_unpool2d's placement for functional.max_unpool2d, which checks the arguments: x and idx
+  // (N, C, H, W) -> (y (N, C, Ho, Wo), the flat position of the first index outside the plane
+  // or -1)
+  using FIn = py::array_t<float, py::array::c_style | py::array::forcecast>;
+  using IIn = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+  m.def("max_unpool2d", [](FIn x, IIn idx, int64_t Ho, int64_t Wo) {
+    if (x.ndim() != 4 || idx.ndim() != 4 || x.size() != idx.size())
+      throw py::value_error("max_unpool2d: x and indices must be (N, C, H, W) of one shape");
+    const int64_t planes = x.shape(0) * x.shape(1), in = x.shape(2) * x.shape(3);
+    FArr y = empty({x.shape(0), x.shape(1), Ho, Wo});
+    float* yp = y.mutable_data();
+    const float* xp = x.data();
+    const int64_t* ip = idx.data();
+    int64_t bad;
+    {
+      py::gil_scoped_release nogil;
+      bad = max_unpool2d_forward(yp, xp, ip, planes, in, Ho * Wo);
+    }
+    return py::make_tuple(y, bad);
+  }, py::arg("x"), py::arg("indices"), py::arg("Ho"), py::arg("Wo"));
+  m.def("max_unpool2d_backward", [](FIn g, IIn idx) {  // (dx, first bad position or -1)
+    if (g.ndim() != 4 || idx.ndim() != 4 || g.shape(0) != idx.shape(0) ||
+        g.shape(1) != idx.shape(1))
+      throw py::value_error("max_unpool2d_backward: grad_out and indices must be (N, C, ., .)");
+    const int64_t planes = idx.shape(0) * idx.shape(1), in = idx.shape(2) * idx.shape(3);
+    FArr dx = empty({idx.shape(0), idx.shape(1), idx.shape(2), idx.shape(3)});
+    float* dp = dx.mutable_data();
+    const float* gp = g.data();
+    const int64_t* ip = idx.data();
+    int64_t bad;
+    {
+      py::gil_scoped_release nogil;
+      bad = max_unpool2d_backward(dp, gp, ip, planes, in, g.shape(2) * g.shape(3));
+    }
+    return py::make_tuple(dx, bad);
+  }, py::arg("grad_out"), py::arg("indices"));
 }
 
 }  // namespace bind

@@ -387,11 +387,17 @@ def _unpool_setup(fn, x, indices, kernel_size, stride, padding, output_size):
         out = o
     if out[0] < 1 or out[1] < 1:
         raise ValueError(f"{fn}: the output size {out} is too small for input {x.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= out[0] * out[1]):
-        bad = idx[(idx < 0) | (idx >= out[0] * out[1])].flat[0]
-        raise ValueError(f"{fn}: index {bad} is outside the output plane of {out[0]}x{out[1]} "
-                         f"= {out[0] * out[1]} elements")
-    return x, idx, (N, C) + tuple(out), unb
+    return x, np.ascontiguousarray(idx), (N, C) + tuple(out), unb
+
+
+def _unpool_checked(fn, result, idx, shape):
+    """The core's (array, first bad position or -1): the array, or the ValueError naming the
+    first index outside the output plane."""
+    out, bad = result
+    if bad >= 0:
+        raise ValueError(f"{fn}: index {idx.flat[bad]} is outside the output plane of "
+                         f"{shape[2]}x{shape[3]} = {shape[2] * shape[3]} elements")
+    return out
 
 
 def max_unpool2d(x: ArrayLike, indices: ArrayLike, kernel_size: IntPair,
@@ -408,10 +414,9 @@ def max_unpool2d(x: ArrayLike, indices: ArrayLike, kernel_size: IntPair,
     """
     x, idx, shape, unb = _unpool_setup("max_unpool2d", x, indices, kernel_size, stride, padding,
                                        output_size)
-    N, C, Ho, Wo = shape
-    y = np.zeros((N, C, Ho * Wo), np.float32)
-    np.put_along_axis(y, idx.reshape(N, C, -1), x.reshape(N, C, -1), axis=2)
-    return _unbatch(y.reshape(shape), unb)
+    y = _unpool_checked("max_unpool2d", _core.max_unpool2d(x, idx, shape[2], shape[3]), idx,
+                        shape)
+    return _unbatch(y, unb)
 
 
 def max_unpool2d_backward(grad_out: ArrayLike, x: ArrayLike, indices: ArrayLike,
@@ -433,9 +438,8 @@ def max_unpool2d_backward(grad_out: ArrayLike, x: ArrayLike, indices: ArrayLike,
         g = g[None]
     if g.shape != shape:
         raise ValueError(f"{fn}: expected grad_out of shape {shape}, but got {g.shape}")
-    N, C = shape[:2]
-    dx = np.take_along_axis(g.reshape(N, C, -1), idx.reshape(N, C, -1), axis=2)
-    return _unbatch(dx.reshape(x.shape), unb)
+    dx = _unpool_checked(fn, _core.max_unpool2d_backward(g, idx), idx, shape)
+    return _unbatch(dx, unb)
 
 
 def _adaptive_size(fn, x, output_size):

@@ -108,6 +108,14 @@ void pad2d_backward(float* dx, const float* dy, int64_t planes, int64_t H, int64
 // maximum in row-major order, a NaN winning, as PyTorch. The backward sends dy there.
 void max_pool2d_forward(float* y, int64_t* indices, const float* x, const Pool2dShape& s);
 void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2dShape& s);
+// max_unpool2d over `planes` planes: y (planes, out) zero but x (planes, in) placed at idx
+// (planes, in; a later entry wins a shared index, as PyTorch); its backward: dx = dy read back
+// at idx. Both return the flat position of the first index outside [0, out) (the output is then
+// not meaningful), or -1.
+int64_t max_unpool2d_forward(float* y, const float* x, const int64_t* idx, int64_t planes,
+                             int64_t in, int64_t out);
+int64_t max_unpool2d_backward(float* dx, const float* dy, const int64_t* idx, int64_t planes,
+                              int64_t in, int64_t out);
 void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s);
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s);
 // Adaptive pooling of `planes` (H, W) planes to (P, Q): window i of an axis of size n out of m
