@@ -167,17 +167,20 @@ bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   return true;
 }
 
+// Images per chunk of a weight gradient's partial sums, by N only: chunks of 4+ images where
+// the batch allows (each chunk's dW is a full partial to write and add up: with one image per
+// chunk, a transposed convolution's batch of 16 spent more time there than in its GEMM), but
+// at least 2 chunks so that 2 threads share small batches, and at most 16.
+static int64_t chunk_images(int64_t N) {
+  const int64_t nchunk = std::min<int64_t>(N, std::max<int64_t>(2, std::min<int64_t>(16, N / 4)));
+  return nchunk > 0 ? (N + nchunk - 1) / nchunk : 1;
+}
+
 // Fixed chunks of images (depending on N only); each chunk's partial dW is reduced in order.
 bool dw_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
   const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
-  // chunks of 4+ images where the batch allows (each chunk's dW is a full partial to write and
-  // add up: with one image per chunk, a transposed convolution's batch of 16 spent more time
-  // there than in its GEMM), but at least 2 chunks so that 2 threads share small batches
-  const int64_t nchunk =
-      std::min<int64_t>(s.N, std::max<int64_t>(2, std::min<int64_t>(16, s.N / 4)));
-  const int64_t per = (s.N + nchunk - 1) / nchunk;
-  const int64_t nch = (s.N + per - 1) / per;
+  const int64_t per = chunk_images(s.N), nch = (s.N + per - 1) / per;
   // per-chunk dW (items write every entry, so no zeroing)
   float* partial = nch > 1 ? scratch(Buf::dw_partials, nch * s.K * CRS) : nullptr;
   const float* xp = padded_input(x, s);
@@ -222,9 +225,7 @@ bool conv2d_weight_grad_maxpool2x2(float* dw, float* db, const float* gpool, con
     return false;
   const int64_t CR = s.C * s.R, Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
   const int64_t P2 = s.P / 2, Q2 = s.Q / 2, acc_n = s.K * CR * 8;
-  const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, std::min<int64_t>(16, s.N / 4)));
-  const int64_t per = nchunk > 0 ? (s.N + nchunk - 1) / nchunk : 1;
-  const int64_t nch = (s.N + per - 1) / per;
+  const int64_t per = conv::chunk_images(s.N), nch = (s.N + per - 1) / per;
   std::vector<float> part(static_cast<size_t>(std::max<int64_t>(1, nch) * acc_n), 0.f);
   std::vector<double> dbpart(static_cast<size_t>(std::max<int64_t>(1, nch) * s.K), 0.0);
   const auto kern = g_kernels->dw_maxpool2x2_image;
