@@ -56,10 +56,9 @@ void channel_moments(double* m, const float* x, const float* dy, const double* s
   if (L < kBnPosL) {
     const int64_t P = C * L;
     std::vector<double> shift_pos(static_cast<size_t>(P)), part(static_cast<size_t>(nb * 4 * P));
-    for (int64_t j = 0; j < P; ++j) shift_pos[j] = shift[j / std::max<int64_t>(1, L)];
+    for (int64_t j = 0; j < P; ++j) shift_pos[j] = shift[j / L];
     parallel_for(nb, 4.0 * N * P, [&](int64_t b) {
-      double* ps = part.data() + b * 4 * P;
-      std::fill(ps, ps + 4 * P, 0.0);
+      double* ps = part.data() + b * 4 * P;  // (zeroed by the vector)
       const int64_t n0 = b * per, nn = std::min(N, n0 + per) - n0;
       g_kernels->bn_moments_pos(ps, x + n0 * P, dy ? dy + n0 * P : nullptr, P, nn,
                                 shift_pos.data());

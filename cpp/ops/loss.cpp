@@ -13,15 +13,14 @@ namespace convkit {
 namespace {
 constexpr int64_t kBlock = 4096;
 
-// sum over i in [0, n) of f(i), blocked and reduced in a fixed order
+// sum over the blocks [i0, i0 + len) of [0, n) (kBlock each) of block(i0, len), the blocks'
+// sums added in order
 template <class F>
-double fixed_order_sum(int64_t n, double cost, F&& f) {
+double fixed_order_sum(int64_t n, double cost, F&& block) {
   const int64_t nb = (n + kBlock - 1) / kBlock;
   std::vector<double> part(static_cast<size_t>(nb), 0.0);
   parallel_for(nb, cost * n, [&](int64_t b) {
-    double acc = 0.0;
-    for (int64_t i = b * kBlock, e = std::min(n, i + kBlock); i < e; ++i) acc += f(i);
-    part[b] = acc;
+    part[b] = block(b * kBlock, std::min(kBlock, n - b * kBlock));
   });
   double total = 0.0;
   for (double p : part) total += p;
@@ -74,15 +73,9 @@ void cross_entropy_backward(float* dlogits, float grad_out, const float* logits,
 // mean of max(x, 0) - x t + log1p(exp(-|x|)), blocks of kBlock summed in order
 double bce_with_logits_forward(const float* x, const float* t, int64_t n) {
   if (n == 0) return NAN;
-  const int64_t nb = (n + kBlock - 1) / kBlock;
-  std::vector<double> part(static_cast<size_t>(nb), 0.0);
-  parallel_for(nb, 30.0 * n, [&](int64_t b) {
-    const int64_t i0 = b * kBlock;
-    part[b] = g_kernels->bce_logits_sum(x + i0, t + i0, std::min(kBlock, n - i0));
-  });
-  double total = 0.0;
-  for (double p : part) total += p;
-  return total / double(n);
+  return fixed_order_sum(n, 30.0, [&](int64_t i0, int64_t len) {
+           return g_kernels->bce_logits_sum(x + i0, t + i0, len);
+         }) / double(n);
 }
 
 // dx = grad_out / n * (sigmoid(x) - t)
@@ -97,9 +90,13 @@ void bce_with_logits_backward(float* dx, float grad_out, const float* x, const f
 
 double mse_forward(const float* p, const float* t, int64_t n) {
   if (n == 0) return NAN;
-  return fixed_order_sum(n, 2.0, [&](int64_t i) {
-           const double d = double(p[i]) - t[i];
-           return d * d;
+  return fixed_order_sum(n, 2.0, [&](int64_t i0, int64_t len) {
+           double acc = 0.0;  // in order within the block, as before
+           for (int64_t i = i0; i < i0 + len; ++i) {
+             const double d = double(p[i]) - t[i];
+             acc += d * d;
+           }
+           return acc;
          }) / double(n);
 }
 

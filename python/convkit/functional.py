@@ -387,7 +387,7 @@ def _unpool_setup(fn, x, indices, kernel_size, stride, padding, output_size):
         out = o
     if out[0] < 1 or out[1] < 1:
         raise ValueError(f"{fn}: the output size {out} is too small for input {x.shape}")
-    return x, np.ascontiguousarray(idx), (N, C) + tuple(out), unb
+    return x, idx, (N, C) + tuple(out), unb
 
 
 def _unpool_checked(fn, result, idx, shape):
