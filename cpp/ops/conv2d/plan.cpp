@@ -189,6 +189,21 @@ bool winograd3_pays(const Conv2dShape& s) {
          direct_flops(s) >= 1.5e8 && tiles >= 192 && s.K * s.C <= 256 * 256;
 }
 
+// Strided layers of many input channels, where kvec's tiles (the weights in L2 a run of taps
+// at a time) beat direct, im2col_gemm and winograd3_s2 at any batch: 1x1 over 1024+ channels,
+// 3x3 over 512+, and 3x3 over 256+ on output planes up to 14 wide (forced, 2 threads, AMD EPYC
+// Zen 4, against the best other row: 1x1 (8, 1024, 14, 14) -> 2048 12.1 ms against
+// im2col_gemm's 13.3 (direct, the row it took, 22.9), (32, ...) 42.2 against 50.4; 3x3
+// (32, 512, 14, 14) -> 512 46.7 against direct's 61.9, (8, 512, 28, 28) -> 1024 83.9
+// against winograd3_s2's 107.8, (32, 1024, 14, 14) -> 2048 370 against im2col_gemm's 560,
+// (32, 256, 28, 28) -> 256 41.2 against 44.5, (32, 256, 14, 14) -> 512 21.1 against direct's
+// 23.7; ties at (1, 512, 28, 28) -> 1024 and (1, 256, 28, 28) -> 256; winograd3_s2 keeps
+// (8, 256, 56, 56) -> 512, 28 wide: 69.2 against 84.0).
+bool deep_strided(const Conv2dShape& s) {
+  if (s.R * s.S == 1) return s.C >= 1024;
+  return s.R == 3 && s.S == 3 && (s.C >= 512 || (s.C >= 256 && s.Q <= 14));
+}
+
 const Row<FwdRun> kForward[] = {
     {"winograd5",
      [](const Conv2dShape& s, const KernelTable& kt) {
@@ -231,8 +246,9 @@ const Row<FwdRun> kForward[] = {
      // other row: (1, 256, 14, 14) -> 512 3x3 0.86 ms against im2col_gemm's 1.33, (8, 256, 14,
      // 14) -> 512 5.95 against direct's 6.65, (1, 64, 56, 56) -> 128 0.61 against 0.70, (1, 256,
      // 14, 14) -> 512 1x1 0.16 against 0.20; level at 196-784 positions; with more, slower:
-     // (16, 64, 32, 32) -> 128 3.13 against winograd3_s2's 2.77, (8, 1024, 14, 14) -> 2048 1x1
-     // 20.4 against im2col_gemm's 13.9). Also at any batch on narrow planes of few input
+     // (16, 64, 32, 32) -> 128 3.13 against winograd3_s2's 2.77; a 1x1 over 1024 channels
+     // measured 20.4 ms against 13.9 then, 12.1 against 13.3 now: see deep_strided). Also at any
+     // batch on narrow planes of few input
      // channels, ResNet-20's downsampling layers (forced, 2 threads, 11 calls, best of 2:
      // (128, 32, 16, 16) -> 64 3x3 1.64 ms against winograd3_s2's 2.12, (128, 16, 32, 32) -> 32
      // 1.77 against direct's 1.96, (128, 32, 14, 14) -> 64 1.39 against 1.67, 1x1 (128, 32, 16,
@@ -243,7 +259,7 @@ const Row<FwdRun> kForward[] = {
        if (!unit_stride(s)) {  // (applies: several-block tiles, 32+ output channels)
          const bool k1 = s.R * s.S == 1;
          return s.N * s.P * s.Q <= (k1 ? 256 : 1024) || (s.C <= 32 && s.Q <= 16) ||
-                (s.C <= 64 && s.Q <= (k1 ? 8 : 4));
+                (s.C <= 64 && s.Q <= (k1 ? 8 : 4)) || deep_strided(s);
        }
        const int64_t taps = s.C * s.R * s.S;
        const bool deep_ok = taps <= 2048 || kt.conv_kvec_blocks || s.N * s.P * s.Q <= 256;
