@@ -171,7 +171,9 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, int64_t xs
 void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, int64_t xstep,
                              const int64_t* off, int64_t crs, const float* w, int64_t wstride,
                              const float* bias, int nq, int nk, int nb, float* part, int mode) {
-  if (nb == 4) {
+  if (nb == 3) {
+    kvec_blocks_tile<3, 7>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
+  } else if (nb == 4) {
     if (nq <= 4)
       kvec_blocks_tile<4, 4>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
     else
