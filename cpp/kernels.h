@@ -382,6 +382,13 @@ struct KernelTable {
                                      int64_t Q, float* work);
   // sum of n floats in float64, in a fixed order
   double (*sum_f64)(const float* x, int64_t n);
+  // The weight gradient of a 3x3 Winograd F(2x2, 3x3) layer for one output channel from dU:
+  // value e < 16 of input channel c < C is the float sum, in part order, of the np partial
+  // sums u[p * ps + e * es + c]; then dW = G^T dU G in double into o[c * 9 + 3i + j] (G's rows
+  // (1, 0, 0), (1, 1, 1) / 2, (1, -1, 1) / 2, (0, 0, 1)). False if an output is NaN or
+  // infinite.
+  bool (*wino3_dw_from_du)(float* o, const float* u, int64_t es, int64_t ps, int64_t np,
+                           int64_t C);
   // Batch norm: the moments of one channel's runs of L floats added into m[0..3] (see
   // portable.inc).
   void (*bn_moments)(double* m, const float* x, const float* dy, int64_t L, int64_t stride,

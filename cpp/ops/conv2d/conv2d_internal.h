@@ -124,7 +124,7 @@ bool winograd_lanes_forward(float* y, const float* x, const float* w, const floa
                             const Conv2dShape& s);
 bool winograd_lanes_pays(const Conv2dShape& s);
 bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
-bool winograd3_dw_from_du(float* dw, const float* sum, const Conv2dShape& s);
+bool winograd3_dw_from_du(float* dw, const float* parts, int64_t nparts, const Conv2dShape& s);
 bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,
                                 const Conv2dShape& s);
 void winograd_dw_gemms(float* part, const float* ap, float* bp, int ne, int64_t K, int64_t D,
@@ -135,10 +135,12 @@ void winograd_dw_gemms(float* part, const float* ap, float* bp, int ne, int64_t 
 // tiles fill one GEMM depth block of 256, so that dU is read and written once per group.
 // pack(n, t0, Tg, ap, bp) packs image n's tiles as GEMM columns t0 .. t0 + T - 1 of A_e
 // (MR-row panels, round_up(K, MR) x Tg floats per e, at ap) and of B_e (NR-column panels,
-// round_up(D, NR) x Tg per e, at bp). Returns dU (e-major, ne K D floats), a dw_partials buffer.
+// round_up(D, NR) x Tg per e, at bp). Returns dU (e-major, ne K D floats), a dw_partials buffer;
+// with `parts`, the chunks' partial sums unadded instead (*parts of them, ne K D floats apart).
 template <class Pack>
 const float* winograd_dw_sum(const Conv2dShape& s, int ne, int64_t D, int64_t T,
-                             int64_t chunk_images, double work, Pack&& pack) {
+                             int64_t chunk_images, double work, Pack&& pack,
+                             int64_t* parts = nullptr) {
   const int64_t UD = ne * s.K * D;
   const int64_t Kp = round_up(s.K, g_kernels->mr), Dp = round_up(D, g_kernels->nr);
   const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, s.N / chunk_images));
@@ -155,7 +157,8 @@ const float* winograd_dw_sum(const Conv2dShape& s, int ne, int64_t D, int64_t T,
       winograd_dw_gemms(du + ci * UD, ap, bp, ne, s.K, D, Tg, (g1 - g0) * T, g0 > n0);
     }
   });
-  if (nch == 1) return du;
+  if (parts) *parts = nch;
+  if (nch == 1 || parts) return du;
   reduce_in_order(du + nch * UD, du, nch, UD);
   return du + nch * UD;
 }

@@ -374,36 +374,23 @@ bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Con
                          16 * TX, MR, TX);
       }
   };
-  const float* sum =
-      winograd_dw_sum(s, 16, D, T, 16, 2.0 * s.N * s.K * s.C * 16 * TX * TY * 4, pack);
-  return winograd3_dw_from_du(dw, sum, s);
+  int64_t nparts = 0;
+  const float* parts = winograd_dw_sum(s, 16, D, T, 16,
+                                       2.0 * s.N * s.K * s.C * 16 * TX * TY * 4, pack, &nparts);
+  return winograd3_dw_from_du(dw, parts, nparts, s);
 }
 
-// dW = G^T dU G per (k, c) in double, dU_e at sum[(e * K + k) * C + c]. Returns false if a
-// value came out NaN or infinite.
-bool winograd3_dw_from_du(float* dw, const float* sum, const Conv2dShape& s) {
-  const int64_t D = s.C;
+// dW = G^T dU G per (k, c) in double (KernelTable::wino3_dw_from_du), dU_e at
+// [(e * K + k) * C + c] of the sum of the nparts partial sums (16 K C floats apart), added in
+// order while they are read (a pass of their own over 16 K C floats, then one more over the
+// sum, took a fifth of a 512-channel layer's weight gradient). Returns false if a value came out
+// NaN or infinite.
+bool winograd3_dw_from_du(float* dw, const float* parts, int64_t nparts, const Conv2dShape& s) {
+  const int64_t es = s.K * s.C, ps = 16 * es;
   std::atomic<bool> finite{true};
-  parallel_for(s.K, 200.0 * s.K * s.C, [&](int64_t k) {
-    bool ok = true;
-    for (int64_t c = 0; c < s.C; ++c) {
-      double u[4][4], t[3][4];  // dU, then G^T dU down the rows; G's rows (1, 0, 0),
-      for (int e = 0; e < 16; ++e)  // (1, 1, 1) / 2, (1, -1, 1) / 2, (0, 0, 1)
-        u[e / 4][e % 4] = sum[e * s.K * D + k * D + c];
-      for (int j = 0; j < 4; ++j) {
-        t[0][j] = u[0][j] + 0.5 * (u[1][j] + u[2][j]);
-        t[1][j] = 0.5 * (u[1][j] - u[2][j]);
-        t[2][j] = 0.5 * (u[1][j] + u[2][j]) + u[3][j];
-      }
-      float* o = dw + (k * s.C + c) * 9;
-      for (int i = 0; i < 3; ++i) {
-        o[i * 3] = static_cast<float>(t[i][0] + 0.5 * (t[i][1] + t[i][2]));
-        o[i * 3 + 1] = static_cast<float>(0.5 * (t[i][1] - t[i][2]));
-        o[i * 3 + 2] = static_cast<float>(0.5 * (t[i][1] + t[i][2]) + t[i][3]);
-        for (int j = 0; j < 3; ++j) ok &= (o[i * 3 + j] - o[i * 3 + j]) == 0.f;
-      }
-    }
-    if (!ok) finite = false;
+  parallel_for(s.K, 100.0 * nparts * s.K * s.C, [&](int64_t k) {
+    if (!g_kernels->wino3_dw_from_du(dw + k * s.C * 9, parts + k * s.C, es, ps, nparts, s.C))
+      finite = false;
   });
   return finite;
 }
@@ -419,7 +406,7 @@ bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,
   const int64_t splits = std::min(TY, (8 + groups - 1) / groups);
   const int64_t tr = (TY + splits - 1) / splits, nsplit = (TY + tr - 1) / tr;
   const int64_t items = groups * nsplit, UD = 16 * s.K * s.C;
-  float* du = scratch(Buf::dw_partials, (items + 1) * UD);
+  float* du = scratch(Buf::dw_partials, items * UD);
   const WinoLanesDwArgs a{x, dy, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr, nullptr};
   parallel_for(items, 2.0 * s.N * s.K * s.C * 16 * TY * TX, [&](int64_t item) {
     WinoLanesDwArgs ai = a;
@@ -428,8 +415,7 @@ bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,
     const int64_t ty0 = item % nsplit * tr;
     g_kernels->wino_lanes_dw_item(ai, item / nsplit * 16, ty0, std::min(TY, ty0 + tr));
   });
-  if (items > 1) reduce_in_order(du + items * UD, du, items, UD);
-  return winograd3_dw_from_du(dw, items > 1 ? du + items * UD : du, s);
+  return winograd3_dw_from_du(dw, du, items, s);
 }
 
 // 3x3 or 5x5, stride 1, batches of 16+ images: Winograd F(2x2, 3x3) or F(2x2, 5x5) with one
