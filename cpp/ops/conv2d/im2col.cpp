@@ -126,26 +126,30 @@ const float* padded_input(const float* x, const Conv2dShape& s) {
 
 // NR-column panels of col^T for the weight gradient: rows are output positions [j0, j0 + kc),
 // columns are taps crs in [c0, c0 + n); element (j, crs) = xpad[off(crs) + p*sh*Wp + q*sw].
-// Read straight from the padded image: im2col and the transposing pack in one pass.
+// Read straight from the padded image: im2col and the transposing pack in one pass, a panel
+// row (NR taps of one position) at a time, so that the stores are contiguous (a column at a
+// time, every store went to another cache line).
 void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, int64_t kc,
                int64_t c0, int64_t n, int NR) {
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, RS = s.R * s.S;
+  const float* base[64];  // each tap's x at output position (0, 0); NR <= 64
   for (int64_t jp = 0; jp < n; jp += NR, dst += kc * NR) {
-    const int64_t nr = std::min<int64_t>(NR, n - jp);
-    for (int64_t jj = 0; jj < nr; ++jj) {
+    const int nr = static_cast<int>(std::min<int64_t>(NR, n - jp));
+    for (int jj = 0; jj < nr; ++jj) {
       const int64_t crs = c0 + jp + jj, c = crs / RS, r = (crs % RS) / s.S, t = crs % s.S;
-      const float* base = xpad + c * Hp * Wp + r * Wp + t;
-      float* d = dst + jj;
-      int64_t j = j0;
-      while (j < j0 + kc) {
-        const int64_t p = j / s.Q, q0 = j - p * s.Q, q1 = std::min(s.Q, q0 + (j0 + kc - j));
-        const float* src = base + p * s.sh * Wp;
-        for (int64_t q = q0; q < q1; ++q) d[(j - j0 + q - q0) * NR] = src[q * s.sw];
-        j += q1 - q0;
-      }
+      base[jj] = xpad + c * Hp * Wp + r * Wp + t;
     }
-    for (int64_t jj = nr; jj < NR; ++jj)
-      for (int64_t k = 0; k < kc; ++k) dst[k * NR + jj] = 0.f;
+    for (int64_t j = j0; j < j0 + kc;) {
+      const int64_t p = j / s.Q, q0 = j - p * s.Q, q1 = std::min(s.Q, q0 + (j0 + kc - j));
+      const int64_t row = p * s.sh * Wp;
+      for (int64_t q = q0; q < q1; ++q) {
+        float* d = dst + (j - j0 + q - q0) * NR;
+        const int64_t o = row + q * s.sw;
+        for (int jj = 0; jj < nr; ++jj) d[jj] = base[jj][o];
+        for (int jj = nr; jj < NR; ++jj) d[jj] = 0.f;
+      }
+      j += q1 - q0;
+    }
   }
 }
 
