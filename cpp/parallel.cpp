@@ -171,30 +171,20 @@ class Pool {
 #endif
   }
 
-  // An idle worker spins `spin` pauses, then sleeps. Woken again within kShortSleep, it spins
-  // twice as long next time (up to 16x the base): some processes' jobs come just past the
-  // base spin apart, and waking for each cost the LeNet-5 step at batch 64 0.7 ms of its 1.1
-  // (1.8 ms at 2 threads, its 1-thread time, in 1 of 6 processes); after a longer sleep it
-  // spins half as long, down to the base.
   void worker(int index) {
     uint64_t seen = posted_.load(std::memory_order_acquire);
-    const int base = spin_before_sleep();
-    int spin = base;
     for (;;) {
       uint64_t gen = posted_.load(std::memory_order_acquire);
-      for (int spins = 0; gen == seen && spins < spin; ++spins) {
+      for (int spins = 0; gen == seen && spins < spin_before_sleep(); ++spins) {
         CK_PAUSE();
         gen = posted_.load(std::memory_order_acquire);
       }
       if (gen == seen) {
-        const auto t0 = std::chrono::steady_clock::now();
         std::unique_lock<std::mutex> lock(sleep_mu_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
         wake_.wait(lock, [&] { return posted_.load(std::memory_order_seq_cst) != seen; });
         sleepers_.fetch_sub(1, std::memory_order_seq_cst);
         gen = posted_.load(std::memory_order_acquire);
-        const bool short_sleep = std::chrono::steady_clock::now() - t0 < kShortSleep;
-        spin = short_sleep ? std::min(2 * spin, 16 * base) : std::max(base, spin / 2);
       }
       seen = gen;
       // want_ may already be a later job's: then the claim fails, which is harmless
@@ -217,8 +207,7 @@ class Pool {
   std::atomic<void*> ctx_{nullptr};
   std::atomic<int64_t> n_{0}, run_{1};
   std::atomic<int> want_{0};
-  std::atomic<int> caller_cpu_{-1};
-  static constexpr std::chrono::microseconds kShortSleep{200};  // where the current job's caller ran when it posted it
+  std::atomic<int> caller_cpu_{-1};  // where the current job's caller ran when it posted it
   std::exception_ptr err_;
 };
 
