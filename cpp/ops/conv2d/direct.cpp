@@ -188,7 +188,8 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
     int nb = kblocks >= 4 ? 4 : 2;
     // positions per tile: of the two tile widths, the one that wastes fewer lanes on a row;
     // rows of 7 or 14 (a ResNet's last stages) go 7 at a time in tiles of 3 blocks, whose lanes
-    // the 4 + 3 split would leave an eighth idle ((8, 512, 7, 7) 3x3, 2 threads: 12.7 -> 11.2 ms)
+    // the 4 + 3 split would leave an eighth idle ((8, 512, 7, 7) 3x3, 1 thread: 22.7-28.3 ->
+    // 20.5-21.9 ms)
     auto waste = [&](int64_t w) { return (s.Q + w - 1) / w * w - s.Q; };
     const int64_t w1 = nb == 4 ? 4 : 8, w2 = nb == 4 ? 6 : 12;
     int64_t nqt = waste(w2) <= waste(w1) ? w2 : w1;

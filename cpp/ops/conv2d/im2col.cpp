@@ -132,7 +132,7 @@ const float* padded_input(const float* x, const Conv2dShape& s) {
 void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, int64_t kc,
                int64_t c0, int64_t n, int NR) {
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, RS = s.R * s.S;
-  const float* base[64];  // each tap's x at output position (0, 0); NR <= 64
+  const float* base[64];  // each tap's x at output position (0, 0) (the ISAs' NR: 8 to 32)
   for (int64_t jp = 0; jp < n; jp += NR, dst += kc * NR) {
     const int nr = static_cast<int>(std::min<int64_t>(NR, n - jp));
     for (int jj = 0; jj < nr; ++jj) {

@@ -247,10 +247,10 @@ const Row<FwdRun> kForward[] = {
      // 14) -> 512 5.95 against direct's 6.65, (1, 64, 56, 56) -> 128 0.61 against 0.70, (1, 256,
      // 14, 14) -> 512 1x1 0.16 against 0.20; level at 196-784 positions; with more, slower:
      // (16, 64, 32, 32) -> 128 3.13 against winograd3_s2's 2.77; a 1x1 over 1024 channels
-     // measured 20.4 ms against 13.9 then, 12.1 against 13.3 now: see deep_strided). Also at any
-     // batch on narrow planes of few input
-     // channels, ResNet-20's downsampling layers (forced, 2 threads, 11 calls, best of 2:
-     // (128, 32, 16, 16) -> 64 3x3 1.64 ms against winograd3_s2's 2.12, (128, 16, 32, 32) -> 32
+     // measured 20.4 ms against 13.9 then, 12.1 against 13.3 now: see deep_strided). Also at
+     // any batch on narrow planes of few input channels, ResNet-20's downsampling layers
+     // (forced, 2 threads, 11 calls, best of 2: (128, 32, 16, 16) -> 64 3x3 1.64 ms against
+     // winograd3_s2's 2.12, (128, 16, 32, 32) -> 32
      // 1.77 against direct's 1.96, (128, 32, 14, 14) -> 64 1.39 against 1.67, 1x1 (128, 32, 16,
      // 16) -> 64 0.24 against 0.35, (128, 64, 8, 8) -> 128 3x3 1.78 against 3.24; but (128, 64,
      // 16, 16) -> 128 3x3 6.60 against winograd3_s2's 6.11, (8, 32, 64, 64) -> 64 1.65 against
