@@ -96,6 +96,7 @@ enum class Buf : int {
   kvec_weights, kvec_rows, kvec_part,         // conv::kvec_forward
   wino_weights, wino_weights_t, wino_rows, wino_v, wino_m,  // the Winograd-style paths
   im2col_weights, im2col_panels,              // conv::im2col_gemm_forward
+  conv1x1_x, conv1x1_y,                       // conv::gemm1x1_forward (around gemm's own)
   dx_weights,      // the input-gradient paths' rearranged weights (dx_transposed_conv hands
                    // them to the forward convolution, which never uses this buffer)
   dx_weights_packed, dx_cols, dx_lanes_buf,   // conv::dx_gemm_col2im, conv::dx_lanes

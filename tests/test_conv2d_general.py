@@ -381,6 +381,15 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == "winograd3"
 
 
+def _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw):
+    outs = []
+    for n in (1, 2):
+        threads(n)
+        outs.append(F.conv2d(x, w, b, **kw))
+    assert_close(outs[0], _ref(x, w, b, kw), 1e-5, "forward")
+    assert outs[0].tobytes() == outs[1].tobytes()
+
+
 def test_plan_of_deep_strided_layers(isa, rng, threads):
     """Stride-2 layers over many input channels (ResNet-50's 1x1 downsampling over 1024, 3x3
     over 512, 3x3 over 256 on planes up to 14 wide) run kvec at AVX-512, where direct was 1.3-2x
@@ -397,12 +406,25 @@ def test_plan_of_deep_strided_layers(isa, rng, threads):
                   (2, 256, 9, 9, 36, (3, 3), (2, 2), (1, 1), (1, 1), 1)]:
         x, w, b, kw = _data(rng, shape)
         assert (plan(x.shape, w.shape, kw["padding"][0]) == "kvec") == (isa == "avx512")
-        outs = []
-        for n in (1, 2):
-            threads(n)
-            outs.append(F.conv2d(x, w, b, **kw))
-        assert_close(outs[0], _ref(x, w, b, kw), 1e-5, "forward")
-        assert outs[0].tobytes() == outs[1].tobytes()
+        _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
+
+
+def test_deep_pointwise_layers_over_few_positions_run_the_gemm(isa, rng, threads):
+    """1x1 stride-1 layers of many channels over few positions (a ResNet-50's last stage at
+    batch 1) run the shared GEMM with the positions as its rows (gemm_1x1) on every ISA: the
+    reference's values, the same bits for 1 and 2 threads, and a NaN weight reaches only its own
+    output channel (no stand-in zeros are multiplied, so no finiteness scan is needed)."""
+    plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["forward"]
+    assert plan((1, 2048, 7, 7), (512, 2048, 1, 1)) == "gemm_1x1"
+    assert plan((8, 512, 7, 7), (2048, 512, 1, 1)) != "gemm_1x1"  # 392 positions
+    shape = (2, 300, 5, 6, 260, (1, 1), (1, 1), (0, 0), (1, 1), 1)
+    x, w, b, kw = _data(rng, shape)
+    assert plan(x.shape, w.shape) == "gemm_1x1"
+    _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
+    w[7, 123, 0, 0] = np.nan
+    y = F.conv2d(x, w, b, **kw)
+    assert np.isnan(y[:, 7]).all()
+    assert np.isfinite(np.delete(y, 7, axis=1)).all()
 
 
 @pytest.mark.parametrize("shape", SHAPES[:12], ids=str)

@@ -182,6 +182,9 @@ bool winograd4_s2_fits(const Conv2dShape& s);
 // im2col_gemm.cpp: im2col into packed panels + GEMM, per group; any groups, dilation, stride.
 bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s);
+// 1x1 stride-1 layers over few positions: the positions as the GEMM's rows
+bool gemm1x1_forward(float* y, const float* x, const float* w, const float* b,
+                     const Conv2dShape& s);
 // phases.cpp: a dilated forward as dh*dw undilated ones (each run through the table)
 bool dilated_phases(float* y, const float* x, const float* w, const float* b,
                     const Conv2dShape& s);

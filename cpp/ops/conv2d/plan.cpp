@@ -15,6 +15,8 @@
 //   winograd3_lanes  3x3, stride 1, batches of 16+, up to 64 x 64 channels, where its cost model
 //                  says it pays: Winograd F(2x2, 3x3), 16 images in the lanes (ResNet-20's
 //                  layers)
+//   gemm_1x1       1x1, stride 1, no padding, up to 128 positions in all and 256 x 256 channels
+//                  or more (deep stages at batch 1): the GEMM with the positions as its rows
 //   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels, unless winograd3
 //                  pays; or 32+ output channels of at most 64 inputs, Q <= 16 (tiles of
 //                  several channel blocks): channels in the lanes
@@ -217,6 +219,15 @@ const Row<FwdRun> kForward[] = {
      },
      [](const Conv2dShape& s, const KernelTable&) { return winograd_lanes_pays(s); }, true,
      winograd_lanes_forward},
+    {"gemm_1x1",
+     [](const Conv2dShape& s, const KernelTable&) {
+       return special(s) && s.R == 1 && s.S == 1 && unit_stride(s) && s.ph == 0 && s.pw == 0;
+     },
+     // (see gemm1x1_forward; at 14x14 kvec is as fast, and past it faster)
+     [](const Conv2dShape& s, const KernelTable&) {
+       return s.N * s.P * s.Q <= 128 && s.C * s.K >= 256 * 256;
+     },
+     false, gemm1x1_forward},  // (no stand-in zeros: every product is one of the sum's terms)
     {"kvec",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_kvec &&
@@ -487,18 +498,29 @@ const Row<Run>* find(const Row<Run> (&table)[N], const std::string& name) {
 std::string g_forced[3];
 
 // The rows to try, in order: the forced one first (when it applies), then every row that applies
-// and pays. When `finite` is false, rows that multiply stand-in zeros are left out and the others
-// run whether their cost model likes the shape or not.
-template <class Run, size_t N, class F>
+// and pays. When the operands are not all finite (is_finite(), asked only when a row's choice
+// depends on it: a scan of a deep layer's weights, 4 MB, took a tenth of a batch-1 1x1 layer),
+// rows that multiply stand-in zeros are left out and the others run whether their cost model
+// likes the shape or not.
+template <class Run, size_t N, class Fin, class F>
 void run_table(const Row<Run> (&table)[N], const std::string& forced, const Conv2dShape& s,
-               bool finite, F&& call) {
+               Fin&& is_finite, F&& call) {
   const KernelTable& kt = *g_kernels;
+  int known = -1;  // is_finite(), once asked
+  auto finite = [&] {
+    if (known < 0) known = is_finite() ? 1 : 0;
+    return known == 1;
+  };
   if (!forced.empty()) {
     const Row<Run>* r = find(table, forced);
-    if (r && r->applies(s, kt) && (finite || !r->zeros) && call(r->run)) return;
+    if (r && r->applies(s, kt) && (!r->zeros || finite()) && call(r->run)) return;
   }
-  for (const auto& r : table)
-    if (r.applies(s, kt) && (finite ? !r.pays || r.pays(s, kt) : !r.zeros) && call(r.run)) return;
+  for (const auto& r : table) {
+    if (!r.applies(s, kt)) continue;
+    const bool runs = r.zeros ? finite() && (!r.pays || r.pays(s, kt))
+                              : !r.pays || r.pays(s, kt) || !finite();
+    if (runs && call(r.run)) return;
+  }
   // unreachable: the last row applies to everything and never declines
 }
 
@@ -547,7 +569,7 @@ void forward(float* y, const float* x, const float* w, const float* b, const Con
         std::fill(y + (n * s.K + k) * PQ, y + (n * s.K + k + 1) * PQ, b ? b[k] : 0.f);
     return;
   }
-  run_table(kForward, forced, s, finite_known || all_finite(w, s.K * CRS),
+  run_table(kForward, forced, s, [&] { return finite_known || all_finite(w, s.K * CRS); },
             [&](FwdRun run) { return run(y, x, w, b, s); });
 }
 
@@ -575,7 +597,7 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
     if (s.K == 0 || PQ == 0 || CRS == 0) {
       std::fill(dx, dx + s.N * s.C * s.H * s.W, 0.f);
     } else {
-      run_table(kInputGrad, g_forced[1], s, all_finite(w, s.K * CRS),
+      run_table(kInputGrad, g_forced[1], s, [&] { return all_finite(w, s.K * CRS); },
                 [&](BwdRun run) { return run(dx, dy, w, s); });
     }
   }
@@ -586,9 +608,11 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const flo
     }
     // The zeros these paths multiply meet dy (and x's finite values): a NaN or Inf in dy (or an
     // Inf in x) shows up as a non-finite result, which is then recomputed without them.
-    run_table(kWeightGrad, g_forced[2], s, true, [&](BwdRun run) { return run(dw, dy, x, s); });
+    run_table(kWeightGrad, g_forced[2], s, [] { return true; },
+              [&](BwdRun run) { return run(dw, dy, x, s); });
     if (!all_finite(dw, s.K * CRS))
-      run_table(kWeightGrad, "", s, false, [&](BwdRun run) { return run(dw, dy, x, s); });
+      run_table(kWeightGrad, "", s, [] { return false; },
+                [&](BwdRun run) { return run(dw, dy, x, s); });
   }
 }
 
