@@ -156,7 +156,7 @@ class Pool {
   void step_off_callers_cpu() {
 #ifdef CK_HAVE_GETCPU
     const int cc = caller_cpu_.load(std::memory_order_relaxed);
-    if (cc < 0 || sched_getcpu() != cc) return;
+    if (cc < 0 || cc >= CPU_SETSIZE || sched_getcpu() != cc) return;
     thread_local std::chrono::steady_clock::time_point last{};
     const auto now = std::chrono::steady_clock::now();
     if (now - last < std::chrono::milliseconds(1)) return;

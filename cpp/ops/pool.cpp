@@ -3,8 +3,8 @@
 // window's argmax from x (max) or spreads dy / divisor over the window (avg), accumulating where
 // windows overlap. Adaptive pooling: window i of an axis spans [floor(i*n/m), ceil((i+1)*n/m)).
 #include <algorithm>
-#include <vector>
 #include <cmath>
+#include <vector>
 
 #include "convkit/convkit.h"
 #include "kernels.h"

@@ -145,7 +145,8 @@ const float* winograd_dw_sum(const Conv2dShape& s, int ne, int64_t D, int64_t T,
   const int64_t Kp = round_up(s.K, g_kernels->mr), Dp = round_up(D, g_kernels->nr);
   const int64_t nchunk = std::min<int64_t>(s.N, std::max<int64_t>(2, s.N / chunk_images));
   const int64_t per = (s.N + nchunk - 1) / nchunk, nch = (s.N + per - 1) / per;
-  float* du = scratch(Buf::dw_partials, (nch + 1) * UD);  // the chunks' dU, then their sum
+  // the chunks' dU, then their sum (unless the caller adds them up itself)
+  float* du = scratch(Buf::dw_partials, (nch + (parts ? 0 : 1)) * UD);
   const int64_t gi = std::max<int64_t>(1, std::min(per, 256 / T)), Tg = gi * T;
   parallel_for(nch, work, [&](int64_t ci) {
     float* bp = scratch(Buf::wino_v, ne * Dp * Tg);

@@ -61,7 +61,6 @@ bool dw_im2col_gemm(float* dw, const float* dy, const float* x, const Conv2dShap
   return true;
 }
 
-
 // A 1x1 stride-1 layer over few positions (a deep stage at batch 1): per image y^T (PQ x K) =
 // x^T (PQ x C) W^T, the shared GEMM with the positions as its rows (linear's orientation), x and
 // the result transposed around it. With the channels on the lanes instead, kvec re-lays the
