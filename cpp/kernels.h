@@ -174,8 +174,9 @@ struct KernelTable {
   void (*softmax_row)(float* y, const float* x, int64_t L, bool log);
   void (*softmax_row_bwd)(float* dx, const float* dy, const float* x, float* tmp, int64_t L,
                           bool log);
-  // the same down softmax_col_lanes columns of an (L, ld) slab at once (tmp: L vectors)
-  void (*softmax_cols)(float* y, const float* x, int64_t L, int64_t ld, bool log);
+  // the same down softmax_col_lanes columns of an (L, ld) slab at once (tmp: L vectors for the
+  // forward, 2 L for the gradient)
+  void (*softmax_cols)(float* y, const float* x, float* tmp, int64_t L, int64_t ld, bool log);
   void (*softmax_cols_bwd)(float* dx, const float* dy, const float* x, float* tmp, int64_t L,
                            int64_t ld, bool log);
   int softmax_col_lanes;

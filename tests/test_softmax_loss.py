@@ -246,3 +246,27 @@ def test_log_softmax_keeps_float32_accuracy_at_large_offsets(isa, rng):
         # within a few float32 roundings of the float64 value (relative), element by element (the
         # exponentials are good to 2 ulp); PyTorch's float32 is 4e-3 off on the first row
         assert np.all(np.abs(got - want) <= 5e-7 * np.abs(want) + 1e-30), (got, want)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 300), (1, 21, 64, 64), (3, 2, 129)])
+@pytest.mark.parametrize("log", [False, True])
+def test_columns_in_runs_of_chunks(isa, rng, threads, shape, log):
+    # a softmax over axis 1 with many columns: items are runs of up to 8 vector-wide chunks, the
+    # last chunk partial; each chunk's rows are copied once and the next chunk's prefetched
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    f, fb = (F.log_softmax, F.log_softmax_backward) if log else (F.softmax, F.softmax_backward)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    s = R.softmax(x64, 1)
+    want = R.log_softmax(x64, 1) if log else s
+    want_dx = g64 - s * g64.sum(axis=1, keepdims=True) if log else \
+        s * (g64 - (s * g64).sum(axis=1, keepdims=True))
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        y, dx = f(x, axis=1), fb(g, x, axis=1)
+        assert np.abs(y - want).max() <= 5e-7 * np.abs(want).max()
+        assert np.abs(dx - want_dx).max() <= 1e-6 * (np.abs(g64).max() + 1)
+        outs.append((y, dx))
+    for y, dx in outs[1:]:
+        assert np.array_equal(y, outs[0][0]) and np.array_equal(dx, outs[0][1])

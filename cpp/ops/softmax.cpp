@@ -23,6 +23,29 @@ void cols_out(float* dst, const float* buf, int64_t L, int64_t inner, int64_t w,
   for (int64_t l = 0; l < L; ++l) std::copy(buf + l * lanes, buf + l * lanes + w, dst + l * inner);
 }
 
+// fn(off, w) for every chunk of softmax_col_lanes columns (w of them, the last one maybe
+// fewer) of each (L, inner) slab, off its first column's offset; items of up to 8 chunks, each
+// chunk's rows of a (and b) asked for while the chunk before runs.
+template <class Fn>
+void column_chunks(int64_t outer, int64_t L, int64_t inner, double cost, const float* a,
+                   const float* b, Fn&& fn) {
+  constexpr int64_t kPer = 8;
+  const int64_t lanes = g_kernels->softmax_col_lanes, chunks = (inner + lanes - 1) / lanes;
+  const int64_t runs = (chunks + kPer - 1) / kPer;
+  parallel_for(outer * runs, cost * outer * L * inner, [&](int64_t it) {
+    const int64_t o = it / runs, ch0 = it % runs * kPer, ch1 = std::min(chunks, ch0 + kPer);
+    for (int64_t ch = ch0; ch < ch1; ++ch) {
+      const int64_t off = o * L * inner + ch * lanes;
+      if (ch + 1 < ch1)
+        for (int64_t l = 0; l < L; ++l) {
+          __builtin_prefetch(a + off + lanes + l * inner);
+          if (b) __builtin_prefetch(b + off + lanes + l * inner);
+        }
+      fn(off, std::min(lanes, inner - ch * lanes));
+    }
+  });
+}
+
 }  // namespace
 
 // Rows along the last axis one at a time; along another axis (inner > 1) a vector of columns at
@@ -35,17 +58,15 @@ void softmax_forward(float* y, const float* x, int64_t outer, int64_t L, int64_t
     });
     return;
   }
-  const int64_t lanes = g_kernels->softmax_col_lanes, chunks = (inner + lanes - 1) / lanes;
-  parallel_for(outer * chunks, 20.0 * outer * L * inner, [&](int64_t it) {
-    const int64_t o = it / chunks, c0 = it % chunks * lanes, w = std::min(lanes, inner - c0);
-    const int64_t off = o * L * inner + c0;
+  const int64_t lanes = g_kernels->softmax_col_lanes;
+  column_chunks(outer, L, inner, 20.0, x, nullptr, [&](int64_t off, int64_t w) {
+    float* buf = scratch(Buf::softmax_rows, 3 * L * lanes);
     if (w == lanes) {
-      g_kernels->softmax_cols(y + off, x + off, L, inner, log);
+      g_kernels->softmax_cols(y + off, x + off, buf, L, inner, log);
       return;
     }
-    float* buf = scratch(Buf::softmax_rows, 2 * L * lanes);
     cols_in(buf, x + off, L, inner, w, lanes);
-    g_kernels->softmax_cols(buf + L * lanes, buf, L, lanes, log);
+    g_kernels->softmax_cols(buf + L * lanes, buf, buf + 2 * L * lanes, L, lanes, log);
     cols_out(y + off, buf + L * lanes, L, inner, w, lanes);
   });
 }
@@ -60,11 +81,9 @@ void softmax_backward(float* dx, const float* dy, const float* x, int64_t outer,
     });
     return;
   }
-  const int64_t lanes = g_kernels->softmax_col_lanes, chunks = (inner + lanes - 1) / lanes;
-  parallel_for(outer * chunks, 30.0 * outer * L * inner, [&](int64_t it) {
-    const int64_t o = it / chunks, c0 = it % chunks * lanes, w = std::min(lanes, inner - c0);
-    const int64_t off = o * L * inner + c0, n = L * lanes;
-    float* buf = scratch(Buf::softmax_rows, 4 * n);
+  const int64_t lanes = g_kernels->softmax_col_lanes, n = L * lanes;
+  column_chunks(outer, L, inner, 30.0, x, dy, [&](int64_t off, int64_t w) {
+    float* buf = scratch(Buf::softmax_rows, 5 * n);
     if (w == lanes) {
       g_kernels->softmax_cols_bwd(dx + off, dy + off, x + off, buf, L, inner, log);
       return;
