@@ -94,6 +94,22 @@ def test_linear_thread_invariance(rng, threads):
         assert all(np.array_equal(a, c) for o in outs[1:] for a, c in zip(o, outs[0]))
 
 
+@pytest.mark.parametrize("N,I,O", [(1, 300, 300), (3, 2600, 3300), (4, 33, 2100)])
+def test_linear_small_batches_with_large_weights(isa, rng, threads, N, I, O):
+    # up to 4 rows the forward reads W in place in register tiles whatever its size (the GEMM
+    # would pack all of W to read it once); one row with W past L2 goes by 6-row tiles
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    w = rng.standard_normal((O, I)).astype(np.float32)
+    b = rng.standard_normal(O).astype(np.float32)
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        outs.append(F.linear(x, w, b))
+        assert_close(outs[-1], want, 1e-5)
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+
+
 def test_linear_empty_batch():
     y = F.linear(np.zeros((0, 4)), np.ones((3, 4)), np.ones(3))
     assert y.shape == (0, 3) and y.dtype == np.float32

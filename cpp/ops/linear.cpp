@@ -12,24 +12,30 @@
 
 namespace convkit {
 
+constexpr int64_t kSmallN = 4;  // see linear_backward
+
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N,
                     int64_t I, int64_t O) {
   const KernelTable& ktab = *g_kernels;
   const auto dot = ktab.conv_dw_tile;
   // the 8-lane tiles of AVX2 lose to the GEMM past 64 rows (interleaved A/B at 2 threads,
   // GEMM / tiles: (64, 400) -> 120 1.39, (16, 400) -> 120 3.3; (256, 400) -> 120 0.88,
-  // (256, 120) -> 84 0.65)
-  const bool tiles = 2.0 * N * I * O < 5e7 && (ktab.lanes >= 16 || N <= 64);
+  // (256, 120) -> 84 0.65); up to kSmallN rows the GEMM would pack all of W to read it once
+  // ((1, 25088) -> 4096, VGG's first classifier layer: 51 ms against 18 for PyTorch)
+  const bool tiles = (2.0 * N * I * O < 5e7 || N <= kSmallN) && (ktab.lanes >= 16 || N <= 64);
   if (dot && tiles && N > 0 && O > 0 && I > 0) {
     // Small layers: rows of x and of W are both contiguous along I, so each output is a dot
     // product; register tiles of rows of x by rows of W (the dW-tile kernel of conv2d, its
     // first tile shape: 4 x 6 at AVX-512, 4 x 3 at AVX2) read them in place, where the GEMM
     // would spend as long transposing W into panels as multiplying. Tiles are whole outputs:
     // the same bits for any thread count.
-    if (N == 1) {
-      // One row of x: each W row is read once whatever the tile, so tiles of many W rows by the
-      // one x row (the table's widest (kt, 1) shape) load x least often and keep the most
-      // sums in flight; the same products in the same order as the general tiles below.
+    if (N == 1 && O * I <= (int64_t(1) << 16)) {
+      // One row of x and W within L2: each W row is read once whatever the tile, so tiles of
+      // many W rows by the one x row (the table's widest (kt, 1) shape) load x least often and
+      // keep the most sums in flight; the same products in the same order as the general tiles
+      // below. (A larger W from L3 or memory went 4x slower this way than by the general tiles'
+      // 6 rows: 24 rows 8 KiB apart are more streams than the prefetchers follow; (1, 2048) ->
+      // 1000: 0.48 against 0.12 ms on one thread, (1, 400) -> 120: 2.7 against 3.0 us.)
       int K1 = 1;
       for (int i = 0; i < ktab.dw_tile_nshapes; ++i)
         if (ktab.dw_tile_shapes[i][1] == 1) K1 = std::max(K1, ktab.dw_tile_shapes[i][0]);
@@ -76,7 +82,6 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
 // which reads the rows of W (dx = dy W) and of x (dW = dy^T x) in place; only dy is packed
 // (O x MR floats). Each output is one tile's sum over o or n in order: the same bits for any
 // thread count.
-constexpr int64_t kSmallN = 4;
 
 static void linear_backward_small(float* dx, float* dw, const float* dy, const float* x,
                                   const float* w, int64_t N, int64_t I, int64_t O) {
