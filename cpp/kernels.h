@@ -170,6 +170,8 @@ struct KernelTable {
   double (*exp_shift_sum)(float* y, const float* x, float shift, int64_t n);
   // the largest of n floats, NaN skipped (-inf when there is none)
   float (*row_max)(const float* x, int64_t n);
+  // whether none of n floats is NaN or infinite
+  bool (*all_finite)(const float* x, int64_t n);
   // softmax / log_softmax of one contiguous row, and its gradient (softmax.cpp; tmp: L floats)
   void (*softmax_row)(float* y, const float* x, int64_t L, bool log);
   void (*softmax_row_bwd)(float* dx, const float* dy, const float* x, float* tmp, int64_t L,

@@ -1,6 +1,7 @@
 // Direct forward convolution: the implicit im2col read in place from (padded, phase-split)
 // input rows by the GEMM micro-kernel, and the channels-in-lanes tile for narrow outputs.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -155,10 +156,18 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
   const int64_t kalloc = kblocks >= 2 ? round_up(kblocks, 4) : kblocks;
   float* wp = scratch(Buf::kvec_weights, kalloc * CRS * 16);
   // (in parallel: a (512, 512, 3, 3) weight alone took a fifth of its layer at batch 1)
+  // The tiles multiply the padding's zeros: a NaN or Inf weight declines (the planner's row
+  // flag kSelfChecked), found here in each block just laid out (in cache), where the planner's
+  // own scan of the weights cost 6 % of a batch-1 (1, 512, 7, 7) layer.
+  std::atomic<bool> finite{true};
   parallel_for(kalloc, kCopyCost * 16.0 * kalloc * CRS, [&](int64_t kb) {
     const int rows = static_cast<int>(std::clamp<int64_t>(s.K - kb * 16, 0, 16));
-    g_kernels->rows_to_lanes16(wp + kb * CRS * 16, rows ? w + kb * 16 * CRS : w, CRS, rows, CRS);
+    float* wb = wp + kb * CRS * 16;
+    g_kernels->rows_to_lanes16(wb, rows ? w + kb * 16 * CRS : w, CRS, rows, CRS);
+    if (rows && !g_kernels->all_finite(wb, CRS * 16))
+      finite.store(false, std::memory_order_relaxed);
   });
+  if (!finite.load()) return false;
   thread_local std::vector<int64_t> off;
   off.resize(static_cast<size_t>(CRS));
   for (int64_t c = 0, i = 0; c < s.C; ++c)

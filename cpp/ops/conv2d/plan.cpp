@@ -6,7 +6,8 @@
 //   pays     its cost model (null: always, once it applies)
 //   zeros    whether it multiplies padding zeros (or other stand-in zeros): such a row may not run
 //            when an operand the zeros meet is NaN or Inf, since IEEE gives 0 * NaN = NaN where
-//            the definition has no term at all
+//            the definition has no term at all; kSelfChecked: it does, and checks that operand
+//            itself (declining when it is not finite), so the planner need not scan it
 //   run      the function; it may decline at run time (returns false), and the next row that
 //            applies runs
 //
@@ -91,12 +92,14 @@ using Pays = bool (*)(const Conv2dShape&, const KernelTable&);
 using FwdRun = bool (*)(float*, const float*, const float*, const float*, const Conv2dShape&);
 using BwdRun = bool (*)(float*, const float*, const float*, const Conv2dShape&);
 
+constexpr int kSelfChecked = 2;  // Row::zeros: see the file's top
+
 template <class Run>
 struct Row {
   const char* name;
   Applies applies;
   Pays pays;
-  bool zeros;
+  int zeros;  // false, true or kSelfChecked
   Run run;
 };
 
@@ -280,7 +283,7 @@ const Row<FwdRun> kForward[] = {
               (kt.lanes < 16 && (s.K == 16 || s.K == 32) && s.C >= 8 && s.C <= 16 &&
                s.R * s.S >= 25);
      },
-     true, kvec_forward},
+     kSelfChecked, kvec_forward},
     // also dilated: its items then gather the phases' rows (see winograd_forward)
     {"winograd3",
      [](const Conv2dShape& s, const KernelTable& kt) {
@@ -513,12 +516,14 @@ void run_table(const Row<Run> (&table)[N], const std::string& forced, const Conv
   };
   if (!forced.empty()) {
     const Row<Run>* r = find(table, forced);
-    if (r && r->applies(s, kt) && (!r->zeros || finite()) && call(r->run)) return;
+    if (r && r->applies(s, kt) && (r->zeros != true || finite()) && call(r->run)) return;
   }
   for (const auto& r : table) {
     if (!r.applies(s, kt)) continue;
-    const bool runs = r.zeros ? finite() && (!r.pays || r.pays(s, kt))
-                              : !r.pays || r.pays(s, kt) || !finite();
+    const bool pays = !r.pays || r.pays(s, kt);
+    bool runs = pays;                          // (kSelfChecked: declines if it must)
+    if (r.zeros == true) runs = pays && finite();
+    else if (!r.zeros) runs = pays || !finite();
     if (runs && call(r.run)) return;
   }
   // unreachable: the last row applies to everything and never declines
