@@ -379,6 +379,13 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         assert plan((128, 64, 7, 7), (64, 64, 3, 3), 1, 1)["weight_grad"] == "kvec"
         assert plan((128, 64, 8, 8), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
         assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+    # ResNet-20's first stage (16 x 16 channels on 32 x 32) from 64 images on: winograd3_lanes
+    # at AVX-512, dot below (and with fewer channels)
+    lanes = isa == "avx512"
+    for xs in ((128, 16, 32, 32), (64, 16, 64, 64)):
+        assert (plan(xs, (16, 16, 3, 3), 1, 1)["weight_grad"] == "winograd3_lanes") == lanes
+    assert plan((16, 16, 64, 64), (16, 16, 3, 3), 1, 1)["weight_grad"] != "winograd3_lanes"
+    assert plan((128, 8, 32, 32), (16, 8, 3, 3), 1, 1)["weight_grad"] != "winograd3_lanes"
 
 
 def _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw):

@@ -412,9 +412,14 @@ const Row<BwdRun> kWeightGrad[] = {
     // 16 x 16 channels, where dot's long rows catch up (AMD EPYC Zen 4, forced, 2 threads,
     // best of 2, against the best other row: (128, 16, 28, 28) 2.38 ms against kvec's 2.88,
     // (128, 32, 16, 16) 2.64 against 3.38, (128, 32, 14, 14) 2.25 against 2.48, (64, 24, 20,
-    // 20) 1.29 against 2.29, (128, 16, 8, 8) -> 32 0.25 against 0.34; but (64, 16, 32, 32)
-    // 1.76 against dot's 1.72, (16, 16, 64, 64) 1.96 against 1.68, (128, 32, 7, 7) 0.84 against
-    // kvec's 0.79, (128, 64, 8, 8) 3.51 against winograd3's 3.15).
+    // 20) 1.29 against 2.29, (128, 16, 8, 8) -> 32 0.25 against 0.34; but (16, 16, 64, 64)
+    // 1.96 against dot's 1.68, (128, 32, 7, 7) 0.84 against kvec's 0.79, (128, 64, 8, 8) 3.51
+    // against winograd3's 3.15). 16 x 16 channels on rows 32+ wide from 64 images on (forced,
+    // interleaved, 3 rounds, against dot, 2 threads / 1: ResNet-20's (128, 16, 32, 32) 3.45-3.64
+    // ms against 3.86-4.13 / 6.6 against 8.1, (64, 16, 64, 64) 7.6-7.9 against 8.5-8.8 / 11.5
+    // against 15.9, (64, 16, 32, 32) 1.70-1.88 against 1.85-1.89; below 64 images dot stays
+    // ahead on 2 threads: (16, 16, 64, 64) 1.79-1.89 against 1.68-1.78; 8 -> 16 channels too:
+    // (128, 8, 32, 32) 2.03-2.10 against 1.84-1.89).
     {"winograd3_lanes",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_lanes_dw_item && s.R == 3 && s.S == 3 && unit_stride(s) &&
@@ -422,7 +427,8 @@ const Row<BwdRun> kWeightGrad[] = {
      },
      [](const Conv2dShape& s, const KernelTable&) {
        return s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) && s.C <= 32 && s.K <= 32 &&
-              !tiles2x2_waste(s) && (s.Q < 32 || s.C * s.K > 256);
+              !tiles2x2_waste(s) &&
+              (s.Q < 32 || s.C * s.K > 256 || (s.C * s.K == 256 && s.N >= 64));
      },
      true, winograd_lanes_weight_grad},
     {"winograd3",
