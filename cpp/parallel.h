@@ -107,6 +107,7 @@ enum class Buf : int {
   phase_in, phase_out,                        // conv::dilated_phases, conv::dw_dilated_phases
   pool_rows, pool_arg,   // pooling (pool.cpp): one plane's row sums or maxima; window winners
   dw_pool_in,  // conv2d_weight_grad_maxpool2x2: one padded image and its windows' winners
+  grouped_a, grouped_b,  // conv::grouped_* (plan.cpp): one group's operands, gathered, and result
   count_
 };
 float* scratch(Buf buf, int64_t count);

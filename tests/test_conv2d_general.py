@@ -365,6 +365,33 @@ def test_plan_is_reported_for_depthwise_and_dilated_layers():
         _core.conv2d_force("sideways", "rows")
 
 
+_GROUPED = [  # 32+ channels a group: each group as a dense layer ("grouped")
+    (3, 64, 9, 11, 64, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (2, 96, 12, 10, 64, (3, 3), (2, 2), (1, 0), (1, 1), 2),
+    (1, 96, 8, 8, 96, (1, 1), (1, 1), (0, 0), (1, 1), 3),
+    (2, 64, 10, 10, 64, (3, 3), (1, 1), (2, 2), (2, 2), 2),
+    (17, 64, 8, 8, 128, (3, 3), (1, 1), (1, 1), (1, 1), 2),  # Winograd within each group
+]
+
+
+@pytest.mark.parametrize("shape", _GROUPED, ids=str)
+def test_groups_of_many_channels_run_as_dense_layers(isa, rng, threads, shape):
+    x, w, b, kw = _data(rng, shape)
+    args = (x.shape, w.shape, *kw["stride"], *kw["padding"], *kw["dilation"], kw["groups"])
+    assert set(_core.conv2d_plan(*args).values()) == {"grouped"}
+    y = _ref(x, w, b, kw)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    rx, rw, rb = _ref_bwd(g, x, w, b, kw)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        outs.append((F.conv2d(x, w, b, **kw),) + F.conv2d_backward(g, x, w, b, **kw))
+        for got, want, what in zip(outs[-1], (y, rx, rw, rb), ("y", "dx", "dw", "db")):
+            assert_close(got, want, 1e-5, what)
+    for other in outs[1:]:
+        assert all(a.tobytes() == c.tobytes() for a, c in zip(outs[0], other))
+
+
 def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
     """ResNet-20's stride-2 layers run kvec at AVX-512 (faster than direct or winograd3_s2
     there); 64 x 64-channel weight gradients on 7x7 planes (Fashion-MNIST's last stage) run kvec,
@@ -640,6 +667,7 @@ def test_zero_sizes_give_correct_empty_results(isa, xs, ws, groups):
     (1, 4, 9, 9, 4, (3, 3), (1, 1), (2, 2), (2, 2), 1),      # dilated
     (1, 16, 7, 7, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # kvec, several channel blocks
     (2, 8, 6, 5, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # kvec, one block
+    (1, 64, 7, 9, 64, (3, 3), (1, 1), (1, 1), (1, 1), 2),    # groups of 32: grouped declines
 ], ids=str)
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_weight_reaches_only_what_uses_it(isa, rng, shape, value):

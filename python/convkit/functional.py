@@ -669,7 +669,8 @@ def softmax_backward(grad_out: ArrayLike, x: ArrayLike, axis: int = -1) -> np.nd
 
 
 def log_softmax(x: ArrayLike, axis: int = -1) -> np.ndarray:
-    """x - max - log(sum(exp(x - max))) along ``axis``, rounded once from float64 sums.
+    """(x - max) - log(sum(exp(x - max))) along ``axis``: the sum in float64, the two
+    subtractions in float32 (both terms are <= 0, so nothing cancels).
 
     >>> log_softmax(np.array([[0.0, 0.0]]))
     array([[-0.6931472, -0.6931472]], dtype=float32)
