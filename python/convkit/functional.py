@@ -63,6 +63,8 @@ def _pair(v, fn: str, name: str) -> tuple[int, int]:
 
 
 def _float(v, fn: str, name: str) -> float:
+    if type(v) is float:  # the common case, without the abc checks
+        return v
     if isinstance(v, np.ndarray) and v.size == 1:
         v = v.item()
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
