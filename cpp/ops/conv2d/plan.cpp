@@ -645,33 +645,40 @@ bool grouped_forward(float* y, const float* x, const float* w, const float* b,
   return true;
 }
 
-bool grouped_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+// Each group g of s in turn: its slice of dy (N images of K / G channels) gathered into a
+// contiguous buffer, with x its slice of x too, then fn(g, t, dyg, xg), t one group's dense shape.
+template <class Fn>
+void each_group_grad(const Conv2dShape& s, const float* dy, const float* x, Fn&& fn) {
   const Conv2dShape t = group_shape(s);
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   float* dyg = scratch(Buf::grouped_a, s.N * t.K * PQ);
-  float* dxg = scratch(Buf::grouped_b, s.N * t.C * HW);
+  float* xg = x ? scratch(Buf::grouped_b, s.N * t.C * HW) : nullptr;
   for (int64_t g = 0; g < s.G; ++g) {
     copy_channels(dyg, dy, s.N, s.K, g * t.K, t.K, PQ, false);
+    if (x) copy_channels(xg, x, s.N, s.C, g * t.C, t.C, HW, false);
+    fn(g, t, dyg, xg);
+  }
+}
+
+bool grouped_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  float* dxg = scratch(Buf::grouped_b, s.N * group_in(s) * s.H * s.W);
+  each_group_grad(s, dy, nullptr, [&](int64_t g, const Conv2dShape& t, const float* dyg,
+                                      const float*) {
     const float* wg = w + g * t.K * t.C * t.R * t.S;
     run_table(kInputGrad, "", t, [] { return true; },
               [&](BwdRun run) { return run(dxg, dyg, wg, t); });
-    copy_channels(dx, dxg, s.N, s.C, g * t.C, t.C, HW, true);
-  }
+    copy_channels(dx, dxg, s.N, s.C, g * t.C, t.C, s.H * s.W, true);
+  });
   return true;
 }
 
 bool grouped_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
-  const Conv2dShape t = group_shape(s);
-  const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
-  float* xg = scratch(Buf::grouped_a, s.N * t.C * HW);
-  float* dyg = scratch(Buf::grouped_b, s.N * t.K * PQ);
-  for (int64_t g = 0; g < s.G; ++g) {
-    copy_channels(xg, x, s.N, s.C, g * t.C, t.C, HW, false);
-    copy_channels(dyg, dy, s.N, s.K, g * t.K, t.K, PQ, false);
+  each_group_grad(s, dy, x, [&](int64_t g, const Conv2dShape& t, const float* dyg,
+                                const float* xg) {
     float* dwg = dw + g * t.K * t.C * t.R * t.S;  // the group's weights are contiguous
     run_table(kWeightGrad, "", t, [] { return true; },
               [&](BwdRun run) { return run(dwg, dyg, xg, t); });
-  }
+  });
   return true;
 }
 
