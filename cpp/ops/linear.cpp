@@ -12,7 +12,7 @@
 
 namespace convkit {
 
-constexpr int64_t kSmallN = 4;  // see linear_backward
+constexpr int64_t kSmallN = 4;  // rows of x up to which W is read in place (linear_backward_small)
 
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N,
                     int64_t I, int64_t O) {
@@ -82,7 +82,6 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
 // which reads the rows of W (dx = dy W) and of x (dW = dy^T x) in place; only dy is packed
 // (O x MR floats). Each output is one tile's sum over o or n in order: the same bits for any
 // thread count.
-
 static void linear_backward_small(float* dx, float* dw, const float* dy, const float* x,
                                   const float* w, int64_t N, int64_t I, int64_t O) {
   const KernelTable& kt = *g_kernels;
