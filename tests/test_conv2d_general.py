@@ -125,6 +125,9 @@ FORCED_SHAPES = SHAPES + [
     (3, 17, 13, 11, 16, (4, 4), (2, 2), (0, 3), (1, 1), 1),
     (1, 16, 9, 30, 33, (4, 4), (2, 2), (2, 1), (1, 1), 1),
     (2, 16, 4, 7, 16, (4, 4), (2, 2), (1, 2), (1, 1), 1),
+    # the forward's F(4, 2): one item of 5 images whose 4-tile vector runs cross rows and images
+    # with the bottom and right tiles cut short
+    (5, 16, 11, 13, 17, (4, 4), (2, 2), (1, 1), (1, 1), 1),
     (2, 3, 17, 19, 10, (5, 3), (3, 3), (2, 1), (1, 1), 1),    # stride 3
     (2, 8, 40, 40, 8, (3, 3), (5, 5), (1, 1), (1, 1), 1),     # stride 5 (im2col)
     (2, 5, 13, 10, 9, (7, 7), (2, 3), (3, 1), (1, 1), 1),     # 7x7 asymmetric stride

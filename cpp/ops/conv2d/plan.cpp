@@ -152,8 +152,9 @@ bool four_by_four_s2(const Conv2dShape& s, const KernelTable& kt) {
   return s.G == 1 && s.dh == 1 && s.dw == 1 && s.R == 4 && s.S == 4 && s.sh == 2 && s.sw == 2 &&
          s.ph <= 3 && s.pw <= 3 && kt.wino_s2_out_row && winograd4_s2_fits(s);
 }
-// 16+ channels each side and 50 MFLOP of direct work; the forward and the input gradient also
-// need 16+ tiles per image and phase and 64+ in all, the GEMMs' columns (AMD EPYC Zen 4, forced,
+// 16+ channels each side and 50 MFLOP of direct work; the input gradient also needs 16+ 2x2
+// tiles per image and phase and 64+ in all, the GEMMs' columns, the forward (F(4, 2), whose items
+// group images) 4+ 4x4 tiles an image and 16+ in all (AMD EPYC Zen 4, forced,
 // 2 threads, 4x4 stride 2 padding 1: (16, 64, 32, 32) -> 128 forward 4.2 ms against direct's 6.2,
 // (16, 128, 16, 16) -> 256 3.8 against 7.3, but (16, 256, 8, 8) -> 512, 4 tiles an image,
 // 21.5 against 12.7; weight gradients with fewer tiles still gain: 37 ms against gemm's 50).
@@ -163,7 +164,10 @@ bool winograd4_s2_pays(const Conv2dShape& s, ConvDir d) {
     const int64_t t = (rows + 1) / 2 * ((cols + 1) / 2);
     return t >= 16 && s.N * t >= 64;
   };
-  if (d == ConvDir::forward) return enough(s.P, s.Q);
+  if (d == ConvDir::forward) {  // F(4, 2)'s 4x4 tiles: 4+ an image, 16+ in all
+    const int64_t t = (s.P + 3) / 4 * ((s.Q + 3) / 4);
+    return t >= 4 && s.N * t >= 16;
+  }
   if (d == ConvDir::input_grad) return enough((s.H + 1) / 2, (s.W + 1) / 2);
   return s.N >= 2;  // its items are chunks of images
 }
