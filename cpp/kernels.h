@@ -148,6 +148,19 @@ inline int64_t dx_lanes_buf_floats(const DxLanesArgs& a) {
 
 // conv_kvec_blocks' modes (bits)
 constexpr int kKvecSuspend = 1, kKvecResume = 2;
+// Which of a conv_kvec_blocks tile's positions a tap multiplies with padding (zeros), so that it
+// can skip those products: tap k (of the run passed) has class cls[(rt0 + k) % rs] (rs: the
+// kernel's R * S taps a channel, the class depending on (r, t) only): kTapAll (every
+// position), kTapNone (the row is padding), kTapNotFirst, kTapNotLast, kTapNotEnds (all but
+// position 0, nq - 1, or both; in a tile narrower than the kernel's register tile, "last"
+// skips the unused last lane instead, and the zero products of nq - 1 are done).
+// Skipping a zero product leaves the sum's bits as they were (finite weights: kvec declines on
+// others), so a tile gives the same bits with the classes or without them.
+enum : uint8_t { kTapAll, kTapNone, kTapNotFirst, kTapNotLast, kTapNotEnds };
+struct KvecTaps {
+  const uint8_t* cls;
+  int rs, rt0;
+};
 
 struct KernelTable {
   const char* name;
@@ -196,18 +209,20 @@ struct KernelTable {
   void (*conv_kvec)(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                     const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
                     int nk, bool two_rows);
-  // conv_kvec for nb (2, 3 or 4) blocks of 16 output channels at once, one row, position i
+  // conv_kvec for nb (2 or 4) blocks of 16 output channels at once, one row, position i
   // reading x + i * xstep (xstep: the stride): each broadcast input value serves nb weight
   // vectors (the one-block tile spends a load per multiply). Block b's weights at
   // w + b * wstride, its channels at out + b * 16 * ldo, its bias at bias + 16b; nk (<= 16 * nb)
-  // channels are stored, nq <= 6 (nb = 4), 7 (nb = 3) or 12 (nb = 2) positions. The same sums
+  // channels are stored, nq <= 7 (nb = 4) or 12 (nb = 2) positions. The same sums
   // in the same order as conv_kvec. Null where the ISA has none.
   // A long sum may go in runs of taps (the tile's weights of a run staying in L2): mode
-  // kKvecSuspend keeps the tile's running sums in part (384 floats) instead of storing
-  // them, kKvecResume starts from them instead of the bias. Same bits as one run.
+  // kKvecSuspend keeps the tile's running sums in part (448 floats) instead of storing
+  // them, kKvecResume starts from them instead of the bias. Same bits as one run. taps (or
+  // null: every tap multiplies every position) says which products read padding.
   void (*conv_kvec_blocks)(float* out, int64_t ldo, const float* x, int64_t xstep,
                            const int64_t* off, int64_t crs, const float* w, int64_t wstride,
-                           const float* bias, int nq, int nk, int nb, float* part, int mode);
+                           const float* bias, int nq, int nk, int nb, float* part, int mode,
+                           const KvecTaps* taps);
   // Rows to 16 lanes: dst[k * 16 + i] = src[i * ld + k] for k < n, i < 16 (0 for i >= rows).
   void (*rows_to_lanes16)(float* dst, const float* src, int64_t ld, int rows, int64_t n);
   // col2im of one input channel, all of it: for h < H, w < W,

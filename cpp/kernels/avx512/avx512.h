@@ -31,7 +31,8 @@ void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int6
                       int nk, bool two_rows);
 void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, int64_t xstep,
                              const int64_t* off, int64_t crs, const float* w, int64_t wstride,
-                             const float* bias, int nq, int nk, int nb, float* part, int mode);
+                             const float* bias, int nq, int nk, int nb, float* part, int mode,
+                             const KvecTaps* taps);
 void rows_to_lanes16_avx512(float* dst, const float* src, int64_t ld, int rows, int64_t n);
 void conv_dx_rows_avx512(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
                          const DxRowsArgs& a);

@@ -121,12 +121,35 @@ void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int6
   else if (nq <= 10) kvec_tile<10>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq, nk, two_rows);
   else kvec_tile<12>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq < 12 ? nq : 12, nk, two_rows);
 }
-// conv_kvec_blocks: KB blocks of 16 channels x NQ positions of one row (KB * NQ <= 24
+// conv_kvec_blocks: KB blocks of 16 channels x NQ positions of one row (KB * NQ <= 28
 // accumulators); per tap KB weight loads and NQ broadcasts feed KB * NQ multiply-adds.
+// The multiply-adds of one tap for positions [I0, I1). With 28 accumulators and 4 weight
+// vectors every register is taken: the input value is broadcast from memory inside the
+// multiply-add ({1to16}), which the compiler does not emit itself.
+template <int KB, int NQ, int I0, int I1>
+static inline __attribute__((always_inline)) void kvec_fmas(__m512 (&acc)[KB][NQ],
+                                                            const __m512 (&wk)[KB],
+                                                            const float* xk, int64_t xstep) {
+#pragma GCC unroll 12
+  for (int i = I0; i < I1; ++i) {
+    const float* xp = xk + i * xstep;
+    if (KB * NQ > 24) {
+#pragma GCC unroll 4
+      for (int b = 0; b < KB; ++b)
+        asm("vfmadd231ps %1%{1to16%}, %2, %0" : "+v"(acc[b][i]) : "m"(*xp), "v"(wk[b]));
+    } else {
+      const __m512 xv = _mm512_set1_ps(*xp);
+#pragma GCC unroll 4
+      for (int b = 0; b < KB; ++b) acc[b][i] = _mm512_fmadd_ps(xv, wk[b], acc[b][i]);
+    }
+  }
+}
+
 template <int KB, int NQ>
 static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, int64_t xstep,
                              const int64_t* off, int64_t crs, const float* w, int64_t wstride,
-                             const float* bias, int nq, int nk, float* part, int mode) {
+                             const float* bias, int nq, int nk, float* part, int mode,
+                             const KvecTaps* taps) {
   __m512 acc[KB][NQ];
 #pragma GCC unroll 4
   for (int b = 0; b < KB; ++b) {
@@ -137,17 +160,31 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, int64_t xs
     for (int i = 0; i < NQ; ++i)
       acc[b][i] = mode & kKvecResume ? _mm512_loadu_ps(part + (b * NQ + i) * 16) : b0;
   }
+  // the taps' classes, (rt0 + k) % rs counted along. "Not last" skips lane NQ - 1: in a tile
+  // of fewer positions that lane is never stored, and the zero products of position nq - 1
+  // are computed, which leaves them as they are.
+  const uint8_t* cls = taps ? taps->cls : nullptr;
+  const int rs = taps ? taps->rs : 1;
+  int rt = taps ? taps->rt0 : 0;
   for (int64_t k = 0; k < crs; ++k) {
+    int c = kTapAll;
+    if (cls) {
+      c = cls[rt];
+      rt = rt + 1 == rs ? 0 : rt + 1;
+      if (c == kTapNone) continue;
+    }
     __m512 wk[KB];
 #pragma GCC unroll 4
     for (int b = 0; b < KB; ++b) wk[b] = _mm512_loadu_ps(w + b * wstride + k * 16);
     const float* xk = x + off[k];
-#pragma GCC unroll 12
-    for (int i = 0; i < NQ; ++i) {
-      const __m512 xv = _mm512_set1_ps(xk[i * xstep]);
-#pragma GCC unroll 4
-      for (int b = 0; b < KB; ++b) acc[b][i] = _mm512_fmadd_ps(xv, wk[b], acc[b][i]);
-    }
+    if (c == kTapAll)
+      kvec_fmas<KB, NQ, 0, NQ>(acc, wk, xk, xstep);
+    else if (c == kTapNotFirst)
+      kvec_fmas<KB, NQ, 1, NQ>(acc, wk, xk, xstep);
+    else if (c == kTapNotLast)
+      kvec_fmas<KB, NQ, 0, NQ - 1>(acc, wk, xk, xstep);
+    else
+      kvec_fmas<KB, NQ, 1, NQ - 1>(acc, wk, xk, xstep);
   }
   if (mode & kKvecSuspend) {
 #pragma GCC unroll 4
@@ -170,20 +207,24 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, int64_t xs
 
 void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, int64_t xstep,
                              const int64_t* off, int64_t crs, const float* w, int64_t wstride,
-                             const float* bias, int nq, int nk, int nb, float* part, int mode) {
-  if (nb == 3) {
-    kvec_blocks_tile<3, 7>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
-  } else if (nb == 4) {
+                             const float* bias, int nq, int nk, int nb, float* part, int mode,
+                             const KvecTaps* taps) {
+#define CK_KVEC_TILE(KB, NQ) \
+  kvec_blocks_tile<KB, NQ>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode, taps)
+  if (nb == 4) {
     if (nq <= 4)
-      kvec_blocks_tile<4, 4>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
+      CK_KVEC_TILE(4, 4);
+    else if (nq <= 6)
+      CK_KVEC_TILE(4, 6);
     else
-      kvec_blocks_tile<4, 6>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
+      CK_KVEC_TILE(4, 7);
   } else {
     if (nq <= 8)
-      kvec_blocks_tile<2, 8>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
+      CK_KVEC_TILE(2, 8);
     else
-      kvec_blocks_tile<2, 12>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode);
+      CK_KVEC_TILE(2, 12);
   }
+#undef CK_KVEC_TILE
 }
 
 // rows_to_lanes16: 16 x 16 blocks transposed in registers

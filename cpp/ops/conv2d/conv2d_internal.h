@@ -101,9 +101,9 @@ void split_rows(float* dst, int64_t dstep, int64_t fstride, const float* plane, 
 // Rows h0 .. h0 + nr - 1 of an (H, W) plane, each as pw zeros, the W values, zeros up to Wd.
 void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, int64_t h0,
               int64_t nr, int64_t pw);
-// x zero-padded to (N, C, H + 2ph, W + 2pw) in the calling thread's Buf::padded_input (x itself
-// when there is no padding).
-const float* padded_input(const float* x, const Conv2dShape& s);
+// x zero-padded to (N, C, H + 2ph, W + 2pw) in the calling thread's Buf::padded_input, then
+// `slack` zeros (x itself when there is no padding).
+const float* padded_input(const float* x, const Conv2dShape& s, int64_t slack = 0);
 // NR-column panels of col^T for the weight gradient (positions [j0, j0 + kc), taps [c0, c0 + n)).
 void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, int64_t kc,
                int64_t c0, int64_t n, int NR);

@@ -181,7 +181,14 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
   // zero-padded, with the slack.
   // Only padded rows [r0, r1) are filled (the rows an item's tiles read, the last one for the
   // lanes past a row's end).
+  // With several items an image (groups of output channels) and padding, the images are padded
+  // once, shared, where that takes 16 MiB or less: each item padding its rows itself took 5 %
+  // of an (8, 512, 7, 7) 3x3 layer (11 items an image).
+  const int64_t kgroups = kblocks >= 2 && g_kernels->conv_kvec_blocks ? (kblocks + 3) / 4 : 1;
+  const float* shared = (s.ph || s.pw) && kgroups > 1 && s.N * s.C * plane <= 4 * 1024 * 1024
+                            ? padded_input(x, s, slack) : nullptr;
   auto image = [&](int64_t n, int64_t r0 = 0, int64_t r1 = -1) {
+    if (shared) return shared + n * s.C * plane;
     if (!(s.ph || s.pw || (s.N - 1 - n) * img < slack)) return x + n * img;
     r1 = r1 < 0 ? Hp : std::min(Hp, r1);
     float* b = scratch(Buf::kvec_rows, s.C * plane + slack);
@@ -194,15 +201,35 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
   if (kblocks >= 2 && g_kernels->conv_kvec_blocks) {
     // 32+ channels: tiles of nb blocks, so each broadcast input value serves nb weight vectors;
     // items (image, group of blocks, run of rows) give every thread work even at batch 1
-    int nb = kblocks >= 4 ? 4 : 2;
+    const int nb = kblocks >= 4 ? 4 : 2;
     // positions per tile: of the two tile widths, the one that wastes fewer lanes on a row;
-    // rows of 7 or 14 (a ResNet's last stages) go 7 at a time in tiles of 3 blocks, whose lanes
-    // the 4 + 3 split would leave an eighth idle ((8, 512, 7, 7) 3x3, 1 thread: 22.7-28.3 ->
-    // 20.5-21.9 ms)
+    // rows of 7 or 14 (a ResNet's last stages) go 7 at a time in tiles of 4 blocks (28
+    // accumulators; tiles of 3 blocks, 21, ran 17 % slower: (8, 512, 7, 7) 3x3, 1 thread, 18.1-18.9
+    // against 15.6-16.3 ms)
     auto waste = [&](int64_t w) { return (s.Q + w - 1) / w * w - s.Q; };
     const int64_t w1 = nb == 4 ? 4 : 8, w2 = nb == 4 ? 6 : 12;
     int64_t nqt = waste(w2) <= waste(w1) ? w2 : w1;
-    if (nb == 4 && waste(7) == 0 && waste(nqt) > 0) nb = 3, nqt = 7;
+    if (nb == 4 && waste(7) == 0 && waste(nqt) > 0) nqt = 7;
+    // The products of padding (a row outside the image, a tile's first or last position
+    // outside it) are skipped: the classes of the kernel's R * S taps for tile (p, q). A 7x7
+    // plane with padding 1 has 18 % of its 3x3 products in the padding (PyTorch's oneDNN skips
+    // them too: it ran (8, 512, 7, 7) at 117 GFLOP/s counting them, the FMA peak of a core
+    // measured 117.5, convkit at 95 before).
+    const int64_t RS = s.R * s.S;
+    const bool skips = s.ph || s.pw;
+    auto tap_classes = [&](uint8_t* cls, int64_t p, int64_t q, int64_t nq) {
+      for (int64_t r = 0; r < s.R; ++r)
+        for (int64_t t = 0; t < s.S; ++t) {
+          const int64_t h = p * s.sh - s.ph + r * s.dh;
+          const int64_t c0 = q * s.sw - s.pw + t * s.dw, c1 = c0 + (nq - 1) * s.sw;
+          const bool first = c0 < 0 || c0 >= s.W, last = c1 < 0 || c1 >= s.W;
+          cls[r * s.S + t] = h < 0 || h >= s.H || (first && nq == 1) ? kTapNone
+                             : first && last ? kTapNotEnds
+                             : first         ? kTapNotFirst
+                             : last          ? kTapNotLast
+                                             : kTapAll;
+        }
+    };
     const int64_t groups = (kblocks + nb - 1) / nb;
     // one item per thread where the batch is smaller: runs of two 8-wide rows per item wrote
     // output cache lines shared with the next item's (a 64-channel 8x8 layer at batch 1 took
@@ -227,13 +254,17 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
       const int nk = static_cast<int>(std::min<int64_t>(16 * nbk, s.K - k0));
       const bool lone = nbk == 1 && unit;
       float* part = nruns_k > 1 && !lone
-                        ? scratch(Buf::kvec_part, (p1 - p0) * tiles_row * 384) : nullptr;
+                        ? scratch(Buf::kvec_part, (p1 - p0) * tiles_row * 448) : nullptr;
+      thread_local std::vector<uint8_t> cls;
+      cls.resize(static_cast<size_t>(RS));
       for (int64_t k1 = 0; k1 < CRS; k1 += kKvecTaps) {
         const int64_t taps = lone ? CRS : std::min(kKvecTaps, CRS - k1);
         const int mode = (k1 > 0 ? kKvecResume : 0) | (k1 + taps < CRS ? kKvecSuspend : 0);
         for (int64_t p = p0; p < p1; ++p)
           for (int64_t q = 0; q < s.Q; q += nqt) {
             const int nq = static_cast<int>(std::min<int64_t>(nqt, s.Q - q));
+            KvecTaps tc{cls.data(), static_cast<int>(RS), static_cast<int>(k1 % RS)};
+            if (skips && !lone) tap_classes(cls.data(), p, q, nq);
             const float* wb = wp + kb0 * CRS * 16;
             const float* xb = buf + p * s.sh * Wp + q * s.sw;
             if (lone)  // a last lone block at stride 1
@@ -242,8 +273,9 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
             else  // (a lone block strided: with the zero block after it)
               kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, xb, s.sw, offp + k1, taps,
                     wb + k1 * 16, CRS * 16, b ? b + k0 : nullptr, nq, nk,
-                    nbk == 3 && nb == 4 ? 4 : std::max(2, nbk),
-                    part ? part + ((p - p0) * tiles_row + q / nqt) * 384 : nullptr, mode);
+                    nbk == 3 ? 4 : std::max(2, nbk),
+                    part ? part + ((p - p0) * tiles_row + q / nqt) * 448 : nullptr, mode,
+                    skips ? &tc : nullptr);
           }
         if (lone) break;
       }

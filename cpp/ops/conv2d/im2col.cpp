@@ -113,14 +113,16 @@ void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, 
   split_rows(dst, Wd, 0, plane, H, W, h0, 1, nr, pw, 1, Wd);
 }
 
-// x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4 (x itself when there is no padding).
-const float* padded_input(const float* x, const Conv2dShape& s) {
+// x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4, then `slack` zeros (x itself when
+// there is no padding).
+const float* padded_input(const float* x, const Conv2dShape& s, int64_t slack) {
   if (!s.ph && !s.pw) return x;
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
-  float* buf = scratch(Buf::padded_input, s.N * s.C * plane);
+  float* buf = scratch(Buf::padded_input, s.N * s.C * plane + slack);
   parallel_for(s.N * s.C, kCopyCost * s.N * s.C * plane, [&](int64_t i) {
     pad_rows(buf + i * plane, Wp, x + i * s.H * s.W, s.H, s.W, -s.ph, Hp, s.pw);
   });
+  std::fill(buf + s.N * s.C * plane, buf + s.N * s.C * plane + slack, 0.f);
   return buf;
 }
 
