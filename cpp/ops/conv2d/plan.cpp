@@ -15,7 +15,7 @@
 //   grouped        groups of 32+ input and output channels: each group as a dense convolution
 //                  through this table (its operands gathered, its result scattered back)
 //   winograd5      5x5, stride 1, batches of 16+: Winograd F(2x2, 5x5), 16 images in the lanes
-//   winograd3_lanes  3x3, stride 1, batches of 16+, up to 64 x 64 channels, where its cost model
+//   winograd3_lanes  3x3, stride 1, batches of 16+, up to 192 x 192 channels, where its cost model
 //                  says it pays: Winograd F(2x2, 3x3), 16 images in the lanes (ResNet-20's
 //                  layers)
 //   gemm_1x1       1x1, stride 1, no padding, up to 128 positions in all and 256 x 256 channels

@@ -491,13 +491,18 @@ bool winograd_lanes_forward(float* y, const float* x, const float* w, const floa
 // kvec's 2.87, (128, 64, 8, 8) 1.98 against 2.87; (16, 64, 56, 56) 11.4 against winograd3's
 // 12.3, (32, 128, 14, 14) 5.4 against 6.6; the model declines (128, 3, 32, 32) -> 16, 0.94
 // against 0.62, and (64, 6, 14, 14) -> 16, 0.11 against 0.15, which it could take.) The
-// transformed weights (A^2 C Kp floats) must stay within L2, and an item's buffers within 16 MiB.
+// transformed weights (A^2 C Kp floats) are bounded, and an item's buffers within 16 MiB: at 5x5
+// 36 Ki floats; at 3x3 16 x 192 x 192, past the 1 MiB L2, where it still beats winograd3 (2
+// threads, medians of 9 interleaved calls: (64, 128, 8, 8) 3.74 ms against 4.81, (128, 128, 8,
+// 8) 7.10 against 9.18, (16, 128, 16, 16) 3.56 against 4.50, (32, 128, 8, 8) -> 256 3.74
+// against 4.48, (16, 192, 8, 8) 2.92 against 3.13; but (16, 256, 8, 8) 6.4-6.6 against
+// 5.7-6.3, (32, 256, 8, 8) 9.57 against 8.90).
 bool winograd_lanes_pays(const Conv2dShape& s) {
   if (s.R != s.S || (s.R != 3 && s.R != 5) || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 ||
       s.Q < 2)
     return false;
   const int64_t Kp = round_up(s.K, 8), A = s.R + 1;
-  if (A * A * s.C * Kp > (s.R == 5 ? 36 : 64) * 1024) return false;
+  if (A * A * s.C * Kp > (s.R == 5 ? 36 * 1024 : 16 * 192 * 192)) return false;
   const WinoLanesArgs a{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr,
                         Kp, nullptr, nullptr, static_cast<int>(s.R)};
   if (wino_lanes_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for buffers
