@@ -635,39 +635,55 @@ void copy_channels(float* dst, const float* src, int64_t N, int64_t ctot, int64_
   });
 }
 
+// The groups run side by side, one a thread at a time (each group's dense layer then runs
+// serially in its thread: parallel_for inside a job does), where they divide evenly among the
+// threads; else one after another, each spread over the threads. One after another, each group
+// paid three waits for the threads (gather, layer, scatter): (8, 256, 14, 14) in 8 groups, 2
+// threads, forward 1.76 ms against PyTorch's 1.63. The bits are the same either way (each row's
+// blocking depends on the shape only).
+template <class Fn>
+void each_group(const Conv2dShape& s, Fn&& fn) {
+  const int64_t T = get_num_threads();
+  if (T > 1 && s.G % T == 0) {
+    parallel_for(s.G, direct_flops(s), [&](int64_t g) { fn(g); });
+    return;
+  }
+  for (int64_t g = 0; g < s.G; ++g) fn(g);
+}
+
 bool grouped_forward(float* y, const float* x, const float* w, const float* b,
                      const Conv2dShape& s) {
   const Conv2dShape t = group_shape(s);
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
-  float* xg = scratch(Buf::grouped_a, s.N * t.C * HW);
-  float* yg = scratch(Buf::grouped_b, s.N * t.K * PQ);
-  for (int64_t g = 0; g < s.G; ++g) {
+  each_group(s, [&](int64_t g) {
+    float* xg = scratch(Buf::grouped_a, s.N * t.C * HW);
+    float* yg = scratch(Buf::grouped_b, s.N * t.K * PQ);
     copy_channels(xg, x, s.N, s.C, g * t.C, t.C, HW, false);
     forward(yg, xg, w + g * t.K * t.C * t.R * t.S, b ? b + g * t.K : nullptr, t, "", true);
     copy_channels(y, yg, s.N, s.K, g * t.K, t.K, PQ, true);
-  }
+  });
   return true;
 }
 
-// Each group g of s in turn: its slice of dy (N images of K / G channels) gathered into a
+// Each group g of s (each_group): its slice of dy (N images of K / G channels) gathered into a
 // contiguous buffer, with x its slice of x too, then fn(g, t, dyg, xg), t one group's dense shape.
 template <class Fn>
 void each_group_grad(const Conv2dShape& s, const float* dy, const float* x, Fn&& fn) {
   const Conv2dShape t = group_shape(s);
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
-  float* dyg = scratch(Buf::grouped_a, s.N * t.K * PQ);
-  float* xg = x ? scratch(Buf::grouped_b, s.N * t.C * HW) : nullptr;
-  for (int64_t g = 0; g < s.G; ++g) {
+  each_group(s, [&](int64_t g) {
+    float* dyg = scratch(Buf::grouped_a, s.N * t.K * PQ);
+    float* xg = x ? scratch(Buf::grouped_b, s.N * t.C * HW) : nullptr;
     copy_channels(dyg, dy, s.N, s.K, g * t.K, t.K, PQ, false);
     if (x) copy_channels(xg, x, s.N, s.C, g * t.C, t.C, HW, false);
     fn(g, t, dyg, xg);
-  }
+  });
 }
 
 bool grouped_input_grad(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
-  float* dxg = scratch(Buf::grouped_b, s.N * group_in(s) * s.H * s.W);
   each_group_grad(s, dy, nullptr, [&](int64_t g, const Conv2dShape& t, const float* dyg,
                                       const float*) {
+    float* dxg = scratch(Buf::grouped_b, s.N * t.C * s.H * s.W);
     const float* wg = w + g * t.K * t.C * t.R * t.S;
     run_table(kInputGrad, "", t, [] { return true; },
               [&](BwdRun run) { return run(dxg, dyg, wg, t); });
