@@ -115,6 +115,10 @@ bool all_finite(const float* v, int64_t n);
 // direct.cpp: implicit im2col read in place; channels in the lanes for narrow outputs.
 bool direct_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
 bool kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+// kvec_forward of a stride-1 input gradient as a convolution (dx_transposed_conv): w are the
+// weights of the convolution it is the gradient of, (s.C, s.K, R, S), which kvec lays out
+// flipped and transposed as it goes (one pass over them instead of two). No bias.
+bool kvec_forward_flipped(float* y, const float* x, const float* w, const Conv2dShape& s);
 // winograd.cpp
 bool winograd_forward(float* y, const float* x, const float* w, const float* b,
                       const Conv2dShape& s);

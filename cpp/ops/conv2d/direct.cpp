@@ -144,7 +144,10 @@ bool direct_forward(float* y, const float* x, const float* w, const float* b,
 // 32+ output channels and conv_kvec_blocks, tiles of 2 or 4 blocks x one row of 4-12 positions
 // (also strided: position i of a tile reads i * sw columns on); items (image, group of blocks,
 // run of rows).
-bool kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
+// flipped: w is not the layer's weights but those of the convolution whose input gradient this
+// layer is (kvec_forward_flipped), laid out here straight from them.
+static bool kvec_run(float* y, const float* x, const float* w, const float* b,
+                     const Conv2dShape& s, bool flipped) {
   const bool unit = s.sh == 1 && s.sw == 1;  // else only the several-block tiles (planner)
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;
@@ -163,7 +166,17 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
   parallel_for(kalloc, kCopyCost * 16.0 * kalloc * CRS, [&](int64_t kb) {
     const int rows = static_cast<int>(std::clamp<int64_t>(s.K - kb * 16, 0, 16));
     float* wb = wp + kb * CRS * 16;
-    g_kernels->rows_to_lanes16(wb, rows ? w + kb * 16 * CRS : w, CRS, rows, CRS);
+    if (flipped && rows) {  // tap (k, i) of channel c: w[k][c][RS - 1 - i], k < C
+      const int64_t RS = s.R * s.S;
+      for (int64_t k = 0; k < s.C; ++k) {
+        float* d = wb + k * RS * 16;
+        g_kernels->rows_to_lanes16(d, w + (k * s.K + kb * 16) * RS, RS, rows, RS);
+        for (int64_t i = 0; i < RS / 2; ++i)
+          std::swap_ranges(d + i * 16, d + i * 16 + 16, d + (RS - 1 - i) * 16);
+      }
+    } else {
+      g_kernels->rows_to_lanes16(wb, rows ? w + kb * 16 * CRS : w, CRS, rows, CRS);
+    }
     if (rows && !g_kernels->all_finite(wb, CRS * 16))
       finite.store(false, std::memory_order_relaxed);
   });
@@ -296,6 +309,14 @@ bool kvec_forward(float* y, const float* x, const float* w, const float* b, cons
       }
   });
   return true;
+}
+
+bool kvec_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
+  return kvec_run(y, x, w, b, s, false);
+}
+
+bool kvec_forward_flipped(float* y, const float* x, const float* w, const Conv2dShape& s) {
+  return kvec_run(y, x, w, nullptr, s, true);
 }
 
 // Weight gradient as dot products of dy rows with input rows (KernelTable::conv_dw_tile), in
