@@ -516,9 +516,17 @@ const Row<BwdRun> kWeightGrad[] = {
      // Deep layers on narrow rows go to gemm as well (dot's rows are short: forced, 2 threads,
      // (8, 512, 7, 7) -> 2048 1x1 7.6 ms against 5.6, (1, 512, 7, 7) -> 512 3x3 4.9 against 2.6,
      // (4, 1024, 14, 14) -> 256 1x1 2.7 against 2.4).
+     // But at batch 1 strided 3x3 and 4x4 layers keep dot on 28+ columns, and on 14+ up to 128
+     // channels (2 threads, medians of 11 calls, two interleaved rounds, dot (the new plan)
+     // against gemm (the old): (1, 64, 56, 56) -> 128 0.77-0.79 ms against 1.22-1.33,
+     // (1, 128, 28, 28) -> 256 1.00-1.01 against 1.33-1.39, (1, 32, 112, 112) -> 64 0.76
+     // against 1.41-1.49; at batch 2 and more gemm held ((2, 64, 56, 56) 1.28-1.53 against dot's
+     // 1.47-1.49, (16, 32, 32, 32) -> 64 0.96-1.12 against 1.20-1.24), and (1, 256, 14, 14) ->
+     // 512 stays gemm's, 1.21 against dot's 2.34 forced).
      [](const Conv2dShape& s, const KernelTable&) {
-       if (special(s) && s.Q < 16 && s.C * s.R * s.S >= 512) return false;
-       return !(special(s) && (s.sh > 1 || s.sw > 1) && s.C >= 32 && s.R * s.S <= 16);
+       const bool wide = s.N == 1 && s.R * s.S >= 9 && (s.Q >= 28 || (s.Q >= 14 && s.C <= 128));
+       if (special(s) && s.Q < 16 && s.C * s.R * s.S >= 512 && !wide) return false;
+       return wide || !(special(s) && (s.sh > 1 || s.sw > 1) && s.C >= 32 && s.R * s.S <= 16);
      },
      true, dw_dot},
     {"gemm", [](const Conv2dShape& s, const KernelTable&) { return special(s); }, nullptr, true,
