@@ -466,9 +466,13 @@ const Row<BwdRun> kWeightGrad[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_in_row && s.R == 3 && s.S == 3 && unit_stride(s);
      },
+     // Batches of 2+: its items are chunks of images, so one image leaves a thread idle, where
+     // kvec takes the layer (2 threads, forced, medians of 9, winograd3 against kvec:
+     // (1, 128, 28, 28) 1.39 ms against 1.10, (1, 64, 56, 56) 1.60 against 1.12, (1, 64, 28, 28)
+     // 0.47 against 0.30; at batch 2 winograd3 leads, 1.44 against 2.18, 1.71 against 2.18).
      [](const Conv2dShape& s, const KernelTable&) {
        if (s.C * s.K <= 64 * 64 && tiles2x2_waste(s)) return false;
-       return s.C >= 64 && s.K >= 64 && s.N * tiles2x2(s) >= 64;
+       return s.C >= 64 && s.K >= 64 && s.N >= 2 && s.N * tiles2x2(s) >= 64;
      },
      true, winograd3_weight_grad},
     {"kvec",
