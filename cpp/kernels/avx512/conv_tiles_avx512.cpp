@@ -130,7 +130,7 @@ template <int KB, int NQ, int I0, int I1>
 static inline __attribute__((always_inline)) void kvec_fmas(__m512 (&acc)[KB][NQ],
                                                             const __m512 (&wk)[KB],
                                                             const float* xk, int64_t xstep) {
-#pragma GCC unroll 12
+#pragma GCC unroll 16
   for (int i = I0; i < I1; ++i) {
     const float* xp = xk + i * xstep;
     if (KB * NQ > 24) {
@@ -156,7 +156,7 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, int64_t xs
     const int nkb = nk - 16 * b < 0 ? 0 : (nk - 16 * b > 16 ? 16 : nk - 16 * b);
     const __mmask16 mk = static_cast<__mmask16>((1u << nkb) - 1u);
     const __m512 b0 = bias ? _mm512_maskz_loadu_ps(mk, bias + 16 * b) : _mm512_setzero_ps();
-#pragma GCC unroll 12
+#pragma GCC unroll 16
     for (int i = 0; i < NQ; ++i)
       acc[b][i] = mode & kKvecResume ? _mm512_loadu_ps(part + (b * NQ + i) * 16) : b0;
   }
@@ -189,7 +189,7 @@ static void kvec_blocks_tile(float* out, int64_t ldo, const float* x, int64_t xs
   if (mode & kKvecSuspend) {
 #pragma GCC unroll 4
     for (int b = 0; b < KB; ++b)
-#pragma GCC unroll 12
+#pragma GCC unroll 16
       for (int i = 0; i < NQ; ++i) _mm512_storeu_ps(part + (b * NQ + i) * 16, acc[b][i]);
     return;
   }
@@ -221,8 +221,10 @@ void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, int64_t xs
   } else {
     if (nq <= 8)
       CK_KVEC_TILE(2, 8);
-    else
+    else if (nq <= 12)
       CK_KVEC_TILE(2, 12);
+    else
+      CK_KVEC_TILE(2, 14);
   }
 #undef CK_KVEC_TILE
 }

@@ -223,6 +223,7 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
     const int64_t w1 = nb == 4 ? 4 : 8, w2 = nb == 4 ? 6 : 12;
     int64_t nqt = waste(w2) <= waste(w1) ? w2 : w1;
     if (nb == 4 && waste(7) == 0 && waste(nqt) > 0) nqt = 7;
+    if (nb == 2 && waste(14) == 0 && waste(nqt) > 0) nqt = 14;
     // The products of padding (a row outside the image, a tile's first or last position
     // outside it) are skipped: the classes of the kernel's R * S taps for tile (p, q). A 7x7
     // plane with padding 1 has 18 % of its 3x3 products in the padding (PyTorch's oneDNN skips
@@ -280,9 +281,11 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
             if (skips && !lone) tap_classes(cls.data(), p, q, nq);
             const float* wb = wp + kb0 * CRS * 16;
             const float* xb = buf + p * s.sh * Wp + q * s.sw;
-            if (lone)  // a last lone block at stride 1
-              kern(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, s.Q, xb, Wp, offp, CRS, wb,
-                   b ? b + k0 : nullptr, nq, nk, false);
+            if (lone)  // a last lone block at stride 1 (its tile: 12 positions at most)
+              for (int64_t q2 = q; q2 < q + nq; q2 += 12)
+                kern(y + (n * s.K + k0) * PQ + p * s.Q + q2, PQ, s.Q, xb + (q2 - q), Wp, offp,
+                     CRS, wb, b ? b + k0 : nullptr,
+                     static_cast<int>(std::min<int64_t>(12, q + nq - q2)), nk, false);
             else  // (a lone block strided: with the zero block after it)
               kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, xb, s.sw, offp + k1, taps,
                     wb + k1 * 16, CRS * 16, b ? b + k0 : nullptr, nq, nk,
