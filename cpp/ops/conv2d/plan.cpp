@@ -204,17 +204,20 @@ bool winograd3_pays(const Conv2dShape& s) {
 
 // Strided layers of many input channels, where kvec's tiles (the weights in L2 a run of taps
 // at a time) beat direct, im2col_gemm and winograd3_s2 at any batch: 1x1 over 1024+ channels,
-// 3x3 over 512+, and 3x3 over 256+ on output planes up to 14 wide (forced, 2 threads, AMD EPYC
+// 3x3 over 512+, and 3x3 over 128+ on output planes up to 14 wide (forced, 2 threads, AMD EPYC
 // Zen 4, against the best other row: 1x1 (8, 1024, 14, 14) -> 2048 12.1 ms against
 // im2col_gemm's 13.3 (direct, the row it took, 22.9), (32, ...) 42.2 against 50.4; 3x3
 // (32, 512, 14, 14) -> 512 46.7 against direct's 61.9, (8, 512, 28, 28) -> 1024 83.9
 // against winograd3_s2's 107.8, (32, 1024, 14, 14) -> 2048 370 against im2col_gemm's 560,
 // (32, 256, 28, 28) -> 256 41.2 against 44.5, (32, 256, 14, 14) -> 512 21.1 against direct's
 // 23.7; ties at (1, 512, 28, 28) -> 1024 and (1, 256, 28, 28) -> 256; winograd3_s2 keeps
-// (8, 256, 56, 56) -> 512, 28 wide: 69.2 against 84.0).
+// (8, 256, 56, 56) -> 512, 28 wide: 69.2 against 84.0). 128+ since kvec's tiles skip the
+// padding's products (planned, 2 threads, two interleaved rounds, winograd3_s2 -> kvec:
+// (8, 128, 28, 28) -> 256 5.6-6.2 ms -> 4.95-5.01, (16, ...) 10.7-10.9 -> 9.8-9.9, (8, 160, 28,
+// 28) -> 160 4.6 -> 4.2; (32, 128, 28, 28) -> 256 level, 20.7-20.8 against 20.6-21.0).
 bool deep_strided(const Conv2dShape& s) {
   if (s.R * s.S == 1) return s.C >= 1024;
-  return s.R == 3 && s.S == 3 && (s.C >= 512 || (s.C >= 256 && s.Q <= 14));
+  return s.R == 3 && s.S == 3 && (s.C >= 512 || (s.C >= 128 && s.Q <= 14));
 }
 
 // Groups of 32+ input and output channels each run as dense convolutions, one group at a time
