@@ -141,7 +141,7 @@ bool direct_forward(float* y, const float* x, const float* w, const float* b,
 // Convolution of narrow images (few output columns: lanes along a row would mostly idle) or of
 // deep layers with the ISA's channel-vectorised tile: 16 output channels in the lanes, two
 // output rows of up to 12 positions per tile; items (image, block of 16 output channels). With
-// 32+ output channels and conv_kvec_blocks, tiles of 2 or 4 blocks x one row of 4-12 positions
+// 32+ output channels and conv_kvec_blocks, tiles of 2 or 4 blocks x one row of 4-14 positions
 // (also strided: position i of a tile reads i * sw columns on); items (image, group of blocks,
 // run of rows).
 // flipped: w is not the layer's weights but those of the convolution whose input gradient this
