@@ -194,11 +194,16 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
   // zero-padded, with the slack.
   // Only padded rows [r0, r1) are filled (the rows an item's tiles read, the last one for the
   // lanes past a row's end).
+  // 32+ channels (conv_kvec_blocks): tiles of nb blocks, so each broadcast input value serves
+  // nb weight vectors; items (image, group of blocks, run of rows) give every thread work even
+  // at batch 1.
+  const bool blocks = kblocks >= 2 && g_kernels->conv_kvec_blocks;
+  const int nb = kblocks >= 4 ? 4 : 2;
+  const int64_t groups = blocks ? (kblocks + nb - 1) / nb : 1;
   // With several items an image (groups of output channels) and padding, the images are padded
   // once, shared, where that takes 16 MiB or less: each item padding its rows itself took 5 %
   // of an (8, 512, 7, 7) 3x3 layer (11 items an image).
-  const int64_t kgroups = kblocks >= 2 && g_kernels->conv_kvec_blocks ? (kblocks + 3) / 4 : 1;
-  const float* shared = (s.ph || s.pw) && kgroups > 1 && s.N * s.C * plane <= 4 * 1024 * 1024
+  const float* shared = (s.ph || s.pw) && groups > 1 && s.N * s.C * plane <= 4 * 1024 * 1024
                             ? padded_input(x, s, slack) : nullptr;
   auto image = [&](int64_t n, int64_t r0 = 0, int64_t r1 = -1) {
     if (shared) return shared + n * s.C * plane;
@@ -211,10 +216,7 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
     std::fill(b + s.C * plane, b + s.C * plane + slack, 0.f);
     return static_cast<const float*>(b);
   };
-  if (kblocks >= 2 && g_kernels->conv_kvec_blocks) {
-    // 32+ channels: tiles of nb blocks, so each broadcast input value serves nb weight vectors;
-    // items (image, group of blocks, run of rows) give every thread work even at batch 1
-    const int nb = kblocks >= 4 ? 4 : 2;
+  if (blocks) {
     // positions per tile: of the two tile widths, the one that wastes fewer lanes on a row;
     // rows of 7 or 14 (a ResNet's last stages) go 7 at a time in tiles of 4 blocks (28
     // accumulators; tiles of 3 blocks, 21, ran 17 % slower: (8, 512, 7, 7) 3x3, 1 thread, 18.1-18.9
@@ -244,7 +246,6 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
                                              : kTapAll;
         }
     };
-    const int64_t groups = (kblocks + nb - 1) / nb;
     // one item per thread where the batch is smaller: runs of two 8-wide rows per item wrote
     // output cache lines shared with the next item's (a 64-channel 8x8 layer at batch 1 took
     // 64 us on 2 threads against 54 on 1; 47 us now)

@@ -80,29 +80,29 @@ void transform_panel(float* dst, int64_t estride, int nph, int64_t depth, int MR
     for (int64_t d = d0; d < d0 + nd; ++d)
       for (int f = 0; f < nph; ++f) {
         float* u = tmp.data() + (NE * f * kB + d - d0) * MR;
-        if (NE == 9) {
+        if constexpr (NE == 9) {
           for (int i = 0; i < MR; ++i) {
             float g[4];
             q(d, i, f, g);
             transform_kernel(u + i, kB * MR, g[0], g[1], g[2], g[3]);
           }
-          continue;
-        }
-        // F(4, 2): the MR kernels side by side (the loops over i vectorise; one kernel at a
-        // time, the transform took 16 % of a (16, 128, 16, 16) -> 256 layer)
-        float g[4][16] = {};
-        for (int i = 0; i < MR; ++i) {
-          float gi[4];
-          q(d, i, f, gi);
-          for (int j = 0; j < 4; ++j) g[j][i] = gi[j];
-        }
-        float r0[5][16], r1[5][16], c[5][16];  // along the columns, then down the rows
-        kernel_1d(r0, g[0], g[1]);
-        kernel_1d(r1, g[2], g[3]);
-        for (int j = 0; j < 5; ++j) {
-          kernel_1d(c, r0[j], r1[j]);
-          for (int ii = 0; ii < 5; ++ii)
-            std::memcpy(u + (5 * ii + j) * kB * MR, c[ii], sizeof(float) * MR);
+        } else {
+          // F(4, 2): the MR kernels side by side (the loops over i vectorise; one kernel at a
+          // time, the transform took 16 % of a (16, 128, 16, 16) -> 256 layer)
+          float g[4][16] = {};
+          for (int i = 0; i < MR; ++i) {
+            float gi[4];
+            q(d, i, f, gi);
+            for (int j = 0; j < 4; ++j) g[j][i] = gi[j];
+          }
+          float r0[5][16], r1[5][16], c[5][16];  // along the columns, then down the rows
+          kernel_1d(r0, g[0], g[1]);
+          kernel_1d(r1, g[2], g[3]);
+          for (int j = 0; j < 5; ++j) {
+            kernel_1d(c, r0[j], r1[j]);
+            for (int ii = 0; ii < 5; ++ii)
+              std::memcpy(u + (5 * ii + j) * kB * MR, c[ii], sizeof(float) * MR);
+          }
         }
       }
     for (int e = 0; e < NE * nph; ++e)
