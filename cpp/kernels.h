@@ -327,8 +327,9 @@ struct KernelTable {
   // in place: for planes i < n, y_i (P, Q) at y + i * ystride = bias[i] (0 when bias is null) +
   // the taps (r, t) in order of w_i[ks r + t] * x_i[p - ph + r][q - pw + t], with
   // w_i = w + ks^2 i and x_i (H, W) at x + i * xstride, zero outside the plane; zeros: Q + ks - 1
-  // zero floats (the rows outside it). Same bits as conv_rows on the padded rows. Null where the
-  // ISA has none (the caller pads and runs conv_rows).
+  // zero floats (the rows outside it). Same values as conv_rows on the padded rows (a kernel may
+  // skip the products of padding rows, exact zeros, whose only trace would be the sign of a zero
+  // sum). Null where the ISA has none (the caller pads and runs conv_rows).
   void (*conv_dw_plane)(int ks, float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                         const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
                         int64_t pw, const float* w, const float* bias, const float* zeros);
@@ -339,8 +340,9 @@ struct KernelTable {
   // The forward of a 3x3 depthwise layer at stride 2, padding 0 or 1 each way, whole planes,
   // x read in place: for planes i < n, y_i (P, Q) at y + i * ystride = bias[i] (0 when bias is
   // null) + the taps (r, t) in order of w_i[3 r + t] * x_i[2 p - ph + r][2 q - pw + t], w_i =
-  // w + 9 i, x_i (H, W) at x + i * xstride, zero outside it. Same bits as conv_rows on the
-  // zero-padded phase rows; null where the ISA has none.
+  // w + 9 i, x_i (H, W) at x + i * xstride, zero outside it. Same values as conv_rows on the
+  // zero-padded phase rows (padding rows' products may be skipped, as above); null where the
+  // ISA has none.
   void (*conv_dw3s2_plane)(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                            const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
                            int64_t pw, const float* w, const float* bias);

@@ -92,6 +92,15 @@ DW3_SHAPES = [
     (1, 3, 11, 3, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),
     (1, 2, 13, 8, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     (2, 3, 21, 25, 3, (3, 3), (1, 1), (1, 1), (1, 1), 3),  # blocks of 7 rows (P % 7 == 0)
+    # padding 1, wider rows: each input row loaded once, its taps shifted in registers; blocks
+    # of 1 to 4 vectors with a row tail, past 64 columns (the lanes beside a block), 1 or 2 rows
+    (1, 2, 10, 12, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (1, 2, 5, 40, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (2, 2, 9, 57, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (1, 2, 6, 65, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (1, 2, 3, 150, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (1, 2, 2, 20, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (1, 2, 1, 30, 2, (3, 3), (1, 1), (1, 1), (1, 1), 2),
     # 5x5 read in place (forward and the transposed input gradient): blocks of 1 and 2 vectors,
     # past 32 columns, padding 0 to 3, a pixel
     (2, 3, 9, 14, 3, (5, 5), (1, 1), (2, 2), (1, 1), 3),
@@ -108,6 +117,11 @@ DW3_SHAPES = [
     (1, 3, 9, 5, 3, (3, 3), (2, 2), (1, 0), (1, 1), 3),
     (1, 2, 6, 40, 2, (3, 3), (2, 2), (0, 1), (1, 1), 2),
     (1, 9, 3, 33, 9, (3, 3), (2, 2), (1, 1), (1, 1), 9),
+    # (the forward: blocks of 4 rows and 2 vectors, then 1; a row tail; rows ending at column 32)
+    (1, 2, 20, 70, 2, (3, 3), (2, 2), (1, 1), (1, 1), 2),
+    (1, 2, 19, 97, 2, (3, 3), (2, 2), (0, 1), (1, 1), 2),
+    (2, 3, 40, 20, 3, (3, 3), (2, 2), (1, 0), (1, 1), 3),
+    (1, 2, 11, 64, 2, (3, 3), (2, 2), (1, 1), (1, 1), 2),
 ]
 
 # Shapes for the forced algorithms: these plus the general ones above, so that every row of every

@@ -411,6 +411,130 @@ void flat_plane(float* y, const float* x, int64_t H, int64_t W, const FlatMasks*
   }
 }
 
+// Input row j of a block, its three taps xt for vector v, into the accumulators of the output
+// rows o that read it (tap row r = j - STEP o), weights wv[3 r + t] (fully unrolled callers:
+// j and v are constants).
+template <int ROWS, int NV, int STEP>
+__attribute__((always_inline)) inline void taps_into(__m512 (&acc)[ROWS][NV], int j, int v,
+                                                     const __m512 (&xt)[3], const __m512* wv) {
+  #pragma GCC unroll 3
+  for (int t = 0; t < 3; ++t)
+    #pragma GCC unroll 16
+    for (int o = 0; o < ROWS; ++o) {
+      const int r = j - STEP * o;
+      if (r >= 0 && r < 3) acc[o][v] = _mm512_fmadd_ps(wv[3 * r + t], xt[t], acc[o][v]);
+    }
+}
+
+// ROWS output rows Q apart of NV vectors, the last one's lanes `last`.
+template <int ROWS, int NV>
+__attribute__((always_inline)) inline void store_rows(float* y, int64_t Q,
+                                                      const __m512 (&acc)[ROWS][NV],
+                                                      __mmask16 last) {
+  #pragma GCC unroll 16
+  for (int o = 0; o < ROWS; ++o) {
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + o * Q + 16 * v, acc[o][v]);
+    _mm512_mask_storeu_ps(y + o * Q + 16 * (NV - 1), last, acc[o][NV - 1]);
+  }
+}
+
+// "Same" 3 x 3 planes (ph = pw = 1, so P = H, Q = W): ROWS output rows (Q apart in y) from
+// input rows -1 .. ROWS of the block (x: its row 0), NV vectors of columns from the block's
+// first. Each input row is loaded once, vector by vector, and its three taps come from those
+// vectors shifted by one lane either way (valignd), with the lanes past the block from the
+// columns beside it (EDGES, planes wider than 64: lmask / rmask, the one lane read there, 0 at
+// the plane's edge; zeros otherwise): taps_block loaded each row three times, from unaligned
+// addresses across two cache lines.
+// TOP / BOT: the rows above / below are the padding, whose products (exact zeros) are
+// skipped; otherwise the products and their order are taps_block's, so are the values.
+template <int ROWS, int NV, bool TOP, bool BOT, bool EDGES>
+void same3_block(float* y, int64_t Q, const float* x, const __m512* wv, float bias,
+                 __mmask16 last, __mmask16 lmask, __mmask16 rmask) {
+  __m512 acc[ROWS][NV];
+  #pragma GCC unroll 16
+  for (int o = 0; o < ROWS; ++o)
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
+  #pragma GCC unroll 32
+  for (int j = TOP ? 1 : 0; j < (BOT ? ROWS + 1 : ROWS + 2); ++j) {
+    const float* s = x + (j - 1) * Q;
+    __m512i a[NV + 2];  // a[v + 1]: vector v; a[0], a[NV + 1]: the lanes beside the block
+    a[0] = EDGES ? _mm512_castps_si512(_mm512_maskz_loadu_ps(lmask, s - 16))
+                 : _mm512_setzero_si512();
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV - 1; ++v) a[v + 1] = _mm512_castps_si512(_mm512_loadu_ps(s + 16 * v));
+    a[NV] = _mm512_castps_si512(_mm512_maskz_loadu_ps(last, s + 16 * (NV - 1)));
+    a[NV + 1] = EDGES ? _mm512_castps_si512(_mm512_maskz_loadu_ps(rmask, s + 16 * NV))
+                      : _mm512_setzero_si512();
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      const __m512 xt[3] = {_mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 1], a[v], 15)),
+                            _mm512_castsi512_ps(a[v + 1]),
+                            _mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 2], a[v + 1], 1))};
+      taps_into<ROWS, NV, 1>(acc, j, v, xt, wv);
+    }
+  }
+  store_rows<ROWS, NV>(y, Q, acc, last);
+}
+
+// Rows o .. o + n - 1 (n <= L) of a column block as one block.
+template <int L, int NV, bool EDGES>
+void same3_rows(int n, int64_t o, int64_t P, float* y, int64_t Q, const float* x,
+                const __m512* wv, float bias, __mmask16 last, __mmask16 lm, __mmask16 rm) {
+  if constexpr (L >= 1) {
+    if (n < L) {
+      same3_rows<L - 1, NV, EDGES>(n, o, P, y, Q, x, wv, bias, last, lm, rm);
+      return;
+    }
+    y += o * Q;
+    x += o * Q;
+    const bool top = o == 0, bot = o + L == P;
+    if (top && bot) same3_block<L, NV, true, true, EDGES>(y, Q, x, wv, bias, last, lm, rm);
+    else if (top) same3_block<L, NV, true, false, EDGES>(y, Q, x, wv, bias, last, lm, rm);
+    else if (bot) same3_block<L, NV, false, true, EDGES>(y, Q, x, wv, bias, last, lm, rm);
+    else same3_block<L, NV, false, false, EDGES>(y, Q, x, wv, bias, last, lm, rm);
+  }
+}
+
+// All rows of the column block from q0 on (NV vectors, the last one `last`).
+template <int ROWS, int NV, bool EDGES>
+void same3_cols(float* y, int64_t P, int64_t Q, const float* x, const __m512* wv, float bias,
+                int64_t q0, __mmask16 last) {
+  const __mmask16 lm = q0 > 0 ? 0x8000 : 0, rm = q0 + 16 * NV < Q ? 1 : 0;
+  for (int64_t o = 0; o < P; o += ROWS)
+    same3_rows<ROWS, NV, EDGES>(static_cast<int>(std::min<int64_t>(ROWS, P - o)), o, P, y + q0, Q,
+                         x + q0, wv, bias, last, lm, rm);
+}
+
+// n "same" 3 x 3 planes: column blocks of up to 64, rows in blocks of 4 to 8 (the
+// accumulators, the nine weights and the row's vectors fill the 32 registers).
+void same3_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const float* x,
+                  int64_t xstride, const float* w, const float* bias) {
+  for (int64_t i = 0; i < n; ++i) {
+    __m512 wv[9];
+    #pragma GCC unroll 9
+    for (int k = 0; k < 9; ++k) wv[k] = _mm512_set1_ps(w[9 * i + k]);
+    float* yi = y + i * ystride;
+    const float* xi = x + i * xstride;
+    const float b = bias ? bias[i] : 0.f;
+    for (int64_t q0 = 0; q0 < Q; q0 += 64) {
+      const int64_t m = std::min<int64_t>(64, Q - q0), nv = (m + 15) / 16;
+      const __mmask16 last = tail_mask(m - 16 * (nv - 1));
+      if (Q > 64) {  // blocks of 4 vectors, the last one of 1 to 4
+        if (nv == 4) same3_cols<4, 4, true>(yi, P, Q, xi, wv, b, q0, last);
+        else if (nv == 3) same3_cols<4, 3, true>(yi, P, Q, xi, wv, b, q0, last);
+        else if (nv == 2) same3_cols<6, 2, true>(yi, P, Q, xi, wv, b, q0, last);
+        else same3_cols<8, 1, true>(yi, P, Q, xi, wv, b, q0, last);
+      } else if (nv == 4) same3_cols<4, 4, false>(yi, P, Q, xi, wv, b, q0, last);
+      else if (nv == 3) same3_cols<4, 3, false>(yi, P, Q, xi, wv, b, q0, last);
+      else if (nv == 1) same3_cols<8, 1, false>(yi, P, Q, xi, wv, b, q0, last);
+      else if (P % 7 == 0 || P % 7 > 4) same3_cols<7, 2, false>(yi, P, Q, xi, wv, b, q0, last);
+      else same3_cols<6, 2, false>(yi, P, Q, xi, wv, b, q0, last);
+    }
+  }
+}
+
 }  // namespace
 
 void conv_rows_avx512(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
@@ -494,6 +618,10 @@ void dw_plane(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const 
       flat_plane(y + i * ystride, x + i * xstride, H, W, mk, w + 9 * i, bias ? bias[i] : 0.f);
     return;
   }
+  if (KS == 3 && ph == 1 && pw == 1) {
+    same3_planes(y, ystride, n, P, Q, x, xstride, w, bias);
+    return;
+  }
   if (Q > taps_block_cols(KS)) {  // several column blocks: plane by plane
     for (int64_t i = 0; i < n; ++i) {
       const float* xi = x + i * xstride;
@@ -545,21 +673,24 @@ void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, c
   dots3x3(lanes, dy, Q, P, Q, row, nullptr, mask);
 }
 
-// Stride-2 3x3 depthwise layers on whole planes, x read in place: the three taps of an input row
-// for 16 outputs are the even, odd and next even columns of the 32 (or 34) columns from
-// 2 q0 - pw, permutes of two masked loads (zero outside the row); rows outside the plane are
-// zeros, so that every output has its nine products in tap order, as on the zero-padded phase
-// rows.
+// The lanes of a load at column c that lie in a row of W columns.
+inline __mmask16 row_lanes(int64_t c, int64_t W) {
+  if (c >= W || c <= -16) return 0;
+  const __mmask16 m = c < 0 ? static_cast<__mmask16>(0xFFFFu << -c) : __mmask16(0xFFFF);
+  return c + 16 > W ? static_cast<__mmask16>(m & tail_mask(W - c)) : m;
+}
+
+// Stride-2 3x3 depthwise weight gradients on whole planes, x read in place: the three taps of an
+// input row for 16 outputs are the even, odd and next even columns of the 32 (or 34) columns
+// from 2 q0 - pw, permutes of two masked loads (zero outside the row); rows outside the plane
+// are zeros, so that every output has its nine products in tap order, as on the zero-padded
+// phase rows.
 struct S2Taps {
   int64_t H, W, ph, pw;
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
                                          30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  __mmask16 cols(int64_t c) const {  // the lanes of a load at column c that lie in the row
-    if (c >= W || c <= -16) return 0;
-    const __mmask16 m = c < 0 ? static_cast<__mmask16>(0xFFFFu << -c) : __mmask16(0xFFFF);
-    return c + 16 > W ? static_cast<__mmask16>(m & tail_mask(W - c)) : m;
-  }
+  __mmask16 cols(int64_t c) const { return row_lanes(c, W); }
   // v[3 r + t] = x[2 p - ph + r][2 (q0 + j) - pw + t] for lanes j
   void get(__m512* v, const float* x, int64_t p, int64_t q0) const {
     const int64_t c0 = 2 * q0 - pw;
@@ -580,24 +711,101 @@ struct S2Taps {
   }
 };
 
-// KernelTable::conv_dw3s2_plane
+namespace {
+
+// ROWS output rows (Q apart in y; y at the first's column q0) of a stride-2 3x3 depthwise plane
+// from input rows h0 .. h0 + 2 ROWS (h0 = 2 p0 - ph; rows outside [0, H) are padding, whose
+// products, exact zeros, are skipped), NV vectors of 16 columns. Each input row is loaded once:
+// vector v's 32 columns from c0 + 32 v (c0 = 2 q0 - pw; masks mA / mB, zero outside the row)
+// split into its even (tap 0) and odd (tap 1) columns, tap 2 the even ones shifted a lane, the
+// last lane from the next vector (or column c0 + 32 NV alone, mask mC). The products and their
+// order are those of the zero-padded phase rows, so are the values.
+template <int ROWS, int NV>
+void s2_block(float* y, int64_t Q, const float* x, int64_t H, int64_t W, int64_t h0, int64_t c0,
+              const __m512* wv, float bias, const __mmask16* mA, const __mmask16* mB,
+              __mmask16 mC, __mmask16 last) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  __m512 acc[ROWS][NV];
+  #pragma GCC unroll 16
+  for (int o = 0; o < ROWS; ++o)
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
+  #pragma GCC unroll 32
+  for (int j = 0; j < 2 * ROWS + 1; ++j) {
+    const int64_t h = h0 + j;
+    if (h < 0 || h >= H) continue;
+    const float* s = x + h * W + c0;
+    __m512 e[NV + 1], od[NV];
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      const __m512 a = _mm512_maskz_loadu_ps(mA[v], s + 32 * v);
+      const __m512 b = _mm512_maskz_loadu_ps(mB[v], s + 32 * v + 16);
+      e[v] = _mm512_permutex2var_ps(a, even, b);
+      od[v] = _mm512_permutex2var_ps(a, odd, b);
+    }
+    e[NV] = _mm512_maskz_loadu_ps(mC, s + 32 * NV);
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      const __m512 xt[3] = {e[v], od[v],
+                            _mm512_castsi512_ps(_mm512_alignr_epi32(
+                                _mm512_castps_si512(e[v + 1]), _mm512_castps_si512(e[v]), 1))};
+      taps_into<ROWS, NV, 2>(acc, j, v, xt, wv);
+    }
+  }
+  store_rows<ROWS, NV>(y, Q, acc, last);
+}
+
+// Output rows p0 .. p0 + n - 1 (n <= L) as one block.
+template <int L, int NV>
+void s2_rows(int n, int64_t p0, float* y, int64_t Q, const float* x, int64_t H, int64_t W,
+             int64_t ph, int64_t c0, const __m512* wv, float bias, const __mmask16* mA,
+             const __mmask16* mB, __mmask16 mC, __mmask16 last) {
+  if constexpr (L >= 1) {
+    if (n < L) {
+      s2_rows<L - 1, NV>(n, p0, y, Q, x, H, W, ph, c0, wv, bias, mA, mB, mC, last);
+      return;
+    }
+    s2_block<L, NV>(y + p0 * Q, Q, x, H, W, 2 * p0 - ph, c0, wv, bias, mA, mB, mC, last);
+  }
+}
+
+// The column block of NV vectors from q0 on (the last one `last`), all rows.
+template <int ROWS, int NV>
+void s2_cols(float* y, int64_t P, int64_t Q, const float* x, int64_t H, int64_t W, int64_t ph,
+             int64_t pw, const __m512* wv, float bias, int64_t q0, __mmask16 last) {
+  const int64_t c0 = 2 * q0 - pw;
+  __mmask16 mA[NV], mB[NV];
+  for (int v = 0; v < NV; ++v) {
+    mA[v] = row_lanes(c0 + 32 * v, W);
+    mB[v] = row_lanes(c0 + 32 * v + 16, W);
+  }
+  const __mmask16 mC = row_lanes(c0 + 32 * NV, W) & 1;
+  for (int64_t p0 = 0; p0 < P; p0 += ROWS)
+    s2_rows<ROWS, NV>(static_cast<int>(std::min<int64_t>(ROWS, P - p0)), p0, y + q0, Q, x, H, W,
+                      ph, c0, wv, bias, mA, mB, mC, last);
+}
+
+}  // namespace
+
+// KernelTable::conv_dw3s2_plane: column blocks of 2 vectors (1 where Q <= 16), 4 rows a block
+// (8 for one vector)
 void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                              const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
                              int64_t pw, const float* w, const float* bias) {
-  const S2Taps taps{H, W, ph, pw};
   for (int64_t i = 0; i < n; ++i) {
-    const float* wi = w + 9 * i;
-    const __m512 b = _mm512_set1_ps(bias ? bias[i] : 0.f);
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t q0 = 0; q0 < Q; q0 += 16) {
-        __m512 v[9];
-        taps.get(v, x + i * xstride, p, q0);
-        __m512 acc = b;
-#pragma GCC unroll 9
-        for (int t = 0; t < 9; ++t) acc = _mm512_fmadd_ps(_mm512_set1_ps(wi[t]), v[t], acc);
-        _mm512_mask_storeu_ps(y + i * ystride + p * Q + q0,
-                              tail_mask(std::min<int64_t>(16, Q - q0)), acc);
-      }
+    __m512 wv[9];
+    #pragma GCC unroll 9
+    for (int k = 0; k < 9; ++k) wv[k] = _mm512_set1_ps(w[9 * i + k]);
+    float* yi = y + i * ystride;
+    const float* xi = x + i * xstride;
+    const float b = bias ? bias[i] : 0.f;
+    for (int64_t q0 = 0; q0 < Q; q0 += 32) {
+      const int64_t m = std::min<int64_t>(32, Q - q0);
+      if (m > 16) s2_cols<4, 2>(yi, P, Q, xi, H, W, ph, pw, wv, b, q0, tail_mask(m - 16));
+      else s2_cols<8, 1>(yi, P, Q, xi, H, W, ph, pw, wv, b, q0, tail_mask(m));
+    }
   }
 }
 
