@@ -122,6 +122,10 @@ DW3_SHAPES = [
     (1, 2, 19, 97, 2, (3, 3), (2, 2), (0, 1), (1, 1), 2),
     (2, 3, 40, 20, 3, (3, 3), (2, 2), (1, 0), (1, 1), 3),
     (1, 2, 11, 64, 2, (3, 3), (2, 2), (1, 1), (1, 1), 2),
+    # (the input gradient: dx rows of 1 to 4 vectors side by side, past 64 columns)
+    (1, 2, 9, 56, 2, (3, 3), (2, 2), (1, 1), (1, 1), 2),
+    (1, 2, 8, 127, 2, (3, 3), (2, 2), (0, 1), (1, 1), 2),
+    (1, 2, 5, 100, 2, (3, 3), (2, 2), (1, 0), (1, 1), 2),
 ]
 
 # Shapes for the forced algorithms: these plus the general ones above, so that every row of every

@@ -835,12 +835,81 @@ void conv_dw3s2_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q,
 // lane j of the dy values expanded as D[q0 + j / 2] (A) and D[q0 + (j + 1) / 2] (B) or
 // D[q0 + j / 2 - 1] (G), a column's taps are A and B (pw 1: t = 1 even, t = 0, 2 odd) or A and
 // G (pw 0: t = 0, 2 even, t = 1 odd), added in tap order, zero past the row's ends.
-void conv_dw3s2_dx_avx512(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W,
-                          const float* dy, int64_t dystride, int64_t P, int64_t Q, int64_t ph,
-                          int64_t pw, const float* w) {
-  const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-  const __m512i half_up = _mm512_setr_epi32(0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8);
-  const __mmask16 odd = 0xAAAA, even = 0x5555;
+namespace {
+
+// NG groups of 32 columns of one dx row from c0 = 32 g0 on: the 16 even and 16 odd columns
+// summed apart over the dy rows (src[k], kernel row rr[k]) from dy columns j0 = 16 g0 .. and
+// their neighbours (j0 + 1 at PW 1, j0 - 1 at PW 0), then interleaved. Per lane, the products
+// and their order are conv_dw3s2_dx's. mk[3 g + i]: the lanes of group g's loads at j0, j0 + 1,
+// j0 - 1 that lie in the dy row; ms[2 g + h]: its output half h's lanes inside the dx row.
+template <int NG, int PW, int NR>
+void s2_dx_groups(float* o, int64_t g0, const float* const* src, const int* rr,
+                  const float* wi, const __mmask16* mk, const __mmask16* ms) {
+  __m512 ev[NG], od[NG];
+  #pragma GCC unroll 4
+  for (int g = 0; g < NG; ++g) ev[g] = od[g] = _mm512_setzero_ps();
+  #pragma GCC unroll 2
+  for (int k = 0; k < NR; ++k) {
+    const float* w3 = wi + 3 * rr[k];
+    const __m512 w0 = _mm512_set1_ps(w3[0]), w1 = _mm512_set1_ps(w3[1]),
+                 w2 = _mm512_set1_ps(w3[2]);
+    #pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g) {
+      const __mmask16* m = mk + 3 * (g0 + g);
+      const float* d = src[k] + 16 * (g0 + g);
+      const __m512 dj = _mm512_maskz_loadu_ps(m[0], d);
+      if constexpr (PW == 1) {  // even 2j: w1 D[j]; odd 2j + 1: w0 D[j + 1], then w2 D[j]
+        ev[g] = _mm512_fmadd_ps(dj, w1, ev[g]);
+        od[g] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m[1], d + 1), w0, od[g]);
+        od[g] = _mm512_fmadd_ps(dj, w2, od[g]);
+      } else {  // even 2j: w0 D[j], then w2 D[j - 1]; odd 2j + 1: w1 D[j]
+        ev[g] = _mm512_fmadd_ps(dj, w0, ev[g]);
+        ev[g] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m[2], d - 1), w2, ev[g]);
+        od[g] = _mm512_fmadd_ps(dj, w1, od[g]);
+      }
+    }
+  }
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+  #pragma GCC unroll 4
+  for (int g = 0; g < NG; ++g) {
+    float* out = o + 32 * (g0 + g);
+    _mm512_mask_storeu_ps(out, ms[2 * (g0 + g)], _mm512_permutex2var_ps(ev[g], lo, od[g]));
+    _mm512_mask_storeu_ps(out + 16, ms[2 * (g0 + g) + 1],
+                          _mm512_permutex2var_ps(ev[g], hi, od[g]));
+  }
+}
+
+// A dx row of ng groups from NR dy rows.
+template <int PW, int NR>
+void s2_dx_row(float* o, int64_t ng, const float* const* src, const int* rr, const float* wi,
+               const __mmask16* mk, const __mmask16* ms) {
+  int64_t g = 0;
+  for (; ng - g > 4; g += 4) s2_dx_groups<4, PW, NR>(o, g, src, rr, wi, mk, ms);
+  switch (ng - g) {
+    case 4: s2_dx_groups<4, PW, NR>(o, g, src, rr, wi, mk, ms); break;
+    case 3: s2_dx_groups<3, PW, NR>(o, g, src, rr, wi, mk, ms); break;
+    case 2: s2_dx_groups<2, PW, NR>(o, g, src, rr, wi, mk, ms); break;
+    default: s2_dx_groups<1, PW, NR>(o, g, src, rr, wi, mk, ms); break;
+  }
+}
+
+template <int PW>
+void s2_dx_planes(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W, const float* dy,
+                  int64_t dystride, int64_t P, int64_t Q, int64_t ph, const float* w) {
+  const int64_t ng = (W + 31) / 32;
+  std::vector<__mmask16> masks(static_cast<size_t>(5 * ng));
+  __mmask16 *mk = masks.data(), *ms = mk + 3 * ng;
+  auto inside = [](int64_t c, int64_t n) {  // lanes l with 0 <= c + l < n
+    const __mmask16 m = c >= 0 ? __mmask16(0xFFFF)
+                               : (c <= -16 ? __mmask16(0) : static_cast<__mmask16>(0xFFFFu << -c));
+    return static_cast<__mmask16>(m & tail_mask(std::max<int64_t>(0, n - c)));
+  };
+  for (int64_t g = 0; g < ng; ++g) {
+    for (int i = 0; i < 3; ++i) mk[3 * g + i] = inside(16 * g + (i == 2 ? -1 : i), Q);
+    ms[2 * g] = inside(32 * g, W);
+    ms[2 * g + 1] = inside(32 * g + 16, W);
+  }
   for (int64_t i = 0; i < n; ++i) {
     const float* wi = w + 9 * i;
     for (int64_t h = 0; h < H; ++h) {
@@ -848,33 +917,20 @@ void conv_dw3s2_dx_avx512(float* dx, int64_t dxstride, int64_t n, int64_t H, int
       int rr[2];
       const int nr = dw3s2_dx_rows(src, rr, dy + i * dystride, h, ph, P, Q);
       float* o = dx + i * dxstride + h * W;
-      for (int64_t w0 = 0; w0 < W; w0 += 16) {
-        const int64_t q0 = w0 / 2;
-        const __mmask16 m = tail_mask(std::clamp<int64_t>(Q - q0, 0, 16));
-        __m512 acc = _mm512_setzero_ps();
-        for (int k = 0; k < nr; ++k) {
-          const float* g = wi + 3 * rr[k];
-          const __m512 d = _mm512_maskz_loadu_ps(m, src[k] + q0);
-          const __m512 a = _mm512_permutexvar_ps(half, d);
-          if (pw == 1) {
-            acc = _mm512_mask3_fmadd_ps(_mm512_permutexvar_ps(half_up, d), _mm512_set1_ps(g[0]),
-                                        acc, odd);
-            acc = _mm512_fmadd_ps(
-                a, _mm512_mask_blend_ps(odd, _mm512_set1_ps(g[1]), _mm512_set1_ps(g[2])), acc);
-          } else {
-            acc = _mm512_fmadd_ps(
-                a, _mm512_mask_blend_ps(odd, _mm512_set1_ps(g[0]), _mm512_set1_ps(g[1])), acc);
-            // D[q0 - 1 ...]: lane 0 is outside the row at q0 = 0
-            const __mmask16 mg = static_cast<__mmask16>(
-                tail_mask(std::clamp<int64_t>(Q - q0 + 1, 0, 16)) & (q0 == 0 ? 0xFFFE : 0xFFFF));
-            const __m512 gv = _mm512_permutexvar_ps(half, _mm512_maskz_loadu_ps(mg, src[k] + q0 - 1));
-            acc = _mm512_mask3_fmadd_ps(gv, _mm512_set1_ps(g[2]), acc, even);
-          }
-        }
-        _mm512_mask_storeu_ps(o + w0, tail_mask(std::min<int64_t>(16, W - w0)), acc);
-      }
+      if (nr == 2) s2_dx_row<PW, 2>(o, ng, src, rr, wi, mk, ms);
+      else if (nr == 1) s2_dx_row<PW, 1>(o, ng, src, rr, wi, mk, ms);
+      else s2_dx_row<PW, 0>(o, ng, src, rr, wi, mk, ms);
     }
   }
+}
+
+}  // namespace
+
+void conv_dw3s2_dx_avx512(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W,
+                          const float* dy, int64_t dystride, int64_t P, int64_t Q, int64_t ph,
+                          int64_t pw, const float* w) {
+  if (pw == 1) s2_dx_planes<1>(dx, dxstride, n, H, W, dy, dystride, P, Q, ph, w);
+  else s2_dx_planes<0>(dx, dxstride, n, H, W, dy, dystride, P, Q, ph, w);
 }
 
 }  // namespace avx512
