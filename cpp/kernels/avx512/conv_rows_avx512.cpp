@@ -503,8 +503,8 @@ void same3_cols(float* y, int64_t P, int64_t Q, const float* x, const __m512* wv
                 int64_t q0, __mmask16 last) {
   const __mmask16 lm = q0 > 0 ? 0x8000 : 0, rm = q0 + 16 * NV < Q ? 1 : 0;
   for (int64_t o = 0; o < P; o += ROWS)
-    same3_rows<ROWS, NV, EDGES>(static_cast<int>(std::min<int64_t>(ROWS, P - o)), o, P, y + q0, Q,
-                         x + q0, wv, bias, last, lm, rm);
+    same3_rows<ROWS, NV, EDGES>(static_cast<int>(std::min<int64_t>(ROWS, P - o)), o, P, y + q0,
+                                Q, x + q0, wv, bias, last, lm, rm);
 }
 
 // n "same" 3 x 3 planes: column blocks of up to 64, rows in blocks of 4 to 8 (the
@@ -900,15 +900,10 @@ void s2_dx_planes(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W, 
   const int64_t ng = (W + 31) / 32;
   std::vector<__mmask16> masks(static_cast<size_t>(5 * ng));
   __mmask16 *mk = masks.data(), *ms = mk + 3 * ng;
-  auto inside = [](int64_t c, int64_t n) {  // lanes l with 0 <= c + l < n
-    const __mmask16 m = c >= 0 ? __mmask16(0xFFFF)
-                               : (c <= -16 ? __mmask16(0) : static_cast<__mmask16>(0xFFFFu << -c));
-    return static_cast<__mmask16>(m & tail_mask(std::max<int64_t>(0, n - c)));
-  };
   for (int64_t g = 0; g < ng; ++g) {
-    for (int i = 0; i < 3; ++i) mk[3 * g + i] = inside(16 * g + (i == 2 ? -1 : i), Q);
-    ms[2 * g] = inside(32 * g, W);
-    ms[2 * g + 1] = inside(32 * g + 16, W);
+    for (int i = 0; i < 3; ++i) mk[3 * g + i] = row_lanes(16 * g + (i == 2 ? -1 : i), Q);
+    ms[2 * g] = row_lanes(32 * g, W);
+    ms[2 * g + 1] = row_lanes(32 * g + 16, W);
   }
   for (int64_t i = 0; i < n; ++i) {
     const float* wi = w + 9 * i;
