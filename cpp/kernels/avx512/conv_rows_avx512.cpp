@@ -535,65 +535,81 @@ void same3_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, co
   }
 }
 
-// "Same" 5 x 5 planes (ph = pw = 2) of up to 16 columns (EfficientNet's and MobileNetV3's 14x14
-// and 7x7 stages): ROWS output rows from input rows -2 .. ROWS + 1 of the block (x: its row 0;
-// rows outside [0, H) are padding, their products skipped), each loaded once, its five taps the
-// row shifted by -2 .. 2 lanes in registers (zeros past both ends: the load stops at Q). The
-// products and their order are taps_block's.
-template <int ROWS>
+// "Same" 5 x 5 planes (ph = pw = 2) of up to 32 columns (EfficientNet's and MobileNetV3's
+// 28x28, 14x14 and 7x7 stages): ROWS output rows of NV vectors from input rows -2 .. ROWS + 1
+// of the block (x: its row 0; rows outside [0, H) are padding, their products skipped), each
+// loaded once, its five taps the row shifted by -2 .. 2 lanes in registers (zeros past both
+// ends: the load stops at Q). The products and their order are taps_block's.
+template <int ROWS, int NV>
 void same5_block(float* y, int64_t Q, const float* x, int64_t o0, int64_t H, const __m512* wv,
                  float bias, __mmask16 last) {
-  __m512 acc[ROWS];
+  __m512 acc[ROWS][NV];
   #pragma GCC unroll 8
-  for (int o = 0; o < ROWS; ++o) acc[o] = _mm512_set1_ps(bias);
+  for (int o = 0; o < ROWS; ++o)
+    #pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
   const __m512i zero = _mm512_setzero_si512();
   #pragma GCC unroll 16
   for (int j = 0; j < ROWS + 4; ++j) {
     const int64_t h = o0 + j - 2;
     if (h < 0 || h >= H) continue;
-    const __m512i a = _mm512_castps_si512(_mm512_maskz_loadu_ps(last, x + (j - 2) * Q));
-    const __m512 xt[5] = {_mm512_castsi512_ps(_mm512_alignr_epi32(a, zero, 14)),
-                          _mm512_castsi512_ps(_mm512_alignr_epi32(a, zero, 15)),
-                          _mm512_castsi512_ps(a),
-                          _mm512_castsi512_ps(_mm512_alignr_epi32(zero, a, 1)),
-                          _mm512_castsi512_ps(_mm512_alignr_epi32(zero, a, 2))};
-    #pragma GCC unroll 5
-    for (int t = 0; t < 5; ++t)
-      #pragma GCC unroll 8
-      for (int o = 0; o < ROWS; ++o) {
-        const int r = j - o;
-        if (r >= 0 && r < 5) acc[o] = _mm512_fmadd_ps(wv[5 * r + t], xt[t], acc[o]);
-      }
+    const float* s = x + (j - 2) * Q;
+    __m512i a[NV + 2];  // a[v + 1]: vector v, zeros beside
+    a[0] = a[NV + 1] = zero;
+    #pragma GCC unroll 2
+    for (int v = 0; v < NV - 1; ++v) a[v + 1] = _mm512_castps_si512(_mm512_loadu_ps(s + 16 * v));
+    a[NV] = _mm512_castps_si512(_mm512_maskz_loadu_ps(last, s + 16 * (NV - 1)));
+    #pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const __m512 xt[5] = {_mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 1], a[v], 14)),
+                            _mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 1], a[v], 15)),
+                            _mm512_castsi512_ps(a[v + 1]),
+                            _mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 2], a[v + 1], 1)),
+                            _mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 2], a[v + 1], 2))};
+      #pragma GCC unroll 5
+      for (int t = 0; t < 5; ++t)
+        #pragma GCC unroll 8
+        for (int o = 0; o < ROWS; ++o) {
+          const int r = j - o;
+          if (r >= 0 && r < 5) acc[o][v] = _mm512_fmadd_ps(wv[5 * r + t], xt[t], acc[o][v]);
+        }
+    }
   }
-  #pragma GCC unroll 8
-  for (int o = 0; o < ROWS; ++o) _mm512_mask_storeu_ps(y + o * Q, last, acc[o]);
+  store_rows<ROWS, NV>(y, Q, acc, last);
 }
 
 // Rows o0 .. o0 + n - 1 (n <= L) as one block.
-template <int L>
+template <int L, int NV>
 void same5_rows(int n, int64_t o0, float* y, int64_t Q, const float* x, int64_t H,
                 const __m512* wv, float bias, __mmask16 last) {
   if constexpr (L >= 1) {
     if (n < L) {
-      same5_rows<L - 1>(n, o0, y, Q, x, H, wv, bias, last);
+      same5_rows<L - 1, NV>(n, o0, y, Q, x, H, wv, bias, last);
       return;
     }
-    same5_block<L>(y + o0 * Q, Q, x + o0 * Q, o0, H, wv, bias, last);
+    same5_block<L, NV>(y + o0 * Q, Q, x + o0 * Q, o0, H, wv, bias, last);
   }
 }
 
-// n "same" 5 x 5 planes of up to 16 columns, rows in blocks of 4.
+template <int ROWS, int NV>
+void same5_plane(float* y, int64_t P, int64_t Q, const float* x, const __m512* wv, float bias) {
+  const __mmask16 last = tail_mask(Q - 16 * (NV - 1));
+  for (int64_t o = 0; o < P; o += ROWS)
+    same5_rows<ROWS, NV>(static_cast<int>(std::min<int64_t>(ROWS, P - o)), o, y, Q, x, P, wv,
+                         bias, last);
+}
+
+// n "same" 5 x 5 planes of up to 32 columns, rows in blocks of 4 (3 for two vectors a row:
+// blocks of 1 and 2 rows ran 25 % and 5 % slower on 28x28 planes).
 void same5_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const float* x,
                   int64_t xstride, const float* w, const float* bias) {
-  const __mmask16 last = tail_mask(Q);
   for (int64_t i = 0; i < n; ++i) {
     __m512 wv[25];
     #pragma GCC unroll 25
     for (int k = 0; k < 25; ++k) wv[k] = _mm512_set1_ps(w[25 * i + k]);
     const float b = bias ? bias[i] : 0.f;
-    for (int64_t o = 0; o < P; o += 4)
-      same5_rows<4>(static_cast<int>(std::min<int64_t>(4, P - o)), o, y + i * ystride, Q,
-                    x + i * xstride, P, wv, b, last);
+    if (Q > 16) same5_plane<3, 2>(y + i * ystride, P, Q, x + i * xstride, wv, b);
+    else same5_plane<4, 1>(y + i * ystride, P, Q, x + i * xstride, wv, b);
   }
 }
 
@@ -684,7 +700,7 @@ void dw_plane(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const 
     same3_planes(y, ystride, n, P, Q, x, xstride, w, bias);
     return;
   }
-  if (KS == 5 && ph == 2 && pw == 2 && Q <= 16) {
+  if (KS == 5 && ph == 2 && pw == 2 && Q <= 32) {
     same5_planes(y, ystride, n, P, Q, x, xstride, w, bias);
     return;
   }
