@@ -346,6 +346,11 @@ struct KernelTable {
   void (*conv_dw3s2_plane)(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                            const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
                            int64_t pw, const float* w, const float* bias);
+  // The same for 5x5 taps, padding 0 to 2 each way (w_i = w + 25 i, taps (r, t) in order of
+  // w_i[5 r + t] * x_i[2 p - ph + r][2 q - pw + t]); null where the ISA has none.
+  void (*conv_dw5s2_plane)(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                           const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                           int64_t pw, const float* w, const float* bias);
   // Its weight gradient's dot products, x read in place: for the taps t = 3 r + t',
   // lanes[16 t + l] += dy[p][q] * x[2 p - ph + r][2 q - pw + t'] over the rows p in order, then
   // q in order with q % 16 == l (x zero outside (H, W)). Same bits as conv_row_dots on the

@@ -52,6 +52,9 @@ bool wino_lanes_item_avx512(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int
 void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                              const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
                              int64_t pw, const float* w, const float* bias);
+void conv_dw5s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                             const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                             int64_t pw, const float* w, const float* bias);
 void conv_dw3s2_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, const float* x,
                             int64_t H, int64_t W, int64_t ph, int64_t pw);
 void conv_dw3s2_dx_avx512(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W,

@@ -11,6 +11,8 @@
 
 #include "kernels/avx512/avx512.h"
 
+
+
 namespace convkit {
 namespace avx512 {
 namespace {
@@ -795,14 +797,15 @@ struct S2Taps {
 
 namespace {
 
-// ROWS output rows (Q apart in y; y at the first's column q0) of a stride-2 3x3 depthwise plane
-// from input rows h0 .. h0 + 2 ROWS (h0 = 2 p0 - ph; rows outside [0, H) are padding, whose
-// products, exact zeros, are skipped), NV vectors of 16 columns. Each input row is loaded once:
-// vector v's 32 columns from c0 + 32 v (c0 = 2 q0 - pw; masks mA / mB, zero outside the row)
-// split into its even (tap 0) and odd (tap 1) columns, tap 2 the even ones shifted a lane, the
-// last lane from the next vector (or column c0 + 32 NV alone, mask mC). The products and their
-// order are those of the zero-padded phase rows, so are the values.
-template <int ROWS, int NV>
+// ROWS output rows (Q apart in y; y at the first's column q0) of a stride-2 KS x KS (3 or 5)
+// depthwise plane from input rows h0 .. h0 + 2 ROWS + KS - 3 (h0 = 2 p0 - ph; rows outside
+// [0, H) are padding, whose products, exact zeros, are skipped), NV vectors of 16 columns. Each
+// input row is loaded once: vector v's 32 columns from c0 + 32 v (c0 = 2 q0 - pw; masks mA /
+// mB, zero outside the row) split into its even (E) and odd (O) columns; tap t is E, O, then
+// E and O a lane on, E two lanes on, the lanes past the vector from the next one's (or from
+// columns c0 + 32 NV .. + 2 alone, mask mC). The products and their order are those of the
+// zero-padded phase rows, so are the values.
+template <int KS, int ROWS, int NV>
 void s2_block(float* y, int64_t Q, const float* x, int64_t H, int64_t W, int64_t h0, int64_t c0,
               const __m512* wv, float bias, const __mmask16* mA, const __mmask16* mB,
               __mmask16 mC, __mmask16 last) {
@@ -815,46 +818,60 @@ void s2_block(float* y, int64_t Q, const float* x, int64_t H, int64_t W, int64_t
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
   #pragma GCC unroll 32
-  for (int j = 0; j < 2 * ROWS + 1; ++j) {
+  for (int j = 0; j < 2 * ROWS + KS - 2; ++j) {
     const int64_t h = h0 + j;
     if (h < 0 || h >= H) continue;
     const float* s = x + h * W + c0;
-    __m512 e[NV + 1], od[NV];
+    __m512i e[NV + 1], od[NV + 1];
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
       const __m512 a = _mm512_maskz_loadu_ps(mA[v], s + 32 * v);
       const __m512 b = _mm512_maskz_loadu_ps(mB[v], s + 32 * v + 16);
-      e[v] = _mm512_permutex2var_ps(a, even, b);
-      od[v] = _mm512_permutex2var_ps(a, odd, b);
+      e[v] = _mm512_castps_si512(_mm512_permutex2var_ps(a, even, b));
+      od[v] = _mm512_castps_si512(_mm512_permutex2var_ps(a, odd, b));
     }
-    e[NV] = _mm512_maskz_loadu_ps(mC, s + 32 * NV);
+    const __m512 c = _mm512_maskz_loadu_ps(mC, s + 32 * NV);  // (KS 3: lane 0 alone)
+    e[NV] = KS == 3 ? _mm512_castps_si512(c)
+                    : _mm512_castps_si512(_mm512_permutex2var_ps(c, even, c));
+    od[NV] = KS == 3 ? e[NV] : _mm512_castps_si512(_mm512_permutex2var_ps(c, odd, c));
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
-      const __m512 xt[3] = {e[v], od[v],
-                            _mm512_castsi512_ps(_mm512_alignr_epi32(
-                                _mm512_castps_si512(e[v + 1]), _mm512_castps_si512(e[v]), 1))};
-      taps_into<ROWS, NV, 2>(acc, j, v, xt, wv);
+      __m512 xt[KS];
+      xt[0] = _mm512_castsi512_ps(e[v]);
+      xt[1] = _mm512_castsi512_ps(od[v]);
+      xt[2] = _mm512_castsi512_ps(_mm512_alignr_epi32(e[v + 1], e[v], 1));
+      if constexpr (KS == 5) {
+        xt[3] = _mm512_castsi512_ps(_mm512_alignr_epi32(od[v + 1], od[v], 1));
+        xt[4] = _mm512_castsi512_ps(_mm512_alignr_epi32(e[v + 1], e[v], 2));
+      }
+      #pragma GCC unroll 5
+      for (int t = 0; t < KS; ++t)
+        #pragma GCC unroll 16
+        for (int o = 0; o < ROWS; ++o) {
+          const int r = j - 2 * o;
+          if (r >= 0 && r < KS) acc[o][v] = _mm512_fmadd_ps(wv[KS * r + t], xt[t], acc[o][v]);
+        }
     }
   }
   store_rows<ROWS, NV>(y, Q, acc, last);
 }
 
 // Output rows p0 .. p0 + n - 1 (n <= L) as one block.
-template <int L, int NV>
+template <int KS, int L, int NV>
 void s2_rows(int n, int64_t p0, float* y, int64_t Q, const float* x, int64_t H, int64_t W,
              int64_t ph, int64_t c0, const __m512* wv, float bias, const __mmask16* mA,
              const __mmask16* mB, __mmask16 mC, __mmask16 last) {
   if constexpr (L >= 1) {
     if (n < L) {
-      s2_rows<L - 1, NV>(n, p0, y, Q, x, H, W, ph, c0, wv, bias, mA, mB, mC, last);
+      s2_rows<KS, L - 1, NV>(n, p0, y, Q, x, H, W, ph, c0, wv, bias, mA, mB, mC, last);
       return;
     }
-    s2_block<L, NV>(y + p0 * Q, Q, x, H, W, 2 * p0 - ph, c0, wv, bias, mA, mB, mC, last);
+    s2_block<KS, L, NV>(y + p0 * Q, Q, x, H, W, 2 * p0 - ph, c0, wv, bias, mA, mB, mC, last);
   }
 }
 
 // The column block of NV vectors from q0 on (the last one `last`), all rows.
-template <int ROWS, int NV>
+template <int KS, int ROWS, int NV>
 void s2_cols(float* y, int64_t P, int64_t Q, const float* x, int64_t H, int64_t W, int64_t ph,
              int64_t pw, const __m512* wv, float bias, int64_t q0, __mmask16 last) {
   const int64_t c0 = 2 * q0 - pw;
@@ -863,32 +880,50 @@ void s2_cols(float* y, int64_t P, int64_t Q, const float* x, int64_t H, int64_t 
     mA[v] = row_lanes(c0 + 32 * v, W);
     mB[v] = row_lanes(c0 + 32 * v + 16, W);
   }
-  const __mmask16 mC = row_lanes(c0 + 32 * NV, W) & 1;
+  const __mmask16 mC = row_lanes(c0 + 32 * NV, W) & (KS == 3 ? 1 : 7);
   for (int64_t p0 = 0; p0 < P; p0 += ROWS)
-    s2_rows<ROWS, NV>(static_cast<int>(std::min<int64_t>(ROWS, P - p0)), p0, y + q0, Q, x, H, W,
-                      ph, c0, wv, bias, mA, mB, mC, last);
+    s2_rows<KS, ROWS, NV>(static_cast<int>(std::min<int64_t>(ROWS, P - p0)), p0, y + q0, Q, x, H,
+                          W, ph, c0, wv, bias, mA, mB, mC, last);
 }
 
-}  // namespace
-
-// KernelTable::conv_dw3s2_plane: column blocks of 2 vectors (1 where Q <= 16), 4 rows a block
-// (8 for one vector)
-void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
-                             const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
-                             int64_t pw, const float* w, const float* bias) {
+// Stride-2 KS x KS planes: column blocks of 2 vectors (1 where 16 columns or fewer are left),
+// rows in blocks of 4 (3x3) or 2 (5x5: its 25 weights take most registers; 8 and 4 for one
+// vector).
+template <int KS>
+void s2_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const float* x,
+               int64_t xstride, int64_t H, int64_t W, int64_t ph, int64_t pw, const float* w,
+               const float* bias) {
   for (int64_t i = 0; i < n; ++i) {
-    __m512 wv[9];
-    #pragma GCC unroll 9
-    for (int k = 0; k < 9; ++k) wv[k] = _mm512_set1_ps(w[9 * i + k]);
+    __m512 wv[KS * KS];
+    #pragma GCC unroll 25
+    for (int k = 0; k < KS * KS; ++k) wv[k] = _mm512_set1_ps(w[KS * KS * i + k]);
     float* yi = y + i * ystride;
     const float* xi = x + i * xstride;
     const float b = bias ? bias[i] : 0.f;
     for (int64_t q0 = 0; q0 < Q; q0 += 32) {
       const int64_t m = std::min<int64_t>(32, Q - q0);
-      if (m > 16) s2_cols<4, 2>(yi, P, Q, xi, H, W, ph, pw, wv, b, q0, tail_mask(m - 16));
-      else s2_cols<8, 1>(yi, P, Q, xi, H, W, ph, pw, wv, b, q0, tail_mask(m));
+      if (m > 16)
+        s2_cols<KS, KS == 3 ? 4 : 2, 2>(yi, P, Q, xi, H, W, ph, pw, wv, b, q0, tail_mask(m - 16));
+      else
+        s2_cols<KS, KS == 3 ? 8 : 4, 1>(yi, P, Q, xi, H, W, ph, pw, wv, b, q0, tail_mask(m));
     }
   }
+}
+
+}  // namespace
+
+// KernelTable::conv_dw3s2_plane
+void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                             const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                             int64_t pw, const float* w, const float* bias) {
+  s2_planes<3>(y, ystride, n, P, Q, x, xstride, H, W, ph, pw, w, bias);
+}
+
+// KernelTable::conv_dw5s2_plane
+void conv_dw5s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
+                             const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,
+                             int64_t pw, const float* w, const float* bias) {
+  s2_planes<5>(y, ystride, n, P, Q, x, xstride, H, W, ph, pw, w, bias);
 }
 
 // KernelTable::conv_dw3s2_dots: lanes[16 t + l] += dy[p][q] * tap t's x, rows p in order, then

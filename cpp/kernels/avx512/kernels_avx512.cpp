@@ -73,6 +73,7 @@ void fill_table_avx512(KernelTable& t) {
   t.conv_dw_plane = avx512::conv_dw_plane_avx512;
   t.conv_dw3_dots = avx512::conv_dw3_dots_avx512;
   t.conv_dw3s2_plane = avx512::conv_dw3s2_plane_avx512;
+  t.conv_dw5s2_plane = avx512::conv_dw5s2_plane_avx512;
   t.conv_dw3s2_dots = avx512::conv_dw3s2_dots_avx512;
   t.conv_dw3s2_dx = avx512::conv_dw3s2_dx_avx512;
 }

@@ -11,8 +11,9 @@
 // At stride 1 with 3 x 3 taps and one channel per group, forward and weight gradient read x in
 // place where the ISA has the kernels (KernelTable::conv_dw_plane / conv_dw3_dots), the forward
 // with 5 x 5 taps too; at stride 2 with 3 x 3 taps (padding 0 or 1) all three directions work on
-// whole planes in place (conv_dw3s2_plane / conv_dw3s2_dots / conv_dw3s2_dx): the same
-// products in the same order as on the padded copy, without the copy.
+// whole planes in place (conv_dw3s2_plane / conv_dw3s2_dots / conv_dw3s2_dx), and so does the
+// forward with 5 x 5 taps (padding up to 2, conv_dw5s2_plane): the same products in the same
+// order as on the padded copy, without the copy.
 // They multiply padding zeros, so the planner keeps them to finite operands; the "rows" family
 // is the exact fallback.
 #include <algorithm>
@@ -61,6 +62,14 @@ bool s3x3_s2(const Conv2dShape& s) {
          s.sw == 2 && s.dh == 1 && s.dw == 1 && s.ph <= 1 && s.pw <= 1;
 }
 
+// 5x5 at stride 2, padding 0 to 2 each way, one channel per group: EfficientNet's and
+// MobileNetV3's 5x5 downsampling layers, whose forward has a whole-plane kernel on some ISAs
+// (KernelTable::conv_dw5s2_plane).
+bool s5x5_s2(const Conv2dShape& s) {
+  return group_in(s) == 1 && group_out(s) == 1 && s.R == 5 && s.S == 5 && s.sh == 2 &&
+         s.sw == 2 && s.dh == 1 && s.dw == 1 && s.ph <= 2 && s.pw <= 2;
+}
+
 // This thread's row of zeros for the in-place kernels: the padded rows above and below the
 // plane (their masked loads touch at most Q + 4 floats).
 const float* zero_row(int64_t Q) {
@@ -96,12 +105,15 @@ bool depthwise_forward(float* y, const float* x, const float* w, const float* b,
     });
     return true;
   }
-  if (const auto plane3s2 = g_kernels->conv_dw3s2_plane; plane3s2 && s3x3_s2(s)) {
+  const auto plane_s2 = s3x3_s2(s) ? g_kernels->conv_dw3s2_plane
+                       : s5x5_s2(s) ? g_kernels->conv_dw5s2_plane
+                                    : nullptr;
+  if (plane_s2) {
     const int64_t per = std::min<int64_t>(8, s.G), nblk = (s.G + per - 1) / per;
     parallel_for(s.N * nblk, 2.0 * s.N * s.K * taps * PQ, [&](int64_t item) {
       const int64_t n = item / nblk, g0 = item % nblk * per, ng = std::min(per, s.G - g0);
-      plane3s2(y + (n * s.K + g0) * PQ, PQ, ng, s.P, s.Q, x + (n * s.C + g0) * s.H * s.W,
-               s.H * s.W, s.H, s.W, s.ph, s.pw, w + g0 * 9, b ? b + g0 : nullptr);
+      plane_s2(y + (n * s.K + g0) * PQ, PQ, ng, s.P, s.Q, x + (n * s.C + g0) * s.H * s.W,
+               s.H * s.W, s.H, s.W, s.ph, s.pw, w + g0 * taps, b ? b + g0 : nullptr);
     });
     return true;
   }
