@@ -21,6 +21,13 @@ inline __mmask16 tail_mask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
 
+// The lanes of a load at column c that lie in a row of W columns.
+inline __mmask16 row_lanes(int64_t c, int64_t W) {
+  if (c >= W || c <= -16) return 0;
+  const __mmask16 m = c < 0 ? static_cast<__mmask16>(0xFFFFu << -c) : __mmask16(0xFFFF);
+  return c + 16 > W ? static_cast<__mmask16>(m & tail_mask(W - c)) : m;
+}
+
 // NV vectors of outputs from q0 on, the last one masked to `last` lanes, for ROWS rows (bstep
 // apart in base, ystep in y) sharing each tap's broadcast weight.
 template <int NV, int ROWS>
@@ -537,6 +544,79 @@ void same3_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, co
   }
 }
 
+// Depthwise KS x KS planes (3 or 5) at stride STEP (1 or 2) whose output rows are at most 8
+// wide, two rows a vector: rows p and p + 1 in lanes 0-7 and 8-15 (a row alone in a vector
+// used half its lanes or less). Both halves read the same input row, through the same lanes
+// of its taps, with different weights (tap rows r and r - STEP), from a table of per-half
+// weight vectors; a half whose tap row is outside the kernel is masked out of the
+// multiply-add, so every output keeps its products and their order. A block: PAIRS pairs of
+// rows from output row p0, input rows from STEP p0 - ph on; padding rows' products skipped.
+template <int KS, int STEP, int PAIRS>
+void pairs_block(float* y, int64_t P, int64_t Q, const float* x, int64_t H, int64_t W,
+                 int64_t p0, int64_t ph, int64_t c0, const __m512* wt, float bias,
+                 __mmask16 mA, __mmask16 mB, __mmask16 mq) {
+  __m512i idx[KS];  // tap t of lane l: column STEP (l % 8) + t of the window from c0
+  #pragma GCC unroll 5
+  for (int t = 0; t < KS; ++t)
+    idx[t] = _mm512_add_epi32(
+        _mm512_setr_epi32(0, STEP, 2 * STEP, 3 * STEP, 4 * STEP, 5 * STEP, 6 * STEP, 7 * STEP, 0,
+                          STEP, 2 * STEP, 3 * STEP, 4 * STEP, 5 * STEP, 6 * STEP, 7 * STEP),
+        _mm512_set1_epi32(t));
+  __m512 acc[PAIRS];
+  #pragma GCC unroll 8
+  for (int m = 0; m < PAIRS; ++m) acc[m] = _mm512_set1_ps(bias);
+  const int64_t h0 = STEP * p0 - ph;
+  #pragma GCC unroll 32
+  for (int j = 0; j < STEP * (2 * PAIRS - 1) + KS; ++j) {
+    const int64_t h = h0 + j;
+    if (h < 0 || h >= H) continue;
+    const float* s = x + h * W + c0;
+    const __m512 a = _mm512_maskz_loadu_ps(mA, s), b = _mm512_maskz_loadu_ps(mB, s + 16);
+    __m512 xt[KS];
+    #pragma GCC unroll 5
+    for (int t = 0; t < KS; ++t) xt[t] = _mm512_permutex2var_ps(a, idx[t], b);
+    #pragma GCC unroll 8
+    for (int m = 0; m < PAIRS; ++m) {
+      const int r = j - 2 * STEP * m;  // the low row's tap row; the high row's is r - STEP
+      if (r < 0 || r >= KS + STEP) continue;
+      const __mmask16 k = static_cast<__mmask16>((r < KS ? 0x00FF : 0) | (r >= STEP ? 0xFF00 : 0));
+      #pragma GCC unroll 5
+      for (int t = 0; t < KS; ++t)
+        acc[m] = _mm512_mask3_fmadd_ps(xt[t], wt[KS * r + t], acc[m], k);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int m = 0; m < PAIRS; ++m) {
+    const int64_t p = p0 + 2 * m;
+    if (p < P) _mm512_mask_storeu_ps(y + p * Q, mq, acc[m]);
+    if (p + 1 < P)
+      _mm512_mask_storeu_ps(y + (p + 1) * Q - 8, static_cast<__mmask16>(mq << 8), acc[m]);
+  }
+}
+
+// n planes of the above: the weight table per plane (KS + STEP tap rows of KS vectors: w[r] in
+// the low half, w[r - STEP] in the high half, zero where there is none), blocks of 4 pairs.
+template <int KS, int STEP>
+void pairs_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const float* x,
+                  int64_t xstride, int64_t H, int64_t W, int64_t ph, int64_t pw, const float* w,
+                  const float* bias) {
+  constexpr int kRows = KS + STEP;
+  __m512 wt[kRows * KS];
+  const int64_t c0 = -pw;
+  const __mmask16 mA = row_lanes(c0, W), mB = row_lanes(c0 + 16, W), mq = tail_mask(Q);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* wi = w + KS * KS * i;
+    for (int r = 0; r < kRows; ++r)
+      for (int t = 0; t < KS; ++t)
+        wt[KS * r + t] = _mm512_mask_blend_ps(
+            0xFF00, _mm512_set1_ps(r < KS ? wi[KS * r + t] : 0.f),
+            _mm512_set1_ps(r >= STEP ? wi[KS * (r - STEP) + t] : 0.f));
+    for (int64_t p0 = 0; p0 < P; p0 += 8)
+      pairs_block<KS, STEP, 4>(y + i * ystride, P, Q, x + i * xstride, H, W, p0, ph, c0, wt,
+                               bias ? bias[i] : 0.f, mA, mB, mq);
+  }
+}
+
 // "Same" 5 x 5 planes (ph = pw = 2) of up to 32 columns (EfficientNet's and MobileNetV3's
 // 28x28, 14x14 and 7x7 stages): ROWS output rows of NV vectors from input rows -2 .. ROWS + 1
 // of the block (x: its row 0; rows outside [0, H) are padding, their products skipped), each
@@ -702,6 +782,10 @@ void dw_plane(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const 
     same3_planes(y, ystride, n, P, Q, x, xstride, w, bias);
     return;
   }
+  if (KS == 5 && Q <= 8) {
+    pairs_planes<5, 1>(y, ystride, n, P, Q, x, xstride, H, W, ph, pw, w, bias);
+    return;
+  }
   if (KS == 5 && ph == 2 && pw == 2 && Q <= 32) {
     same5_planes(y, ystride, n, P, Q, x, xstride, w, bias);
     return;
@@ -755,13 +839,6 @@ void conv_dw3_dots_avx512(float* lanes, const float* dy, int64_t P, int64_t Q, c
     return mq;
   };
   dots3x3(lanes, dy, Q, P, Q, row, nullptr, mask);
-}
-
-// The lanes of a load at column c that lie in a row of W columns.
-inline __mmask16 row_lanes(int64_t c, int64_t W) {
-  if (c >= W || c <= -16) return 0;
-  const __mmask16 m = c < 0 ? static_cast<__mmask16>(0xFFFFu << -c) : __mmask16(0xFFFF);
-  return c + 16 > W ? static_cast<__mmask16>(m & tail_mask(W - c)) : m;
 }
 
 // Stride-2 3x3 depthwise weight gradients on whole planes, x read in place: the three taps of an
@@ -893,6 +970,10 @@ template <int KS>
 void s2_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const float* x,
                int64_t xstride, int64_t H, int64_t W, int64_t ph, int64_t pw, const float* w,
                const float* bias) {
+  if (Q <= 8) {
+    pairs_planes<KS, 2>(y, ystride, n, P, Q, x, xstride, H, W, ph, pw, w, bias);
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     __m512 wv[KS * KS];
     #pragma GCC unroll 25
