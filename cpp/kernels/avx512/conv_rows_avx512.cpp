@@ -119,6 +119,43 @@ void rows_of_k(float* y, int64_t ystep, int64_t kstep, int nk, int64_t nrows, co
   }
 }
 
+// The running sums of ROWS output rows of NV vectors, each starting at the bias.
+template <int ROWS, int NV>
+__attribute__((always_inline)) inline void fill_rows(__m512 (&acc)[ROWS][NV], float bias) {
+  #pragma GCC unroll 16
+  for (int o = 0; o < ROWS; ++o)
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
+}
+
+// Input row j of a block, its KS taps xt for vector v, into the sums of the output rows o that
+// read it (tap row r = j - STEP o), weights wv[KS r + t] (fully unrolled callers: j and v are
+// constants).
+template <int ROWS, int NV, int STEP, int KS>
+__attribute__((always_inline)) inline void taps_into(__m512 (&acc)[ROWS][NV], int j, int v,
+                                                     const __m512* xt, const __m512* wv) {
+  #pragma GCC unroll 5
+  for (int t = 0; t < KS; ++t)
+    #pragma GCC unroll 16
+    for (int o = 0; o < ROWS; ++o) {
+      const int r = j - STEP * o;
+      if (r >= 0 && r < KS) acc[o][v] = _mm512_fmadd_ps(wv[KS * r + t], xt[t], acc[o][v]);
+    }
+}
+
+// ROWS output rows ystep apart of NV vectors, the last one's lanes `last`.
+template <int ROWS, int NV>
+__attribute__((always_inline)) inline void store_rows(float* y, int64_t ystep,
+                                                      const __m512 (&acc)[ROWS][NV],
+                                                      __mmask16 last) {
+  #pragma GCC unroll 16
+  for (int o = 0; o < ROWS; ++o) {
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + o * ystep + 16 * v, acc[o][v]);
+    _mm512_mask_storeu_ps(y + o * ystep + 16 * (NV - 1), last, acc[o][NV - 1]);
+  }
+}
+
 // KS x KS taps (3 or 5) with the weights in registers: output row o of a block reads input rows
 // o + r (r < KS) of the block, rows[j] for j < ROWS + KS - 1, tap t at column offset coff[t] (t
 // when coff is null), its vector v loading only the lanes mask[t][v]. Each input row's KS
@@ -129,10 +166,7 @@ void taps_block(float* y, int64_t ystep, const float* const* rows, const int64_t
                 const __mmask16 (*mask)[4], const __m512* wv, float bias, int64_t q0,
                 __mmask16 last) {
   __m512 acc[ROWS][NV];
-  #pragma GCC unroll 16
-  for (int o = 0; o < ROWS; ++o)
-    #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
+  fill_rows(acc, bias);
   #pragma GCC unroll 32
   for (int j = 0; j < ROWS + KS - 1; ++j) {
     #pragma GCC unroll 5
@@ -149,12 +183,7 @@ void taps_block(float* y, int64_t ystep, const float* const* rows, const int64_t
       }
     }
   }
-  #pragma GCC unroll 16
-  for (int o = 0; o < ROWS; ++o) {
-    #pragma GCC unroll 16
-    for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + o * ystep + q0 + 16 * v, acc[o][v]);
-    _mm512_mask_storeu_ps(y + o * ystep + q0 + 16 * (NV - 1), last, acc[o][NV - 1]);
-  }
+  store_rows(y + q0, ystep, acc, last);
 }
 
 // taps_block for the last `left` (< L + 1) rows of a plane.
@@ -420,34 +449,6 @@ void flat_plane(float* y, const float* x, int64_t H, int64_t W, const FlatMasks*
   }
 }
 
-// Input row j of a block, its three taps xt for vector v, into the accumulators of the output
-// rows o that read it (tap row r = j - STEP o), weights wv[3 r + t] (fully unrolled callers:
-// j and v are constants).
-template <int ROWS, int NV, int STEP>
-__attribute__((always_inline)) inline void taps_into(__m512 (&acc)[ROWS][NV], int j, int v,
-                                                     const __m512 (&xt)[3], const __m512* wv) {
-  #pragma GCC unroll 3
-  for (int t = 0; t < 3; ++t)
-    #pragma GCC unroll 16
-    for (int o = 0; o < ROWS; ++o) {
-      const int r = j - STEP * o;
-      if (r >= 0 && r < 3) acc[o][v] = _mm512_fmadd_ps(wv[3 * r + t], xt[t], acc[o][v]);
-    }
-}
-
-// ROWS output rows Q apart of NV vectors, the last one's lanes `last`.
-template <int ROWS, int NV>
-__attribute__((always_inline)) inline void store_rows(float* y, int64_t Q,
-                                                      const __m512 (&acc)[ROWS][NV],
-                                                      __mmask16 last) {
-  #pragma GCC unroll 16
-  for (int o = 0; o < ROWS; ++o) {
-    #pragma GCC unroll 16
-    for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + o * Q + 16 * v, acc[o][v]);
-    _mm512_mask_storeu_ps(y + o * Q + 16 * (NV - 1), last, acc[o][NV - 1]);
-  }
-}
-
 // "Same" 3 x 3 planes (ph = pw = 1, so P = H, Q = W): ROWS output rows (Q apart in y) from
 // input rows -1 .. ROWS of the block (x: its row 0), NV vectors of columns from the block's
 // first. Each input row is loaded once, vector by vector, and its three taps come from those
@@ -461,10 +462,7 @@ template <int ROWS, int NV, bool TOP, bool BOT, bool EDGES>
 void same3_block(float* y, int64_t Q, const float* x, const __m512* wv, float bias,
                  __mmask16 last, __mmask16 lmask, __mmask16 rmask) {
   __m512 acc[ROWS][NV];
-  #pragma GCC unroll 16
-  for (int o = 0; o < ROWS; ++o)
-    #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
+  fill_rows(acc, bias);
   #pragma GCC unroll 32
   for (int j = TOP ? 1 : 0; j < (BOT ? ROWS + 1 : ROWS + 2); ++j) {
     const float* s = x + (j - 1) * Q;
@@ -481,7 +479,7 @@ void same3_block(float* y, int64_t Q, const float* x, const __m512* wv, float bi
       const __m512 xt[3] = {_mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 1], a[v], 15)),
                             _mm512_castsi512_ps(a[v + 1]),
                             _mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 2], a[v + 1], 1))};
-      taps_into<ROWS, NV, 1>(acc, j, v, xt, wv);
+      taps_into<ROWS, NV, 1, 3>(acc, j, v, xt, wv);
     }
   }
   store_rows<ROWS, NV>(y, Q, acc, last);
@@ -626,10 +624,7 @@ template <int ROWS, int NV>
 void same5_block(float* y, int64_t Q, const float* x, int64_t o0, int64_t H, const __m512* wv,
                  float bias, __mmask16 last) {
   __m512 acc[ROWS][NV];
-  #pragma GCC unroll 8
-  for (int o = 0; o < ROWS; ++o)
-    #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
+  fill_rows(acc, bias);
   const __m512i zero = _mm512_setzero_si512();
   #pragma GCC unroll 16
   for (int j = 0; j < ROWS + 4; ++j) {
@@ -648,13 +643,7 @@ void same5_block(float* y, int64_t Q, const float* x, int64_t o0, int64_t H, con
                             _mm512_castsi512_ps(a[v + 1]),
                             _mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 2], a[v + 1], 1)),
                             _mm512_castsi512_ps(_mm512_alignr_epi32(a[v + 2], a[v + 1], 2))};
-      #pragma GCC unroll 5
-      for (int t = 0; t < 5; ++t)
-        #pragma GCC unroll 8
-        for (int o = 0; o < ROWS; ++o) {
-          const int r = j - o;
-          if (r >= 0 && r < 5) acc[o][v] = _mm512_fmadd_ps(wv[5 * r + t], xt[t], acc[o][v]);
-        }
+      taps_into<ROWS, NV, 1, 5>(acc, j, v, xt, wv);
     }
   }
   store_rows<ROWS, NV>(y, Q, acc, last);
@@ -890,10 +879,7 @@ void s2_block(float* y, int64_t Q, const float* x, int64_t H, int64_t W, int64_t
                                          30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   __m512 acc[ROWS][NV];
-  #pragma GCC unroll 16
-  for (int o = 0; o < ROWS; ++o)
-    #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[o][v] = _mm512_set1_ps(bias);
+  fill_rows(acc, bias);
   #pragma GCC unroll 32
   for (int j = 0; j < 2 * ROWS + KS - 2; ++j) {
     const int64_t h = h0 + j;
@@ -921,13 +907,7 @@ void s2_block(float* y, int64_t Q, const float* x, int64_t H, int64_t W, int64_t
         xt[3] = _mm512_castsi512_ps(_mm512_alignr_epi32(od[v + 1], od[v], 1));
         xt[4] = _mm512_castsi512_ps(_mm512_alignr_epi32(e[v + 1], e[v], 2));
       }
-      #pragma GCC unroll 5
-      for (int t = 0; t < KS; ++t)
-        #pragma GCC unroll 16
-        for (int o = 0; o < ROWS; ++o) {
-          const int r = j - 2 * o;
-          if (r >= 0 && r < KS) acc[o][v] = _mm512_fmadd_ps(wv[KS * r + t], xt[t], acc[o][v]);
-        }
+      taps_into<ROWS, NV, 2, KS>(acc, j, v, xt, wv);
     }
   }
   store_rows<ROWS, NV>(y, Q, acc, last);
