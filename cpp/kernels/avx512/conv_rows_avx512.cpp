@@ -1076,7 +1076,8 @@ template <int PW>
 void s2_dx_planes(float* dx, int64_t dxstride, int64_t n, int64_t H, int64_t W, const float* dy,
                   int64_t dystride, int64_t P, int64_t Q, int64_t ph, const float* w) {
   const int64_t ng = (W + 31) / 32;
-  std::vector<__mmask16> masks(static_cast<size_t>(5 * ng));
+  thread_local std::vector<__mmask16> masks;  // (no allocation per call once grown)
+  masks.resize(static_cast<size_t>(5 * ng));
   __mmask16 *mk = masks.data(), *ms = mk + 3 * ng;
   for (int64_t g = 0; g < ng; ++g) {
     for (int i = 0; i < 3; ++i) mk[3 * g + i] = row_lanes(16 * g + (i == 2 ? -1 : i), Q);
