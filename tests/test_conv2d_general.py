@@ -506,6 +506,36 @@ def test_deep_pointwise_layers_over_few_positions_run_the_gemm(isa, rng, threads
     assert np.isfinite(np.delete(y, 7, axis=1)).all()
 
 
+@pytest.mark.parametrize("shape", [
+    (3, 200, 5, 5, 300, (1, 1), (1, 1), (0, 0), (1, 1), 1),   # one depth block of 3 images
+    (7, 400, 7, 7, 600, (1, 1), (1, 1), (0, 0), (1, 1), 1),   # 2 blocks, the cut mid-image
+    (1, 64, 9, 9, 100, (3, 3), (2, 2), (1, 1), (1, 1), 1),    # batch 1, strided, padded
+    (2, 40, 11, 13, 70, (3, 2), (2, 3), (1, 0), (1, 1), 1),   # unequal strides and padding
+], ids=str)
+def test_weight_gradient_of_large_weights_is_one_gemm_over_the_batch(isa, rng, threads, shape):
+    """Where dW is larger than a chunk of images' inputs, the weight gradient's GEMM runs over
+    the whole batch at once, parallel over dW's tiles: the reference's values, the same bits for
+    1, 2 and 3 threads, and a NaN in grad_out reaches only its own output channel's weights."""
+    x, w, b, kw = _data(rng, shape)
+    args = (x.shape, w.shape, *kw["stride"], *kw["padding"], *kw["dilation"], kw["groups"])
+    g = rng.standard_normal(_ref(x, w, b, kw).shape).astype(np.float32)
+    try:
+        _core.conv2d_force("weight_grad", "gemm")
+        assert _core.conv2d_applies("weight_grad", "gemm", *args)
+        outs = []
+        for n in (1, 2, 3):
+            threads(n)
+            outs.append(F.conv2d_backward(g, x, w, b, input_grad=False, **kw)[1])
+        assert_close(outs[0], _ref_bwd(g, x, w, b, kw)[1], 1e-5, str(shape))
+        assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+        g[-1, 3, 2, 1] = np.nan  # a position whose taps all read x, none the padding
+        dw = F.conv2d_backward(g, x, w, b, input_grad=False, **kw)[1]
+    finally:
+        _core.conv2d_force("weight_grad", "")
+    assert np.isnan(dw[3]).all()
+    assert np.isfinite(np.delete(dw, 3, axis=0)).all()
+
+
 @pytest.mark.parametrize("shape", SHAPES[:12], ids=str)
 def test_identical_bits_for_any_thread_count(rng, threads, shape):
     x, w, b, kw = _data(rng, shape)

@@ -104,9 +104,10 @@ void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, 
 // x zero-padded to (N, C, H + 2ph, W + 2pw) in the calling thread's Buf::padded_input, then
 // `slack` zeros (x itself when there is no padding).
 const float* padded_input(const float* x, const Conv2dShape& s, int64_t slack = 0);
-// NR-column panels of col^T for the weight gradient (positions [j0, j0 + kc), taps [c0, c0 + n)).
+// NR-column panels of col^T for the weight gradient (positions [j0, j0 + kc), taps [c0, c0 + n)),
+// panels `pstride` positions apart (0: kc).
 void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, int64_t kc,
-               int64_t c0, int64_t n, int NR);
+               int64_t c0, int64_t n, int NR, int64_t pstride = 0);
 // Whether every one of n values is finite.
 bool all_finite(const float* v, int64_t n);
 

@@ -128,14 +128,15 @@ const float* padded_input(const float* x, const Conv2dShape& s, int64_t slack) {
 
 // NR-column panels of col^T for the weight gradient: rows are output positions [j0, j0 + kc),
 // columns are taps crs in [c0, c0 + n); element (j, crs) = xpad[off(crs) + p*sh*Wp + q*sw].
+// Panels are pstride rows apart (0: kc), so that a panel can be filled in runs of positions.
 // Read straight from the padded image: im2col and the transposing pack in one pass, a panel
 // row (NR taps of one position) at a time, so that the stores are contiguous (a column at a
 // time, every store went to another cache line).
 void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, int64_t kc,
-               int64_t c0, int64_t n, int NR) {
+               int64_t c0, int64_t n, int NR, int64_t pstride) {
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, RS = s.R * s.S;
   const float* base[64];  // each tap's x at output position (0, 0) (the ISAs' NR: 8 to 32)
-  for (int64_t jp = 0; jp < n; jp += NR, dst += kc * NR) {
+  for (int64_t jp = 0; jp < n; jp += NR, dst += (pstride ? pstride : kc) * NR) {
     const int nr = static_cast<int>(std::min<int64_t>(NR, n - jp));
     for (int jj = 0; jj < nr; ++jj) {
       const int64_t crs = c0 + jp + jj, c = crs / RS, r = (crs % RS) / s.S, t = crs % s.S;

@@ -176,11 +176,68 @@ static int64_t chunk_images(int64_t N) {
   return nchunk > 0 ? (N + nchunk - 1) / nchunk : 1;
 }
 
+// dW = dY col^T as one GEMM over the whole batch: dY (K x N PQ, image n's positions at depth
+// n PQ ..) packed once to full depth, blocks of dW's tiles as the items, each packing its own
+// columns of col^T a kc block at a time (an image's run of positions per pack_colT). Every
+// weight is summed over the batch's positions in one order (kc blocks by shape), whatever the
+// blocking or the threads, and no partial dW is written or added up: for weights larger than
+// a chunk's inputs those partials cost more than the products (see dw_gemm).
+static void dw_gemm_batch(float* dw, const float* dy, const float* xp, const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ, D = s.N * PQ;
+  const int64_t plane = (s.H + 2 * s.ph) * (s.W + 2 * s.pw);
+  const int64_t rt = (s.K + MR - 1) / MR, ct = (CRS + NR - 1) / NR, kcmax = gemm_kc(D);
+  float* apack = scratch(Buf::dw_gemm_a, rt * MR * D);
+  parallel_for(rt * s.N, 1.0 * s.K * D, [&](int64_t i) {  // (panel, image): a run of depth
+    const int64_t p = i / s.N, n = i % s.N;
+    pack_a(apack + p * MR * D + n * PQ * MR, MatView{dy + n * KPQ, PQ, 1}, p * MR,
+           std::min<int64_t>(MR, s.K - p * MR), 0, PQ, MR);
+  });
+  // columns split first (the row blocks share the packed dY), row blocks until 2 per thread
+  const int64_t nt = get_num_threads();
+  int64_t cb = std::min<int64_t>(ct, 2 * nt), rb = 1;
+  while (cb * rb < 2 * nt && rb < rt) ++rb;
+  const int64_t bw = (ct + cb - 1) / cb * NR, bh = (rt + rb - 1) / rb * MR;
+  cb = (CRS + bw - 1) / bw;
+  rb = (s.K + bh - 1) / bh;
+  constexpr int64_t kMc = 16;  // A panels a pass over the block's columns: 16 MR rows in L2
+  parallel_for(cb * rb, 2.0 * s.K * CRS * D, [&](int64_t item) {
+    const int64_t i0 = item / cb * bh, j0 = item % cb * bw;
+    const int64_t m = std::min(bh, s.K - i0), n = std::min(bw, CRS - j0);
+    float* bpack = scratch(Buf::dw_gemm_b, kcmax * round_up(n, NR));
+    for (int64_t pc = 0; pc < D; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, D - pc);
+      for (int64_t t = pc; t < pc + kc;) {  // the block's positions, an image's run at a time
+        const int64_t img = t / PQ, q0 = t - img * PQ, len = std::min(PQ - q0, pc + kc - t);
+        pack_colT(bpack + (t - pc) * NR, xp + img * s.C * plane, s, q0, len, j0, n, NR, kc);
+        t += len;
+      }
+      for (int64_t ic = 0; ic < m; ic += kMc * MR)
+        for (int64_t jr = 0; jr < n; jr += NR)
+          for (int64_t ir = ic; ir < std::min(m, ic + kMc * MR); ir += MR)
+            kt.gemm(kc, apack + (i0 + ir) * D + pc * MR, bpack + jr * kc,
+                    dw + (i0 + ir) * CRS + j0 + jr, CRS,
+                    static_cast<int>(std::min<int64_t>(MR, m - ir)),
+                    static_cast<int>(std::min<int64_t>(NR, n - jr)), pc > 0, nullptr);
+    }
+  });
+}
+
 // Fixed chunks of images (depending on N only); each chunk's partial dW is reduced in order.
+// Where a chunk's partial dW (K CRS floats to write and add up) outweighs the chunk's inputs
+// ((K + CRS) floats a position), and dW has 8+ tiles to share out, the whole batch goes as one
+// GEMM instead (dw_gemm_batch): ResNet-50's 1x1 layers, e.g. (8, 512, 7, 7) -> 2048, and
+// deep layers at batch 1 (one chunk: one thread).
 bool dw_gemm(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
   const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
   const int64_t per = chunk_images(s.N), nch = (s.N + per - 1) / per;
+  if (s.K * CRS >= (s.K + CRS) * per * PQ &&
+      (s.K + kt.mr - 1) / kt.mr * ((CRS + kt.nr - 1) / kt.nr) >= 8) {
+    dw_gemm_batch(dw, dy, padded_input(x, s), s);
+    return true;
+  }
   // per-chunk dW (items write every entry, so no zeroing)
   float* partial = nch > 1 ? scratch(Buf::dw_partials, nch * s.K * CRS) : nullptr;
   const float* xp = padded_input(x, s);
