@@ -234,6 +234,22 @@ bool deep_strided(const Conv2dShape& s) {
 bool grouped_pays(const Conv2dShape& s, const KernelTable&) {
   return group_in(s) >= 32 && group_out(s) >= 32;
 }
+// The weight gradient a group at a time pays on 2+ input channels a group wherever the dense
+// weight-gradient tiles exist (AVX2, AVX-512): forced, 2 threads, medians of 11 calls, two
+// rounds, against the row planned before (AVX-512, ms): 5x5 (8, 48, 27, 27) -> 128 groups 2
+// 4.42-4.49 against im2col_gemm's 6.24-6.25, (32, ...) 17.6 against 24.3; (8, 64, 28, 28) ->
+// 64 groups 8 0.43 against 1.34-1.35, groups 16 0.35 against depthwise's 0.49-0.51, groups 32
+// (2 a group) 0.24 against 0.27; (8, 128, 28, 28) -> 128 groups 32 0.64-0.66 against
+// 0.89-0.99; (128, 32, 16, 16) -> 32 groups 2 2.03-2.09 against 4.27-4.32; 1x1 (8, 64, 28, 28)
+// -> 64 groups 8 0.09 against 0.59; (8, 64, 14, 14) -> 128 7x7 groups 4 1.89-1.94 against
+// 4.00; level on (1, 32, 112, 112) groups 16 and (4, 30, 20, 20) groups 3. AVX2: (8, 64, 28, 28)
+// groups 16 0.44 against 0.68, (128, 32, 16, 16) groups 2 3.9-4.0 against 6.9-7.0. One
+// channel a group (depthwise, multipliers) stays depthwise's (0.22 against 0.49 ms), and the
+// scalar set, without those tiles, keeps the rule above (there groups 32 with 2 a group took
+// 2.42 ms against 1.33).
+bool grouped_dw_pays(const Conv2dShape& s, const KernelTable& kt) {
+  return grouped_pays(s, kt) || (group_in(s) >= 2 && kt.conv_dw_tile != nullptr);
+}
 bool grouped(const Conv2dShape& s, const KernelTable&) { return s.G > 1; }
 bool grouped_forward(float* y, const float* x, const float* w, const float* b,
                      const Conv2dShape& s);
@@ -431,7 +447,7 @@ const Row<BwdRun> kInputGrad[] = {
 
 // ---- weight gradient -----------------------------------------------------------------------
 const Row<BwdRun> kWeightGrad[] = {
-    {"grouped", grouped, grouped_pays, true, grouped_weight_grad},
+    {"grouped", grouped, grouped_dw_pays, true, grouped_weight_grad},
     // 64+ channels on each side (full GEMM panels; with fewer, kvec and dot are faster: forced,
     // 2 threads, (128, 32, 16, 16) 4.1 ms against kvec's 3.7, (128, 16, 32, 32) 5.9 against dot's
     // 4.1): (128, 64, 8, 8) 3.26 against kvec's 3.59 (AVX2 3.83 against 4.61), VGG (8, 64, 56,
