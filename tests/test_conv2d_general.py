@@ -200,6 +200,10 @@ FORCED_SHAPES = SHAPES + [
     (2, 40, 11, 13, 70, (3, 3), (2, 2), (1, 1), (1, 1), 1),
     (1, 130, 9, 8, 48, (3, 3), (2, 1), (1, 0), (1, 1), 1),
     (1, 300, 5, 6, 32, (1, 1), (2, 2), (0, 0), (1, 1), 1),
+    # strided 1x1 layers over the whole batch as one GEMM (gemm_batch): unequal strides, a
+    # stride of 3, output rows that end inside a panel
+    (3, 20, 9, 11, 35, (1, 1), (2, 3), (0, 0), (1, 1), 1),
+    (2, 7, 8, 8, 9, (1, 1), (3, 3), (0, 0), (1, 1), 1),
     # 1x1 input gradients as transposed convolutions: the weights' blocked transpose with tails,
     # and per group
     (2, 20, 5, 6, 35, (1, 1), (1, 1), (0, 0), (1, 1), 1),
@@ -572,6 +576,32 @@ def test_weight_gradient_of_large_weights_is_one_gemm_over_the_batch(isa, rng, t
         _core.conv2d_force("weight_grad", "")
     assert np.isnan(dw[3]).all()
     assert np.isfinite(np.delete(dw, 3, axis=0)).all()
+
+
+def test_strided_pointwise_layers_run_one_gemm_over_the_batch(isa, rng, threads):
+    """Strided 1x1 layers of 256+ channels (ResNet-50's projection shortcuts) run one GEMM over
+    the batch's positions (gemm_batch) on every ISA, except those over 1024+ channels, which
+    AVX-512's kvec keeps: the reference's values, the same bits for 1, 2 and 3 threads, and a
+    NaN weight reaches only its own output channel."""
+    plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 2, 2, 0, 0, 1, 1, 1)["forward"]
+    assert plan((8, 512, 28, 28), (1024, 512, 1, 1)) == "gemm_batch"
+    assert plan((1, 256, 56, 56), (512, 256, 1, 1)) == "gemm_batch"
+    deep = plan((8, 1024, 14, 14), (2048, 1024, 1, 1))
+    assert deep == ("kvec" if isa == "avx512" else "gemm_batch")
+    assert plan((8, 64, 56, 56), (128, 64, 1, 1)) != "gemm_batch"
+    shape = (3, 260, 19, 17, 270, (1, 1), (2, 2), (0, 0), (1, 1), 1)  # blocks cut mid-row
+    x, w, b, kw = _data(rng, shape)
+    assert plan(x.shape, w.shape) == "gemm_batch"
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        outs.append(F.conv2d(x, w, b, **kw))
+    assert_close(outs[0], _ref(x, w, b, kw), 1e-5, "forward")
+    assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+    w[7, 123, 0, 0] = np.nan
+    y = F.conv2d(x, w, b, **kw)
+    assert np.isnan(y[:, 7]).all()
+    assert np.isfinite(np.delete(y, 7, axis=1)).all()
 
 
 @pytest.mark.parametrize("shape", SHAPES[:12], ids=str)

@@ -191,6 +191,9 @@ bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* 
 // 1x1 stride-1 layers over few positions: the positions as the GEMM's rows
 bool gemm1x1_forward(float* y, const float* x, const float* w, const float* b,
                      const Conv2dShape& s);
+// strided 1x1 layers without padding: one GEMM over the whole batch's positions
+bool gemm_batch_forward(float* y, const float* x, const float* w, const float* b,
+                        const Conv2dShape& s);
 // phases.cpp: a dilated forward as dh*dw undilated ones (each run through the table)
 bool dilated_phases(float* y, const float* x, const float* w, const float* b,
                     const Conv2dShape& s);

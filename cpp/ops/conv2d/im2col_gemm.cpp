@@ -2,6 +2,7 @@
 // padding. The specialised paths cover the common plain shapes faster; this one covers the rest
 // (dilated and grouped layers with enough channels per group to fill the GEMM tiles).
 #include <algorithm>
+#include <cstring>
 
 #include "ops/conv2d/conv2d_internal.h"
 
@@ -81,6 +82,61 @@ bool gemm1x1_forward(float* y, const float* x, const float* w, const float* b,
     gemm(PQ, s.K, s.C, MatView{xt, ldx, 1}, MatView{w, 1, s.C}, yt, ldy, true);
     transpose_into(y + n * s.K * PQ, PQ, yt, ldy, PQ, s.K);
   }
+  return true;
+}
+
+// Strided 1x1 layers without padding as one GEMM over the whole batch: Y (K x N P Q) = W (K x C)
+// X (C x N P Q), the batch's output positions as the columns (image n's at n P Q ..). W is
+// packed once, to full depth; items are blocks of 4 NR columns by all of Y's rows, each
+// gathering its positions of X a kc block at a time (one run of an output row at a time) and
+// summing into a buffer of its own, whose rows are then copied out to the images (a tile's
+// columns may lie in two images). Each output is summed in kc blocks fixed by C.
+bool gemm_batch_forward(float* y, const float* x, const float* w, const float* b,
+                        const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t PQ = s.P * s.Q, HW = s.H * s.W, D = s.N * PQ, bw = 4 * NR;
+  const int64_t rt = (s.K + MR - 1) / MR, Kp = rt * MR, kcmax = gemm_kc(s.C);
+  float* apack = scratch(Buf::im2col_weights, Kp * s.C);
+  parallel_for(rt, 1.0 * s.K * s.C, [&](int64_t p) {
+    pack_a(apack + p * MR * s.C, MatView{w, s.C, 1}, p * MR, std::min<int64_t>(MR, s.K - p * MR),
+           0, s.C, MR);
+  });
+  parallel_for((D + bw - 1) / bw, 2.0 * s.K * s.C * D, [&](int64_t item) {
+    const int64_t j0 = item * bw, n = std::min(bw, D - j0);
+    float* bpack = scratch(Buf::im2col_panels, kcmax * bw + Kp * bw);
+    float* out = bpack + kcmax * bw;  // the block's rows, bw floats apart
+    for (int64_t pc = 0; pc < s.C; pc += kcmax) {
+      const int64_t kc = std::min(kcmax, s.C - pc);
+      for (int64_t t = j0; t < j0 + n;) {  // runs of positions within one output row
+        const int64_t img = t / PQ, p = t % PQ / s.Q, q = t % s.Q;
+        const int64_t len = std::min(s.Q - q, j0 + n - t);
+        const float* src = x + (img * s.C + pc) * HW + p * s.sh * s.W + q * s.sw;
+        for (int64_t jj = t - j0; jj < t - j0 + len; ++jj, src += s.sw) {
+          float* dst = bpack + jj / NR * NR * kc + jj % NR;
+          for (int64_t c = 0; c < kc; ++c) dst[c * NR] = src[c * HW];
+        }
+        t += len;
+      }
+      if (n < bw)  // zeros in the last panel's unused columns
+        for (int64_t c = 0; c < kc; ++c)
+          std::fill(bpack + n / NR * NR * kc + c * NR + n % NR,
+                    bpack + n / NR * NR * kc + (c + 1) * NR, 0.f);
+      for (int64_t ic = 0; ic < s.K; ic += 16 * MR)  // 16 A panels at a time stay in L2
+        for (int64_t jr = 0; jr < n; jr += NR)
+          for (int64_t ir = ic; ir < std::min(s.K, ic + 16 * MR); ir += MR)
+            kt.gemm(kc, apack + ir * s.C + pc * MR, bpack + jr * kc, out + ir * bw + jr, bw,
+                    static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
+                    static_cast<int>(std::min<int64_t>(NR, n - jr)), pc > 0,
+                    pc == 0 && b ? b + ir : nullptr);
+    }
+    for (int64_t t = j0; t < j0 + n;) {  // the rows out, a run per image
+      const int64_t img = t / PQ, pq = t % PQ, len = std::min(PQ - pq, j0 + n - t);
+      for (int64_t k = 0; k < s.K; ++k)
+        std::memcpy(y + (img * s.K + k) * PQ + pq, out + k * bw + (t - j0), sizeof(float) * len);
+      t += len;
+    }
+  });
   return true;
 }
 

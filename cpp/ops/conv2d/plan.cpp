@@ -20,6 +20,8 @@
 //                  layers)
 //   gemm_1x1       1x1, stride 1, no padding, up to 128 positions in all and 256 x 256 channels
 //                  or more (deep stages at batch 1): the GEMM with the positions as its rows
+//   gemm_batch     1x1, strided, no padding, 256+ channels each side (not 1024+ inputs where
+//                  kvec's tiles exist): one GEMM over the batch's positions
 //   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels, unless winograd3
 //                  pays; or 32+ output channels of at most 64 inputs, Q <= 16 (tiles of
 //                  several channel blocks): channels in the lanes
@@ -53,7 +55,8 @@
 //   rows           non-finite weights, few channels per group: scatter tap by tap (exact)
 //   gemm_col2im    anything: gcol = W^T dy, scattered back by col2im (exact)
 // Weight gradient
-//   grouped        groups of 32+ input and output channels: each group through this table
+//   grouped        groups of 2+ input channels where dot's tiles exist (else 32+ each side):
+//                  each group through this table
 //   winograd3_lanes  3x3, stride 1, batches of 16+, up to 32 x 32 channels: Winograd F(2x2,
 //                  3x3), 16 images in the lanes (ResNet-20's 16- and 32-channel layers)
 //   winograd3      3x3, stride 1, 64+ channels each side: Winograd F(2x2, 3x3), transformed dy
@@ -65,7 +68,8 @@
 //                  phases summed over the tiles, 9 GEMMs
 //   dot            register tiles of dot products of dy rows with input rows
 //   gemm           dW = sum_n dy_n col_n^T: ISAs without dot's kernels, and strided layers with
-//                  many input channels and small kernels
+//                  many input channels and small kernels; weights larger than a chunk's
+//                  inputs as one GEMM over the whole batch
 //   depthwise      few channels per group: dot products of dy rows with padded input rows
 //   rows           non-finite results: dot products tap by tap over in-range columns (exact)
 //   im2col_gemm    anything: per group, col built block by block, GEMM
@@ -279,6 +283,22 @@ const Row<FwdRun> kForward[] = {
        return s.N * s.P * s.Q <= 128 && s.C * s.K >= 256 * 256;
      },
      false, gemm1x1_forward},  // (no stand-in zeros: every product is one of the sum's terms)
+    {"gemm_batch",
+     [](const Conv2dShape& s, const KernelTable&) {
+       return special(s) && s.R == 1 && s.S == 1 && s.ph == 0 && s.pw == 0 && !unit_stride(s);
+     },
+     // Strided 1x1 layers of 256+ channels each side (ResNet-50's projection shortcuts), but
+     // not AVX-512's over 1024+, where kvec's tiles are faster ((8, 1024, 14, 14) -> 2048 8.9
+     // ms against 11.4). Forced, 2 threads, 3 rounds of medians of 9 calls, ms: (8, 512, 28,
+     // 28) -> 1024 8.9-9.6 against direct's 11.0-11.5 (PyTorch 9.1-10.4), (32, ...) 35.5-36.5
+     // against 44.6-46.5, (1, ...) 1.47-1.53 against kvec's 1.74-1.85, (8, 256, 56, 56) ->
+     // 512 9.6-10.2 against 10.1-11.0; level on 64-128 channels. AVX2: 9.4-11.1 against
+     // 14.9-18.2, (1, 256, 56, 56) -> 512 1.26-1.31 against 1.62-1.64, (8, 1024, 14, 14) ->
+     // 2048 9.2-11.6 against 14.4-16.4; the scalar set 29.4-30.0 against 70.7-85.6.
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       return s.C >= 256 && s.K >= 256 && (s.C < 1024 || !kt.conv_kvec_blocks);
+     },
+     false, gemm_batch_forward},  // (as gemm_1x1)
     {"kvec",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_kvec &&
