@@ -28,6 +28,13 @@ inline __mmask16 row_lanes(int64_t c, int64_t W) {
   return c + 16 > W ? static_cast<__mmask16>(m & tail_mask(W - c)) : m;
 }
 
+// A plane's N weights, each broadcast to a vector: the depthwise kernels keep them in registers.
+template <int N>
+inline __attribute__((always_inline)) void broadcast_taps(__m512 (&wv)[N], const float* w) {
+  #pragma GCC unroll 25
+  for (int i = 0; i < N; ++i) wv[i] = _mm512_set1_ps(w[i]);
+}
+
 // NV vectors of outputs from q0 on, the last one masked to `last` lanes, for ROWS rows (bstep
 // apart in base, ystep in y) sharing each tap's broadcast weight.
 template <int NV, int ROWS>
@@ -244,8 +251,7 @@ template <int KS, class Row, class Masks>
 void taps(float* y, int64_t ystep, int64_t nrows, int64_t Q, const Row& row, const int64_t* coff,
           const Masks& masks, const float* w, float bias) {
   __m512 wv[KS * KS];
-  #pragma GCC unroll 25
-  for (int i = 0; i < KS * KS; ++i) wv[i] = _mm512_set1_ps(w[i]);
+  broadcast_taps(wv, w);
   __mmask16 mask[KS][4];
   for (int64_t q0 = 0; q0 < Q; q0 += taps_block_cols(KS)) {
     const int64_t n = Q - q0;
@@ -427,8 +433,7 @@ void flat_vectors(float* y, const float* x, int64_t f0, int64_t W, const FlatMas
 void flat_plane(float* y, const float* x, int64_t H, int64_t W, const FlatMasks* mk,
                 const float* w, float bias) {
   __m512 wv[9];
-  #pragma GCC unroll 9
-  for (int i = 0; i < 9; ++i) wv[i] = _mm512_set1_ps(w[i]);
+  broadcast_taps(wv, w);
   const int64_t nv = (H * W + 15) / 16;
   constexpr int NB = 4;
   for (int64_t v = 0; v < nv;) {
@@ -520,8 +525,7 @@ void same3_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, co
                   int64_t xstride, const float* w, const float* bias) {
   for (int64_t i = 0; i < n; ++i) {
     __m512 wv[9];
-    #pragma GCC unroll 9
-    for (int k = 0; k < 9; ++k) wv[k] = _mm512_set1_ps(w[9 * i + k]);
+    broadcast_taps(wv, w + 9 * i);
     float* yi = y + i * ystride;
     const float* xi = x + i * xstride;
     const float b = bias ? bias[i] : 0.f;
@@ -676,8 +680,7 @@ void same5_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, co
                   int64_t xstride, const float* w, const float* bias) {
   for (int64_t i = 0; i < n; ++i) {
     __m512 wv[25];
-    #pragma GCC unroll 25
-    for (int k = 0; k < 25; ++k) wv[k] = _mm512_set1_ps(w[25 * i + k]);
+    broadcast_taps(wv, w + 25 * i);
     const float b = bias ? bias[i] : 0.f;
     if (Q > 16) same5_plane<3, 2>(y + i * ystride, P, Q, x + i * xstride, wv, b);
     else same5_plane<4, 1>(y + i * ystride, P, Q, x + i * xstride, wv, b);
@@ -956,8 +959,7 @@ void s2_planes(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const
   }
   for (int64_t i = 0; i < n; ++i) {
     __m512 wv[KS * KS];
-    #pragma GCC unroll 25
-    for (int k = 0; k < KS * KS; ++k) wv[k] = _mm512_set1_ps(w[KS * KS * i + k]);
+    broadcast_taps(wv, w + KS * KS * i);
     float* yi = y + i * ystride;
     const float* xi = x + i * xstride;
     const float b = bias ? bias[i] : 0.f;
