@@ -17,7 +17,7 @@ int64_t gemm_kc(int64_t K);
 // Rows rounded up to whole MR panels (columns to NR panels): the packed sizes.
 inline int64_t round_up(int64_t v, int64_t unit) { return (v + unit - 1) / unit * unit; }
 
-// dst[k * ds + i] = src[i * ss + k] for i < m, k < n (4 x 4 blocks through registers).
+// dst[k * ds + i] = src[i * ss + k] for i < m, k < n (KernelTable::transpose).
 void transpose_into(float* dst, int64_t ds, const float* src, int64_t ss, int64_t m, int64_t n);
 
 // Packs rows [i0, i0 + m) of A (all K columns) into MR-row panels, zero-padded.

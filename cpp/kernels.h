@@ -304,6 +304,19 @@ struct KernelTable {
   // (y1 may be null) for columns < Q. Returns false if any value stored is NaN or infinite.
   bool (*wino_s2_out_row)(float* y0, float* y1, const float* m, int64_t mstride,
                           int64_t ntiles, int64_t Q, float bias);
+  // Winograd F(2, 2) along each axis, the transforms of stride-2 4x4 layers (winograd4_s2.cpp),
+  // for nrows rows of n tiles (the same bits on every ISA). Input: for j < nrows, t < n and
+  // e = 3 pr + pc, v[j * vrow + e * vs + t] = (B^T d B)[pr][pc], B^T = (1 -1 0; 0 1 0; 0 -1 1),
+  // of the 3x3 inputs d(ri, ci) = r[j * rrow + ri * rs + col[ci] + t].
+  void (*wino22_in_rows)(float* v, int64_t vs, int64_t vrow, const float* r, int64_t rs,
+                         int64_t rrow, const int64_t* col, int64_t n, int64_t nrows);
+  // Output gradient: y[j * yrow + e * ys + t] = (A D A^T)[pr][pc], A = (1 0; 1 1; 0 1), of the
+  // 2x2 blocks D = (r0[t], r0[rs + t]; r0[2 rs + t], r0[3 rs + t]), r0 = r + j * rrow.
+  void (*wino22_grad_rows)(float* y, int64_t ys, int64_t yrow, const float* r, int64_t rs,
+                           int64_t rrow, int64_t n, int64_t nrows);
+  // dst[k * ds + i] = src[i * ss + k] for i < m, k < n: blocks transposed in registers (4 x 4 in
+  // SSE on every ISA, 8 x 8 at AVX-512), what packs a row-major A or column-major B panel.
+  void (*transpose)(float* dst, int64_t ds, const float* src, int64_t ss, int64_t m, int64_t n);
   // Splits rows into their sw column phases, zero-padded: for i < nrows, f < sw, j < Wq,
   //   dst[i * dstep + f * fstride + j] = src[i * sstep + j * sw + f - pw] if that column is
   //   inside [0, W), else 0. src null: all-zero rows. With sw = 1 it copies rows, padding them

@@ -165,6 +165,13 @@ FORCED_SHAPES = SHAPES + [
     (3, 17, 13, 11, 16, (4, 4), (2, 2), (0, 3), (1, 1), 1),
     (1, 16, 9, 30, 33, (4, 4), (2, 2), (2, 1), (1, 1), 1),
     (2, 16, 4, 7, 16, (4, 4), (2, 2), (1, 2), (1, 1), 1),
+    # (rows of 1, 5 and 11 tiles, several to a vector or one with a tail; 18 and 33 tiles: one
+    # and two whole vectors and a tail)
+    (2, 16, 5, 3, 16, (4, 4), (2, 2), (1, 1), (1, 1), 1),
+    (1, 17, 19, 19, 16, (4, 4), (2, 2), (1, 1), (1, 1), 1),
+    (1, 16, 7, 44, 16, (4, 4), (2, 2), (1, 1), (1, 1), 1),
+    (1, 16, 5, 70, 18, (4, 4), (2, 2), (1, 1), (1, 1), 1),
+    (1, 16, 6, 130, 16, (4, 4), (2, 2), (0, 2), (1, 1), 1),
     # the forward's F(4, 2): one item of 5 images whose 4-tile vector runs cross rows and images
     # with the bottom and right tiles cut short
     (5, 16, 11, 13, 17, (4, 4), (2, 2), (1, 1), (1, 1), 1),

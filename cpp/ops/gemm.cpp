@@ -13,41 +13,11 @@ namespace {
 constexpr int64_t kMaxKc = 256;
 constexpr int64_t kMcPanels = 16;    // mc = 16 * MR rows of A stay in L2
 constexpr int64_t kNcPanels = 128;   // nc = 128 * NR columns of B
-typedef float V4 __attribute__((vector_size(16)));
-typedef int I4 __attribute__((vector_size(16)));
 
 }  // namespace
 
-// dst[k * ds + i] = src[i * ss + k] for i < m, k < n: 4 x 4 blocks through vector registers
-// (SSE, which every x86-64 has), the edges one by one. Packing a row-major A or a column-major B
-// this way instead of value by value: the transformed operands of a Winograd weight gradient
-// spent 14 % of its time in the packs.
 void transpose_into(float* dst, int64_t ds, const float* src, int64_t ss, int64_t m, int64_t n) {
-  int64_t i = 0;
-  for (; i + 4 <= m; i += 4) {
-    const float* s0 = src + i * ss;
-    int64_t k = 0;
-    for (; k + 4 <= n; k += 4) {
-      V4 r0, r1, r2, r3;
-      std::memcpy(&r0, s0 + k, 16);
-      std::memcpy(&r1, s0 + ss + k, 16);
-      std::memcpy(&r2, s0 + 2 * ss + k, 16);
-      std::memcpy(&r3, s0 + 3 * ss + k, 16);
-      const V4 t0 = __builtin_shuffle(r0, r1, I4{0, 4, 1, 5});
-      const V4 t1 = __builtin_shuffle(r0, r1, I4{2, 6, 3, 7});
-      const V4 t2 = __builtin_shuffle(r2, r3, I4{0, 4, 1, 5});
-      const V4 t3 = __builtin_shuffle(r2, r3, I4{2, 6, 3, 7});
-      const V4 c[4] = {__builtin_shuffle(t0, t2, I4{0, 1, 4, 5}),
-                       __builtin_shuffle(t0, t2, I4{2, 3, 6, 7}),
-                       __builtin_shuffle(t1, t3, I4{0, 1, 4, 5}),
-                       __builtin_shuffle(t1, t3, I4{2, 3, 6, 7})};
-      for (int j = 0; j < 4; ++j) std::memcpy(dst + (k + j) * ds + i, &c[j], 16);
-    }
-    for (; k < n; ++k)
-      for (int q = 0; q < 4; ++q) dst[k * ds + i + q] = s0[q * ss + k];
-  }
-  for (; i < m; ++i)
-    for (int64_t k = 0; k < n; ++k) dst[k * ds + i] = src[i * ss + k];
+  g_kernels->transpose(dst, ds, src, ss, m, n);
 }
 
 // Panels of P lanes, k-major: panel[k * P + l] = src[l * ls + k * ks] for lanes l < n of each

@@ -48,6 +48,10 @@ void wino_s2_in_row_avx512(float* const* v, const float* const* r, int64_t nt, i
                            int64_t W);
 bool wino_s2_out_row_avx512(float* y0, float* y1, const float* mm, int64_t ms, int64_t nt,
                             int64_t Q, float bias);
+void wino22_in_rows_avx512(float* v, int64_t vs, int64_t vrow, const float* r, int64_t rs,
+                           int64_t rrow, const int64_t* col, int64_t n, int64_t nrows);
+void wino22_grad_rows_avx512(float* y, int64_t ys, int64_t yrow, const float* r, int64_t rs,
+                             int64_t rrow, int64_t n, int64_t nrows);
 bool wino_lanes_item_avx512(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
 void conv_dw3s2_plane_avx512(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q,
                              const float* x, int64_t xstride, int64_t H, int64_t W, int64_t ph,

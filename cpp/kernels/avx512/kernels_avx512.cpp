@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "kernels/avx512/avx512.h"
+#include "kernels/avx512/transpose_avx512.h"
 
 namespace convkit {
 namespace avx512 {
@@ -63,6 +64,9 @@ void fill_table_avx512(KernelTable& t) {
   t.wino_plain = false;
   t.wino_s2_in_row = avx512::wino_s2_in_row_avx512;
   t.wino_s2_out_row = avx512::wino_s2_out_row_avx512;
+  t.wino22_in_rows = avx512::wino22_in_rows_avx512;
+  t.wino22_grad_rows = avx512::wino22_grad_rows_avx512;
+  t.transpose = avx512::transpose_avx512;
   t.wino_lanes_item = avx512::wino_lanes_item_avx512;
   t.wino_lanes_dw_item = avx512::wino_lanes_dw_item_avx512;
   t.gemm_direct_wide = avx512::direct_wide_ukernel;

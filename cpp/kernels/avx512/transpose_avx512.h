@@ -103,5 +103,43 @@ static inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64
   return bad == 0;
 }
 
+// KernelTable::transpose in 8 x 8 blocks of 256-bit registers, edges through masks.
+static inline void transpose_avx512(float* dst, int64_t ds, const float* src, int64_t ss,
+                                    int64_t m, int64_t n) {
+  for (int64_t i = 0; i < m; i += 8) {
+    const int rows = static_cast<int>(std::min<int64_t>(8, m - i));
+    const __mmask8 rm = static_cast<__mmask8>((1u << rows) - 1u);
+    for (int64_t k = 0; k < n; k += 8) {
+      const int64_t cols = std::min<int64_t>(8, n - k);
+      const __mmask8 cm = static_cast<__mmask8>((1u << cols) - 1u);
+      __m256 r[8];
+#pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q)
+        r[q] = q < rows ? _mm256_maskz_loadu_ps(cm, src + (i + q) * ss + k) : _mm256_setzero_ps();
+      __m256 t[8], u[8];
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        t[2 * q] = _mm256_unpacklo_ps(r[2 * q], r[2 * q + 1]);
+        t[2 * q + 1] = _mm256_unpackhi_ps(r[2 * q], r[2 * q + 1]);
+      }
+#pragma GCC unroll 2
+      for (int q = 0; q < 2; ++q) {
+        u[4 * q + 0] = _mm256_shuffle_ps(t[4 * q + 0], t[4 * q + 2], 0x44);
+        u[4 * q + 1] = _mm256_shuffle_ps(t[4 * q + 0], t[4 * q + 2], 0xEE);
+        u[4 * q + 2] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0x44);
+        u[4 * q + 3] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0xEE);
+      }
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {  // column k + q from halves of u[q], u[q + 4]
+        r[q] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x20);
+        r[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
+      }
+#pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q)
+        if (q < cols) _mm256_mask_storeu_ps(dst + (k + q) * ds + i, rm, r[q]);
+    }
+  }
+}
+
 }  // namespace avx512
 }  // namespace convkit

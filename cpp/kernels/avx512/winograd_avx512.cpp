@@ -175,5 +175,112 @@ bool wino_s2_out_row_avx512(float* y0, float* y1, const float* mm, int64_t ms,
 }
 
 // phase_split_rows for sw = 1 (padded row copies): 16 floats per step, padding and tails by
+// F(2, 2) of stride-2 4x4 layers (KernelTable::wino22_in_rows, wino22_grad_rows). Rows of up
+// to 8 tiles share a vector: G rows in slots of 16 / G lanes, row i in lanes i * 16 / G ..,
+// loaded and stored through masks (a row past the last has an empty mask, which neither reads
+// nor writes); longer rows go 16 tiles at a time. (Four tiles at a time in SSE, the transforms
+// took 8 % of a transposed 128 -> 64 layer's forward and backward.)
+namespace {
+template <int G>
+struct Slots {
+  static constexpr int S = 16 / G;
+  __mmask16 m[G];  // row i's lanes of its slot (empty for rows past the last)
+  Slots(int64_t w, int64_t rows) {
+    for (int i = 0; i < G; ++i)
+      m[i] = i < rows ? static_cast<__mmask16>((1u << w) - 1u) : __mmask16(0);
+  }
+  __m512 load(const float* p, int64_t step) const {
+    if constexpr (G == 1) {
+      return _mm512_maskz_loadu_ps(m[0], p);
+    } else if constexpr (G == 2) {
+      const __m256 lo = _mm256_maskz_loadu_ps(static_cast<__mmask8>(m[0]), p);
+      const __m256 hi = _mm256_maskz_loadu_ps(static_cast<__mmask8>(m[1]), p + step);
+      return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+    } else {
+      __m512 x = _mm512_castps128_ps512(_mm_maskz_loadu_ps(static_cast<__mmask8>(m[0]), p));
+      x = _mm512_insertf32x4(x, _mm_maskz_loadu_ps(static_cast<__mmask8>(m[1]), p + step), 1);
+      x = _mm512_insertf32x4(x, _mm_maskz_loadu_ps(static_cast<__mmask8>(m[2]), p + 2 * step),
+                             2);
+      return _mm512_insertf32x4(
+          x, _mm_maskz_loadu_ps(static_cast<__mmask8>(m[3]), p + 3 * step), 3);
+    }
+  }
+  void store(float* p, int64_t step, __m512 x) const {
+    if constexpr (G == 1) {
+      _mm512_mask_storeu_ps(p, m[0], x);
+    } else if constexpr (G == 2) {
+      _mm256_mask_storeu_ps(p, static_cast<__mmask8>(m[0]), _mm512_castps512_ps256(x));
+      _mm256_mask_storeu_ps(p + step, static_cast<__mmask8>(m[1]), _mm512_extractf32x8_ps(x, 1));
+    } else {
+      _mm_mask_storeu_ps(p, static_cast<__mmask8>(m[0]), _mm512_castps512_ps128(x));
+      _mm_mask_storeu_ps(p + step, static_cast<__mmask8>(m[1]), _mm512_extractf32x4_ps(x, 1));
+      _mm_mask_storeu_ps(p + 2 * step, static_cast<__mmask8>(m[2]),
+                         _mm512_extractf32x4_ps(x, 2));
+      _mm_mask_storeu_ps(p + 3 * step, static_cast<__mmask8>(m[3]),
+                         _mm512_extractf32x4_ps(x, 3));
+    }
+  }
+};
+
+// Calls f(slots, row, tile) for each vector of rows and tiles.
+template <int G, class F>
+inline void for_slots(int64_t n, int64_t nrows, F&& f) {
+  for (int64_t j = 0; j < nrows; j += G)
+    for (int64_t t = 0; t < n; t += 16 / G)
+      f(Slots<G>(std::min<int64_t>(16 / G, n - t), nrows - j), j, t);
+}
+
+template <class F>
+inline void by_slots(int64_t n, int64_t nrows, F&& f) {
+  if (n <= 4)
+    for_slots<4>(n, nrows, f);
+  else if (n <= 8)
+    for_slots<2>(n, nrows, f);
+  else
+    for_slots<1>(n, nrows, f);
+}
+}  // namespace
+
+void wino22_in_rows_avx512(float* v, int64_t vs, int64_t vrow, const float* r, int64_t rs,
+                           int64_t rrow, const int64_t* col, int64_t n, int64_t nrows) {
+  by_slots(n, nrows, [&](const auto& sl, int64_t j, int64_t t) {
+    const float* p = r + j * rrow + t;
+    float* o = v + j * vrow + t;
+    __m512 d[3][3];
+#pragma GCC unroll 3
+    for (int ri = 0; ri < 3; ++ri)
+#pragma GCC unroll 3
+      for (int ci = 0; ci < 3; ++ci) d[ri][ci] = sl.load(p + ri * rs + col[ci], rrow);
+#pragma GCC unroll 3
+    for (int ci = 0; ci < 3; ++ci) {
+      d[0][ci] = _mm512_sub_ps(d[0][ci], d[1][ci]);
+      d[2][ci] = _mm512_sub_ps(d[2][ci], d[1][ci]);
+    }
+#pragma GCC unroll 3
+    for (int ri = 0; ri < 3; ++ri) {
+      sl.store(o + 3 * ri * vs, vrow, _mm512_sub_ps(d[ri][0], d[ri][1]));
+      sl.store(o + (3 * ri + 1) * vs, vrow, d[ri][1]);
+      sl.store(o + (3 * ri + 2) * vs, vrow, _mm512_sub_ps(d[ri][2], d[ri][1]));
+    }
+  });
+}
+
+void wino22_grad_rows_avx512(float* y, int64_t ys, int64_t yrow, const float* r, int64_t rs,
+                             int64_t rrow, int64_t n, int64_t nrows) {
+  by_slots(n, nrows, [&](const auto& sl, int64_t j, int64_t t) {
+    const float* p = r + j * rrow + t;
+    float* o = y + j * yrow + t;
+    const __m512 a0 = sl.load(p, rrow), a1 = sl.load(p + rs, rrow);
+    const __m512 c0 = sl.load(p + 2 * rs, rrow), c1 = sl.load(p + 3 * rs, rrow);
+    const __m512 d[3][2] = {{a0, a1}, {_mm512_add_ps(a0, c0), _mm512_add_ps(a1, c1)}, {c0, c1}};
+#pragma GCC unroll 3
+    for (int pr = 0; pr < 3; ++pr) {
+      sl.store(o + 3 * pr * ys, yrow, d[pr][0]);
+      sl.store(o + (3 * pr + 1) * ys, yrow, _mm512_add_ps(d[pr][0], d[pr][1]));
+      sl.store(o + (3 * pr + 2) * ys, yrow, d[pr][1]);
+    }
+  });
+}
+
 }  // namespace avx512
 }  // namespace convkit

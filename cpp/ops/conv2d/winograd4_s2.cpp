@@ -110,89 +110,14 @@ void transform_panel(float* dst, int64_t estride, int nph, int64_t depth, int MR
   }
 }
 
-// The 9 transformed inputs of a row of n tiles, v[e * vs + t] (e = 3 pr + pc), from the
-// inputs d(ri, ci)[t] = r_ri[c_ci + t]: down the rows (d0 - d1, d1, d2 - d1), then the same
-// along the columns. Four tiles at a time in a vector (one SSE register, which every x86-64
-// has), the rest one by one; the same arithmetic either way.
+// Four tiles at a time in a vector (one SSE register, which every x86-64 has), the rest one by
+// one; the same arithmetic either way.
 typedef float V4 __attribute__((vector_size(16)));
 typedef int I4 __attribute__((vector_size(16)));
 inline void load(V4& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 inline void load(float& v, const float* p) { v = *p; }
 inline void store(float* p, const V4& v) { std::memcpy(p, &v, sizeof v); }
 inline void store(float* p, float v) { *p = v; }
-
-template <class T>
-inline void transform_tile(float* v, int64_t vs, const float* r0, const float* r1,
-                           const float* r2, const int64_t* col) {
-  T d[3][3];
-  for (int ci = 0; ci < 3; ++ci) {
-    load(d[0][ci], r0 + col[ci]);
-    load(d[1][ci], r1 + col[ci]);
-    load(d[2][ci], r2 + col[ci]);
-  }
-  for (int ci = 0; ci < 3; ++ci) {
-    d[0][ci] = d[0][ci] - d[1][ci];
-    d[2][ci] = d[2][ci] - d[1][ci];
-  }
-  for (int ri = 0; ri < 3; ++ri) {
-    store(v + (3 * ri) * vs, d[ri][0] - d[ri][1]);
-    store(v + (3 * ri + 1) * vs, d[ri][1]);
-    store(v + (3 * ri + 2) * vs, d[ri][2] - d[ri][1]);
-  }
-}
-
-// (always inline: a call per row of tiles cost 10 % of the layer at 8 tiles a row)
-inline __attribute__((always_inline)) void transform_tiles(float* v, int64_t vs, int64_t n,
-                                                           const float* r0, const float* r1,
-                                                           const float* r2, const int64_t* col) {
-  int64_t t = 0;
-  for (; t + 4 <= n; t += 4) transform_tile<V4>(v + t, vs, r0 + t, r1 + t, r2 + t, col);
-  for (; t < n; ++t) transform_tile<float>(v + t, vs, r0 + t, r1 + t, r2 + t, col);
-}
-
-// The 4 input phases (a, b) of one tile row: `rows` are the x rows 4ty - ph + i of the row, each
-// split into its 4 column phases (Wq apart): tile tx of phase (a, b) reads rows a, a + 2, a + 4
-// and columns 4tx + b - pw + 2ci (phases b, b + 2, b). Phase 2a + b goes to v + (2a + b) *
-// fstride, its 9 transformed rows vs apart.
-inline void input_phases(float* v, int64_t fstride, int64_t vs, const float* rows, int64_t Wq,
-                         int64_t TX) {
-  for (int a = 0; a < 2; ++a)
-    for (int bb = 0; bb < 2; ++bb) {
-      const int64_t col[3] = {bb * Wq, (bb + 2) * Wq, bb * Wq + 1};
-      const float* r0 = rows + a * 4 * Wq;
-      transform_tiles(v + (a * 2 + bb) * fstride, vs, TX, r0, r0 + 8 * Wq, r0 + 16 * Wq, col);
-    }
-}
-
-// The output-gradient transform of a row of n tiles (A dY A^T, A = (1 0; 1 1; 0 1)):
-// y[e * ys + t] (e = 3 pr + pc) from the 2x2 blocks (r0e[t], r0o[t]; r1e[t], r1o[t]), four
-// tiles at a time as transform_tiles.
-template <class T>
-inline void transform_grad_tile(float* y, int64_t ys, const float* r0e, const float* r0o,
-                                const float* r1e, const float* r1o) {
-  T a0, a1, c0, c1;
-  load(a0, r0e);
-  load(a1, r0o);
-  load(c0, r1e);
-  load(c1, r1o);
-  const T d[3][2] = {{a0, a1}, {a0 + c0, a1 + c1}, {c0, c1}};
-  for (int pr = 0; pr < 3; ++pr) {
-    store(y + (3 * pr) * ys, d[pr][0]);
-    store(y + (3 * pr + 1) * ys, d[pr][0] + d[pr][1]);
-    store(y + (3 * pr + 2) * ys, d[pr][1]);
-  }
-}
-
-inline __attribute__((always_inline)) void transform_grad_tiles(float* y, int64_t ys, int64_t n,
-                                                                const float* r0e,
-                                                                const float* r0o,
-                                                                const float* r1e,
-                                                                const float* r1o) {
-  int64_t t = 0;
-  for (; t + 4 <= n; t += 4)
-    transform_grad_tile<V4>(y + t, ys, r0e + t, r0o + t, r1e + t, r1o + t);
-  for (; t < n; ++t) transform_grad_tile<float>(y + t, ys, r0e + t, r0o + t, r1e + t, r1o + t);
-}
 
 // ---- the forward's F(4, 2) -----------------------------------------------------------------
 constexpr int kE = 25;  // its pattern pairs (5 x 5) of a tile
@@ -521,12 +446,10 @@ bool winograd4_s2_input_grad(float* dx, const float* dy, const float* w, const C
           const int64_t q2 = ac.o[bb] + 1 + ci;
           col[ci] = q2 % 2 * Wq + q2 / 2;
         }
-        for (int64_t k = 0; k < s.K; ++k)
-          for (int64_t ty = ty0; ty < ty1; ++ty) {
-            const float* r0 = sp + k * plane_in + (2 * ty + ar.o[a] - 1 - lo) * 2 * Wq;
-            transform_tiles(v + k * Tb + (ty - ty0) * TX, Ke * Tb, TX, r0, r0 + 2 * Wq,
-                            r0 + 4 * Wq, col);
-          }
+        for (int64_t k = 0; k < s.K; ++k)  // tile row ty reads dy rows 2ty + o_a - 1 + ri
+          kt.wino22_in_rows(v + k * Tb, Ke * Tb, TX,
+                            sp + k * plane_in + (2 * ty0 + ar.o[a] - 1 - lo) * 2 * Wq, 2 * Wq,
+                            4 * Wq, col, TX, ty1 - ty0);
         winograd_gemms(m, up + (a * 2 + bb) * 9 * Cp * Ke, v, base, depth, 9,
                        s.C, Tb, (ty1 - ty0) * TX, voffp, s.C + 1);
         for (int64_t c = 0; c < s.C; ++c)
@@ -575,9 +498,14 @@ bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const 
                    s.H, s.W, -s.ph, 1, nrows, s.pw, 4, Wq);
       float* panel = bp + c0 * 4 * Tg;  // columns 4 c0 .. of each B_e
       for (int64_t ty = 0; ty < TY; ++ty) {
-        for (int64_t c = c0; c < c0 + nc; ++c)  // tmp: [(c - c0, phase)][e][tx]
-          input_phases(tmp + (c - c0) * 4 * 9 * TX, 9 * TX, TX,
-                       sp + ((c - c0) * nrows + 4 * ty) * 4 * Wq, Wq, TX);
+        // tmp: [(c - c0, phase)][e][tx]. Tile tx of input phase (a, b) reads x rows 4ty + a +
+        // 2ri (4 Wq apart in sp) at columns 4tx + b - pw + 2ci (phases b, b + 2, b).
+        for (int a = 0; a < 2; ++a)
+          for (int bb = 0; bb < 2; ++bb) {
+            const int64_t col[3] = {bb * Wq, (bb + 2) * Wq, bb * Wq + 1};
+            kt.wino22_in_rows(tmp + (a * 2 + bb) * 9 * TX, TX, 4 * 9 * TX,
+                              sp + (4 * ty + a) * 4 * Wq, 8 * Wq, nrows * 4 * Wq, col, TX, nc);
+          }
         for (int e = 0; e < 9; ++e)
           transpose_into(panel + e * Dp * Tg + (t0 + ty * TX) * NR, NR, tmp + e * TX, 9 * TX,
                          4 * nc, TX);
@@ -594,11 +522,8 @@ bool winograd4_s2_weight_grad(float* dw, const float* dy, const float* x, const 
         // dy rows split into even and odd columns
         split_rows(sp, 2 * TX, TX, dy + (n * s.K + k) * s.P * s.Q, s.P, s.Q, 0, 1, 2 * TY, 0, 2,
                    TX);
-        for (int64_t ty = 0; ty < TY; ++ty) {
-          const float* r = sp + 4 * ty * TX;  // rows 2ty, 2ty + 1
-          transform_grad_tiles(tmp + (ty * MR + kk) * 9 * TX, TX, TX, r, r + TX, r + 2 * TX,
-                               r + 3 * TX);
-        }
+        // tile row ty: dy rows 2ty, 2ty + 1 (4 TX apart in sp)
+        kt.wino22_grad_rows(tmp + kk * 9 * TX, TX, MR * 9 * TX, sp, TX, 4 * TX, TX, TY);
       }
       for (int e = 0; e < 9; ++e)
         for (int64_t ty = 0; ty < TY; ++ty)
