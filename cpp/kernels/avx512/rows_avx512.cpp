@@ -145,7 +145,5 @@ void phase_merge_row_avx512(float* dst, const float* src, int64_t fstride, int64
   }
 }
 
-// conv_dw_kvec: NT taps x 16 channels in registers; per position one dy vector and NT broadcast
-// input values. Taps come in runs of S consecutive offsets (the S columns of a kernel row) when
 }  // namespace avx512
 }  // namespace convkit

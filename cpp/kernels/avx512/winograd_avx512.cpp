@@ -174,7 +174,6 @@ bool wino_s2_out_row_avx512(float* y0, float* y1, const float* mm, int64_t ms,
   return bad == 0;
 }
 
-// phase_split_rows for sw = 1 (padded row copies): 16 floats per step, padding and tails by
 // F(2, 2) of stride-2 4x4 layers (KernelTable::wino22_in_rows, wino22_grad_rows). Rows of up
 // to 8 tiles share a vector: G rows in slots of 16 / G lanes, row i in lanes i * 16 / G ..,
 // loaded and stored through masks (a row past the last has an empty mask, which neither reads

@@ -323,15 +323,5 @@ bool kvec_forward_flipped(float* y, const float* x, const float* w, const Conv2d
   return kvec_run(y, x, w, nullptr, s, true);
 }
 
-// Weight gradient as dot products of dy rows with input rows (KernelTable::conv_dw_tile), in
-// tiles of kt output channels x tg taps (c, r, t) taken in weight order. The input rows are read
-// in place from the zero-padded image (unit stride) or from a copy split into row and column
-// phases, so that a tap's columns step by 1 and its rows by Wq. When rows are a vector or more
-// and Wq is below Q rounded up to a vector (on narrower rows the long runs measured slower),
-// each image's positions are one run over the wide grid p * Wq + q, with dy copied into rows
-// of Wq (zeros in the Wq - Q extra columns): fewer partial vectors. The extra columns multiply
-// input values by zero; should the result come out non-finite (an Inf in x), it is recomputed
-// without them, so that Inf and NaN spread exactly as in the definition. Images go in fixed
-// chunks whose dy rows fit in L2 (by shape only); each item reduces its chunk in one fixed
 }  // namespace conv
 }  // namespace convkit
