@@ -1,5 +1,5 @@
 // AVX2 helpers shared by the kernels that hold 16 images in the lanes (as two 8-float halves):
-// the 8 x 8 register transpose and the moves of images into and out of the lanes; and partial
+// the moves of images into and out of the lanes (through kernels/transpose8.h), and partial
 // stores. Included by the AVX2 kernel files (all compiled with -mavx2 -mfma).
 #pragma once
 
@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+
+#include "kernels/transpose8.h"
 
 namespace convkit {
 namespace avx2 {
@@ -31,25 +33,6 @@ inline void store_first(float* p, __m256 v, int64_t n) {
     p += 2, n -= 2;
   }
   if (n >= 1) _mm_store_ss(p, h);
-}
-
-// r[i][j] <-> r[j][i] for 8 vectors of 8
-inline void transpose8(__m256* r) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
 }
 
 // lanes 0 .. n - 1 set (n in 0..8)

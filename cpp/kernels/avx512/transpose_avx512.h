@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/transpose8.h"
+
 namespace convkit {
 namespace avx512 {
 
@@ -116,24 +118,7 @@ static inline void transpose_avx512(float* dst, int64_t ds, const float* src, in
 #pragma GCC unroll 8
       for (int q = 0; q < 8; ++q)
         r[q] = q < rows ? _mm256_maskz_loadu_ps(cm, src + (i + q) * ss + k) : _mm256_setzero_ps();
-      __m256 t[8], u[8];
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
-        t[2 * q] = _mm256_unpacklo_ps(r[2 * q], r[2 * q + 1]);
-        t[2 * q + 1] = _mm256_unpackhi_ps(r[2 * q], r[2 * q + 1]);
-      }
-#pragma GCC unroll 2
-      for (int q = 0; q < 2; ++q) {
-        u[4 * q + 0] = _mm256_shuffle_ps(t[4 * q + 0], t[4 * q + 2], 0x44);
-        u[4 * q + 1] = _mm256_shuffle_ps(t[4 * q + 0], t[4 * q + 2], 0xEE);
-        u[4 * q + 2] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0x44);
-        u[4 * q + 3] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0xEE);
-      }
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {  // column k + q from halves of u[q], u[q + 4]
-        r[q] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x20);
-        r[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
-      }
+      transpose8(r);
 #pragma GCC unroll 8
       for (int q = 0; q < 8; ++q)
         if (q < cols) _mm256_mask_storeu_ps(dst + (k + q) * ds + i, rm, r[q]);
