@@ -71,7 +71,9 @@ def render() -> str:
                 out += [f"### `{signature(name, obj)}`", "", fence_examples(own_doc(obj)), ""]
                 if inspect.isclass(obj):
                     for meth in ("forward", "backward", "step", "zero_grad", "state_dict",
-                                 "load_state_dict", "save", "load", "parameters"):
+                                 "load_state_dict", "save", "load", "parameters",
+                                 "named_modules", "add_module", "get_submodule", "apply",
+                                 "append", "extend", "insert", "pop"):
                         m = obj.__dict__.get(meth)
                         if m is not None and getattr(m, "__doc__", None):
                             out += [f"- `{signature(meth, m)}`: "

@@ -759,3 +759,136 @@ def test_conv_linear_and_max_pool_run_with_their_relu_in_one_call_with_the_same_
     assert np.array_equal(y, y0, equal_nan=True) and np.array_equal(dx, dx0, equal_nan=True)
     assert all(np.array_equal(grads[k], grads0[k], equal_nan=True) for k in grads0)
     assert (y == 0).any() and (y > 0).any()  # the ReLUs did cut
+
+
+# -- containers edited and walked like PyTorch's ---------------------------------------------
+
+def _kinds(model):
+    return [(n, type(m).__name__) for n, m in model.named_children()]
+
+
+@needs_torch
+def test_sequential_from_an_ordered_dict_keeps_the_names_and_loads_pytorch_state(rng):
+    from collections import OrderedDict
+    tnn = torch.nn
+    t = tnn.Sequential(OrderedDict([("conv1", tnn.Conv2d(1, 4, 3)), ("act", tnn.ReLU()),
+                                    ("flat", tnn.Flatten()), ("fc", tnn.Linear(4 * 6 * 6, 3))]))
+    t = t.float()
+    m = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(1, 4, 3)), ("act", nn.ReLU()),
+                                   ("flat", nn.Flatten()), ("fc", nn.Linear(4 * 6 * 6, 3))]))
+    assert list(m.state_dict()) == list(t.state_dict())
+    m.load_state_dict(t.state_dict())
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    for _ in range(2):  # the first call plans the steps, the second runs them in one C++ call
+        assert_close(m(x), t(torch.tensor(x)).detach().numpy(), 1e-5, "named Sequential")
+    assert type(m[0]) is nn.Conv2d and m.fc is m[-1] and len(m) == 4
+    assert _kinds(m[1:3]) == [("act", "ReLU"), ("flat", "Flatten")]
+    # from_torch keeps the names (so the PyTorch state_dict loads), to_torch gives them back
+    from convkit import interop
+    c = interop.from_torch(t)
+    assert list(c.state_dict()) == list(t.state_dict())
+    assert list(interop.to_torch(c).state_dict()) == list(t.state_dict())
+    with pytest.raises(TypeError, match="not a Module"):
+        nn.Sequential(OrderedDict([("a", 3)]))
+    with pytest.raises(KeyError, match="contain"):
+        nn.Sequential(OrderedDict([("a.b", nn.ReLU())]))
+
+
+@needs_torch
+def test_sequential_edits_match_pytorch_and_reach_forward_and_backward(rng):
+    tnn = torch.nn
+    lin = nn.Linear(4, 4)
+    tlin = tnn.Linear(4, 4).float()
+    tlin.load_state_dict({n: torch.tensor(v) for n, v in lin.state_dict().items()})
+    m, t = nn.Sequential(lin, nn.ReLU()), tnn.Sequential(tlin, tnn.ReLU())
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    m(x)  # plan and cache the steps before the edits
+    fresh = {"tanh": (nn.Tanh, tnn.Tanh), "id": (nn.Identity, tnn.Identity),
+             "sig": (nn.Sigmoid, tnn.Sigmoid), "relu": (nn.ReLU, tnn.ReLU)}
+    edits = [("append", "tanh"), ("insert", 0, "id"), ("insert", -1, "sig"), ("extend", "relu"),
+             ("del", 1), ("del", slice(0, 1)), ("pop",), ("set", -1, "tanh")]
+    for e in edits:
+        for s, side in ((m, 0), (t, 1)):
+            make = lambda key: fresh[key][side]()
+            if e[0] == "append":
+                s.append(make(e[1]))
+            elif e[0] == "insert":
+                s.insert(e[1], make(e[2]))
+            elif e[0] == "extend":
+                s.extend([make(e[1]), make(e[1])])
+            elif e[0] == "del":
+                del s[e[1]]
+            elif e[0] == "pop":
+                s.pop(-1)
+            else:
+                s[e[1]] = make(e[2])
+        assert _kinds(m) == [(n, type(c).__name__) for n, c in t.named_children()], e
+        # forward and backward run the edited layers (a stale plan would run the old ones)
+        y = m(x)
+        assert_close(y, t(torch.tensor(x)).detach().numpy(), 1e-5, f"after {e}")
+        assert m.backward(np.ones_like(y)).shape == x.shape
+    with pytest.raises(IndexError):
+        m.insert(len(m) + 1, nn.ReLU())
+    with pytest.raises(IndexError):
+        m[len(m)]
+    with pytest.raises(TypeError):
+        m.append(np.zeros(3))
+
+
+@needs_torch
+def test_add_module_apply_and_get_submodule_follow_pytorch():
+    tnn = torch.nn
+    m = models.resnet20()
+    t = __import__("torch_twins").resnet20()
+    seen_m, seen_t = [], []
+    assert m.apply(lambda k: seen_m.append(type(k).__name__)) is m
+    t.apply(lambda k: seen_t.append(type(k).__name__))
+    rename = {"TorchResidual": "Residual"}
+    assert seen_m == [rename.get(n, n) for n in seen_t] and seen_m[-1] == "Sequential"
+    for path in ("", "0", "3.0.body.1", "6.0.shortcut.0"):
+        assert type(m.get_submodule(path)).__name__ == \
+            rename.get(type(t.get_submodule(path)).__name__, type(t.get_submodule(path)).__name__)
+    with pytest.raises(AttributeError, match="no attribute"):
+        m.get_submodule("3.0.tail")
+    with pytest.raises(AttributeError, match="not a Module"):
+        m.get_submodule("0.weight")
+    s, ts = nn.Sequential(nn.ReLU()), tnn.Sequential(tnn.ReLU())
+    s.add_module("head", nn.Linear(2, 3))
+    ts.add_module("head", tnn.Linear(2, 3))
+    assert _kinds(s) == [(n, type(c).__name__) for n, c in ts.named_children()]
+    assert s(np.ones((1, 2), np.float32)).shape == (1, 3)  # an added layer runs, as PyTorch's
+    with pytest.raises(KeyError, match="contain"):
+        s.add_module("a.b", nn.ReLU())
+    with pytest.raises(KeyError, match="already exists"):
+        s.add_module("training", nn.ReLU())
+    with pytest.raises(TypeError, match="not a Module"):
+        s.add_module("x", 3)
+
+
+@needs_torch
+@pytest.mark.parametrize("k,stride,pad,dil", [(3, 2, 1, 1), (4, 3, 1, 2), (3, 1, 0, 1),
+                                              (2, 2, 0, 1)])
+def test_conv_transpose_layer_takes_an_output_size_like_pytorch(rng, k, stride, pad, dil):
+    m = nn.ConvTranspose2d(3, 4, k, stride=stride, padding=pad, dilation=dil)
+    t = torch.nn.ConvTranspose2d(3, 4, k, stride=stride, padding=pad, dilation=dil).float()
+    t.load_state_dict({n: torch.tensor(v) for n, v in m.state_dict().items()})
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    lo = [(x.shape[2 + d] - 1) * stride - 2 * pad + dil * (k - 1) + 1 for d in range(2)]
+    for extra in range(stride):
+        for size in ((lo[0] + extra, lo[1]), (2, 4, lo[0], lo[1] + extra)):
+            xt = torch.tensor(x, requires_grad=True)
+            yt = t(xt, output_size=size)
+            y = m(x, output_size=size)
+            assert_close(y, yt.detach().numpy(), 1e-5, f"output_size {size}")
+            g = rng.standard_normal(y.shape).astype(np.float32)
+            yt.backward(torch.tensor(g))
+            m.weight.grad[...] = 0
+            assert_close(m.backward(g), xt.grad.numpy(), 1e-5, "grad_x")
+            assert_close(m.weight.grad, t.weight.grad.numpy(), 1e-5, "grad_w")
+            t.zero_grad()
+    assert m(x[0], output_size=lo).shape == (4, lo[0], lo[1])  # unbatched
+    for bad in ((lo[0] + stride, lo[1]), (lo[0] - 1, lo[1]), (1, 2, 3)):
+        with pytest.raises(ValueError):
+            t(torch.tensor(x), output_size=bad)
+        with pytest.raises(ValueError, match="output_size|output size"):
+            m(x, output_size=bad)

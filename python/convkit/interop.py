@@ -11,6 +11,7 @@ written as convkit's ``Residual``: a module whose only children are ``body`` and
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, Dict
 
 import numpy as np
@@ -97,8 +98,8 @@ def _convert(m, path: str):
     torch = _torch()
     name = type(m).__name__
     if isinstance(m, torch.nn.Sequential):
-        out = nn.Sequential(*[_convert(c, f"{path}.{n}" if path else n)
-                              for n, c in m.named_children()])
+        out = nn.Sequential(OrderedDict((n, _convert(c, f"{path}.{n}" if path else n))
+                                        for n, c in m.named_children()))
         out.training = m.training  # this container only: each child carries its own mode
         return out
     if hasattr(m, "body") and _is_residual(m):
@@ -172,7 +173,8 @@ def _to(m, path):
     T = torch.nn
     name = type(m).__name__
     if isinstance(m, nn.Sequential):
-        t = T.Sequential(*[_to(c, f"{path}.{i}" if path else str(i)) for i, c in enumerate(m)])
+        t = T.Sequential(OrderedDict((n, _to(c, f"{path}.{n}" if path else n))
+                                     for n, c in zip(m._names, m)))
         t.training = m.training  # this container only: each child carries its own mode
         return t
     if isinstance(m, nn.Residual):

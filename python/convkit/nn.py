@@ -204,6 +204,48 @@ class Module:
         for _, m in self.named_modules():
             yield m
 
+    def add_module(self, name: str, module: Optional["Module"]) -> None:
+        """Adds ``module`` as the child ``name`` (PyTorch's ``add_module``): the same as
+        ``setattr(self, name, module)``, with the name checked.
+
+        >>> m = Sequential(); m.add_module("fc", Linear(2, 3)); [n for n, _ in m.named_children()]
+        ['fc']
+        """
+        if not isinstance(module, Module) and module is not None:
+            raise TypeError(f"add_module: {type(module).__name__} is not a Module")
+        _check_child_name(self, name, "add_module")
+        setattr(self, name, module)
+
+    register_module = add_module
+
+    def get_submodule(self, target: str) -> "Module":
+        """The sub-module at the dotted path ``target`` ("" is this module), as PyTorch's.
+
+        >>> type(Sequential(Sequential(ReLU())).get_submodule("0.0")).__name__
+        'ReLU'
+        """
+        m = self
+        for item in target.split(".") if target else []:
+            if not hasattr(m, item):
+                raise AttributeError(f"{type(m).__name__} has no attribute `{item}`")
+            m = getattr(m, item)
+            if not isinstance(m, Module):
+                raise AttributeError(f"`{item}` is not a Module")
+        return m
+
+    def apply(self, fn) -> "Module":
+        """Calls ``fn`` on every sub-module (children first, each subtree depth first) and then
+        on this module, as PyTorch's ``apply`` (e.g. to initialise weights); returns self.
+
+        >>> names = []; _ = Sequential(Linear(2, 2), ReLU()).apply(lambda m: names.append(
+        ...     type(m).__name__)); names
+        ['Linear', 'ReLU', 'Sequential']
+        """
+        for c in self.children():
+            c.apply(fn)
+        fn(self)
+        return self
+
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad.fill(0.0)
@@ -337,6 +379,17 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _check_child_name(owner, name, fn):
+    """A sub-module name PyTorch would take, or the error PyTorch gives."""
+    if not isinstance(name, str):
+        raise TypeError(f"{fn}: module name should be a str, but got {type(name).__name__}")
+    if not name or "." in name:
+        raise KeyError(f"{fn}: module name can't be empty or contain \".\", got: {name!r}")
+    if hasattr(type(owner), name) or (name in owner.__dict__ and
+                                      not isinstance(owner.__dict__[name], (Module, type(None)))):
+        raise KeyError(f"{fn}: attribute {name!r} already exists")
+
+
 def _check_conv_channels(layer, in_channels, out_channels, kh, kw, groups):
     """A convolution layer's channel, kernel and group arguments, or a ValueError."""
     for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
@@ -419,9 +472,15 @@ class ConvTranspose2d(Module):
     -> (N, C_out, Ho, Wo), Ho = (H - 1)*stride - 2*padding + dilation*(kH - 1) + output_padding
     + 1. weight (C_in, C_out / groups, kH, kW), bias (C_out,).
 
+    ``up(x, output_size=(Ho, Wo))`` picks the output padding that gives that size (PyTorch's
+    rule: from the smallest size up to stride - 1 more; N and C may lead the tuple), for that
+    call and its backward.
+
     >>> up = ConvTranspose2d(16, 8, 4, stride=2, padding=1)
     >>> up(np.zeros((1, 16, 7, 7), np.float32)).shape
     (1, 8, 14, 14)
+    >>> up(np.zeros((1, 16, 7, 7), np.float32), output_size=(15, 15)).shape
+    (1, 8, 15, 15)
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
@@ -437,20 +496,47 @@ class ConvTranspose2d(Module):
         self.weight = Parameter(_uniform((in_channels, out_channels // groups, kh, kw), bound))
         self.bias = Parameter(_uniform((out_channels,), bound)) if bias else None
         self._x = None
+        self._op = None  # the output padding of the last forward
 
-    def _kw(self):
-        return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
-                    groups=self.groups, dilation=self.dilation)
+    def _kw(self, output_padding=None):
+        return dict(stride=self.stride, padding=self.padding,
+                    output_padding=self.output_padding if output_padding is None
+                    else output_padding, groups=self.groups, dilation=self.dilation)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x = _f32(x)
+    def _output_padding(self, x, output_size):
+        """The output padding that gives output_size (PyTorch's ConvTranspose2d rule)."""
+        if output_size is None:
+            return self.output_padding
+        lead = x.ndim - 2  # N and C, or C alone
+        size = tuple(int(v) for v in output_size)
+        if len(size) == lead + 2:
+            size = size[lead:]
+        if len(size) != 2:
+            raise ValueError(f"ConvTranspose2d: for {x.ndim}D input, output_size must have 2 or "
+                             f"{lead + 2} elements (got {len(size)})")
+        lo = [(x.shape[lead + d] - 1) * self.stride[d] - 2 * self.padding[d] +
+              self.dilation[d] * (self.kernel_size[d] - 1) + 1 for d in range(2)]
+        hi = [lo[d] + self.stride[d] - 1 for d in range(2)]
+        if any(not lo[d] <= size[d] <= hi[d] for d in range(2)):
+            raise ValueError(f"ConvTranspose2d: requested an output size of {size}, but valid "
+                             f"sizes range from {tuple(lo)} to {tuple(hi)} (for an input of "
+                             f"{tuple(x.shape[lead:])})")
+        return (size[0] - lo[0], size[1] - lo[1])
+
+    def __call__(self, x, output_size=None):
+        return self.forward(x, output_size)
+
+    def forward(self, x: np.ndarray, output_size=None) -> np.ndarray:
+        x = _f32(x)
+        op = self._output_padding(x, output_size)
+        self._x, self._op = x, op
         b = None if self.bias is None else self.bias.data
-        return F.conv_transpose2d(x, self.weight.data, b, **self._kw())
+        return F.conv_transpose2d(x, self.weight.data, b, **self._kw(op))
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         b = None if self.bias is None else self.bias.data
         dx, dw, db = F.conv_transpose2d_backward(grad_out, self._cached(self._x), self.weight.data,
-                                                 b, input_grad=input_grad, **self._kw())
+                                                 b, input_grad=input_grad, **self._kw(self._op))
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -1018,31 +1104,124 @@ class Sequential(Module):
     """
 
     def __init__(self, *layers: "Module"):
-        for i, layer in enumerate(layers):
+        if len(layers) == 1 and isinstance(layers[0], Mapping):  # Sequential(OrderedDict(...))
+            items = list(layers[0].items())
+        else:
+            items = list(zip(_index_names(len(layers)), layers))
+        object.__setattr__(self, "_names", [])
+        for i, (name, layer) in enumerate(items):
             if not isinstance(layer, Module):
-                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
-            setattr(self, str(i), layer)
-        self._n = len(layers)
+                raise TypeError(f"Sequential: layer {name if len(layers) == 1 else i} is a "
+                                f"{type(layer).__name__}, not a Module")
+            _check_child_name(self, name, "Sequential")
+            setattr(self, name, layer)
+            self._names.append(name)
+
+    @property
+    def _n(self):
+        return len(self._names)
 
     def __setattr__(self, name, value):
-        if name.isdigit():  # a layer replaced: the order and steps forward runs are out of date
+        if isinstance(value, Module) or name in self.__dict__.get("_names", ()):
+            # a layer replaced: the order and steps forward runs are out of date
             self.__dict__.pop("_order_cache", None)
             self.__dict__.pop("_steps_cache", None)
             self.__dict__.pop("_run_cache", None)
         object.__setattr__(self, name, value)
 
+    def _changed(self, names):
+        """The layer names (in order) after an edit: the caches forward keeps are dropped."""
+        self.__setattr__("_names", names)
+        for k in ("_order_cache", "_steps_cache", "_run_cache"):
+            self.__dict__.pop(k, None)
+
+    def _renumbered(self, layers):
+        """Holds `layers`, named "0", "1", ... (after an insertion or a deletion)."""
+        for k in self._names:
+            object.__delattr__(self, k)
+        names = list(_index_names(len(layers)))
+        for k, layer in zip(names, layers):
+            object.__setattr__(self, k, layer)
+        self._changed(names)
+
+    def named_children(self) -> Iterator[Tuple[str, "Module"]]:
+        listed = set(self._names)
+        for name in self._names:
+            yield name, getattr(self, name)
+        for name, v in self.__dict__.items():  # other Module attributes (not run by forward)
+            if isinstance(v, Module) and name not in listed:
+                yield name, v
+
     def __len__(self):
-        return self._n
+        return len(self._names)
 
     def __iter__(self):
-        return (getattr(self, k) for k in _index_names(self._n))
+        return (getattr(self, k) for k in self._names)
+
+    def _index(self, i) -> int:
+        n = len(self._names)
+        i = int(i)
+        if not -n <= i < n:
+            raise IndexError(f"Sequential: index {i} out of range for {n} layers")
+        return i % n
 
     def __getitem__(self, i):
-        if isinstance(i, slice):
-            return Sequential(*list(self)[i])
-        if not -self._n <= i < self._n:
-            raise IndexError(f"Sequential: index {i} out of range for {self._n} layers")
-        return getattr(self, str(i % self._n))
+        if isinstance(i, slice):  # the layers' names are kept, as PyTorch's
+            return Sequential(OrderedDict((k, getattr(self, k)) for k in self._names[i]))
+        return getattr(self, self._names[self._index(i)])
+
+    def __setitem__(self, i, layer: "Module"):
+        if not isinstance(layer, Module):
+            raise TypeError(f"Sequential: {type(layer).__name__} is not a Module")
+        setattr(self, self._names[self._index(i)], layer)
+
+    def __delitem__(self, i):
+        """Removes layers; the rest are renumbered "0", "1", ... (as PyTorch does)."""
+        gone = set(self._names[i]) if isinstance(i, slice) else {self._names[self._index(i)]}
+        self._renumbered([getattr(self, k) for k in self._names if k not in gone])
+
+    def append(self, layer: "Module") -> "Sequential":
+        """Adds ``layer`` at the end (named by its index); returns self."""
+        if not isinstance(layer, Module):
+            raise TypeError(f"Sequential.append: {type(layer).__name__} is not a Module")
+        name = str(len(self._names))
+        _check_child_name(self, name, "Sequential.append")
+        setattr(self, name, layer)
+        self._changed(self._names + [name])
+        return self
+
+    def extend(self, layers) -> "Sequential":
+        """Appends each of ``layers``; returns self."""
+        for layer in layers:
+            self.append(layer)
+        return self
+
+    def insert(self, index: int, layer: "Module") -> "Sequential":
+        """Puts ``layer`` before position ``index``; the layers are renumbered "0", "1", ...
+        (PyTorch's rule for numbered layers); returns self."""
+        if not isinstance(layer, Module):
+            raise TypeError(f"Sequential.insert: {type(layer).__name__} is not a Module")
+        n = len(self._names)
+        if not -n <= index <= n:
+            raise IndexError(f"Sequential.insert: index {index} out of range for {n} layers")
+        layers = list(self)
+        layers.insert(index + n if index < 0 else index, layer)
+        self._renumbered(layers)
+        return self
+
+    def pop(self, index: int = -1) -> "Module":
+        """Removes and returns the layer at ``index`` (the rest renumbered, as ``del``)."""
+        layer = self[index]
+        del self[index]
+        return layer
+
+    def add_module(self, name: str, module: Optional["Module"]) -> None:
+        """Adds (or replaces) the layer ``name``; a new name goes at the end, as PyTorch's."""
+        Module.add_module(self, name, module)
+        if name not in self._names and module is not None:
+            self._changed(self._names + [name])
+
+    register_module = add_module
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         steps, hook_free = _planned_steps(self)

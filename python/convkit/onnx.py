@@ -247,8 +247,8 @@ def _emit(g, m, x, xv, path):
     returns (output name, output value)."""
     where = f"layer {path!r}" if path else "the model"
     if isinstance(m, nn.Sequential):
-        for i, c in enumerate(m):
-            x, xv = _emit(g, c, x, xv, f"{path}.{i}" if path else str(i))
+        for n, c in zip(m._names, m):
+            x, xv = _emit(g, c, x, xv, f"{path}.{n}" if path else n)
         return x, xv
     if isinstance(m, nn.Residual):
         y, yv = _emit(g, m.body, x, xv, f"{path}.body" if path else "body")
