@@ -892,3 +892,34 @@ def test_conv_transpose_layer_takes_an_output_size_like_pytorch(rng, k, stride, 
             t(torch.tensor(x), output_size=bad)
         with pytest.raises(ValueError, match="output_size|output size"):
             m(x, output_size=bad)
+
+
+@needs_torch
+@pytest.mark.parametrize("make,tmake", [
+    (lambda: nn.ReLU(inplace=True), lambda: torch.nn.ReLU(inplace=True)),
+    (lambda: nn.LeakyReLU(0.2, inplace=True), lambda: torch.nn.LeakyReLU(0.2, inplace=True)),
+    (lambda: nn.LeakyReLU(-0.5, inplace=True), lambda: torch.nn.LeakyReLU(-0.5, inplace=True)),
+    (lambda: nn.ELU(0.7, inplace=True), lambda: torch.nn.ELU(0.7, inplace=True))])
+def test_inplace_activations_write_into_the_input_as_pytorch(rng, make, tmake):
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    x[0, :3] = [0.0, -0.0, np.nan]
+    m, t = make(), tmake()
+    assert repr(m) == repr(t)
+    plain = type(m)(*[getattr(m, a) for a in ("negative_slope", "alpha") if hasattr(m, a)])
+    want, g = plain(x.copy()), rng.standard_normal(x.shape).astype(np.float32)
+    want_grad = plain.backward(g)
+    xt, xm = torch.tensor(x), x.copy()
+    with torch.no_grad():
+        t(xt)
+    y = m(xm)
+    assert y is xm and np.array_equal(xm, want, equal_nan=True)  # written into the input
+    assert np.allclose(xm, xt.numpy(), equal_nan=True)
+    # the backward sees the values before the overwrite
+    assert np.array_equal(m.backward(g), want_grad, equal_nan=True)
+    if isinstance(m, nn.ReLU):  # first layer of a Sequential (its one-call path declines)
+        s, xs = nn.Sequential(make(), nn.Linear(6, 2)), x.copy()
+        s(x.copy())
+        s(xs)
+        assert np.array_equal(xs, want, equal_nan=True)
+    from convkit import interop
+    assert repr(interop.from_torch(t)) == repr(t) and repr(interop.to_torch(m)) == repr(t)

@@ -27,7 +27,8 @@ struct Known {
            *flatten = nullptr, *relu = nullptr;
   PyObject *s_x, *s_shape, *s_array_shape, *s_forward, *s_fwd, *s_weight, *s_bias, *s_data,
       *s_stride, *s_padding, *s_dilation, *s_groups, *s_padding_mode, *s_kernel_size,
-      *s_ceil_mode, *s_return_indices, *s_zeros, *s_backward, *s_grad, *s_input_grad;
+      *s_ceil_mode, *s_return_indices, *s_zeros, *s_backward, *s_grad, *s_input_grad,
+      *s_inplace;
 };
 
 Known& known() {
@@ -43,6 +44,7 @@ Known& known() {
     n->s_ceil_mode = s("ceil_mode"); n->s_return_indices = s("return_indices");
     n->s_zeros = s("zeros"); n->s_backward = s("backward"); n->s_grad = s("grad");
     n->s_input_grad = s("input_grad");
+    n->s_inplace = s("inplace");
     return n;
   }();
   return *k;
@@ -168,7 +170,10 @@ py::object flatten_step(py::handle layer, py::handle x) {  // x.reshape(x.shape[
 }
 
 py::object relu_step(py::handle layer, py::handle x) {
-  if (!plain_f32(x, -1)) return py::object();
+  const int inplace = PyObject_IsTrue(get(layer, known().s_inplace).ptr());
+  if (inplace < 0) throw py::error_already_set();
+  // (inplace=True writes into x: the layer's own forward does that)
+  if (!plain_f32(x, -1) || inplace) return py::object();
   set(layer, known().s_x, x);
   return activation_call(0, x, 0.f, py::none());  // Act::relu
 }

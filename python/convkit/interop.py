@@ -77,11 +77,11 @@ _FROM: Dict[str, Callable[..., Any]] = {
     "AdaptiveMaxPool2d": lambda m, p: nn.AdaptiveMaxPool2d(m.output_size, m.return_indices),
     "BatchNorm2d": _bn(nn.BatchNorm2d),
     "BatchNorm1d": _bn(nn.BatchNorm1d),
-    "ReLU": lambda m, p: nn.ReLU(),
-    "LeakyReLU": lambda m, p: nn.LeakyReLU(m.negative_slope),
+    "ReLU": lambda m, p: nn.ReLU(m.inplace),
+    "LeakyReLU": lambda m, p: nn.LeakyReLU(m.negative_slope, m.inplace),
     "Sigmoid": lambda m, p: nn.Sigmoid(),
     "Tanh": lambda m, p: nn.Tanh(),
-    "ELU": lambda m, p: nn.ELU(m.alpha),
+    "ELU": lambda m, p: nn.ELU(m.alpha, m.inplace),
     "Dropout": lambda m, p: nn.Dropout(m.p),
     "Flatten": _flatten,
     "Linear": lambda m, p: nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
@@ -208,10 +208,12 @@ def _to(m, path):
         t = cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
                 track_running_stats=m.track_running_stats)
     elif isinstance(m, nn.LeakyReLU):
-        t = T.LeakyReLU(m.negative_slope)
+        t = T.LeakyReLU(m.negative_slope, m.inplace)
     elif isinstance(m, nn.ELU):
-        t = T.ELU(m.alpha)
-    elif isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Flatten, nn.Identity)):
+        t = T.ELU(m.alpha, m.inplace)
+    elif isinstance(m, nn.ReLU):
+        t = T.ReLU(m.inplace)
+    elif isinstance(m, (nn.Sigmoid, nn.Tanh, nn.Flatten, nn.Identity)):
         t = getattr(T, name)()
     elif isinstance(m, nn.Dropout):
         t = T.Dropout(m.p)

@@ -902,6 +902,8 @@ class Residual(Module):
 
 class _Activation(Module):
     _fwd = _bwd = None
+    inplace = False
+    _keeps_sign = False  # forward(x) > 0 exactly where x > 0: its backward may read the output
 
     def __init__(self):
         self._x = None
@@ -911,24 +913,47 @@ class _Activation(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
-        return type(self)._fwd(x, **self._kw())
+        return self._in_place(x, type(self)._fwd(x, **self._kw()))
+
+    def _in_place(self, x, y):
+        """y, or with ``inplace`` y written into x (PyTorch's in-place activations), keeping
+        what the backward reads: x itself when the output has x's signs, else a copy."""
+        if not self.inplace or not x.flags.writeable:
+            return y
+        if not self._keeps_sign:
+            self._x = x.copy()
+        np.copyto(x, y)
+        return x
+
+    def _inplace_repr(self):
+        return ", inplace=True" if self.inplace else ""
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         return type(self)._bwd(grad_out, self._cached(self._x), **self._kw())
 
 
 class ReLU(_Activation):
-    """max(x, 0), any shape (``functional.relu``).
+    """max(x, 0), any shape (``functional.relu``). With ``inplace=True`` the result is written
+    into the input array (a writable float32 one), as PyTorch's; the same values either way.
 
     >>> ReLU()(np.array([-1.0, 2.0]))
     array([0., 2.], dtype=float32)
     """
 
     _fwd, _bwd = F.relu, F.relu_backward
+    _keeps_sign = True
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x = _f32(x)
-        return _core.activation(F._RELU, x, 0.0)  # F.relu without its frame
+        y = _core.activation(F._RELU, x, 0.0)  # F.relu without its frame
+        return self._in_place(x, y) if self.inplace else y
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
 
 class Sigmoid(_Activation):
@@ -952,7 +977,8 @@ class Tanh(_Activation):
 
 
 class LeakyReLU(_Activation):
-    """x for x > 0, else negative_slope * x, any shape (``functional.leaky_relu``).
+    """x for x > 0, else negative_slope * x, any shape (``functional.leaky_relu``);
+    ``inplace`` as ``ReLU``'s.
 
     >>> LeakyReLU(0.1)(np.array([-1.0, 1.0]))
     array([-0.1,  1. ], dtype=float32)
@@ -960,19 +986,22 @@ class LeakyReLU(_Activation):
 
     _fwd, _bwd = F.leaky_relu, F.leaky_relu_backward
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
         self.negative_slope = float(negative_slope)
+        self.inplace = bool(inplace)
+        self._keeps_sign = self.negative_slope >= 0
 
     def _kw(self):
         return {"negative_slope": self.negative_slope}
 
     def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}{self._inplace_repr()}"
 
 
 class ELU(_Activation):
-    """x for x > 0, else alpha * (exp(x) - 1), any shape (``functional.elu``).
+    """x for x > 0, else alpha * (exp(x) - 1), any shape (``functional.elu``); ``inplace`` as
+    ``ReLU``'s.
 
     >>> ELU()(np.array([2.0]))
     array([2.], dtype=float32)
@@ -980,15 +1009,16 @@ class ELU(_Activation):
 
     _fwd, _bwd = F.elu, F.elu_backward
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__()
         self.alpha = float(alpha)
+        self.inplace = bool(inplace)
 
     def _kw(self):
         return {"alpha": self.alpha}
 
     def extra_repr(self):
-        return f"alpha={self.alpha}"
+        return f"alpha={self.alpha}{self._inplace_repr()}"
 
 
 class Flatten(Module):
