@@ -270,3 +270,92 @@ def test_columns_in_runs_of_chunks(isa, rng, threads, shape, log):
         outs.append((y, dx))
     for y, dx in outs[1:]:
         assert np.array_equal(y, outs[0][0]) and np.array_equal(dx, outs[0][1])
+
+
+# -- PyTorch's loss options: weight, ignore_index, reduction, label_smoothing, pos_weight ------
+
+def _vs_torch(loss, tloss, grad, tgrad, what):
+    lv = tloss.detach().numpy()
+    assert np.array_equal(np.isnan(np.asarray(loss, dtype=np.float64)), np.isnan(lv)), what
+    ok = ~np.isnan(lv)
+    assert np.allclose(np.asarray(loss)[ok], lv[ok], rtol=1e-5, atol=1e-6), what
+    assert np.allclose(grad, tgrad, rtol=1e-5, atol=1e-6), what
+
+
+@needs_torch
+@pytest.mark.parametrize("N,K", [(0, 3), (1, 1), (6, 4), (9, 10)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("ignore", ["none", "default", "some", "all"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
+def test_cross_entropy_options_match_pytorch(rng, N, K, weighted, ignore, reduction, smoothing):
+    from convkit import nn
+    x = (rng.standard_normal((N, K)) * 3).astype(np.float32)
+    y = rng.integers(0, K, N)
+    ii = -100
+    if ignore == "default":  # PyTorch's default ignore_index in the labels
+        y[: N // 2] = -100
+    elif ignore == "some":
+        ii = int(y[0]) if N else 0
+    elif ignore == "all":
+        ii, y[:] = 0, 0
+    w = (rng.random(K) + 0.1).astype(np.float32) if weighted else None
+    xt = torch.tensor(x, requires_grad=True)
+    lt = torch.nn.functional.cross_entropy(
+        xt, torch.tensor(y), weight=None if w is None else torch.tensor(w), ignore_index=ii,
+        reduction=reduction, label_smoothing=smoothing)
+    crit = nn.CrossEntropyLoss(weight=w, ignore_index=ii, reduction=reduction,
+                               label_smoothing=smoothing)
+    loss = crit(x, y)
+    assert isinstance(loss, np.ndarray if reduction == "none" else float)
+    g = rng.standard_normal(N).astype(np.float32) if reduction == "none" else 0.7
+    if N:
+        lt.backward(torch.tensor(g))
+    tgrad = xt.grad.numpy() if xt.grad is not None else np.zeros_like(x)
+    _vs_torch(loss, lt, crit.backward(g), tgrad, "cross_entropy")
+    F_kw = dict(weight=w, ignore_index=ii, reduction=reduction, label_smoothing=smoothing)
+    np.testing.assert_array_equal(F.cross_entropy(x, y, **F_kw), loss)
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (0, 2)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("pos", [False, True])
+def test_bce_and_mse_options_match_pytorch(rng, shape, weighted, reduction, pos):
+    from convkit import nn
+    TF = torch.nn.functional
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    t = rng.random(shape).astype(np.float32)
+    w = (rng.random(shape[-1:]) + 0.1).astype(np.float32) if weighted else None
+    p = (rng.random(shape[-1:]) * 3).astype(np.float32) if pos else None
+    g = rng.standard_normal(shape).astype(np.float32) if reduction == "none" else 0.7
+    for crit, tf, kw, tkw in [
+            (nn.BCEWithLogitsLoss(weight=w, reduction=reduction, pos_weight=p),
+             TF.binary_cross_entropy_with_logits, {},
+             dict(weight=None if w is None else torch.tensor(w),
+                  pos_weight=None if p is None else torch.tensor(p))),
+            (nn.MSELoss(reduction=reduction), TF.mse_loss, {}, {})]:
+        xt = torch.tensor(x, requires_grad=True)
+        lt = tf(xt, torch.tensor(t), reduction=reduction, **tkw)
+        loss = crit(x, t)
+        if x.size:
+            lt.backward(torch.tensor(g))
+        tgrad = xt.grad.numpy() if xt.grad is not None else np.zeros_like(x)
+        _vs_torch(loss, lt, crit.backward(g), tgrad, type(crit).__name__)
+
+
+def test_loss_options_are_checked():
+    from convkit import nn
+    with pytest.raises(ValueError, match="reduction"):
+        nn.CrossEntropyLoss(reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        nn.CrossEntropyLoss(label_smoothing=1.5)
+    with pytest.raises(ValueError, match="reduction"):
+        F.mse_loss(np.zeros(2), np.zeros(2), reduction="mea")
+    with pytest.raises(ValueError, match=r"labels\[1\] = 5 is out of range"):
+        F.cross_entropy(np.zeros((2, 3)), [0, 5], label_smoothing=0.1)
+    with pytest.raises(ValueError, match="out of range"):  # -100 is only skipped as ignore_index
+        F.cross_entropy(np.zeros((2, 3)), [0, -100], ignore_index=2)
+    with pytest.raises(ValueError, match="weight"):
+        F.cross_entropy(np.zeros((2, 3)), [0, 1], weight=np.ones(2))

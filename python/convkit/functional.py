@@ -716,63 +716,229 @@ def linear_backward(grad_out: ArrayLike, x: ArrayLike, weight: ArrayLike,
 
 # ---- losses ------------------------------------------------------------------------------------
 
-def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> float:
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduction(v, fn):
+    if v not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', but got {v!r}")
+    return v
+
+
+def _default_ce(weight, ignore_index, reduction, label_smoothing):
+    """The core's plain mean (a negative ignore_index can only meet labels it rejects)."""
+    return weight is None and reduction == "mean" and label_smoothing == 0.0 and ignore_index < 0
+
+
+def cross_entropy(logits: ArrayLike, labels: ArrayLike, weight: Optional[ArrayLike] = None,
+                  ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Union[float, np.ndarray]:
     """Mean over the batch of -log softmax(logits)[label] (a Python float): logits (N, K),
     integer labels (N,) in [0, K).
 
+    The rest as PyTorch's: ``weight`` (K,) weighs each class (the mean divides by the weights
+    of the labels summed); samples whose label is ``ignore_index`` count for nothing;
+    ``reduction`` "sum" adds the samples' losses, "none" returns them (N,); with
+    ``label_smoothing`` e the target is (1 - e) on the label plus e / K on every class.
+
     >>> round(cross_entropy(np.zeros((2, 4)), [1, 3]), 6)  # log 4
     1.386294
+    >>> round(cross_entropy(np.zeros((2, 4)), [1, -100]), 6), cross_entropy(
+    ...     np.zeros((2, 2)), [0, 1], reduction="none")
+    (1.386294, array([0.6931472, 0.6931472], dtype=float32))
     """
-    return _core.cross_entropy(logits, labels)
+    if _default_ce(weight, ignore_index, reduction, label_smoothing):
+        try:
+            return _core.cross_entropy(logits, labels)
+        except ValueError:
+            if not np.any(np.asarray(labels) == ignore_index):
+                raise
+    return _ce_general("cross_entropy", None, logits, labels, weight, ignore_index, reduction,
+                       label_smoothing)
 
 
-def cross_entropy_backward(grad_out: float, logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
-    """Gradient of ``cross_entropy`` (grad_out a float): (softmax(logits) - onehot) * grad_out / N.
+def cross_entropy_backward(grad_out: Union[float, ArrayLike], logits: ArrayLike,
+                           labels: ArrayLike, weight: Optional[ArrayLike] = None,
+                           ignore_index: int = -100, reduction: str = "mean",
+                           label_smoothing: float = 0.0) -> np.ndarray:
+    """Gradient of ``cross_entropy`` (grad_out a float; (N,) or a float with reduction
+    "none"): (softmax(logits) - onehot) * grad_out / N without the options.
 
     >>> cross_entropy_backward(1.0, np.zeros((1, 2)), [0])
     array([[-0.5,  0.5]], dtype=float32)
     """
-    g = _float(grad_out, "cross_entropy_backward", "grad_out")
-    return _core.cross_entropy_backward(g, logits, labels)
+    if _default_ce(weight, ignore_index, reduction, label_smoothing):
+        g = _float(grad_out, "cross_entropy_backward", "grad_out")
+        try:
+            return _core.cross_entropy_backward(g, logits, labels)
+        except ValueError:
+            if not np.any(np.asarray(labels) == ignore_index):
+                raise
+    return _ce_general("cross_entropy_backward", grad_out, logits, labels, weight,
+                       ignore_index, reduction, label_smoothing)
 
 
-def binary_cross_entropy_with_logits(logits: ArrayLike, targets: ArrayLike) -> float:
+def _ce_general(fn, grad_out, logits, labels, weight, ignore_index, reduction, eps):
+    """cross_entropy (grad_out None) or its gradient with PyTorch's options, in float64 from
+    the core's float32 log-softmax."""
+    reduction = _reduction(reduction, fn)
+    eps = _label_smoothing(eps, fn)
+    x = _as_array(logits)
+    if getattr(x, "ndim", 0) != 2:
+        raise ValueError(f"{fn}: expected logits of shape (N, num_classes), but got shape "
+                         f"{np.shape(x)}")
+    N, K = x.shape
+    y = np.asarray(labels)
+    if y.shape != (N,) or (y.size and y.dtype.kind not in "iu"):
+        raise ValueError(f"{fn}: expected integer labels of shape ({N},) to match logits "
+                         f"{tuple(x.shape)}, but got {y.dtype} of shape {y.shape}")
+    y = y.astype(np.int64)
+    valid = y != ignore_index
+    bad = valid & ((y < 0) | (y >= K))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{fn}: labels[{i}] = {y[i]} is out of range: expected a class in "
+                         f"[0, {K - 1}] or ignore_index ({ignore_index})")
+    w = np.ones(K) if weight is None else np.asarray(_as_array(weight), dtype=np.float64)
+    if w.shape != (K,):
+        raise ValueError(f"{fn}: expected weight of shape ({K},), but got {w.shape}")
+    yv = np.where(valid, y, 0)
+    wy = np.where(valid, w[yv], 0.0)  # each sample's weight, 0 where ignored
+    denom = wy.sum()
+    logp = log_softmax(x).astype(np.float64) if N else np.zeros((0, K))
+    if grad_out is None:
+        loss = -wy * logp[np.arange(N), yv]
+        if eps:
+            loss = (1 - eps) * loss - eps / K * np.where(valid, (logp * w).sum(1), 0.0)
+        if reduction == "none":
+            return loss.astype(np.float32)
+        total = loss.sum()
+        return float(total) if reduction == "sum" else float(total / denom) if denom else \
+            float("nan")
+    if reduction == "none":
+        g = np.broadcast_to(np.asarray(_as_array(grad_out), dtype=np.float64), (N,))
+    else:
+        g = _float(grad_out, fn, "grad_out")
+        g = np.full(N, (g / denom if denom else 0.0) if reduction == "mean" else g)
+    p = np.exp(logp)
+    onehot = np.zeros((N, K))
+    onehot[np.arange(N), yv] = 1.0
+    d = (1 - eps) * wy[:, None] * (p - onehot)
+    if eps:
+        d += eps / K * (w.sum() * p - w)
+    return (np.where(valid, g, 0.0)[:, None] * d).astype(np.float32)
+
+
+def _label_smoothing(eps, fn):
+    eps = _float(eps, fn, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"{fn}: label_smoothing must be in [0, 1], but got {eps}")
+    return eps
+
+
+def _reduce_elementwise(loss, reduction):
+    """loss (float64 elements) reduced as PyTorch's ``reduction``."""
+    if reduction == "none":
+        return loss.astype(np.float32)
+    return float(loss.sum()) if reduction == "sum" else \
+        float(loss.sum() / loss.size) if loss.size else float("nan")
+
+
+def _grad_scale(fn, grad_out, shape, n, reduction):
+    """d loss / d element for each element: grad_out / n (mean), grad_out (sum), or
+    grad_out itself (none: an array of the elements' shape, or a float)."""
+    if reduction == "none":
+        return np.broadcast_to(np.asarray(_as_array(grad_out), dtype=np.float64), shape)
+    g = _float(grad_out, fn, "grad_out")
+    return (g / n if n else 0.0) if reduction == "mean" else g
+
+
+def binary_cross_entropy_with_logits(logits: ArrayLike, targets: ArrayLike,
+                                     weight: Optional[ArrayLike] = None, reduction: str = "mean",
+                                     pos_weight: Optional[ArrayLike] = None
+                                     ) -> Union[float, np.ndarray]:
     """Mean of max(x, 0) - x*t + log(1 + exp(-|x|)) (a float): logits and targets of one shape.
+    ``weight`` (broadcast to them) scales each element's loss and ``pos_weight`` (broadcast, e.g.
+    one per class on the last axis) the positive term, -p t log sigmoid(x) - (1 - t)
+    log(1 - sigmoid(x)); ``reduction`` as ``cross_entropy``'s (PyTorch's).
 
     >>> round(binary_cross_entropy_with_logits(np.zeros(3), np.ones(3)), 6)  # log 2
     0.693147
     """
-    return _core.bce_with_logits(logits, targets)
+    if weight is None and pos_weight is None and reduction == "mean":
+        return _core.bce_with_logits(logits, targets)
+    x, t = _pair_args("binary_cross_entropy_with_logits", logits, "logits", targets, "targets")
+    sp_pos, sp_neg = np.logaddexp(0, -x), np.logaddexp(0, x)  # -log sigmoid(x), -log(1 - ...)
+    pw = 1.0 if pos_weight is None else np.asarray(_as_array(pos_weight), dtype=np.float64)
+    loss = pw * t * sp_pos + (1 - t) * sp_neg
+    if weight is not None:
+        loss = loss * np.asarray(_as_array(weight), dtype=np.float64)
+    return _reduce_elementwise(loss, _reduction(reduction, "binary_cross_entropy_with_logits"))
 
 
-def binary_cross_entropy_with_logits_backward(grad_out: float, logits: ArrayLike,
-                                              targets: ArrayLike) -> np.ndarray:
-    """Gradient of ``binary_cross_entropy_with_logits``: (sigmoid(x) - t) * grad_out / n.
+def binary_cross_entropy_with_logits_backward(grad_out: Union[float, ArrayLike],
+                                              logits: ArrayLike, targets: ArrayLike,
+                                              weight: Optional[ArrayLike] = None,
+                                              reduction: str = "mean",
+                                              pos_weight: Optional[ArrayLike] = None
+                                              ) -> np.ndarray:
+    """Gradient of ``binary_cross_entropy_with_logits``: (sigmoid(x) - t) * grad_out / n
+    without the options.
 
     >>> binary_cross_entropy_with_logits_backward(1.0, np.zeros(2), np.ones(2))
     array([-0.25, -0.25], dtype=float32)
     """
-    g = _float(grad_out, "binary_cross_entropy_with_logits_backward", "grad_out")
-    return _core.bce_with_logits_backward(g, logits, targets)
+    fn = "binary_cross_entropy_with_logits_backward"
+    if weight is None and pos_weight is None and reduction == "mean":
+        g = _float(grad_out, fn, "grad_out")
+        return _core.bce_with_logits_backward(g, logits, targets)
+    x, t = _pair_args(fn, logits, "logits", targets, "targets")
+    sig = 0.5 * (1 + np.tanh(0.5 * x))  # sigmoid without overflow
+    pw = 1.0 if pos_weight is None else np.asarray(_as_array(pos_weight), dtype=np.float64)
+    d = (1 - t) * sig - pw * t * (1 - sig)
+    if weight is not None:
+        d = d * np.asarray(_as_array(weight), dtype=np.float64)
+    d = d * _grad_scale(fn, grad_out, x.shape, x.size, _reduction(reduction, fn))
+    return np.broadcast_to(d, x.shape).astype(np.float32)
 
 
-def mse_loss(pred: ArrayLike, target: ArrayLike) -> float:
-    """Mean of squared differences (a float); pred and target of one shape.
+def mse_loss(pred: ArrayLike, target: ArrayLike, reduction: str = "mean"
+             ) -> Union[float, np.ndarray]:
+    """Mean of squared differences (a float); pred and target of one shape. ``reduction`` as
+    ``cross_entropy``'s (PyTorch's).
 
     >>> mse_loss(np.array([1.0, 3.0]), np.array([0.0, 0.0]))
     5.0
     """
-    return _core.mse_loss(pred, target)
+    if reduction == "mean":
+        return _core.mse_loss(pred, target)
+    a, b = _pair_args("mse_loss", pred, "pred", target, "target")
+    return _reduce_elementwise((a - b) ** 2, _reduction(reduction, "mse_loss"))
 
 
-def mse_loss_backward(grad_out: float, pred: ArrayLike, target: ArrayLike) -> np.ndarray:
+def mse_loss_backward(grad_out: Union[float, ArrayLike], pred: ArrayLike, target: ArrayLike,
+                      reduction: str = "mean") -> np.ndarray:
     """Gradient of ``mse_loss``: 2 * (pred - target) * grad_out / n.
 
     >>> mse_loss_backward(1.0, np.array([1.0, 3.0]), np.zeros(2))
     array([1., 3.], dtype=float32)
     """
-    g = _float(grad_out, "mse_loss_backward", "grad_out")
-    return _core.mse_loss_backward(g, pred, target)
+    if reduction == "mean":
+        g = _float(grad_out, "mse_loss_backward", "grad_out")
+        return _core.mse_loss_backward(g, pred, target)
+    a, b = _pair_args("mse_loss_backward", pred, "pred", target, "target")
+    scale = _grad_scale("mse_loss_backward", grad_out, a.shape, a.size,
+                        _reduction(reduction, "mse_loss_backward"))
+    return np.broadcast_to(2 * (a - b) * scale, a.shape).astype(np.float32)
+
+
+def _pair_args(fn, a, an, b, bn):
+    """Two arrays of one shape, in float64, or the ValueError the core gives."""
+    a, b = np.asarray(_as_array(a), dtype=np.float64), np.asarray(_as_array(b), dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: expected {bn} of the same shape as {an} {a.shape}, but got "
+                         f"{b.shape}")
+    return a, b
 
 
 # ---- dropout -----------------------------------------------------------------------------------

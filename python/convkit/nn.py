@@ -1381,16 +1381,23 @@ class _Loss:
 
     _fwd = _bwd = None
 
-    def __init__(self):
+    def __init__(self, **options):
         self._pred = self._target = None
+        self._options = {k: v for k, v in options.items() if v is not None}  # PyTorch's keywords
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
         self._pred, self._target = _f32(pred), target
+        if self._options:
+            return type(self)._fwd(self._pred, target, **self._options)
         return type(self)._fwd(self._pred, target)
 
     def backward(self, grad_out: float = 1.0) -> np.ndarray:
+        """The gradient with respect to pred of the loss times grad_out (with reduction "none",
+        grad_out may also hold one value per element of the loss)."""
         if self._pred is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call the loss on a batch first")
+        if self._options:
+            return type(self)._bwd(grad_out, self._pred, self._target, **self._options)
         return type(self)._bwd(grad_out, self._pred, self._target)
 
     def __repr__(self):
@@ -1399,7 +1406,9 @@ class _Loss:
 
 class CrossEntropyLoss(_Loss):
     """``loss = crit(logits, labels)``: mean cross-entropy of logits (N, K) and integer labels
-    (N,), a float; ``crit.backward()`` -> the gradient (N, K) of that loss.
+    (N,), a float; ``crit.backward()`` -> the gradient (N, K) of that loss. ``weight``,
+    ``ignore_index``, ``reduction`` and ``label_smoothing`` as PyTorch's (see
+    ``functional.cross_entropy``).
 
     >>> crit = CrossEntropyLoss(); round(crit(np.zeros((2, 2)), [0, 1]), 4), crit.backward().shape
     (0.6931, (2, 2))
@@ -1407,10 +1416,18 @@ class CrossEntropyLoss(_Loss):
 
     _fwd, _bwd = F.cross_entropy, F.cross_entropy_backward
 
+    def __init__(self, weight: Optional[np.ndarray] = None, ignore_index: int = -100,
+                 reduction: str = "mean", label_smoothing: float = 0.0):
+        F._reduction(reduction, "CrossEntropyLoss")
+        F._label_smoothing(label_smoothing, "CrossEntropyLoss")
+        super().__init__(weight=weight, ignore_index=None if ignore_index == -100 else
+                         int(ignore_index), reduction=None if reduction == "mean" else reduction,
+                         label_smoothing=None if label_smoothing == 0 else label_smoothing)
+
 
 class MSELoss(_Loss):
     """``loss = crit(pred, target)``: mean squared error (a float); ``crit.backward()`` -> its
-    gradient with respect to pred.
+    gradient with respect to pred. ``reduction`` as PyTorch's.
 
     >>> crit = MSELoss(); crit(np.ones(2), np.zeros(2)), crit.backward()
     (1.0, array([1., 1.], dtype=float32))
@@ -1418,16 +1435,27 @@ class MSELoss(_Loss):
 
     _fwd, _bwd = F.mse_loss, F.mse_loss_backward
 
+    def __init__(self, reduction: str = "mean"):
+        F._reduction(reduction, "MSELoss")
+        super().__init__(reduction=None if reduction == "mean" else reduction)
+
 
 class BCEWithLogitsLoss(_Loss):
     """``loss = crit(logits, targets)``: mean binary cross-entropy of sigmoid(logits) and targets
     in [0, 1] (a float); ``crit.backward()`` -> its gradient with respect to the logits.
+    ``weight``, ``reduction`` and ``pos_weight`` as PyTorch's.
 
     >>> round(BCEWithLogitsLoss()(np.zeros(2), np.ones(2)), 4)
     0.6931
     """
 
     _fwd, _bwd = F.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits_backward
+
+    def __init__(self, weight: Optional[np.ndarray] = None, reduction: str = "mean",
+                 pos_weight: Optional[np.ndarray] = None):
+        F._reduction(reduction, "BCEWithLogitsLoss")
+        super().__init__(weight=weight, reduction=None if reduction == "mean" else reduction,
+                         pos_weight=pos_weight)
 
 
 def summary(model: Module, input_shape: Tuple[int, ...], print_fn=print) -> List[dict]:
