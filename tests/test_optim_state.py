@@ -176,6 +176,8 @@ OPTIMIZERS = {
     "sgd": lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
     "sgd-damp": lambda p: optim.SGD(p, lr=0.05, momentum=0.5, dampening=0.2),
     "adam": lambda p: optim.Adam(p, lr=0.01, weight_decay=1e-3),
+    "adam-amsgrad": lambda p: optim.Adam(p, lr=0.01, amsgrad=True),
+    "adamw": lambda p: optim.AdamW(p, lr=0.01, weight_decay=0.1, amsgrad=True),
     "adagrad": lambda p: optim.Adagrad(p, lr=0.05),
     "rmsprop": lambda p: optim.RMSprop(p, lr=0.01, momentum=0.5),
     "adadelta": lambda p: optim.Adadelta(p),
@@ -194,17 +196,22 @@ def test_optimizer_and_scheduler_state_resume_bit_exactly(name):
 
 
 @needs_torch
-@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "adagrad", "adadelta"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "adam-amsgrad", "adamw", "rmsprop", "adagrad",
+                                  "adadelta"])
 def test_a_pytorch_optimizer_state_continues_in_convkit(name):
     rng = np.random.default_rng(5)
     w0 = rng.standard_normal((3, 4)).astype(np.float32)
     grads = rng.standard_normal((6, 3, 4)).astype(np.float32)
     kw = {"sgd": dict(lr=0.1, momentum=0.9), "adam": dict(lr=0.01), "rmsprop":
-          dict(lr=0.01, momentum=0.3), "adagrad": dict(lr=0.1), "adadelta": dict(lr=1.0)}[name]
+          dict(lr=0.01, momentum=0.3), "adagrad": dict(lr=0.1), "adadelta": dict(lr=1.0),
+          "adam-amsgrad": dict(lr=0.01, amsgrad=True),
+          "adamw": dict(lr=0.01, weight_decay=0.2, amsgrad=True)}[name]
     tcls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop,
-            "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}[name]
+            "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
+            "adam-amsgrad": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
     ccls = {"sgd": optim.SGD, "adam": optim.Adam, "rmsprop": optim.RMSprop,
-            "adagrad": optim.Adagrad, "adadelta": optim.Adadelta}[name]
+            "adagrad": optim.Adagrad, "adadelta": optim.Adadelta, "adam-amsgrad": optim.Adam,
+            "adamw": optim.AdamW}[name]
     tp = torch.nn.Parameter(torch.from_numpy(w0.copy()))
     topt = tcls([tp], **kw)
     for g in grads[:3]:
@@ -219,6 +226,14 @@ def test_a_pytorch_optimizer_state_continues_in_convkit(name):
         p.grad[...] = g
         copt.step()
     np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@needs_torch
+def test_adam_and_adamw_states_are_not_mixed_up():
+    for mine, theirs in ((optim.Adam, torch.optim.AdamW), (optim.AdamW, torch.optim.Adam)):
+        t = theirs([torch.nn.Parameter(torch.zeros(3))])
+        with pytest.raises(ValueError, match="decoupled_weight_decay"):
+            mine([nn.Parameter(np.zeros(3))]).load_state_dict(t.state_dict())
 
 
 def test_optimizer_load_state_dict_rejects_other_states_and_changes_nothing():

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _core, nn  # noqa: F401  (nn: the docstring examples)
 
-__all__ = ["Optimizer", "SGD", "Adam", "Adagrad", "RMSprop", "Adadelta", "clip_grad_norm_",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "clip_grad_norm_",
            "clip_max_norm", "LRScheduler", "StepLR", "MultiStepLR", "CosineAnnealingLR",
            "OneCycleLR", "ReduceLROnPlateau"]
 
@@ -117,7 +117,7 @@ class Optimizer:
                 if not (isinstance(v, (tuple, list)) and len(v) == 2):
                     raise ValueError(f"{name}: betas expected a pair, but got {v!r}")
                 group[k] = tuple(_check(f"{name}: betas", b) for b in v)
-            elif k == "nesterov":
+            elif k in ("nesterov", "amsgrad"):
                 group[k] = bool(v)
             else:
                 group[k] = _check(f"{name}: {k}", v)
@@ -202,9 +202,15 @@ class Optimizer:
         groups = []
         for g, sg in zip(self.param_groups, saved):
             for flag in ("amsgrad", "centered", "maximize", "capturable", "lr_decay"):
-                if sg.get(flag):
+                if sg.get(flag) and flag not in self.defaults:
                     raise ValueError(f"{name}.load_state_dict: the state uses {flag}=True, "
                                      f"which convkit's {name} does not have")
+            dec = sg.get("decoupled_weight_decay")
+            if dec is not None and bool(dec) != getattr(self, "_decoupled", False):
+                raise ValueError(f"{name}.load_state_dict: the state is "
+                                 f"{'AdamW' if dec else 'Adam'}'s (decoupled_weight_decay="
+                                 f"{bool(dec)}); load it into optim."
+                                 f"{'AdamW' if dec else 'Adam'}")
             new = dict(g)
             new.update({k: sg[k] for k in sg if k != "params" and
                         (k in self.defaults or k not in _TORCH_ONLY)})
@@ -321,6 +327,8 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam (PyTorch's equations, bias-corrected moments; weight decay added to the gradient).
+    With ``amsgrad`` the denominator uses the largest second moment so far (PyTorch's
+    ``max_exp_avg_sq``).
 
     >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
     ... # doctest: +ELLIPSIS
@@ -330,15 +338,25 @@ class Adam(Optimizer):
     >>> Adam(model.parameters(), lr=1e-3).step()
     """
 
-    _state_names = ("step", "exp_avg", "exp_avg_sq")
+    _state_names = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _decoupled = False  # AdamW: the decay scales the weights instead of joining the gradient
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=bool(amsgrad)))
         self._d = [np.empty_like(p.data) for p in self._params]
 
     def _update(self, i, p, group):
-        g = self._grad(i, p, group["weight_decay"])
-        st = self._stepped_state(i, p, "exp_avg", "exp_avg_sq")
+        if self._decoupled:
+            if group["weight_decay"]:
+                p.data *= np.float32(1.0 - group["lr"] * group["weight_decay"])
+            g = p.grad
+        else:
+            g = self._grad(i, p, group["weight_decay"])
+        ams = group.get("amsgrad", False)
+        st = self._stepped_state(i, p, "exp_avg", "exp_avg_sq",
+                                 *(("max_exp_avg_sq",) if ams else ()))
         m, v, d = st["exp_avg"], st["exp_avg_sq"], self._d[i]
         (b1, b2), t = group["betas"], int(st["step"])
         np.subtract(g, m, out=d)
@@ -348,6 +366,10 @@ class Adam(Optimizer):
         np.multiply(g, g, out=d)
         d *= np.float32(1.0 - b2)
         v += d                                        # v = b2 v + (1 - b2) g^2
+        if ams:
+            if "max_exp_avg_sq" not in st:  # (a state loaded from a run without amsgrad)
+                st["max_exp_avg_sq"] = np.zeros_like(p.data)
+            v = np.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
         bc1 = 1.0 - b1 ** t
         bc2_sqrt = math.sqrt(1.0 - b2 ** t)
         np.sqrt(v, out=d)
@@ -356,6 +378,21 @@ class Adam(Optimizer):
         np.divide(m, d, out=d)
         d *= np.float32(group["lr"] / bc1)
         p.data -= d
+
+
+class AdamW(Adam):
+    """AdamW (PyTorch's): Adam whose weight decay scales the weights, w *= 1 - lr *
+    weight_decay, before the step instead of joining the gradient (Loshchilov and Hutter);
+    the default decay 0.01 as PyTorch's.
+
+    >>> model = nn.Linear(3, 1); AdamW(model.parameters(), lr=1e-3).step()
+    """
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
 
 
 class Adagrad(Optimizer):
