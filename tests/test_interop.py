@@ -145,8 +145,9 @@ def test_unsupported_modules_are_named_with_their_path():
 
     with pytest.raises(ValueError, match=r"'0'.*Net"):
         interop.from_torch(T.Sequential(Net()))
-    with pytest.raises(ValueError, match="start_dim"):
-        interop.from_torch(T.Flatten(0))
+    flat = interop.from_torch(T.Flatten(0, 2))  # any axes: kept both ways
+    assert (flat.start_dim, flat.end_dim) == (0, 2)
+    assert repr(interop.to_torch(flat)) == repr(T.Flatten(0, 2))
 
     class Mine(nn.Module):
         def forward(self, x):

@@ -926,3 +926,27 @@ def test_inplace_activations_write_into_the_input_as_pytorch(rng, make, tmake):
         assert np.array_equal(xs, want, equal_nan=True)
     from convkit import interop
     assert repr(interop.from_torch(t)) == repr(t) and repr(interop.to_torch(m)) == repr(t)
+
+
+@needs_torch
+@pytest.mark.parametrize("dims", [(1, -1), (0, 1), (2, 3), (-3, -2), (0, -1), (3, 3), (1, 2)])
+def test_flatten_over_any_axes_as_pytorch(rng, dims):
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    f, t = nn.Flatten(*dims), torch.nn.Flatten(*dims)
+    y = f(x)
+    np.testing.assert_array_equal(y, t(torch.tensor(x)).numpy())
+    assert repr(f) == repr(t)
+    assert f.backward(np.ones_like(y)).shape == x.shape
+    # inside a Sequential (its one-call path takes only the default axes)
+    s = nn.Sequential(nn.ReLU(), nn.Flatten(*dims))
+    for _ in range(2):
+        np.testing.assert_array_equal(s(x), t(torch.tensor(np.maximum(x, 0))).numpy())
+    assert s.backward(np.ones_like(y)).shape == x.shape
+
+
+def test_flatten_rejects_axes_pytorch_rejects():
+    x = np.zeros((2, 3, 4))
+    with pytest.raises(IndexError, match="out of range"):
+        nn.Flatten(3)(x)
+    with pytest.raises(ValueError, match="start_dim"):
+        nn.Flatten(2, 1)(x)

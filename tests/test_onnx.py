@@ -117,3 +117,10 @@ def test_errors_name_the_layer_and_write_nothing(tmp_path):
     ck_onnx.export(m, path, (1, 1, 28, 28))
     assert m.training and all(c.training for c in m.modules())
     assert os.listdir(tmp_path) == ["x.onnx"]
+
+
+@pytest.mark.parametrize("dims", [(2, 3), (1, 2), (-2, -1)])
+def test_flatten_over_other_axes_exports_as_a_reshape(tmp_path, dims):
+    convkit.manual_seed(3)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(*dims))  # its shape decides
+    _run(m, tmp_path, (1, 3, 4, 5))

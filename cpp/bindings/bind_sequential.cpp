@@ -28,7 +28,7 @@ struct Known {
   PyObject *s_x, *s_shape, *s_array_shape, *s_forward, *s_fwd, *s_weight, *s_bias, *s_data,
       *s_stride, *s_padding, *s_dilation, *s_groups, *s_padding_mode, *s_kernel_size,
       *s_ceil_mode, *s_return_indices, *s_zeros, *s_backward, *s_grad, *s_input_grad,
-      *s_inplace;
+      *s_inplace, *s_start_dim, *s_end_dim;
 };
 
 Known& known() {
@@ -45,6 +45,8 @@ Known& known() {
     n->s_zeros = s("zeros"); n->s_backward = s("backward"); n->s_grad = s("grad");
     n->s_input_grad = s("input_grad");
     n->s_inplace = s("inplace");
+    n->s_start_dim = s("start_dim");
+    n->s_end_dim = s("end_dim");
     return n;
   }();
   return *k;
@@ -162,7 +164,10 @@ py::object linear_step(py::handle layer, py::handle x, bool relu) {
 }
 
 py::object flatten_step(py::handle layer, py::handle x) {  // x.reshape(x.shape[0], -1)
-  if (!plain_f32(x, -1)) return py::object();
+  int64_t first, last;  // other axes than the default (1, -1): the layer's own forward
+  if (!plain_f32(x, -1) || !as_int(get(layer, known().s_start_dim), &first) ||
+      !as_int(get(layer, known().s_end_dim), &last) || first != 1 || last != -1)
+    return py::object();
   py::array a = py::reinterpret_borrow<py::array>(x);
   if (a.ndim() < 1) return py::object();
   set(layer, known().s_shape, get(x, known().s_array_shape));

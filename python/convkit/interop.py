@@ -4,7 +4,7 @@ structure and weights, ``to_torch(model)`` the reverse (both need PyTorch instal
 Supported: ``Sequential`` (nested to any depth), ``Conv2d`` (every argument), ``ConvTranspose2d``,
 ``MaxPool2d``, ``AvgPool2d``, ``MaxUnpool2d``, ``AdaptiveAvgPool2d``, ``AdaptiveMaxPool2d``,
 ``BatchNorm2d``, ``BatchNorm1d``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``ELU``,
-``Dropout``, ``Flatten`` (the default dims), ``Linear``, ``Identity``, and residual blocks
+``Dropout``, ``Flatten``, ``Linear``, ``Identity``, and residual blocks
 written as convkit's ``Residual``: a module whose only children are ``body`` and ``shortcut``
 (``shortcut`` may be ``None``) and whose output is ``body(x) + shortcut(x)`` (or ``+ x``).
 ``to_torch`` writes residual blocks as ``TorchResidual``, such a module.
@@ -57,12 +57,6 @@ def _bn(cls):
                                track_running_stats=m.track_running_stats)
 
 
-def _flatten(m, path):
-    if (m.start_dim, m.end_dim) != (1, -1):
-        raise ValueError(f"from_torch: {path} (Flatten) has start_dim={m.start_dim}, "
-                         f"end_dim={m.end_dim}; convkit's Flatten keeps the batch axis and "
-                         f"flattens the rest (start_dim=1, end_dim=-1)")
-    return nn.Flatten()
 
 
 _FROM: Dict[str, Callable[..., Any]] = {
@@ -83,7 +77,7 @@ _FROM: Dict[str, Callable[..., Any]] = {
     "Tanh": lambda m, p: nn.Tanh(),
     "ELU": lambda m, p: nn.ELU(m.alpha, m.inplace),
     "Dropout": lambda m, p: nn.Dropout(m.p),
-    "Flatten": _flatten,
+    "Flatten": lambda m, p: nn.Flatten(m.start_dim, m.end_dim),
     "Linear": lambda m, p: nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
     "Identity": lambda m, p: nn.Identity(),
 }
@@ -213,7 +207,9 @@ def _to(m, path):
         t = T.ELU(m.alpha, m.inplace)
     elif isinstance(m, nn.ReLU):
         t = T.ReLU(m.inplace)
-    elif isinstance(m, (nn.Sigmoid, nn.Tanh, nn.Flatten, nn.Identity)):
+    elif isinstance(m, nn.Flatten):
+        t = T.Flatten(m.start_dim, m.end_dim)
+    elif isinstance(m, (nn.Sigmoid, nn.Tanh, nn.Identity)):
         t = getattr(T, name)()
     elif isinstance(m, nn.Dropout):
         t = T.Dropout(m.p)

@@ -1022,22 +1022,43 @@ class ELU(_Activation):
 
 
 class Flatten(Module):
-    """(N, ...) -> (N, prod(...)); a view, no copy.
+    """(N, ...) -> (N, prod(...)); a view, no copy. ``start_dim`` .. ``end_dim`` (inclusive,
+    negative from the end) are the axes merged, as PyTorch's.
 
-    >>> Flatten()(np.zeros((2, 16, 5, 5))).shape
-    (2, 400)
+    >>> Flatten()(np.zeros((2, 16, 5, 5))).shape, Flatten(0, 1)(np.zeros((2, 16, 5, 5))).shape
+    ((2, 400), (32, 5, 5))
     """
 
-    def __init__(self):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
         self._shape = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = F._as_array(x)
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        if self.start_dim == 1 and self.end_dim == -1:
+            return x.reshape(x.shape[0], -1)
+        return x.reshape(_flat_shape(x.shape, self.start_dim, self.end_dim))
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         return F._as_array(grad_out).reshape(self._cached(self._shape))
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+def _flat_shape(shape, start, end):
+    """The shape torch.flatten(x, start, end) gives x of ``shape``."""
+    n = max(len(shape), 1)
+    s, e = (d + n if d < 0 else d for d in (start, end))
+    for d, v in ((start, s), (end, e)):
+        if not 0 <= v < n:
+            raise IndexError(f"Flatten: dimension out of range (expected to be in range of "
+                             f"[{-n}, {n - 1}], but got {d})")
+    if s > e:
+        raise ValueError("Flatten: start_dim cannot come after end_dim")
+    shape = tuple(shape) or (1,)
+    return shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
 
 
 class Linear(Module):

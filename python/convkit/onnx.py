@@ -285,8 +285,13 @@ def _emit(g, m, x, xv, path):
         y = g.op({"ReLU": "Relu"}.get(type(m).__name__, type(m).__name__), [x], base)
     elif isinstance(m, (nn.Identity, nn.Dropout)):
         y = g.op("Identity", [x], base)
-    elif isinstance(m, nn.Flatten):
+    elif isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) == (1, -1):
         y = g.op("Flatten", [x], base, axis=1)
+    elif isinstance(m, nn.Flatten):  # other axes: a Reshape (0 keeps an axis, as the batch)
+        n = np.ndim(xv)
+        first, last = (d + n if d < 0 else d for d in (m.start_dim, m.end_dim))
+        shape = [0] * first + [-1] + list(np.shape(xv)[last + 1:])
+        y = g.op("Reshape", [x, g.const(shape, base + ".shape", np.int64)], base)
     elif isinstance(m, nn.Linear):
         inputs = [x, g.const(m.weight.data, base + ".weight")]
         if m.bias is not None:
