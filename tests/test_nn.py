@@ -950,3 +950,29 @@ def test_flatten_rejects_axes_pytorch_rejects():
         nn.Flatten(3)(x)
     with pytest.raises(ValueError, match="start_dim"):
         nn.Flatten(2, 1)(x)
+
+
+@needs_torch
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("shape,dim", [((4, 7), 1), ((4, 7), None), ((3, 4, 5), None),
+                                       ((2, 3, 4, 5), -1), ((2, 3, 4, 5), None), ((6,), 0)])
+def test_softmax_layers_as_pytorch(rng, log, shape, dim):
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    m = (nn.LogSoftmax if log else nn.Softmax)(dim=dim)
+    t = (torch.nn.LogSoftmax if log else torch.nn.Softmax)(dim=dim)
+    xt = torch.tensor(x, requires_grad=True)
+    with pytest.warns(UserWarning) if dim is None else _nullcontext():
+        yt = t(xt)  # (PyTorch warns about the implicit dim)
+    y = m(x)
+    assert_close(y, yt.detach().numpy(), 1e-6, "softmax layer")
+    g = rng.standard_normal(shape).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    assert_close(m.backward(g), xt.grad.numpy(), 1e-4, "softmax layer grad")
+    assert repr(m) == repr(t)
+    from convkit import interop
+    assert repr(interop.from_torch(t)) == repr(t) and repr(interop.to_torch(m)) == repr(t)
+
+
+def _nullcontext():
+    import contextlib
+    return contextlib.nullcontext()

@@ -124,3 +124,12 @@ def test_flatten_over_other_axes_exports_as_a_reshape(tmp_path, dims):
     convkit.manual_seed(3)
     m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(*dims))  # its shape decides
     _run(m, tmp_path, (1, 3, 4, 5))
+
+
+@pytest.mark.parametrize("layer", [nn.Softmax(dim=1), nn.LogSoftmax(dim=1), nn.Softmax()])
+def test_softmax_layers_export(tmp_path, layer):
+    convkit.manual_seed(4)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), layer)
+    _run(m, tmp_path, (1, 3, 2, 2))
+    with pytest.raises(ValueError, match="opset >= 13"):
+        ck_onnx.export(m, tmp_path / "old.onnx", (1, 3, 2, 2), opset=12)

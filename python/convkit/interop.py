@@ -4,9 +4,10 @@ structure and weights, ``to_torch(model)`` the reverse (both need PyTorch instal
 Supported: ``Sequential`` (nested to any depth), ``Conv2d`` (every argument), ``ConvTranspose2d``,
 ``MaxPool2d``, ``AvgPool2d``, ``MaxUnpool2d``, ``AdaptiveAvgPool2d``, ``AdaptiveMaxPool2d``,
 ``BatchNorm2d``, ``BatchNorm1d``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``ELU``,
-``Dropout``, ``Flatten``, ``Linear``, ``Identity``, and residual blocks
-written as convkit's ``Residual``: a module whose only children are ``body`` and ``shortcut``
-(``shortcut`` may be ``None``) and whose output is ``body(x) + shortcut(x)`` (or ``+ x``).
+``Softmax``, ``LogSoftmax``, ``Dropout``, ``Flatten``, ``Linear``, ``Identity``, and residual
+blocks written as convkit's ``Residual``: a module whose only children are ``body`` and
+``shortcut`` (``shortcut`` may be ``None``) and whose output is ``body(x) + shortcut(x)`` (or
+``+ x``).
 ``to_torch`` writes residual blocks as ``TorchResidual``, such a module.
 """
 from __future__ import annotations
@@ -76,6 +77,8 @@ _FROM: Dict[str, Callable[..., Any]] = {
     "Sigmoid": lambda m, p: nn.Sigmoid(),
     "Tanh": lambda m, p: nn.Tanh(),
     "ELU": lambda m, p: nn.ELU(m.alpha, m.inplace),
+    "Softmax": lambda m, p: nn.Softmax(m.dim),
+    "LogSoftmax": lambda m, p: nn.LogSoftmax(m.dim),
     "Dropout": lambda m, p: nn.Dropout(m.p),
     "Flatten": lambda m, p: nn.Flatten(m.start_dim, m.end_dim),
     "Linear": lambda m, p: nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
@@ -211,6 +214,8 @@ def _to(m, path):
         t = T.Flatten(m.start_dim, m.end_dim)
     elif isinstance(m, (nn.Sigmoid, nn.Tanh, nn.Identity)):
         t = getattr(T, name)()
+    elif isinstance(m, nn.Softmax):  # (and LogSoftmax)
+        t = getattr(T, name)(dim=m.dim)
     elif isinstance(m, nn.Dropout):
         t = T.Dropout(m.p)
     elif isinstance(m, nn.Linear):

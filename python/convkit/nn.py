@@ -23,8 +23,9 @@ IntPair = Union[int, Tuple[int, int]]
 __all__ = [
     "Parameter", "Module", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "MaxUnpool2d",
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "BatchNorm2d", "BatchNorm1d", "Identity",
-    "Residual", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "Flatten", "Linear", "Dropout",
-    "Sequential", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "summary",
+    "Residual", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "Softmax", "LogSoftmax",
+    "Flatten", "Linear", "Dropout", "Sequential", "CrossEntropyLoss", "MSELoss",
+    "BCEWithLogitsLoss", "summary",
 ]
 
 
@@ -1019,6 +1020,43 @@ class ELU(_Activation):
 
     def extra_repr(self):
         return f"alpha={self.alpha}{self._inplace_repr()}"
+
+
+class Softmax(Module):
+    """softmax along ``dim`` (PyTorch's ``nn.Softmax``; ``functional.softmax``), any shape.
+    Without ``dim``, PyTorch's legacy choice: 0 for 0-, 1- and 3-D input, else 1.
+
+    >>> Softmax(dim=1)(np.array([[0.0, np.log(3.0)]]))
+    array([[0.25, 0.75]], dtype=float32)
+    """
+
+    _log = False
+
+    def __init__(self, dim: Optional[int] = None):
+        self.dim = None if dim is None else int(dim)
+        self._x = self._axis = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x = _f32(x)
+        self._axis = self.dim if self.dim is not None else (0 if x.ndim in (0, 1, 3) else 1)
+        return (F.log_softmax if self._log else F.softmax)(x, self._axis)
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        bwd = F.log_softmax_backward if self._log else F.softmax_backward
+        return bwd(grad_out, self._cached(self._x), self._axis)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """log softmax along ``dim`` (PyTorch's ``nn.LogSoftmax``; ``functional.log_softmax``).
+
+    >>> LogSoftmax(dim=1)(np.zeros((1, 2)))
+    array([[-0.6931472, -0.6931472]], dtype=float32)
+    """
+
+    _log = True
 
 
 class Flatten(Module):

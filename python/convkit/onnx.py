@@ -7,8 +7,8 @@ reflect / replicate / circular padding modes), ConvTranspose, MaxPool, AveragePo
 Conv of ones divided by PyTorch's divisor map where ``ceil_mode`` or ``divisor_override`` need
 it), GlobalAveragePool / AveragePool / averaging MatMuls for adaptive average pooling,
 MaxPool / separable ReduceMax for adaptive max pooling, BatchNormalization, Relu, LeakyRelu,
-Sigmoid, Tanh, Elu, Flatten, Gemm, Identity (also for Dropout), Add for residual blocks.
-Initializers carry the state_dict names (e.g. ``3.0.body.0.weight``).
+Sigmoid, Tanh, Elu, Softmax, LogSoftmax, Flatten, Gemm, Identity (also for Dropout), Add for
+residual blocks. Initializers carry the state_dict names (e.g. ``3.0.body.0.weight``).
 """
 from __future__ import annotations
 
@@ -283,6 +283,11 @@ def _emit(g, m, x, xv, path):
         y = g.op("Elu", [x], base, alpha=m.alpha)
     elif isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
         y = g.op({"ReLU": "Relu"}.get(type(m).__name__, type(m).__name__), [x], base)
+    elif isinstance(m, nn.Softmax):  # (and LogSoftmax) one axis: opset 13's semantics
+        g.need(13, path, type(m).__name__)
+        axis = m.dim if m.dim is not None else (0 if np.ndim(xv) in (0, 1, 3) else 1)
+        y = g.op("LogSoftmax" if isinstance(m, nn.LogSoftmax) else "Softmax", [x], base,
+                 axis=axis)
     elif isinstance(m, (nn.Identity, nn.Dropout)):
         y = g.op("Identity", [x], base)
     elif isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) == (1, -1):
