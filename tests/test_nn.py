@@ -976,3 +976,21 @@ def test_softmax_layers_as_pytorch(rng, log, shape, dim):
 def _nullcontext():
     import contextlib
     return contextlib.nullcontext()
+
+
+@needs_torch
+def test_dropout_inplace_and_identity_arguments_as_pytorch():
+    from convkit import interop
+    x = np.ones((64, 32), np.float32)
+    d = nn.Dropout(0.5, inplace=True)
+    convkit.manual_seed(7)
+    y = d(x)
+    convkit.manual_seed(7)
+    want = nn.Dropout(0.5)(np.ones((64, 32), np.float32))
+    assert y is x and np.array_equal(x, want)  # written into the input, the same mask
+    assert np.array_equal(d.backward(np.ones_like(x)), want)  # the mask scales the gradient
+    assert 0.3 < (x == 0).mean() < 0.7
+    t = torch.nn.Dropout(0.5, inplace=True)
+    assert repr(d) == repr(t) and repr(nn.Dropout(0.2)) == repr(torch.nn.Dropout(0.2))
+    assert repr(interop.from_torch(t)) == repr(t) and repr(interop.to_torch(d)) == repr(t)
+    assert np.array_equal(nn.Identity(54, unused_argument=0.1)(np.ones(2)), np.ones(2))

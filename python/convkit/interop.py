@@ -79,7 +79,7 @@ _FROM: Dict[str, Callable[..., Any]] = {
     "ELU": lambda m, p: nn.ELU(m.alpha, m.inplace),
     "Softmax": lambda m, p: nn.Softmax(m.dim),
     "LogSoftmax": lambda m, p: nn.LogSoftmax(m.dim),
-    "Dropout": lambda m, p: nn.Dropout(m.p),
+    "Dropout": lambda m, p: nn.Dropout(m.p, m.inplace),
     "Flatten": lambda m, p: nn.Flatten(m.start_dim, m.end_dim),
     "Linear": lambda m, p: nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
     "Identity": lambda m, p: nn.Identity(),
@@ -217,7 +217,7 @@ def _to(m, path):
     elif isinstance(m, nn.Softmax):  # (and LogSoftmax)
         t = getattr(T, name)(dim=m.dim)
     elif isinstance(m, nn.Dropout):
-        t = T.Dropout(m.p)
+        t = T.Dropout(m.p, m.inplace)
     elif isinstance(m, nn.Linear):
         t = T.Linear(m.in_features, m.out_features, bias=m.bias is not None)
     else:

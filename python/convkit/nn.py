@@ -814,11 +814,15 @@ class BatchNorm1d(_BatchNorm):
 
 
 class Identity(Module):
-    """Returns its input (a placeholder, e.g. a shortcut that does nothing).
+    """Returns its input (a placeholder, e.g. a shortcut that does nothing); any arguments are
+    accepted and ignored, as PyTorch's.
 
     >>> Identity()(np.ones(2))
     array([1., 1.])
     """
+
+    def __init__(self, *args, **kwargs):
+        pass
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return F._as_array(x)
@@ -1141,16 +1145,16 @@ class Linear(Module):
 
 class Dropout(Module):
     """Inverted dropout in training mode (kept values scaled by 1/(1-p)); the identity after
-    ``eval()``. Any shape.
+    ``eval()``. Any shape; ``inplace`` writes the result into the input array, as PyTorch's.
 
     >>> Dropout(0.5).eval()(np.ones(3))
     array([1., 1., 1.], dtype=float32)
     """
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"Dropout: expected p in [0, 1], but got {p}")
-        self.p = float(p)
+        self.p, self.inplace = float(p), bool(inplace)
         self._mask = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -1158,6 +1162,10 @@ class Dropout(Module):
             self._mask = None
             return _f32(x)
         y, self._mask = F.dropout(x, self.p, training=True)
+        if self.inplace and type(x) is np.ndarray and x.dtype == np.float32 and \
+                x.flags.writeable:  # as PyTorch's: the result written into the input
+            np.copyto(x, y)
+            return x
         return y
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
@@ -1166,7 +1174,7 @@ class Dropout(Module):
         return F.dropout_backward(grad_out, self._mask, self.p)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 _NAMES = tuple(str(i) for i in range(64))
