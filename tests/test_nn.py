@@ -994,3 +994,19 @@ def test_dropout_inplace_and_identity_arguments_as_pytorch():
     assert repr(d) == repr(t) and repr(nn.Dropout(0.2)) == repr(torch.nn.Dropout(0.2))
     assert repr(interop.from_torch(t)) == repr(t) and repr(interop.to_torch(d)) == repr(t)
     assert np.array_equal(nn.Identity(54, unused_argument=0.1)(np.ones(2)), np.ones(2))
+
+
+def test_a_module_takes_any_arguments_and_zero_grad_takes_set_to_none():
+    class Mix(nn.Module):  # a custom module with two inputs and a keyword, as in PyTorch code
+        def __init__(self):
+            self.fc = nn.Linear(2, 3)
+
+        def forward(self, a, b, scale=1.0):
+            return self.fc(a) + scale * b
+
+    m = Mix()
+    a, b = np.ones((4, 2), np.float32), np.ones((4, 3), np.float32)
+    np.testing.assert_allclose(m(a, b, scale=2.0), m.fc(a) + 2.0 * b)
+    m.fc.weight.grad[...] = 1.0
+    m.zero_grad(set_to_none=True)  # (the gradients stay arrays, zeroed)
+    assert m.fc.weight.grad.shape == (3, 2) and not m.fc.weight.grad.any()

@@ -130,8 +130,8 @@ class Module:
 
     training = True
 
-    def __call__(self, x):
-        return self.forward(x)
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
@@ -247,7 +247,9 @@ class Module:
         fn(self)
         return self
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zeroes every parameter's ``.grad`` (convkit keeps it an array of zeros whatever
+        ``set_to_none`` says, so that backward can add into it)."""
         for p in self.parameters():
             p.grad.fill(0.0)
 
