@@ -25,6 +25,15 @@ SCHEDULES = {
                   lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [2, 5, 5, 9], 0.3), 20),
     "cosine": (lambda o: optim.CosineAnnealingLR(o, 7, 0.001),
                lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 7, 0.001), 30),
+    "exponential": (lambda o: optim.ExponentialLR(o, 0.8),
+                    lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.8), 15),
+    "linear": (lambda o: optim.LinearLR(o, 0.25, 0.9, 6),
+               lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.25, 0.9, 6), 12),
+    "linear-default": (lambda o: optim.LinearLR(o),
+                       lambda o: torch.optim.lr_scheduler.LinearLR(o), 9),
+    "lambda": (lambda o: optim.LambdaLR(o, lambda e: 0.5 * (1 + math.cos(e / 3))),
+               lambda o: torch.optim.lr_scheduler.LambdaLR(
+                   o, lambda e: 0.5 * (1 + math.cos(e / 3))), 12),
     "onecycle": (lambda o: optim.OneCycleLR(o, 1.0, total_steps=25),
                  lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 1.0, total_steps=25), 24),
     "onecycle3": (lambda o: optim.OneCycleLR(o, [0.5], epochs=3, steps_per_epoch=7,
@@ -386,3 +395,40 @@ def test_sgd_with_a_gradient_the_core_cannot_update_in_place_takes_the_numpy_ste
         want -= np.multiply(g, np.float32(lr), out=f32)
         opt.step()
         assert p.data.dtype == np.float32 and np.array_equal(p.data, want)
+
+
+class _Warmup:  # a callable object: LambdaLR's state_dict keeps its attributes (PyTorch's rule)
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self, e):
+        return min(1.0, (e + 1) / self.n)
+
+
+@needs_torch
+def test_lambda_lr_per_group_and_its_state_as_pytorch():
+    def pair():
+        ps = [nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(3))]
+        tps = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+        return (optim.SGD([{"params": [ps[0]]}, {"params": [ps[1]], "lr": 0.5}], lr=0.1),
+                torch.optim.SGD([{"params": [tps[0]]}, {"params": [tps[1]], "lr": 0.5}], lr=0.1))
+    oc, ot = pair()
+    sc = optim.LambdaLR(oc, [_Warmup(4), lambda e: 0.9 ** e])
+    st = torch.optim.lr_scheduler.LambdaLR(ot, [_Warmup(4), lambda e: 0.9 ** e])
+    for _ in range(6):
+        assert sc.get_last_lr() == st.get_last_lr()
+        ot.step()
+        sc.step()
+        st.step()
+    state = sc.state_dict()
+    assert state["lr_lambdas"] == [{"n": 4}, None]
+    oc2, _ = pair()
+    sc2 = optim.LambdaLR(oc2, [_Warmup(9), lambda e: 0.9 ** e])
+    sc2.load_state_dict(state)
+    assert sc2.lr_lambdas[0].n == 4 and sc2.last_epoch == sc.last_epoch
+    with pytest.raises(ValueError, match="2 lr_lambdas"):
+        optim.LambdaLR(oc, [lambda e: 1.0])
+    with pytest.raises(ValueError, match="start_factor"):
+        optim.LinearLR(oc, start_factor=0.0)
+    with pytest.raises(ValueError, match="end_factor"):
+        optim.LinearLR(oc, end_factor=1.5)

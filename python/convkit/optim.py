@@ -6,6 +6,7 @@ array per parameter, and updates ``param.data`` with NumPy's in-place ufuncs.
 from __future__ import annotations
 
 import math
+import types
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -13,9 +14,10 @@ import numpy as np
 
 from . import _core, nn  # noqa: F401  (nn: the docstring examples)
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "clip_grad_norm_",
-           "clip_max_norm", "LRScheduler", "StepLR", "MultiStepLR", "CosineAnnealingLR",
-           "OneCycleLR", "ReduceLROnPlateau"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
+           "clip_grad_norm_", "clip_max_norm", "LRScheduler", "StepLR", "MultiStepLR",
+           "ExponentialLR", "LinearLR", "LambdaLR", "CosineAnnealingLR", "OneCycleLR",
+           "ReduceLROnPlateau"]
 
 
 def _check(name, value, low=0.0):
@@ -677,6 +679,94 @@ class MultiStepLR(LRScheduler):
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self.milestones = Counter({int(k): int(v) for k, v in dict(self.milestones).items()})
+
+
+class ExponentialLR(LRScheduler):
+    """Multiplies the learning rate by gamma every epoch (PyTorch's ExponentialLR).
+
+    >>> opt = SGD(nn.Linear(2, 1).parameters(), lr=1.0); sched = ExponentialLR(opt, 0.5)
+    >>> [sched.step() or opt.lr for _ in range(3)]
+    [0.5, 0.25, 0.125]
+    """
+
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1):
+        self.gamma = float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self._is_initial:
+            return self._lrs()
+        return [lr * self.gamma for lr in self._lrs()]
+
+
+class LinearLR(LRScheduler):
+    """Scales the learning rate by a factor going linearly from start_factor to end_factor
+    over total_iters epochs (a warm-up), in PyTorch's recursive form.
+
+    >>> opt = SGD(nn.Linear(2, 1).parameters(), lr=1.0); sched = LinearLR(opt, 0.5, total_iters=2)
+    >>> opt.lr, [sched.step() or opt.lr for _ in range(3)]
+    (0.5, [0.75, 1.0, 1.0])
+    """
+
+    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3,
+                 end_factor: float = 1.0, total_iters: int = 5, last_epoch: int = -1):
+        if not 0.0 < float(start_factor) <= 1.0:
+            raise ValueError(f"LinearLR: expected start_factor in (0, 1], but got {start_factor}")
+        if not 0.0 <= float(end_factor) <= 1.0:
+            raise ValueError(f"LinearLR: expected end_factor in [0, 1], but got {end_factor}")
+        self.start_factor, self.end_factor = float(start_factor), float(end_factor)
+        self.total_iters = int(total_iters)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        e, a, b, n = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
+        if e == 0:
+            return [lr * a for lr in self._lrs()]
+        if self._is_initial or e > n:
+            return self._lrs()
+        return [lr * (1.0 + (b - a) / (n * a + (e - 1) * (b - a))) for lr in self._lrs()]
+
+
+class LambdaLR(LRScheduler):
+    """The initial learning rate times lr_lambda(epoch) (one function, or one per parameter
+    group), as PyTorch's LambdaLR; state_dict keeps the state of callable objects, not plain
+    functions.
+
+    >>> opt = SGD(nn.Linear(2, 1).parameters(), lr=1.0); sched = LambdaLR(opt, lambda e: 0.9 ** e)
+    >>> [round(sched.step() or opt.lr, 3) for _ in range(2)]
+    [0.9, 0.81]
+    """
+
+    def __init__(self, optimizer: Optimizer, lr_lambda, last_epoch: int = -1):
+        n = len(_optimizer_of("LambdaLR", optimizer).param_groups)
+        if isinstance(lr_lambda, (list, tuple)):
+            if len(lr_lambda) != n:
+                raise ValueError(f"LambdaLR: expected {n} lr_lambdas, but got {len(lr_lambda)}")
+            self.lr_lambdas = list(lr_lambda)
+        else:
+            self.lr_lambdas = [lr_lambda] * n
+        for f in self.lr_lambdas:
+            if not callable(f):
+                raise TypeError(f"LambdaLR: lr_lambda must be callable, but got "
+                                f"{type(f).__name__}")
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return [b * f(self.last_epoch) for f, b in zip(self.lr_lambdas, self.base_lrs)]
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+        state["lr_lambdas"] = [None if isinstance(f, types.FunctionType) else dict(f.__dict__)
+                               for f in self.lr_lambdas]
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        state = dict(state_dict)
+        fns = state.pop("lr_lambdas", [None] * len(self.lr_lambdas))
+        super().load_state_dict({**state, "lr_lambdas": self.lr_lambdas})
+        for f, d in zip(self.lr_lambdas, fns):
+            if d is not None:
+                f.__dict__.update(d)
 
 
 class CosineAnnealingLR(LRScheduler):
