@@ -34,6 +34,26 @@ SCHEDULES = {
     "lambda": (lambda o: optim.LambdaLR(o, lambda e: 0.5 * (1 + math.cos(e / 3))),
                lambda o: torch.optim.lr_scheduler.LambdaLR(
                    o, lambda e: 0.5 * (1 + math.cos(e / 3))), 12),
+    "sequential": (lambda o: optim.SequentialLR(o, [optim.LinearLR(o, 0.1, total_iters=5),
+                                                    optim.CosineAnnealingLR(o, 15)], [5]),
+                   lambda o: torch.optim.lr_scheduler.SequentialLR(
+                       o, [torch.optim.lr_scheduler.LinearLR(o, 0.1, total_iters=5),
+                           torch.optim.lr_scheduler.CosineAnnealingLR(o, 15)], [5]), 25),
+    "sequential3": (lambda o: optim.SequentialLR(o, [optim.ExponentialLR(o, 0.9),
+                                                     optim.StepLR(o, 3, 0.5),
+                                                     optim.MultiStepLR(o, [0, 2, 4], 0.7)],
+                                                 [4, 10]),
+                    lambda o: torch.optim.lr_scheduler.SequentialLR(
+                        o, [torch.optim.lr_scheduler.ExponentialLR(o, 0.9),
+                            torch.optim.lr_scheduler.StepLR(o, 3, 0.5),
+                            torch.optim.lr_scheduler.MultiStepLR(o, [0, 2, 4], 0.7)],
+                        [4, 10]), 20),
+    "sequential-lambda": (lambda o: optim.SequentialLR(
+                              o, [optim.LambdaLR(o, lambda e: 0.5 + e),
+                                  optim.LinearLR(o, 0.3, 0.8, 4)], [3]),
+                          lambda o: torch.optim.lr_scheduler.SequentialLR(
+                              o, [torch.optim.lr_scheduler.LambdaLR(o, lambda e: 0.5 + e),
+                                  torch.optim.lr_scheduler.LinearLR(o, 0.3, 0.8, 4)], [3]), 12),
     "onecycle": (lambda o: optim.OneCycleLR(o, 1.0, total_steps=25),
                  lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 1.0, total_steps=25), 24),
     "onecycle3": (lambda o: optim.OneCycleLR(o, [0.5], epochs=3, steps_per_epoch=7,
@@ -432,3 +452,35 @@ def test_lambda_lr_per_group_and_its_state_as_pytorch():
         optim.LinearLR(oc, start_factor=0.0)
     with pytest.raises(ValueError, match="end_factor"):
         optim.LinearLR(oc, end_factor=1.5)
+
+
+def test_sequential_lr_resumes_exactly_and_checks_its_arguments():
+    def make():
+        p = nn.Parameter(np.zeros(2))
+        opt = optim.SGD([p], lr=0.2, momentum=0.9)
+        return opt, optim.SequentialLR(opt, [optim.LinearLR(opt, 0.2, total_iters=3),
+                                             optim.CosineAnnealingLR(opt, 8)], [3])
+    opt, sched = make()
+    whole = []
+    for i in range(12):
+        whole.append(opt.lr)
+        if i == 5:
+            saved = (opt.state_dict(), sched.state_dict())
+        opt.step()
+        sched.step()
+    opt2, sched2 = make()
+    opt2.load_state_dict(saved[0])
+    sched2.load_state_dict(saved[1])
+    resumed = []
+    for i in range(5, 12):
+        resumed.append(opt2.lr)
+        opt2.step()
+        sched2.step()
+    assert resumed == whole[5:]
+    other = optim.SGD([nn.Parameter(np.zeros(2))], lr=0.1)
+    with pytest.raises(ValueError, match="milestones"):
+        optim.SequentialLR(opt, [optim.StepLR(opt, 2)], [3])
+    with pytest.raises(ValueError, match="another optimizer"):
+        optim.SequentialLR(opt, [optim.StepLR(opt, 2), optim.StepLR(other, 2)], [3])
+    with pytest.raises(TypeError, match="ReduceLROnPlateau"):
+        optim.SequentialLR(opt, [optim.ReduceLROnPlateau(opt)], [])

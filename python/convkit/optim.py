@@ -5,6 +5,7 @@ array per parameter, and updates ``param.data`` with NumPy's in-place ufuncs.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import types
 from collections import Counter
@@ -17,7 +18,7 @@ from . import _core, nn  # noqa: F401  (nn: the docstring examples)
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
            "clip_grad_norm_", "clip_max_norm", "LRScheduler", "StepLR", "MultiStepLR",
            "ExponentialLR", "LinearLR", "LambdaLR", "CosineAnnealingLR", "OneCycleLR",
-           "ReduceLROnPlateau"]
+           "SequentialLR", "ReduceLROnPlateau"]
 
 
 def _check(name, value, low=0.0):
@@ -618,6 +619,26 @@ class LRScheduler:
     def get_last_lr(self) -> List[float]:
         return list(self._last_lr)
 
+    def _closed_form(self) -> Optional[List[float]]:
+        """The learning rates at last_epoch from base_lrs (None: only get_lr's recursion)."""
+        return None
+
+    def _initial_step(self) -> None:
+        """The construction's step again (SequentialLR restarts its first schedule so)."""
+        self._step_count = 0
+        self._is_initial = True
+        self.step()
+        self._is_initial = False
+
+    def _jump_to(self, epoch: int) -> None:
+        """Sets the learning rates of ``epoch`` (closed form where the schedule has one), as
+        PyTorch's ``_update_lr(epoch)``: SequentialLR starts the next schedule at epoch 0."""
+        self.last_epoch = int(epoch)
+        lrs = self._closed_form()
+        for g, lr in zip(self.optimizer.param_groups, lrs if lrs is not None else self.get_lr()):
+            g["lr"] = float(lr)
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
     def state_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
@@ -653,6 +674,9 @@ class StepLR(LRScheduler):
             return self._lrs()
         return [lr * self.gamma for lr in self._lrs()]
 
+    def _closed_form(self):
+        return [b * self.gamma ** (self.last_epoch // self.step_size) for b in self.base_lrs]
+
 
 class MultiStepLR(LRScheduler):
     """Multiplies the learning rate by gamma at each epoch in milestones (PyTorch's).
@@ -676,6 +700,10 @@ class MultiStepLR(LRScheduler):
             return self._lrs()
         return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._lrs()]
 
+    def _closed_form(self):
+        passed = bisect.bisect_right(sorted(self.milestones.elements()), self.last_epoch)
+        return [b * self.gamma ** passed for b in self.base_lrs]
+
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self.milestones = Counter({int(k): int(v) for k, v in dict(self.milestones).items()})
@@ -697,6 +725,9 @@ class ExponentialLR(LRScheduler):
         if self._is_initial:
             return self._lrs()
         return [lr * self.gamma for lr in self._lrs()]
+
+    def _closed_form(self):
+        return [b * self.gamma ** self.last_epoch for b in self.base_lrs]
 
 
 class LinearLR(LRScheduler):
@@ -725,6 +756,10 @@ class LinearLR(LRScheduler):
         if self._is_initial or e > n:
             return self._lrs()
         return [lr * (1.0 + (b - a) / (n * a + (e - 1) * (b - a))) for lr in self._lrs()]
+
+    def _closed_form(self):
+        a, b, n = self.start_factor, self.end_factor, self.total_iters
+        return [lr * (a + (b - a) * min(n, self.last_epoch) / n) for lr in self.base_lrs]
 
 
 class LambdaLR(LRScheduler):
@@ -796,6 +831,10 @@ class CosineAnnealingLR(LRScheduler):
                     for b, lr in zip(self.base_lrs, self._lrs())]
         return [(1 + math.cos(math.pi * e / T)) / (1 + math.cos(math.pi * (e - 1) / T))
                 * (lr - lo) + lo for lr in self._lrs()]
+
+    def _closed_form(self):
+        e, T, lo = self.last_epoch, self.T_max, self.eta_min
+        return [lo + (b - lo) * (1 + math.cos(math.pi * e / T)) / 2 for b in self.base_lrs]
 
 
 class OneCycleLR(LRScheduler):
@@ -912,6 +951,77 @@ class OneCycleLR(LRScheduler):
                 else:
                     g["momentum"] = m
         return lrs
+
+
+class SequentialLR(LRScheduler):
+    """Runs schedules one after the other, switching at the epochs in milestones (PyTorch's
+    SequentialLR, e.g. a LinearLR warm-up, then CosineAnnealingLR): each schedule starts at its
+    own epoch 0 when its turn comes. Build the schedules on the same optimizer first.
+
+    >>> opt = SGD(nn.Linear(2, 1).parameters(), lr=1.0)
+    >>> sched = SequentialLR(opt, [LinearLR(opt, 0.5, total_iters=2), StepLR(opt, 1, 0.5)], [2])
+    >>> opt.lr, [sched.step() or opt.lr for _ in range(4)]
+    (0.5, [0.75, 1.0, 0.5, 0.25])
+    """
+
+    def __init__(self, optimizer: Optimizer, schedulers, milestones, last_epoch: int = -1):
+        name = "SequentialLR"
+        self.optimizer = _optimizer_of(name, optimizer)
+        schedulers, milestones = list(schedulers), [int(m) for m in milestones]
+        if not schedulers:
+            raise ValueError(f"{name}: expected at least one scheduler, but got none")
+        for i, sc in enumerate(schedulers):
+            if not isinstance(sc, LRScheduler):
+                raise TypeError(f"{name}: schedulers[{i}] is a {type(sc).__name__}, not a "
+                                f"schedule with step() (ReduceLROnPlateau needs a metric)")
+            if sc.optimizer is not optimizer:
+                raise ValueError(f"{name}: schedulers[{i}] ({type(sc).__name__}) belongs to "
+                                 f"another optimizer")
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"{name}: expected {len(schedulers) - 1} milestones for "
+                             f"{len(schedulers)} schedulers, but got {len(milestones)}")
+        self._schedulers, self._milestones = schedulers, milestones
+        self.last_epoch = int(last_epoch) + 1
+        for g in optimizer.param_groups:
+            g["lr"] = g["initial_lr"]
+        self._undo(self)
+        first = schedulers[bisect.bisect_right(milestones, 0)]
+        first._initial_step()
+        self._last_lr = first.get_last_lr()
+
+    @staticmethod
+    def _undo(sched):
+        """Takes back the construction step of every schedule inside (nested ones too)."""
+        for sc in getattr(sched, "_schedulers", ()):
+            if isinstance(sc, SequentialLR):
+                SequentialLR._undo(sc)
+            else:
+                sc.last_epoch -= 1
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        i = bisect.bisect_right(self._milestones, self.last_epoch)
+        sc = self._schedulers[i]
+        if i > 0 and self._milestones[i - 1] == self.last_epoch:
+            sc._jump_to(0)
+        else:
+            sc.step()
+        self._last_lr = sc.get_last_lr()
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [sc.state_dict() for sc in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        state = dict(state_dict)
+        subs = state.pop("_schedulers", None)
+        if subs is None or len(subs) != len(self._schedulers):
+            raise ValueError("SequentialLR.load_state_dict: the state does not hold "
+                             f"{len(self._schedulers)} schedules")
+        self.__dict__.update(state)
+        for sc, st in zip(self._schedulers, subs):
+            sc.load_state_dict(st)
 
 
 class ReduceLROnPlateau:
