@@ -789,9 +789,12 @@ def _ce_general(fn, grad_out, logits, labels, weight, ignore_index, reduction, e
                          f"{np.shape(x)}")
     N, K = x.shape
     y = np.asarray(labels)
-    if y.shape != (N,) or (y.size and y.dtype.kind not in "iu"):
-        raise ValueError(f"{fn}: expected integer labels of shape ({N},) to match logits "
-                         f"{tuple(x.shape)}, but got {y.dtype} of shape {y.shape}")
+    if y.size and y.dtype.kind not in "iu":  # (the core's error)
+        raise TypeError(f"{fn}: argument 'labels' expected integer class labels, but got dtype "
+                        f"{y.dtype}")
+    if y.shape != (N,):
+        raise ValueError(f"{fn}: expected labels of shape ({N},) to match logits "
+                         f"{tuple(x.shape)}, but got {y.shape}")
     y = y.astype(np.int64)
     valid = y != ignore_index
     bad = valid & ((y < 0) | (y >= K))

@@ -526,9 +526,6 @@ class ConvTranspose2d(Module):
                              f"{tuple(x.shape[lead:])})")
         return (size[0] - lo[0], size[1] - lo[1])
 
-    def __call__(self, x, output_size=None):
-        return self.forward(x, output_size)
-
     def forward(self, x: np.ndarray, output_size=None) -> np.ndarray:
         x = _f32(x)
         op = self._output_padding(x, output_size)
@@ -647,9 +644,6 @@ class MaxUnpool2d(Module):
                  padding: IntPair = 0):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self._saved = None
-
-    def __call__(self, x, indices=None, output_size=None):
-        return self.forward(x, indices, output_size)
 
     def forward(self, x: np.ndarray, indices=None, output_size=None) -> np.ndarray:
         if indices is None:
