@@ -1010,3 +1010,58 @@ def test_a_module_takes_any_arguments_and_zero_grad_takes_set_to_none():
     m.fc.weight.grad[...] = 1.0
     m.zero_grad(set_to_none=True)  # (the gradients stay arrays, zeroed)
     assert m.fc.weight.grad.shape == (3, 2) and not m.fc.weight.grad.any()
+
+
+_UP_SPECS = [dict(scale_factor=2), dict(scale_factor=1.5), dict(scale_factor=(0.5, 3)),
+             dict(scale_factor=0.37), dict(size=(3, 5)), dict(size=(16, 9)), dict(size=1),
+             dict(scale_factor=2.3, recompute_scale_factor=True)]
+
+
+@needs_torch
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (5, 7), (13, 4)])
+@pytest.mark.parametrize("spec", _UP_SPECS, ids=[str(s) for s in _UP_SPECS])
+@pytest.mark.parametrize("mode,ac", [("nearest", None), ("bilinear", False), ("bilinear", True)])
+def test_interpolate_matches_pytorch(rng, hw, spec, mode, ac):
+    x = rng.standard_normal((2, 3) + hw).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    try:
+        yt = torch.nn.functional.interpolate(xt, mode=mode, align_corners=ac, **spec)
+    except RuntimeError:  # an empty output: both refuse
+        with pytest.raises(ValueError, match="positive"):
+            F.interpolate(x, mode=mode, align_corners=ac, **spec)
+        return
+    y = F.interpolate(x, mode=mode, align_corners=ac, **spec)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-6)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(F.interpolate_backward(g, x, mode=mode, align_corners=ac, **spec),
+                               xt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    up, tup = nn.Upsample(mode=mode, align_corners=ac, **spec), \
+        torch.nn.Upsample(mode=mode, align_corners=ac, **spec)
+    assert repr(up) == repr(tup)
+    np.testing.assert_array_equal(up(x), y)
+    np.testing.assert_array_equal(up.backward(g), F.interpolate_backward(
+        g, x, mode=mode, align_corners=ac, **spec))
+
+
+@needs_torch
+def test_interpolate_keeps_nan_and_inf_local_and_checks_arguments():
+    x = np.zeros((1, 1, 3, 3), np.float32)
+    x[0, 0, 1, 1] = np.inf
+    for mode in ("nearest", "bilinear"):
+        y = F.interpolate(x, scale_factor=2, mode=mode)
+        yt = torch.nn.functional.interpolate(torch.tensor(x), scale_factor=2, mode=mode).numpy()
+        np.testing.assert_array_equal(np.isinf(y), np.isinf(yt))
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(yt))
+    with pytest.raises(ValueError, match="exactly one"):
+        F.interpolate(x, size=4, scale_factor=2)
+    with pytest.raises(ValueError, match="align_corners"):
+        nn.Upsample(scale_factor=2, align_corners=True)
+    with pytest.raises(ValueError, match="mode"):
+        F.interpolate(x, scale_factor=2, mode="bicubic")
+    with pytest.raises(ValueError, match="4-D"):
+        F.interpolate(x[0], scale_factor=2)
+    from convkit import interop
+    t = torch.nn.Upsample(size=(5, 6), mode="bilinear", align_corners=True)
+    m = interop.from_torch(t)
+    assert repr(m) == repr(t) and repr(interop.to_torch(m)) == repr(t)

@@ -133,3 +133,17 @@ def test_softmax_layers_export(tmp_path, layer):
     _run(m, tmp_path, (1, 3, 2, 2))
     with pytest.raises(ValueError, match="opset >= 13"):
         ck_onnx.export(m, tmp_path / "old.onnx", (1, 3, 2, 2), opset=12)
+
+
+@pytest.mark.parametrize("up", [nn.Upsample(scale_factor=2), nn.Upsample(size=(9, 13)),
+                                nn.Upsample(scale_factor=(1.5, 2), mode="bilinear"),
+                                nn.Upsample(size=(9, 13), mode="bilinear", align_corners=True),
+                                nn.Upsample(scale_factor=2.3, mode="bilinear",
+                                            recompute_scale_factor=True)],
+                         ids=["nearest2", "nearest-size", "bilinear", "bilinear-ac-size",
+                              "bilinear-recompute"])
+@pytest.mark.parametrize("opset", [11, 17])
+def test_upsample_exports_as_resize(tmp_path, up, opset):
+    convkit.manual_seed(5)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), up, nn.ReLU())
+    _run(m, tmp_path, (1, 3, 6, 7), opset=opset)

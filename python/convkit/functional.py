@@ -7,6 +7,7 @@ only normalises arguments; validation and computation happen in ``convkit._core`
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -23,7 +24,7 @@ __all__ = [
     "softmax_backward", "log_softmax", "log_softmax_backward", "linear", "linear_backward",
     "cross_entropy", "cross_entropy_backward", "binary_cross_entropy_with_logits",
     "binary_cross_entropy_with_logits_backward", "mse_loss", "mse_loss_backward", "dropout",
-    "dropout_backward",
+    "dropout_backward", "interpolate", "interpolate_backward",
 ]
 
 _RELU, _LEAKY, _SIGMOID, _TANH, _ELU = range(5)
@@ -456,6 +457,119 @@ def _adaptive_size(fn, x, output_size):
     h = H if h is None else _int(h, fn, "output_size")
     w = W if w is None else _int(w, fn, "output_size")
     return h, w
+
+
+# ---- resizing ----------------------------------------------------------------------------------
+
+def _interp_check(fn, size, scale_factor, mode, align_corners):
+    """interpolate's arguments, or the ValueError naming the one to fix."""
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"{fn}: mode must be 'nearest' or 'bilinear', but got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError(f"{fn}: align_corners can only be set with mode='bilinear'")
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{fn}: give exactly one of size and scale_factor")
+
+
+def _interp_plan(fn, shape, size, scale_factor, mode, align_corners, recompute_scale_factor):
+    """Output size and, per spatial axis, (i0, i1, w0, w1): output j = w0[j] x[i0[j]] +
+    w1[j] x[i1[j]] (nearest: w1 = 0), PyTorch's source indices and weights (float32)."""
+    if len(shape) != 4:
+        raise ValueError(f"{fn}: expected a 4-D input (N, C, H, W), but got shape {shape}")
+    _interp_check(fn, size, scale_factor, mode, align_corners)
+    ins = shape[2:]
+    if size is not None:
+        outs = tuple(int(v) for v in _pair(size, fn, "size"))
+        factors = (None, None)
+    else:
+        factors = tuple(float(v) for v in (scale_factor if isinstance(scale_factor, (tuple, list))
+                                            else (scale_factor, scale_factor)))
+        if len(factors) != 2 or min(factors) <= 0:
+            raise ValueError(f"{fn}: expected scale_factor > 0 (one or two), but got "
+                             f"{scale_factor!r}")
+        outs = tuple(int(math.floor(n * f)) for n, f in zip(ins, factors))
+        if recompute_scale_factor:
+            factors = (None, None)
+    if min(outs) < 1:
+        raise ValueError(f"{fn}: the output size {outs} must be positive (input {ins})")
+    plans = []
+    for n, o, f in zip(ins, outs, factors):
+        j = np.arange(o, dtype=np.float32)
+        if mode == "nearest":
+            scale = np.float32(1.0 / f if f else n / o)
+            i0 = np.minimum(np.floor(j * scale).astype(np.int64), n - 1)
+            plans.append((i0, i0, np.ones(o, np.float32), np.zeros(o, np.float32)))
+            continue
+        if align_corners:
+            scale = np.float32((n - 1) / (o - 1) if o > 1 else 0.0)
+            src = j * scale
+        else:
+            scale = np.float32(1.0 / f if f else n / o)
+            src = np.maximum(scale * (j + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+        i0 = np.minimum(src.astype(np.int64), n - 1)
+        i1 = np.minimum(i0 + 1, n - 1)
+        w1 = (src - i0.astype(np.float32)).astype(np.float32)
+        plans.append((i0, i1, (np.float32(1) - w1).astype(np.float32), w1))
+    return outs, plans
+
+
+def interpolate(x: ArrayLike, size=None, scale_factor=None, mode: str = "nearest",
+                align_corners: Optional[bool] = None,
+                recompute_scale_factor: Optional[bool] = None) -> np.ndarray:
+    """Resizes (N, C, H, W) images to ``size`` or by ``scale_factor`` (PyTorch's
+    ``interpolate``): ``mode`` "nearest" (source pixel floor(j * in / out)) or "bilinear"
+    (``align_corners`` as PyTorch's). Each output reads its (up to) two source pixels per axis,
+    so a NaN or Inf reaches only the outputs that read it.
+
+    >>> interpolate(np.arange(4.0).reshape(1, 1, 2, 2), scale_factor=2)[0, 0]
+    array([[0., 0., 1., 1.],
+           [0., 0., 1., 1.],
+           [2., 2., 3., 3.],
+           [2., 2., 3., 3.]], dtype=float32)
+    """
+    x = np.asarray(_as_array(x), dtype=np.float32)
+    _, ((h0, h1, a0, a1), (w0, w1, b0, b1)) = _interp_plan(
+        "interpolate", x.shape, size, scale_factor, mode, align_corners, recompute_scale_factor)
+    if mode == "nearest":
+        return np.ascontiguousarray(x[:, :, h0][:, :, :, w0])
+    t = x[..., w0] * b0 + x[..., w1] * b1  # along the rows first, then down: PyTorch's order
+    return np.ascontiguousarray(a0[:, None] * t[:, :, h0] + a1[:, None] * t[:, :, h1],
+                                dtype=np.float32)
+
+
+def interpolate_backward(grad_out: ArrayLike, x: ArrayLike, size=None, scale_factor=None,
+                         mode: str = "nearest", align_corners: Optional[bool] = None,
+                         recompute_scale_factor: Optional[bool] = None) -> np.ndarray:
+    """Gradient of ``interpolate`` with respect to x: each output's gradient goes back to the
+    source pixels it read, times their weights (sums over outputs in output order).
+
+    >>> interpolate_backward(np.ones((1, 1, 4, 4)), np.zeros((1, 1, 2, 2)), scale_factor=2)[0, 0]
+    array([[4., 4.],
+           [4., 4.]], dtype=float32)
+    """
+    shape = tuple(np.shape(_as_array(x)))
+    outs, ((h0, h1, a0, a1), (w0, w1, b0, b1)) = _interp_plan(
+        "interpolate_backward", shape, size, scale_factor, mode, align_corners,
+        recompute_scale_factor)
+    g = np.asarray(_as_array(grad_out), dtype=np.float32)
+    if g.shape != shape[:2] + outs:
+        raise ValueError(f"interpolate_backward: expected grad_out of shape "
+                         f"{shape[:2] + outs}, but got {g.shape}")
+    H, W = shape[2:]
+    if mode == "nearest":
+        return _gather_back(_gather_back(g, h0, H, -2), w0, W, -1)
+    gt = _gather_back(g * a0[:, None], h0, H, -2) + _gather_back(g * a1[:, None], h1, H, -2)
+    return _gather_back(gt * b0, w0, W, -1) + _gather_back(gt * b1, w1, W, -1)
+
+
+def _gather_back(g, idx, n, axis):
+    """The adjoint of taking indices idx (non-decreasing) along axis: each of the n source
+    positions gets the sum, in order, of the values that read it."""
+    g = np.moveaxis(g, axis, -1)
+    out = np.zeros(g.shape[:-1] + (n,), np.float32)
+    uniq, starts = np.unique(idx, return_index=True)
+    out[..., uniq] = np.add.reduceat(g, starts, axis=-1)
+    return np.ascontiguousarray(np.moveaxis(out, -1, axis))
 
 
 def adaptive_avg_pool2d(x: ArrayLike, output_size) -> np.ndarray:

@@ -4,7 +4,7 @@ structure and weights, ``to_torch(model)`` the reverse (both need PyTorch instal
 Supported: ``Sequential`` (nested to any depth), ``Conv2d`` (every argument), ``ConvTranspose2d``,
 ``MaxPool2d``, ``AvgPool2d``, ``MaxUnpool2d``, ``AdaptiveAvgPool2d``, ``AdaptiveMaxPool2d``,
 ``BatchNorm2d``, ``BatchNorm1d``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``ELU``,
-``Softmax``, ``LogSoftmax``, ``Dropout``, ``Flatten``, ``Linear``, ``Identity``, and residual
+``Upsample``, ``Softmax``, ``LogSoftmax``, ``Dropout``, ``Flatten``, ``Linear``, ``Identity``, and residual
 blocks written as convkit's ``Residual``: a module whose only children are ``body`` and
 ``shortcut`` (``shortcut`` may be ``None``) and whose output is ``body(x) + shortcut(x)`` (or
 ``+ x``).
@@ -77,6 +77,8 @@ _FROM: Dict[str, Callable[..., Any]] = {
     "Sigmoid": lambda m, p: nn.Sigmoid(),
     "Tanh": lambda m, p: nn.Tanh(),
     "ELU": lambda m, p: nn.ELU(m.alpha, m.inplace),
+    "Upsample": lambda m, p: nn.Upsample(m.size, m.scale_factor, m.mode, m.align_corners,
+                                         m.recompute_scale_factor),
     "Softmax": lambda m, p: nn.Softmax(m.dim),
     "LogSoftmax": lambda m, p: nn.LogSoftmax(m.dim),
     "Dropout": lambda m, p: nn.Dropout(m.p, m.inplace),
@@ -214,6 +216,8 @@ def _to(m, path):
         t = T.Flatten(m.start_dim, m.end_dim)
     elif isinstance(m, (nn.Sigmoid, nn.Tanh, nn.Identity)):
         t = getattr(T, name)()
+    elif isinstance(m, nn.Upsample):
+        t = T.Upsample(m.size, m.scale_factor, m.mode, m.align_corners, m.recompute_scale_factor)
     elif isinstance(m, nn.Softmax):  # (and LogSoftmax)
         t = getattr(T, name)(dim=m.dim)
     elif isinstance(m, nn.Dropout):

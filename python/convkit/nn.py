@@ -23,7 +23,7 @@ IntPair = Union[int, Tuple[int, int]]
 __all__ = [
     "Parameter", "Module", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "MaxUnpool2d",
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "BatchNorm2d", "BatchNorm1d", "Identity",
-    "Residual", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "Softmax", "LogSoftmax",
+    "Residual", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "Softmax", "LogSoftmax", "Upsample",
     "Flatten", "Linear", "Dropout", "Sequential", "CrossEntropyLoss", "MSELoss",
     "BCEWithLogitsLoss", "summary",
 ]
@@ -1020,6 +1020,45 @@ class ELU(_Activation):
 
     def extra_repr(self):
         return f"alpha={self.alpha}{self._inplace_repr()}"
+
+
+class Upsample(Module):
+    """Resizes (N, C, H, W) images to ``size`` or by ``scale_factor``, "nearest" or "bilinear"
+    (PyTorch's ``nn.Upsample``; ``functional.interpolate``).
+
+    >>> Upsample(scale_factor=2)(np.zeros((1, 3, 4, 5))).shape
+    (1, 3, 8, 10)
+    """
+
+    def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
+                 align_corners: Optional[bool] = None,
+                 recompute_scale_factor: Optional[bool] = None):
+        self.size = size
+        if isinstance(scale_factor, (tuple, list)):
+            self.scale_factor = tuple(float(f) for f in scale_factor)
+        else:
+            self.scale_factor = float(scale_factor) if scale_factor else None
+        self.mode, self.align_corners = mode, align_corners
+        self.recompute_scale_factor = recompute_scale_factor
+        self._x = None
+        F._interp_check("Upsample", size, self.scale_factor, mode, align_corners)
+
+    def _kw(self):
+        return dict(size=self.size, scale_factor=self.scale_factor, mode=self.mode,
+                    align_corners=self.align_corners,
+                    recompute_scale_factor=self.recompute_scale_factor)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x = _f32(x)
+        return F.interpolate(x, **self._kw())
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
+        return F.interpolate_backward(grad_out, self._cached(self._x), **self._kw())
+
+    def extra_repr(self):
+        info = (f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None
+                else f"size={self.size!r}")
+        return info + f", mode={self.mode!r}"
 
 
 class Softmax(Module):

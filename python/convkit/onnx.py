@@ -7,8 +7,8 @@ reflect / replicate / circular padding modes), ConvTranspose, MaxPool, AveragePo
 Conv of ones divided by PyTorch's divisor map where ``ceil_mode`` or ``divisor_override`` need
 it), GlobalAveragePool / AveragePool / averaging MatMuls for adaptive average pooling,
 MaxPool / separable ReduceMax for adaptive max pooling, BatchNormalization, Relu, LeakyRelu,
-Sigmoid, Tanh, Elu, Softmax, LogSoftmax, Flatten, Gemm, Identity (also for Dropout), Add for
-residual blocks. Initializers carry the state_dict names (e.g. ``3.0.body.0.weight``).
+Sigmoid, Tanh, Elu, Resize (Upsample), Softmax, LogSoftmax, Flatten, Gemm, Identity (also for
+Dropout), Add for residual blocks. Initializers carry the state_dict names (e.g. ``3.0.body.0.weight``).
 """
 from __future__ import annotations
 
@@ -283,6 +283,27 @@ def _emit(g, m, x, xv, path):
         y = g.op("Elu", [x], base, alpha=m.alpha)
     elif isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
         y = g.op({"ReLU": "Relu"}.get(type(m).__name__, type(m).__name__), [x], base)
+    elif isinstance(m, nn.Upsample):  # Resize by the scales of the example (batch dynamic)
+        g.need(11, path, "Upsample")
+        if m.mode == "nearest":
+            attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric",
+                         nearest_mode="floor")
+        else:
+            attrs = dict(mode="linear", coordinate_transformation_mode="align_corners"
+                         if m.align_corners else "pytorch_half_pixel")
+        inputs = [x, g.const([], base + ".roi")]
+        if m.scale_factor is not None and not m.recompute_scale_factor:
+            f = m.scale_factor
+            inputs.append(g.const([1.0, 1.0] + list(f if isinstance(f, tuple) else (f, f)),
+                                  base + ".scales"))
+        else:  # the output size itself (scales would round): N and C from the input's shape
+            nc = g.op("Slice", [g.op("Shape", [x], base + ".shape"),
+                                g.const([0], base + ".starts", np.int64),
+                                g.const([2], base + ".ends", np.int64)], base + ".nc")
+            inputs += [g.const([], base + ".scales"),
+                       g.op("Concat", [nc, g.const(list(np.shape(yv)[2:]), base + ".hw",
+                                                   np.int64)], base + ".sizes", axis=0)]
+        y = g.op("Resize", inputs, base, **attrs)
     elif isinstance(m, nn.Softmax):  # (and LogSoftmax) one axis: opset 13's semantics
         g.need(13, path, type(m).__name__)
         axis = m.dim if m.dim is not None else (0 if np.ndim(xv) in (0, 1, 3) else 1)
