@@ -532,9 +532,10 @@ def interpolate(x: ArrayLike, size=None, scale_factor=None, mode: str = "nearest
         "interpolate", x.shape, size, scale_factor, mode, align_corners, recompute_scale_factor)
     if mode == "nearest":
         return np.ascontiguousarray(x[:, :, h0][:, :, :, w0])
-    t = x[..., w0] * b0 + x[..., w1] * b1  # along the rows first, then down: PyTorch's order
-    return np.ascontiguousarray(a0[:, None] * t[:, :, h0] + a1[:, None] * t[:, :, h1],
-                                dtype=np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # (Inf * 0 is NaN, as PyTorch's)
+        t = x[..., w0] * b0 + x[..., w1] * b1  # along the rows first, then down: PyTorch's order
+        return np.ascontiguousarray(a0[:, None] * t[:, :, h0] + a1[:, None] * t[:, :, h1],
+                                    dtype=np.float32)
 
 
 def interpolate_backward(grad_out: ArrayLike, x: ArrayLike, size=None, scale_factor=None,
@@ -558,8 +559,9 @@ def interpolate_backward(grad_out: ArrayLike, x: ArrayLike, size=None, scale_fac
     H, W = shape[2:]
     if mode == "nearest":
         return _gather_back(_gather_back(g, h0, H, -2), w0, W, -1)
-    gt = _gather_back(g * a0[:, None], h0, H, -2) + _gather_back(g * a1[:, None], h1, H, -2)
-    return _gather_back(gt * b0, w0, W, -1) + _gather_back(gt * b1, w1, W, -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gt = _gather_back(g * a0[:, None], h0, H, -2) + _gather_back(g * a1[:, None], h1, H, -2)
+        return _gather_back(gt * b0, w0, W, -1) + _gather_back(gt * b1, w1, W, -1)
 
 
 def _gather_back(g, idx, n, axis):
