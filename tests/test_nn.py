@@ -1065,3 +1065,24 @@ def test_interpolate_keeps_nan_and_inf_local_and_checks_arguments():
     t = torch.nn.Upsample(size=(5, 6), mode="bilinear", align_corners=True)
     m = interop.from_torch(t)
     assert repr(m) == repr(t) and repr(interop.to_torch(m)) == repr(t)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_interpolate_bits_do_not_depend_on_threads_and_bad_taps_are_refused(rng, mode):
+    x = rng.standard_normal((3, 5, 9, 11)).astype(np.float32)
+    g = rng.standard_normal((3, 5, 14, 25)).astype(np.float32)
+    out = []
+    for t in (1, 2, 3):
+        convkit.set_num_threads(t)
+        out.append((F.interpolate(x, size=(14, 25), mode=mode),
+                    F.interpolate_backward(g, x, size=(14, 25), mode=mode)))
+    convkit.set_num_threads(2)
+    for y, dx in out[1:]:
+        np.testing.assert_array_equal(y, out[0][0])
+        np.testing.assert_array_equal(dx, out[0][1])
+    from convkit import _core
+    idx, w = np.zeros(3, np.int64), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="outside"):
+        _core.resize2d(x, idx + 9, idx, w, w, idx, idx, w, w, False)
+    with pytest.raises(ValueError, match="one length"):
+        _core.resize2d(x, idx, idx[:2], w, w, idx, idx, w, w, False)

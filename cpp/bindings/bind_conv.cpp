@@ -1,6 +1,8 @@
 // conv2d bindings: conv2d, conv2d_backward, and the reference versions used by the tests.
 #include <pybind11/stl.h>
 
+#include <algorithm>
+
 #include "bindings/common.h"
 
 namespace convkit {
@@ -279,6 +281,82 @@ FArr pad_bwd(py::handle go, int64_t H, int64_t W, int64_t t, int64_t b, int64_t 
   return dx;
 }
 
+// interpolate's taps (from Python), checked: lengths Ho / Wo, indices inside the plane.
+using IArr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+struct ResizeArgs {
+  IArr h0, h1, w0, w1;
+  FArr a0, a1, b0, b1;
+  Resize2dTaps taps() const {
+    return {h0.data(), h1.data(), w0.data(), w1.data(), a0.data(), a1.data(), b0.data(),
+            b1.data(), false};
+  }
+};
+
+ResizeArgs resize_args(const char* fn, int64_t H, int64_t W, py::handle h0, py::handle h1,
+                       py::handle a0, py::handle a1, py::handle w0, py::handle w1, py::handle b0,
+                       py::handle b1) {
+  ResizeArgs r{IArr::ensure(h0), IArr::ensure(h1), IArr::ensure(w0), IArr::ensure(w1),
+               to_float(a0, fn, "a0"), to_float(a1, fn, "a1"), to_float(b0, fn, "b0"),
+               to_float(b1, fn, "b1")};
+  if (!r.h0 || !r.h1 || !r.w0 || !r.w1) throw py::error_already_set();
+  const int64_t Ho = r.h0.size(), Wo = r.w0.size();
+  if (r.h1.size() != Ho || r.a0.size() != Ho || r.a1.size() != Ho || r.w1.size() != Wo ||
+      r.b0.size() != Wo || r.b1.size() != Wo)
+    value_error(fn, "expected the row taps (h0, h1, a0, a1) of one length and the column taps "
+                    "(w0, w1, b0, b1) of another");
+  auto inside = [](const IArr& a, int64_t n) {
+    const int64_t* p = a.data();
+    return std::all_of(p, p + a.size(), [n](int64_t v) { return v >= 0 && v < n; });
+  };
+  if (!inside(r.h0, H) || !inside(r.h1, H) || !inside(r.w0, W) || !inside(r.w1, W))
+    value_error(fn, "a tap index lies outside the " + std::to_string(H) + " x " +
+                        std::to_string(W) + " plane");
+  return r;
+}
+
+FArr resize_fwd(py::handle xo, py::handle h0, py::handle h1, py::handle a0, py::handle a1,
+                py::handle w0, py::handle w1, py::handle b0, py::handle b1, bool nearest) {
+  const char* fn = "resize2d";
+  FArr x = to_float(xo, fn, "input");
+  expect_ndim(x, 4, fn, "input", "(N, C, H, W)");
+  const auto xs = shape_of(x);
+  const ResizeArgs r = resize_args(fn, xs[2], xs[3], h0, h1, a0, a1, w0, w1, b0, b1);
+  const int64_t Ho = r.h0.size(), Wo = r.w0.size();
+  checked_numel({xs[0], xs[1], Ho, Wo}, fn, "output");
+  FArr y = empty({xs[0], xs[1], Ho, Wo});
+  float* yp = y.mutable_data();
+  const float* xp = x.data();
+  Resize2dTaps t = r.taps();
+  t.nearest = nearest;
+  {
+    py::gil_scoped_release nogil;
+    resize2d_forward(yp, xp, xs[0] * xs[1], xs[2], xs[3], Ho, Wo, t);
+  }
+  return y;
+}
+
+FArr resize_bwd(py::handle go, int64_t H, int64_t W, py::handle h0, py::handle h1, py::handle a0,
+                py::handle a1, py::handle w0, py::handle w1, py::handle b0, py::handle b1,
+                bool nearest) {
+  const char* fn = "resize2d_backward";
+  FArr g = to_float(go, fn, "grad_out");
+  expect_ndim(g, 4, fn, "grad_out", "(N, C, Ho, Wo)");
+  const auto gs = shape_of(g);
+  const ResizeArgs r = resize_args(fn, H, W, h0, h1, a0, a1, w0, w1, b0, b1);
+  expect_shape(g, {gs[0], gs[1], static_cast<int64_t>(r.h0.size()),
+                   static_cast<int64_t>(r.w0.size())}, fn, "grad_out");
+  FArr dx = empty({gs[0], gs[1], H, W});
+  float* dp = dx.mutable_data();
+  const float* gp = g.data();
+  Resize2dTaps t = r.taps();
+  t.nearest = nearest;
+  {
+    py::gil_scoped_release nogil;
+    resize2d_backward(dp, gp, gs[0] * gs[1], H, W, gs[2], gs[3], t);
+  }
+  return dx;
+}
+
 ConvDir dir_of(const std::string& d) {
   if (d == "forward") return ConvDir::forward;
   if (d == "input_grad") return ConvDir::input_grad;
@@ -366,6 +444,13 @@ void bind_conv(py::module_& m) {
         py::arg("right"), py::arg("mode"));
   m.def("pad2d_backward", &pad_bwd, py::arg("grad_out"), py::arg("H"), py::arg("W"),
         py::arg("top"), py::arg("bottom"), py::arg("left"), py::arg("right"), py::arg("mode"));
+  // interpolate's arithmetic: the taps come from functional._interp_plan
+  m.def("resize2d", &resize_fwd, py::arg("x"), py::arg("h0"), py::arg("h1"), py::arg("a0"),
+        py::arg("a1"), py::arg("w0"), py::arg("w1"), py::arg("b0"), py::arg("b1"),
+        py::arg("nearest"));
+  m.def("resize2d_backward", &resize_bwd, py::arg("grad_out"), py::arg("H"), py::arg("W"),
+        py::arg("h0"), py::arg("h1"), py::arg("a0"), py::arg("a1"), py::arg("w0"), py::arg("w1"),
+        py::arg("b0"), py::arg("b1"), py::arg("nearest"));
   // The algorithm tables: names, the plan for a shape, applicability, and a forcing hook for
   // tests and benchmarks.
   m.def("conv2d_algorithms", [](const std::string& d) { return conv2d_algorithms(dir_of(d)); },

@@ -527,51 +527,29 @@ def interpolate(x: ArrayLike, size=None, scale_factor=None, mode: str = "nearest
            [2., 2., 3., 3.],
            [2., 2., 3., 3.]], dtype=float32)
     """
-    x = np.asarray(_as_array(x), dtype=np.float32)
-    _, ((h0, h1, a0, a1), (w0, w1, b0, b1)) = _interp_plan(
-        "interpolate", x.shape, size, scale_factor, mode, align_corners, recompute_scale_factor)
-    if mode == "nearest":
-        return np.ascontiguousarray(x[:, :, h0][:, :, :, w0])
-    with np.errstate(invalid="ignore", over="ignore"):  # (Inf * 0 is NaN, as PyTorch's)
-        t = x[..., w0] * b0 + x[..., w1] * b1  # along the rows first, then down: PyTorch's order
-        return np.ascontiguousarray(a0[:, None] * t[:, :, h0] + a1[:, None] * t[:, :, h1],
-                                    dtype=np.float32)
+    x = _as_array(x)
+    _, (rows, cols) = _interp_plan("interpolate", tuple(np.shape(x)), size, scale_factor, mode,
+                                   align_corners, recompute_scale_factor)
+    return _core.resize2d(x, rows[0], rows[1], rows[2], rows[3], cols[0], cols[1], cols[2],
+                          cols[3], mode == "nearest")
 
 
 def interpolate_backward(grad_out: ArrayLike, x: ArrayLike, size=None, scale_factor=None,
                          mode: str = "nearest", align_corners: Optional[bool] = None,
                          recompute_scale_factor: Optional[bool] = None) -> np.ndarray:
     """Gradient of ``interpolate`` with respect to x: each output's gradient goes back to the
-    source pixels it read, times their weights (sums over outputs in output order).
+    source pixels it read, times their weights (added in output order).
 
     >>> interpolate_backward(np.ones((1, 1, 4, 4)), np.zeros((1, 1, 2, 2)), scale_factor=2)[0, 0]
     array([[4., 4.],
            [4., 4.]], dtype=float32)
     """
     shape = tuple(np.shape(_as_array(x)))
-    outs, ((h0, h1, a0, a1), (w0, w1, b0, b1)) = _interp_plan(
-        "interpolate_backward", shape, size, scale_factor, mode, align_corners,
-        recompute_scale_factor)
-    g = np.asarray(_as_array(grad_out), dtype=np.float32)
-    if g.shape != shape[:2] + outs:
-        raise ValueError(f"interpolate_backward: expected grad_out of shape "
-                         f"{shape[:2] + outs}, but got {g.shape}")
-    H, W = shape[2:]
-    if mode == "nearest":
-        return _gather_back(_gather_back(g, h0, H, -2), w0, W, -1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        gt = _gather_back(g * a0[:, None], h0, H, -2) + _gather_back(g * a1[:, None], h1, H, -2)
-        return _gather_back(gt * b0, w0, W, -1) + _gather_back(gt * b1, w1, W, -1)
-
-
-def _gather_back(g, idx, n, axis):
-    """The adjoint of taking indices idx (non-decreasing) along axis: each of the n source
-    positions gets the sum, in order, of the values that read it."""
-    g = np.moveaxis(g, axis, -1)
-    out = np.zeros(g.shape[:-1] + (n,), np.float32)
-    uniq, starts = np.unique(idx, return_index=True)
-    out[..., uniq] = np.add.reduceat(g, starts, axis=-1)
-    return np.ascontiguousarray(np.moveaxis(out, -1, axis))
+    _, (rows, cols) = _interp_plan("interpolate_backward", shape, size, scale_factor, mode,
+                                   align_corners, recompute_scale_factor)
+    return _core.resize2d_backward(grad_out, shape[2], shape[3], rows[0], rows[1], rows[2],
+                                   rows[3], cols[0], cols[1], cols[2], cols[3],
+                                   mode == "nearest")
 
 
 def adaptive_avg_pool2d(x: ArrayLike, output_size) -> np.ndarray:

@@ -102,6 +102,23 @@ void pad2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t 
 void pad2d_backward(float* dx, const float* dy, int64_t planes, int64_t H, int64_t W, int64_t top,
                     int64_t bottom, int64_t left, int64_t right, int mode);
 
+// ---- resizing -----------------------------------------------------------------------------
+// Two taps per axis: output (i, j) of a plane = a0[i] (b0[j] x[h0[i]][w0[j]] + b1[j]
+// x[h0[i]][w1[j]]) + a1[i] (b0[j] x[h1[i]][w0[j]] + b1[j] x[h1[i]][w1[j]]), or x[h0[i]][w0[j]]
+// when nearest (functional.interpolate; indices within the plane, h* and a* Ho long, w* and
+// b* Wo long).
+struct Resize2dTaps {
+  const int64_t *h0, *h1, *w0, *w1;
+  const float *a0, *a1, *b0, *b1;
+  bool nearest;
+};
+void resize2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W, int64_t Ho,
+                      int64_t Wo, const Resize2dTaps& taps);
+// The gradient: dx (planes, H, W) = each output's dy times its weights, added to its taps in
+// output order.
+void resize2d_backward(float* dx, const float* dy, int64_t planes, int64_t H, int64_t W,
+                       int64_t Ho, int64_t Wo, const Resize2dTaps& taps);
+
 // ---- pooling ------------------------------------------------------------------------------
 // x (N,C,H,W) -> y (N,C,P,Q). Max treats padding as -inf; avg counts padding as zeros.
 // indices (may be null): the argmax of each window in its flattened (H*W) plane; the first
