@@ -286,9 +286,9 @@ using IArr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 struct ResizeArgs {
   IArr h0, h1, w0, w1;
   FArr a0, a1, b0, b1;
-  Resize2dTaps taps() const {
+  Resize2dTaps taps(bool nearest) const {
     return {h0.data(), h1.data(), w0.data(), w1.data(), a0.data(), a1.data(), b0.data(),
-            b1.data(), false};
+            b1.data(), nearest};
   }
 };
 
@@ -326,8 +326,7 @@ FArr resize_fwd(py::handle xo, py::handle h0, py::handle h1, py::handle a0, py::
   FArr y = empty({xs[0], xs[1], Ho, Wo});
   float* yp = y.mutable_data();
   const float* xp = x.data();
-  Resize2dTaps t = r.taps();
-  t.nearest = nearest;
+  const Resize2dTaps t = r.taps(nearest);
   {
     py::gil_scoped_release nogil;
     resize2d_forward(yp, xp, xs[0] * xs[1], xs[2], xs[3], Ho, Wo, t);
@@ -348,8 +347,7 @@ FArr resize_bwd(py::handle go, int64_t H, int64_t W, py::handle h0, py::handle h
   FArr dx = empty({gs[0], gs[1], H, W});
   float* dp = dx.mutable_data();
   const float* gp = g.data();
-  Resize2dTaps t = r.taps();
-  t.nearest = nearest;
+  const Resize2dTaps t = r.taps(nearest);
   {
     py::gil_scoped_release nogil;
     resize2d_backward(dp, gp, gs[0] * gs[1], H, W, gs[2], gs[3], t);
