@@ -7,6 +7,7 @@ only normalises arguments; validation and computation happen in ``convkit._core`
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, Optional, Sequence, Tuple, Union
@@ -492,14 +493,20 @@ def _interp_plan(fn, shape, size, scale_factor, mode, align_corners, recompute_s
             factors = (None, None)
     if min(outs) < 1:
         raise ValueError(f"{fn}: the output size {outs} must be positive (input {ins})")
-    plans = []
-    for n, o, f in zip(ins, outs, factors):
-        j = np.arange(o, dtype=np.float32)
-        if mode == "nearest":
-            scale = np.float32(1.0 / f if f else n / o)
-            i0 = np.minimum(np.floor(j * scale).astype(np.int64), n - 1)
-            plans.append((i0, i0, np.ones(o, np.float32), np.zeros(o, np.float32)))
-            continue
+    return outs, [_axis_taps(n, o, f, mode, bool(align_corners))
+                  for n, o, f in zip(ins, outs, factors)]
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_taps(n, o, f, mode, align_corners):
+    """One axis's taps (read-only arrays, kept for the next call with the same sizes: computing
+    them cost small images several times the resize)."""
+    j = np.arange(o, dtype=np.float32)
+    if mode == "nearest":
+        scale = np.float32(1.0 / f if f else n / o)
+        i0 = np.minimum(np.floor(j * scale).astype(np.int64), n - 1)
+        taps = (i0, i0, np.ones(o, np.float32), np.zeros(o, np.float32))
+    else:
         if align_corners:
             scale = np.float32((n - 1) / (o - 1) if o > 1 else 0.0)
             src = j * scale
@@ -507,10 +514,11 @@ def _interp_plan(fn, shape, size, scale_factor, mode, align_corners, recompute_s
             scale = np.float32(1.0 / f if f else n / o)
             src = np.maximum(scale * (j + np.float32(0.5)) - np.float32(0.5), np.float32(0))
         i0 = np.minimum(src.astype(np.int64), n - 1)
-        i1 = np.minimum(i0 + 1, n - 1)
         w1 = (src - i0.astype(np.float32)).astype(np.float32)
-        plans.append((i0, i1, (np.float32(1) - w1).astype(np.float32), w1))
-    return outs, plans
+        taps = (i0, np.minimum(i0 + 1, n - 1), (np.float32(1) - w1).astype(np.float32), w1)
+    for a in taps:
+        a.setflags(write=False)
+    return taps
 
 
 def interpolate(x: ArrayLike, size=None, scale_factor=None, mode: str = "nearest",
