@@ -473,8 +473,9 @@ def _interp_check(fn, size, scale_factor, mode, align_corners):
 
 
 def _interp_plan(fn, shape, size, scale_factor, mode, align_corners, recompute_scale_factor):
-    """Output size and, per spatial axis, (i0, i1, w0, w1): output j = w0[j] x[i0[j]] +
-    w1[j] x[i1[j]] (nearest: w1 = 0), PyTorch's source indices and weights (float32)."""
+    """Per spatial axis, (i0, i1, w0, w1): output j = w0[j] x[i0[j]] + w1[j] x[i1[j]]
+    (nearest: w1 = 0), PyTorch's source indices and weights (float32); their lengths are the
+    output size."""
     if len(shape) != 4:
         raise ValueError(f"{fn}: expected a 4-D input (N, C, H, W), but got shape {shape}")
     _interp_check(fn, size, scale_factor, mode, align_corners)
@@ -493,8 +494,7 @@ def _interp_plan(fn, shape, size, scale_factor, mode, align_corners, recompute_s
             factors = (None, None)
     if min(outs) < 1:
         raise ValueError(f"{fn}: the output size {outs} must be positive (input {ins})")
-    return outs, [_axis_taps(n, o, f, mode, bool(align_corners))
-                  for n, o, f in zip(ins, outs, factors)]
+    return [_axis_taps(n, o, f, mode, bool(align_corners)) for n, o, f in zip(ins, outs, factors)]
 
 
 @functools.lru_cache(maxsize=256)
@@ -536,8 +536,8 @@ def interpolate(x: ArrayLike, size=None, scale_factor=None, mode: str = "nearest
            [2., 2., 3., 3.]], dtype=float32)
     """
     x = _as_array(x)
-    _, (rows, cols) = _interp_plan("interpolate", tuple(np.shape(x)), size, scale_factor, mode,
-                                   align_corners, recompute_scale_factor)
+    rows, cols = _interp_plan("interpolate", tuple(np.shape(x)), size, scale_factor, mode,
+                              align_corners, recompute_scale_factor)
     return _core.resize2d(x, rows[0], rows[1], rows[2], rows[3], cols[0], cols[1], cols[2],
                           cols[3], mode == "nearest")
 
@@ -553,8 +553,8 @@ def interpolate_backward(grad_out: ArrayLike, x: ArrayLike, size=None, scale_fac
            [4., 4.]], dtype=float32)
     """
     shape = tuple(np.shape(_as_array(x)))
-    _, (rows, cols) = _interp_plan("interpolate_backward", shape, size, scale_factor, mode,
-                                   align_corners, recompute_scale_factor)
+    rows, cols = _interp_plan("interpolate_backward", shape, size, scale_factor, mode,
+                              align_corners, recompute_scale_factor)
     return _core.resize2d_backward(grad_out, shape[2], shape[3], rows[0], rows[1], rows[2],
                                    rows[3], cols[0], cols[1], cols[2], cols[3],
                                    mode == "nearest")
@@ -853,7 +853,7 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, weight: Optional[ArrayLi
         try:
             return _core.cross_entropy(logits, labels)
         except ValueError:
-            if not np.any(np.asarray(labels) == ignore_index):
+            if not _has_label(labels, ignore_index):
                 raise
     return _ce_general("cross_entropy", None, logits, labels, weight, ignore_index, reduction,
                        label_smoothing)
@@ -874,10 +874,15 @@ def cross_entropy_backward(grad_out: Union[float, ArrayLike], logits: ArrayLike,
         try:
             return _core.cross_entropy_backward(g, logits, labels)
         except ValueError:
-            if not np.any(np.asarray(labels) == ignore_index):
+            if not _has_label(labels, ignore_index):
                 raise
     return _ce_general("cross_entropy_backward", grad_out, logits, labels, weight,
                        ignore_index, reduction, label_smoothing)
+
+
+def _has_label(labels, ignore_index):
+    """Whether a label the core refused is ignore_index (the general path then skips it)."""
+    return bool(np.any(np.asarray(labels) == ignore_index))
 
 
 def _ce_general(fn, grad_out, logits, labels, weight, ignore_index, reduction, eps):

@@ -1249,23 +1249,20 @@ class Sequential(Module):
             setattr(self, name, layer)
             self._names.append(name)
 
-    @property
-    def _n(self):
-        return len(self._names)
-
     def __setattr__(self, name, value):
         if isinstance(value, Module) or name in self.__dict__.get("_names", ()):
-            # a layer replaced: the order and steps forward runs are out of date
-            self.__dict__.pop("_order_cache", None)
-            self.__dict__.pop("_steps_cache", None)
-            self.__dict__.pop("_run_cache", None)
+            self._drop_caches()  # a layer replaced
         object.__setattr__(self, name, value)
 
-    def _changed(self, names):
-        """The layer names (in order) after an edit: the caches forward keeps are dropped."""
-        self.__setattr__("_names", names)
+    def _drop_caches(self):
+        """Forgets the order and steps forward planned: the layers changed."""
         for k in ("_order_cache", "_steps_cache", "_run_cache"):
             self.__dict__.pop(k, None)
+
+    def _changed(self, names):
+        """The layer names (in order) after an edit."""
+        object.__setattr__(self, "_names", names)
+        self._drop_caches()
 
     def _renumbered(self, layers):
         """Holds `layers`, named "0", "1", ... (after an insertion or a deletion)."""

@@ -601,10 +601,7 @@ class LRScheduler:
                                    f"optimizer's state_dict first")
         self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         self.last_epoch = int(last_epoch)
-        self._step_count = 0
-        self._is_initial = True
-        self.step()
-        self._is_initial = False
+        self._initial_step()
 
     def get_lr(self) -> List[float]:
         raise NotImplementedError
@@ -612,7 +609,10 @@ class LRScheduler:
     def step(self) -> None:
         self._step_count += 1
         self.last_epoch += 1
-        for g, lr in zip(self.optimizer.param_groups, self.get_lr()):
+        self._set_lrs(self.get_lr())
+
+    def _set_lrs(self, lrs) -> None:
+        for g, lr in zip(self.optimizer.param_groups, lrs):
             g["lr"] = float(lr)
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
@@ -624,7 +624,7 @@ class LRScheduler:
         return None
 
     def _initial_step(self) -> None:
-        """The construction's step again (SequentialLR restarts its first schedule so)."""
+        """The construction's step (SequentialLR runs it again on its first schedule)."""
         self._step_count = 0
         self._is_initial = True
         self.step()
@@ -635,9 +635,7 @@ class LRScheduler:
         PyTorch's ``_update_lr(epoch)``: SequentialLR starts the next schedule at epoch 0."""
         self.last_epoch = int(epoch)
         lrs = self._closed_form()
-        for g, lr in zip(self.optimizer.param_groups, lrs if lrs is not None else self.get_lr()):
-            g["lr"] = float(lr)
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self._set_lrs(lrs if lrs is not None else self.get_lr())
 
     def state_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
