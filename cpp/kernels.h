@@ -410,6 +410,12 @@ struct KernelTable {
   void (*planes_to_lanes)(float* xt, const float* x, int64_t stride, int n, int64_t len);
   void (*adaptive_maxpool_lanes)(float* ym, int32_t* ya, const float* xt, int64_t H, int64_t W,
                                  int64_t P, int64_t Q);
+  // max and average pooling of 16 planes in the lanes (xt as planes_to_lanes lays them out; the
+  // same values as the plane kernels), and the average's backward (dxt all written); for small
+  // planes (see portable.inc)
+  void (*maxpool_lanes)(float* ym, int32_t* ya, const float* xt, const Pool2dShape& s);
+  void (*avgpool_lanes)(float* y, const float* xt, const Pool2dShape& s);
+  void (*avgpool_bwd_lanes)(float* dxt, const float* gt, const Pool2dShape& s);
   // avg-pool backward of one plane (writes all of dx), with avgpool_bwd_floats(s) floats of work
   void (*avgpool_bwd_plane)(float* dx, const float* dy, const Pool2dShape& s, float* work);
   // adaptive average pooling of one plane for Q > 1 (W doubles of work), and its backward for

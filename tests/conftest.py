@@ -26,6 +26,15 @@ def isa(request):
     _core.set_isa(before)
 
 
+@pytest.fixture(params=["planes", "lanes"])
+def pool_path(request):
+    """Runs the test once with pooling plane by plane and once with 16 planes in the vector
+    lanes (both kernels, whatever the plane size), then restores the choice by size."""
+    _core.pool2d_force(request.param)
+    yield request.param
+    _core.pool2d_force("")
+
+
 @pytest.fixture
 def threads():
     """Lets a test change the thread count; restores it afterwards."""

@@ -36,7 +36,7 @@ def _k(c):
 
 @pytest.mark.parametrize("c", CASES, ids=str)
 @pytest.mark.parametrize("op", ["max", "avg"])
-def test_forward(isa, rng, c, op):
+def test_forward(isa, pool_path, rng, c, op):
     x = _x(rng, c)
     k, s, p = _k(c)
     f = F.max_pool2d if op == "max" else F.avg_pool2d
@@ -46,7 +46,7 @@ def test_forward(isa, rng, c, op):
 
 @pytest.mark.parametrize("c", CASES, ids=str)
 @pytest.mark.parametrize("op", ["max", "avg"])
-def test_backward_matches_reference(isa, rng, c, op):
+def test_backward_matches_reference(isa, pool_path, rng, c, op):
     x = _x(rng, c, dup=True)
     k, s, p = _k(c)
     fwd = F.max_pool2d if op == "max" else F.avg_pool2d

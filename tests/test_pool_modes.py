@@ -51,7 +51,7 @@ def _x(rng, shape, ties=False):
 
 @needs_torch
 @pytest.mark.parametrize("c", MAX_CASES, ids=str)
-def test_max_pool_modes_match_pytorch(isa, rng, c):
+def test_max_pool_modes_match_pytorch(isa, pool_path, rng, c):
     N, C, H, W, k, s, p, d, cm = c
     for ties in (False, True):
         x = _x(rng, (N, C, H, W), ties)
@@ -77,7 +77,7 @@ def test_max_pool_modes_match_pytorch(isa, rng, c):
 
 @needs_torch
 @pytest.mark.parametrize("c", AVG_CASES, ids=str)
-def test_avg_pool_modes_match_pytorch(isa, rng, c):
+def test_avg_pool_modes_match_pytorch(isa, pool_path, rng, c):
     N, C, H, W, k, s, p, cm, cip, div = c
     x = _x(rng, (N, C, H, W))
     xt = _t(x, True)
@@ -207,7 +207,7 @@ def test_nan_reaches_only_its_windows():
 
 @needs_torch
 @pytest.mark.parametrize("c", MAX_CASES, ids=str)
-def test_max_pool_winners_with_nan_and_inf_match_pytorch(isa, rng, c):
+def test_max_pool_winners_with_nan_and_inf_match_pytorch(isa, pool_path, rng, c):
     # Which element wins decides where the gradient goes: several NaNs in a window (the last
     # wins), windows of -inf only (the first wins), +inf ties, for plain and adaptive windows.
     N, C, H, W, k, s, p, d, cm = c
@@ -271,3 +271,54 @@ def test_empty_batch_pooling():
     assert F.adaptive_avg_pool2d(np.zeros((0, 2, 5, 5)), 2).shape == (0, 2, 2, 2)
     assert F.adaptive_max_pool2d_backward(np.zeros((0, 2, 2, 2)), np.zeros((0, 2, 5, 5)),
                                           2).shape == (0, 2, 5, 5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pooling_lanes_and_planes_give_the_same_bits(seed):
+    # The two kernels of max_pool2d / avg_pool2d (16 planes in the vector lanes, or plane by
+    # plane) on random windows, plane counts that leave a partial group of 16, NaN and +-inf:
+    # outputs, indices and gradients bit for bit.
+    rng = np.random.default_rng(seed)
+    for _ in range(12):
+        N, C = int(rng.integers(1, 4)), int(rng.integers(1, 15))
+        H, W = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+        kh, kw = int(rng.integers(1, min(H, 5) + 1)), int(rng.integers(1, min(W, 5) + 1))
+        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        ph, pw = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
+        cm, cip = bool(rng.integers(0, 2)), bool(rng.integers(0, 2))
+        div = None if rng.random() < 0.7 else int(rng.integers(1, 10))
+        dh = int(rng.integers(1, 3)) if (H - 1) // max(kh - 1, 1) >= 2 else 1
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        u = rng.random(x.shape)
+        x[u < 0.03] = np.nan
+        x[(u >= 0.03) & (u < 0.06)] = np.inf
+        x[(u >= 0.06) & (u < 0.09)] = -np.inf
+        kmax = ((kh, kw), (sh, sw), (ph, pw), (dh, 1), cm)
+        kavg = ((kh, kw), (sh, sw), (ph, pw), cm, cip, div)
+        g = rng.standard_normal(F.max_pool2d(x, *kmax).shape).astype(np.float32)
+        ga = rng.standard_normal(F.avg_pool2d(x, *kavg).shape).astype(np.float32)
+        outs = {}
+        for path in ("planes", "lanes"):
+            _core.pool2d_force(path)
+            try:
+                y, i = F.max_pool2d(x, *kmax, return_indices=True)
+                a = F.avg_pool2d(x, *kavg)
+                outs[path] = (y, i, F.max_pool2d(x, *kmax), F.max_pool2d_backward(g, x, *kmax),
+                              a, F.avg_pool2d_backward(ga, x, *kavg))
+            finally:
+                _core.pool2d_force("")
+        for p, l in zip(outs["planes"], outs["lanes"]):
+            np.testing.assert_array_equal(_bits(p), _bits(l))
+
+
+def _bits(a):
+    """Floats as their bits (so that -0 and +0 differ), every NaN as one (its sign and payload
+    depend on which operand the compiler put first, in either kernel)."""
+    if a.dtype != np.float32:
+        return a
+    return np.where(np.isnan(a), np.float32(np.nan), a).view(np.int32)
+
+
+def test_pool2d_force_rejects_unknown_names():
+    with pytest.raises(ValueError, match="pool2d_force"):
+        _core.pool2d_force("rows")

@@ -209,6 +209,7 @@ void bind_pool(py::module_& m) {
   m.def("max_pool2d", &max_fwd<false>, py::arg("x"), CK_MAX, py::arg("return_indices") = false,
         py::arg("relu") = false);
   m.def("max_pool2d_backward", &max_bwd<false>, py::arg("grad_out"), py::arg("x"), CK_MAX);
+  m.def("pool2d_force", [](const std::string& name) { pool2d_force(name); }, py::arg("name"));
   m.def("avg_pool2d", &avg_fwd<false>, py::arg("x"), CK_AVG);
   m.def("avg_pool2d_backward", &avg_bwd<false>, py::arg("grad_out"), py::arg("x"), CK_AVG);
   // references (single-threaded, float64 accumulation) for the tests

@@ -135,6 +135,10 @@ int64_t max_unpool2d_backward(float* dx, const float* dy, const int64_t* idx, in
                               int64_t in, int64_t out);
 void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s);
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s);
+// Tests and benchmarks: max and average pooling (forward and backward) run on 16 planes at a time
+// in the vector lanes ("lanes") or plane by plane ("planes"); "" restores the choice by size.
+// Same values either way. Throws std::invalid_argument for another name. Process-wide.
+void pool2d_force(const std::string& name);
 // Adaptive pooling of `planes` (H, W) planes to (P, Q): window i of an axis of size n out of m
 // spans [floor(i*n/m), ceil((i+1)*n/m)), as PyTorch. indices as for max_pool2d (may be null).
 void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W,
