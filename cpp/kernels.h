@@ -416,6 +416,12 @@ struct KernelTable {
   void (*maxpool_lanes)(float* ym, int32_t* ya, const float* xt, const Pool2dShape& s);
   void (*avgpool_lanes)(float* y, const float* xt, const Pool2dShape& s);
   void (*avgpool_bwd_lanes)(float* dxt, const float* gt, const Pool2dShape& s);
+  // adaptive average pooling of 16 planes in the lanes and its backward, with the plane kernels'
+  // arithmetic (work: 16 * W doubles / floats)
+  void (*adaptive_avgpool_lanes)(float* y, const float* xt, int64_t H, int64_t W, int64_t P,
+                                 int64_t Q, double* work);
+  void (*adaptive_avgpool_bwd_lanes)(float* dxt, const float* gt, int64_t H, int64_t W,
+                                     int64_t P, int64_t Q, float* work);
   // avg-pool backward of one plane (writes all of dx), with avgpool_bwd_floats(s) floats of work
   void (*avgpool_bwd_plane)(float* dx, const float* dy, const Pool2dShape& s, float* work);
   // adaptive average pooling of one plane for Q > 1 (W doubles of work), and its backward for

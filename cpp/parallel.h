@@ -106,6 +106,7 @@ enum class Buf : int {
   dwise_in, dwise_dy, dwise_lanes, dwise_row, // the conv::depthwise_* paths
   phase_in, phase_out,                        // conv::dilated_phases, conv::dw_dilated_phases
   pool_rows, pool_arg,   // pooling (pool.cpp): one plane's row sums or maxima; window winners
+  pool_work,             // (pool.cpp) the lanes kernels' own work rows, beside the two above
   dw_pool_in,  // conv2d_weight_grad_maxpool2x2: one padded image and its windows' winners
   grouped_a, grouped_b,  // conv::grouped_* (plan.cpp): one group's operands, gathered, and result
   count_

@@ -95,7 +95,7 @@ def test_avg_pool_modes_match_pytorch(isa, pool_path, rng, c):
     ((2, 3, 8, 8), 1), ((2, 3, 7, 9), (3, 4)), ((1, 2, 10, 10), (3, None)),
     ((1, 1, 5, 5), (7, 6)),            # more outputs than inputs: overlapping windows
     ((4, 64, 8, 8), 1), ((1, 3, 33, 17), (5, 5)), ((2, 2, 1, 1), 1)])
-def test_adaptive_pooling_matches_pytorch(isa, rng, shape, out):
+def test_adaptive_pooling_matches_pytorch(isa, pool_path, rng, shape, out):
     for ties in (False, True):
         x = _x(rng, shape, ties)
         for kind in ("avg", "max"):
@@ -275,9 +275,9 @@ def test_empty_batch_pooling():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_pooling_lanes_and_planes_give_the_same_bits(seed):
-    # The two kernels of max_pool2d / avg_pool2d (16 planes in the vector lanes, or plane by
-    # plane) on random windows, plane counts that leave a partial group of 16, NaN and +-inf:
-    # outputs, indices and gradients bit for bit.
+    # The two kernels of max_pool2d / avg_pool2d / adaptive_avg_pool2d (16 planes in the vector
+    # lanes, or plane by plane) on random windows, plane counts that leave a partial group of
+    # 16, NaN and +-inf: outputs, indices and gradients bit for bit.
     rng = np.random.default_rng(seed)
     for _ in range(12):
         N, C = int(rng.integers(1, 4)), int(rng.integers(1, 15))
@@ -295,8 +295,10 @@ def test_pooling_lanes_and_planes_give_the_same_bits(seed):
         x[(u >= 0.06) & (u < 0.09)] = -np.inf
         kmax = ((kh, kw), (sh, sw), (ph, pw), (dh, 1), cm)
         kavg = ((kh, kw), (sh, sw), (ph, pw), cm, cip, div)
+        out = (int(rng.integers(1, H + 3)), int(rng.integers(1, W + 3)))
         g = rng.standard_normal(F.max_pool2d(x, *kmax).shape).astype(np.float32)
         ga = rng.standard_normal(F.avg_pool2d(x, *kavg).shape).astype(np.float32)
+        gd = rng.standard_normal((N, C) + out).astype(np.float32)
         outs = {}
         for path in ("planes", "lanes"):
             _core.pool2d_force(path)
@@ -304,7 +306,9 @@ def test_pooling_lanes_and_planes_give_the_same_bits(seed):
                 y, i = F.max_pool2d(x, *kmax, return_indices=True)
                 a = F.avg_pool2d(x, *kavg)
                 outs[path] = (y, i, F.max_pool2d(x, *kmax), F.max_pool2d_backward(g, x, *kmax),
-                              a, F.avg_pool2d_backward(ga, x, *kavg))
+                              a, F.avg_pool2d_backward(ga, x, *kavg),
+                              F.adaptive_avg_pool2d(x, out),
+                              F.adaptive_avg_pool2d_backward(gd, x, out))
             finally:
                 _core.pool2d_force("")
         for p, l in zip(outs["planes"], outs["lanes"]):

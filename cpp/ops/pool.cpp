@@ -130,21 +130,24 @@ static bool lanes_pay(const Pool2dShape& s, PoolOp op) {
   return false;
 }
 
-// Runs fn(i0, n) over the groups of up to 16 planes.
+// Runs fn(i0, n) over the groups of up to 16 planes (work: flops, as parallel_for's).
 template <class F>
-static void plane_groups(const Pool2dShape& s, F&& fn) {
-  const int64_t planes = s.N * s.C;
-  parallel_for((planes + 15) / 16, 8.0 * planes * s.P * s.Q * s.R * s.S, [&](int64_t g) {
+static void plane_groups(int64_t planes, double work, F&& fn) {
+  parallel_for((planes + 15) / 16, work, [&](int64_t g) {
     fn(g * 16, static_cast<int>(std::min<int64_t>(16, planes - g * 16)));
   });
+}
+template <class F>
+static void plane_groups(const Pool2dShape& s, F&& fn) {
+  plane_groups(s.N * s.C, 8.0 * s.N * s.C * s.P * s.Q * s.R * s.S, fn);
 }
 
 // Every group of planes through the lanes: its planes of `in` (in_len floats each) into them,
 // kern(out lanes, in lanes), and back into the planes of `out` (out_len floats each).
 template <class K>
 static void through_lanes(float* out, int64_t out_len, const float* in, int64_t in_len,
-                          const Pool2dShape& s, K&& kern) {
-  plane_groups(s, [&](int64_t i0, int n) {
+                          int64_t planes, double work, K&& kern) {
+  plane_groups(planes, work, [&](int64_t i0, int n) {
     float* it = scratch(Buf::pool_rows, 16 * in_len);
     float* ot = scratch(Buf::pool_arg, 16 * out_len);
     g_kernels->planes_to_lanes(it, in + i0 * in_len, in_len, n, in_len);
@@ -247,7 +250,8 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2
 void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   if (lanes_pay(s, PoolOp::avg_fwd)) {
-    through_lanes(y, PQ, x, HW, s, [&s](float* yt, const float* xt) {
+    through_lanes(y, PQ, x, HW, s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S,
+                  [&s](float* yt, const float* xt) {
       g_kernels->avgpool_lanes(yt, xt, s);
     });
     return;
@@ -260,7 +264,8 @@ void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   if (lanes_pay(s, PoolOp::avg_bwd)) {
-    through_lanes(dx, HW, dy, PQ, s, [&s](float* dxt, const float* gt) {
+    through_lanes(dx, HW, dy, PQ, s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S,
+                  [&s](float* dxt, const float* gt) {
       g_kernels->avgpool_bwd_lanes(dxt, gt, s);
     });
     return;
@@ -273,9 +278,27 @@ void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
 
 // ---- adaptive pooling --------------------------------------------------------------------------
 
+// Adaptive average pooling (not global: one sum of the plane) through the lanes, a group per
+// thread at least: forward on planes up to 14x14, backward up to 28x28 (1 and 2 threads, outputs
+// 2x2, 3x3, 5x5 and 1x4, forced both ways: forward 1.1-3.2x at 7x7-14x14 but 0.5-0.9x from
+// 28x28, backward 1.0-9.6x up to 28x28 but 0.4-0.9x from 32x32).
+static bool adaptive_lanes_pay(int64_t planes, int64_t H, int64_t W, bool forward) {
+  if (H * W > kMaxLanesPlane) return false;
+  if (g_pool_forced) return g_pool_forced == 2;
+  return H * W <= (forward ? 14 * 14 : 28 * 28) && (planes + 15) / 16 >= get_num_threads();
+}
+
 
 void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W,
                                  int64_t P, int64_t Q) {
+  if (Q > 1 && adaptive_lanes_pay(planes, H, W, true)) {
+    through_lanes(y, P * Q, x, H * W, planes, 2.0 * planes * H * W,
+                  [&](float* yt, const float* xt) {
+      double* work = reinterpret_cast<double*>(scratch(Buf::pool_work, 32 * W));
+      g_kernels->adaptive_avgpool_lanes(yt, xt, H, W, P, Q, work);
+    });
+    return;
+  }
   const auto sum = g_kernels->sum_f64;
   parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
     const float* xp = x + i * H * W;
@@ -298,6 +321,14 @@ void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64
 
 void adaptive_avg_pool2d_backward(float* dx, const float* dy, int64_t planes, int64_t H,
                                   int64_t W, int64_t P, int64_t Q) {
+  if (!(P == 1 && Q == 1) && adaptive_lanes_pay(planes, H, W, false)) {
+    through_lanes(dx, H * W, dy, P * Q, planes, 2.0 * planes * H * W,
+                  [&](float* dxt, const float* gt) {
+      float* work = scratch(Buf::pool_work, 16 * W);
+      g_kernels->adaptive_avgpool_bwd_lanes(dxt, gt, H, W, P, Q, work);
+    });
+    return;
+  }
   parallel_for(planes, 2.0 * planes * H * W, [&](int64_t i) {
     // global pooling needs no row buffer (nor the thread-local lookup of one)
     float* work = P == 1 && Q == 1 ? nullptr : scratch(Buf::pool_rows, W);
