@@ -443,8 +443,10 @@ struct KernelTable {
   // portable.inc).
   void (*bn_moments)(double* m, const float* x, const float* dy, int64_t L, int64_t stride,
                      int64_t nruns, double shift);
+  // y = ((x - mh) - ml) * alpha + beta over L floats, then + add (not null) and ReLU (relu) in
+  // the same pass, with the values of the three passes
   void (*bn_affine)(float* y, const float* x, int64_t L, float mh, float ml, float alpha,
-                    float beta);
+                    float beta, const float* add, bool relu);
   void (*bn_dx)(float* dx, const float* dy, const float* x, int64_t L, float mh, float ml,
                 float k, float gmean, float c);
   // the same for planes smaller than kBnPosL, in vectors across the C L positions of a sample

@@ -138,14 +138,15 @@ void batch_norm_forward(float* y, double* mean, double* var, const float* x, con
   const std::vector<float> pos = L < kBnPosL ? per_position({&mh, &ml, &alpha, &beta}, L)
                                              : std::vector<float>();
   parallel_for(N, 2.0 * N * C * L, [&](int64_t n) {
-    if (!pos.empty()) {
-      g_kernels->bn_affine_pos(y + n * C * L, x + n * C * L, C * L, pos.data());
-    } else {
+    if (pos.empty()) {  // the residual add and the ReLU in the affine's pass
       for (int64_t c = 0; c < C; ++c) {
         const int64_t off = (n * C + c) * L;
-        affine(y + off, x + off, L, mh[c], ml[c], alpha[c], beta[c]);
+        affine(y + off, x + off, L, mh[c], ml[c], alpha[c], beta[c], add ? add + off : nullptr,
+               relu);
       }
+      return;
     }
+    g_kernels->bn_affine_pos(y + n * C * L, x + n * C * L, C * L, pos.data());
     // the sample's C * L values are still in cache (L may be 1)
     float* yn = y + n * C * L;
     if (add)

@@ -1,5 +1,6 @@
-// Pooling front-ends: one (H, W) plane per work item; planes never share memory, so results do
-// not depend on the thread count. Forward uses the ISA's plane kernel; backward recomputes each
+// Pooling front-ends: one (H, W) plane per work item, or for small planes a group of 16 planes
+// pooled in the vector lanes (lanes_pay); planes never share memory, so results do not depend
+// on the thread count. Forward uses the ISA's plane or lanes kernel; backward recomputes each
 // window's argmax from x (max) or spreads dy / divisor over the window (avg), accumulating where
 // windows overlap. Adaptive pooling: window i of an axis spans [floor(i*n/m), ceil((i+1)*n/m)).
 #include <algorithm>
