@@ -102,13 +102,16 @@ void pool2d_force(const std::string& name) {
 constexpr int64_t kMaxLanesPlane = int64_t(1) << 18;  // 16 planes of it: 16 MiB of lanes
 
 // Where the lanes pay (AMD EPYC Zen 4, 1 and 2 threads, 2x2, 3x3 and 5x5 windows at strides 1
-// and 2, planes 4x4 to 112x112, forced both ways, medians): 3x3 max pooling 3.8-13x forward and
-// 1.6-16x backward up to 16x16, 1.9-2.9x forward at 28x28-56x56 and 1.4x / 2.5x at 112x112 with
-// stride 2, but a 5x5 stride-1 backward 0.8-1.0x past 32x32; average pooling 1.9-12x forward
-// and 1.1-9.7x backward at every size up to 112x112. The 2x2 / stride-2 kernels only up to 8x8
-// (1.1-2.8x; 0.2-0.9x past). A group of 16 planes is one work item: too few groups for the
-// threads left a core idle (16 planes of 64x64 at 2 threads: 0.2-1.0x), so small planes want a
-// group per thread, larger ones two.
+// and 2, planes 4x4 to 112x112, forced both ways, medians). AVX-512: 3x3 and 5x5 max pooling
+// 6-17x forward and 4-14x backward up to 14x14, 2.3-3.5x forward at 28x28-56x56, 1.3-1.7x
+// forward (3.0x backward at stride 2) at 112x112, but a 5x5 stride-1 backward 0.9-1.1x from
+// 56x56; average pooling 2.0-9.4x forward and 1.2-8.5x backward at every size up to 112x112.
+// With 8 or 4 lanes (AVX2, the scalar build) max pooling pays only up to 14x14 (1.2-4.5x; past
+// it 0.3-2.5x, mixed), average pooling everywhere (1.4-6.9x forward). The 2x2 / stride-2
+// kernels only up to 8x8 (1.1-3.6x; 0.2-0.9x past; at AVX2 the average forward 0.86x there).
+// A group of 16 planes is one work item: too few groups for the threads left a core idle (16
+// planes of 64x64 at 2 threads: 0.2-1.0x), so small planes want a group per thread, larger
+// ones two.
 enum class PoolOp { max_fwd, max_bwd, avg_fwd, avg_bwd };
 
 static bool lanes_pay(const Pool2dShape& s, PoolOp op) {
@@ -117,14 +120,16 @@ static bool lanes_pay(const Pool2dShape& s, PoolOp op) {
   if (g_pool_forced) return g_pool_forced == 2;
   const int64_t groups = (s.N * s.C + 15) / 16, nt = get_num_threads();
   if (groups < (HW <= 1024 ? nt : 2 * nt) || HW > 128 * 128) return false;
-  const bool strided = s.sw > 1;
+  const bool strided = s.sw > 1, wide = g_kernels->lanes == 16;
   switch (op) {
     case PoolOp::max_fwd:
-      return is_2x2(s) ? HW <= 64 : HW <= 56 * 56 || strided;
+      if (is_2x2(s)) return wide && HW <= 64;
+      return wide ? HW <= 56 * 56 || strided : HW <= 14 * 14;
     case PoolOp::max_bwd:
-      return is_2x2(s) ? HW <= 64 : HW <= 32 * 32 || strided;
+      if (is_2x2(s)) return HW <= 64;
+      return wide ? HW <= 32 * 32 || strided : HW <= 14 * 14;
     case PoolOp::avg_fwd:
-      return is_2x2(s) && s.divisor == 0 ? HW <= 64 : true;
+      return is_2x2(s) && s.divisor == 0 ? wide && HW <= 64 : true;
     case PoolOp::avg_bwd:
       return true;
   }
@@ -280,15 +285,18 @@ void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
 // ---- adaptive pooling --------------------------------------------------------------------------
 
 // Adaptive average pooling (not global: one sum of the plane) through the lanes, a group per
-// thread at least: forward on planes up to 14x14, backward up to 28x28 (1 and 2 threads, outputs
-// 2x2, 3x3, 5x5 and 1x4, forced both ways: forward 1.1-3.2x at 7x7-14x14 but 0.5-0.9x from
-// 28x28, backward 1.0-9.6x up to 28x28 but 0.4-0.9x from 32x32).
+// thread at least (1 thread, outputs 2x2, 3x3, 5x5 and 1x4, forced both ways): the forward at
+// AVX-512 up to 10x10 (1.8-2.3x at 7x7, 0.8-1.0x at 14x14; at AVX2 0.6-0.7x even at 7x7), the
+// backward up to 28x28 at AVX-512 (1.1-11x; 0.4-0.7x at 32x32) and 14x14 with fewer lanes
+// (1.0-7.6x; 0.8-1.4x at 28x28).
 static bool adaptive_lanes_pay(int64_t planes, int64_t H, int64_t W, bool forward) {
   if (H * W > kMaxLanesPlane) return false;
   if (g_pool_forced) return g_pool_forced == 2;
-  return H * W <= (forward ? 14 * 14 : 28 * 28) && (planes + 15) / 16 >= get_num_threads();
+  const bool wide = g_kernels->lanes == 16;
+  if (forward && !wide) return false;
+  return H * W <= (forward ? 10 * 10 : wide ? 28 * 28 : 14 * 14) &&
+         (planes + 15) / 16 >= get_num_threads();
 }
-
 
 void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W,
                                  int64_t P, int64_t Q) {
