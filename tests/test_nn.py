@@ -1067,6 +1067,24 @@ def test_interpolate_keeps_nan_and_inf_local_and_checks_arguments():
     assert repr(m) == repr(t) and repr(interop.to_torch(m)) == repr(t)
 
 
+def test_interpolate_plans_kept_from_call_to_call_still_fit_each_call(rng):
+    # The taps are kept by the arguments: a later call must still get its own sizes and
+    # PyTorch's checks (a float size raises even after the int size was kept).
+    a = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    b = rng.standard_normal((1, 1, 6, 4)).astype(np.float32)
+    first = F.interpolate(a, scale_factor=2, mode="bilinear")
+    assert F.interpolate(b, scale_factor=2, mode="bilinear").shape == (1, 1, 12, 8)
+    np.testing.assert_array_equal(F.interpolate(a, scale_factor=2, mode="bilinear"), first)
+    assert F.interpolate(a, scale_factor=2.5).shape == (2, 3, 12, 17)
+    assert F.interpolate(a, size=(3, 9)).shape == (2, 3, 3, 9)
+    with pytest.raises(TypeError, match="size"):
+        F.interpolate(a, size=(3.0, 9))
+    with pytest.raises(ValueError, match="mode"):
+        F.interpolate(a, size=(3, 9), mode=["nearest"])
+    g = np.ones((2, 3, 3, 9), np.float32)
+    assert F.interpolate_backward(g, a, size=(3, 9)).shape == a.shape
+
+
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_interpolate_bits_do_not_depend_on_threads_and_bad_taps_are_refused(rng, mode):
     x = rng.standard_normal((3, 5, 9, 11)).astype(np.float32)

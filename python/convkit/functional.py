@@ -472,10 +472,34 @@ def _interp_check(fn, size, scale_factor, mode, align_corners):
         raise ValueError(f"{fn}: give exactly one of size and scale_factor")
 
 
+_PLANS: dict = {}  # _interp_plan's results by their arguments (at most 256)
+
+
 def _interp_plan(fn, shape, size, scale_factor, mode, align_corners, recompute_scale_factor):
     """Per spatial axis, (i0, i1, w0, w1): output j = w0[j] x[i0[j]] + w1[j] x[i1[j]]
     (nearest: w1 = 0), PyTorch's source indices and weights (float32); their lengths are the
-    output size."""
+    output size. Kept by the arguments for the next call (the checks cost a (1, 1, 4, 4)
+    image three times its resize); arguments that raise are checked again on every call."""
+    # size and scale_factor by their repr, which tells 2.0 from 2 and a list from a tuple
+    # (whose checks differ); the others compare as the checks read them
+    key = (len(shape), tuple(shape[2:]), repr(size), repr(scale_factor), mode, align_corners,
+           recompute_scale_factor)
+    try:
+        plan = _PLANS.get(key)
+    except TypeError:  # an unhashable mode or flag: the checks below name it
+        plan = key = None
+    if plan is None:
+        plan = _interp_plan_of(fn, shape, size, scale_factor, mode, align_corners,
+                               recompute_scale_factor)
+        if key is not None:
+            if len(_PLANS) >= 256:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    return plan
+
+
+def _interp_plan_of(fn, shape, size, scale_factor, mode, align_corners, recompute_scale_factor):
+    """_interp_plan's work."""
     if len(shape) != 4:
         raise ValueError(f"{fn}: expected a 4-D input (N, C, H, W), but got shape {shape}")
     _interp_check(fn, size, scale_factor, mode, align_corners)
@@ -494,7 +518,8 @@ def _interp_plan(fn, shape, size, scale_factor, mode, align_corners, recompute_s
             factors = (None, None)
     if min(outs) < 1:
         raise ValueError(f"{fn}: the output size {outs} must be positive (input {ins})")
-    return [_axis_taps(n, o, f, mode, bool(align_corners)) for n, o, f in zip(ins, outs, factors)]
+    return tuple(_axis_taps(n, o, f, mode, bool(align_corners))
+                 for n, o, f in zip(ins, outs, factors))
 
 
 @functools.lru_cache(maxsize=256)
