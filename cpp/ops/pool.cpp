@@ -143,9 +143,11 @@ static void plane_groups(int64_t planes, double work, F&& fn) {
     fn(g * 16, static_cast<int>(std::min<int64_t>(16, planes - g * 16)));
   });
 }
+// A pooling op's work for parallel_for: every window tap of every output
+static double pool_work(const Pool2dShape& s) { return 8.0 * s.N * s.C * s.P * s.Q * s.R * s.S; }
 template <class F>
 static void plane_groups(const Pool2dShape& s, F&& fn) {
-  plane_groups(s.N * s.C, 8.0 * s.N * s.C * s.P * s.Q * s.R * s.S, fn);
+  plane_groups(s.N * s.C, pool_work(s), fn);
 }
 
 // Every group of planes through the lanes: its planes of `in` (in_len floats each) into them,
@@ -175,7 +177,7 @@ static void max_lanes(float** ym, int32_t** ya, const float* x, int64_t i0, int 
 
 void max_pool2d_forward(float* y, int64_t* indices, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
-  const double work = 8.0 * s.N * s.C * PQ * s.R * s.S;
+  const double work = pool_work(s);
   if (lanes_pay(s, PoolOp::max_fwd)) {
     plane_groups(s, [&](int64_t i0, int n) {
       float* ym;
@@ -228,7 +230,7 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2
     });
     return;
   }
-  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
+  parallel_for(s.N * s.C, pool_work(s), [&](int64_t i) {
     const float* xp = x + i * HW;
     const float* g = dy + i * PQ;
     float* d = dx + i * HW;
@@ -256,27 +258,24 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, const Pool2
 void avg_pool2d_forward(float* y, const float* x, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   if (lanes_pay(s, PoolOp::avg_fwd)) {
-    through_lanes(y, PQ, x, HW, s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S,
-                  [&s](float* yt, const float* xt) {
+    through_lanes(y, PQ, x, HW, s.N * s.C, pool_work(s), [&s](float* yt, const float* xt) {
       g_kernels->avgpool_lanes(yt, xt, s);
     });
     return;
   }
   const auto kern = g_kernels->avgpool_plane;
-  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S,
-               [&](int64_t i) { kern(y + i * PQ, x + i * HW, s); });
+  parallel_for(s.N * s.C, pool_work(s), [&](int64_t i) { kern(y + i * PQ, x + i * HW, s); });
 }
 
 void avg_pool2d_backward(float* dx, const float* dy, const Pool2dShape& s) {
   const int64_t HW = s.H * s.W, PQ = s.P * s.Q;
   if (lanes_pay(s, PoolOp::avg_bwd)) {
-    through_lanes(dx, HW, dy, PQ, s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S,
-                  [&s](float* dxt, const float* gt) {
+    through_lanes(dx, HW, dy, PQ, s.N * s.C, pool_work(s), [&s](float* dxt, const float* gt) {
       g_kernels->avgpool_bwd_lanes(dxt, gt, s);
     });
     return;
   }
-  parallel_for(s.N * s.C, 8.0 * s.N * s.C * PQ * s.R * s.S, [&](int64_t i) {
+  parallel_for(s.N * s.C, pool_work(s), [&](int64_t i) {
     float* work = scratch(Buf::pool_rows, avgpool_bwd_floats(s));
     g_kernels->avgpool_bwd_plane(dx + i * HW, dy + i * PQ, s, work);
   });

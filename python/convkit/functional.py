@@ -7,7 +7,6 @@ only normalises arguments; validation and computation happen in ``convkit._core`
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from typing import Any, Optional, Sequence, Tuple, Union
@@ -522,10 +521,8 @@ def _interp_plan_of(fn, shape, size, scale_factor, mode, align_corners, recomput
                  for n, o, f in zip(ins, outs, factors))
 
 
-@functools.lru_cache(maxsize=256)
 def _axis_taps(n, o, f, mode, align_corners):
-    """One axis's taps (read-only arrays, kept for the next call with the same sizes: computing
-    them cost small images several times the resize)."""
+    """One axis's taps, read-only arrays (_interp_plan keeps them for later calls)."""
     j = np.arange(o, dtype=np.float32)
     if mode == "nearest":
         scale = np.float32(1.0 / f if f else n / o)
