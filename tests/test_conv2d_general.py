@@ -332,7 +332,8 @@ def test_winograd4_s2_non_finite_operands_give_what_the_definition_gives(isa, rn
     assert_close(got[fin], want[fin], 1e-5, direction)
 
 
-@pytest.mark.parametrize("alg,C", [("winograd3", 64), ("winograd3_lanes", 12)])
+@pytest.mark.parametrize("alg,C", [("winograd3", 64), ("winograd3_lanes", 12),
+                                   ("winograd3_lanes", 64)])
 def test_winograd3_weight_grad_same_bits_for_any_thread_count_and_non_finite_input(rng, threads,
                                                                                     alg, C):
     """Chunks of images (winograd3), or groups of 16 images and runs of tile rows
@@ -488,8 +489,9 @@ def test_weight_gradient_of_small_groups_runs_a_group_at_a_time(isa, rng, thread
 
 def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
     """ResNet-20's stride-2 layers run kvec at AVX-512 (faster than direct or winograd3_s2
-    there); 64 x 64-channel weight gradients on 7x7 planes (Fashion-MNIST's last stage) run kvec,
-    since Winograd's 2x2 tiles would cover 64 outputs for 49; on 8x8 they stay Winograd."""
+    there); 64 x 64-channel weight gradients on 7x7 planes (Fashion-MNIST's last stage) run
+    winograd3_lanes at AVX-512 and kvec below it, since winograd3's 2x2 tiles would cover 64
+    outputs for 49; on 8x8 they run winograd3_lanes or winograd3."""
     plan = lambda xs, ws, s, p: _core.conv2d_plan(xs, ws, s, s, p, p, 1, 1, 1)
     s2 = [((128, 16, 32, 32), (32, 16, 3, 3), 1), ((128, 32, 16, 16), (64, 32, 3, 3), 1),
           ((128, 32, 14, 14), (64, 32, 1, 1), 0)]
@@ -497,9 +499,13 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         got = plan(xs, ws, 2, p)["forward"]
         assert (got == "kvec") == (isa == "avx512"), (xs, ws, got)
     if isa != "scalar":  # (no kvec kernels)
-        assert plan((128, 64, 7, 7), (64, 64, 3, 3), 1, 1)["weight_grad"] == "kvec"
-        assert plan((128, 64, 8, 8), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
-        assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+        lanes = isa == "avx512"
+        want = ("winograd3_lanes",) * 3 if lanes else ("kvec", "winograd3", "winograd3")
+        assert plan((128, 64, 7, 7), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[0]
+        assert plan((128, 64, 8, 8), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[1]
+        assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == want[2]
+        # below 64 images, 256 x 256 channels stay winograd3 (the items have too few tiles)
+        assert plan((32, 256, 7, 7), (256, 256, 3, 3), 1, 1)["weight_grad"] == "winograd3"
     # ResNet-20's first stage (16 x 16 channels on 32 x 32) from 64 images on: winograd3_lanes
     # at AVX-512, dot below (and with fewer channels)
     lanes = isa == "avx512"

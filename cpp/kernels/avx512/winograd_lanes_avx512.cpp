@@ -176,19 +176,37 @@ NOINLINE void dy_tiles_stage(float* yb, int64_t es, const float* dyt, int64_t K,
   }
 }
 
-// acc[(e * K + k) * C + c] += sum over tiles t < nt of yb[e * ye + t * K + k] *
-// vb[e * ve + t * C + c], in blocks of 4 x 4 channels (16 running sums in registers)
-NOINLINE void dw_products_stage(float* acc, const float* yb, int64_t ye, const float* vb,
+// The 16 lane sums of each of v[0..15] in one vector: lane i is v[i]'s sum, always added in
+// the same order (pairs of lanes, then of lane pairs, of 128-bit quarters, of halves).
+inline __m512 lane_sums16(const __m512* v) {
+  __m512 t[8], u[4], w[2];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)  // per 128-bit quarter (v0 + v0's odd, v1 + v1's odd, ...)
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)  // per quarter: v[4i .. 4i + 3]'s sums over that quarter
+    u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i)  // quarters 0 + 1 and 2 + 3 of u[2i], then of u[2i + 1]
+    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x88),
+                       _mm512_shuffle_f32x4(w[0], w[1], 0xDD));
+}
+
+// du[(e * K + k) * C + c] += the sum over tiles t < nt and the 16 lanes of
+// yb[e * ye + t * K + k] * vb[e * ve + t * C + c], in blocks of 4 x 4 channels (16 running sums
+// in registers, their lanes added at the end of the band: the sums never leave the registers)
+NOINLINE void dw_products_stage(float* du, const float* yb, int64_t ye, const float* vb,
                                 int64_t ve, int64_t nt, int64_t K, int64_t C) {
   for (int e = 0; e < 16; ++e)
     for (int64_t k0 = 0; k0 < K; k0 += 4)
       for (int64_t c0 = 0; c0 < C; c0 += 4) {
-        float* ap = acc + 16 * ((e * K + k0) * C + c0);
-        __m512 s[4][4];
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i)
-#pragma GCC unroll 4
-          for (int j = 0; j < 4; ++j) s[i][j] = _mm512_loadu_ps(ap + 16 * (i * C + j));
+        __m512 s[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) s[i] = _mm512_setzero_ps();
         const float* y = yb + 16 * (e * ye + k0);
         const float* v = vb + 16 * (e * ve + c0);
         for (int64_t t = 0; t < nt; ++t, y += 16 * K, v += 16 * C) {
@@ -200,12 +218,14 @@ NOINLINE void dw_products_stage(float* acc, const float* yb, int64_t ye, const f
 #pragma GCC unroll 4
           for (int i = 0; i < 4; ++i)
 #pragma GCC unroll 4
-            for (int j = 0; j < 4; ++j) s[i][j] = _mm512_fmadd_ps(yy[i], vv[j], s[i][j]);
+            for (int j = 0; j < 4; ++j) s[4 * i + j] = _mm512_fmadd_ps(yy[i], vv[j], s[4 * i + j]);
         }
+        const __m512 sums = lane_sums16(s);  // quarter i: row k0 + i, columns c0 .. c0 + 3
+        float* d = du + (e * K + k0) * C + c0;
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i)
-#pragma GCC unroll 4
-          for (int j = 0; j < 4; ++j) _mm512_storeu_ps(ap + 16 * (i * C + j), s[i][j]);
+          _mm_storeu_ps(d + i * C,
+                        _mm_add_ps(_mm_loadu_ps(d + i * C), _mm512_extractf32x4_ps(sums, i)));
       }
 }
 
@@ -217,8 +237,8 @@ bool wino_lanes_item_avx512(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int
 
 // An item: 16 images (lanes), tile rows ty0 .. ty1 - 1 in bands of wino_lanes_dw_band rows;
 // per band the input rows and dy rows into the lanes, every tile's transforms (B^T d B of the
-// input patch as the forward's stages, A dY A^T of dy), then their products added into the
-// running sums (16 K C vectors, one sum per image); at the end each sum's 16 lanes added.
+// input patch as the forward's stages, A dY A^T of dy), then their products summed over the
+// band's tiles and lanes and added into du.
 void wino_lanes_dw_item_avx512(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
   const int64_t C = a.C, K = a.K, TX = (a.Q + 1) / 2, Wd = 2 * TX, tbr = wino_lanes_dw_band(a);
   // the band's tiles e-major, each e's block a vector longer than its tb tiles: whole 4 KiB
@@ -234,8 +254,7 @@ void wino_lanes_dw_item_avx512(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0
   float* dyt = b.colt + 16 * C * 4 * b.Wt;
   float* vband = dyt + 16 * K * 2 * tbr * Wd;
   float* yband = vband + 16 * 16 * ve;
-  float* acc = yband + 16 * 16 * ye;
-  std::memset(acc, 0, sizeof(float) * 16 * 16 * K * C);
+  std::memset(a.du, 0, sizeof(float) * 16 * K * C);
   const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
   for (int64_t y0 = ty0; y0 < ty1; y0 += tbr) {
     const int64_t y1 = std::min(ty1, y0 + tbr), nr = y1 - y0;
@@ -259,10 +278,8 @@ void wino_lanes_dw_item_avx512(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0
         dy_tiles_stage(yband + 16 * t * K, ye, dyt, K, 2 * nr, Wd, i, tx);
       }
     }
-    dw_products_stage(acc, yband, ye, vband, ve, nr * TX, K, C);
+    dw_products_stage(a.du, yband, ye, vband, ve, nr * TX, K, C);
   }
-  for (int64_t i = 0; i < 16 * K * C; ++i)
-    a.du[i] = _mm512_reduce_add_ps(_mm512_loadu_ps(acc + 16 * i));
 }
 
 }  // namespace avx512

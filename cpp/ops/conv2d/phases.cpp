@@ -76,7 +76,7 @@ bool dilated_phases(float* y, const float* x, const float* w, const float* b,
 
 bool dw_dilated_phases_pays(const Conv2dShape& s) {
   const std::string sub = conv2d_plan(Phases(s).sub(s), ConvDir::weight_grad);
-  return sub == "kvec" || sub == "winograd3";
+  return sub == "kvec" || sub == "winograd3" || sub == "winograd3_lanes";
 }
 
 // dW = the weight gradient of the phases' undilated convolutions as one batch (each phase's

@@ -476,29 +476,31 @@ const Row<BwdRun> kWeightGrad[] = {
     // cover 1.2x the outputs or more (forced, 2 threads, 9 calls, best of 2, against kvec:
     // (128, 64, 7, 7) 3.21 ms against 2.53, AVX2 3.70 against 3.29; (128, 64, 9, 9) 4.79
     // against 4.19; but (64, 64, 15, 15) 5.56 against 5.85, (16, 128, 7, 7) 1.32 against 1.65).
-    // Batches of 16+ images (lanes three-quarters full or more) with at most 32 channels on each
-    // side (its running sums, 16 K C vectors, stay within 1 MiB), C and K multiples of 4, on
-    // planes its tiles cover with less than 1.2x waste, not rows of 32+ columns with at most
-    // 16 x 16 channels, where dot's long rows catch up (AMD EPYC Zen 4, forced, 2 threads,
-    // best of 2, against the best other row: (128, 16, 28, 28) 2.38 ms against kvec's 2.88,
-    // (128, 32, 16, 16) 2.64 against 3.38, (128, 32, 14, 14) 2.25 against 2.48, (64, 24, 20,
-    // 20) 1.29 against 2.29, (128, 16, 8, 8) -> 32 0.25 against 0.34; but (16, 16, 64, 64)
-    // 1.96 against dot's 1.68, (128, 32, 7, 7) 0.84 against kvec's 0.79, (128, 64, 8, 8) 3.51
-    // against winograd3's 3.15). 16 x 16 channels on rows 32+ wide from 64 images on (forced,
-    // interleaved, 3 rounds, against dot, 2 threads / 1: ResNet-20's (128, 16, 32, 32) 3.45-3.64
-    // ms against 3.86-4.13 / 6.6 against 8.1, (64, 16, 64, 64) 7.6-7.9 against 8.5-8.8 / 11.5
-    // against 15.9, (64, 16, 32, 32) 1.70-1.88 against 1.85-1.89; below 64 images dot stays
-    // ahead on 2 threads: (16, 16, 64, 64) 1.79-1.89 against 1.68-1.78; 8 -> 16 channels too:
-    // (128, 8, 32, 32) 2.03-2.10 against 1.84-1.89).
+    // Batches of 16+ images (lanes three-quarters full or more), C and K multiples of 4. Its
+    // sums stay in registers over a band of 4+ tiles, then go to the item's 16 K C sums, so it
+    // leads wherever the item has tiles enough for those (AMD EPYC Zen 4, forced, 2 threads,
+    // medians of 7, interleaved, against the row planned before, ms): up to 32 x 32 channels
+    // everywhere but rows of 32+ columns with 16 x 16 channels below 64 images, where dot's
+    // long rows catch up ((128, 16, 28, 28) 2.41 against kvec's 3.08, (128, 32, 7, 7) 0.57
+    // against 0.66, (128, 32, 32, 32) 8.7 against 14.6; (16, 16, 64, 64) 1.96 against dot's
+    // 1.68, (64, 16, 32, 32) 1.70-1.88 against 1.85-1.89, (128, 8, 32, 32) 2.03-2.10 against
+    // 1.84-1.89 in earlier sessions); with more channels on rows up to 15 columns, and up to 31
+    // with at most 64 x 64 ((128, 64, 8, 8) 2.00 against winograd3's 3.30, (128, 64, 28, 28)
+    // 22.9 against 31.8, (128, 256, 256, 14) 101 against 107; but (128, 64, 32, 32) 40.5
+    // against 38.3, (128, 128, 16, 16) 31.2 against 31.9); below 64 images, items have fewer
+    // tiles: not above 128 x 128 channels ((32, 256, 7, 7) 13.7 against 8.9); at most 256 x 256
+    // (the item's sums: 16 K C floats, 4 MiB).
     {"winograd3_lanes",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_lanes_dw_item && s.R == 3 && s.S == 3 && unit_stride(s) &&
               s.C % 4 == 0 && s.K % 4 == 0;
      },
      [](const Conv2dShape& s, const KernelTable&) {
-       return s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) && s.C <= 32 && s.K <= 32 &&
-              !tiles2x2_waste(s) &&
-              (s.Q < 32 || s.C * s.K > 256 || (s.C * s.K == 256 && s.N >= 64));
+       if (s.N < 16 || 4 * s.N < 3 * round_up(s.N, 16)) return false;
+       if (s.C <= 32 && s.K <= 32)
+         return s.Q < 32 || s.C * s.K > 256 || (s.C * s.K == 256 && s.N >= 64);
+       if (s.C * s.K > 256 * 256 || (s.N < 64 && s.C * s.K > 128 * 128)) return false;
+       return s.Q < 16 || (s.Q < 32 && s.C * s.K <= 64 * 64);
      },
      true, winograd_lanes_weight_grad},
     {"winograd3",
