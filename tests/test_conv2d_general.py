@@ -506,6 +506,10 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == want[2]
         # below 64 images, 256 x 256 channels stay winograd3 (the items have too few tiles)
         assert plan((32, 256, 7, 7), (256, 256, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+        # strided 16-channel layers: GEMM at batch 128 (ResNet-20's 16 -> 32 layers), dot at 64
+        assert plan((128, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "gemm"
+        assert plan((128, 16, 28, 28), (32, 16, 1, 1), 2, 0)["weight_grad"] == "gemm"
+        assert plan((64, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "dot"
     # ResNet-20's first stage (16 x 16 channels on 32 x 32) from 64 images on: winograd3_lanes
     # at AVX-512, dot below (and with fewer channels)
     lanes = isa == "avx512"

@@ -568,9 +568,23 @@ const Row<BwdRun> kWeightGrad[] = {
      // against 1.41-1.49; at batch 2 and more gemm held ((2, 64, 56, 56) 1.28-1.53 against dot's
      // 1.47-1.49, (16, 32, 32, 32) -> 64 0.96-1.12 against 1.20-1.24), and (1, 256, 14, 14) ->
      // 512 stays gemm's, 1.21 against dot's 2.34 forced).
-     [](const Conv2dShape& s, const KernelTable&) {
+     // Strided 1x1 and 3x3 layers with fewer channels go to gemm on narrow outputs too (forced,
+     // 2 threads, medians of 7 interleaved, dot against gemm: ResNet-20's 16 -> 32 1x1 shortcut
+     // (128, 16, 32, 32) 1.32 ms against 0.73, (128, 8, 14, 14) -> 16 1x1 0.50 against 0.10,
+     // its 16 -> 32 3x3 (128, 16, 32, 32) 3.29 against 2.91, (128, 24, 28, 28) -> 48 6.9 against
+     // 4.6, (32, 16, 14, 14) -> 32 0.23 against 0.19 (AVX2 0.25 against 0.33: there 3x3 below
+     // 128 images stays dot); but (32, 16, 32, 32) -> 32 3x3 0.58 against 0.73, (64, 16, 32,
+     // 32) -> 32 1.24 against 1.69, and with 8 channels 3x3 dot leads, (128, 8, 32, 32) 1.15
+     // against 1.33).
+     [](const Conv2dShape& s, const KernelTable& kt) {
        const bool wide = s.N == 1 && s.R * s.S >= 9 && (s.Q >= 28 || (s.Q >= 14 && s.C <= 128));
        if (special(s) && s.Q < 16 && s.C * s.R * s.S >= 512 && !wide) return false;
+       if (special(s) && (s.sh > 1 || s.sw > 1)) {
+         if (s.R * s.S == 1 && (s.Q <= 8 || (s.C >= 16 && s.Q <= 16))) return false;
+         if (s.R * s.S == 9 && s.C >= 16 &&
+             ((s.N >= 128 && s.Q <= 16) || (kt.lanes == 16 && s.Q <= 7)))
+           return false;
+       }
        return wide || !(special(s) && (s.sh > 1 || s.sw > 1) && s.C >= 32 && s.R * s.S <= 16);
      },
      true, dw_dot},
