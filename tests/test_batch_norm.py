@@ -105,7 +105,7 @@ def test_large_mean_keeps_precision():
 
 
 def test_one_value_per_channel_raises_like_pytorch():
-    with pytest.raises(ValueError, match="expected more than 1 value per channel when training"):
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         F.batch_norm(np.ones((1, 3)), None, None, training=True)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         F.batch_norm(np.ones((1, 3, 1, 1)), np.zeros(3, np.float32), np.ones(3, np.float32),

@@ -21,7 +21,7 @@ BnArgs check_bn(const char* fn, py::handle xo, py::handle wo, py::handle bo, boo
   a.C = a.x.shape(1);
   for (py::ssize_t i = 2; i < a.x.ndim(); ++i) a.L *= a.x.shape(i);
   if (training && a.N * a.L <= 1 && a.N * a.C * a.L > 0)
-    value_error(fn, "expected more than 1 value per channel when training, but got input of "
+    value_error(fn, "Expected more than 1 value per channel when training, but got input of "
                     "shape " + shape_str(a.x));
   for (auto [h, name, out] : {std::tuple{wo, "weight", &a.weight}, {bo, "bias", &a.bias}}) {
     if (h.is_none()) continue;
