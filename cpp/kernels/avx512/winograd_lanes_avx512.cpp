@@ -181,7 +181,7 @@ NOINLINE void dy_tiles_stage(float* yb, int64_t es, const float* dyt, int64_t K,
 inline __m512 lane_sums16(const __m512* v) {
   __m512 t[8], u[4], w[2];
 #pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i)  // per 128-bit quarter (v0 + v0's odd, v1 + v1's odd, ...)
+  for (int i = 0; i < 8; ++i)  // per quarter: lanes 0 + 2 and 1 + 3 of v[2i] and v[2i + 1]
     t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
                          _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
 #pragma GCC unroll 4
