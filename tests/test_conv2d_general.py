@@ -504,8 +504,11 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         assert plan((128, 64, 7, 7), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[0]
         assert plan((128, 64, 8, 8), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[1]
         assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == want[2]
-        # below 64 images, 256 x 256 channels stay winograd3 (the items have too few tiles)
+        # below 64 images, 256 x 256 channels stay winograd3 (the items have too few tiles),
+        # and so do 64 x 64 channels on rows of 28+ columns
         assert plan((32, 256, 7, 7), (256, 256, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+        assert plan((16, 64, 28, 28), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+        assert plan((128, 64, 16, 16), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[1]
         # strided 16-channel layers: GEMM at batch 128 (ResNet-20's 16 -> 32 layers), dot at 64
         assert plan((128, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "gemm"
         assert plan((128, 16, 28, 28), (32, 16, 1, 1), 2, 0)["weight_grad"] == "gemm"

@@ -484,12 +484,13 @@ const Row<BwdRun> kWeightGrad[] = {
     // long rows catch up ((128, 16, 28, 28) 2.41 against kvec's 3.08, (128, 32, 7, 7) 0.57
     // against 0.66, (128, 32, 32, 32) 8.7 against 14.6; (16, 16, 64, 64) 1.96 against dot's
     // 1.68, (64, 16, 32, 32) 1.70-1.88 against 1.85-1.89, (128, 8, 32, 32) 2.03-2.10 against
-    // 1.84-1.89 in earlier sessions); with more channels on rows up to 15 columns, and up to 31
-    // with at most 64 x 64 ((128, 64, 8, 8) 2.00 against winograd3's 3.30, (128, 64, 28, 28)
-    // 22.9 against 31.8, (128, 256, 256, 14) 101 against 107; but (128, 64, 32, 32) 40.5
-    // against 38.3, (128, 128, 16, 16) 31.2 against 31.9); below 64 images, items have fewer
-    // tiles: not above 128 x 128 channels ((32, 256, 7, 7) 13.7 against 8.9); at most 256 x 256
-    // (the item's sums: 16 K C floats, 4 MiB).
+    // 1.84-1.89 in earlier sessions); with more channels on rows up to 15 columns, and up to 27
+    // with at most 64 x 64 ((128, 64, 8, 8) 2.00 against winograd3's 3.30, (128, 64, 16, 16)
+    // 9.3 against 11.3, (128, 256, 256, 14) 101 against 107; but (128, 64, 28, 28) 31.1-32.1
+    // against 31.0-31.6, (16, 64, 28, 28) 5.1-5.4 against 4.4-4.5 (the phases of a dilated
+    // (4, 64, 56, 56) layer), (128, 128, 16, 16) 31.2 against 31.9); below 64 images, items
+    // have fewer tiles: not above 128 x 128 channels ((32, 256, 7, 7) 13.7 against 8.9); at
+    // most 256 x 256 (the item's sums: 16 K C floats, 4 MiB).
     {"winograd3_lanes",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_lanes_dw_item && s.R == 3 && s.S == 3 && unit_stride(s) &&
@@ -500,7 +501,7 @@ const Row<BwdRun> kWeightGrad[] = {
        if (s.C <= 32 && s.K <= 32)
          return s.Q < 32 || s.C * s.K > 256 || (s.C * s.K == 256 && s.N >= 64);
        if (s.C * s.K > 256 * 256 || (s.N < 64 && s.C * s.K > 128 * 128)) return false;
-       return s.Q < 16 || (s.Q < 32 && s.C * s.K <= 64 * 64);
+       return s.Q < 16 || (s.Q < 28 && s.C * s.K <= 64 * 64);
      },
      true, winograd_lanes_weight_grad},
     {"winograd3",
