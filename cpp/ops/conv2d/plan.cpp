@@ -579,14 +579,13 @@ const Row<BwdRun> kWeightGrad[] = {
      // against 1.33).
      [](const Conv2dShape& s, const KernelTable& kt) {
        const bool wide = s.N == 1 && s.R * s.S >= 9 && (s.Q >= 28 || (s.Q >= 14 && s.C <= 128));
+       const bool strided = special(s) && !unit_stride(s);
        if (special(s) && s.Q < 16 && s.C * s.R * s.S >= 512 && !wide) return false;
-       if (special(s) && (s.sh > 1 || s.sw > 1)) {
-         if (s.R * s.S == 1 && (s.Q <= 8 || (s.C >= 16 && s.Q <= 16))) return false;
-         if (s.R * s.S == 9 && s.C >= 16 &&
-             ((s.N >= 128 && s.Q <= 16) || (kt.lanes == 16 && s.Q <= 7)))
-           return false;
-       }
-       return wide || !(special(s) && (s.sh > 1 || s.sw > 1) && s.C >= 32 && s.R * s.S <= 16);
+       if (strided && s.R * s.S == 1 && (s.Q <= 8 || (s.C >= 16 && s.Q <= 16))) return false;
+       if (strided && s.R * s.S == 9 && s.C >= 16 &&
+           ((s.N >= 128 && s.Q <= 16) || (kt.lanes == 16 && s.Q <= 7)))
+         return false;
+       return wide || !(strided && s.C >= 32 && s.R * s.S <= 16);
      },
      true, dw_dot},
     {"gemm", [](const Conv2dShape& s, const KernelTable&) { return special(s); }, nullptr, true,
