@@ -38,6 +38,14 @@ def _fb(torch_fn, *arrays, grad=None):
     return run
 
 
+def _layer_fb(layer, x, g):
+    """convkit's forward+backward through a layer."""
+    def run():
+        layer(x)
+        layer.backward(g)
+    return run
+
+
 def cases():
     rng = np.random.default_rng(0)
     out = []
@@ -52,6 +60,11 @@ def cases():
          _fb(lambda a: torch.softmax(a, 1), z, grad=gz)),
         ("log_softmax (512, 1000)", lambda: F.log_softmax(z, 1),
          lambda: torch.log_softmax(zt, 1)),
+        # the layers keep their output for the backward, as PyTorch's autograd does
+        ("nn.Softmax f+b (512, 1000)", _layer_fb(nn.Softmax(1), z, gz),
+         _fb(lambda a: torch.softmax(a, 1), z, grad=gz)),
+        ("nn.LogSoftmax f+b (512, 1000)", _layer_fb(nn.LogSoftmax(1), z, gz),
+         _fb(lambda a: torch.log_softmax(a, 1), z, grad=gz)),
         ("cross_entropy f+b (512, 1000)",
          lambda: (F.cross_entropy(z, labels), F.cross_entropy_backward(1.0, z, labels)),
          _fb(lambda a: TF.cross_entropy(a, lt), z)),
@@ -65,6 +78,8 @@ def cases():
          lambda: torch.log_softmax(st, 1)),
         ("softmax axis 1 f+b (32, 21, 64, 64)",
          lambda: (F.softmax(s, 1), F.softmax_backward(gs, s, 1)),
+         _fb(lambda a: torch.softmax(a, 1), s, grad=gs)),
+        ("nn.Softmax(1) f+b (32, 21, 64, 64)", _layer_fb(nn.Softmax(1), s, gs),
          _fb(lambda a: torch.softmax(a, 1), s, grad=gs)),
     ]
     big = rng.standard_normal((4, 1024, 1024)).astype(np.float32)

@@ -195,6 +195,10 @@ struct KernelTable {
   void (*softmax_cols)(float* y, const float* x, float* tmp, int64_t L, int64_t ld, bool log);
   void (*softmax_cols_bwd)(float* dx, const float* dy, const float* x, float* tmp, int64_t L,
                            int64_t ld, bool log);
+  // their gradients from the output y instead of x (nn.Softmax / nn.LogSoftmax)
+  void (*softmax_row_bwd_out)(float* dx, const float* dy, const float* y, int64_t L, bool log);
+  void (*softmax_cols_bwd_out)(float* dx, const float* dy, const float* y, int64_t L, int64_t ld,
+                               bool log);
   int softmax_col_lanes;
   // sum over n of max(x, 0) - x t + log1p(exp(-|x|)) (binary cross-entropy with logits)
   double (*bce_logits_sum)(const float* x, const float* t, int64_t n);

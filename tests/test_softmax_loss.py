@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import convkit.functional as F
+from convkit import nn
 
 import reference as R
 from conftest import assert_close, finite_diff, needs_torch, torch
@@ -79,6 +80,38 @@ def test_columns_of_another_axis(isa, rng, L, log):
     want[1, :, 20] = want_dx[1, :, 20] = 0
     assert_close(y, want, 1e-6)
     assert np.abs(dx - want_dx).max() <= 1e-6 * (np.abs(g64).max() + 1)
+
+
+@pytest.mark.parametrize("shape,axis", [((9, 1000), 1), ((5, 67), -1), ((4, 17), 1), ((3, 1), 1),
+                                        ((2, 21, 40), 1), ((2, 5, 16), 1), ((3, 4, 7), 1),
+                                        ((6, 33, 2), 0), ((0, 5), 1)])
+@pytest.mark.parametrize("log", [False, True])
+def test_layers_backward_from_the_output(isa, threads, rng, shape, axis, log):
+    # nn.Softmax / nn.LogSoftmax take the gradient from the output they returned (rows in
+    # vectors with a tail, a vector of columns at a time and the last few through a padded
+    # copy), against float64; a NaN row or column stays NaN; the bits do not depend on the
+    # thread count
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    if x.size:
+        x[(0,) * x.ndim] = np.nan
+    g = rng.standard_normal(shape).astype(np.float32)
+    m = (nn.LogSoftmax if log else nn.Softmax)(dim=axis)
+    m(x)
+    dx = m.backward(g)
+    bad = np.isnan(x).any(axis=axis, keepdims=True) & np.ones(shape, bool)
+    assert np.isnan(dx[bad]).all()
+    x64, g64 = np.where(bad, 0, x).astype(np.float64), g.astype(np.float64)
+    s = R.softmax(x64, axis)
+    if log:
+        want = g64 - s * g64.sum(axis=axis, keepdims=True)
+    else:
+        want = s * (g64 - (s * g64).sum(axis=axis, keepdims=True))
+    err = np.abs(np.where(bad, 0, dx) - np.where(bad, 0, want))
+    assert err.max(initial=0) <= 1e-6 * (np.abs(g64).max(initial=0) + 1)
+    for t in (1, 3):
+        threads(t)
+        m(x)
+        assert m.backward(g).tobytes() == dx.tobytes()
 
 
 @pytest.mark.parametrize("log", [False, True])

@@ -36,9 +36,10 @@ FArr sm_fwd(py::handle xo, int64_t axis, bool log) {
   return y;
 }
 
-FArr sm_bwd(py::handle dyo, py::handle xo, int64_t axis, bool log) {
+// from_output: xo is the forward's output (the layers' backward), not its input
+FArr sm_bwd(py::handle dyo, py::handle xo, int64_t axis, bool log, bool from_output) {
   const char* fn = log ? "log_softmax_backward" : "softmax_backward";
-  FArr x = to_float(xo, fn, "input");
+  FArr x = to_float(xo, fn, from_output ? "output" : "input");
   FArr dy = to_float(dyo, fn, "grad_out");
   expect_shape(dy, shape_of(x), fn, "grad_out");
   int64_t outer, L, inner;
@@ -48,7 +49,10 @@ FArr sm_bwd(py::handle dyo, py::handle xo, int64_t axis, bool log) {
   const float *dyp = dy.data(), *xp = x.data();
   {
     py::gil_scoped_release nogil;
-    softmax_backward(dxp, dyp, xp, outer, L, inner, log);
+    if (from_output)
+      softmax_backward_from_output(dxp, dyp, xp, outer, L, inner, log);
+    else
+      softmax_backward(dxp, dyp, xp, outer, L, inner, log);
   }
   return dx;
 }
@@ -58,7 +62,7 @@ FArr sm_bwd(py::handle dyo, py::handle xo, int64_t axis, bool log) {
 void bind_softmax(py::module_& m) {
   m.def("softmax", &sm_fwd, py::arg("x"), py::arg("axis"), py::arg("log"));
   m.def("softmax_backward", &sm_bwd, py::arg("grad_out"), py::arg("x"), py::arg("axis"),
-        py::arg("log"));
+        py::arg("log"), py::arg("from_output") = false);
 }
 
 }  // namespace bind

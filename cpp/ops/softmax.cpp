@@ -95,4 +95,29 @@ void softmax_backward(float* dx, const float* dy, const float* x, int64_t outer,
   });
 }
 
+// From the output y (KernelTable::softmax_row_bwd_out / softmax_cols_bwd_out): the layers'
+// backward, which keeps its forward's output as PyTorch's does.
+void softmax_backward_from_output(float* dx, const float* dy, const float* y, int64_t outer,
+                                  int64_t L, int64_t inner, bool log) {
+  if (L == 0) return;
+  if (inner == 1) {
+    parallel_for(outer, (log ? 20.0 : 6.0) * outer * L, [&](int64_t o) {
+      g_kernels->softmax_row_bwd_out(dx + o * L, dy + o * L, y + o * L, L, log);
+    });
+    return;
+  }
+  const int64_t lanes = g_kernels->softmax_col_lanes, n = L * lanes;
+  column_chunks(outer, L, inner, log ? 20.0 : 6.0, y, dy, [&](int64_t off, int64_t w) {
+    if (w == lanes) {
+      g_kernels->softmax_cols_bwd_out(dx + off, dy + off, y + off, L, inner, log);
+      return;
+    }
+    float* buf = scratch(Buf::softmax_rows, 3 * n);
+    cols_in(buf, y + off, L, inner, w, lanes);
+    cols_in(buf + n, dy + off, L, inner, w, lanes);
+    g_kernels->softmax_cols_bwd_out(buf + 2 * n, buf + n, buf, L, lanes, log);
+    cols_out(dx + off, buf + 2 * n, L, inner, w, lanes);
+  });
+}
+
 }  // namespace convkit

@@ -1063,7 +1063,9 @@ class Upsample(Module):
 
 class Softmax(Module):
     """softmax along ``dim`` (PyTorch's ``nn.Softmax``; ``functional.softmax``), any shape.
-    Without ``dim``, PyTorch's legacy choice: 0 for 0-, 1- and 3-D input, else 1.
+    Without ``dim``, PyTorch's legacy choice: 0 for 0-, 1- and 3-D input, else 1. The backward
+    reads the output forward returned, as PyTorch's does (no exponentials taken again): change
+    that array in place before ``backward`` and the gradient is wrong.
 
     >>> Softmax(dim=1)(np.array([[0.0, np.log(3.0)]]))
     array([[0.25, 0.75]], dtype=float32)
@@ -1073,16 +1075,18 @@ class Softmax(Module):
 
     def __init__(self, dim: Optional[int] = None):
         self.dim = None if dim is None else int(dim)
-        self._x = self._axis = None
+        self._y = self._axis = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x = _f32(x)
+        x = _f32(x)
         self._axis = self.dim if self.dim is not None else (0 if x.ndim in (0, 1, 3) else 1)
-        return (F.log_softmax if self._log else F.softmax)(x, self._axis)
+        self._y = (F.log_softmax if self._log else F.softmax)(x, self._axis)
+        return self._y
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
-        bwd = F.log_softmax_backward if self._log else F.softmax_backward
-        return bwd(grad_out, self._cached(self._x), self._axis)
+        # from the output: dy - exp(y) sum(dy) (log) or y (dy - sum(y dy)), the sums in float64
+        return _core.softmax_backward(grad_out, self._cached(self._y), self._axis, self._log,
+                                      True)
 
     def extra_repr(self):
         return f"dim={self.dim}"

@@ -177,6 +177,9 @@ void activation_backward(Act a, float param, float* dx, const float* dy, const f
 void softmax_forward(float* y, const float* x, int64_t outer, int64_t L, int64_t inner, bool log);
 void softmax_backward(float* dx, const float* dy, const float* x, int64_t outer, int64_t L,
                       int64_t inner, bool log);
+// the same from the forward's output y (what nn.Softmax / nn.LogSoftmax keep)
+void softmax_backward_from_output(float* dx, const float* dy, const float* y, int64_t outer,
+                                  int64_t L, int64_t inner, bool log);
 
 // ---- losses (means; the backward scales by grad_out) ---------------------------------------
 // logits (N, K), labels (N) in [0, K)
