@@ -6,7 +6,7 @@ import pytest
 
 import convkit
 import convkit.functional as F
-from convkit import _core
+from convkit import _core, nn
 
 from conftest import assert_close, needs_torch, torch
 
@@ -256,13 +256,36 @@ def test_adaptive_max_pool_of_planes_too_big_for_the_lanes(rng):
     (lambda: F.max_pool2d(np.ones((1, 1, 8, 8)), 3, dilation=0), "dilation >= 1"),
     (lambda: F.max_pool2d(np.ones((1, 1, 4, 4)), 3, dilation=2), "larger than the padded"),
     (lambda: F.avg_pool2d(np.ones((1, 1, 4, 4)), 2, divisor_override=0), "must not be zero"),
-    (lambda: F.adaptive_avg_pool2d(np.ones((1, 1, 4, 4)), 0), "output_size >= 1"),
+    (lambda: F.adaptive_avg_pool2d(np.ones((1, 1, 4, 4)), -1), "output_size >= 0"),
     (lambda: F.adaptive_max_pool2d(np.ones((1, 1, 4, 4)), (1, 2, 3)), "output_size"),
     (lambda: F.adaptive_avg_pool2d(np.ones((1, 1, 0, 4)), 2), "non-zero height"),
 ])
 def test_bad_pooling_arguments(call, frag):
     with pytest.raises(ValueError, match=frag):
         call()
+
+
+@needs_torch
+@pytest.mark.parametrize("out", [0, (0, 2), (3, 0), (None, 0)])
+@pytest.mark.parametrize("shape", [(40, 3, 6, 6), (3, 6, 5)])
+def test_adaptive_pooling_to_an_empty_output(pool_path, threads, shape, out):
+    # an output size of 0 gives an empty output, as PyTorch's; the gradient is all zeros (where
+    # PyTorch's backward refuses an empty grad_out), whatever was in memory before
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    for t in (1, 2):
+        threads(t)
+        for mx in (False, True):
+            f = F.adaptive_max_pool2d if mx else F.adaptive_avg_pool2d
+            want = (TF.adaptive_max_pool2d if mx else TF.adaptive_avg_pool2d)(torch.tensor(x), out)
+            y = f(x, out)
+            assert y.shape == tuple(want.shape) and y.size == 0
+            np.full(shape, 7, np.float32)  # (leaves non-zero memory for the next array)
+            fb = F.adaptive_max_pool2d_backward if mx else F.adaptive_avg_pool2d_backward
+            dx = fb(np.ones(y.shape, np.float32), x, out)
+            assert dx.shape == shape and not dx.any()
+    m = nn.AdaptiveMaxPool2d(out, return_indices=True)
+    y, idx = m(x)
+    assert idx.shape == y.shape and idx.dtype == np.int64
 
 
 def test_empty_batch_pooling():

@@ -84,11 +84,11 @@ Grads grads(const char* fn, py::handle dyo, FArr x, const std::vector<int64_t>& 
   return g;
 }
 
-// An adaptive pooling's target (P, Q); 0 < P, Q.
+// An adaptive pooling's target (P, Q); 0 <= P, Q (0 gives an empty output, as PyTorch's).
 void check_adaptive(const char* fn, const FArr& x, int64_t P, int64_t Q) {
   expect_ndim(x, 4, fn, "input", "(N, C, H, W)");
-  if (P < 1 || Q < 1 || P > (int64_t(1) << 30) || Q > (int64_t(1) << 30))
-    value_error(fn, "expected output_size >= 1, but got " + pair_str(P, Q));
+  if (P < 0 || Q < 0 || P > (int64_t(1) << 30) || Q > (int64_t(1) << 30))
+    value_error(fn, "expected output_size >= 0, but got " + pair_str(P, Q));
   if ((x.shape(2) == 0 || x.shape(3) == 0) && x.shape(0) * x.shape(1) > 0)
     value_error(fn, "expected input with non-zero height and width, but got input of shape " +
                         shape_str(x));
