@@ -4,7 +4,12 @@ interleaved rounds, medians (bench/timing.py): batch_norm forward+backward, adap
 average pooling and the new pooling modes (forward+backward), and ResNet-20 (training step
 through the layer API at batch 128 on 3x32x32, inference at batch 1 and 128).
 
+``--layers`` instead times each kind of ResNet-20 layer on its own at batch 128 (3x32x32
+input), forward+backward or (``--eval``) forward, times the number of such layers in the
+network: where the network's ratio comes from.
+
     python bench/blocks.py [--threads 2] [--repeats 15] [--json out.json]
+    python bench/blocks.py --layers [--eval] [--threads 2] [--repeats 9]
 """
 import argparse
 import json
@@ -104,14 +109,83 @@ def resnet_cases():
     return out
 
 
+def layer_cases(train):
+    """(name, count in ResNet-20, convkit, PyTorch) for each kind of layer at batch 128 on
+    3x32x32: forward+backward (no input gradient for the stem, as in the step) or, with
+    ``train`` False, eval-mode forward."""
+    rng = np.random.default_rng(0)
+
+    def conv(c, k, h, r=3, stride=1, count=1, stem=False):
+        def make(lib):
+            return lib.Conv2d(c, k, r, stride=stride, padding=r // 2, bias=False)
+        kind = f"{r}x{r} {'stem ' if stem else ''}{c}->{k}{' s2' if stride > 1 else ''} @{h}"
+        return kind, count, (c, h), make, not stem
+
+    def bn_relu(c, h, count):
+        def make(lib):
+            return lib.Sequential(lib.BatchNorm2d(c), lib.ReLU())
+        return f"BN + ReLU {c} @{h}", count, (c, h), make, True
+    kinds = [conv(3, 16, 32, stem=True), conv(16, 16, 32, count=6), conv(16, 32, 32, stride=2),
+             conv(16, 32, 32, r=1, stride=2), conv(32, 32, 16, count=5),
+             conv(32, 64, 16, stride=2), conv(32, 64, 16, r=1, stride=2),
+             conv(64, 64, 8, count=5), bn_relu(16, 32, 7), bn_relu(32, 16, 7), bn_relu(64, 8, 7)]
+    out = []
+    for name, count, (c, h), make, input_grad in kinds:
+        x = rng.standard_normal((128, c, h, h)).astype(np.float32)
+        m, tm = make(nn), make(torch.nn)
+        g = rng.standard_normal(m(x).shape).astype(np.float32)
+        xt, gt = torch.tensor(x, requires_grad=train and input_grad), torch.tensor(g)
+        if not train:
+            m.eval()
+            tm.eval()
+
+        def ck(m=m, x=x, g=g, input_grad=input_grad):
+            m(x)
+            if train:
+                m.backward(g, input_grad=input_grad)
+
+        def th(tm=tm, xt=xt, gt=gt):
+            if not train:
+                with torch.no_grad():
+                    tm(xt)
+                return
+            xt.grad = None
+            for q in tm.parameters():
+                q.grad = None
+            tm(xt).backward(gt)
+        out.append((name, count, ck, th))
+    return out
+
+
+def print_layers(args):
+    what = "eval forward" if args.eval else "forward+backward"
+    print(f"ResNet-20's layers at batch 128 (3x32x32), {what}, threads {args.threads}, "
+          f"{args.repeats} interleaved rounds, medians; x n: times the n such layers")
+    print("| layer | n | convkit ms | PyTorch ms | ratio | convkit x n | PyTorch x n |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    tot_ck = tot_th = 0.0
+    for name, count, ck, th in layer_cases(not args.eval):
+        r = measure({"convkit": ck, "pytorch": th}, args.repeats)
+        a, b = r["convkit"] * 1e3, r["pytorch"] * 1e3
+        tot_ck, tot_th = tot_ck + count * a, tot_th + count * b
+        print(f"| {name} | {count} | {a:.2f} | {b:.2f} | {b / a:.2f} | {count * a:.1f} | "
+              f"{count * b:.1f} |", flush=True)
+    print(f"| all | | | | {tot_th / tot_ck:.2f} | {tot_ck:.1f} | {tot_th:.1f} |")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--json", default=None)
+    p.add_argument("--layers", action="store_true", help="ResNet-20's layers one by one")
+    p.add_argument("--eval", action="store_true", help="with --layers: eval-mode forward")
     args = p.parse_args()
     convkit.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
+    if args.layers:
+        print_layers(args)
+        return
     cases = [bn_case((128, 16, 32, 32)), bn_case((128, 64, 8, 8)),
              pool_case("global avg pool", (128, 64, 8, 8), lambda x: F.adaptive_avg_pool2d(x, 1),
                        lambda g, x: F.adaptive_avg_pool2d_backward(g, x, 1),
