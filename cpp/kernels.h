@@ -322,6 +322,11 @@ struct KernelTable {
   // dst[k * ds + i] = src[i * ss + k] for i < m, k < n: blocks transposed in registers (4 x 4 in
   // SSE on every ISA, 8 x 8 at AVX-512), what packs a row-major A or column-major B panel.
   void (*transpose)(float* dst, int64_t ds, const float* src, int64_t ss, int64_t m, int64_t n);
+  // Rows of a col^T panel NR wide (conv::pack_colT; NR a multiple of 16): for i < cnt (<= 16),
+  //   dst[i * NR + jj] = base[jj][o + i * sw] for jj < nr, 0 for nr <= jj < NR.
+  // Null where the ISA has none (the portable loop, a value at a time).
+  void (*colT_rows16)(float* dst, int NR, const float* const* base, int nr, int64_t o,
+                      int64_t sw, int cnt);
   // Splits rows into their sw column phases, zero-padded: for i < nrows, f < sw, j < Wq,
   //   dst[i * dstep + f * fstride + j] = src[i * sstep + j * sw + f - pw] if that column is
   //   inside [0, W), else 0. src null: all-zero rows. With sw = 1 it copies rows, padding them

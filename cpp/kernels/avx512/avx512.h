@@ -18,6 +18,8 @@ void direct_ukernel(int64_t kc, const float* a, const float* b, const int64_t* b
 void direct_wide_ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
                          float* c, int64_t ldc, int mr, int nr, const float* bias, int64_t j0,
                          int64_t Wq, int64_t Q);
+void colT_rows16_avx512(float* dst, int NR, const float* const* base, int nr, int64_t o,
+                        int64_t sw, int cnt);
 // pool_avx512.cpp
 void maxpool2x2_bwd(float* dx, const float* dy, const float* x, int64_t H, int64_t W, int64_t P,
                     int64_t Q);

@@ -126,5 +126,53 @@ void direct_wide_ukernel(int64_t kc, const float* a, const float* b, const int64
                                 int64_t j0, int64_t Wq, int64_t Q) {
   ukernel_fit<true, true>(kc, a, b, boff, c, ldc, mr, nr, false, bias, j0, Wq, Q);
 }
+
+// KernelTable::colT_rows16: 16 taps at a time, each tap's cnt positions loaded as one vector
+// (stride 2: two loads and a permute; wider strides: a gather), then transposed in registers so
+// that each position's 16 taps are one store (the portable loop moved a value at a time, a third
+// of a strided 3x3 weight gradient).
+template <int Mode>  // 1: stride 1, 2: stride 2, 0: any stride
+static void colT_rows16_sw(float* dst, int NR, const float* const* base, int nr, int64_t o,
+                           int64_t sw, int cnt) {
+  const __mmask16 mc = static_cast<__mmask16>((1u << cnt) - 1u);
+  const int need = 2 * cnt - 1;  // (stride 2) source columns read: 0 .. 2 cnt - 2
+  const __mmask16 m0 = static_cast<__mmask16>((1u << std::min(16, need)) - 1u);
+  const __mmask16 m1 = static_cast<__mmask16>((1u << std::max(0, need - 16)) - 1u);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i idx = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(static_cast<int>(sw)));
+  for (int j0 = 0; j0 < NR; j0 += 16) {
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; ++l) {
+      if (j0 + l >= nr) {
+        r[l] = _mm512_setzero_ps();
+        continue;
+      }
+      const float* s = base[j0 + l] + o;
+      if (Mode == 1) {
+        r[l] = _mm512_maskz_loadu_ps(mc, s);
+      } else if (Mode == 2) {
+        r[l] = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, s), even,
+                                      _mm512_maskz_loadu_ps(m1, s + 16));
+      } else {
+        r[l] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mc, idx, s, 4);
+      }
+    }
+    transpose16(r);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      if (i < cnt) _mm512_storeu_ps(dst + i * NR + j0, r[i]);
+  }
+}
+
+void colT_rows16_avx512(float* dst, int NR, const float* const* base, int nr, int64_t o,
+                        int64_t sw, int cnt) {
+  if (sw == 1) colT_rows16_sw<1>(dst, NR, base, nr, o, sw, cnt);
+  else if (sw == 2) colT_rows16_sw<2>(dst, NR, base, nr, o, sw, cnt);
+  else colT_rows16_sw<0>(dst, NR, base, nr, o, sw, cnt);
+}
+
 }  // namespace avx512
 }  // namespace convkit

@@ -67,6 +67,7 @@ void fill_table_avx512(KernelTable& t) {
   t.wino22_in_rows = avx512::wino22_in_rows_avx512;
   t.wino22_grad_rows = avx512::wino22_grad_rows_avx512;
   t.transpose = avx512::transpose_avx512;
+  t.colT_rows16 = avx512::colT_rows16_avx512;
   t.wino_lanes_item = avx512::wino_lanes_item_avx512;
   t.wino_lanes_dw_item = avx512::wino_lanes_dw_item_avx512;
   t.gemm_direct_wide = avx512::direct_wide_ukernel;

@@ -136,6 +136,7 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
                int64_t c0, int64_t n, int NR, int64_t pstride) {
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, RS = s.R * s.S;
   const float* base[64];  // each tap's x at output position (0, 0) (the ISAs' NR: 8 to 32)
+  const auto rows16 = NR % 16 == 0 ? g_kernels->colT_rows16 : nullptr;
   for (int64_t jp = 0; jp < n; jp += NR, dst += (pstride ? pstride : kc) * NR) {
     const int nr = static_cast<int>(std::min<int64_t>(NR, n - jp));
     for (int jj = 0; jj < nr; ++jj) {
@@ -145,6 +146,13 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
     for (int64_t j = j0; j < j0 + kc;) {
       const int64_t p = j / s.Q, q0 = j - p * s.Q, q1 = std::min(s.Q, q0 + (j0 + kc - j));
       const int64_t row = p * s.sh * Wp;
+      if (rows16) {  // 16 positions at a time, in registers
+        for (int64_t q = q0; q < q1; q += 16)
+          rows16(dst + (j - j0 + q - q0) * NR, NR, base, nr, row + q * s.sw, s.sw,
+                 static_cast<int>(std::min<int64_t>(16, q1 - q)));
+        j += q1 - q0;
+        continue;
+      }
       for (int64_t q = q0; q < q1; ++q) {
         float* d = dst + (j - j0 + q - q0) * NR;
         const int64_t o = row + q * s.sw;
