@@ -94,7 +94,7 @@ enum class Buf : int {
   softmax_rows,                 // softmax forward and backward (softmax.cpp)
   direct_weights, direct_rows, direct_tiles,  // conv::direct_forward
   kvec_weights, kvec_rows, kvec_part,         // conv::kvec_forward
-  wino_weights, wino_weights_t, wino_rows, wino_v, wino_m,  // the Winograd-style paths
+  wino_weights, wino_rows, wino_v, wino_m,  // the Winograd-style paths
   im2col_weights, im2col_panels,  // conv::im2col_gemm_forward; conv::gemm_batch_forward
   conv1x1_x, conv1x1_y,                       // conv::gemm1x1_forward (around gemm's own)
   dx_weights,      // the input-gradient paths' rearranged weights (dx_transposed_conv hands

@@ -383,6 +383,37 @@ def test_winograd_lanes_same_bits_for_any_thread_count(rng, threads, r):
     assert_close(outs[0], ref, 1e-5, "forward")
 
 
+@pytest.mark.parametrize("n,hw", [(3, (9, 11)), (1, (14, 14)), (40, (5, 3))], ids=str)
+def test_winograd3_deep_layers_group_images(isa, rng, threads, n, hw):
+    """Over 256 x 256 channels winograd3 puts the tiles of groups of images in one set of
+    GEMMs (items: e and blocks of 64 output channels; 40 images of 3 x 5: more than one group).
+    Against the definition, the same bits on 1-3 threads, and an Inf in x declines to the next
+    row as the per-image items do."""
+    C, K = 264, 260
+    x = rng.standard_normal((n, C) + hw).astype(np.float32)
+    w = (rng.standard_normal((K, C, 3, 3)) / 40).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    kw = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    outs = []
+    try:
+        _core.conv2d_force("forward", "winograd3")
+        for t in (1, 2, 3):
+            threads(t)
+            outs.append(F.conv2d(x, w, b, **kw))
+        xi = x.copy()
+        xi[n - 1, 7, hw[0] - 1, 0] = np.inf
+        got = F.conv2d(xi, w, b, **kw)
+    finally:
+        _core.conv2d_force("forward", "")
+    assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+    assert_close(outs[0], _ref(x, w, b, kw), 1e-5, "forward")
+    want = _ref(xi, w, b, kw)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want)
+    assert_close(got[fin], want[fin], 1e-5, "forward")
+
+
 @pytest.mark.parametrize("alg", ["winograd3", "winograd3_s2", "winograd3_lanes"])
 @pytest.mark.parametrize("hw", [(9, 37), (5, 3), (20, 20), (11, 75)], ids=str)
 @pytest.mark.parametrize("where", ["first", "last", "middle"])

@@ -193,17 +193,25 @@ bool tiles2x2_waste(const Conv2dShape& s) { return 4 * tiles2x2(s) * 5 >= 6 * s.
 // its weight transform and extra passes do not pay back: (1, 64, 8, 8) 376 us against kvec's
 // 126, (16, 32, 16, 16) 706 against direct's 689, (2, 128, 14, 14) 1553 against 1161, while
 // (4, 128, 14, 14) ties at 231 MFLOP and (8, 128, 14, 14) gains 3.6 ms against 4.1).
-// It also needs 192+ tiles in all and at most 256 x 256 channels: its transformed weights (16 K C
-// floats, made per call) are streamed once per item, and with 512 x 512 channels they and their
-// unpacked copy (64 MiB) outgrow the caches (forced, 2 threads, against kvec: (1, 512, 7, 7)
-// 10.3 ms against 2.5, (16, 512, 7, 7) 54.6 against 23.4, (8, 512, 14, 14) 89.5 against 42.2,
-// (1, 512, 28, 28) 30.3 against 18.8; with 256 channels (1, 256, 14, 14), 49 tiles, 2.40
-// against 1.52, (4, 256, 8, 8), 64, 2.74 against 1.82, but (4, 256, 14, 14), 196, 5.00 against
-// 5.55 and (16, 256, 8, 8), 256, 5.61 against 6.33; (16, 128, 7, 7) 1.57 against 1.41).
+// It also needs 192+ tiles in all up to 256 x 256 channels (with 256 channels (1, 256, 14, 14),
+// 49 tiles, 2.40 against 1.52, (4, 256, 8, 8), 64, 2.74 against 1.82, but (4, 256, 14, 14), 196,
+// 5.00 against 5.55 and (16, 256, 8, 8), 256, 5.61 against 6.33; (16, 128, 7, 7) 1.57 against
+// 1.41). Deeper layers once ran 2x slower than kvec ((8, 512, 14, 14) 89.5 ms against 42.2):
+// each item streamed the transformed weights (16 K C floats) and they were built a value at a
+// time; they now run the grouped path below.
 bool winograd3_pays(const Conv2dShape& s) {
   const int64_t tiles = s.N * tiles2x2(s);
-  return s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
-         direct_flops(s) >= 1.5e8 && tiles >= 192 && s.K * s.C <= 256 * 256;
+  if (!(s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
+        direct_flops(s) >= 1.5e8))
+    return false;
+  if (s.K * s.C <= 256 * 256) return tiles >= 192;
+  // deeper: the tiles of groups of images in one set of GEMMs (winograd_forward_grouped), on
+  // planes the 2x2 tiles fit (forced, 2 threads, against kvec: (8, 512, 14, 14) 23-25 ms
+  // against 32-34, (2, 512, 14, 14) 8.0-8.1 against 8.7-8.8, (1, 512, 28, 28) 12.4-12.5
+  // against 17.8, (4, 384, 14, 14) 7.0 against 9.4-9.5, (8, 1024, 14, 14) 93-95 against 150;
+  // AVX2 1.3-2.1x; but (1, 512, 14, 14), 49 tiles, 5.4-5.6 against 4.3-4.6, and 7x7 planes,
+  // 16 tiles for 49 outputs: (8, 512, 7, 7) 9.4-9.7 against 7.5, (32, ...) 31.3 against 28.8)
+  return tiles >= 96 && !tiles2x2_waste(s) && s.K * s.C <= 1024 * 1024;
 }
 
 // Strided layers of many input channels, where kvec's tiles (the weights in L2 a run of taps

@@ -49,6 +49,67 @@ bool winograd_out_rows(bool (*out_row)(float*, float*, const float*, int64_t, in
   return ok;
 }
 
+// winograd_forward for deep layers (K C > 256 x 256): the tiles of a group of images side by side
+// in one set of GEMMs whose items are (e, block of 64+ output channels), so that U (16 K C floats,
+// 16 MiB at 512 x 512 channels) is streamed once a group, not once an image: with an item per
+// image (forced, 2 threads) (8, 512, 14, 14) took 67-72 ms against 24-27 this way, (2, 512,
+// 14, 14) 18-24 against 8-10; with 256 x 256 channels or fewer the items per image were faster
+// ((8, 128, 28, 28) 5.4-5.9 against 6.2-10, (16, 256, 8, 8) 4.0-5.4 against 4.6-5.9).
+// Phases per group: the input transforms (an image an item) into V (e, c, the group's tiles),
+// the GEMMs, the output transforms (an image an item). Each output's sum over c runs in the
+// same kc blocks as the per-image items': the same bits.
+static bool winograd_forward_grouped(float* y, const float* x, const float* up, const float* b,
+                                     const Conv2dShape& s, int64_t TY, int64_t TX) {
+  const KernelTable& kt = *g_kernels;
+  const int MR = kt.mr, NR = kt.nr;
+  const int64_t tiles = TY * TX, Kp = round_up(s.K, MR), kcmax = gemm_kc(s.C);
+  // images a group: V and M (16 (C + K) floats a tile) up to 16 MiB
+  const int64_t G = std::clamp<int64_t>((4 << 20) / (16 * (s.C + s.K) * tiles), 1, s.N);
+  const int64_t Tt = G * tiles;  // V's and M's row length (the last group may use fewer)
+  float* v = scratch(Buf::wino_v, 16 * s.C * Tt);
+  float* m = scratch(Buf::wino_m, 16 * s.K * Tt);
+  std::vector<int64_t> voff(static_cast<size_t>(s.C));
+  for (int64_t c = 0; c < s.C; ++c) voff[c] = c * Tt;
+  const int64_t Wb = 2 * TX + 34, nrows = 2 * TY + 2;  // as winograd_forward's items
+  const int64_t kRows = round_up(64, MR);  // output channels a GEMM item: whole MR panels
+  const int64_t kblocks = (s.K + kRows - 1) / kRows;
+  std::atomic<bool> finite{true};
+  for (int64_t n0 = 0; n0 < s.N; n0 += G) {
+    const int64_t g = std::min(G, s.N - n0), nt = g * tiles;
+    parallel_for(g, 40.0 * s.C * tiles * g, [&](int64_t i) {
+      float* xb = scratch(Buf::wino_rows, s.C * nrows * Wb);
+      for (int64_t c = 0; c < s.C; ++c) {
+        float* bc = xb + c * nrows * Wb;
+        split_rows(bc, Wb, Wb, x + ((n0 + i) * s.C + c) * s.H * s.W, s.H, s.W, -s.ph, 1, nrows,
+                   s.pw, 1, 2 * TX + 2);
+        for (int64_t ty = 0; ty < TY; ++ty) {
+          const float* rr = bc + 2 * ty * Wb;
+          const float* r4[4] = {rr, rr + Wb, rr + 2 * Wb, rr + 3 * Wb};
+          kt.wino_in_row(v + c * Tt + i * tiles + ty * TX, s.C * Tt, r4, TX);
+        }
+      }
+    });
+    parallel_for(16 * kblocks, 32.0 * s.K * s.C * nt, [&](int64_t it) {
+      const int64_t e = it / kblocks, k0 = it % kblocks * kRows;
+      const int64_t k1 = std::min(s.K, k0 + kRows);
+      for (int64_t pc = 0; pc < s.C; pc += kcmax) {
+        const int64_t kc = std::min(kcmax, s.C - pc);
+        for (int64_t jr = 0; jr < nt; jr += NR)
+          for (int64_t ir = k0; ir < k1; ir += MR)
+            kt.gemm_direct(kc, up + Kp * e * s.C + ir * s.C + pc * MR, v + e * s.C * Tt + jr,
+                           voff.data() + pc, m + (e * s.K + ir) * Tt + jr, Tt,
+                           static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
+                           static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
+      }
+    });
+    parallel_for(g, 40.0 * s.K * tiles * g, [&](int64_t i) {
+      if (!winograd_out_rows(kt.wino_out_row, y, m + i * tiles, b, s, n0 + i, 0, TY, TX, Tt))
+        finite = false;
+    });
+  }
+  return finite;
+}
+
 // 3x3, stride 1, enough channels: Winograd F(2x2, 3x3). Each 2x2 block of outputs (a tile)
 // comes from a 4x4 input patch d as A^T [(G g G^T) . (B^T d B)] A, so the 36 multiplies per
 // (tile, c, k) of the direct form become 16, done as 16 GEMMs (K x C by C x tiles), one per
@@ -73,28 +134,45 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
   const int64_t Pm = (s.P + dh - 1) / dh, Qm = (s.Q + dw - 1) / dw;  // the largest phase
   const int64_t TX = (Qm + 1) / 2, TY = (Pm + 1) / 2, PQ = s.P * s.Q;
   const int MR = kt.mr;
-  // U[e] = G g G^T for every (k, c), then packed into MR-row panels per e
+  // U[e] = G g G^T for every (k, c), straight into MR-row panels per e (pack_a's layout: (k, c)
+  // at e * Kp * C + k / MR * MR * C + c * MR + k % MR, rows past K zero), a panel an item: U
+  // computed (k, c) by (k, c) into 16 arrays then packed, or a value at a time into the panels,
+  // was 40 % of a 512-channel layer at batch 8
   const int64_t Kp = round_up(s.K, MR);
-  float* ut = scratch(Buf::wino_weights_t, 16 * s.K * s.C);
-  parallel_for(s.K * s.C, 100.0 * s.K * s.C, [&](int64_t kc) {
-    const float* g = w + kc * 9;
-    float t[4][3];  // G g
-    for (int j = 0; j < 3; ++j) {
-      t[0][j] = g[j];
-      t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-      t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-      t[3][j] = g[6 + j];
-    }
-    for (int i = 0; i < 4; ++i) {
-      const float u[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
-                          0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
-      for (int j = 0; j < 4; ++j) ut[(4 * i + j) * s.K * s.C + kc] = u[j];
-    }
-  });
   float* up = scratch(Buf::wino_weights, 16 * Kp * s.C);
-  parallel_for(16, 16.0 * s.K * s.C, [&](int64_t e) {
-    pack_a(up + e * Kp * s.C, MatView{ut + e * s.K * s.C, s.C, 1}, 0, s.K, 0, s.C, MR);
+  parallel_for(Kp / MR, 100.0 * Kp * s.C, [&](int64_t panel) {
+    float* dst = up + panel * MR * s.C;
+    float buf[16][16];  // the panel's MR values of each e for one c, then one copy per e
+    for (int64_t c = 0; c < s.C; ++c) {
+      for (int kk = 0; kk < MR; ++kk) {
+        const int64_t k = panel * MR + kk;
+        if (k >= s.K) {
+          for (int e = 0; e < 16; ++e) buf[e][kk] = 0.f;
+          continue;
+        }
+        const float* g = w + (k * s.C + c) * 9;
+        float t[4][3];  // G g
+        for (int j = 0; j < 3; ++j) {
+          t[0][j] = g[j];
+          t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+          t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+          t[3][j] = g[6 + j];
+        }
+        for (int i = 0; i < 4; ++i) {
+          const float u[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
+                              0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
+          for (int j = 0; j < 4; ++j) buf[4 * i + j][kk] = u[j];
+        }
+      }
+      if (MR == 8)  // (AVX-512's panels: a constant size, one 32-byte move each)
+        for (int e = 0; e < 16; ++e) std::memcpy(dst + e * Kp * s.C + c * 8, buf[e], 32);
+      else
+        for (int e = 0; e < 16; ++e)
+          std::memcpy(dst + e * Kp * s.C + c * MR, buf[e], sizeof(float) * MR);
+    }
   });
+  if (dh == 1 && dw == 1 && s.K * s.C > 256 * 256)
+    return winograd_forward_grouped(y, x, up, b, s, TY, TX);
   // Tile rows per item: V and M of one item (16 x (C + K) x tiles floats) near 640 KiB.
   const int64_t per_row = 16 * (s.C + s.K) * TX * dw * 4;
   const int64_t tr = std::max<int64_t>(1, std::min(TY, (640 * 1024) / per_row));
