@@ -64,7 +64,7 @@ static bool winograd_forward_grouped(float* y, const float* x, const float* up, 
   const int MR = kt.mr, NR = kt.nr;
   const int64_t tiles = TY * TX, Kp = round_up(s.K, MR), kcmax = gemm_kc(s.C);
   // images a group: V and M (16 (C + K) floats a tile) up to 16 MiB
-  const int64_t G = std::clamp<int64_t>((4 << 20) / (16 * (s.C + s.K) * tiles), 1, s.N);
+  const int64_t G = std::max<int64_t>(1, std::min(s.N, (4 << 20) / (16 * (s.C + s.K) * tiles)));
   const int64_t Tt = G * tiles;  // V's and M's row length (the last group may use fewer)
   float* v = scratch(Buf::wino_v, 16 * s.C * Tt);
   float* m = scratch(Buf::wino_m, 16 * s.K * Tt);
