@@ -299,6 +299,7 @@ static bool adaptive_lanes_pay(int64_t planes, int64_t H, int64_t W, bool forwar
 
 void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64_t H, int64_t W,
                                  int64_t P, int64_t Q) {
+  if (P == 0 || Q == 0) return;  // an empty output (the row loops below assume Q >= 1)
   if (Q > 1 && adaptive_lanes_pay(planes, H, W, true)) {
     through_lanes(y, P * Q, x, H * W, planes, 2.0 * planes * H * W,
                   [&](float* yt, const float* xt) {
@@ -329,6 +330,10 @@ void adaptive_avg_pool2d_forward(float* y, const float* x, int64_t planes, int64
 
 void adaptive_avg_pool2d_backward(float* dx, const float* dy, int64_t planes, int64_t H,
                                   int64_t W, int64_t P, int64_t Q) {
+  if (P == 0 || Q == 0) {  // an empty output: no gradient reaches x
+    std::fill(dx, dx + planes * H * W, 0.f);
+    return;
+  }
   if (!(P == 1 && Q == 1) && adaptive_lanes_pay(planes, H, W, false)) {
     through_lanes(dx, H * W, dy, P * Q, planes, 2.0 * planes * H * W,
                   [&](float* dxt, const float* gt) {
@@ -390,6 +395,7 @@ static void adaptive_planes(const float* x, int64_t i0, int n, int64_t H, int64_
 void adaptive_max_pool2d_forward(float* y, int64_t* indices, const float* x, int64_t planes,
                                  int64_t H, int64_t W, int64_t P, int64_t Q) {
   const int64_t PQ = P * Q;
+  if (PQ == 0) return;  // an empty output
   parallel_for((planes + 15) / 16, 2.0 * planes * H * W, [&](int64_t g) {
     const int n = static_cast<int>(std::min<int64_t>(16, planes - g * 16));
     adaptive_planes(x, g * 16, n, H, W, P, Q, [&](int64_t i, int64_t j, int64_t a) {
@@ -402,6 +408,10 @@ void adaptive_max_pool2d_forward(float* y, int64_t* indices, const float* x, int
 void adaptive_max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes,
                                   int64_t H, int64_t W, int64_t P, int64_t Q) {
   const int64_t PQ = P * Q;
+  if (PQ == 0) {  // an empty output: no gradient reaches x
+    std::fill(dx, dx + planes * H * W, 0.f);
+    return;
+  }
   parallel_for((planes + 15) / 16, 2.0 * planes * H * W, [&](int64_t g) {
     const int64_t i0 = g * 16;
     const int n = static_cast<int>(std::min<int64_t>(16, planes - i0));
