@@ -32,25 +32,34 @@ static void pad_rows_avx512(float* dst, int64_t dstride, const float* src, int64
   }
 }
 
-// phase_split_rows for sw = 4: 64 input columns per step, split into even and odd lanes and
-// each of those again (six permutes), the column masks computed once for all rows.
-static void phase_split4_rows(float* dst, int64_t dstep, int64_t fstride, const float* src,
-                              int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t Wq) {
+// The masks of phase_split_rows' stride-S kernels, for all rows: block b of 16 output columns
+// reads S vectors of input, load q from input column 16 (S b + q) - pw; ml[b][q] marks its lanes
+// inside [0, W), mj[b] the output columns below Wq. Returns the number of blocks (Wq <= 256).
+template <int S>
+static int split_masks(__mmask16 (*ml)[S], __mmask16* mj, int64_t W, int64_t pw, int64_t Wq) {
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
   const int nb = static_cast<int>((Wq + 15) / 16);
-  __mmask16 ml[16][4], mj[16];  // source lanes of the four loads, destination lanes
   for (int b = 0; b < nb; ++b) {
-    for (int q = 0; q < 4; ++q) {
-      const int first = static_cast<int>(64 * b + 16 * q - pw);  // input column of lane 0
+    for (int q = 0; q < S; ++q) {
+      const int first = static_cast<int>(16 * (S * b + q) - pw);  // input column of lane 0
       const __m512i c = _mm512_add_epi32(iota, _mm512_set1_epi32(first));
       ml[b][q] = _mm512_cmpge_epi32_mask(c, zero) & _mm512_cmplt_epi32_mask(c, vw);
     }
     const int64_t j0 = 16 * b;
     mj[b] = Wq - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wq - j0)) - 1u);
   }
+  return nb;
+}
+
+// phase_split_rows for sw = 4: 64 input columns per step, split into even and odd lanes and
+// each of those again (six permutes), the column masks computed once for all rows.
+static void phase_split4_rows(float* dst, int64_t dstep, int64_t fstride, const float* src,
+                              int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t Wq) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  __mmask16 ml[16][4], mj[16];  // source lanes of the four loads, destination lanes
+  const int nb = split_masks<4>(ml, mj, W, pw, Wq);
   for (int64_t i = 0; i < nrows; ++i) {
     const float* r = src + i * sstep - pw;
     float* d = dst + i * dstep;
@@ -76,8 +85,6 @@ static void phase_split4_rows(float* dst, int64_t dstep, int64_t fstride, const 
 // slower to split than to convolve).
 static void phase_split3_rows(float* dst, int64_t dstep, int64_t fstride, const float* src,
                               int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t Wq) {
-  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
   __m512i first2[3], third[3];  // lane l of phase f is column 3l + f of the block's 48
   for (int f = 0; f < 3; ++f) {
     alignas(64) int32_t a[16], b[16];
@@ -89,17 +96,8 @@ static void phase_split3_rows(float* dst, int64_t dstep, int64_t fstride, const 
     first2[f] = _mm512_load_si512(a);
     third[f] = _mm512_load_si512(b);
   }
-  const int nb = static_cast<int>((Wq + 15) / 16);
   __mmask16 ml[16][3], mj[16];  // source lanes of the three loads, destination lanes
-  for (int b = 0; b < nb; ++b) {
-    for (int q = 0; q < 3; ++q) {
-      const int first = static_cast<int>(48 * b + 16 * q - pw);  // input column of lane 0
-      const __m512i c = _mm512_add_epi32(iota, _mm512_set1_epi32(first));
-      ml[b][q] = _mm512_cmpge_epi32_mask(c, zero) & _mm512_cmplt_epi32_mask(c, vw);
-    }
-    const int64_t j0 = 16 * b;
-    mj[b] = Wq - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wq - j0)) - 1u);
-  }
+  const int nb = split_masks<3>(ml, mj, W, pw, Wq);
   for (int64_t i = 0; i < nrows; ++i) {
     const float* r = src + i * sstep - pw;
     float* d = dst + i * dstep;
@@ -136,26 +134,16 @@ void phase_split_rows_avx512(float* dst, int64_t dstep, int64_t fstride, const f
     portable_phase_split_rows(dst, dstep, fstride, src, sstep, nrows, W, pw, sw, Wq);
     return;
   }
-  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __m512i vw = _mm512_set1_epi32(static_cast<int>(W)), zero = _mm512_setzero_si512();
-  const int nb = static_cast<int>((Wq + 15) / 16);
-  __mmask16 m0[16], m1[16], mj[16];  // source lanes of the two loads, destination lanes
-  for (int b = 0; b < nb; ++b) {
-    const int64_t j0 = 16 * b, base = 2 * j0 - pw;  // input column of the first even lane
-    const __m512i c0 = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(base)));
-    const __m512i c1 = _mm512_add_epi32(c0, _mm512_set1_epi32(16));
-    m0[b] = _mm512_cmpge_epi32_mask(c0, zero) & _mm512_cmplt_epi32_mask(c0, vw);
-    m1[b] = _mm512_cmpge_epi32_mask(c1, zero) & _mm512_cmplt_epi32_mask(c1, vw);
-    mj[b] = Wq - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wq - j0)) - 1u);
-  }
+  __mmask16 ml[16][2], mj[16];  // source lanes of the two loads, destination lanes
+  const int nb = split_masks<2>(ml, mj, W, pw, Wq);
   for (int64_t i = 0; i < nrows; ++i) {
     const float* r = src + i * sstep - pw;
     float* d = dst + i * dstep;
     for (int b = 0; b < nb; ++b) {
-      const __m512 lo = _mm512_maskz_loadu_ps(m0[b], r + 32 * b);
-      const __m512 hi = _mm512_maskz_loadu_ps(m1[b], r + 32 * b + 16);
+      const __m512 lo = _mm512_maskz_loadu_ps(ml[b][0], r + 32 * b);
+      const __m512 hi = _mm512_maskz_loadu_ps(ml[b][1], r + 32 * b + 16);
       _mm512_mask_storeu_ps(d + 16 * b, mj[b], _mm512_permutex2var_ps(lo, even, hi));
       _mm512_mask_storeu_ps(d + fstride + 16 * b, mj[b], _mm512_permutex2var_ps(lo, odd, hi));
     }

@@ -49,6 +49,29 @@ bool winograd_out_rows(bool (*out_row)(float*, float*, const float*, int64_t, in
   return ok;
 }
 
+// The input transform of tile rows [ty0, ty1) of image n, row phase al (winograd_forward's
+// items and its grouped path): the x rows al - ph + (2 ty0 + i) dh, i < 2 rows + 2, zero outside
+// x, each split into its dw column phases in xb (Wb floats apart: the 2 TX + 2 columns the tiles
+// read, then what wino_in_row may load past them into lanes it does not store), then B^T d B.
+// Tile (ty, be, tx) is V column ((ty - ty0) dw + be) TX + tx; channel c's row is at v + c * ld,
+// the e's C * ld apart.
+static void wino_in_rows(float* v, int64_t ld, float* xb, const float* x, const Conv2dShape& s,
+                         int64_t n, int64_t al, int64_t ty0, int64_t ty1, int64_t TX) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t dh = s.dh, dw = s.dw, Wb = 2 * TX + 34, nrows = 2 * (ty1 - ty0) + 2;
+  for (int64_t c = 0; c < s.C; ++c) {
+    float* bc = xb + c * nrows * dw * Wb;
+    split_rows(bc, dw * Wb, Wb, x + (n * s.C + c) * s.H * s.W, s.H, s.W,
+               al - s.ph + 2 * ty0 * dh, dh, nrows, s.pw, dw, 2 * TX + 2);
+    for (int64_t ty = ty0; ty < ty1; ++ty)
+      for (int64_t be = 0; be < dw; ++be) {
+        const float* rr = bc + 2 * (ty - ty0) * dw * Wb + be * Wb;
+        const float* r4[4] = {rr, rr + dw * Wb, rr + 2 * dw * Wb, rr + 3 * dw * Wb};
+        kt.wino_in_row(v + c * ld + ((ty - ty0) * dw + be) * TX, s.C * ld, r4, TX);
+      }
+  }
+}
+
 // winograd_forward for deep layers (K C > 256 x 256): the tiles of a group of images side by side
 // in one set of GEMMs whose items are (e, block of 64+ output channels), so that U (16 K C floats,
 // 16 MiB at 512 x 512 channels) is streamed once a group, not once an image: with an item per
@@ -61,8 +84,8 @@ bool winograd_out_rows(bool (*out_row)(float*, float*, const float*, int64_t, in
 static bool winograd_forward_grouped(float* y, const float* x, const float* up, const float* b,
                                      const Conv2dShape& s, int64_t TY, int64_t TX) {
   const KernelTable& kt = *g_kernels;
-  const int MR = kt.mr, NR = kt.nr;
-  const int64_t tiles = TY * TX, Kp = round_up(s.K, MR), kcmax = gemm_kc(s.C);
+  const int MR = kt.mr;
+  const int64_t tiles = TY * TX, Kp = round_up(s.K, MR);
   // images a group: V and M (16 (C + K) floats a tile) up to 16 MiB
   const int64_t G = std::max<int64_t>(1, std::min(s.N, (4 << 20) / (16 * (s.C + s.K) * tiles)));
   const int64_t Tt = G * tiles;  // V's and M's row length (the last group may use fewer)
@@ -70,37 +93,21 @@ static bool winograd_forward_grouped(float* y, const float* x, const float* up, 
   float* m = scratch(Buf::wino_m, 16 * s.K * Tt);
   std::vector<int64_t> voff(static_cast<size_t>(s.C));
   for (int64_t c = 0; c < s.C; ++c) voff[c] = c * Tt;
-  const int64_t Wb = 2 * TX + 34, nrows = 2 * TY + 2;  // as winograd_forward's items
+  const int64_t xb_floats = s.C * (2 * TY + 2) * (2 * TX + 34);  // wino_in_rows' rows
   const int64_t kRows = round_up(64, MR);  // output channels a GEMM item: whole MR panels
   const int64_t kblocks = (s.K + kRows - 1) / kRows;
+  const int64_t depth = s.C, base = 0;
   std::atomic<bool> finite{true};
   for (int64_t n0 = 0; n0 < s.N; n0 += G) {
     const int64_t g = std::min(G, s.N - n0), nt = g * tiles;
     parallel_for(g, 40.0 * s.C * tiles * g, [&](int64_t i) {
-      float* xb = scratch(Buf::wino_rows, s.C * nrows * Wb);
-      for (int64_t c = 0; c < s.C; ++c) {
-        float* bc = xb + c * nrows * Wb;
-        split_rows(bc, Wb, Wb, x + ((n0 + i) * s.C + c) * s.H * s.W, s.H, s.W, -s.ph, 1, nrows,
-                   s.pw, 1, 2 * TX + 2);
-        for (int64_t ty = 0; ty < TY; ++ty) {
-          const float* rr = bc + 2 * ty * Wb;
-          const float* r4[4] = {rr, rr + Wb, rr + 2 * Wb, rr + 3 * Wb};
-          kt.wino_in_row(v + c * Tt + i * tiles + ty * TX, s.C * Tt, r4, TX);
-        }
-      }
+      wino_in_rows(v + i * tiles, Tt, scratch(Buf::wino_rows, xb_floats), x, s, n0 + i, 0, 0,
+                   TY, TX);
     });
     parallel_for(16 * kblocks, 32.0 * s.K * s.C * nt, [&](int64_t it) {
       const int64_t e = it / kblocks, k0 = it % kblocks * kRows;
-      const int64_t k1 = std::min(s.K, k0 + kRows);
-      for (int64_t pc = 0; pc < s.C; pc += kcmax) {
-        const int64_t kc = std::min(kcmax, s.C - pc);
-        for (int64_t jr = 0; jr < nt; jr += NR)
-          for (int64_t ir = k0; ir < k1; ir += MR)
-            kt.gemm_direct(kc, up + Kp * e * s.C + ir * s.C + pc * MR, v + e * s.C * Tt + jr,
-                           voff.data() + pc, m + (e * s.K + ir) * Tt + jr, Tt,
-                           static_cast<int>(std::min<int64_t>(MR, s.K - ir)),
-                           static_cast<int>(std::min<int64_t>(NR, nt - jr)), pc > 0, nullptr);
-      }
+      winograd_gemms(m + (e * s.K + k0) * Tt, up + Kp * e * s.C + k0 * s.C, v + e * s.C * Tt,
+                     &base, &depth, 1, std::min(kRows, s.K - k0), Tt, nt, voff.data());
     });
     parallel_for(g, 40.0 * s.K * tiles * g, [&](int64_t i) {
       if (!winograd_out_rows(kt.wino_out_row, y, m + i * tiles, b, s, n0 + i, 0, TY, TX, Tt))
@@ -178,10 +185,7 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
   const int64_t tr = std::max<int64_t>(1, std::min(TY, (640 * 1024) / per_row));
   const int64_t nblk = (TY + tr - 1) / tr;
   const int64_t Tb = tr * dw * TX;            // tiles per item (at most)
-  // One column phase of a gathered input row: the 2 * TX + 2 columns the tiles read, then
-  // what wino_in_row may load past them into lanes it does not store (left as they are).
-  const int64_t Wb = 2 * TX + 34;
-  const int64_t nrows = 2 * tr + 2;           // input rows per item
+  const int64_t Wb = 2 * TX + 34, nrows = 2 * tr + 2;  // wino_in_rows' rows, at most
   thread_local std::vector<int64_t> voff;
   voff.resize(static_cast<size_t>(s.C));
   for (int64_t c = 0; c < s.C; ++c) voff[c] = c * Tb;
@@ -196,20 +200,7 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
     float* xb = scratch(Buf::wino_rows, s.C * nrows * dw * Wb);
     float* v = scratch(Buf::wino_v, 16 * s.C * Tb);
     float* m = scratch(Buf::wino_m, 16 * s.K * Tb);
-    // the rows al - ph + (2 * ty0 + i) * dh, i < 2 * rows + 2, zero outside x, each split into
-    // its dw column phases (Wb floats apart); the tiles of row ty and column phase be are the
-    // GEMM columns ((ty - ty0) * dw + be) * TX + tx
-    for (int64_t c = 0; c < s.C; ++c) {
-      float* bc = xb + c * nrows * dw * Wb;
-      split_rows(bc, dw * Wb, Wb, x + (n * s.C + c) * s.H * s.W, s.H, s.W,
-                 al - s.ph + 2 * ty0 * dh, dh, 2 * rows + 2, s.pw, dw, 2 * TX + 2);
-      for (int64_t ty = ty0; ty < ty1; ++ty)
-        for (int64_t be = 0; be < dw; ++be) {
-          const float* rr = bc + 2 * (ty - ty0) * dw * Wb + be * Wb;
-          const float* r4[4] = {rr, rr + dw * Wb, rr + 2 * dw * Wb, rr + 3 * dw * Wb};
-          kt.wino_in_row(v + c * Tb + ((ty - ty0) * dw + be) * TX, s.C * Tb, r4, TX);
-        }
-    }
+    wino_in_rows(v, Tb, xb, x, s, n, al, ty0, ty1, TX);
     winograd_gemms(m, up, v, base, depth, 16, s.K, Tb, nt, voffp);
     if (dh == 1 && dw == 1) {
       if (!winograd_out_rows(kt.wino_out_row, y, m, b, s, n, ty0, ty1, TX, Tb)) finite = false;
