@@ -540,10 +540,12 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         assert plan((32, 256, 7, 7), (256, 256, 3, 3), 1, 1)["weight_grad"] == "winograd3"
         assert plan((16, 64, 28, 28), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
         assert plan((128, 64, 16, 16), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[1]
-        # strided 16-channel layers: GEMM at batch 128 (ResNet-20's 16 -> 32 layers), dot at 64
-        assert plan((128, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "gemm"
+        # strided 3x3 layers: kvec with a column step (ResNet-20's 16 -> 32 and 32 -> 64
+        # layers), but 1x1 ones (the shortcuts) GEMM
+        assert plan((128, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "kvec"
+        assert plan((128, 32, 16, 16), (64, 32, 3, 3), 2, 1)["weight_grad"] == "kvec"
+        assert plan((64, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "kvec"
         assert plan((128, 16, 28, 28), (32, 16, 1, 1), 2, 0)["weight_grad"] == "gemm"
-        assert plan((64, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "dot"
     # ResNet-20's first stage (16 x 16 channels on 32 x 32) from 64 images on: winograd3_lanes
     # at AVX-512, dot below (and with fewer channels)
     lanes = isa == "avx512"
@@ -687,6 +689,42 @@ def test_deep_layers_take_kvec_in_runs_of_taps_with_the_same_bits_for_any_thread
     for other in outs[1:]:
         for a, c in zip(outs[0], other):
             assert a.tobytes() == c.tobytes()
+
+
+# strided weight gradients through kvec: 9 images (two chunks of 5 and 4), a lone last block of
+# 16 output channels, unequal strides, stride 3 with asymmetric padding, a 5x5 kernel
+_KVEC_STRIDED = [(9, 6, 13, 11, 20, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+                 (4, 5, 12, 17, 16, (3, 3), (2, 1), (1, 0), (1, 1), 1),
+                 (3, 4, 14, 13, 33, (3, 3), (3, 3), (2, 1), (1, 1), 1),
+                 (2, 3, 15, 15, 12, (5, 5), (2, 2), (2, 2), (1, 1), 1)]
+
+
+@pytest.mark.parametrize("shape", _KVEC_STRIDED, ids=str)
+def test_strided_weight_gradient_by_kvec_same_bits_for_any_thread_count_and_isa(rng, threads,
+                                                                                shape):
+    """kvec's weight gradient steps through the input by the stride (ResNet-20's downsampling
+    layers run it): the reference's values, the same bits for 1, 2 and 3 threads, and AVX2's
+    two 8-lane halves sum the same products in the same order as AVX-512's 16 lanes."""
+    x, w, b, kw = _data(rng, shape)  # (finite: with a NaN or Inf the plan leaves kvec out)
+    g = rng.standard_normal(_ref(x, w, b, kw).shape).astype(np.float32)
+    want = _ref_bwd(g, x, w, b, kw)[1]
+    args = (x.shape, w.shape, *kw["stride"], *kw["padding"], *kw["dilation"], kw["groups"])
+    got = {}
+    before = _core.isa()
+    try:
+        for isa_name in [i for i in ("avx512", "avx2") if i in ISAS]:
+            _core.set_isa(isa_name)
+            assert _core.conv2d_plan(*args)["weight_grad"] == "kvec", isa_name
+            outs = []
+            for n in (1, 2, 3):
+                threads(n)
+                outs.append(F.conv2d_backward(g, x, w, b, input_grad=False, **kw)[1])
+            assert_close(outs[0], want, 1e-5, isa_name)
+            assert all(o.tobytes() == outs[0].tobytes() for o in outs[1:]), isa_name
+            got[isa_name] = outs[0]
+    finally:
+        _core.set_isa(before)
+    assert len({v.tobytes() for v in got.values()}) == 1
 
 
 @pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[4], SHAPES[10]], ids=str)

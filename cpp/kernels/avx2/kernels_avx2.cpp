@@ -244,19 +244,20 @@ static void conv_kvec_avx2(float* out, int64_t ldo, int64_t ldr, const float* x,
 // registers per pass; the same sums in the same order as the AVX-512 kernel.
 template <int T>
 static void dw_kvec_pass(float* out, int64_t ldo, const float* dyT, const float* x, int64_t x_ns,
-                         int64_t x_rs, int64_t o, int nk, int64_t N, int64_t P, int64_t Q) {
+                         int64_t x_rs, int64_t x_cs, int64_t o, int nk, int64_t N, int64_t P,
+                         int64_t Q) {
   __m256 acc[T][2];
 #pragma GCC unroll 6
   for (int i = 0; i < T; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   for (int64_t n = 0; n < N; ++n)
     for (int64_t p = 0; p < P; ++p) {
-      const float* xr = x + n * x_ns + p * x_rs + o;
+      const float* xq = x + n * x_ns + p * x_rs + o;  // column q's taps: xq + q * x_cs
       const float* d = dyT + (n * P + p) * Q * 16;
-      for (int64_t q = 0; q < Q; ++q) {
+      for (int64_t q = 0; q < Q; ++q, xq += x_cs) {
         const __m256 d0 = _mm256_loadu_ps(d + q * 16), d1 = _mm256_loadu_ps(d + q * 16 + 8);
 #pragma GCC unroll 6
         for (int t = 0; t < T; ++t) {
-          const __m256 xv = _mm256_broadcast_ss(xr + q + t);
+          const __m256 xv = _mm256_broadcast_ss(xq + t);
           acc[t][0] = _mm256_fmadd_ps(xv, d0, acc[t][0]);
           acc[t][1] = _mm256_fmadd_ps(xv, d1, acc[t][1]);
         }
@@ -273,17 +274,17 @@ static void dw_kvec_pass(float* out, int64_t ldo, const float* dyT, const float*
 }
 
 static void conv_dw_kvec_avx2(float* out, int64_t ldo, const float* dyT, const float* x,
-                              int64_t x_ns, int64_t x_rs, const int64_t* off, int S, int nt,
-                              int nk, int64_t N, int64_t P, int64_t Q) {
-  using Fn = void (*)(float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t, int,
-                      int64_t, int64_t, int64_t);
+                              int64_t x_ns, int64_t x_rs, int64_t x_cs, const int64_t* off, int S,
+                              int nt, int nk, int64_t N, int64_t P, int64_t Q) {
+  using Fn = void (*)(float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t,
+                      int64_t, int, int64_t, int64_t, int64_t);
   static const Fn by_t[7] = {nullptr,         dw_kvec_pass<1>, dw_kvec_pass<2>, dw_kvec_pass<3>,
                              dw_kvec_pass<4>, dw_kvec_pass<5>, dw_kvec_pass<6>};
   // kernel row g: taps g * S .. (those < nt) at consecutive offsets from off[g * S]
   for (int g = 0; g * S < nt; ++g)
     for (int t0 = 0; t0 < S && g * S + t0 < nt;) {
       const int n = std::min({6, S - t0, nt - g * S - t0});
-      by_t[n](out + g * S + t0, ldo, dyT, x, x_ns, x_rs, off[g * S] + t0, nk, N, P, Q);
+      by_t[n](out + g * S + t0, ldo, dyT, x, x_ns, x_rs, x_cs, off[g * S] + t0, nk, N, P, Q);
       t0 += n;
     }
 }

@@ -39,8 +39,8 @@ void rows_to_lanes16_avx512(float* dst, const float* src, int64_t ld, int rows, 
 void conv_dx_rows_avx512(float* dx, const float* dy, const float* wt, int64_t h0, int nh,
                          const DxRowsArgs& a);
 void conv_dw_kvec_avx512(float* out, int64_t ldo, const float* dyT, const float* x,
-                         int64_t x_ns, int64_t x_rs, const int64_t* off, int S, int nt, int nk,
-                         int64_t N, int64_t P, int64_t Q);
+                         int64_t x_ns, int64_t x_rs, int64_t x_cs, const int64_t* off, int S,
+                         int nt, int nk, int64_t N, int64_t P, int64_t Q);
 void col2im_plane_avx512(float* dx, const float* g, int64_t ld, const Col2imArgs& a);
 // winograd_avx512.cpp, winograd5_avx512.cpp
 void wino_in_row_avx512(float* v, int64_t vs, const float* const* r, int64_t nt);

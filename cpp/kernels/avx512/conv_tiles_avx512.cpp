@@ -338,8 +338,8 @@ void conv_dx_rows_avx512(float* dx, const float* dy, const float* wt, int64_t h0
 // the caller's offsets allow: G row pointers and constant displacements, no offset reloads.
 template <int S, int G>
 static void dw_kvec_rows(float* out, int64_t ldo, const float* dyT, const float* x, int64_t x_ns,
-                         int64_t x_rs, const int64_t* off, int nt, int nk, int64_t N, int64_t P,
-                         int64_t Q) {
+                         int64_t x_rs, int64_t x_cs, const int64_t* off, int nt, int nk, int64_t N,
+                         int64_t P, int64_t Q) {
   constexpr int NT = S * G;
   __m512 acc[NT];
 #pragma GCC unroll 28
@@ -350,15 +350,15 @@ static void dw_kvec_rows(float* out, int64_t ldo, const float* dyT, const float*
   for (int g = 0; g < G; ++g) ro[g] = off[(g < ng ? g : ng - 1) * S];
   for (int64_t n = 0; n < N; ++n)
     for (int64_t p = 0; p < P; ++p) {
-      const float* xr = x + n * x_ns + p * x_rs;
+      const float* xq = x + n * x_ns + p * x_rs;  // column q's window: xq + q * x_cs
       const float* d = dyT + (n * P + p) * Q * 16;
-      for (int64_t q = 0; q < Q; ++q) {
+      for (int64_t q = 0; q < Q; ++q, xq += x_cs) {
         // opaque to the compiler: otherwise it carries the shifted window of input values
         // from one q to the next through spilled scalars, which runs far slower than reloading
         const __m512 dv = _mm512_loadu_ps(d + q * 16);
 #pragma GCC unroll 28
         for (int g = 0; g < G; ++g) {
-          const float* row = xr + ro[g] + q;  // taps of row g at constant displacements
+          const float* row = xq + ro[g];  // taps of row g at constant displacements
           asm("" : "+r"(row));
 #pragma GCC unroll 8
           for (int t = 0; t < S; ++t)
@@ -375,8 +375,8 @@ static void dw_kvec_rows(float* out, int64_t ldo, const float* dyT, const float*
 
 // The portable dot products for tiles the register versions do not cover, from dyT.
 static void dw_kvec_plain(float* out, int64_t ldo, const float* dyT, const float* x, int64_t x_ns,
-                          int64_t x_rs, const int64_t* off, int nt, int nk, int64_t N, int64_t P,
-                          int64_t Q) {
+                          int64_t x_rs, int64_t x_cs, const int64_t* off, int nt, int nk,
+                          int64_t N, int64_t P, int64_t Q) {
   for (int i = 0; i < nt; ++i) {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t n = 0; n < N; ++n)
@@ -384,7 +384,7 @@ static void dw_kvec_plain(float* out, int64_t ldo, const float* dyT, const float
         const float* xr = x + n * x_ns + p * x_rs + off[i];
         const float* d = dyT + (n * P + p) * Q * 16;
         for (int64_t q = 0; q < Q; ++q)
-          acc = _mm512_fmadd_ps(_mm512_set1_ps(xr[q]), _mm512_loadu_ps(d + q * 16), acc);
+          acc = _mm512_fmadd_ps(_mm512_set1_ps(xr[q * x_cs]), _mm512_loadu_ps(d + q * 16), acc);
       }
     alignas(64) float tmp[16];
     _mm512_store_ps(tmp, acc);
@@ -393,15 +393,15 @@ static void dw_kvec_plain(float* out, int64_t ldo, const float* dyT, const float
 }
 
 void conv_dw_kvec_avx512(float* out, int64_t ldo, const float* dyT, const float* x,
-                                int64_t x_ns, int64_t x_rs, const int64_t* off, int S, int nt,
-                                int nk, int64_t N, int64_t P, int64_t Q) {
-  using Fn = void (*)(float*, int64_t, const float*, const float*, int64_t, int64_t,
+                                int64_t x_ns, int64_t x_rs, int64_t x_cs, const int64_t* off,
+                                int S, int nt, int nk, int64_t N, int64_t P, int64_t Q) {
+  using Fn = void (*)(float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t,
                       const int64_t*, int, int, int64_t, int64_t, int64_t);
   static const Fn by_s[8] = {nullptr,          dw_kvec_rows<1, 28>, dw_kvec_rows<2, 14>,
                              dw_kvec_rows<3, 9>, dw_kvec_rows<4, 7>,  dw_kvec_rows<5, 5>,
                              dw_kvec_rows<6, 4>, dw_kvec_rows<7, 4>};
   const Fn f = (S >= 1 && S <= 7 && nt % S == 0 && nt <= 28 / S * S) ? by_s[S] : dw_kvec_plain;
-  f(out, ldo, dyT, x, x_ns, x_rs, off, nt, nk, N, P, Q);
+  f(out, ldo, dyT, x, x_ns, x_rs, x_cs, off, nt, nk, N, P, Q);
 }
 
 // col2im_plane: 16 dx columns at a time, all taps (r, t) reaching them added in a register and

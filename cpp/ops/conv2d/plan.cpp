@@ -527,7 +527,7 @@ const Row<BwdRun> kWeightGrad[] = {
      true, winograd3_weight_grad},
     {"kvec",
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return special(s) && kt.conv_dw_kvec && unit_stride(s) && s.S <= 7;
+       return special(s) && kt.conv_dw_kvec && s.S <= 7;
      },
      // narrow outputs, and wide ones with many taps per output channel (bench_kernels'
      // conv2d_algo rows at 2 threads: VGG 3x3 12.0 ms against dot's 15.0, 7x7 1.0 against 2.1;
@@ -543,9 +543,20 @@ const Row<BwdRun> kWeightGrad[] = {
      // -> 2048 1x1 2.20 ms against 1.42, (8, 512, 7, 7) -> 2048 10.7 against 5.6, (2, 512, 7,
      // 7) -> 512 3x3 5.18 against 4.02; at batch 1 kvec stays ahead, 0.78 against 1.04 and 1.94
      // against 2.61).
+     // Strided layers (a column step in the kernel) but 1x1 ones, where gemm leads ((128, 16,
+     // 32, 32) -> 32 0.34 ms against 0.72): against gemm and dot, 2 threads, medians of 7-9
+     // (bench/timing.py), AVX-512: ResNet-20's (128, 16, 32, 32) -> 32 3x3 2.14 against 2.45
+     // and 2.78, (128, 32, 16, 16) -> 64 1.68 against 2.09 and 4.22, (128, 8, 32, 32) -> 16
+     // 0.52 against 0.77 and 0.64, (64, 32, 56, 56) -> 64 5x5 25.8 against 30.7 and 36.4,
+     // stride 3 (32, 64, 15, 15) 0.51 against 0.83; level on rows of 28+ ((8, 64, 56, 56) ->
+     // 128 4.98 against 4.95); AVX2 (8 lanes, rows up to 16): 3.26 against 3.92, 2.77 against
+     // 3.05, 0.79 against 1.34 (dot). Deep weights stay gemm's at batch 1 too ((1, 256, 14, 14)
+     // -> 512 0.83 against 0.59), but (1, 64, 56, 56) -> 128 0.61 against dot's 0.78.
      [](const Conv2dShape& s, const KernelTable& kt) {
-       if (s.N > 1 && s.K * s.C * s.R * s.S >= 256 * 1024) return false;
+       if ((s.N > 1 || !unit_stride(s)) && s.K * s.C * s.R * s.S >= 256 * 1024) return false;
+       if (!unit_stride(s) && s.R * s.S == 1) return false;
        if (kt.lanes < 16) return s.K >= 12 && s.Q <= 16;
+       if (!unit_stride(s)) return s.K >= 12 && (s.Q <= 16 || s.C >= 16);
        if (s.K <= 16 && s.Q >= 32 && s.R * s.S <= 9) return false;
        return s.K >= 12 && (s.Q < 16 || (s.R * s.S >= 9 && s.C >= 16));
      },

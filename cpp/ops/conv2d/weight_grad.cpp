@@ -121,7 +121,7 @@ bool dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   return true;
 }
 
-// Weight gradient for narrow outputs (rows of fewer than 16 columns; stride 1) with 16 output
+// Weight gradient for narrow outputs (rows of fewer than 16 columns; any stride) with 16 output
 // channels in the lanes (KernelTable::conv_dw_kvec): dy transposed to channels-last blocks of
 // 16, tiles of up to 28 taps, images in 8 fixed chunks (by N only) reduced in order.
 bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
@@ -139,12 +139,8 @@ bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   parallel_for(s.N * kblocks, 4 * kCopyCost * s.N * kblocks * PQ, [&](int64_t i) {
     const int64_t kb = i / s.N, n = i % s.N;
     float* d = dyT + i * PQ * 16;
-    const int64_t nk = std::min<int64_t>(16, s.K - kb * 16);
-    const float* src = dy + n * KPQ + kb * 16 * PQ;
-    for (int64_t j = 0; j < PQ; ++j) {
-      for (int64_t kk = 0; kk < nk; ++kk) d[j * 16 + kk] = src[kk * PQ + j];
-      for (int64_t kk = nk; kk < 16; ++kk) d[j * 16 + kk] = 0.f;
-    }
+    const int nk = static_cast<int>(std::min<int64_t>(16, s.K - kb * 16));
+    g_kernels->rows_to_lanes16(d, dy + n * KPQ + kb * 16 * PQ, PQ, nk, PQ);
   });
   // tiles of whole kernel rows, up to 28 taps, as even as they come
   const int64_t rows = s.C * s.R, gmax = 28 / s.S, ntiles = (rows + gmax - 1) / gmax;
@@ -159,8 +155,8 @@ bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     const int64_t ch = item / per_chunk, kb = item % per_chunk / ntiles, ti = item % ntiles;
     const int64_t n0 = ch * nper, c0 = ti * tsize, k0 = kb * 16;
     float* out = (nch > 1 ? partial + ch * s.K * CRS : dw) + k0 * CRS + c0;
-    kern(out, CRS, dyT + (kb * s.N + n0) * PQ * 16, xb + n0 * s.C * plane, s.C * plane, Wp,
-         offp + c0, static_cast<int>(s.S), static_cast<int>(std::min(tsize, CRS - c0)),
+    kern(out, CRS, dyT + (kb * s.N + n0) * PQ * 16, xb + n0 * s.C * plane, s.C * plane,
+         s.sh * Wp, s.sw, offp + c0, static_cast<int>(s.S), static_cast<int>(std::min(tsize, CRS - c0)),
          static_cast<int>(std::min<int64_t>(16, s.K - k0)), std::min(nper, s.N - n0), s.P, s.Q);
   });
   if (nch > 1) reduce_in_order(dw, partial, nch, s.K * CRS);
