@@ -156,7 +156,8 @@ bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
     const int64_t n0 = ch * nper, c0 = ti * tsize, k0 = kb * 16;
     float* out = (nch > 1 ? partial + ch * s.K * CRS : dw) + k0 * CRS + c0;
     kern(out, CRS, dyT + (kb * s.N + n0) * PQ * 16, xb + n0 * s.C * plane, s.C * plane,
-         s.sh * Wp, s.sw, offp + c0, static_cast<int>(s.S), static_cast<int>(std::min(tsize, CRS - c0)),
+         s.sh * Wp, s.sw, offp + c0, static_cast<int>(s.S),
+         static_cast<int>(std::min(tsize, CRS - c0)),
          static_cast<int>(std::min<int64_t>(16, s.K - k0)), std::min(nper, s.N - n0), s.P, s.Q);
   });
   if (nch > 1) reduce_in_order(dw, partial, nch, s.K * CRS);
