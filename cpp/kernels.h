@@ -249,8 +249,8 @@ struct KernelTable {
   //   out[kk * ldo + i] = sum over n < N, p < P, q < Q of
   //       dyT[((n * P + p) * Q + q) * 16 + kk] * x[n * x_ns + off[i] + p * x_rs + q * x_cs]
   // (dyT: dy with the channels last; x_cs: the column stride). The taps come in runs of S
-  // (<= 7) consecutive offsets (off[g * S + t] = off[g * S] + t: the columns of a kernel row). The sum runs in a fixed
-  // order. Null where the ISA has no such kernel.
+  // (<= 7) consecutive offsets (off[g * S + t] = off[g * S] + t: the columns of a kernel row).
+  // The sum runs in a fixed order. Null where the ISA has no such kernel.
   void (*conv_dw_kvec)(float* out, int64_t ldo, const float* dyT, const float* x, int64_t x_ns,
                        int64_t x_rs, int64_t x_cs, const int64_t* off, int S, int nt, int nk,
                        int64_t N, int64_t P, int64_t Q);
