@@ -546,6 +546,12 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         assert plan((128, 32, 16, 16), (64, 32, 3, 3), 2, 1)["weight_grad"] == "kvec"
         assert plan((64, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "kvec"
         assert plan((128, 16, 28, 28), (32, 16, 1, 1), 2, 0)["weight_grad"] == "gemm"
+        # batch 1, strided 3x3: gemm for deep weights on rows up to 14, kvec on wider rows at
+        # AVX-512 (dot at AVX2 past 16 columns)
+        assert plan((1, 128, 28, 28), (256, 128, 3, 3), 2, 1)["weight_grad"] == "gemm"
+        assert plan((1, 128, 30, 30), (256, 128, 3, 3), 2, 1)["weight_grad"] == "kvec"
+        want = "kvec" if lanes else "dot"
+        assert plan((1, 128, 56, 56), (256, 128, 3, 3), 2, 1)["weight_grad"] == want
     # ResNet-20's first stage (16 x 16 channels on 32 x 32) from 64 images on: winograd3_lanes
     # at AVX-512, dot below (and with fewer channels)
     lanes = isa == "avx512"

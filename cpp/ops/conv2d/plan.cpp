@@ -550,10 +550,13 @@ const Row<BwdRun> kWeightGrad[] = {
      // 0.52 against 0.77 and 0.64, (64, 32, 56, 56) -> 64 5x5 25.8 against 30.7 and 36.4,
      // stride 3 (32, 64, 15, 15) 0.51 against 0.83; level on rows of 28+ ((8, 64, 56, 56) ->
      // 128 4.98 against 4.95); AVX2 (8 lanes, rows up to 16): 3.26 against 3.92, 2.77 against
-     // 3.05, 0.79 against 1.34 (dot). Deep weights stay gemm's at batch 1 too ((1, 256, 14, 14)
-     // -> 512 0.83 against 0.59), but (1, 64, 56, 56) -> 128 0.61 against dot's 0.78.
+     // 3.05, 0.79 against 1.34 (dot). At batch 1 deep weights stay gemm's on rows up to 14
+     // ((1, 256, 14, 14) -> 512 0.83 against 0.59, (1, 128, 28, 28) -> 256 0.62 against 0.58),
+     // but not on wider ones ((1, 128, 56, 56) -> 256 2.22 against dot's 2.96 and gemm's 4.38,
+     // (1, 128, 30, 30) 0.70 against 1.08 and 1.27); (1, 64, 56, 56) -> 128 0.61 against 0.78.
      [](const Conv2dShape& s, const KernelTable& kt) {
-       if ((s.N > 1 || !unit_stride(s)) && s.K * s.C * s.R * s.S >= 256 * 1024) return false;
+       const bool big = s.K * s.C * s.R * s.S >= 256 * 1024;
+       if (big && (s.N > 1 || (!unit_stride(s) && s.Q < 15))) return false;
        if (!unit_stride(s) && s.R * s.S == 1) return false;
        if (kt.lanes < 16) return s.K >= 12 && s.Q <= 16;
        if (!unit_stride(s)) return s.K >= 12 && (s.Q <= 16 || s.C >= 16);
@@ -587,7 +590,9 @@ const Row<BwdRun> kWeightGrad[] = {
      // (1, 128, 28, 28) -> 256 1.00-1.01 against 1.33-1.39, (1, 32, 112, 112) -> 64 0.76
      // against 1.41-1.49; at batch 2 and more gemm held ((2, 64, 56, 56) 1.28-1.53 against dot's
      // 1.47-1.49, (16, 32, 32, 32) -> 64 0.96-1.12 against 1.20-1.24), and (1, 256, 14, 14) ->
-     // 512 stays gemm's, 1.21 against dot's 2.34 forced).
+     // 512 stays gemm's, 1.21 against dot's 2.34 forced). Since the faster col^T pack (4d77e2f)
+     // gemm leads on rows of 14 ((1, 128, 28, 28) -> 256 0.58 ms against dot's 1.00, AVX2 0.64
+     // against 1.29), and kvec takes most of the rest at AVX-512 (its row above).
      // Strided 1x1 and 3x3 layers with fewer channels go to gemm on narrow outputs too (forced,
      // 2 threads, medians of 7 interleaved, dot against gemm: ResNet-20's 16 -> 32 1x1 shortcut
      // (128, 16, 32, 32) 1.32 ms against 0.73, (128, 8, 14, 14) -> 16 1x1 0.50 against 0.10,
@@ -597,7 +602,7 @@ const Row<BwdRun> kWeightGrad[] = {
      // 32) -> 32 1.24 against 1.69, and with 8 channels 3x3 dot leads, (128, 8, 32, 32) 1.15
      // against 1.33).
      [](const Conv2dShape& s, const KernelTable& kt) {
-       const bool wide = s.N == 1 && s.R * s.S >= 9 && (s.Q >= 28 || (s.Q >= 14 && s.C <= 128));
+       const bool wide = s.N == 1 && s.R * s.S >= 9 && s.Q >= 28;
        const bool strided = special(s) && !unit_stride(s);
        if (special(s) && s.Q < 16 && s.C * s.R * s.S >= 512 && !wide) return false;
        if (strided && s.R * s.S == 1 && (s.Q <= 8 || (s.C >= 16 && s.Q <= 16))) return false;
