@@ -383,6 +383,44 @@ def test_winograd_lanes_same_bits_for_any_thread_count(rng, threads, r):
     assert_close(outs[0], ref, 1e-5, "forward")
 
 
+@pytest.mark.parametrize("shape", [(17, 70, 12, 11, 36), (16, 40, 14, 14, 64), (16, 8, 11, 13, 130)],
+                         ids=str)
+def test_winograd5_plans_wider_layers_with_the_same_bits(rng, threads, shape):
+    """5x5 layers of more than 32 x 32 channels on planes 11+ wide run winograd5 (forward, and
+    the input gradient as its transposed convolution): the reference's values, the same bits for
+    1, 2 and 3 threads, and AVX2's forward the same as AVX-512's; on planes below 11 wide kvec
+    keeps them (its tiles skip the padding's products)."""
+    N, C, H, W, K = shape
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    plan = lambda xs: _core.conv2d_plan(xs, w.shape, 1, 1, 2, 2, 1, 1, 1)["forward"]
+    g = rng.standard_normal((N, K, H, W)).astype(np.float32)
+    want = _core.ref_conv2d(x, w, b, 1, 1, 2, 2, 1, 1, 1)
+    want_dx = _ref_bwd(g, x, w, b, dict(stride=(1, 1), padding=(2, 2), dilation=(1, 1),
+                                        groups=1))[0]
+    got = {}
+    before = _core.isa()
+    try:
+        for isa_name in [i for i in ("avx512", "avx2") if i in ISAS]:
+            _core.set_isa(isa_name)
+            assert plan(x.shape) == "winograd5", isa_name
+            assert plan((N, C, 10, W)) != "winograd5", isa_name
+            outs = []
+            for n in (1, 2, 3):
+                threads(n)
+                outs.append((F.conv2d(x, w, b, padding=2),
+                             F.conv2d_backward(g, x, w, b, padding=2)[0]))
+            assert_close(outs[0][0], want, 1e-5, f"forward {isa_name}")
+            assert_close(outs[0][1], want_dx, 1e-5, f"input_grad {isa_name}")
+            for o in outs[1:]:
+                assert all(a.tobytes() == c.tobytes() for a, c in zip(o, outs[0])), isa_name
+            got[isa_name] = outs[0]
+    finally:
+        _core.set_isa(before)
+    assert len({v[0].tobytes() for v in got.values()}) == 1  # (dx may take other rows per ISA)
+
+
 @pytest.mark.parametrize("n,hw", [(3, (9, 11)), (1, (14, 14)), (40, (5, 3))], ids=str)
 def test_winograd3_deep_layers_group_images(isa, rng, threads, n, hw):
     """Over 256 x 256 channels winograd3 puts the tiles of groups of images in one set of

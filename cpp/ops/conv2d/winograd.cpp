@@ -565,13 +565,24 @@ bool winograd_lanes_forward(float* y, const float* x, const float* w, const floa
 // threads, medians of 9 interleaved calls: (64, 128, 8, 8) 3.74 ms against 4.81, (128, 128, 8,
 // 8) 7.10 against 9.18, (16, 128, 16, 16) 3.56 against 4.50, (32, 128, 8, 8) -> 256 3.74
 // against 4.48, (16, 192, 8, 8) 2.92 against 3.13; but (16, 256, 8, 8) 6.4-6.6 against
-// 5.7-6.3, (32, 256, 8, 8) 9.57 against 8.90).
+// 5.7-6.3, (32, 256, 8, 8) 9.57 against 8.90). At 5x5 past 36 Ki floats (32 x 32 channels), up
+// to 256 x 256 channels on planes 11+ wide each way: on smaller ones its 2x2 tiles and the
+// padding's products (which kvec skips) outweigh the saving (2 threads, medians of 5-7
+// interleaved rounds, against kvec, ms: (16, 64, 14, 14) -> 64 1.97 against 2.87, (16, 128,
+// 14, 14) -> 128 6.67 against 10.18, (16, 256, 14, 14) -> 256 30.8 against 48.4, (32, 128, 28,
+// 28) -> 128 43.4 against 95.8, (16, 24, 27, 27) -> 64 2.42 against 4.86, (16, 64, 12, 12) ->
+// 64 1.84 against 2.08, (32, 32, 11, 11) -> 32 0.72 against 1.07; but (16, 64, 10, 10) -> 64
+// 1.51 against 1.40, (16, 32, 7, 7) -> 64 0.60 against 0.36, (16, 256, 8, 8) 13.1 against
+// 13.5, (16, 512, 7, 7) 60 against 50).
 bool winograd_lanes_pays(const Conv2dShape& s) {
   if (s.R != s.S || (s.R != 3 && s.R != 5) || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 ||
       s.Q < 2)
     return false;
   const int64_t Kp = round_up(s.K, 8), A = s.R + 1;
-  if (A * A * s.C * Kp > (s.R == 5 ? 36 * 1024 : 16 * 192 * 192)) return false;
+  const int64_t wfloats = A * A * s.C * Kp;
+  if (s.R == 3 ? wfloats > 16 * 192 * 192
+               : wfloats > 36 * 1024 && (wfloats > 36 * 256 * 256 || std::min(s.P, s.Q) < 11))
+    return false;
   const WinoLanesArgs a{nullptr, nullptr, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, nullptr,
                         Kp, nullptr, nullptr, static_cast<int>(s.R)};
   if (wino_lanes_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for buffers
