@@ -383,8 +383,8 @@ def test_winograd_lanes_same_bits_for_any_thread_count(rng, threads, r):
     assert_close(outs[0], ref, 1e-5, "forward")
 
 
-@pytest.mark.parametrize("shape", [(17, 70, 12, 11, 36), (16, 40, 14, 14, 64), (16, 8, 11, 13, 130)],
-                         ids=str)
+@pytest.mark.parametrize("shape", [(17, 70, 12, 11, 36), (16, 40, 14, 14, 64),
+                                   (16, 8, 11, 13, 130)], ids=str)
 def test_winograd5_plans_wider_layers_with_the_same_bits(rng, threads, shape):
     """5x5 layers of more than 32 x 32 channels on planes 11+ wide run winograd5 (forward, and
     the input gradient as its transposed convolution): the reference's values, the same bits for
