@@ -627,6 +627,18 @@ def test_plan_of_deep_strided_layers(isa, rng, threads):
         _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
 
 
+def test_plan_of_pointwise_layers_at_stride_1(isa):
+    """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of
+    4 blocks x 7 positions); on other planes (a tile of 7 + 1 positions on an 8-wide row) and
+    at AVX2 direct runs them."""
+    plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["forward"]
+    for xs, ws in [((128, 64, 8, 8), (256, 64, 1, 1)), ((128, 32, 16, 16), (128, 32, 1, 1)),
+                   ((16, 64, 8, 8), (256, 64, 1, 1)), ((128, 8, 14, 14), (16, 8, 1, 1))]:
+        assert plan(xs, ws) == "direct", (xs, ws)
+    for xs, ws in [((16, 256, 7, 7), (1024, 256, 1, 1)), ((1, 1024, 14, 14), (256, 1024, 1, 1))]:
+        assert (plan(xs, ws) == "kvec") == (isa == "avx512"), (xs, ws)
+
+
 def test_deep_pointwise_layers_over_few_positions_run_the_gemm(isa, rng, threads):
     """1x1 stride-1 layers of many channels over few positions (a ResNet-50's last stage at
     batch 1) run the shared GEMM with the positions as its rows (gemm_1x1) on every ISA: the

@@ -345,12 +345,21 @@ const Row<FwdRun> kForward[] = {
      // 16) -> 64 0.24 against 0.35, (128, 64, 8, 8) -> 128 3x3 1.78 against 3.24; but (128, 64,
      // 16, 16) -> 128 3x3 6.60 against winograd3_s2's 6.11, (8, 32, 64, 64) -> 64 1.65 against
      // direct's 1.53, 1x1 (16, 64, 32, 32) -> 128 0.48 against 0.44).
+     // 1x1 at stride 1 only on rows of 7 or 14 positions at AVX-512 (its tiles of 4 blocks x 7
+     // positions): elsewhere direct leads (2 threads, medians of 7, against kvec, ms: (128, 64,
+     // 8, 8) -> 256 1.26 against 1.91, (128, 32, 16, 16) -> 128 1.44 against 2.62, (128, 128, 4,
+     // 4) -> 512 1.32 against 1.64, (16, 64, 8, 8) -> 256 0.16 against 0.21, AVX2 (one-block
+     // tiles) (1, 1024, 14, 14) -> 256 0.81 against 1.26; but (16, 256, 7, 7) -> 1024 2.51
+     // against 2.02, (16, 2048, 7, 7) -> 512 11.2 against 8.5, (1, 1024, 14, 14) -> 256 0.63
+     // against 0.59, (4, 512, 14, 14) -> 512 2.57 against 2.27).
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (!unit_stride(s)) {  // (applies: several-block tiles, 32+ output channels)
          const bool k1 = s.R * s.S == 1;
          return s.N * s.P * s.Q <= (k1 ? 256 : 1024) || (s.C <= 32 && s.Q <= 16) ||
                 (s.C <= 64 && s.Q <= (k1 ? 8 : 4)) || deep_strided(s);
        }
+       // 1x1: only rows of 7 or 14 (a ResNet-50's last stages) in tiles of several blocks
+       if (s.R * s.S == 1 && (!kt.conv_kvec_blocks || s.K <= 16 || s.Q % 7 != 0)) return false;
        const int64_t taps = s.C * s.R * s.S;
        const bool deep_ok = taps <= 2048 || kt.conv_kvec_blocks || s.N * s.P * s.Q <= 256;
        return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s) && deep_ok) ||
