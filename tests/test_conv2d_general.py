@@ -630,13 +630,19 @@ def test_plan_of_deep_strided_layers(isa, rng, threads):
 def test_plan_of_pointwise_layers_at_stride_1(isa):
     """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of
     4 blocks x 7 positions); on other planes (a tile of 7 + 1 positions on an 8-wide row) and
-    at AVX2 direct runs them."""
+    at AVX2 direct runs them; over 2+ images their weight gradient is the packed GEMM."""
     plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["forward"]
     for xs, ws in [((128, 64, 8, 8), (256, 64, 1, 1)), ((128, 32, 16, 16), (128, 32, 1, 1)),
                    ((16, 64, 8, 8), (256, 64, 1, 1)), ((128, 8, 14, 14), (16, 8, 1, 1))]:
         assert plan(xs, ws) == "direct", (xs, ws)
     for xs, ws in [((16, 256, 7, 7), (1024, 256, 1, 1)), ((1, 1024, 14, 14), (256, 1024, 1, 1))]:
         assert (plan(xs, ws) == "kvec") == (isa == "avx512"), (xs, ws)
+    # their weight gradient over 2+ images with 32+ channels each side: the packed GEMM
+    dw = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["weight_grad"]
+    for xs, ws in [((128, 64, 8, 8), (256, 64, 1, 1)), ((16, 256, 7, 7), (1024, 256, 1, 1)),
+                   ((8, 512, 28, 28), (128, 512, 1, 1))]:
+        assert dw(xs, ws) == "gemm", (xs, ws)
+    assert dw((1, 1024, 14, 14), (256, 1024, 1, 1)) != "gemm" or isa == "scalar"
 
 
 def test_deep_pointwise_layers_over_few_positions_run_the_gemm(isa, rng, threads):

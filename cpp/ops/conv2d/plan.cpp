@@ -483,6 +483,17 @@ const Row<BwdRun> kInputGrad[] = {
 };
 
 // ---- weight gradient -----------------------------------------------------------------------
+// 1x1 stride-1 layers of 32+ channels each side over 2+ images: dW = dY X^T is one plain GEMM,
+// and the packed gemm leads or comes within 10 % (2 threads, medians of 7, AVX-512, against
+// kvec and dot, ms: (128, 64, 8, 8) -> 256 1.92 against 2.35 and 2.57, (32, 256, 14, 14) ->
+// 256 4.80 against 5.61 and 7.05, (16, 256, 7, 7) -> 1024 2.77 against 4.25 and 4.13,
+// (128, 32, 16, 16) -> 128 2.50 against 4.35 and 2.78; (8, 512, 28, 28) -> 128 5.24 against
+// 4.78 and 6.38; AVX2: 1.95 against 5.63 and 3.34, 4.89 against 15.5 and 9.00, (8, 512, 28,
+// 28) -> 128 5.39 against 14.9 and 8.85). At batch 1 kvec keeps them ((1, 1024, 14, 14) ->
+// 256 0.67 against 0.73).
+bool pointwise_gemm(const Conv2dShape& s) {
+  return s.R * s.S == 1 && unit_stride(s) && s.N > 1 && s.C >= 32 && s.K >= 32;
+}
 const Row<BwdRun> kWeightGrad[] = {
     {"grouped", grouped, grouped_dw_pays, true, grouped_weight_grad},
     // 64+ channels on each side (full GEMM panels; with fewer, kvec and dot are faster: forced,
@@ -564,6 +575,7 @@ const Row<BwdRun> kWeightGrad[] = {
      // but not on wider ones ((1, 128, 56, 56) -> 256 2.22 against dot's 2.96 and gemm's 4.38,
      // (1, 128, 30, 30) 0.70 against 1.08 and 1.27); (1, 64, 56, 56) -> 128 0.61 against 0.78.
      [](const Conv2dShape& s, const KernelTable& kt) {
+       if (pointwise_gemm(s)) return false;
        const bool big = s.K * s.C * s.R * s.S >= 256 * 1024;
        if (big && (s.N > 1 || (!unit_stride(s) && s.Q < 15))) return false;
        if (!unit_stride(s) && s.R * s.S == 1) return false;
@@ -611,6 +623,7 @@ const Row<BwdRun> kWeightGrad[] = {
      // 32) -> 32 1.24 against 1.69, and with 8 channels 3x3 dot leads, (128, 8, 32, 32) 1.15
      // against 1.33).
      [](const Conv2dShape& s, const KernelTable& kt) {
+       if (pointwise_gemm(s)) return false;
        const bool wide = s.N == 1 && s.R * s.S >= 9 && s.Q >= 28;
        const bool strided = special(s) && !unit_stride(s);
        if (special(s) && s.Q < 16 && s.C * s.R * s.S >= 512 && !wide) return false;
