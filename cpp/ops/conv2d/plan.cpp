@@ -344,7 +344,13 @@ const Row<FwdRun> kForward[] = {
      // 1.77 against direct's 1.96, (128, 32, 14, 14) -> 64 1.39 against 1.67, 1x1 (128, 32, 16,
      // 16) -> 64 0.24 against 0.35, (128, 64, 8, 8) -> 128 3x3 1.78 against 3.24; but (128, 64,
      // 16, 16) -> 128 3x3 6.60 against winograd3_s2's 6.11, (8, 32, 64, 64) -> 64 1.65 against
-     // direct's 1.53, 1x1 (16, 64, 32, 32) -> 128 0.48 against 0.44).
+     // direct's 1.53, 1x1 (16, 64, 32, 32) -> 128 0.48 against 0.44). Since then winograd3_s2
+     // has caught up on 3x3 layers with 16-wide outputs and 512+ positions (2 threads, medians
+     // of 9, against kvec, ms: ResNet-20's (128, 16, 32, 32) -> 32 1.83 against 2.06, (32, 32,
+     // 32, 32) -> 64 1.37 against 1.63, (64, 16, 32, 32) -> 32 0.80 against 0.91, (1, 64, 56,
+     // 56) -> 128 0.55 against 0.64; level at (128, 32, 16, 16) -> 64, 1.63 against 1.59, and
+     // (1, 128, 28, 28) -> 256; kvec still leads on rows up to 7 wide: (32, 32, 14, 14) -> 64
+     // 0.28 against 0.45).
      // 1x1 at stride 1 only on rows of 7 or 14 positions at AVX-512 (its tiles of 4 blocks x 7
      // positions): elsewhere direct leads (2 threads, medians of 7, against kvec, ms: (128, 64,
      // 8, 8) -> 256 1.26 against 1.91, (128, 32, 16, 16) -> 128 1.44 against 2.62, (128, 128, 4,
@@ -355,7 +361,7 @@ const Row<FwdRun> kForward[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (!unit_stride(s)) {  // (applies: several-block tiles, 32+ output channels)
          const bool k1 = s.R * s.S == 1;
-         return s.N * s.P * s.Q <= (k1 ? 256 : 1024) || (s.C <= 32 && s.Q <= 16) ||
+         return s.N * s.P * s.Q <= (k1 ? 256 : 512) || (s.C <= 32 && s.Q <= (k1 ? 16 : 15)) ||
                 (s.C <= 64 && s.Q <= (k1 ? 8 : 4)) || deep_strided(s);
        }
        // 1x1: only rows of 7 or 14 (a ResNet-50's last stages) in tiles of several blocks
@@ -398,9 +404,13 @@ const Row<FwdRun> kForward[] = {
      // 32+ channels and 100 MFLOP of direct work (forced, 2 threads: with 16 channels direct
      // is faster even at batch 128, (128, 16, 32, 32) -> 32 3.6 ms against 4.5; (128, 32, 16,
      // 16) -> 64 3.3 against 3.7 and the benchmark set's strided layer 7.9 against 10.3 gain;
-     // (32, 32, 16, 16) -> 64 ties at 75 MFLOP; at batch 1 direct is 2-3x faster)
+     // (32, 32, 16, 16) -> 64 ties at 75 MFLOP; at batch 1 direct is 2-3x faster). Since then
+     // it leads with 16 channels too (2 threads, medians of 9, against direct, ms: (128, 16,
+     // 32, 32) -> 32 1.90 against 2.11, (64, 16, 32, 32) 0.83 against 0.90, (16, 16, 64, 64)
+     // 0.70 against 0.77, (8, 24, 56, 56) -> 48 0.59 against 0.69; AVX2 2.40 against 3.00,
+     // 1.15 against 1.48, 1.10 against 1.45).
      [](const Conv2dShape& s, const KernelTable&) {
-       return s.C >= 32 && s.K >= 16 && s.Q >= 8 && s.P >= 2 && direct_flops(s) >= 1e8;
+       return s.C >= 16 && s.K >= 16 && s.Q >= 8 && s.P >= 2 && direct_flops(s) >= 1e8;
      },
      true, winograd_s2_forward},
     {"winograd4_s2", four_by_four_s2,
