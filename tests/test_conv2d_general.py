@@ -558,9 +558,10 @@ def test_weight_gradient_of_small_groups_runs_a_group_at_a_time(isa, rng, thread
 
 def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
     """ResNet-20's stride-2 layers on 16x16 input run kvec at AVX-512 (faster than direct or
-    winograd3_s2 there), its 16 -> 32 layer on 32x32 winograd3_s2 on every ISA; 64 x 64-channel weight gradients on 7x7 planes (Fashion-MNIST's last stage) run
-    winograd3_lanes at AVX-512 and kvec below it, since winograd3's 2x2 tiles would cover 64
-    outputs for 49; on 8x8 they run winograd3_lanes or winograd3."""
+    winograd3_s2 there), its 16 -> 32 layer on 32x32 winograd3_s2 on every ISA; 64 x 64-channel
+    weight gradients on 7x7 planes (Fashion-MNIST's last stage) run winograd3_lanes at AVX-512
+    and kvec below it, since winograd3's 2x2 tiles would cover 64 outputs for 49; on 8x8 they
+    run winograd3_lanes or winograd3."""
     plan = lambda xs, ws, s, p: _core.conv2d_plan(xs, ws, s, s, p, p, 1, 1, 1)
     s2 = [((128, 32, 16, 16), (64, 32, 3, 3), 1), ((128, 32, 14, 14), (64, 32, 1, 1), 0)]
     for xs, ws, p in s2:
