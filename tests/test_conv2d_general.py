@@ -628,6 +628,22 @@ def test_plan_of_deep_strided_layers(isa, rng, threads):
         _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
 
 
+def test_rgb_stems_run_the_depthwise_rows_at_avx512(isa, rng, threads):
+    """3-channel stems over a batch run the depthwise row kernels at AVX-512 (3x3 from 8 images,
+    ResNet's 7x7 stride-2 on 112+ columns from 2), direct elsewhere (one image, other ISAs):
+    the reference's values, the same bits for 1 and 2 threads."""
+    plan = lambda xs, ws, st, p: _core.conv2d_plan(xs, ws, st, st, p, p, 1, 1, 1)["forward"]
+    lanes = isa == "avx512"
+    assert (plan((8, 3, 224, 224), (64, 3, 7, 7), 2, 3) == "depthwise") == lanes
+    assert (plan((2, 3, 112, 112), (64, 3, 7, 7), 2, 3) == "depthwise") == lanes
+    assert (plan((8, 3, 32, 32), (16, 3, 3, 3), 1, 1) == "depthwise") == lanes
+    assert plan((1, 3, 224, 224), (64, 3, 7, 7), 2, 3) != "depthwise"
+    assert plan((8, 3, 64, 64), (64, 3, 7, 7), 2, 3) != "depthwise"
+    x, w, b, kw = _data(rng, (2, 3, 113, 115, 20, (7, 7), (2, 2), (3, 3), (1, 1), 1))
+    assert (plan(x.shape, w.shape, 2, 3) == "depthwise") == lanes
+    _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
+
+
 def test_plan_of_pointwise_layers_at_stride_1(isa):
     """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of
     4 blocks x 7 positions); on other planes (a tile of 7 + 1 positions on an 8-wide row) and
