@@ -588,10 +588,17 @@ const Row<BwdRun> kWeightGrad[] = {
      // ((1, 256, 14, 14) -> 512 0.83 against 0.59, (1, 128, 28, 28) -> 256 0.62 against 0.58),
      // but not on wider ones ((1, 128, 56, 56) -> 256 2.22 against dot's 2.96 and gemm's 4.38,
      // (1, 128, 30, 30) 0.70 against 1.08 and 1.27); (1, 64, 56, 56) -> 128 0.61 against 0.78.
+     // Since the faster col^T pack gemm also takes batch-1 weights of 4 M floats or more at
+     // stride 1 ((1, 768, 7, 7) -> 768 3.12 ms against kvec's 4.58, (1, 1024, 7, 7) -> 1024
+     // 5.76 against 8.96; level at 512 x 512), and at AVX2 (one-block tiles) every stride-1
+     // weight of 256 K floats or more ((1, 512, 7, 7) -> 512 1.31 against 1.89, (1, 512, 14,
+     // 14) -> 512 4.90 against 6.35, 1x1 (1, 1024, 14, 14) -> 256 0.58 against 1.80).
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (pointwise_gemm(s)) return false;
        const bool big = s.K * s.C * s.R * s.S >= 256 * 1024;
-       if (big && (s.N > 1 || (!unit_stride(s) && s.Q < 15))) return false;
+       if (big && (s.N > 1 || (!unit_stride(s) && s.Q < 15) ||
+                   (unit_stride(s) && (kt.lanes < 16 || s.K * s.C * s.R * s.S >= 4 << 20))))
+         return false;
        if (!unit_stride(s) && s.R * s.S == 1) return false;
        if (kt.lanes < 16) return s.K >= 12 && s.Q <= 16;
        if (!unit_stride(s)) return s.K >= 12 && (s.Q <= 16 || s.C >= 16);
