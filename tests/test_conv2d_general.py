@@ -644,6 +644,27 @@ def test_rgb_stems_run_the_depthwise_rows_at_avx512(isa, rng, threads):
     _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
 
 
+@pytest.mark.skipif("avx2" not in ISAS, reason="needs AVX2")
+def test_plan_of_winograd3_at_avx2(rng, threads):
+    """At AVX2 (8-lane direct and kvec tiles) winograd3 takes 3x3 layers from 64 channels and 64
+    tiles, 7x7 planes too; kvec keeps batch 1's few tiles. The forward gives the reference's
+    values with the same bits for 1 and 2 threads."""
+    before = _core.isa()
+    try:
+        _core.set_isa("avx2")
+        plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 1, 1, 1, 1, 1)["forward"]
+        for xs, k in [((8, 512, 7, 7), 512), ((4, 512, 7, 7), 512), ((2, 128, 14, 14), 128),
+                      ((1, 64, 28, 28), 64)]:
+            assert plan(xs, (k, xs[1], 3, 3)) == "winograd3", xs
+        assert plan((1, 128, 14, 14), (128, 128, 3, 3)) != "winograd3"
+        assert plan((1, 512, 7, 7), (512, 512, 3, 3)) == "kvec"
+        x, w, b, kw = _data(rng, (8, 64, 9, 11, 48, (3, 3), (1, 1), (1, 1), (1, 1), 1))
+        assert plan(x.shape, w.shape) == "winograd3"
+        _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
+    finally:
+        _core.set_isa(before)
+
+
 def test_plan_of_pointwise_layers_at_stride_1(isa):
     """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of
     4 blocks x 7 positions); on other planes (a tile of 7 + 1 positions on an 8-wide row) and

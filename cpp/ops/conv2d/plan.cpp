@@ -203,8 +203,17 @@ bool tiles2x2_waste(const Conv2dShape& s) { return 4 * tiles2x2(s) * 5 >= 6 * s.
 // 1.41). Deeper layers once ran 2x slower than kvec ((8, 512, 14, 14) 89.5 ms against 42.2):
 // each item streamed the transformed weights (16 K C floats) and they were built a value at a
 // time; they now run the grouped path below.
-bool winograd3_pays(const Conv2dShape& s) {
+bool winograd3_pays(const Conv2dShape& s, const KernelTable& kt) {
   const int64_t tiles = s.N * tiles2x2(s);
+  // AVX2, whose direct and kvec tiles have 8 lanes: from 64 channels and 64 tiles, 7x7 planes
+  // too (2 threads, medians of 7, against the plan before, ms: (8, 512, 7, 7) 11.5 against
+  // direct's 15.1, (4, 512, 7, 7) 8.5 against kvec's 11.2, (8, 256, 7, 7) 2.35 against 3.36,
+  // (2, 256, 14, 14) 2.30 against 3.38, (2, 128, 14, 14) 0.58 against 0.71, (8, 96, 8, 8)
+  // 0.39 against 0.62, (8, 64, 8, 8) 0.31 against 0.39, (1, 64, 28, 28) 0.38 against 0.56;
+  // but (1, 128, 14, 14), 49 tiles, 0.50 against kvec's 0.38, (1, 512, 7, 7) 5.2 against 3.8)
+  if (kt.lanes == 8)
+    return s.R == 3 && s.S == 3 && s.C >= 64 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
+           tiles >= 64 && s.K * s.C <= 1024 * 1024 && direct_flops(s) >= 3e7;
   if (!(s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
         direct_flops(s) >= 1.5e8))
     return false;
@@ -372,9 +381,9 @@ const Row<FwdRun> kForward[] = {
        if (s.R * s.S == 1 && (!kt.conv_kvec_blocks || s.K <= 16 || s.Q % 7 != 0)) return false;
        const int64_t taps = s.C * s.R * s.S;
        const bool deep_ok = taps <= 2048 || kt.conv_kvec_blocks || s.N * s.P * s.Q <= 256;
-       return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s) && deep_ok) ||
+       return (s.Q < 16 && s.K >= 12 && !winograd3_pays(s, kt) && deep_ok) ||
               (kt.conv_kvec_blocks && s.K >= 32 && s.C <= 64 && s.Q <= 16) ||
-              (kt.conv_kvec_blocks && s.K >= 32 && taps >= 1152 && !winograd3_pays(s)) ||
+              (kt.conv_kvec_blocks && s.K >= 32 && taps >= 1152 && !winograd3_pays(s, kt)) ||
               (kt.lanes < 16 && (s.K == 16 || s.K == 32) && s.C >= 8 && s.C <= 16 &&
                s.R * s.S >= 25);
      },
@@ -398,7 +407,7 @@ const Row<FwdRun> kForward[] = {
          const std::string sub = dilated_sub_plan(s);
          return sub == "winograd3" || sub == "winograd3_lanes";
        }
-       return winograd3_pays(s) && (!kt.wino_plain || (s.C >= 64 && s.Q >= 24));
+       return winograd3_pays(s, kt) && (!kt.wino_plain || (s.C >= 64 && s.Q >= 24));
      },
      true, winograd_forward},
     {"winograd3_s2",
