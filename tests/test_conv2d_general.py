@@ -647,8 +647,9 @@ def test_rgb_stems_run_the_depthwise_rows_at_avx512(isa, rng, threads):
 @pytest.mark.skipif("avx2" not in ISAS, reason="needs AVX2")
 def test_plan_of_winograd3_at_avx2(rng, threads):
     """At AVX2 (8-lane direct and kvec tiles) winograd3 takes 3x3 layers from 64 channels and 64
-    tiles, 7x7 planes too; kvec keeps batch 1's few tiles. The forward gives the reference's
-    values with the same bits for 1 and 2 threads."""
+    tiles, 7x7 planes too; kvec keeps batch 1's few tiles; 1x1 layers over up to 196 positions
+    run the shared GEMM; 5x5 weight gradients on rows up to 32 run kvec. The forward gives the reference's values with the same bits for 1 and 2
+    threads."""
     before = _core.isa()
     try:
         _core.set_isa("avx2")
@@ -658,6 +659,14 @@ def test_plan_of_winograd3_at_avx2(rng, threads):
             assert plan(xs, (k, xs[1], 3, 3)) == "winograd3", xs
         assert plan((1, 128, 14, 14), (128, 128, 3, 3)) != "winograd3"
         assert plan((1, 512, 7, 7), (512, 512, 3, 3)) == "kvec"
+        # 1x1 over up to 196 positions of 256 x 256 channels or more: the shared GEMM
+        one = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["forward"]
+        assert one((1, 1024, 14, 14), (256, 1024, 1, 1)) == "gemm_1x1"
+        assert one((1, 256, 28, 28), (256, 256, 1, 1)) != "gemm_1x1"
+        # the weight gradient of 5x5 layers on rows up to 32: kvec (dot past that)
+        dw = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 2, 2, 1, 1, 1)["weight_grad"]
+        assert dw((32, 32, 28, 28), (64, 32, 5, 5)) == "kvec"
+        assert dw((8, 32, 56, 56), (64, 32, 5, 5)) != "kvec"
         x, w, b, kw = _data(rng, (8, 64, 9, 11, 48, (3, 3), (1, 1), (1, 1), (1, 1), 1))
         assert plan(x.shape, w.shape) == "winograd3"
         _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
