@@ -648,8 +648,8 @@ def test_rgb_stems_run_the_depthwise_rows_at_avx512(isa, rng, threads):
 def test_plan_of_winograd3_at_avx2(rng, threads):
     """At AVX2 (8-lane direct and kvec tiles) winograd3 takes 3x3 layers from 64 channels and 64
     tiles, 7x7 planes too; kvec keeps batch 1's few tiles; 1x1 layers over up to 196 positions
-    run the shared GEMM; 5x5 weight gradients on rows up to 32 run kvec. The forward gives the reference's values with the same bits for 1 and 2
-    threads."""
+    run the shared GEMM; 5x5 weight gradients on rows up to 32 run kvec. The forward gives the
+    reference's values with the same bits for 1 and 2 threads."""
     before = _core.isa()
     try:
         _core.set_isa("avx2")
