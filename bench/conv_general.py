@@ -9,7 +9,8 @@ method multiply-adds).
 
 With --set layers, the layers of the networks users bring instead (ResNet-18/50 and VGG late
 stages at batch 1 and 8, their downsampling layers, MobileNet's 5x5 depthwise, grouped layers
-of many channels a group), without targets.
+of many channels a group, dense 5x5 layers, a 1x1 layer on 8x8 planes at batch 128, ResNet-20's
+16 -> 32 downsampling layer), without targets.
 """
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ LAYERS = [
     ("5x5 depthwise", (8, 576, 14, 14), 576, 5, 1, 2, 1, 576, False, None, None),
     ("grouped", (8, 256, 14, 14), 256, 3, 1, 1, 1, 8, False, None, None),
     ("grouped 5x5", (8, 48, 27, 27), 128, 5, 1, 2, 1, 2, False, None, None),
+    ("5x5", (16, 64, 14, 14), 64, 5, 1, 2, 1, 1, False, None, None),
+    ("5x5", (32, 128, 28, 28), 128, 5, 1, 2, 1, 1, False, None, None),
+    ("1x1", (128, 64, 8, 8), 256, 1, 1, 0, 1, 1, False, None, None),
+    ("3x3 s2", (128, 16, 32, 32), 32, 3, 2, 1, 1, 1, False, None, None),
+    ("3x3 s2", (1, 128, 56, 56), 256, 3, 2, 1, 1, 1, False, None, None),
+    ("5x5 s2", (32, 32, 56, 56), 64, 5, 2, 2, 1, 1, False, None, None),
 ]
 
 
