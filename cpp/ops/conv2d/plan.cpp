@@ -607,9 +607,10 @@ const Row<BwdRun> kWeightGrad[] = {
      // 14) -> 512 4.90 against 6.35, 1x1 (1, 1024, 14, 14) -> 256 0.58 against 1.80).
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (pointwise_gemm(s)) return false;
-       const bool big = s.K * s.C * s.R * s.S >= 256 * 1024;
-       if (big && (s.N > 1 || (!unit_stride(s) && s.Q < 15) ||
-                   (unit_stride(s) && (kt.lanes < 16 || s.K * s.C * s.R * s.S >= 4 << 20))))
+       const int64_t weights = s.K * s.C * s.R * s.S;
+       if (weights >= 256 * 1024 &&
+           (s.N > 1 || (!unit_stride(s) && s.Q < 15) ||
+            (unit_stride(s) && (kt.lanes < 16 || weights >= 4 * 1024 * 1024))))
          return false;
        if (!unit_stride(s) && s.R * s.S == 1) return false;
        // (AVX2: 5x5 and larger kernels on rows up to 32, (32, 32, 28, 28) -> 64 5x5 15.2 ms
