@@ -674,6 +674,19 @@ def test_plan_of_winograd3_at_avx2(rng, threads):
         _core.set_isa(before)
 
 
+def test_plan_of_input_gradients_of_few_channels(isa):
+    """The input gradient of a layer over up to 4 channels (an image's saliency, an adversarial
+    step): AVX-512's dx rows up to 8 output channels (LeNet-5's conv1), gemm_col2im with more and
+    at AVX2, never the lanes kernel (below 5 channels it lost on every shape measured)."""
+    plan = lambda xs, ws, p: _core.conv2d_plan(xs, ws, 1, 1, p, p, 1, 1, 1)["input_grad"]
+    assert (plan((64, 1, 28, 28), (6, 1, 5, 5), 2) == "rows_x") == (isa == "avx512")
+    if isa == "scalar":  # (its GEMM panels are narrower: the transposed convolution pays there)
+        return
+    for xs, k in [((4, 3, 224, 224), 64), ((128, 3, 32, 32), 16), ((64, 1, 28, 28), 32)]:
+        assert plan(xs, (k, xs[1], 3, 3), 1) == "gemm_col2im", (xs, k)
+    assert plan((16, 2, 32, 32), (8, 2, 3, 3), 1) not in ("lanes", "transposed_conv")
+
+
 def test_plan_of_pointwise_layers_at_stride_1(isa):
     """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of
     4 blocks x 7 positions); on other planes (a tile of 7 + 1 positions on an 8-wide row) and

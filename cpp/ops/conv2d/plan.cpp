@@ -480,7 +480,12 @@ const Row<BwdRun> kInputGrad[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_dx_rows && unit_stride(s) && s.S <= 16;
      },
-     [](const Conv2dShape& s, const KernelTable&) { return s.C <= 4; }, true, dx_rows},
+     // (up to 8 output channels: with more, its sums over K R S taps per input position lose to
+     // gemm_col2im, 2 threads, medians of 7, ms (these with the weight gradient): (4, 3, 224,
+     // 224) -> 64 3x3 29.8 against 16.8, (128, 3, 32, 32) -> 16 2.42 against 1.86, (64, 1, 28,
+     // 28) -> 32 1.01 against 0.85; LeNet-5's conv1 (64, 1, 28, 28) -> 6 5x5 0.27 against 0.32)
+     [](const Conv2dShape& s, const KernelTable&) { return s.C <= 4 && s.K <= 8; }, true,
+     dx_rows},
     // the transposed dy and dx of a group of 16 images within 16 MiB
     {"lanes",
      [](const Conv2dShape& s, const KernelTable& kt) {
@@ -491,9 +496,12 @@ const Row<BwdRun> kInputGrad[] = {
      // its reads miss the caches (forced, 2 threads, dx against gemm_col2im: (16, 6, 64, 64) ->
      // 32 3x3 4.3 ms against 1.5 at AVX-512, (16, 3, 64, 64) -> 32 4.1 against 1.6 at AVX2; LeNet-5
      // conv2, 100 K floats, 0.34 against 0.81 at AVX2; (32, 4, 32, 32) -> 16, 262 K, 0.62
-     // against 0.81).
+     // against 0.81). Not below 5 input channels since (2 threads, medians of 7, with the weight
+     // gradient, against gemm_col2im, AVX2: (64, 1, 28, 28) -> 32 2.12 ms against 0.92, (128,
+     // 3, 32, 32) -> 16 3.26 against 3.10, (32, 4, 32, 32) -> 16 0.95 against 0.99; AVX-512
+     // (128, 3, 32, 32) -> 16 2.94 against 1.86).
      [](const Conv2dShape& s, const KernelTable&) {
-       return s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) &&
+       return s.C >= 5 && s.C <= 8 && s.N >= 16 && 4 * s.N >= 3 * round_up(s.N, 16) &&
               16 * s.K * s.P * s.Q <= 512 * 1024;
      },
      true, dx_lanes},
