@@ -687,6 +687,16 @@ def test_plan_of_input_gradients_of_few_channels(isa):
     assert plan((16, 2, 32, 32), (8, 2, 3, 3), 1) not in ("lanes", "transposed_conv")
 
 
+def test_plan_of_wide_5x5_weight_gradients(isa):
+    """5x5 weight gradients of 256 K weights or more on rows of 24+ run kvec (its chunks'
+    partial weights cost little next to the products there); on 14x14 gemm keeps them."""
+    dw = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 2, 2, 1, 1, 1)["weight_grad"]
+    if isa != "scalar":  # (no kvec kernels)
+        assert dw((32, 128, 28, 28), (128, 128, 5, 5)) == "kvec"
+        assert dw((8, 192, 28, 28), (192, 192, 5, 5)) == "kvec"
+    assert dw((8, 256, 14, 14), (256, 256, 5, 5)) == "gemm"
+
+
 def test_plan_of_pointwise_layers_at_stride_1(isa):
     """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of
     4 blocks x 7 positions); on other planes (a tile of 7 + 1 positions on an 8-wide row) and

@@ -616,7 +616,12 @@ const Row<BwdRun> kWeightGrad[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (pointwise_gemm(s)) return false;
        const int64_t weights = s.K * s.C * s.R * s.S;
-       if (weights >= 256 * 1024 &&
+       // (but 5x5+ kernels on rows of 24+ at stride 1, where the products outweigh the chunks'
+       // partial weights: (32, 128, 28, 28) -> 128 5x5 94.4 ms against dot's 133 and gemm's
+       // 106, (8, 192, 28, 28) -> 192 56.0 against 68.7; AVX2 111 against 179, 60.5 against
+       // 77.8; on 14x14 level with gemm, (8, 256, 14, 14) -> 256 31.4 against 28.4)
+       const bool wide5 = unit_stride(s) && s.R * s.S >= 25 && s.Q >= 24;
+       if (weights >= 256 * 1024 && !wide5 &&
            (s.N > 1 || (!unit_stride(s) && s.Q < 15) ||
             (unit_stride(s) && (kt.lanes < 16 || weights >= 4 * 1024 * 1024))))
          return false;
