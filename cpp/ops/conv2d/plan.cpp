@@ -615,6 +615,9 @@ const Row<BwdRun> kWeightGrad[] = {
      // 14) -> 512 4.90 against 6.35, 1x1 (1, 1024, 14, 14) -> 256 0.58 against 1.80).
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (pointwise_gemm(s)) return false;
+       // (4x4 stride-2 layers keep winograd4_s2 where it pays: the weight gradient of a
+       // conv_transpose2d's (16, 64, 32, 32) -> 128 6.71 ms against kvec's 7.31)
+       if (four_by_four_s2(s, kt) && winograd4_s2_pays(s, ConvDir::weight_grad)) return false;
        const int64_t weights = s.K * s.C * s.R * s.S;
        // (but 5x5+ kernels on rows of 24+ at stride 1, where the products outweigh the chunks'
        // partial weights: (32, 128, 28, 28) -> 128 5x5 94.4 ms against dot's 133 and gemm's
