@@ -9,12 +9,12 @@ one process, same thread count. Shapes the algorithm does not apply to print "-"
 
 A shape is NxCxHxK, then k<kernel> and s<stride> (H = W, padding kernel // 2). --set resnet20
 gives ResNet-20's layers at batch 128 on 32x32 and on 28x28 (Fashion-MNIST); --set common the
-layers of the networks users bring (VGG, ResNet-18/50 stages and stems at batch 1-128, 1x1,
-5x5 and 7x7 layers). --algorithms all times every row that applies to each shape (but the
-exact `rows`), adds the fastest, and marks with <<< a shape whose planned row is more than
+layers of the networks users bring (VGG, ResNet-18/50 stages and stems at batch 1-128, 1x1, 5x5,
+7x7 and 4x4 stride-2 layers). --algorithms all times every row that applies to each shape (but
+the exact `rows`), adds the fastest, and marks with <<< a shape whose planned row is more than
 15 % slower than it: how to check the plan's rules after a kernel changes.
 
-    python bench/plan_sweep.py --direction forward,input_grad,weight_grad --algorithms all \
+    python bench/plan_sweep.py --direction forward,input_grad,weight_grad --algorithms all \\
         --set common --rounds 5
 """
 from __future__ import annotations
@@ -48,7 +48,10 @@ COMMON = [(1, 64, 56, 64, 3, 1), (8, 64, 56, 64, 3, 1), (1, 128, 28, 128, 3, 1),
           (8, 64, 56, 256, 1, 1), (8, 256, 56, 64, 1, 1), (8, 512, 28, 128, 1, 1),
           (1, 1024, 14, 256, 1, 1), (32, 256, 14, 256, 1, 1), (128, 64, 8, 256, 1, 1),
           (8, 256, 56, 512, 1, 2), (8, 3, 224, 64, 7, 2), (1, 3, 224, 64, 7, 2),
-          (8, 32, 56, 64, 7, 1), (16, 64, 14, 64, 5, 1), (32, 32, 28, 64, 5, 1)]
+          (8, 32, 56, 64, 7, 1), (16, 64, 14, 64, 5, 1), (32, 32, 28, 64, 5, 1),
+          # 4x4 stride 2 (DCGAN, U-Net, a conv_transpose2d's weight gradient): the twenty-third
+          # session's one regression hid there
+          (16, 64, 32, 128, 4, 2), (64, 64, 32, 128, 4, 2)]
 
 SETS = {"resnet20": resnet20_layers(32) + resnet20_layers(28), "common": COMMON}
 
