@@ -579,6 +579,13 @@ const Row<BwdRun> kWeightGrad[] = {
        return s.C >= 64 && s.K >= 64 && s.N >= 2 && s.N * tiles2x2(s) >= 64;
      },
      true, winograd3_weight_grad},
+    // before kvec, whose strided tiles it beats on 4x4 stride-2 layers where it pays (a
+    // conv_transpose2d's weight gradient (16, 64, 32, 32) -> 128 6.71 ms against kvec's 7.31)
+    {"winograd4_s2", four_by_four_s2,
+     [](const Conv2dShape& s, const KernelTable&) {
+       return winograd4_s2_pays(s, ConvDir::weight_grad);
+     },
+     true, winograd4_s2_weight_grad},
     {"kvec",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_dw_kvec && s.S <= 7;
@@ -615,9 +622,6 @@ const Row<BwdRun> kWeightGrad[] = {
      // 14) -> 512 4.90 against 6.35, 1x1 (1, 1024, 14, 14) -> 256 0.58 against 1.80).
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (pointwise_gemm(s)) return false;
-       // (4x4 stride-2 layers keep winograd4_s2 where it pays: the weight gradient of a
-       // conv_transpose2d's (16, 64, 32, 32) -> 128 6.71 ms against kvec's 7.31)
-       if (four_by_four_s2(s, kt) && winograd4_s2_pays(s, ConvDir::weight_grad)) return false;
        const int64_t weights = s.K * s.C * s.R * s.S;
        // (but 5x5+ kernels on rows of 24+ at stride 1, where the products outweigh the chunks'
        // partial weights: (32, 128, 28, 28) -> 128 5x5 94.4 ms against dot's 133 and gemm's
@@ -642,11 +646,6 @@ const Row<BwdRun> kWeightGrad[] = {
     {"dilated_phases", dilated_unit,
      [](const Conv2dShape& s, const KernelTable&) { return dw_dilated_phases_pays(s); }, true,
      dw_dilated_phases},
-    {"winograd4_s2", four_by_four_s2,
-     [](const Conv2dShape& s, const KernelTable&) {
-       return winograd4_s2_pays(s, ConvDir::weight_grad);
-     },
-     true, winograd4_s2_weight_grad},
     {"dot",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special_dilated(s) && kt.conv_dw_tile != nullptr;

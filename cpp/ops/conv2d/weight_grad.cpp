@@ -121,9 +121,9 @@ bool dw_dot(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   return true;
 }
 
-// Weight gradient for narrow outputs (rows of fewer than 16 columns; any stride) with 16 output
-// channels in the lanes (KernelTable::conv_dw_kvec): dy transposed to channels-last blocks of
-// 16, tiles of up to 28 taps, images in 8 fixed chunks (by N only) reduced in order.
+// Weight gradient with 16 output channels in the lanes (KernelTable::conv_dw_kvec), any stride
+// (the planner's kvec row says where it pays): dy transposed to channels-last blocks of 16,
+// tiles of up to 28 taps, images in 8 fixed chunks (by N only) reduced in order.
 bool dw_kvec(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
   const int64_t PQ = s.P * s.Q, CRS = s.C * s.R * s.S, KPQ = s.K * PQ;
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw, plane = Hp * Wp;

@@ -91,8 +91,10 @@ static bool winograd_forward_grouped(float* y, const float* x, const float* up, 
   const int64_t Tt = G * tiles;  // V's and M's row length (the last group may use fewer)
   float* v = scratch(Buf::wino_v, 16 * s.C * Tt);
   float* m = scratch(Buf::wino_m, 16 * s.K * Tt);
-  std::vector<int64_t> voff(static_cast<size_t>(s.C));
+  thread_local std::vector<int64_t> voff;  // (the items read it through voffp, the caller's)
+  voff.resize(static_cast<size_t>(s.C));
   for (int64_t c = 0; c < s.C; ++c) voff[c] = c * Tt;
+  const int64_t* voffp = voff.data();
   const int64_t xb_floats = s.C * (2 * TY + 2) * (2 * TX + 34);  // wino_in_rows' rows
   const int64_t kRows = round_up(64, MR);  // output channels a GEMM item: whole MR panels
   const int64_t kblocks = (s.K + kRows - 1) / kRows;
@@ -107,7 +109,7 @@ static bool winograd_forward_grouped(float* y, const float* x, const float* up, 
     parallel_for(16 * kblocks, 32.0 * s.K * s.C * nt, [&](int64_t it) {
       const int64_t e = it / kblocks, k0 = it % kblocks * kRows;
       winograd_gemms(m + (e * s.K + k0) * Tt, up + Kp * e * s.C + k0 * s.C, v + e * s.C * Tt,
-                     &base, &depth, 1, std::min(kRows, s.K - k0), Tt, nt, voff.data());
+                     &base, &depth, 1, std::min(kRows, s.K - k0), Tt, nt, voffp);
     });
     parallel_for(g, 40.0 * s.K * tiles * g, [&](int64_t i) {
       if (!winograd_out_rows(kt.wino_out_row, y, m + i * tiles, b, s, n0 + i, 0, TY, TX, Tt))
