@@ -44,7 +44,11 @@ KernelTable g_tables[3];
 const char* const kIsaNames[3] = {"scalar", "avx2", "avx512"};
 
 const KernelTable* initial_table() {
-  for (int i = 0; i < 3; ++i) g_tables[i] = make_table(kIsaNames[i]);
+  // Only the tables this CPU can run are filled: each ISA's fill function is compiled with that
+  // ISA's flags, and the compiler may use its instructions for the filling itself (AVX-512 stores
+  // of the function pointers), which would kill the import on an older CPU.
+  for (int i = 0; i < 3; ++i)
+    if (cpu_has(kIsaNames[i])) g_tables[i] = make_table(kIsaNames[i]);
   std::string want = best_isa();
   if (const char* env = std::getenv("CONVKIT_ISA")) {
     std::string e(env);
