@@ -276,8 +276,6 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
     finally:
         _core.conv2d_force(direction, "")
     own = {"winograd5", "winograd3_lanes", "kvec", "lanes", "dot"}  # AVX2's kernels
-    if direction == "weight_grad":  # (its winograd3_lanes is AVX-512's only)
-        own = own - {"winograd3_lanes"}
     kt_has = (name not in own | {"rows_x", "winograd3_lanes"} or isa == "avx512" or
               (isa == "avx2" and name in own))
     if kt_has and not (name == "gemm" and isa == "avx512" and direction == "weight_grad"):
@@ -559,9 +557,8 @@ def test_weight_gradient_of_small_groups_runs_a_group_at_a_time(isa, rng, thread
 def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
     """ResNet-20's stride-2 layers on 16x16 input run kvec at AVX-512 (faster than direct or
     winograd3_s2 there), its 16 -> 32 layer on 32x32 winograd3_s2 on every ISA; 64 x 64-channel
-    weight gradients on 7x7 planes (Fashion-MNIST's last stage) run winograd3_lanes at AVX-512
-    and kvec below it, since winograd3's 2x2 tiles would cover 64 outputs for 49; on 8x8 they
-    run winograd3_lanes or winograd3."""
+    weight gradients on 7x7 and 8x8 planes (Fashion-MNIST's and CIFAR's last stage) run
+    winograd3_lanes at AVX-512 and AVX2, kvec or winograd3 on the scalar ISA."""
     plan = lambda xs, ws, s, p: _core.conv2d_plan(xs, ws, s, s, p, p, 1, 1, 1)
     s2 = [((128, 32, 16, 16), (64, 32, 3, 3), 1), ((128, 32, 14, 14), (64, 32, 1, 1), 0)]
     for xs, ws, p in s2:
@@ -570,15 +567,20 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
     assert plan((128, 16, 32, 32), (32, 16, 3, 3), 2, 1)["forward"] == "winograd3_s2"
     if isa != "scalar":  # (no kvec kernels)
         lanes = isa == "avx512"
-        want = ("winograd3_lanes",) * 3 if lanes else ("kvec", "winograd3", "winograd3")
-        assert plan((128, 64, 7, 7), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[0]
-        assert plan((128, 64, 8, 8), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[1]
-        assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == want[2]
+        assert plan((128, 64, 7, 7), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3_lanes"
+        assert plan((128, 64, 8, 8), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3_lanes"
+        assert plan((128, 32, 16, 16), (32, 32, 3, 3), 1, 1)["weight_grad"] == "winograd3_lanes"
+        # 128 x 128 channels: winograd3_lanes at AVX-512 only (at AVX2 the band's tiles
+        # overflow a Zen 3's L2)
+        want = "winograd3_lanes" if lanes else "winograd3"
+        assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == want
+        assert plan((128, 128, 8, 8), (128, 128, 3, 3), 1, 1)["weight_grad"] == want
         # below 64 images, 256 x 256 channels stay winograd3 (the items have too few tiles),
         # and so do 64 x 64 channels on rows of 28+ columns
         assert plan((32, 256, 7, 7), (256, 256, 3, 3), 1, 1)["weight_grad"] == "winograd3"
         assert plan((16, 64, 28, 28), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
-        assert plan((128, 64, 16, 16), (64, 64, 3, 3), 1, 1)["weight_grad"] == want[1]
+        assert plan((128, 64, 28, 28), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+        assert plan((128, 64, 16, 16), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3_lanes"
         # strided 3x3 layers: kvec with a column step (ResNet-20's 16 -> 32 and 32 -> 64
         # layers), but 1x1 ones (the shortcuts) GEMM
         assert plan((128, 16, 32, 32), (32, 16, 3, 3), 2, 1)["weight_grad"] == "kvec"
@@ -592,10 +594,12 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         want = "kvec" if lanes else "dot"
         assert plan((1, 128, 56, 56), (256, 128, 3, 3), 2, 1)["weight_grad"] == want
     # ResNet-20's first stage (16 x 16 channels on 32 x 32) from 64 images on: winograd3_lanes
-    # at AVX-512, dot below (and with fewer channels)
+    # at AVX-512, dot below (and with fewer channels); on 28 x 28 (Fashion-MNIST's) also at AVX2
     lanes = isa == "avx512"
     for xs in ((128, 16, 32, 32), (64, 16, 64, 64)):
         assert (plan(xs, (16, 16, 3, 3), 1, 1)["weight_grad"] == "winograd3_lanes") == lanes
+    got = plan((128, 16, 28, 28), (16, 16, 3, 3), 1, 1)["weight_grad"]
+    assert (got == "winograd3_lanes") == (isa != "scalar"), got
     assert plan((16, 16, 64, 64), (16, 16, 3, 3), 1, 1)["weight_grad"] != "winograd3_lanes"
     assert plan((128, 8, 32, 32), (16, 8, 3, 3), 1, 1)["weight_grad"] != "winograd3_lanes"
 

@@ -16,6 +16,7 @@ namespace convkit {
 namespace avx2 {
 // winograd_lanes_avx2.cpp
 bool wino_lanes_item_avx2(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
+void wino_lanes_dw_item_avx2(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
 // conv_rows_avx2.cpp
 void conv_rows_avx2(float* y, int64_t ystep, int64_t nrows, int64_t Q, const float* base,
                     int64_t bstep, const int64_t* off, const float* w, int64_t ntaps, float bias);
@@ -547,6 +548,7 @@ void fill_table_avx2(KernelTable& t) {
   t.wino_plain = false;
   t.conv_dx_lanes = avx2::conv_dx_lanes_avx2;
   t.wino_lanes_item = avx2::wino_lanes_item_avx2;
+  t.wino_lanes_dw_item = avx2::wino_lanes_dw_item_avx2;
   t.wino_s2_in_row = avx2::wino_s2_in_row_avx2;
   t.wino_s2_out_row = avx2::wino_s2_out_row_avx2;
   t.conv_rows = avx2::conv_rows_avx2;

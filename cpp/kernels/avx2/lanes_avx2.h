@@ -41,19 +41,25 @@ inline __m256i first_lanes(int n) {
 }
 
 // Images n0 .. n0 + nimg - 1 (nimg <= 16) of x (N, C, H, W) into 16 lanes: for c < C,
-// i < rows, j < Wt,  dst[((c * rows + i) * Wt + j) * 16 + l] = x[n0 + l][c][h0 + i][j - pl],
-// zero where that row or column is outside the image and in lanes l >= nimg. 8 images x 8
-// columns at a time through a register transpose.
+// i < rows, j < Wt,  dst[((c * cs + i) * Wt + j) * 16 + l] = x[n0 + l][c][h0 + i][j - pl],
+// zero where that row or column is outside the image and in lanes l >= nimg; cs (rows if 0)
+// rows apart per channel. 8 images x 8 columns at a time through a register transpose.
 inline void images_to_lanes(float* dst, const float* x, int64_t n0, int nimg, int64_t C,
                               int64_t H, int64_t W, int64_t h0, int64_t rows, int64_t pl,
-                              int64_t Wt) {
-  std::memset(dst, 0, sizeof(float) * 16 * C * rows * Wt);
+                              int64_t Wt, int64_t cs = 0) {
+  if (cs == 0) cs = rows;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t h = h0 + i;
+      std::memset(dst + 16 * (c * cs + i) * Wt, 0, sizeof(float) * 16 * Wt);
       if (h < 0 || h >= H) continue;
-      float* d = dst + 16 * ((c * rows + i) * Wt + pl);
+      float* d = dst + 16 * ((c * cs + i) * Wt + pl);
       const float* src = x + (n0 * C + c) * H * W + h * W;
+      if (c + 1 < C)  // the same row of the next channel: 16 images' rows, scattered
+        for (int l = 0; l < nimg; ++l)
+          for (int64_t j = 0; j < W; j += 16)
+            _mm_prefetch(reinterpret_cast<const char*>(src + (l * C + 1) * H * W + j),
+                         _MM_HINT_T0);
       for (int l0 = 0; l0 < nimg; l0 += 8)
         for (int64_t j0 = 0; j0 < W; j0 += 8) {
           const int cnt = static_cast<int>(std::min<int64_t>(8, W - j0));

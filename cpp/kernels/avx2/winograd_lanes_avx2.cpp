@@ -50,11 +50,13 @@ NOINLINE void columns_stage(const WinoLanesArgs& a, const Bufs& b, int64_t i0) {
       }
 }
 
-// B^T across the rows of the tile at column 2tx: vb[e_row * A + e_col][c]
+// B^T across the rows of the tile at column 2tx: vb[(e_row * A + e_col) * es + c] (es: C, or
+// more where vb holds several tiles e-major)
 template <class F>
-NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx) {
+NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx, int64_t es = 0) {
   constexpr int A = F::A;
   const int64_t C = a.C, Wt = b.Wt;
+  if (es == 0) es = C;
   const float* colt = b.colt;
   float* vb = b.vb;
   for (int64_t c = 0; c < C; ++c)
@@ -67,7 +69,7 @@ NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx) {
         F::input(d, v);
 #pragma GCC unroll 6
         for (int ec = 0; ec < A; ++ec)
-          _mm256_storeu_ps(vb + 16 * ((er * A + ec) * C + c) + h, v[ec]);
+          _mm256_storeu_ps(vb + 16 * ((er * A + ec) * es + c) + h, v[ec]);
       }
 }
 
@@ -138,10 +140,100 @@ NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, in
 
 #include "../winograd_lanes_item.inc"
 
+// ---- weight gradient (KernelTable::wino_lanes_dw_item) ----
+// AVX-512's item (winograd_lanes_avx512.cpp) with each 16-lane vector as two halves: every lane
+// gets the same operations in the same order, and the lanes are added in the same tree.
+
+// Y = A dY A^T of the 2x2 block of dy at local rows 2i, 2i + 1, columns 2tx, 2tx + 1 of every
+// channel k, into yb[e * es + k]; A's rows are (1, 0), (1, 1), (1, -1), (0, -1): down, then across
+NOINLINE void dy_tiles_stage(float* yb, int64_t es, const float* dyt, int64_t K, int64_t rows,
+                             int64_t Wd, int64_t i, int64_t tx) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; ++k)
+    for (int h = 0; h < 16; h += 8) {
+      const float* r0 = dyt + 16 * ((k * rows + 2 * i) * Wd + 2 * tx) + h;
+      const float* r1 = r0 + 16 * Wd;
+      const __m256 d00 = _mm256_loadu_ps(r0), d01 = _mm256_loadu_ps(r0 + 16);
+      const __m256 d10 = _mm256_loadu_ps(r1), d11 = _mm256_loadu_ps(r1 + 16);
+      const __m256 a[4][2] = {{d00, d01},
+                              {_mm256_add_ps(d00, d10), _mm256_add_ps(d01, d11)},
+                              {_mm256_sub_ps(d00, d10), _mm256_sub_ps(d01, d11)},
+                              {_mm256_sub_ps(zero, d10), _mm256_sub_ps(zero, d11)}};
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        float* o = yb + 16 * (4 * r * es + k) + h;
+        _mm256_storeu_ps(o, a[r][0]);
+        _mm256_storeu_ps(o + 16 * es, _mm256_add_ps(a[r][0], a[r][1]));
+        _mm256_storeu_ps(o + 32 * es, _mm256_sub_ps(a[r][0], a[r][1]));
+        _mm256_storeu_ps(o + 48 * es, _mm256_sub_ps(zero, a[r][1]));
+      }
+    }
+}
+
+// Lane i of the result: the sum of v[i]'s 8 lanes as AVX-512's lane_sums16 adds a half of a
+// vector, (l0 + l2) + (l1 + l3) per 128-bit quarter, then the two quarters.
+inline __m256 half_sums8(const __m256* v) {
+  __m256 t[4], u[2];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)
+    t[i] = _mm256_add_ps(_mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i)
+    u[i] = _mm256_add_ps(_mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44),
+                         _mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u[0], u[1], 0x20),
+                       _mm256_permute2f128_ps(u[0], u[1], 0x31));
+}
+
+// The sums over tiles t < nt of half h (lanes 8h .. 8h + 7) of
+// yb[e * ye + t * K + k0 + i] * vb[e * ve + t * C + c0 + j], i < 2, j < 4, then over the half's
+// lanes: lane 4i + j of the result
+inline __m256 half_block(const float* y, const float* v, int64_t nt, int64_t K, int64_t C) {
+  __m256 s[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) s[i] = _mm256_setzero_ps();
+  for (int64_t t = 0; t < nt; ++t, y += 16 * K, v += 16 * C) {
+    const __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 16);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      __m256 vj = _mm256_loadu_ps(v + 16 * j);
+      __asm__("" : "+x"(vj));  // one load for both products, not one folded into each
+      s[j] = _mm256_fmadd_ps(y0, vj, s[j]);
+      s[4 + j] = _mm256_fmadd_ps(y1, vj, s[4 + j]);
+    }
+  }
+  return half_sums8(s);
+}
+
+// du[(e * K + k) * C + c] += the sum over tiles t < nt and the 16 lanes of
+// yb[e * ye + t * K + k] * vb[e * ve + t * C + c], in blocks of 2 x 4 channels, a half of the
+// lanes at a time (8 running sums in registers), the halves' sums then added
+NOINLINE void dw_products_stage(float* du, const float* yb, int64_t ye, const float* vb,
+                                int64_t ve, int64_t nt, int64_t K, int64_t C) {
+  for (int e = 0; e < 16; ++e)
+    for (int64_t k0 = 0; k0 < K; k0 += 2)
+      for (int64_t c0 = 0; c0 < C; c0 += 4) {
+        const float* y = yb + 16 * (e * ye + k0);
+        const float* v = vb + 16 * (e * ve + c0);
+        const __m256 sums = _mm256_add_ps(half_block(y, v, nt, K, C),
+                                          half_block(y + 8, v + 8, nt, K, C));
+        float* d = du + (e * K + k0) * C + c0;
+        _mm_storeu_ps(d, _mm_add_ps(_mm_loadu_ps(d), _mm256_castps256_ps128(sums)));
+        _mm_storeu_ps(d + C, _mm_add_ps(_mm_loadu_ps(d + C), _mm256_extractf128_ps(sums, 1)));
+      }
+}
+
+#include "../winograd_lanes_dw_item.inc"
+
 }  // namespace
 
 bool wino_lanes_item_avx2(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
   return lanes_item(a, n0, ty0, ty1);
+}
+
+void wino_lanes_dw_item_avx2(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
+  lanes_dw_item(a, n0, ty0, ty1);
 }
 
 }  // namespace avx2

@@ -229,57 +229,16 @@ NOINLINE void dw_products_stage(float* du, const float* yb, int64_t ye, const fl
       }
 }
 
+#include "../winograd_lanes_dw_item.inc"
+
 }  // namespace
 
 bool wino_lanes_item_avx512(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
   return lanes_item(a, n0, ty0, ty1);
 }
 
-// An item: 16 images (lanes), tile rows ty0 .. ty1 - 1 in bands of wino_lanes_dw_band rows;
-// per band the input rows and dy rows into the lanes, every tile's transforms (B^T d B of the
-// input patch as the forward's stages, A dY A^T of dy), then their products summed over the
-// band's tiles and lanes and added into du.
 void wino_lanes_dw_item_avx512(const WinoLanesDwArgs& a, int64_t n0, int64_t ty0, int64_t ty1) {
-  const int64_t C = a.C, K = a.K, TX = (a.Q + 1) / 2, Wd = 2 * TX, tbr = wino_lanes_dw_band(a);
-  // the band's tiles e-major, each e's block a vector longer than its tb tiles: whole 4 KiB
-  // apart, the 16 stores of a tile's transform would fall in one L1 set
-  const int64_t tb = tbr * TX, ve = tb * C + 1, ye = tb * K + 1;
-  WinoLanesArgs f{a.x, nullptr, a.N, C, a.H, a.W, K, a.P, a.Q, a.ph, a.pw, nullptr, 0, nullptr,
-                  nullptr, 3};
-  Bufs b;
-  b.Wt = Wd + 2;
-  b.rows = 2 * tbr + 2;  // a channel's block of input rows (the band's; fewer in the last)
-  b.xt = a.buf;
-  b.colt = b.xt + 16 * C * b.rows * b.Wt;
-  float* dyt = b.colt + 16 * C * 4 * b.Wt;
-  float* vband = dyt + 16 * K * 2 * tbr * Wd;
-  float* yband = vband + 16 * 16 * ve;
-  std::memset(a.du, 0, sizeof(float) * 16 * K * C);
-  const int nimg = static_cast<int>(std::min<int64_t>(16, a.N - n0));
-  for (int64_t y0 = ty0; y0 < ty1; y0 += tbr) {
-    const int64_t y1 = std::min(ty1, y0 + tbr), nr = y1 - y0;
-    if (y0 == ty0) {
-      images_to_lanes(b.xt, a.x, n0, nimg, C, a.H, a.W, 2 * y0 - a.ph, 2 * nr + 2, a.pw, b.Wt,
-                      b.rows);
-    } else {  // the band before ended with this band's first two rows
-      for (int64_t c = 0; c < C; ++c)
-        std::memmove(b.xt + 16 * c * b.rows * b.Wt, b.xt + 16 * (c * b.rows + 2 * tbr) * b.Wt,
-                     sizeof(float) * 16 * 2 * b.Wt);
-      images_to_lanes(b.xt + 16 * 2 * b.Wt, a.x, n0, nimg, C, a.H, a.W, 2 * y0 + 2 - a.ph,
-                      2 * nr, a.pw, b.Wt, b.rows);
-    }
-    images_to_lanes(dyt, a.dy, n0, nimg, K, a.P, a.Q, 2 * y0, 2 * nr, 0, Wd);
-    for (int64_t i = 0; i < nr; ++i) {
-      columns_stage<F3>(f, b, 2 * i);
-      for (int64_t tx = 0; tx < TX; ++tx) {
-        const int64_t t = i * TX + tx;
-        b.vb = vband + 16 * t * C;
-        rows_stage<F3>(f, b, tx, ve);
-        dy_tiles_stage(yband + 16 * t * K, ye, dyt, K, 2 * nr, Wd, i, tx);
-      }
-    }
-    dw_products_stage(a.du, yband, ye, vband, ve, nr * TX, K, C);
-  }
+  lanes_dw_item(a, n0, ty0, ty1);
 }
 
 }  // namespace avx512

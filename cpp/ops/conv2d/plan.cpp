@@ -558,8 +558,17 @@ const Row<BwdRun> kWeightGrad[] = {
        return special(s) && kt.wino_lanes_dw_item && s.R == 3 && s.S == 3 && unit_stride(s) &&
               s.C % 4 == 0 && s.K % 4 == 0;
      },
-     [](const Conv2dShape& s, const KernelTable&) {
+     [](const Conv2dShape& s, const KernelTable& kt) {
        if (s.N < 16 || 4 * s.N < 3 * round_up(s.N, 16)) return false;
+       // AVX2 (the vectors in halves; measured on an AVX2-only AMD EPYC, Zen 3, L2 512 KiB, 2
+       // threads, forced, against the best other row): up to 64 x 64 channels on rows below 28
+       // ((128, 32, 16, 16) 4.6 ms against kvec's 6.0, (128, 64, 8, 8) 3.5 against 5.4,
+       // (128, 64, 7, 7) 4.4 against 5.0), 16 x 16 below 32 ((128, 16, 28, 28) 6.3 against
+       // 7.1); not 16 x 16 on 32+ ((128, 16, 32, 32) 6.2-7.1 against dot's 5.1-5.6), nor
+       // 128 x 128 ((128, 128, 8, 8) 14.0 against winograd3's 13.2) or 64 x 64 on 28 (the band's
+       // tiles overflow L2: 92 against 40)
+       if (kt.lanes == 8)
+         return s.C * s.K <= 64 * 64 && (s.Q < 28 || (s.C * s.K <= 256 && s.Q < 32));
        if (s.C <= 32 && s.K <= 32)
          return s.Q < 32 || s.C * s.K > 256 || (s.C * s.K == 256 && s.N >= 64);
        if (s.C * s.K > 256 * 256 || (s.N < 64 && s.C * s.K > 128 * 128)) return false;
