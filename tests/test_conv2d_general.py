@@ -781,14 +781,17 @@ def test_weight_gradient_of_large_weights_is_one_gemm_over_the_batch(isa, rng, t
 def test_strided_pointwise_layers_run_one_gemm_over_the_batch(isa, rng, threads):
     """Strided 1x1 layers of 256+ channels (ResNet-50's projection shortcuts) run one GEMM over
     the batch's positions (gemm_batch) on every ISA, except those over 1024+ channels, which
-    AVX-512's kvec keeps: the reference's values, the same bits for 1, 2 and 3 threads, and a
-    NaN weight reaches only its own output channel."""
+    AVX-512's kvec keeps, and at AVX2 every strided 1x1 layer (ResNet-20's shortcuts): the
+    reference's values, the same bits for 1, 2 and 3 threads, and a NaN weight reaches only its
+    own output channel."""
     plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 2, 2, 0, 0, 1, 1, 1)["forward"]
     assert plan((8, 512, 28, 28), (1024, 512, 1, 1)) == "gemm_batch"
     assert plan((1, 256, 56, 56), (512, 256, 1, 1)) == "gemm_batch"
     deep = plan((8, 1024, 14, 14), (2048, 1024, 1, 1))
     assert deep == ("kvec" if isa == "avx512" else "gemm_batch")
-    assert plan((8, 64, 56, 56), (128, 64, 1, 1)) != "gemm_batch"
+    for xs, ws in (((8, 64, 56, 56), (128, 64, 1, 1)), ((128, 32, 16, 16), (64, 32, 1, 1)),
+                   ((128, 16, 32, 32), (32, 16, 1, 1))):
+        assert (plan(xs, ws) == "gemm_batch") == (isa == "avx2"), (xs, plan(xs, ws))
     shape = (3, 260, 19, 17, 270, (1, 1), (2, 2), (0, 0), (1, 1), 1)  # blocks cut mid-row
     x, w, b, kw = _data(rng, shape)
     assert plan(x.shape, w.shape) == "gemm_batch"

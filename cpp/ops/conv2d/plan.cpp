@@ -319,7 +319,13 @@ const Row<FwdRun> kForward[] = {
      // 512 9.6-10.2 against 10.1-11.0; level on 64-128 channels. AVX2: 9.4-11.1 against
      // 14.9-18.2, (1, 256, 56, 56) -> 512 1.26-1.31 against 1.62-1.64, (8, 1024, 14, 14) ->
      // 2048 9.2-11.6 against 14.4-16.4; the scalar set 29.4-30.0 against 70.7-85.6.
+     // At AVX2 every strided 1x1 layer (an AVX2-only AMD EPYC, Zen 3, 2 threads, forced,
+     // medians of 5, against direct: ResNet-20's shortcuts (128, 32, 16, 16) -> 64 0.39 ms
+     // against 0.84, (128, 16, 32, 32) -> 32 0.95 against 1.28; (128, 64, 8, 8) -> 128 0.51
+     // against 1.27, (8, 64, 56, 56) -> 128 1.67 against 2.16, (1, 64, 56, 56) -> 128 0.22
+     // against 0.27).
      [](const Conv2dShape& s, const KernelTable& kt) {
+       if (kt.lanes == 8) return true;
        return s.C >= 256 && s.K >= 256 && (s.C < 1024 || !kt.conv_kvec_blocks);
      },
      false, gemm_batch_forward},  // (as gemm_1x1)
