@@ -651,9 +651,11 @@ def test_rgb_stems_run_the_depthwise_rows_at_avx512(isa, rng, threads):
 @pytest.mark.skipif("avx2" not in ISAS, reason="needs AVX2")
 def test_plan_of_winograd3_at_avx2(rng, threads):
     """At AVX2 (8-lane direct and kvec tiles) winograd3 takes 3x3 layers from 64 channels and 64
-    tiles, 7x7 planes too; kvec keeps batch 1's few tiles; 1x1 layers over up to 196 positions
-    run the shared GEMM; 5x5 weight gradients on rows up to 32 run kvec. The forward gives the
-    reference's values with the same bits for 1 and 2 threads."""
+    tiles, 7x7 planes too, and 256 x 256 channels from 49 tiles (batch 1 on 14x14); kvec keeps
+    batch 1's other few tiles; 1x1 layers over up to 196 positions run the shared GEMM; 5x5
+    weight gradients on rows up to 32 run kvec; the weight gradients of 256+ x 256+ channels on
+    7x7 below 32 images run gemm, not winograd3. The forward gives the reference's values with
+    the same bits for 1 and 2 threads."""
     before = _core.isa()
     try:
         _core.set_isa("avx2")
@@ -663,6 +665,13 @@ def test_plan_of_winograd3_at_avx2(rng, threads):
             assert plan(xs, (k, xs[1], 3, 3)) == "winograd3", xs
         assert plan((1, 128, 14, 14), (128, 128, 3, 3)) != "winograd3"
         assert plan((1, 512, 7, 7), (512, 512, 3, 3)) == "kvec"
+        for c in (256, 512):
+            assert plan((1, c, 14, 14), (c, c, 3, 3)) == "winograd3", c
+        d3 = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 1, 1, 1, 1, 1)["weight_grad"]
+        for n, c in ((4, 512), (8, 512), (8, 256), (16, 256)):
+            assert d3((n, c, 7, 7), (c, c, 3, 3)) == "gemm", (n, c)
+        assert d3((32, 512, 7, 7), (512, 512, 3, 3)) == "winograd3"
+        assert d3((8, 128, 7, 7), (128, 128, 3, 3)) == "winograd3"
         # 1x1 over up to 196 positions of 256 x 256 channels or more: the shared GEMM
         one = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["forward"]
         assert one((1, 1024, 14, 14), (256, 1024, 1, 1)) == "gemm_1x1"

@@ -210,10 +210,14 @@ bool winograd3_pays(const Conv2dShape& s, const KernelTable& kt) {
   // direct's 15.1, (4, 512, 7, 7) 8.5 against kvec's 11.2, (8, 256, 7, 7) 2.35 against 3.36,
   // (2, 256, 14, 14) 2.30 against 3.38, (2, 128, 14, 14) 0.58 against 0.71, (8, 96, 8, 8)
   // 0.39 against 0.62, (8, 64, 8, 8) 0.31 against 0.39, (1, 64, 28, 28) 0.38 against 0.56;
-  // but (1, 128, 14, 14), 49 tiles, 0.50 against kvec's 0.38, (1, 512, 7, 7) 5.2 against 3.8)
+  // but (1, 128, 14, 14), 49 tiles, 0.50 against kvec's 0.38, (1, 512, 7, 7) 5.2 against 3.8).
+  // With 256 x 256 channels 49 tiles do (an AVX2-only AMD EPYC, Zen 3, forced, 2 threads,
+  // medians of 5, two runs: (1, 256, 14, 14) 1.66-2.51 ms against kvec's 2.17-3.46 and
+  // direct's 1.86-2.82, (1, 512, 14, 14) 8.2 against 11.1 and 8.6; (1, 128, 14, 14) level).
   if (kt.lanes == 8)
     return s.R == 3 && s.S == 3 && s.C >= 64 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
-           tiles >= 64 && s.K * s.C <= 1024 * 1024 && direct_flops(s) >= 3e7;
+           (tiles >= 64 || (tiles >= 49 && s.K * s.C >= 256 * 256)) &&
+           s.K * s.C <= 1024 * 1024 && direct_flops(s) >= 3e7;
   if (!(s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
         direct_flops(s) >= 1.5e8))
     return false;
@@ -589,8 +593,16 @@ const Row<BwdRun> kWeightGrad[] = {
      // kvec takes the layer (2 threads, forced, medians of 9, winograd3 against kvec:
      // (1, 128, 28, 28) 1.39 ms against 1.10, (1, 64, 56, 56) 1.60 against 1.12, (1, 64, 28, 28)
      // 0.47 against 0.30; at batch 2 winograd3 leads, 1.44 against 2.18, 1.71 against 2.18).
-     [](const Conv2dShape& s, const KernelTable&) {
+     // At AVX2, 256 x 256 channels or more on planes the 2x2 tiles fit badly (7x7: 64 outputs
+     // for 49) below 512 tiles go to gemm (an AVX2-only AMD EPYC, Zen 3, forced, 2 threads,
+     // medians of 5: (4, 512, 7, 7) -> 512 7.2 ms against 17.1, (8, 512, 7, 7) 14.5 against
+     // 18.3, (8, 256, 7, 7) 3.9 against 5.2, (16, 256, 7, 7) 7.4 against 9.0; level at 128
+     // channels; (32, 512, 7, 7) 36.9 against gemm's 46.3).
+     [](const Conv2dShape& s, const KernelTable& kt) {
        if (s.C * s.K <= 64 * 64 && tiles2x2_waste(s)) return false;
+       if (kt.lanes == 8 && s.C * s.K >= 256 * 256 && tiles2x2_waste(s) &&
+           s.N * tiles2x2(s) < 512)
+         return false;
        return s.C >= 64 && s.K >= 64 && s.N >= 2 && s.N * tiles2x2(s) >= 64;
      },
      true, winograd3_weight_grad},
