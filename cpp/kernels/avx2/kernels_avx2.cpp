@@ -527,6 +527,70 @@ static void conv_dx_lanes_avx2(const DxLanesArgs& a, int64_t n0) {
   }
   lanes_to_images(a.dx, HW, dxT, a.C, HW, n0, nimg);
 }
+
+// The portable bn_moments (kernels/portable.inc), sum for sum: element i of a run into sum i % 16,
+// each run's tail after its 16-element chunks, d * d and d * dy fused as the compiler fuses them
+// there. The portable loop keeps 64 float64 sums with dy, 16 ymm registers and more, and its
+// AVX2 build spilled them to the stack; here a pass takes NV x 4 of the 16 sums (two passes of
+// 8 with dy, re-reading the runs from L1; one of 16 without).
+template <bool DY, int NV>
+void bn_moments_pass(double (*out)[16], const float* x, const float* dy, int64_t L,
+                     int64_t stride, int64_t nruns, double shift, int h0) {
+  const int64_t L16 = L / 16 * 16;
+  const __m256d sh = _mm256_set1_pd(shift);
+  __m256d s[4][NV];
+  for (int q = 0; q < 4; ++q)
+    for (int v = 0; v < NV; ++v) s[q][v] = _mm256_setzero_pd();
+  for (int64_t k = 0; k < nruns; ++k) {
+    const float* xr = x + k * stride;
+    const float* er = DY ? dy + k * stride : nullptr;
+    for (int64_t i = 0; i < L16; i += 16)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(xr + i + h0 + 4 * v)), sh);
+        s[0][v] = _mm256_add_pd(s[0][v], d);
+        s[1][v] = _mm256_fmadd_pd(d, d, s[1][v]);
+        if (DY) {
+          const __m256d e = _mm256_cvtps_pd(_mm_loadu_ps(er + i + h0 + 4 * v));
+          s[2][v] = _mm256_add_pd(s[2][v], e);
+          s[3][v] = _mm256_fmadd_pd(d, e, s[3][v]);
+        }
+      }
+    if (L16 < L) {  // the tail's elements h0 .. h0 + 4 NV - 1 into their sums, in order
+      alignas(32) double t[4][4 * NV];
+      for (int q = 0; q < 4; ++q)
+        for (int v = 0; v < NV; ++v) _mm256_store_pd(t[q] + 4 * v, s[q][v]);
+      for (int64_t i = L16 + h0; i < std::min<int64_t>(L, L16 + h0 + 4 * NV); ++i) {
+        const int j = static_cast<int>(i - L16 - h0);
+        const double d = double(xr[i]) - shift;
+        t[0][j] += d;
+        t[1][j] = std::fma(d, d, t[1][j]);
+        if (DY) {
+          const double e = er[i];
+          t[2][j] += e;
+          t[3][j] = std::fma(d, e, t[3][j]);
+        }
+      }
+      for (int q = 0; q < 4; ++q)
+        for (int v = 0; v < NV; ++v) s[q][v] = _mm256_load_pd(t[q] + 4 * v);
+    }
+  }
+  for (int q = 0; q < 4; ++q)
+    for (int v = 0; v < NV; ++v) _mm256_storeu_pd(out[q] + h0 + 4 * v, s[q][v]);
+}
+
+void bn_moments_avx2(double* m, const float* x, const float* dy, int64_t L, int64_t stride,
+                     int64_t nruns, double shift) {
+  double out[4][16];
+  if (dy) {
+    bn_moments_pass<true, 2>(out, x, dy, L, stride, nruns, shift, 0);
+    bn_moments_pass<true, 2>(out, x, dy, L, stride, nruns, shift, 8);
+  } else {
+    bn_moments_pass<false, 4>(out, x, dy, L, stride, nruns, shift, 0);
+    for (int j = 0; j < 16; ++j) out[2][j] = out[3][j] = 0.0;
+  }
+  for (int q = 0; q < 4; ++q) m[q] += ck_sum16(out[q]);
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -558,6 +622,7 @@ void fill_table_avx2(KernelTable& t) {
   t.conv_dw3s2_plane = avx2::conv_dw3s2_plane_avx2;
   t.conv_dw3s2_dots = avx2::conv_dw3s2_dots_avx2;
   t.conv_dw3s2_dx = avx2::conv_dw3s2_dx_avx2;
+  t.bn_moments = avx2::bn_moments_avx2;
 }
 
 }  // namespace convkit
