@@ -6,6 +6,7 @@
 //      (vb: A^2 x C); per block of 8 output channels, the products with the transformed weights
 //      summed over c (mb: A^2 x 8) and the output transform (ot, position-major);
 //   3. ot transposed back to (image, k, p, q) in y.
+// Also the 3x3 weight gradient's item (KernelTable::wino_lanes_dw_item, below).
 #include <immintrin.h>
 
 #include <algorithm>
