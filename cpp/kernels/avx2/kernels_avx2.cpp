@@ -585,9 +585,8 @@ void bn_moments_avx2(double* m, const float* x, const float* dy, int64_t L, int6
   if (dy) {
     bn_moments_pass<true, 2>(out, x, dy, L, stride, nruns, shift, 0);
     bn_moments_pass<true, 2>(out, x, dy, L, stride, nruns, shift, 8);
-  } else {
+  } else {  // (sums 2 and 3 stay zero)
     bn_moments_pass<false, 4>(out, x, dy, L, stride, nruns, shift, 0);
-    for (int j = 0; j < 16; ++j) out[2][j] = out[3][j] = 0.0;
   }
   for (int q = 0; q < 4; ++q) m[q] += ck_sum16(out[q]);
 }
