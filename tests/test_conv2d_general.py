@@ -687,6 +687,51 @@ def test_plan_of_winograd3_at_avx2(rng, threads):
         _core.set_isa(before)
 
 
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="needs AVX2")
+@pytest.mark.parametrize("shape", [
+    (2, 24, 9, 11, 24, (3, 3), (1, 1), (1, 1), (1, 1), 2),    # 12 a group: grouped
+    (3, 26, 8, 7, 38, (5, 5), (1, 1), (2, 1), (1, 1), 2),     # 13 -> 19: grouped, 5x5
+    (2, 16, 9, 10, 32, (1, 1), (1, 1), (0, 0), (1, 1), 2),    # 1x1: depthwise
+    (2, 24, 7, 9, 24, (3, 3), (1, 1), (1, 1), (1, 1), 3),     # 8 a group: depthwise
+], ids=str)
+def test_avx2_plan_of_groups(rng, threads, shape):
+    """At AVX2 groups of 12+ channels each side run as dense layers a group at a time (forward
+    and input gradient; not 1x1), and the other grouped forwards take depthwise's rows rather
+    than im2col_gemm. Large dense layers: winograd3 from 32 x 32 channels on planes 24+ wide,
+    kvec for 5x5 and 7x7 kernels of 16+ input and 32+ output channels up to 3200 taps. The
+    reference's values, the same bits for 1 and 2 threads."""
+    before = _core.isa()
+    try:
+        _core.set_isa("avx2")
+        plan = lambda xs, ws, p, g=1: _core.conv2d_plan(xs, ws, 1, 1, p, p, 1, 1, g)
+        assert plan((8, 32, 56, 56), (32, 32, 3, 3), 1)["forward"] == "winograd3"
+        assert plan((8, 48, 28, 28), (48, 48, 3, 3), 1)["forward"] == "winograd3"
+        assert plan((8, 32, 56, 56), (16, 32, 3, 3), 1)["forward"] != "winograd3"
+        assert plan((8, 32, 20, 20), (32, 32, 3, 3), 1)["forward"] != "winograd3"
+        assert plan((8, 24, 27, 27), (64, 24, 5, 5), 2)["forward"] == "kvec"
+        assert plan((4, 64, 56, 56), (64, 64, 7, 7), 3)["forward"] == "kvec"
+        assert plan((2, 256, 14, 14), (256, 256, 5, 5), 2)["forward"] != "kvec"
+        assert plan((8, 12, 32, 32), (24, 12, 5, 5), 2)["forward"] != "kvec"
+        x, w, b, kw = _data(rng, shape)
+        args = (x.shape, w.shape, *kw["stride"], *kw["padding"], *kw["dilation"], kw["groups"])
+        p = _core.conv2d_plan(*args)
+        cg, kg = x.shape[1] // kw["groups"], w.shape[0] // kw["groups"]
+        big = cg >= 12 and kg >= 12 and w.shape[2] * w.shape[3] > 1
+        assert p["forward"] == ("grouped" if big else "depthwise"), p
+        assert (p["input_grad"] == "grouped") == big, p
+        _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
+        y = _ref(x, w, b, kw)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        outs = []
+        for n in (1, 2):
+            threads(n)
+            outs.append(F.conv2d_backward(g, x, w, b, **kw)[0])
+        assert_close(outs[0], _ref_bwd(g, x, w, b, kw)[0], 1e-5, "dx")
+        assert outs[0].tobytes() == outs[1].tobytes()
+    finally:
+        _core.set_isa(before)
+
 def test_plan_of_input_gradients_of_few_channels(isa):
     """The input gradient of a layer over up to 4 channels (an image's saliency, an adversarial
     step): AVX-512's dx rows up to 8 output channels (LeNet-5's conv1), gemm_col2im with more and

@@ -12,8 +12,8 @@
 //            applies runs
 //
 // Forward
-//   grouped        groups of 32+ input and output channels: each group as a dense convolution
-//                  through this table (its operands gathered, its result scattered back)
+//   grouped        groups of 32+ input and output channels (12+ at AVX2, not 1x1): each group as
+//                  a dense convolution through this table (operands gathered, result scattered)
 //   winograd5      5x5, stride 1, batches of 16+: Winograd F(2x2, 5x5), 16 images in the lanes
 //   winograd3_lanes  3x3, stride 1, batches of 16+, up to 192 x 192 channels, where its cost model
 //                  says it pays: Winograd F(2x2, 3x3), 16 images in the lanes (ResNet-20's
@@ -36,13 +36,13 @@
 //   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases split
 //                  out as one batch, when that goes to winograd5
 //   direct         stride <= 4: col read in place from padded, phase-split input rows
-//   depthwise      few channels per group, or at AVX-512 an RGB-like stem (up to 3 input
-//                  channels, 3x3 or smaller, a batch): each output row summed in registers over
-//                  padded, phase-split input rows
+//   depthwise      few channels per group, any groups at AVX-512 and AVX2, or at AVX-512 an
+//                  RGB-like stem (up to 3 input channels, 3x3 or smaller, a batch): each output
+//                  row summed in registers over padded, phase-split input rows
 //   rows           non-finite weights: tap by tap over in-range columns only (exact)
 //   im2col_gemm    anything: col packed into GEMM panels, one group at a time
 // Input gradient
-//   grouped        groups of 32+ input and output channels: each group through this table
+//   grouped        as the forward's: each group through this table
 //   transposed_conv  stride 1, "same"-like padding, C fills the tiles: a forward convolution of
 //                    dy with flipped, transposed weights
 //   winograd4_s2     4x4, stride 2, 16+ channels: each of dx's four phases a 2-tap sum over dy
@@ -214,10 +214,18 @@ bool winograd3_pays(const Conv2dShape& s, const KernelTable& kt) {
   // With 256 x 256 channels 49 tiles do (an AVX2-only AMD EPYC, Zen 3, forced, 2 threads,
   // medians of 5, two runs: (1, 256, 14, 14) 1.66-2.51 ms against kvec's 2.17-3.46 and
   // direct's 1.86-2.82, (1, 512, 14, 14) 8.2 against 11.1 and 8.6; (1, 128, 14, 14) level).
-  if (kt.lanes == 8)
-    return s.R == 3 && s.S == 3 && s.C >= 64 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
-           (tiles >= 64 || (tiles >= 49 && s.K * s.C >= 256 * 256)) &&
-           s.K * s.C <= 1024 * 1024 && direct_flops(s) >= 3e7;
+  // On that Zen 3 also 32+ x 32+ channels on planes 24+ wide from 50 MFLOP (forced, 2 threads,
+  // medians of 5, against the best of direct and kvec, ms: (8, 32, 56, 56) -> 32 2.55 against
+  // 2.98, (8, 48, 56, 56) -> 48 5.01 against 7.14, (8, 32, 56, 56) -> 64 4.49 against 6.20,
+  // (1, 32, 56, 56) -> 32 0.41 against 0.55, (8, 32, 28, 28) -> 32 0.70 against 0.78, (8, 32,
+  // 24, 24) -> 32 0.53 against 0.63; level at (8, 32, 20, 20) and (2, 32, 28, 28); not with 16
+  // channels on a side: (8, 32, 56, 56) -> 16 2.13 against kvec's 1.97).
+  if (kt.lanes == 8) {
+    if (s.R != 3 || s.S != 3 || s.K * s.C > 1024 * 1024) return false;
+    if (s.C >= 32 && s.K >= 32 && s.Q >= 24 && s.P >= 2 && direct_flops(s) >= 5e7) return true;
+    return s.C >= 64 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
+           (tiles >= 64 || (tiles >= 49 && s.K * s.C >= 256 * 256)) && direct_flops(s) >= 3e7;
+  }
   if (!(s.R == 3 && s.S == 3 && s.C >= 32 && s.K >= 16 && s.Q >= 7 && s.P >= 2 &&
         direct_flops(s) >= 1.5e8))
     return false;
@@ -260,8 +268,17 @@ bool deep_strided(const Conv2dShape& s) {
 // buffers and its result scattered back. They multiply padding zeros wherever the dense rows
 // do, so the planner keeps them to finite weights (and a non-finite weight gradient is
 // recomputed by the rows after them).
-bool grouped_pays(const Conv2dShape& s, const KernelTable&) {
-  return group_in(s) >= 32 && group_out(s) >= 32;
+// At AVX2 (an AVX2-only AMD EPYC, Zen 3) from 12 channels a group each side, but not 1x1
+// (forced, 2 threads, medians of 7, against the row planned before, im2col_gemm forward and
+// gemm_col2im input gradient (that column with the weight gradient), ms: (8, 48, 27, 27) -> 128
+// 5x5 groups 2 6.6 against 9.2, 18.7 against 19.2; (8, 32, 56, 56) -> 32 groups 2 3.2 against
+// 6.3, 4.5 against 5.2; (8, 64, 28, 28) groups 4 1.35 against 2.43, 2.25 against 3.32; (8, 96,
+// 28, 28) groups 8 1.66 against 4.82, 4.67 against 8.58; (8, 128, 14, 14) groups 8 0.88 against
+// 2.08, 1.38 against 2.14; (1, 64, 56, 56) groups 4 0.75 against 1.37, 1.32 against 1.45; 1x1
+// (8, 64, 28, 28) groups 4: 0.50 against depthwise's 0.31, input gradient level).
+bool grouped_pays(const Conv2dShape& s, const KernelTable& kt) {
+  if (group_in(s) >= 32 && group_out(s) >= 32) return true;
+  return kt.lanes == 8 && group_in(s) >= 12 && group_out(s) >= 12 && s.R * s.S > 1;
 }
 // The weight gradient a group at a time pays on 2+ input channels a group wherever the dense
 // weight-gradient tiles exist (AVX2, AVX-512): forced, 2 threads, medians of 11 calls, two
@@ -349,7 +366,13 @@ const Row<FwdRun> kForward[] = {
      // output channels take it at any width (AMD EPYC Zen 4, forced, 2 threads, 9 rounds:
      // (8, 16, 32, 32) -> 16 7x7 1.38 ms against direct's 1.51, -> 32 7x7 2.32 against 2.73,
      // 5x5 1.23 against 1.34; level at 8 channels; slower with 12, 24 or 64 output channels,
-     // 3 or 32 input channels: (8, 16, 32, 32) -> 64 7x7 4.08 against 3.97).
+     // 3 or 32 input channels: (8, 16, 32, 32) -> 64 7x7 4.08 against 3.97). On an AVX2-only
+     // Zen 3 also 16+ input channels into 32+, up to 3200 taps (forced, 2 threads, medians of 5,
+     // against direct, ms: (8, 24, 27, 27) -> 64 5x5 3.63 against 4.85, (8, 48, 27, 27) -> 64
+     // 8.9 against 10.6, (8, 128, 28, 28) -> 128 37.6 against 42.4, (8, 32, 28, 28) -> 32 2.37
+     // against 3.05, (8, 16, 32, 32) -> 64 7x7 5.75 against 6.36, (4, 64, 56, 56) -> 64 7x7 39.6
+     // against 42.7; level at (8, 64, 28, 28) -> 64 5x5; past 3200 taps slower: (2, 256, 14, 14)
+     // -> 256 5x5 15.6 against 14.4; 12 -> 24 channels too, 1.34 against 0.94).
      // Deep layers (1152+ taps, e.g. 3x3 over 128+ channels) where winograd3 does not pay take
      // the tiles of several blocks at any width, their taps in runs that keep the weights in L2
      // (forced, 2 threads, against direct: (1, 512, 7, 7) 2.5 ms against 4.2, (1, 512, 28, 28)
@@ -398,7 +421,8 @@ const Row<FwdRun> kForward[] = {
               (kt.conv_kvec_blocks && s.K >= 32 && s.C <= 64 && s.Q <= 16) ||
               (kt.conv_kvec_blocks && s.K >= 32 && taps >= 1152 && !winograd3_pays(s, kt)) ||
               (kt.lanes < 16 && (s.K == 16 || s.K == 32) && s.C >= 8 && s.C <= 16 &&
-               s.R * s.S >= 25);
+               s.R * s.S >= 25) ||
+              (kt.lanes == 8 && s.R * s.S >= 25 && s.C >= 16 && s.K >= 32 && taps <= 3200);
      },
      kSelfChecked, kvec_forward},
     // also dilated: its items then gather the phases' rows (see winograd_forward)
@@ -456,10 +480,14 @@ const Row<FwdRun> kForward[] = {
     // 4 output channels), where im2col_gemm's packed columns cost more (forced, 2 threads:
     // (8, 256, 14, 14) -> 256 groups 8 1.42 ms against 2.47, (8, 128, 28, 28) groups 4 2.60
     // against 4.23, (8, 48, 27, 27) -> 128 5x5 groups 2 4.98 against 5.92, (8, 96, 28, 28)
-    // stride 2 groups 3 0.62 against 1.13; level at 128 channels a group).
+    // stride 2 groups 3 0.62 against 1.13; level at 128 channels a group). At AVX2 too, where
+    // grouped does not take them (an AVX2-only AMD EPYC, Zen 3, forced, 2 threads, medians of
+    // 7, against im2col_gemm: (8, 64, 28, 28) groups 8 1.24 ms against 3.54, 1x1 groups 4 0.31
+    // against 0.39, (8, 64, 14, 14) groups 4 0.88 against 1.29, (8, 96, 28, 28) groups 8 1.96
+    // against 4.82).
     {"depthwise", any,
      [](const Conv2dShape& s, const KernelTable& kt) {
-       return few_per_group(s, kt) || rgb_stem(s, kt) || (kt.lanes == 16 && s.G > 1);
+       return few_per_group(s, kt) || rgb_stem(s, kt) || (kt.lanes >= 8 && s.G > 1);
      },
      true, depthwise_forward},
     {"rows", any, never, false, rows_forward},
