@@ -695,12 +695,13 @@ def test_plan_of_winograd3_at_avx2(rng, threads):
     (2, 16, 9, 10, 32, (1, 1), (1, 1), (0, 0), (1, 1), 2),    # 1x1: depthwise
     (2, 24, 7, 9, 24, (3, 3), (1, 1), (1, 1), (1, 1), 3),     # 8 a group: depthwise
 ], ids=str)
-def test_avx2_plan_of_groups(rng, threads, shape):
+def test_avx2_plans_measured_on_zen3(rng, threads, shape):
     """At AVX2 groups of 12+ channels each side run as dense layers a group at a time (forward
     and input gradient; not 1x1), and the other grouped forwards take depthwise's rows rather
     than im2col_gemm. Large dense layers: winograd3 from 32 x 32 channels on planes 24+ wide,
-    kvec for 5x5 and 7x7 kernels of 16+ input and 32+ output channels up to 3200 taps. The
-    reference's values, the same bits for 1 and 2 threads."""
+    kvec for 5x5 and 7x7 kernels of 16+ input and 32+ output channels up to 3200 taps, 1x1 at
+    stride 1 from 256 x 256 channels gemm_batch past gemm_1x1's positions. The grouped layers
+    give the reference's values, the same bits for 1 and 2 threads."""
     before = _core.isa()
     try:
         _core.set_isa("avx2")
@@ -713,6 +714,10 @@ def test_avx2_plan_of_groups(rng, threads, shape):
         assert plan((4, 64, 56, 56), (64, 64, 7, 7), 3)["forward"] == "kvec"
         assert plan((2, 256, 14, 14), (256, 256, 5, 5), 2)["forward"] != "kvec"
         assert plan((8, 12, 32, 32), (24, 12, 5, 5), 2)["forward"] != "kvec"
+        assert plan((8, 512, 7, 7), (2048, 512, 1, 1), 0)["forward"] == "gemm_batch"
+        assert plan((1, 512, 28, 28), (128, 512, 1, 1), 0)["forward"] == "gemm_batch"
+        assert plan((1, 1024, 14, 14), (256, 1024, 1, 1), 0)["forward"] == "gemm_1x1"
+        assert plan((8, 256, 28, 28), (128, 256, 1, 1), 0)["forward"] != "gemm_batch"
         x, w, b, kw = _data(rng, shape)
         args = (x.shape, w.shape, *kw["stride"], *kw["padding"], *kw["dilation"], kw["groups"])
         p = _core.conv2d_plan(*args)

@@ -85,12 +85,12 @@ bool gemm1x1_forward(float* y, const float* x, const float* w, const float* b,
   return true;
 }
 
-// Strided 1x1 layers without padding as one GEMM over the whole batch: Y (K x N P Q) = W (K x C)
-// X (C x N P Q), the batch's output positions as the columns (image n's at n P Q ..). W is
-// packed once, to full depth; items are blocks of 4 NR columns by all of Y's rows, each
-// gathering its positions of X a kc block at a time (one run of an output row at a time) and
-// summing into a buffer of its own, whose rows are then copied out to the images (a tile's
-// columns may lie in two images). Each output is summed in kc blocks fixed by C.
+// 1x1 layers without padding (strided; at AVX2 stride 1 too) as one GEMM over the whole batch:
+// Y (K x N P Q) = W (K x C) X (C x N P Q), the batch's output positions as the columns (image
+// n's at n P Q ..). W is packed once, to full depth; items are blocks of 4 NR columns by all of
+// Y's rows, each gathering its positions of X a kc block at a time (one run of an output row at
+// a time) and summing into a buffer of its own, whose rows are then copied out to the images (a
+// tile's columns may lie in two images). Each output is summed in kc blocks fixed by C.
 bool gemm_batch_forward(float* y, const float* x, const float* w, const float* b,
                         const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;

@@ -21,7 +21,8 @@
 //   gemm_1x1       1x1, stride 1, no padding, up to 128 positions in all and 256 x 256 channels
 //                  or more (deep stages at batch 1): the GEMM with the positions as its rows
 //   gemm_batch     1x1, strided, no padding, 256+ channels each side (not 1024+ inputs where
-//                  kvec's tiles exist): one GEMM over the batch's positions
+//                  kvec's tiles exist; any at AVX2, and there stride 1 from 256 x 256 channels):
+//                  one GEMM over the batch's positions
 //   kvec           stride 1, narrow outputs (Q < 16), 12+ output channels, unless winograd3
 //                  pays; or 32+ output channels of at most 64 inputs, Q <= 16 (tiles of
 //                  several channel blocks): channels in the lanes
@@ -330,7 +331,7 @@ const Row<FwdRun> kForward[] = {
      false, gemm1x1_forward},  // (no stand-in zeros: every product is one of the sum's terms)
     {"gemm_batch",
      [](const Conv2dShape& s, const KernelTable&) {
-       return special(s) && s.R == 1 && s.S == 1 && s.ph == 0 && s.pw == 0 && !unit_stride(s);
+       return special(s) && s.R == 1 && s.S == 1 && s.ph == 0 && s.pw == 0;
      },
      // Strided 1x1 layers of 256+ channels each side (ResNet-50's projection shortcuts), but
      // not AVX-512's over 1024+, where kvec's tiles are faster ((8, 1024, 14, 14) -> 2048 8.9
@@ -345,7 +346,17 @@ const Row<FwdRun> kForward[] = {
      // against 0.84, (128, 16, 32, 32) -> 32 0.95 against 1.28; (128, 64, 8, 8) -> 128 0.51
      // against 1.27, (8, 64, 56, 56) -> 128 1.67 against 2.16, (1, 64, 56, 56) -> 128 0.22
      // against 0.27).
+     // At AVX2 also stride 1 from 256 x 256 channels, past gemm_1x1's positions (forced, 2
+     // threads, medians of 5, against the best other row, ms: (8, 512, 7, 7) -> 2048 6.78
+     // against gemm_1x1's 8.14 (PyTorch 6.1-6.5), (8, 2048, 7, 7) -> 512 7.07 against
+     // im2col_gemm's 8.66, (16, 2048, 7, 7) -> 512 14.4 against 16.8, (8, 1024, 14, 14) -> 256
+     // 5.25 against 6.11, (32, 256, 14, 14) -> 256 5.44 against direct's 6.00, (4, 512, 14, 14)
+     // -> 512 3.13 against 3.91, (8, 512, 28, 28) -> 128 6.03 against 7.00, (1, 512, 28, 28) ->
+     // 128 0.95 against 1.17, (8, 128, 28, 28) -> 512 9.43 against 9.89; with fewer channels
+     // direct leads or ties: (2, 256, 56, 56) -> 128 5.84 against 5.12, (8, 256, 28, 28) -> 128
+     // 5.96 against 5.86, (8, 256, 56, 56) -> 64 9.30 against 7.74).
      [](const Conv2dShape& s, const KernelTable& kt) {
+       if (unit_stride(s)) return kt.lanes == 8 && s.C * s.K >= 256 * 256;
        if (kt.lanes == 8) return true;
        return s.C >= 256 && s.K >= 256 && (s.C < 1024 || !kt.conv_kvec_blocks);
      },
