@@ -125,15 +125,17 @@ struct S2Taps {
 
 }  // namespace
 
-// KernelTable::conv_dw_plane at AVX2: each output row from its KS input rows read in place (rows
-// outside the plane as zero vectors), 8 columns a vector, the taps in order; loads masked only
-// where a tap's columns leave the row.
+// KernelTable::conv_dw_plane at AVX2: blocks of RB output rows by 8 columns, each input row the
+// block reads loaded once (KS shifted vectors; rows outside the plane as zero vectors, loads
+// masked only where a tap's columns leave the row) and multiplied into every output row of the
+// block that reads it: RB independent sums, each still the taps (r, t) in order. Rows of the last
+// block past P are summed too (from in-plane rows or zeros) and not stored.
 template <int KS>
 void dw_plane(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const float* x,
               int64_t xstride, int64_t H, int64_t W, int64_t ph, int64_t pw, const float* w,
               const float* bias) {
+  constexpr int RB = 4;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256 zero = _mm256_setzero_ps();
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = x + i * xstride;
     const float* wi = w + KS * KS * i;
@@ -149,25 +151,36 @@ void dw_plane(float* y, int64_t ystride, int64_t n, int64_t P, int64_t Q, const 
         m[t] = _mm256_and_si256(_mm256_cmpgt_epi32(l, _mm256_set1_epi32(-1)),
                                 _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(W)), l));
       }
-      for (int64_t p = 0; p < P; ++p) {
-        __m256 acc = b;
-        for (int r = 0; r < KS; ++r) {
-          const int64_t h = p - ph + r;
+      for (int64_t p0 = 0; p0 < P; p0 += RB) {
+        __m256 acc[RB];
+#pragma GCC unroll 4
+        for (int j = 0; j < RB; ++j) acc[j] = b;
+#pragma GCC unroll 8
+        for (int ii = 0; ii < RB + KS - 1; ++ii) {  // input row p0 - ph + ii
+          const int64_t h = p0 - ph + ii;
+          __m256 v[KS];
           const float* row = xi + h * W + c0;
           if (h < 0 || h >= H) {  // zero products, as on the padded rows
 #pragma GCC unroll 5
-            for (int t = 0; t < KS; ++t) acc = _mm256_fmadd_ps(wv[KS * r + t], zero, acc);
+            for (int t = 0; t < KS; ++t) v[t] = _mm256_setzero_ps();
           } else if (inside) {
 #pragma GCC unroll 5
-            for (int t = 0; t < KS; ++t)
-              acc = _mm256_fmadd_ps(wv[KS * r + t], _mm256_loadu_ps(row + t), acc);
+            for (int t = 0; t < KS; ++t) v[t] = _mm256_loadu_ps(row + t);
           } else {
 #pragma GCC unroll 5
-            for (int t = 0; t < KS; ++t)
-              acc = _mm256_fmadd_ps(wv[KS * r + t], _mm256_maskload_ps(row + t, m[t]), acc);
+            for (int t = 0; t < KS; ++t) v[t] = _mm256_maskload_ps(row + t, m[t]);
+          }
+#pragma GCC unroll 4
+          for (int j = 0; j < RB; ++j) {
+            const int r = ii - j;  // output row p0 + j reads it as kernel row r
+            if (r < 0 || r >= KS) continue;
+#pragma GCC unroll 5
+            for (int t = 0; t < KS; ++t) acc[j] = _mm256_fmadd_ps(wv[KS * r + t], v[t], acc[j]);
           }
         }
-        store_first(y + i * ystride + p * Q + q0, acc, Q - q0);
+#pragma GCC unroll 4
+        for (int j = 0; j < RB; ++j)
+          if (p0 + j < P) store_first(y + i * ystride + (p0 + j) * Q + q0, acc[j], Q - q0);
       }
     }
   }
