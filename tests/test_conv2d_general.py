@@ -700,7 +700,8 @@ def test_avx2_plans_measured_on_zen3(rng, threads, shape):
     and input gradient; not 1x1), and the other grouped forwards take depthwise's rows rather
     than im2col_gemm. Large dense layers: winograd3 from 32 x 32 channels on planes 24+ wide,
     kvec for 5x5 and 7x7 kernels of 16+ input and 32+ output channels up to 3200 taps, 1x1 at
-    stride 1 from 256 x 256 channels gemm_batch past gemm_1x1's positions. The grouped layers
+    stride 1 from 256 x 256 channels gemm_batch past gemm_1x1's positions, winograd3_s2 on 7
+    output columns from 4 images. The grouped layers
     give the reference's values, the same bits for 1 and 2 threads."""
     before = _core.isa()
     try:
@@ -718,6 +719,11 @@ def test_avx2_plans_measured_on_zen3(rng, threads, shape):
         assert plan((1, 512, 28, 28), (128, 512, 1, 1), 0)["forward"] == "gemm_batch"
         assert plan((1, 1024, 14, 14), (256, 1024, 1, 1), 0)["forward"] == "gemm_1x1"
         assert plan((8, 256, 28, 28), (128, 256, 1, 1), 0)["forward"] != "gemm_batch"
+        s2 = lambda xs, ws: _core.conv2d_plan(xs, ws, 2, 2, 1, 1, 1, 1, 1)["forward"]
+        assert s2((8, 512, 14, 14), (512, 512, 3, 3)) == "winograd3_s2"
+        assert s2((4, 128, 14, 14), (256, 128, 3, 3)) == "winograd3_s2"
+        assert s2((2, 256, 14, 14), (512, 256, 3, 3)) != "winograd3_s2"  # 7 columns, 2 images
+        assert s2((1, 512, 14, 14), (512, 512, 3, 3)) != "winograd3_s2"
         x, w, b, kw = _data(rng, shape)
         args = (x.shape, w.shape, *kw["stride"], *kw["padding"], *kw["dilation"], kw["groups"])
         p = _core.conv2d_plan(*args)

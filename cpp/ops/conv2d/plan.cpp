@@ -469,9 +469,14 @@ const Row<FwdRun> kForward[] = {
      // it leads with 16 channels too (2 threads, medians of 9, against direct, ms: (128, 16,
      // 32, 32) -> 32 1.90 against 2.11, (64, 16, 32, 32) 0.83 against 0.90, (16, 16, 64, 64)
      // 0.70 against 0.77, (8, 24, 56, 56) -> 48 0.59 against 0.69; AVX2 2.40 against 3.00,
-     // 1.15 against 1.48, 1.10 against 1.45).
-     [](const Conv2dShape& s, const KernelTable&) {
-       return s.C >= 16 && s.K >= 16 && s.Q >= 8 && s.P >= 2 && direct_flops(s) >= 1e8;
+     // 1.15 against 1.48, 1.10 against 1.45). At AVX2 also 7 output columns from 4 images (an
+     // AVX2-only Zen 3, forced, 2 threads, medians of 5, against direct, the row planned before,
+     // ms: (8, 512, 14, 14) -> 512 15.4 against 18.3, (16, 256, 14, 14) -> 512 12.9 against
+     // 17.1, (4, 256, 14, 14) -> 512 4.16 against 5.01, (4, 128, 14, 14) -> 256 1.01 against
+     // 1.15; level at 2 images, slower at 1: (1, 256, 14, 14) -> 512 3.65 against 2.39).
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       const bool wide = s.Q >= 8 || (kt.lanes == 8 && s.Q == 7 && s.N >= 4);
+       return s.C >= 16 && s.K >= 16 && wide && s.P >= 2 && direct_flops(s) >= 1e8;
      },
      true, winograd_s2_forward},
     {"winograd4_s2", four_by_four_s2,
