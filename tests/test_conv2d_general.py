@@ -743,6 +743,31 @@ def test_avx2_plans_measured_on_zen3(rng, threads, shape):
     finally:
         _core.set_isa(before)
 
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="needs AVX2")
+def test_avx2_winograd3_s2_takes_seven_tiles_a_row(rng, threads):
+    """At AVX2 winograd3_s2 runs 3x3 stride-2 layers with 7 tiles a row (14 outputs, its GEMM
+    columns 31 % idle) rather than handing them to direct: its bits differ from direct's, the
+    reference's values, the same bits for 1 and 2 threads."""
+    x, w, b, kw = _data(rng, (3, 24, 28, 28, 20, (3, 3), (2, 2), (1, 1), (1, 1), 1))
+    before = _core.isa()
+    outs = {}
+    try:
+        _core.set_isa("avx2")
+        for alg in ("winograd3_s2", "direct"):
+            _core.conv2d_force("forward", alg)
+            for n in (1, 2):
+                threads(n)
+                outs[alg, n] = F.conv2d(x, w, b, **kw)
+    finally:
+        _core.conv2d_force("forward", "")
+        _core.set_isa(before)
+    want = _ref(x, w, b, kw)
+    assert outs["winograd3_s2", 1].shape == (3, 20, 14, 14)
+    assert_close(outs["winograd3_s2", 1], want, 1e-5, "winograd3_s2")
+    assert outs["winograd3_s2", 1].tobytes() == outs["winograd3_s2", 2].tobytes()
+    assert outs["winograd3_s2", 1].tobytes() != outs["direct", 1].tobytes()
+
 def test_plan_of_input_gradients_of_few_channels(isa):
     """The input gradient of a layer over up to 4 channels (an image's saliency, an adversarial
     step): AVX-512's dx rows up to 8 output channels (LeNet-5's conv1), gemm_col2im with more and

@@ -238,8 +238,9 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
 // reduction of C times the pair's item count (1, 2 or 4 per channel); each 2x2 output is a sum
 // of four M_e. The input transform reads the image rows in place. Items are (image, band of
 // tile rows), bands chosen to waste the fewest GEMM columns. Returns false, and the caller takes
-// the direct path, when those columns would still waste over 20 %, or if an output came out NaN
-// or infinite (recomputed the direct way: the transforms subtract input values).
+// the direct path, when those columns would still waste over 20 % (35 % at AVX2), or if an
+// output came out NaN or infinite (recomputed the direct way: the transforms subtract input
+// values).
 bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
@@ -259,8 +260,14 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
     if (best < 0 || cols < best) best = cols, tr = r;
   }
   // Rows of few tiles leave GEMM columns idle (up to 30 % on 7 tiles a row): then the direct
-  // path is as fast, and takes the layer.
-  if (best > 1.2 * TY * TX) return false;
+  // path is as fast, and takes the layer. Not at AVX2, whose direct tiles have 8 lanes: there
+  // this path still leads with 31 % idle (an AVX2-only AMD EPYC, Zen 3, forced, 2 threads,
+  // medians of 7, 14 x 14 outputs, ms: (8, 128, 28, 28) -> 256 5.79 against im2col_gemm's 7.06
+  // and direct's 7.80, (8, 192, 28, 28) -> 192 6.86 against 9.03 and 9.79, (4, 256, 28, 28) ->
+  // 512 13.2 against 14.8 and 15.5; 10 x 10, 28 % idle, (8, 128, 20, 20) -> 256 6.26 against
+  // 6.76 and 7.42; level with im2col_gemm at (1, 128, 28, 28) -> 256 and 12 x 12 (8, 256, 24,
+  // 24) -> 512, 26.7 against 25.6, and direct's 29.5).
+  if (best > (kt.lanes == 8 ? 1.35 : 1.2) * TY * TX) return false;
   // Items per pattern: A = {A0, A1}, B = {B0}, C = {C0, C1} (items 0 .. 4); item i sums the
   // kernel rows (or columns) kRows[i]: g0, g1, g0 + g2, g2, g1.
   static constexpr int kFirst[3] = {0, 2, 3}, kCount[3] = {2, 1, 2};
