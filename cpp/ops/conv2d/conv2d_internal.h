@@ -125,6 +125,8 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
                       const Conv2dShape& s);
 bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s);
+int64_t winograd_s2_band(const Conv2dShape& s, const KernelTable& kt, double* waste);
+bool winograd_s2_columns_pay(const Conv2dShape& s, const KernelTable& kt);
 bool winograd_lanes_forward(float* y, const float* x, const float* w, const float* b,
                             const Conv2dShape& s);
 bool winograd_lanes_pays(const Conv2dShape& s);

@@ -30,8 +30,8 @@
 //                  transforms of SSE), enough work: Winograd F(2x2, 3x3), 16 GEMMs;
 //                  dilated too, each item gathering the input's phases (also where the phases
 //                  would take winograd3_lanes)
-//   winograd3_s2   3x3, stride 2, 32+ channels, enough work: phase-split F(2, 2)-style sum,
-//                  9 GEMMs
+//   winograd3_s2   3x3, stride 2, 32+ channels, enough work, GEMM columns mostly busy:
+//                  phase-split F(2, 2)-style sum, 9 GEMMs
 //   winograd4_s2   4x4, stride 2, 16+ channels, 16+ tiles an image: the four input phases'
 //                  2-tap sums F(2, 2)-style, 9 GEMMs
 //   dilated_phases dilated, stride 1: dh*dw undilated convolutions of the input's phases split
@@ -476,7 +476,8 @@ const Row<FwdRun> kForward[] = {
      // 1.15; level at 2 images, slower at 1: (1, 256, 14, 14) -> 512 3.65 against 2.39).
      [](const Conv2dShape& s, const KernelTable& kt) {
        const bool wide = s.Q >= 8 || (kt.lanes == 8 && s.Q == 7 && s.N >= 4);
-       return s.C >= 16 && s.K >= 16 && wide && s.P >= 2 && direct_flops(s) >= 1e8;
+       return s.C >= 16 && s.K >= 16 && wide && s.P >= 2 && direct_flops(s) >= 1e8 &&
+              winograd_s2_columns_pay(s, kt);
      },
      true, winograd_s2_forward},
     {"winograd4_s2", four_by_four_s2,

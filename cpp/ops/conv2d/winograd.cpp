@@ -229,25 +229,11 @@ bool winograd_forward(float* y, const float* x, const float* w, const float* b,
   return finite;
 }
 
-// 3x3, stride 2, enough channels: the stride-2 sum split by input phase and each part done the
-// Winograd way. Along one axis a tile's outputs y0, y1 read padded inputs d0 .. d4 as
-//   y0 = m_A + m_B,  y1 = m_B + m_C,  m_A = (d0 - d2) g0 + d1 g1,  m_B = d2 (g0 + g2),
-//   m_C = (d4 - d2) g2 + d3 g1:
-// five products for two outputs instead of six, 25 instead of 36 per 2x2 tile. Each of the
-// 3 x 3 (row pattern, column pattern) pairs e is one GEMM, M_e (K x tiles) = U_e V_e, over a
-// reduction of C times the pair's item count (1, 2 or 4 per channel); each 2x2 output is a sum
-// of four M_e. The input transform reads the image rows in place. Items are (image, band of
-// tile rows), bands chosen to waste the fewest GEMM columns. Returns false, and the caller takes
-// the direct path, when those columns would still waste over 20 % (35 % at AVX2), or if an
-// output came out NaN or infinite (recomputed the direct way: the transforms subtract input
-// values).
-bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
-                         const Conv2dShape& s) {
-  const KernelTable& kt = *g_kernels;
-  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
-  const int MR = kt.mr, NR = kt.nr;
-  // Tile rows per item: the fewest computed GEMM columns (a tail of up to 16 runs as a half
-  // tile), V and M of an item (25 C + 9 K floats per tile) within about 1.25 MiB.
+// Tile rows per item of winograd_s2_forward: the fewest computed GEMM columns (a tail of up to
+// 16 runs as a half tile), V and M of an item (25 C + 9 K floats per tile) within about 1.25
+// MiB. *waste: those columns per tile of the output.
+int64_t winograd_s2_band(const Conv2dShape& s, const KernelTable& kt, double* waste) {
+  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, NR = kt.nr;
   auto computed = [&](int64_t t) {
     return t / NR * NR + (t % NR == 0 ? 0 : t % NR <= 16 ? 16 : NR);
   };
@@ -259,15 +245,43 @@ bool winograd_s2_forward(float* y, const float* x, const float* w, const float* 
     const double cols = double((nb - 1) * computed(r * TX) + computed(last * TX));
     if (best < 0 || cols < best) best = cols, tr = r;
   }
-  // Rows of few tiles leave GEMM columns idle (up to 30 % on 7 tiles a row): then the direct
-  // path is as fast, and takes the layer. Not at AVX2, whose direct tiles have 8 lanes: there
-  // this path still leads with 31 % idle (an AVX2-only AMD EPYC, Zen 3, forced, 2 threads,
-  // medians of 7, 14 x 14 outputs, ms: (8, 128, 28, 28) -> 256 5.79 against im2col_gemm's 7.06
-  // and direct's 7.80, (8, 192, 28, 28) -> 192 6.86 against 9.03 and 9.79, (4, 256, 28, 28) ->
-  // 512 13.2 against 14.8 and 15.5; 10 x 10, 28 % idle, (8, 128, 20, 20) -> 256 6.26 against
-  // 6.76 and 7.42; level with im2col_gemm at (1, 128, 28, 28) -> 256 and 12 x 12 (8, 256, 24,
-  // 24) -> 512, 26.7 against 25.6, and direct's 29.5).
-  if (best > (kt.lanes == 8 ? 1.35 : 1.2) * TY * TX) return false;
+  *waste = best / double(TY * TX);
+  return tr;
+}
+
+// Rows of few tiles leave GEMM columns idle (up to 30 % on 7 tiles a row): then the direct path
+// is as fast. Not at AVX2, whose direct tiles have 8 lanes: there this path still leads with
+// 31 % idle (an AVX2-only AMD EPYC, Zen 3, forced, 2 threads, medians of 7, 14 x 14 outputs,
+// ms: (8, 128, 28, 28) -> 256 5.79 against im2col_gemm's 7.06 and direct's 7.80, (8, 192, 28,
+// 28) -> 192 6.86 against 9.03 and 9.79, (4, 256, 28, 28) -> 512 13.2 against 14.8 and 15.5;
+// 10 x 10, 28 % idle, (8, 128, 20, 20) -> 256 6.26 against 6.76 and 7.42; level with
+// im2col_gemm at (1, 128, 28, 28) -> 256 and 12 x 12 (8, 256, 24, 24) -> 512, 26.7 against
+// 25.6, and direct's 29.5).
+bool winograd_s2_columns_pay(const Conv2dShape& s, const KernelTable& kt) {
+  double waste;
+  winograd_s2_band(s, kt, &waste);
+  return waste <= (kt.lanes == 8 ? 1.35 : 1.2);
+}
+
+// 3x3, stride 2, enough channels: the stride-2 sum split by input phase and each part done the
+// Winograd way. Along one axis a tile's outputs y0, y1 read padded inputs d0 .. d4 as
+//   y0 = m_A + m_B,  y1 = m_B + m_C,  m_A = (d0 - d2) g0 + d1 g1,  m_B = d2 (g0 + g2),
+//   m_C = (d4 - d2) g2 + d3 g1:
+// five products for two outputs instead of six, 25 instead of 36 per 2x2 tile. Each of the
+// 3 x 3 (row pattern, column pattern) pairs e is one GEMM, M_e (K x tiles) = U_e V_e, over a
+// reduction of C times the pair's item count (1, 2 or 4 per channel); each 2x2 output is a sum
+// of four M_e. The input transform reads the image rows in place. Items are (image, band of
+// tile rows), bands chosen to waste the fewest GEMM columns (winograd_s2_band; the planner
+// leaves layers whose columns would sit idle too often to direct, winograd_s2_columns_pay).
+// Returns false if an output came out NaN or infinite (the caller recomputes the direct way:
+// the transforms subtract input values).
+bool winograd_s2_forward(float* y, const float* x, const float* w, const float* b,
+                         const Conv2dShape& s) {
+  const KernelTable& kt = *g_kernels;
+  const int64_t TX = (s.Q + 1) / 2, TY = (s.P + 1) / 2, PQ = s.P * s.Q;
+  const int MR = kt.mr;
+  double waste;
+  const int64_t tr = winograd_s2_band(s, kt, &waste);
   // Items per pattern: A = {A0, A1}, B = {B0}, C = {C0, C1} (items 0 .. 4); item i sums the
   // kernel rows (or columns) kRows[i]: g0, g1, g0 + g2, g2, g1.
   static constexpr int kFirst[3] = {0, 2, 3}, kCount[3] = {2, 1, 2};
