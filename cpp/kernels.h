@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "convkit/convkit.h"
 
@@ -65,6 +66,26 @@ struct Col2imArgs {
   int64_t H, W, P, Q, R, S, ph, pw, sh, sw;
 };
 
+// An evaluation-mode batch norm as a convolution's epilogue (conv2d_bn_forward): per output
+// channel k, y = ((y - mh[k]) - ml[k]) * alpha[k] + beta[k] (KernelTable::bn_affine, the mean as
+// two floats), then y += add (the same (N, K, P, Q) positions; null: none), then max(y, 0) when
+// relu.
+struct BnTerms {
+  const float *mh, *ml, *alpha, *beta;
+  const float* add;
+  bool relu;
+};
+
+// batch_norm_forward's terms for mean and var (C each): mh, ml, alpha, beta, C floats each.
+std::vector<float> bn_eval_terms(const double* mean, const double* var, const float* weight,
+                                 const float* bias, double eps, int64_t C);
+BnTerms bn_terms_view(const std::vector<float>& t, int64_t C, const float* add, bool relu);
+// y (N, C, L) = t applied to x (x may be y): batch_norm_forward's pass over memory.
+void bn_terms_pass(float* y, const float* x, int64_t N, int64_t C, int64_t L, const BnTerms& t);
+// Whether an epilogue with bn_affine's arithmetic gives bn_terms_pass's bits on planes of L
+// positions (bn_terms_pass applies bn_affine to each plane from kBnPosL positions on).
+bool bn_terms_by_block(int64_t L);
+
 // Operands of KernelTable::wino_lanes_item, a stride-1 r x r convolution (r = 3 or 5): x (N, C,
 // H, W) and y (N, K, P, Q) whole; u the transformed weights in blocks of 8 output channels,
 //   u[((e * Kp + k / 8 * 8) * C + c * 8) + k % 8] = (G g_kc G^T)[e]   for e < (r + 1)^2
@@ -79,6 +100,7 @@ struct WinoLanesArgs {
   const float* bias;
   float* buf;
   int r;
+  const BnTerms* bn = nullptr;  // an evaluation-mode batch norm applied to each item's outputs
 };
 
 // Floats of WinoLanesArgs::buf for an item of `tr` tile rows: 16 lanes each of the input rows,
@@ -283,6 +305,8 @@ struct KernelTable {
   // infinity for r = 3, and 1/2, -2 too for r = 5 (kernels/winograd_1d.inc). Returns false if
   // any output stored is NaN or infinite. Null where the ISA has none.
   bool (*wino_lanes_item)(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
+  // Whether wino_lanes_item applies WinoLanesArgs::bn (else it must be null).
+  bool wino_lanes_bn;
   // Weight gradient the same way (F(2x2, 3x3), one image per lane): for images n0 .. n0 + 15
   // (those < N) and tile rows ty0 .. ty1 - 1, a.du[(e * K + k) * C + c] = the sum over their
   // tiles of (A dY A^T)[e] (B^T d B)[e], dY the tile's 2x2 block of dy[k] (zero past P and Q)

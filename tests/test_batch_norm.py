@@ -142,3 +142,60 @@ def test_input_grad_false_skips_grad_x(rng):
     dx, dw, db = F.batch_norm_backward(np.ones((4, 3)), x, None, None, np.ones(3), np.ones(3),
                                        True, input_grad=False)
     assert dx is None and dw.shape == db.shape == (3,)
+
+
+@pytest.mark.parametrize("n, c, h, w, k, r", [
+    (20, 5, 9, 11, 7, 3),    # a full group of 16 images and 4 more; 11 columns
+    (16, 16, 8, 8, 16, 3),   # whole blocks of 8 positions only
+    (33, 3, 6, 13, 9, 5),    # F(2x2, 5x5); 78 positions a plane
+    (17, 8, 4, 6, 8, 3),     # 24 positions a plane: the norm's own pass after the convolution
+])
+def test_conv2d_bn_has_the_bits_of_conv2d_then_batch_norm(isa, rng, threads, n, c, h, w, k, r):
+    # _core.conv2d_bn runs an evaluation-mode batch norm (and the residual sum and ReLU after
+    # it) on the convolution's output, in the lanes Winograd's item at AVX2: the output must be
+    # bitwise conv2d then batch_norm, for the planned row and the forced lanes / direct rows,
+    # with and without add, relu and the affine terms, 1 or 2 threads; NaN and -0 in the output
+    from convkit import _core
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((k, c, r, r)) / r).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    rm = rng.standard_normal(k).astype(np.float32)
+    rv = (rng.random(k) + 0.05).astype(np.float32)
+    bw = rng.standard_normal(k).astype(np.float32)  # negative scales too
+    bb = rng.standard_normal(k).astype(np.float32)
+    add = rng.standard_normal((n, k, h, w)).astype(np.float32)
+    add.flat[::5] = -0.0
+    add.flat[3] = np.nan
+    p = r // 2
+    cases = 0
+    for row in ["", "winograd3_lanes", "direct"]:
+        if row and not _core.conv2d_applies("forward", row, x.shape, wt.shape, 1, 1, p, p):
+            continue
+        _core.conv2d_force("forward", row)
+        try:
+            for nthreads in (1, 2):
+                threads(nthreads)
+                for bias, affine, a, relu in [(None, True, None, True), (b, True, add, True),
+                                              (None, False, add, False), (b, False, None, False)]:
+                    y = _core.conv2d(x, wt, bias, 1, 1, p, p)
+                    want = _core.batch_norm(y, rm, rv, bw if affine else None,
+                                            bb if affine else None, False, 0.1, 1e-5, relu, a)
+                    got = _core.conv2d_bn(x, wt, bias, 1, 1, p, p, 1, 1, 1, rm, rv,
+                                          bw if affine else None, bb if affine else None, 1e-5,
+                                          relu, a)
+                    assert np.array_equal(got.view(np.int32), want.view(np.int32)), \
+                        (row, nthreads, bias is not None, affine, a is not None, relu)
+                    cases += 1
+        finally:
+            _core.conv2d_force("forward", "")
+    assert cases >= 16
+    # an infinite input: the lanes row declines, the next row and the norm's pass run
+    x[1, 0, 2, 3] = np.inf
+    y = _core.conv2d(x, wt, b, 1, 1, p, p)
+    want = _core.batch_norm(y, rm, rv, bw, bb, False, 0.1, 1e-5, True, add)
+    got = _core.conv2d_bn(x, wt, b, 1, 1, p, p, 1, 1, 1, rm, rv, bw, bb, 1e-5, True, add)
+    assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    with pytest.raises(ValueError, match="running_var"):
+        _core.conv2d_bn(x, wt, b, 1, 1, p, p, 1, 1, 1, rm, rv[:-1], bw, bb, 1e-5, True, add)
+    with pytest.raises(ValueError, match="add"):
+        _core.conv2d_bn(x, wt, b, 1, 1, p, p, 1, 1, 1, rm, rv, bw, bb, 1e-5, True, add[:, :1])

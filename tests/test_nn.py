@@ -461,17 +461,21 @@ def test_batch_norm_and_residual_run_with_their_relu_in_one_pass_with_the_same_b
         y = m(x)
         dx = m.backward(g)
         return y, dx, m.state_dict(), {n: p.grad.copy() for n, p in m.named_parameters()}, m
+    # (in evaluation mode a Conv2d -> BatchNorm2d pair runs as one core call, conv2d_bn, with
+    # the norm's ReLU and sum)
     adds = []
-    bn_forward = nn._BatchNorm._forward
+    bn_forward, conv_bn = nn._BatchNorm._forward, nn._core.conv2d_bn
     monkeypatch.setattr(nn._BatchNorm, "_forward", lambda self, x, relu, add=None: (
         adds.append((relu, add is not None)), bn_forward(self, x, relu, add))[1])
+    monkeypatch.setattr(nn._core, "conv2d_bn", lambda *a: (
+        adds.append((a[-2], a[-1] is not None)), conv_bn(*a))[1])
     y, dx, state, grads, m = run()
     calls = 1 if training else 2  # eval runs the network twice
     # three batch norms with their ReLU, one with the shortcut's sum and the ReLU
     assert sorted(adds) == sorted([(True, False)] * 3 * calls + [(True, True)] * calls)
     steps = nn._execution_steps(m)
     assert [(type(a).__name__, type(b).__name__) for a, b in steps if b is not None] == \
-        [("BatchNorm2d", "ReLU"), ("BatchNorm1d", "ReLU")]
+        [("BatchNorm2d" if training else "_ConvBn", "ReLU"), ("BatchNorm1d", "ReLU")]
     assert [type(a).__name__ for a, b in nn._execution_steps(m[3]) if b is not None] == \
         ["Residual"]
     monkeypatch.setattr(nn, "_execution_steps",
@@ -1104,3 +1108,65 @@ def test_interpolate_bits_do_not_depend_on_threads_and_bad_taps_are_refused(rng,
         _core.resize2d(x, idx + 9, idx, w, w, idx, idx, w, w, False)
     with pytest.raises(ValueError, match="one length"):
         _core.resize2d(x, idx, idx[:2], w, w, idx, idx, w, w, False)
+
+
+def test_eval_conv_bn_pairs_run_as_one_call_with_the_layers_bits(rng, monkeypatch):
+    # In evaluation mode each Conv2d -> BatchNorm2d pair of ResNet-20 (with the ReLU or the
+    # residual sum and ReLU after it) runs as one core call, conv2d_bn (the 3x3 layers forced
+    # onto the lanes Winograd, which applies the norm in its item at AVX2): the output, the
+    # input's and every parameter's gradients (the norm's backward computes the convolution's
+    # output again) must be bitwise those of the layers run one by one; back in training mode
+    # the pairs run apart and the running statistics move as before
+    from convkit import _core, models, optim
+    x = rng.standard_normal((20, 3, 10, 10)).astype(np.float32)
+    x[3, 1, 4, :] = -0.0
+    g = rng.standard_normal((20, 10)).astype(np.float32)
+
+    def run(plain):
+        convkit.manual_seed(5)
+        m = models.resnet20()
+        opt = optim.SGD(m.parameters(), lr=0.1)
+        for _ in range(2):  # running statistics with values
+            m(x)
+            m.backward(g)
+            opt.step()
+            opt.zero_grad()
+        out = []
+        for mode in ("eval", "train", "eval"):
+            getattr(m, mode)()
+            y = m(x)
+            dx = m.backward(g)
+            out += [y, dx] + [p.grad.copy() for p in m.parameters()]
+            out += [v.copy() for v in m.state_dict().values()]
+            opt.zero_grad()
+        return out, m
+
+    calls = []
+    conv_bn = _core.conv2d_bn
+    monkeypatch.setattr(_core, "conv2d_bn", lambda *a: (calls.append(1), conv_bn(*a))[1])
+    _core.conv2d_force("forward", "winograd3_lanes")
+    try:
+        fused, m = run(False)
+        assert len(calls) == 2 * 21  # 19 convolutions and 2 shortcuts, in two eval passes
+        with monkeypatch.context() as mp:
+            mp.setattr(nn, "_execution_steps",
+                       lambda seq: [(layer, None) for layer in nn._execution_order(seq)])
+            calls.clear()
+            plain, _ = run(True)
+            assert calls == []
+        assert len(fused) == len(plain)
+        for a, b in zip(fused, plain):
+            assert np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+        # a hook on a paired layer after the plan: it runs, and so does the pair's norm
+        m.eval()
+        y0 = m(x)
+        conv = m[3][0].body[0]
+        seen = []
+        conv.forward = lambda v: seen.append(v.shape) or nn.Conv2d.forward(conv, v)
+        assert np.array_equal(m(x), y0) and seen == [(20, 16, 10, 10)]
+        del conv.forward
+        bn = m[3][0].body[4]  # the norm the shortcut's sum and the ReLU follow
+        bn.forward = lambda v: seen.append(v.shape) or nn.BatchNorm2d.forward(bn, v)
+        assert np.array_equal(m(x), y0) and len(seen) == 2
+    finally:
+        _core.conv2d_force("forward", "")

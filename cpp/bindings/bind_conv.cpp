@@ -409,7 +409,50 @@ py::object conv2d_weight_grad_maxpool2x2_call(py::handle g, py::handle y, py::ha
   return py::make_tuple(r.dw, r.db);
 }
 
+// conv2d then an evaluation-mode batch_norm (its running statistics, weight and bias, each K
+// values or None for the last two), its add and relu: nn.Sequential's Conv2d -> BatchNorm2d in
+// eval mode
+FArr conv_bn_fwd(py::handle x, py::handle w, py::handle b, int64_t sh, int64_t sw, int64_t ph,
+                 int64_t pw, int64_t dh, int64_t dw, int64_t groups, py::handle rm,
+                 py::handle rv, py::handle bnw, py::handle bnb, double eps, bool relu,
+                 py::handle addo) {
+  const char* fn = "conv2d_bn";
+  ConvArgs a = check_conv(fn, x, w, b, sh, sw, ph, pw, dh, dw, groups);
+  const Conv2dShape s = a.s;
+  auto per_channel = [&](py::handle h, const char* name) {
+    FArr v = to_float(h, fn, name);
+    expect_shape(v, {s.K}, fn, name);
+    return v;
+  };
+  const FArr mean_f = per_channel(rm, "running_mean"), var_f = per_channel(rv, "running_var");
+  const std::vector<double> mean(mean_f.data(), mean_f.data() + s.K),
+      var(var_f.data(), var_f.data() + s.K);
+  FArr bw, bb, add;
+  if (!bnw.is_none()) bw = per_channel(bnw, "bn_weight");
+  if (!bnb.is_none()) bb = per_channel(bnb, "bn_bias");
+  if (!addo.is_none()) {
+    add = to_float(addo, fn, "add");
+    expect_shape(add, {s.N, s.K, s.P, s.Q}, fn, "add");
+  }
+  FArr y = empty({s.N, s.K, s.P, s.Q});
+  float* yp = y.mutable_data();
+  const float *xp = a.x.data(), *wp = a.w.data(), *bp = bias_ptr(a.b);
+  const float* bwp = bnw.is_none() ? nullptr : bw.data();
+  const float* bbp = bnb.is_none() ? nullptr : bb.data();
+  const float* ap = addo.is_none() ? nullptr : add.data();
+  {
+    py::gil_scoped_release nogil;
+    conv2d_bn_forward(yp, xp, wp, bp, s, mean.data(), var.data(), bwp, bbp, eps, relu, ap);
+  }
+  return y;
+}
+
 void bind_conv(py::module_& m) {
+  m.def("conv2d_bn", &conv_bn_fwd, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"),
+        py::arg("dw"), py::arg("groups"), py::arg("running_mean"), py::arg("running_var"),
+        py::arg("bn_weight"), py::arg("bn_bias"), py::arg("eps"), py::arg("relu") = false,
+        py::arg("add") = py::none());
   // relu: and the ReLU after it, in the same call (Sequential's Conv2d -> ReLU)
   m.def("conv2d", &conv_fwd<false>, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh") = 1,

@@ -119,6 +119,51 @@ void batch_stats_of(double* mean, double* var, double* m, const float* x, const 
 }
 }  // namespace
 
+std::vector<float> bn_eval_terms(const double* mean, const double* var, const float* weight,
+                                 const float* bias, double eps, int64_t C) {
+  std::vector<float> t(static_cast<size_t>(4 * C));
+  for (int64_t c = 0; c < C; ++c) {
+    split(mean[c], &t[c], &t[C + c]);
+    const float is = inv_std(var[c], eps);
+    t[2 * C + c] = weight ? is * weight[c] : is;
+    t[3 * C + c] = bias ? bias[c] : 0.f;
+  }
+  return t;
+}
+
+BnTerms bn_terms_view(const std::vector<float>& t, int64_t C, const float* add, bool relu) {
+  return BnTerms{t.data(), t.data() + C, t.data() + 2 * C, t.data() + 3 * C, add, relu};
+}
+
+bool bn_terms_by_block(int64_t L) { return L >= kBnPosL; }
+
+void bn_terms_pass(float* y, const float* x, int64_t N, int64_t C, int64_t L, const BnTerms& t) {
+  const auto affine = g_kernels->bn_affine;
+  const auto act = g_kernels->act_fwd;
+  std::vector<float> pos;
+  if (L < kBnPosL) {
+    const std::vector<float> mh(t.mh, t.mh + C), ml(t.ml, t.ml + C), al(t.alpha, t.alpha + C),
+        be(t.beta, t.beta + C);
+    pos = per_position({&mh, &ml, &al, &be}, L);
+  }
+  parallel_for(N, 2.0 * N * C * L, [&](int64_t n) {
+    if (pos.empty()) {  // the residual add and the ReLU in the affine's pass
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t off = (n * C + c) * L;
+        affine(y + off, x + off, L, t.mh[c], t.ml[c], t.alpha[c], t.beta[c],
+               t.add ? t.add + off : nullptr, t.relu);
+      }
+      return;
+    }
+    g_kernels->bn_affine_pos(y + n * C * L, x + n * C * L, C * L, pos.data());
+    // the sample's C * L values are still in cache (L may be 1)
+    float* yn = y + n * C * L;
+    if (t.add)
+      for (int64_t i = 0; i < C * L; ++i) yn[i] += t.add[n * C * L + i];
+    if (t.relu) act(static_cast<int>(Act::relu), 0.f, yn, yn, C * L);
+  });
+}
+
 void batch_norm_forward(float* y, double* mean, double* var, const float* x, const float* weight,
                         const float* bias, double eps, int64_t N, int64_t C, int64_t L,
                         bool batch_stats, bool relu, const float* add) {
@@ -126,33 +171,8 @@ void batch_norm_forward(float* y, double* mean, double* var, const float* x, con
     std::vector<double> m(static_cast<size_t>(C * 4));
     batch_stats_of(mean, var, m.data(), x, nullptr, N, C, L);
   }
-  std::vector<float> mh(C), ml(C), alpha(C), beta(C);
-  for (int64_t c = 0; c < C; ++c) {
-    split(mean[c], &mh[c], &ml[c]);
-    const float is = inv_std(var[c], eps);
-    alpha[c] = weight ? is * weight[c] : is;
-    beta[c] = bias ? bias[c] : 0.f;
-  }
-  const auto affine = g_kernels->bn_affine;
-  const auto act = g_kernels->act_fwd;
-  const std::vector<float> pos = L < kBnPosL ? per_position({&mh, &ml, &alpha, &beta}, L)
-                                             : std::vector<float>();
-  parallel_for(N, 2.0 * N * C * L, [&](int64_t n) {
-    if (pos.empty()) {  // the residual add and the ReLU in the affine's pass
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t off = (n * C + c) * L;
-        affine(y + off, x + off, L, mh[c], ml[c], alpha[c], beta[c], add ? add + off : nullptr,
-               relu);
-      }
-      return;
-    }
-    g_kernels->bn_affine_pos(y + n * C * L, x + n * C * L, C * L, pos.data());
-    // the sample's C * L values are still in cache (L may be 1)
-    float* yn = y + n * C * L;
-    if (add)
-      for (int64_t i = 0; i < C * L; ++i) yn[i] += add[n * C * L + i];
-    if (relu) act(static_cast<int>(Act::relu), 0.f, yn, yn, C * L);
-  });
+  const std::vector<float> t = bn_eval_terms(mean, var, weight, bias, eps, C);
+  bn_terms_pass(y, x, N, C, L, bn_terms_view(t, C, add, relu));
 }
 
 void batch_norm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,

@@ -770,6 +770,8 @@ class _BatchNorm(Module):
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> Optional[np.ndarray]:
         x, batch_stats, running = self._cached(self._saved)
+        if type(x) is _ConvOutput:  # the input a fused forward (_ConvBn) did not keep
+            x = x.compute()
         rm, rv = running if running is not None else (None, None)
         w = None if self.weight is None else self.weight.data
         b = None if self.bias is None else self.bias.data
@@ -856,7 +858,7 @@ class Residual(Module):
         if type(body) is Sequential and "forward" not in body.__dict__:
             steps, hook_free = _planned_steps(body)
             last, relu_after = steps[-1] if steps else (None, None)
-            if relu_after is None and type(last) in (BatchNorm1d, BatchNorm2d) and \
+            if relu_after is None and type(last) in (BatchNorm1d, BatchNorm2d, _ConvBn) and \
                     not _not_movable(last):
                 # the body ends in a batch norm: it adds the shortcut (and applies the ReLU)
                 # to each sample while it is in cache, one pass instead of two or three
@@ -1228,7 +1230,9 @@ class Sequential(Module):
     """Layers applied in order; indexable and iterable. Parameters are named '<index>.<name>'.
     A ReLU directly followed by a MaxPool2d runs after the pool, on a quarter of the values,
     and a BatchNorm1d/2d, Residual, Conv2d, Linear or MaxPool2d followed by a ReLU runs with it
-    in one core call (one pass over memory for the batch norm and the residual sum); the results
+    in one core call (one pass over memory for the batch norm and the residual sum); in
+    evaluation mode a Conv2d followed by a BatchNorm2d (and its ReLU) is one core call too, the
+    norm applied as the convolution's output is produced where the algorithm allows. The results
     are the same bits. A pair with a forward replaced on the instance (a hook, ``summary``) runs as
     written; ``run_order()`` gives the order the last forward used. After the first forward the
     layers run in one C++ call (convkit's own Conv2d, Linear, MaxPool2d, Flatten and ReLU
@@ -1257,6 +1261,11 @@ class Sequential(Module):
         if isinstance(value, Module) or name in self.__dict__.get("_names", ()):
             self._drop_caches()  # a layer replaced
         object.__setattr__(self, name, value)
+
+    def train(self, mode: bool = True) -> "Sequential":
+        if bool(mode) != self.training:
+            self._drop_caches()  # the plan pairs Conv2d -> BatchNorm2d in evaluation mode
+        return Module.train(self, mode)
 
     def _drop_caches(self):
         """Forgets the order and steps forward planned: the layers changed."""
@@ -1386,6 +1395,66 @@ class Sequential(Module):
         return _core.run_backward(self.run_order(), grad_out, bool(input_grad))
 
 
+class _ConvOutput:
+    """A convolution's output that a fused forward (_ConvBn) did not keep, computed again from
+    the same input and weight arrays when asked for (an evaluation-mode batch norm's backward
+    reads its input)."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args):
+        self.args = args
+
+    def compute(self) -> np.ndarray:
+        x, w, b, st, pd, dl, groups = self.args
+        return _core.conv2d(x, w, b, *st, *pd, *dl, groups, False)
+
+
+class _ConvBn:
+    """A Conv2d and the BatchNorm2d after it, as one step of Sequential's forward. With the
+    norm in evaluation mode (running statistics) and the convolution in its plain form, one core
+    call (``_core.conv2d_bn``) applies the norm, and the residual sum and ReLU after it, to the
+    convolution's output (as the lanes Winograd produces it, at AVX2): the same bits as the
+    layers apart, one pass over memory fewer. Otherwise (training mode, other forms, or a hook
+    on either layer since the plan) it runs the two layers' forwards. Not a Module: it lives in
+    the plan only, the layers stay in the model.
+    """
+
+    __slots__ = ("conv", "bn")
+
+    def __init__(self, conv: Conv2d, bn: BatchNorm2d):
+        self.conv, self.bn = conv, bn
+
+    def __call__(self, x):
+        return self._forward(x, False)
+
+    def _forward(self, x, relu: bool, add: Optional[np.ndarray] = None) -> np.ndarray:
+        """forward, then y + add (float32, y's shape) and max(y, 0) when ``relu``."""
+        conv, bn = self.conv, self.bn
+        if _not_movable(conv) or _not_movable(bn):  # hooked since the plan: as the layers run
+            y = bn(conv(x))
+            if add is not None:
+                y = np.add(y, add, dtype=np.float32)
+            return _core.activation(F._RELU, y, 0.0) if relu else y
+        x = _f32(x)
+        w = conv.weight.data
+        st, pd, dl = conv.stride, conv.padding, conv.dilation
+        rm, rv = bn.running_mean, bn.running_var
+        if (bn.training or not bn.track_running_stats or rm is None or rv is None
+                or x.ndim != 4 or bn.num_features != w.shape[0] or conv.padding_mode != "zeros"
+                or type(pd) is not tuple or type(st) is not tuple or type(dl) is not tuple):
+            return bn._forward(conv._forward(x, False), relu, add)
+        conv._x = x
+        b = None if conv.bias is None else conv.bias.data
+        bw = None if bn.weight is None else bn.weight.data
+        bb = None if bn.bias is None else bn.bias.data
+        y = _core.conv2d_bn(x, w, b, *st, *pd, *dl, conv.groups, rm, rv, bw, bb,
+                            F._float(bn.eps, type(bn).__name__, "eps"), relu, add)
+        bn._saved = (_ConvOutput(x, w, b, st, pd, dl, conv.groups), False,
+                     (rm.copy(), rv.copy()))
+        return y
+
+
 def _execution_order(seq: Sequential) -> List[Module]:
     """seq's layers in the order forward runs them (and backward undoes them): a ReLU followed
     by a MaxPool2d runs after it. Max pooling commutes with ReLU, which then touches a quarter
@@ -1422,7 +1491,9 @@ def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
     """The forward's steps over _execution_order(seq): (layer, None), or (layer, ReLU) for a
     BatchNorm1d/2d, Residual, Conv2d, Linear or MaxPool2d directly followed by a ReLU (in the
     order forward runs them), which run in one core call (the same bits: the ReLU is applied to the
-    layer's output, while it is in cache where the layer works sample by sample)."""
+    layer's output, while it is in cache where the layer works sample by sample). A Conv2d
+    followed by a BatchNorm2d in evaluation mode is one step, _ConvBn (with the ReLU after them,
+    if any)."""
     order = _execution_order(seq)
     cached = seq.__dict__.get("_steps_cache")  # (the order, steps, the layers fused)
     if cached is not None and cached[0] is order:
@@ -1434,6 +1505,16 @@ def _execution_steps(seq: Sequential) -> List[Tuple[Module, Optional[Module]]]:
     steps, fused, held, i = [], [], False, 0
     while i < len(order):
         a, b = order[i], order[i + 1] if i + 1 < len(order) else None
+        if type(a) is Conv2d and type(b) is BatchNorm2d and not b.training:
+            c = order[i + 2] if i + 2 < len(order) else None
+            if not (_not_movable(a) or _not_movable(b)):
+                relu = c if type(c) is ReLU and not _not_movable(c) else None
+                held |= type(c) is ReLU and relu is None
+                steps.append((_ConvBn(a, b), relu))
+                fused += [a, b] if relu is None else [a, b, relu]
+                i += 2 if relu is None else 3
+                continue
+            held = True
         if type(a) in _RELU_FUSED and type(b) is ReLU:
             if not (_not_movable(a) or _not_movable(b)):
                 steps.append((a, b))
@@ -1478,7 +1559,9 @@ def _run_steps(steps, x):
 
 def _not_movable(m: Module) -> bool:
     """A layer whose forward is replaced on the instance (summary's recorder, a user's hook) or
-    a pool that returns indices runs where it stands."""
+    a pool that returns indices runs where it stands (a _ConvBn: where either layer does)."""
+    if type(m) is _ConvBn:
+        return _not_movable(m.conv) or _not_movable(m.bn)
     return "forward" in m.__dict__ or getattr(m, "return_indices", False)
 
 

@@ -60,6 +60,15 @@ int64_t avg_pool2d_cols(const Pool2dShape& s, int64_t q);
 // ---- conv2d -------------------------------------------------------------------------------
 // x (N,C,H,W), w (K,C/G,R,S), b (K) or null -> y (N,K,P,Q)
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+// conv2d_forward, then batch_norm_forward in evaluation mode (the running statistics mean and
+// var, K each; bn_weight, bn_bias null: 1, 0) with its add and relu on the output, in place: the
+// same bits as the two calls. Where the ISA's lanes Winograd runs (KernelTable::wino_lanes_bn:
+// AVX2) it applies the norm in registers as its outputs leave the lanes, one pass over memory
+// fewer; after any other row the norm is a pass of its own. add must not overlap y.
+void conv2d_bn_forward(float* y, const float* x, const float* w, const float* b,
+                       const Conv2dShape& s, const double* mean, const double* var,
+                       const float* bn_weight, const float* bn_bias, double eps,
+                       bool relu = false, const float* add = nullptr);
 // dy (N,K,P,Q), x, w -> dx (N,C,H,W) [may be null], dw (K,C/G,R,S) [may be null], db (K) [may be null]
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, const Conv2dShape& s);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels.h"
 #include "kernels/transpose8.h"
 
 namespace convkit {
@@ -89,21 +90,43 @@ inline void images_to_lanes(float* dst, const float* x, int64_t n0, int nimg, in
     }
 }
 
+// A batch norm's terms for one channel as vectors, and bn_affine's arithmetic on v (the same
+// operations in the same order: ((v - mh) - ml) * alpha + beta as one multiply-add, + add, then
+// v < 0 ? 0 : v, which keeps NaN and -0).
+struct BnLanes {
+  __m256 mh, ml, alpha, beta;
+  BnLanes(const BnTerms* t, int64_t k)  // (t null: unused)
+      : mh(_mm256_set1_ps(t ? t->mh[k] : 0.f)), ml(_mm256_set1_ps(t ? t->ml[k] : 0.f)),
+        alpha(_mm256_set1_ps(t ? t->alpha[k] : 0.f)), beta(_mm256_set1_ps(t ? t->beta[k] : 0.f)) {}
+  __m256 operator()(__m256 v, const float* add, bool relu) const {
+    v = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_sub_ps(v, mh), ml), alpha, beta);
+    if (add) v = _mm256_add_ps(v, _mm256_loadu_ps(add));
+    if (relu) v = _mm256_andnot_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ), v);
+    return v;
+  }
+};
+
 // Back out of the lanes: for k < K, j < npos, l < nimg,
 //   y[((n0 + l) * K + k) * PQ + j] = src[(k * npos + j) * 16 + l]
-// Returns false if a value stored is NaN or infinite.
-inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K, int64_t npos,
-                              int64_t n0, int nimg) {
+// then, with BN, t applied to it (add: t.add's values at y's positions, or null). Returns false
+// if a value out of the lanes (before t) is NaN or infinite.
+template <bool BN>
+inline bool lanes_to_images_t(float* y, int64_t PQ, const float* src, int64_t K, int64_t npos,
+                              int64_t n0, int nimg, const BnTerms* t, const float* add) {
   const __m256 zero = _mm256_setzero_ps();
   // NaN and infinities: v - v is not 0. Finite values give +0 (all bits clear), the others
   // NaN, so OR-ing the differences keeps a NaN in any lane that saw one.
   __m256 bad = zero;
   const int64_t S = K * PQ;  // one image to the next in y
   const int64_t full = npos / 8 * 8;
+  const bool relu = BN && t->relu;
   for (int64_t k = 0; k < K; ++k) {
     const float* sk = src + 16 * k * npos;
+    const BnLanes bn(BN ? t : nullptr, k);
     for (int l0 = 0; l0 < nimg; l0 += 8) {
-      float* o = y + ((n0 + l0) * K + k) * PQ;
+      const int64_t off = ((n0 + l0) * K + k) * PQ;
+      float* o = y + off;
+      const float* ao = BN && add ? add + off : nullptr;
       const int nl = std::min(8, nimg - l0);
       int64_t j0 = 0;
       if (nl == 8)  // whole blocks: every lane stored, so the check needs no mask
@@ -116,7 +139,10 @@ inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K, i
           }
           transpose8(r);
 #pragma GCC unroll 8
-          for (int l = 0; l < 8; ++l) _mm256_storeu_ps(o + l * S + j0, r[l]);
+          for (int l = 0; l < 8; ++l) {
+            if (BN) r[l] = bn(r[l], ao ? ao + l * S + j0 : nullptr, relu);
+            _mm256_storeu_ps(o + l * S + j0, r[l]);
+          }
         }
       for (; j0 < npos; j0 += 8) {  // the last positions, or fewer than 8 images
         const int cnt = static_cast<int>(std::min<int64_t>(8, npos - j0));
@@ -127,19 +153,32 @@ inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K, i
         transpose8(r);
         for (int l = 0; l < nl; ++l) {
           float* ol = o + l * S + j0;
+          bad = _mm256_or_ps(bad, _mm256_and_ps(m, _mm256_sub_ps(r[l], r[l])));
+          alignas(32) float a8[8] = {};
+          if (BN && ao) std::memcpy(a8, ao + l * S + j0, sizeof(float) * cnt);
+          if (BN) r[l] = bn(r[l], ao ? a8 : nullptr, relu);
           if (cnt == 8) {
             _mm256_storeu_ps(ol, r[l]);
           } else {  // a masked store takes ~13 cycles on AMD Zen 4
-            alignas(32) float t[8];
-            _mm256_store_ps(t, r[l]);
-            std::memcpy(ol, t, sizeof(float) * cnt);
+            alignas(32) float tmp[8];
+            _mm256_store_ps(tmp, r[l]);
+            std::memcpy(ol, tmp, sizeof(float) * cnt);
           }
-          bad = _mm256_or_ps(bad, _mm256_and_ps(m, _mm256_sub_ps(r[l], r[l])));
         }
       }
     }
   }
   return _mm256_movemask_ps(_mm256_cmp_ps(bad, bad, _CMP_UNORD_Q)) == 0;
+}
+
+inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K, int64_t npos,
+                            int64_t n0, int nimg) {
+  return lanes_to_images_t<false>(y, PQ, src, K, npos, n0, nimg, nullptr, nullptr);
+}
+
+inline bool lanes_to_images_bn(float* y, int64_t PQ, const float* src, int64_t K, int64_t npos,
+                               int64_t n0, int nimg, const BnTerms& t, const float* add) {
+  return lanes_to_images_t<true>(y, PQ, src, K, npos, n0, nimg, &t, add);
 }
 
 }  // namespace avx2

@@ -147,6 +147,13 @@ NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, in
   }
 }
 
+// The item's outputs back out of the lanes (KernelTable::wino_lanes_bn is false here: the
+// batch norm of conv2d_bn_forward runs as a pass of its own).
+inline bool store_outputs(const WinoLanesArgs& a, const Bufs& b, int64_t p0, int64_t orows,
+                          int64_t n0, int nimg) {
+  return lanes_to_images(a.y + p0 * a.Q, a.P * a.Q, b.ot, a.K, orows * a.Q, n0, nimg);
+}
+
 #include "../winograd_lanes_item.inc"
 
 // ---- weight gradient (KernelTable::wino_lanes_dw_item) ----

@@ -956,6 +956,34 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b,
   forward(y, x, w, b, s, g_forced[0]);
 }
 
+void conv2d_bn_forward(float* y, const float* x, const float* w, const float* b,
+                       const Conv2dShape& s, const double* mean, const double* var,
+                       const float* bn_weight, const float* bn_bias, double eps, bool relu,
+                       const float* add) {
+  const std::vector<float> terms = bn_eval_terms(mean, var, bn_weight, bn_bias, eps, s.K);
+  const BnTerms t = bn_terms_view(terms, s.K, add, relu);
+  const int64_t PQ = s.P * s.Q;
+  // the lanes Winograd applies the norm to each item's outputs where the ISA's item can
+  // (KernelTable::wino_lanes_bn); after any other row it is a pass of its own,
+  // batch_norm_forward's
+  bool applied = false;
+  if (s.N > 0 && s.K > 0 && PQ > 0 && group_in(s) * s.R * s.S > 0) {
+    const bool by_block = bn_terms_by_block(PQ);
+    run_table(kForward, g_forced[0], s, [&] { return all_finite(w, s.K * group_in(s) * s.R *
+                                                                       s.S); },
+              [&](FwdRun run) {
+                if (run == winograd_lanes_forward && by_block && g_kernels->wino_lanes_bn) {
+                  applied = winograd_lanes_forward_bn(y, x, w, b, s, &t);
+                  return applied;
+                }
+                return run(y, x, w, b, s);
+              });
+  } else {
+    forward(y, x, w, b, s, g_forced[0]);
+  }
+  if (!applied) bn_terms_pass(y, y, s.N, s.K, PQ, t);
+}
+
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, const Conv2dShape& s) {
   const int64_t PQ = s.P * s.Q, CRS = group_in(s) * s.R * s.S;

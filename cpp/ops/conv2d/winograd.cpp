@@ -516,8 +516,16 @@ bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,
 // are transformed once, in double precision. Returns false if an output came out NaN or infinite
 // (the caller then recomputes the direct way: the transforms subtract input values, so an Inf
 // in x could give NaN where the definition has Inf).
+// winograd_lanes_forward_bn also applies bn (not null only where KernelTable::wino_lanes_bn,
+// on planes of bn_terms_by_block's size: an evaluation-mode batch norm) to the outputs as each
+// item moves them out of the lanes.
 bool winograd_lanes_forward(float* y, const float* x, const float* w, const float* b,
                             const Conv2dShape& s) {
+  return winograd_lanes_forward_bn(y, x, w, b, s, nullptr);
+}
+
+bool winograd_lanes_forward_bn(float* y, const float* x, const float* w, const float* b,
+                               const Conv2dShape& s, const BnTerms* bn) {
   const int r = static_cast<int>(s.R), A = r + 1, RS = r * r;
   const int64_t TY = (s.P + 1) / 2, Kp = round_up(s.K, 8), CRS = s.C * RS;
   float* u = scratch(Buf::wino_weights, A * A * s.C * Kp);
@@ -558,7 +566,7 @@ bool winograd_lanes_forward(float* y, const float* x, const float* w, const floa
       }
     }
   });
-  WinoLanesArgs a{x, y, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, u, Kp, b, nullptr, r};
+  WinoLanesArgs a{x, y, s.N, s.C, s.H, s.W, s.K, s.P, s.Q, s.ph, s.pw, u, Kp, b, nullptr, r, bn};
   // Tile rows per item: its buffers near 512 KiB.
   int64_t tr = TY;
   while (tr > 1 && 4 * wino_lanes_buf_floats(a, tr) > 512 * 1024) tr = (tr + 1) / 2;
