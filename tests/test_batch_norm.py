@@ -195,7 +195,9 @@ def test_conv2d_bn_has_the_bits_of_conv2d_then_batch_norm(isa, rng, threads, n, 
     want = _core.batch_norm(y, rm, rv, bw, bb, False, 0.1, 1e-5, True, add)
     got = _core.conv2d_bn(x, wt, b, 1, 1, p, p, 1, 1, 1, rm, rv, bw, bb, 1e-5, True, add)
     assert np.array_equal(got.view(np.int32), want.view(np.int32))
-    with pytest.raises(ValueError, match="running_var"):
+    with pytest.raises(ValueError, match="batch_norm.*running_var"):
         _core.conv2d_bn(x, wt, b, 1, 1, p, p, 1, 1, 1, rm, rv[:-1], bw, bb, 1e-5, True, add)
     with pytest.raises(ValueError, match="add"):
         _core.conv2d_bn(x, wt, b, 1, 1, p, p, 1, 1, 1, rm, rv, bw, bb, 1e-5, True, add[:, :1])
+    with pytest.raises(ValueError, match="^conv2d: weight"):
+        _core.conv2d_bn(x[:, 1:], wt, b, 1, 1, p, p, 1, 1, 1, rm, rv, bw, bb, 1e-5, True, add)

@@ -416,8 +416,9 @@ FArr conv_bn_fwd(py::handle x, py::handle w, py::handle b, int64_t sh, int64_t s
                  int64_t pw, int64_t dh, int64_t dw, int64_t groups, py::handle rm,
                  py::handle rv, py::handle bnw, py::handle bnb, double eps, bool relu,
                  py::handle addo) {
-  const char* fn = "conv2d_bn";
-  ConvArgs a = check_conv(fn, x, w, b, sh, sw, ph, pw, dh, dw, groups);
+  // errors name the op whose argument is wrong
+  ConvArgs a = check_conv("conv2d", x, w, b, sh, sw, ph, pw, dh, dw, groups);
+  const char* fn = "batch_norm";
   const Conv2dShape s = a.s;
   auto per_channel = [&](py::handle h, const char* name) {
     FArr v = to_float(h, fn, name);

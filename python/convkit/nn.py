@@ -1448,8 +1448,10 @@ class _ConvBn:
         b = None if conv.bias is None else conv.bias.data
         bw = None if bn.weight is None else bn.weight.data
         bb = None if bn.bias is None else bn.bias.data
+        name = type(bn).__name__  # (the checks of bn._forward)
+        F._float(0.0 if bn.momentum is None else bn.momentum, name, "momentum")
         y = _core.conv2d_bn(x, w, b, *st, *pd, *dl, conv.groups, rm, rv, bw, bb,
-                            F._float(bn.eps, type(bn).__name__, "eps"), relu, add)
+                            F._float(bn.eps, name, "eps"), relu, add)
         bn._saved = (_ConvOutput(x, w, b, st, pd, dl, conv.groups), False,
                      (rm.copy(), rv.copy()))
         return y
