@@ -839,18 +839,28 @@ auto with_table(ConvDir d, F&& f) {
   throw std::invalid_argument("conv2d: unknown direction");
 }
 
-void forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s,
-             const std::string& forced, bool finite_known = false) {
+// With bn (an evaluation-mode batch norm for the output): the lanes row applies it where the
+// ISA's item can (KernelTable::wino_lanes_bn); returns whether it was applied.
+bool forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s,
+             const std::string& forced, bool finite_known = false,
+             const BnTerms* bn = nullptr) {
   const int64_t PQ = s.P * s.Q, CRS = group_in(s) * s.R * s.S;
-  if (s.N == 0 || s.K == 0 || PQ == 0) return;
+  if (s.N == 0 || s.K == 0 || PQ == 0) return false;
   if (CRS == 0) {  // no input channels: the output is the bias
     for (int64_t n = 0; n < s.N; ++n)
       for (int64_t k = 0; k < s.K; ++k)
         std::fill(y + (n * s.K + k) * PQ, y + (n * s.K + k + 1) * PQ, b ? b[k] : 0.f);
-    return;
+    return false;
   }
+  const bool lanes_bn = bn && g_kernels->wino_lanes_bn && bn_terms_by_block(PQ);
+  bool applied = false;
   run_table(kForward, forced, s, [&] { return finite_known || all_finite(w, s.K * CRS); },
-            [&](FwdRun run) { return run(y, x, w, b, s); });
+            [&](FwdRun run) {
+              if (lanes_bn && run == winograd_lanes_forward)
+                return applied = winograd_lanes_forward_bn(y, x, w, b, s, bn);
+              return run(y, x, w, b, s);
+            });
+  return applied;
 }
 
 // One group of s as a dense layer.
@@ -962,26 +972,8 @@ void conv2d_bn_forward(float* y, const float* x, const float* w, const float* b,
                        const float* add) {
   const std::vector<float> terms = bn_eval_terms(mean, var, bn_weight, bn_bias, eps, s.K);
   const BnTerms t = bn_terms_view(terms, s.K, add, relu);
-  const int64_t PQ = s.P * s.Q;
-  // the lanes Winograd applies the norm to each item's outputs where the ISA's item can
-  // (KernelTable::wino_lanes_bn); after any other row it is a pass of its own,
-  // batch_norm_forward's
-  bool applied = false;
-  if (s.N > 0 && s.K > 0 && PQ > 0 && group_in(s) * s.R * s.S > 0) {
-    const bool by_block = bn_terms_by_block(PQ);
-    run_table(kForward, g_forced[0], s, [&] { return all_finite(w, s.K * group_in(s) * s.R *
-                                                                       s.S); },
-              [&](FwdRun run) {
-                if (run == winograd_lanes_forward && by_block && g_kernels->wino_lanes_bn) {
-                  applied = winograd_lanes_forward_bn(y, x, w, b, s, &t);
-                  return applied;
-                }
-                return run(y, x, w, b, s);
-              });
-  } else {
-    forward(y, x, w, b, s, g_forced[0]);
-  }
-  if (!applied) bn_terms_pass(y, y, s.N, s.K, PQ, t);
+  // after a row that did not apply it, the norm's own pass (batch_norm_forward's)
+  if (!forward(y, x, w, b, s, g_forced[0], false, &t)) bn_terms_pass(y, y, s.N, s.K, s.P * s.Q, t);
 }
 
 void conv2d_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
