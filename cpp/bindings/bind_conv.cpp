@@ -420,14 +420,13 @@ FArr conv_bn_fwd(py::handle x, py::handle w, py::handle b, int64_t sh, int64_t s
   ConvArgs a = check_conv("conv2d", x, w, b, sh, sw, ph, pw, dh, dw, groups);
   const char* fn = "batch_norm";
   const Conv2dShape s = a.s;
+  const std::vector<double> mean = per_channel_f64(rm, s.K, fn, "running_mean"),
+                            var = per_channel_f64(rv, s.K, fn, "running_var");
   auto per_channel = [&](py::handle h, const char* name) {
     FArr v = to_float(h, fn, name);
     expect_shape(v, {s.K}, fn, name);
     return v;
   };
-  const FArr mean_f = per_channel(rm, "running_mean"), var_f = per_channel(rv, "running_var");
-  const std::vector<double> mean(mean_f.data(), mean_f.data() + s.K),
-      var(var_f.data(), var_f.data() + s.K);
   FArr bw, bb, add;
   if (!bnw.is_none()) bw = per_channel(bnw, "bn_weight");
   if (!bnb.is_none()) bb = per_channel(bnb, "bn_bias");

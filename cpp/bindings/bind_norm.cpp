@@ -34,13 +34,6 @@ BnArgs check_bn(const char* fn, py::handle xo, py::handle wo, py::handle bo, boo
 
 const float* ptr(const py::object& o) { return o.is_none() ? nullptr : o.cast<FArr>().data(); }
 
-// The running statistics as float64 (C,), or an error naming what is wrong.
-std::vector<double> running(const char* fn, py::handle h, const char* name, int64_t C) {
-  FArr v = to_float(h, fn, name);
-  expect_shape(v, {C}, fn, name);
-  return std::vector<double>(v.data(), v.data() + C);
-}
-
 // A running-statistics array the training forward updates in place: a writable C-contiguous
 // float32 array of shape (C,) the caller owns, checked before any work is done.
 float* updatable(const char* fn, py::handle h, const char* name, int64_t C) {
@@ -79,8 +72,8 @@ void bind_norm(py::module_& m) {
     std::vector<double> mean(a.C), var(a.C);
     float *rmp = nullptr, *rvp = nullptr;
     if (!training) {
-      mean = running(fn, rm, "running_mean", a.C);
-      var = running(fn, rv, "running_var", a.C);
+      mean = per_channel_f64(rm, a.C, fn, "running_mean");
+      var = per_channel_f64(rv, a.C, fn, "running_var");
     } else if (!rm.is_none() && a.N * a.L > 1) {
       rmp = updatable(fn, rm, "running_mean", a.C);
       rvp = updatable(fn, rv, "running_var", a.C);
@@ -121,8 +114,8 @@ void bind_norm(py::module_& m) {
       if (rm.is_none() || rv.is_none())
         value_error(fn, "running_mean and running_var are needed in evaluation mode "
                         "(training=False)");
-      mean = running(fn, rm, "running_mean", a.C);
-      var = running(fn, rv, "running_var", a.C);
+      mean = per_channel_f64(rm, a.C, fn, "running_mean");
+      var = per_channel_f64(rv, a.C, fn, "running_var");
     }
     py::object dx = py::none(), dw = py::none(), db = py::none();
     float *dxp = nullptr, *dwp = nullptr, *dbp = nullptr;

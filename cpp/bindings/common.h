@@ -36,6 +36,10 @@ void expect_ndim(const py::array& a, int nd, const char* fn, const char* arg, co
 void expect_shape(const py::array& a, const std::vector<int64_t>& shape, const char* fn,
                   const char* arg);
 
+// A float array of shape (n,) as float64 values (a batch norm's running statistics), or a
+// ValueError naming fn and arg.
+std::vector<double> per_channel_f64(py::handle h, int64_t n, const char* fn, const char* arg);
+
 // a * b * ... with overflow detection: raises ValueError naming fn when the product of sizes
 // does not fit in int64 (or exceeds what can be addressed).
 int64_t checked_numel(const std::vector<int64_t>& dims, const char* fn, const char* what);

@@ -106,6 +106,12 @@ void expect_shape(const py::array& a, const std::vector<int64_t>& shape, const c
                         ", but got " + shape_str(a));
 }
 
+std::vector<double> per_channel_f64(py::handle h, int64_t n, const char* fn, const char* arg) {
+  FArr v = to_float(h, fn, arg);
+  expect_shape(v, {n}, fn, arg);
+  return std::vector<double>(v.data(), v.data() + n);
+}
+
 py::object optional_bias(py::handle bo, int64_t n, const FArr& weight, const char* fn) {
   if (bo.is_none()) return py::none();
   FArr b = to_float(bo, fn, "bias");

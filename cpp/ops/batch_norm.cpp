@@ -93,12 +93,13 @@ void channel_moments(double* m, const float* x, const float* dy, const double* s
   }
 }
 
-// The per-channel parameters repeated over each channel's L positions, one after another.
-std::vector<float> per_position(std::initializer_list<const std::vector<float>*> params,
+// The per-channel parameters (C floats each) repeated over each channel's L positions, one
+// after another.
+std::vector<float> per_position(std::initializer_list<const float*> params, int64_t C,
                                 int64_t L) {
   std::vector<float> out;
-  for (const std::vector<float>* v : params)
-    for (float f : *v) out.insert(out.end(), static_cast<size_t>(L), f);
+  for (const float* v : params)
+    for (int64_t c = 0; c < C; ++c) out.insert(out.end(), static_cast<size_t>(L), v[c]);
   return out;
 }
 
@@ -140,12 +141,8 @@ bool bn_terms_by_block(int64_t L) { return L >= kBnPosL; }
 void bn_terms_pass(float* y, const float* x, int64_t N, int64_t C, int64_t L, const BnTerms& t) {
   const auto affine = g_kernels->bn_affine;
   const auto act = g_kernels->act_fwd;
-  std::vector<float> pos;
-  if (L < kBnPosL) {
-    const std::vector<float> mh(t.mh, t.mh + C), ml(t.ml, t.ml + C), al(t.alpha, t.alpha + C),
-        be(t.beta, t.beta + C);
-    pos = per_position({&mh, &ml, &al, &be}, L);
-  }
+  const std::vector<float> pos = L < kBnPosL ? per_position({t.mh, t.ml, t.alpha, t.beta}, C, L)
+                                             : std::vector<float>();
   parallel_for(N, 2.0 * N * C * L, [&](int64_t n) {
     if (pos.empty()) {  // the residual add and the ReLU in the affine's pass
       for (int64_t c = 0; c < C; ++c) {
@@ -203,7 +200,8 @@ void batch_norm_backward(float* dx, float* dw, float* db, const float* dy, const
   if (!dx) return;
   const auto kdx = g_kernels->bn_dx;
   if (L < kBnPosL) {
-    const std::vector<float> pos = per_position({&mh, &ml, &kk, &gmean, &scale}, L);
+    const std::vector<float> pos = per_position(
+        {mh.data(), ml.data(), kk.data(), gmean.data(), scale.data()}, C, L);
     parallel_for(N, 4.0 * N * C * L, [&](int64_t n) {
       const int64_t off = n * C * L;
       g_kernels->bn_dx_pos(dx + off, dy + off, x + off, C * L, pos.data());

@@ -438,14 +438,19 @@ class Conv2d(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self._forward(x, False)
 
+    def _plain(self, x: np.ndarray) -> bool:
+        """Whether the core's conv2d takes this call's arguments as they are (a batch, zero
+        padding given as numbers; checked at __init__)."""
+        return (x.ndim == 4 and self.padding_mode == "zeros" and type(self.padding) is tuple
+                and type(self.stride) is tuple and type(self.dilation) is tuple)
+
     def _forward(self, x: np.ndarray, relu: bool) -> np.ndarray:
         """forward and, when ``relu``, the ReLU after it in the same core call (Sequential)."""
         self._x = x = _f32(x)
         b = None if self.bias is None else self.bias.data
-        st, pd, dl = self.stride, self.padding, self.dilation
-        if (x.ndim == 4 and self.padding_mode == "zeros" and type(pd) is tuple
-                and type(st) is tuple and type(dl) is tuple):  # arguments checked at __init__
-            return _core.conv2d(x, self.weight.data, b, *st, *pd, *dl, self.groups, relu)
+        if self._plain(x):
+            return _core.conv2d(x, self.weight.data, b, *self.stride, *self.padding,
+                                *self.dilation, self.groups, relu)
         y = F.conv2d(x, self.weight.data, b, **self._kw())
         return _core.activation(F._RELU, y, 0.0) if relu else y
 
@@ -1441,8 +1446,7 @@ class _ConvBn:
         st, pd, dl = conv.stride, conv.padding, conv.dilation
         rm, rv = bn.running_mean, bn.running_var
         if (bn.training or not bn.track_running_stats or rm is None or rv is None
-                or x.ndim != 4 or bn.num_features != w.shape[0] or conv.padding_mode != "zeros"
-                or type(pd) is not tuple or type(st) is not tuple or type(dl) is not tuple):
+                or bn.num_features != w.shape[0] or not conv._plain(x)):
             return bn._forward(conv._forward(x, False), relu, add)
         conv._x = x
         b = None if conv.bias is None else conv.bias.data

@@ -52,7 +52,7 @@ inline void images_to_lanes(float* dst, const float* x, int64_t n0, int nimg, in
                               int64_t Wt, int64_t cs = 0) {
   if (cs == 0) cs = rows;
   const int64_t S = C * H * W;  // one image to the next in x
-  const int64_t pr = std::max<int64_t>(0, std::min(Wt - pl, Wt) - W);  // zero columns on the right
+  const int64_t pr = std::max<int64_t>(0, Wt - pl - W);  // zero columns on the right
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t h = h0 + i;
