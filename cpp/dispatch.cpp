@@ -30,6 +30,9 @@ bool cpu_has(const std::string& isa) {
   __builtin_cpu_init();
   if (isa == "scalar") return true;
   if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#ifdef CONVKIT_EMULATE_AVX512  // a developers' build: the AVX-512 kernels run on AVX2
+  if (isa == "avx512") return cpu_has("avx2");
+#endif
   if (isa == "avx512")
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&

@@ -133,11 +133,14 @@ static inline __attribute__((always_inline)) void kvec_fmas(__m512 (&acc)[KB][NQ
 #pragma GCC unroll 16
   for (int i = I0; i < I1; ++i) {
     const float* xp = xk + i * xstep;
+#ifndef CONVKIT_EMULATED_AVX512  // (tools/emulated_avx512.h: the same multiply-adds below)
     if (KB * NQ > 24) {
 #pragma GCC unroll 4
       for (int b = 0; b < KB; ++b)
         asm("vfmadd231ps %1%{1to16%}, %2, %0" : "+v"(acc[b][i]) : "m"(*xp), "v"(wk[b]));
-    } else {
+    } else
+#endif
+    {
       const __m512 xv = _mm512_set1_ps(*xp);
 #pragma GCC unroll 4
       for (int b = 0; b < KB; ++b) acc[b][i] = _mm512_fmadd_ps(xv, wk[b], acc[b][i]);
@@ -161,7 +164,11 @@ static inline __attribute__((always_inline)) void kvec_fmas_by_block(__m512 (&ac
     const __m512 wv = _mm512_loadu_ps(wk + b * wstride);
 #pragma GCC unroll 16
     for (int i = I0; i < I1; ++i)
+#ifdef CONVKIT_EMULATED_AVX512  // (tools/emulated_avx512.h: the same multiply-add)
+      acc[b][i] = _mm512_fmadd_ps(_mm512_set1_ps(xk[i * xstep]), wv, acc[b][i]);
+#else
       asm("vfmadd231ps %1%{1to16%}, %2, %0" : "+v"(acc[b][i]) : "m"(xk[i * xstep]), "v"(wv));
+#endif
   }
 }
 
