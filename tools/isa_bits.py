@@ -58,6 +58,21 @@ def digests(isa):
                     finally:
                         _core.conv2d_force(d, "")
                     out[(shape, special, d, row)] = hashlib.md5(a.tobytes()).hexdigest()[:12]
+            if s == 1 and _core.conv2d_applies("forward", "winograd3_lanes", *args):
+                # the evaluation-mode batch norm applied as the outputs leave the lanes
+                # (KernelTable::wino_lanes_bn), with the residual sum and the ReLU
+                rm, rv = rng.standard_normal(k).astype(np.float32), rng.random(k, np.float32)
+                bw, bb = rng.standard_normal(k).astype(np.float32), rng.random(k, np.float32)
+                add = np.random.default_rng(2).standard_normal((n, k, h + 2 * p - r + 1,
+                                                                 w_ + 2 * p - r + 1))
+                _core.conv2d_force("forward", "winograd3_lanes")
+                try:
+                    a = _core.conv2d_bn(x, w, None, 1, 1, p, p, 1, 1, 1, rm, rv, bw, bb, 1e-5,
+                                        True, add.astype(np.float32))
+                finally:
+                    _core.conv2d_force("forward", "")
+                key = (shape, special, "forward", "conv2d_bn")
+                out[key] = hashlib.md5(a.tobytes()).hexdigest()[:12]
     return out
 
 

@@ -1419,8 +1419,8 @@ class _ConvBn:
     """A Conv2d and the BatchNorm2d after it, as one step of Sequential's forward. With the
     norm in evaluation mode (running statistics) and the convolution in its plain form, one core
     call (``_core.conv2d_bn``) applies the norm, and the residual sum and ReLU after it, to the
-    convolution's output (as the lanes Winograd produces it, at AVX2): the same bits as the
-    layers apart, one pass over memory fewer. Otherwise (training mode, other forms, or a hook
+    convolution's output (as the lanes Winograd produces it, at AVX2 and AVX-512): the same bits
+    as the layers apart, one pass over memory fewer. Otherwise (training mode, other forms, or a hook
     on either layer since the plan) it runs the two layers' forwards. Not a Module: it lives in
     the plan only, the layers stay in the model.
     """

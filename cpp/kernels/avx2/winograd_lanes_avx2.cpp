@@ -140,7 +140,7 @@ NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, in
 }
 
 // The item's outputs back out of the lanes, with a.bn applied in registers on the way
-// (KernelTable::wino_lanes_bn).
+// (KernelTable::wino_lanes_bn), as AVX-512's item does.
 inline bool store_outputs(const WinoLanesArgs& a, const Bufs& b, int64_t p0, int64_t orows,
                           int64_t n0, int nimg) {
   float* y = a.y + p0 * a.Q;

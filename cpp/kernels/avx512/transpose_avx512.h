@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels.h"
 #include "kernels/transpose8.h"
 
 namespace convkit {
@@ -81,14 +82,36 @@ static inline void images_to_lanes(float* dst, const float* x, int64_t n0, int n
     }
 }
 
+// A batch norm's terms for one channel as vectors, and bn_affine's arithmetic on v (the same
+// operations in the same order as its AVX-512 code: ((v - mh) - ml) * alpha + beta as one
+// multiply-add, + add, then v < 0 ? 0 : v, which keeps NaN and -0).
+struct BnLanes16 {
+  __m512 mh, ml, alpha, beta;
+  BnLanes16(const BnTerms* t, int64_t k)  // (t null: unused)
+      : mh(_mm512_set1_ps(t ? t->mh[k] : 0.f)), ml(_mm512_set1_ps(t ? t->ml[k] : 0.f)),
+        alpha(_mm512_set1_ps(t ? t->alpha[k] : 0.f)),
+        beta(_mm512_set1_ps(t ? t->beta[k] : 0.f)) {}
+  __m512 operator()(__m512 v, __mmask16 m, const float* add, bool relu) const {
+    v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(v, mh), ml), alpha, beta);
+    if (add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, add));
+    if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLT_UQ), v);
+    return v;
+  }
+};
+
 // Back out of the lanes: for k < K, j < npos, l < nimg,
 //   y[((n0 + l) * K + k) * PQ + j] = src[(k * npos + j) * 16 + l]
-// Returns false if a value stored is NaN or infinite.
-static inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K,
-                                   int64_t npos, int64_t n0, int nimg) {
+// then, with BN, t applied to it (add: t.add's values at y's positions, or null). Returns false
+// if a value out of the lanes (before t) is NaN or infinite.
+template <bool BN>
+static inline bool lanes_to_images_t(float* y, int64_t PQ, const float* src, int64_t K,
+                                     int64_t npos, int64_t n0, int nimg, const BnTerms* t,
+                                     const float* add) {
   const __m512 zero = _mm512_setzero_ps();
+  const bool relu = BN && t->relu;
   __mmask16 bad = 0;
-  for (int64_t k = 0; k < K; ++k)
+  for (int64_t k = 0; k < K; ++k) {
+    const BnLanes16 bn(BN ? t : nullptr, k);
     for (int64_t j0 = 0; j0 < npos; j0 += 16) {
       const int64_t cnt = std::min<int64_t>(16, npos - j0);
       const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1u);
@@ -98,11 +121,19 @@ static inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64
         r[l] = l < cnt ? _mm512_loadu_ps(src + 16 * (k * npos + j0 + l)) : zero;
       transpose16(r);
       for (int n = 0; n < nimg; ++n) {
-        _mm512_mask_storeu_ps(y + ((n0 + n) * K + k) * PQ + j0, m, r[n]);
+        const int64_t off = ((n0 + n) * K + k) * PQ + j0;
         bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(r[n], r[n]), zero, _CMP_NEQ_UQ);
+        const __m512 v = BN ? bn(r[n], m, add ? add + off : nullptr, relu) : r[n];
+        _mm512_mask_storeu_ps(y + off, m, v);
       }
     }
+  }
   return bad == 0;
+}
+
+static inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K,
+                                   int64_t npos, int64_t n0, int nimg) {
+  return lanes_to_images_t<false>(y, PQ, src, K, npos, n0, nimg, nullptr, nullptr);
 }
 
 // KernelTable::transpose in 8 x 8 blocks of 256-bit registers, edges through masks.
