@@ -590,6 +590,28 @@ void bn_moments_avx2(double* m, const float* x, const float* dy, int64_t L, int6
   }
   for (int q = 0; q < 4; ++q) m[q] += ck_sum16(out[q]);
 }
+
+// KernelTable::rows_to_lanes16: 8 x 8 blocks transposed in registers (the portable loop's
+// stride-16 stores took a fifth of a batch-1 ResNet-20 forward on small planes, where kvec lays
+// out its weights on every call)
+static void rows_to_lanes16_avx2(float* dst, const float* src, int64_t ld, int rows, int64_t n) {
+  for (int64_t k0 = 0; k0 < n; k0 += 8) {
+    const int cnt = static_cast<int>(std::min<int64_t>(8, n - k0));
+    const __m256i m = first_lanes(cnt);
+    for (int h = 0; h < 16; h += 8) {
+      __m256 r[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i)
+        r[i] = h + i >= rows ? _mm256_setzero_ps()
+               : cnt == 8    ? _mm256_loadu_ps(src + (h + i) * ld + k0)
+                             : _mm256_maskload_ps(src + (h + i) * ld + k0, m);
+      transpose8(r);
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j)
+        if (j < cnt) _mm256_storeu_ps(dst + (k0 + j) * 16 + h, r[j]);
+    }
+  }
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -606,6 +628,7 @@ void fill_table_avx2(KernelTable& t) {
   t.dw_tile_nshapes = static_cast<int>(std::size(avx2::kDwTileShapes));
   t.conv_kvec = avx2::conv_kvec_avx2;
   t.conv_dw_kvec = avx2::conv_dw_kvec_avx2;
+  t.rows_to_lanes16 = avx2::rows_to_lanes16_avx2;
   t.wino_in_row = avx2::wino_in_row_avx2;
   t.wino_out_row = avx2::wino_out_row_avx2;
   t.wino_plain = false;
