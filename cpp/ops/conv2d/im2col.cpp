@@ -110,7 +110,22 @@ void split_rows(float* dst, int64_t dstep, int64_t fstride, const float* plane, 
 // the W values, zeros up to Wd; rows outside [0, H) all zeros.
 void pad_rows(float* dst, int64_t Wd, const float* plane, int64_t H, int64_t W, int64_t h0,
               int64_t nr, int64_t pw) {
-  split_rows(dst, Wd, 0, plane, H, W, h0, 1, nr, pw, 1, Wd);
+  if (pw < 0 || pw + W > Wd) {  // (columns cut off: the general split)
+    split_rows(dst, Wd, 0, plane, H, W, h0, 1, nr, pw, 1, Wd);
+    return;
+  }
+  // Inline, without a kernel call a row: on small planes these copies ran ~18 ns a row, a fifth
+  // of a batch-1 (1, 64, 4, 4) 3x3 layer. The zeros between two rows inside are one run.
+  const int64_t a = std::clamp<int64_t>(-h0, 0, nr), b = std::clamp<int64_t>(H - h0, a, nr);
+  std::memset(dst, 0, sizeof(float) * (a * Wd + (b > a ? pw : 0)));
+  for (int64_t i = a; i < b; ++i) {
+    float* d = dst + i * Wd + pw;
+    std::memcpy(d, plane + (h0 + i) * W, sizeof(float) * W);
+    // this row's right padding and the next row's left (or the rest of the zero rows after)
+    const int64_t gap = i + 1 < b ? Wd - W : Wd - pw - W + (nr - b) * Wd;
+    std::memset(d + W, 0, sizeof(float) * gap);
+  }
+  if (b == a) std::memset(dst + a * Wd, 0, sizeof(float) * (nr - a) * Wd);
 }
 
 // x zero-padded to (N, C, H + 2ph, W + 2pw) in scratch slot 4, then `slack` zeros (x itself when
