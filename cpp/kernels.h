@@ -305,8 +305,6 @@ struct KernelTable {
   // infinity for r = 3, and 1/2, -2 too for r = 5 (kernels/winograd_1d.inc). Returns false if
   // any output stored is NaN or infinite. Null where the ISA has none.
   bool (*wino_lanes_item)(const WinoLanesArgs& a, int64_t n0, int64_t ty0, int64_t ty1);
-  // Whether wino_lanes_item applies WinoLanesArgs::bn (else it must be null).
-  bool wino_lanes_bn;
   // Weight gradient the same way (F(2x2, 3x3), one image per lane): for images n0 .. n0 + 15
   // (those < N) and tile rows ty0 .. ty1 - 1, a.du[(e * K + k) * C + c] = the sum over their
   // tiles of (A dY A^T)[e] (B^T d B)[e], dY the tile's 2x2 block of dy[k] (zero past P and Q)

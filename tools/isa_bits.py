@@ -60,7 +60,7 @@ def digests(isa):
                     out[(shape, special, d, row)] = hashlib.md5(a.tobytes()).hexdigest()[:12]
             if s == 1 and _core.conv2d_applies("forward", "winograd3_lanes", *args):
                 # the evaluation-mode batch norm applied as the outputs leave the lanes
-                # (KernelTable::wino_lanes_bn), with the residual sum and the ReLU
+                # (winograd3_lanes' items), with the residual sum and the ReLU
                 rm, rv = rng.standard_normal(k).astype(np.float32), rng.random(k, np.float32)
                 bw, bb = rng.standard_normal(k).astype(np.float32), rng.random(k, np.float32)
                 add = np.random.default_rng(2).standard_normal((n, k, h + 2 * p - r + 1,

@@ -62,9 +62,9 @@ int64_t avg_pool2d_cols(const Pool2dShape& s, int64_t q);
 void conv2d_forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
 // conv2d_forward, then batch_norm_forward in evaluation mode (the running statistics mean and
 // var, K each; bn_weight, bn_bias null: 1, 0) with its add and relu on the output, in place: the
-// same bits as the two calls. Where the ISA's lanes Winograd runs (KernelTable::wino_lanes_bn:
-// AVX2 and AVX-512) it applies the norm in registers as its outputs leave the lanes, one pass
-// over memory fewer; after any other row the norm is a pass of its own. add must not overlap y.
+// same bits as the two calls. Where the lanes Winograd runs (AVX2 and AVX-512) it applies the
+// norm in registers as its outputs leave the lanes, one pass over memory fewer; after any other
+// row the norm is a pass of its own. add must not overlap y.
 void conv2d_bn_forward(float* y, const float* x, const float* w, const float* b,
                        const Conv2dShape& s, const double* mean, const double* var,
                        const float* bn_weight, const float* bn_bias, double eps,

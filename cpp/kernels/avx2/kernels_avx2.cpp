@@ -634,7 +634,6 @@ void fill_table_avx2(KernelTable& t) {
   t.wino_plain = false;
   t.conv_dx_lanes = avx2::conv_dx_lanes_avx2;
   t.wino_lanes_item = avx2::wino_lanes_item_avx2;
-  t.wino_lanes_bn = true;
   t.wino_lanes_dw_item = avx2::wino_lanes_dw_item_avx2;
   t.wino_s2_in_row = avx2::wino_s2_in_row_avx2;
   t.wino_s2_out_row = avx2::wino_s2_out_row_avx2;

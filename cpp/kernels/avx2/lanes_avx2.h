@@ -176,10 +176,5 @@ inline bool lanes_to_images(float* y, int64_t PQ, const float* src, int64_t K, i
   return lanes_to_images_t<false>(y, PQ, src, K, npos, n0, nimg, nullptr, nullptr);
 }
 
-inline bool lanes_to_images_bn(float* y, int64_t PQ, const float* src, int64_t K, int64_t npos,
-                               int64_t n0, int nimg, const BnTerms& t, const float* add) {
-  return lanes_to_images_t<true>(y, PQ, src, K, npos, n0, nimg, &t, add);
-}
-
 }  // namespace avx2
 }  // namespace convkit

@@ -139,16 +139,6 @@ NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, in
     }
 }
 
-// The item's outputs back out of the lanes, with a.bn applied in registers on the way
-// (KernelTable::wino_lanes_bn), as AVX-512's item does.
-inline bool store_outputs(const WinoLanesArgs& a, const Bufs& b, int64_t p0, int64_t orows,
-                          int64_t n0, int nimg) {
-  float* y = a.y + p0 * a.Q;
-  if (!a.bn) return lanes_to_images(y, a.P * a.Q, b.ot, a.K, orows * a.Q, n0, nimg);
-  return lanes_to_images_bn(y, a.P * a.Q, b.ot, a.K, orows * a.Q, n0, nimg, *a.bn,
-                            a.bn->add ? a.bn->add + p0 * a.Q : nullptr);
-}
-
 #include "../winograd_lanes_item.inc"
 
 // ---- weight gradient (KernelTable::wino_lanes_dw_item) ----

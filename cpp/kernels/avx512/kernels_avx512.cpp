@@ -69,7 +69,6 @@ void fill_table_avx512(KernelTable& t) {
   t.transpose = avx512::transpose_avx512;
   t.colT_rows16 = avx512::colT_rows16_avx512;
   t.wino_lanes_item = avx512::wino_lanes_item_avx512;
-  t.wino_lanes_bn = true;
   t.wino_lanes_dw_item = avx512::wino_lanes_dw_item_avx512;
   t.gemm_direct_wide = avx512::direct_wide_ukernel;
   t.conv_dx_lanes = avx512::conv_dx_lanes_avx512;

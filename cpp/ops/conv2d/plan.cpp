@@ -839,8 +839,8 @@ auto with_table(ConvDir d, F&& f) {
   throw std::invalid_argument("conv2d: unknown direction");
 }
 
-// With bn (an evaluation-mode batch norm for the output): the lanes row applies it where the
-// ISA's item can (KernelTable::wino_lanes_bn); returns whether it was applied.
+// With bn (an evaluation-mode batch norm for the output): the lanes row applies it as its items
+// store their outputs (on planes of bn_terms_by_block's size); returns whether it was applied.
 bool forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s,
              const std::string& forced, bool finite_known = false,
              const BnTerms* bn = nullptr) {
@@ -852,7 +852,7 @@ bool forward(float* y, const float* x, const float* w, const float* b, const Con
         std::fill(y + (n * s.K + k) * PQ, y + (n * s.K + k + 1) * PQ, b ? b[k] : 0.f);
     return false;
   }
-  const bool lanes_bn = bn && g_kernels->wino_lanes_bn && bn_terms_by_block(PQ);
+  const bool lanes_bn = bn && bn_terms_by_block(PQ);
   bool applied = false;
   run_table(kForward, forced, s, [&] { return finite_known || all_finite(w, s.K * CRS); },
             [&](FwdRun run) {

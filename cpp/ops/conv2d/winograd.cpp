@@ -516,9 +516,8 @@ bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,
 // are transformed once, in double precision. Returns false if an output came out NaN or infinite
 // (the caller then recomputes the direct way: the transforms subtract input values, so an Inf
 // in x could give NaN where the definition has Inf).
-// winograd_lanes_forward_bn also applies bn (not null only where KernelTable::wino_lanes_bn,
-// on planes of bn_terms_by_block's size: an evaluation-mode batch norm) to the outputs as each
-// item moves them out of the lanes.
+// winograd_lanes_forward_bn also applies bn (not null only on planes of bn_terms_by_block's
+// size: an evaluation-mode batch norm) to the outputs as each item moves them out of the lanes.
 bool winograd_lanes_forward(float* y, const float* x, const float* w, const float* b,
                             const Conv2dShape& s) {
   return winograd_lanes_forward_bn(y, x, w, b, s, nullptr);
