@@ -171,6 +171,8 @@ def test_openmp_spin_count_is_set_while_loading_then_restored():
     (4, 16, 30, 30, 16, (3, 3), (1, 1), (1, 1)),    # Winograd forward and input gradient
     (28, 6, 12, 15, 16, (5, 5), (1, 1), (0, 1)),    # 5x5 Winograd, images in the lanes
     (3, 16, 33, 30, 20, (3, 3), (2, 2), (1, 1)),    # 3x3 stride 2 in 9 GEMMs
+    (1, 3, 32, 57, 16, (5, 5), (1, 1), (2, 2)),     # batch 1: dx's col2im by column blocks
+    (1, 8, 34, 44, 1, (3, 3), (1, 1), (0, 0)),
 ], ids=str)
 def test_bitwise_identical_for_any_thread_count(rng, threads, shape):
     x, w, b, st, pd = _data(rng, shape)

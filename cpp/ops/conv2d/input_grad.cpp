@@ -94,9 +94,9 @@ bool dx_gemm_col2im(float* dx, const float* dy, const float* w, const Conv2dShap
   // Channel blocks of about 64 rows of W^T (fewer when the images and groups alone can't feed
   // the threads), each packed once: panels never straddle two blocks.
   const int64_t nt = get_num_threads();
-  int64_t per = std::max<int64_t>(1, (64 + RS - 1) / RS);
+  const int64_t per0 = std::max<int64_t>(1, (64 + RS - 1) / RS);
   const int64_t want = (nt + s.N * s.G - 1) / (s.N * s.G);
-  per = std::min(per, std::max<int64_t>(1, (Cg + want - 1) / want));
+  const int64_t per = std::min(per0, std::max<int64_t>(1, (Cg + want - 1) / want));
   const int64_t nblk = (Cg + per - 1) / per;
   const int64_t blk_stride = round_up(per * RS, kt.mr) * Kg;
   float* apack = scratch(Buf::dx_weights_packed, s.G * nblk * blk_stride);
@@ -112,7 +112,10 @@ bool dx_gemm_col2im(float* dx, const float* dy, const float* w, const Conv2dShap
   for (int64_t k = 0; k < Kg; ++k) koff[k] = k * PQ;
   const int64_t* koffp = koff.data();
   const int64_t kcmax = gemm_kc(Kg);
-  const int64_t bw = block_cols(4 * per * RS, 256 * 1024, PQ, kt.nr);
+  // Column blocks sized by per0, not per: a dx value whose taps fall in two blocks is summed
+  // block by block, so the blocks must not depend on the thread count (sized by per, a batch-1
+  // (1, 3, 32, 57) 5x5 layer's dx differed between 1 and 2 threads in its last bits).
+  const int64_t bw = block_cols(4 * per0 * RS, 256 * 1024, PQ, kt.nr);
   // The register col2im of a whole plane knows no dilation: dilated shapes add block by block.
   const bool whole = bw >= PQ && s.dh == 1 && s.dw == 1;
   parallel_for(s.N * s.G * nblk, 2.0 * s.N * s.K * CgRS * PQ, [&](int64_t item) {
