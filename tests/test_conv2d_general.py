@@ -282,6 +282,30 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
         assert ran >= 2, f"{direction} {name} applied to only {ran} shapes on {isa}"
 
 
+@pytest.mark.parametrize("name", ["direct", "kvec", "im2col_gemm"])
+def test_forced_forward_on_every_row_width(isa, rng, name):
+    """Rows 1 to 18, 31-33 and 63-65 wide, 1-4 output rows, padded on one side or both: the
+    padded row copies (moves of 4 or 8 floats for rows 4-64 wide, one run of zeros) and, for
+    kvec, its passes of 1-5 positions on one or two rows (the last pass as wide as the row's
+    positions left)."""
+    ran = 0
+    try:
+        _core.conv2d_force("forward", name)
+        for W in [*range(1, 19), 31, 32, 33, 63, 64, 65]:
+            for H, (ph, pw) in ((1, (0, 1)), (2, (1, 0)), (3, (1, 2)), (4, (2, 1))):
+                shape = (1 + W % 2, 3, H, W, 20, (3, 3), (1, 1), (ph, pw), (1, 1), 1)
+                x, w, b, kw = _data(rng, shape)
+                args = (tuple(x.shape), tuple(w.shape), 1, 1, ph, pw, 1, 1, 1)
+                if H + 2 * ph < 3 or W + 2 * pw < 3 or \
+                        not _core.conv2d_applies("forward", name, *args):
+                    continue
+                ran += 1
+                assert_close(F.conv2d(x, w, b, **kw), _ref(x, w, b, kw), 1e-5, f"{name} {shape}")
+    finally:
+        _core.conv2d_force("forward", "")
+    assert ran >= 50 or (name == "kvec" and isa == "scalar"), (name, isa, ran)
+
+
 _W4 = (9, 16, 21, 26, 18, (4, 4), (2, 2), (1, 2), (1, 1), 1)  # 4x4 stride 2: winograd4_s2
 
 

@@ -215,30 +215,38 @@ static void kvec_pass(float* out, int64_t ldo, int64_t ldr, const float* x, int6
       _mm256_store_ps(t[rr][i], acc[rr][i][0]);
       _mm256_store_ps(t[rr][i] + 8, acc[rr][i][1]);
     }
-  for (int rr = 0; rr < nrows; ++rr)
+  for (int rr = 0; rr < nrows && rr < ROWS; ++rr)
     for (int kk = 0; kk < nk; ++kk)
-      for (int i = 0; i < nq; ++i) out[kk * ldo + rr * ldr + i] = t[rr][i][kk];
+      for (int i = 0; i < nq && i < NQ; ++i) out[kk * ldo + rr * ldr + i] = t[rr][i][kk];
 }
 
-// Passes of 2 rows x 3 positions, or of one row x 5 where those compute fewer multiply-adds
-// (10 positions on 2 rows: 40 instead of 48 per k).
+// Passes of 2 rows x 3 positions (one row: 5 positions), the last ones sized to the positions
+// left. A pass takes max(NQ * ROWS, 4) cycles a tap: its multiply-adds at two a cycle, or, below
+// 8 accumulators, the multiply-add's latency (4 cycles) on each one. So a row's last 4 positions
+// go as two passes of 2 (not 3 + 1), and a single row's last 6-8 as two passes of 3-4: a 7-wide
+// row in passes of 3 took 18 cycles a tap for two rows, 14 now (1-thread (1, 512, 7, 7) 3x3:
+// the multiply-adds had run at 95 % of the peak, 74 GFLOP/s of the layer's own).
 static void conv_kvec_avx2(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                            const int64_t* off, int64_t crs, const float* w, const float* bias,
                            int nq, int nk, bool two_rows) {
   alignas(32) float b16[16] = {};
   for (int kk = 0; kk < nk; ++kk) b16[kk] = bias ? bias[kk] : 0.f;
   const __m256 b[2] = {_mm256_load_ps(b16), _mm256_load_ps(b16 + 8)};
-  const int rows = two_rows ? 2 : 1;
-  if (rows * (nq + 4) / 5 * 10 < (nq + 2) / 3 * 12) {
-    for (int rr = 0; rr < rows; ++rr)
-      for (int i0 = 0; i0 < nq; i0 += 5)
-        kvec_pass<5, 1>(out + rr * ldr + i0, ldo, 0, x + rr * Wp + i0, Wp, off, crs, w, b,
-                        nq - i0 < 5 ? nq - i0 : 5, nk, 1);
-    return;
+  using Pass = void (*)(float*, int64_t, int64_t, const float*, int64_t, const int64_t*, int64_t,
+                        const float*, const __m256*, int, int, int);
+  static const Pass one_row[6] = {nullptr, kvec_pass<1, 1>, kvec_pass<2, 1>, kvec_pass<3, 1>,
+                                  kvec_pass<4, 1>, kvec_pass<5, 1>};
+  static const Pass two[4] = {nullptr, kvec_pass<1, 2>, kvec_pass<2, 2>, kvec_pass<3, 2>};
+  const int full = two_rows ? 3 : 5;  // the widest pass
+  for (int i0 = 0; i0 < nq;) {
+    const int left = nq - i0;
+    int n = left < full ? left : full;
+    if (two_rows && left == 4) n = 2;
+    if (!two_rows && left > 5 && left <= 8) n = (left + 1) / 2;
+    if (two_rows) two[n](out + i0, ldo, ldr, x + i0, Wp, off, crs, w, b, n, nk, 2);
+    else one_row[n](out + i0, ldo, 0, x + i0, Wp, off, crs, w, b, n, nk, 1);
+    i0 += n;
   }
-  for (int i0 = 0; i0 < nq; i0 += 3)
-    kvec_pass<3, 2>(out + i0, ldo, ldr, x + i0, Wp, off, crs, w, b, nq - i0 < 3 ? nq - i0 : 3, nk,
-                    rows);
 }
 
 // KernelTable::conv_dw_kvec: T (<= 6) consecutive taps x 16 channels (two 8-lane halves) in
