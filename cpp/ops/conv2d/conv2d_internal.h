@@ -110,6 +110,9 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
                int64_t c0, int64_t n, int NR, int64_t pstride = 0);
 // Whether every one of n values is finite.
 bool all_finite(const float* v, int64_t n);
+// pack_a of A's rows [0, m) to depth kc (round_up(m, MR) * kc floats), its panels spread over
+// the threads (a layer's weights, packed on every call).
+void pack_weights(float* dst, MatView A, int64_t m, int64_t kc, int MR);
 
 // ---- forward families ----------------------------------------------------------------------
 // Each returns false when it declines at run time (the next applicable row then runs).

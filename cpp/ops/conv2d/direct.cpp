@@ -30,7 +30,7 @@ bool direct_forward(float* y, const float* x, const float* w, const float* b,
                     const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
   float* apack = scratch(Buf::direct_weights, round_up(s.K, kt.mr) * s.C * s.R * s.S);
-  pack_a(apack, MatView{w, s.C * s.R * s.S, 1}, 0, s.K, 0, s.C * s.R * s.S, kt.mr);
+  pack_weights(apack, MatView{w, s.C * s.R * s.S, 1}, s.K, s.C * s.R * s.S, kt.mr);
   const bool unit = s.sh == 1 && s.sw == 1;
   const int64_t Wp = s.W + 2 * s.pw, Wq = (Wp + s.sw - 1) / s.sw;
   const int64_t CRS = s.C * s.R * s.S, PQ = s.P * s.Q;

@@ -20,7 +20,7 @@ bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* 
   const int64_t wstride = round_up(Kg, kt.mr) * CgRS;
   float* apack = scratch(Buf::im2col_weights, s.G * wstride);
   for (int64_t g = 0; g < s.G; ++g)
-    pack_a(apack + g * wstride, MatView{w + g * Kg * CgRS, CgRS, 1}, 0, Kg, 0, CgRS, kt.mr);
+    pack_weights(apack + g * wstride, MatView{w + g * Kg * CgRS, CgRS, 1}, Kg, CgRS, kt.mr);
   const int64_t bw = block_cols(CgRS * 4, 384 * 1024, PQ, kt.nr);
   const int64_t nblk = (PQ + bw - 1) / bw;
   parallel_for(s.N * s.G * nblk, 2.0 * s.N * s.K * CgRS * PQ, [&](int64_t item) {

@@ -100,13 +100,12 @@ bool dx_gemm_col2im(float* dx, const float* dy, const float* w, const Conv2dShap
   const int64_t nblk = (Cg + per - 1) / per;
   const int64_t blk_stride = round_up(per * RS, kt.mr) * Kg;
   float* apack = scratch(Buf::dx_weights_packed, s.G * nblk * blk_stride);
-  for (int64_t g = 0; g < s.G; ++g)
-    for (int64_t bi = 0; bi < nblk; ++bi) {
-      const int64_t c0 = bi * per, rows = (std::min(Cg, c0 + per) - c0) * RS;
-      // W_g^T rows [c0*RS, c0*RS + rows): element (m, k) at w[(g*Kg + k)*CgRS + c0*RS + m]
-      pack_a(apack + (g * nblk + bi) * blk_stride, MatView{w + g * Kg * CgRS + c0 * RS, 1, CgRS},
-             0, rows, 0, Kg, kt.mr);
-    }
+  parallel_for(s.G * nblk, kCopyCost * s.K * CgRS, [&](int64_t i) {
+    const int64_t g = i / nblk, c0 = i % nblk * per, rows = (std::min(Cg, c0 + per) - c0) * RS;
+    // W_g^T rows [c0*RS, c0*RS + rows): element (m, k) at w[(g*Kg + k)*CgRS + c0*RS + m]
+    pack_a(apack + i * blk_stride, MatView{w + g * Kg * CgRS + c0 * RS, 1, CgRS}, 0, rows, 0, Kg,
+           kt.mr);
+  });
   thread_local std::vector<int64_t> koff;
   koff.resize(static_cast<size_t>(Kg));
   for (int64_t k = 0; k < Kg; ++k) koff[k] = k * PQ;
