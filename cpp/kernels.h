@@ -229,13 +229,16 @@ struct KernelTable {
   // plane's last whole 16, in order; then the 16 double sums in lane order. The same bits on
   // every ISA.
   double (*plane_sums)(const float* g, int64_t planes, int64_t stride, int64_t n);
-  // Stride-1 convolution tile with the output channels in the vector lanes (for images too
-  // narrow for lanes along a row): for rr < 2 rows, i < nq positions, kk < nk <= 16 channels,
-  //   out[kk * ldo + rr * ldr + i] = bias[kk] (or 0) + sum_{k < crs} w[k * 16 + kk] * x[rr * Wp + i + off[k]]
-  // x must be readable for 16 positions past each row start. Null where the ISA has no such kernel.
+  // Convolution tile with the output channels in the vector lanes (for images too narrow for
+  // lanes along a row): for rr < 2 rows, i < nq positions, kk < nk <= 16 channels,
+  //   out[kk * ldo + rr * ldr + i] = bias[kk] (or 0) +
+  //       sum_{k < crs} w[k * 16 + kk] * x[rr * Wp + i * xstep + off[k]]
+  // (Wp: the input rows' step between the two output rows; xstep: the stride along a row). x
+  // must be readable for 16 positions (of xstep) past each row start. Null where the ISA has no
+  // such kernel.
   void (*conv_kvec)(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
-                    const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
-                    int nk, bool two_rows);
+                    int64_t xstep, const int64_t* off, int64_t crs, const float* w,
+                    const float* bias, int nq, int nk, bool two_rows);
   // conv_kvec for nb (2 or 4) blocks of 16 output channels at once, one row, position i
   // reading x + i * xstep (xstep: the stride): each broadcast input value serves nb weight
   // vectors (the one-block tile spends a load per multiply). Block b's weights at

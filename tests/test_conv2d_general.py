@@ -282,20 +282,22 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
         assert ran >= 2, f"{direction} {name} applied to only {ran} shapes on {isa}"
 
 
+@pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("name", ["direct", "kvec", "im2col_gemm"])
-def test_forced_forward_on_every_row_width(isa, rng, name):
-    """Rows 1 to 18, 31-33 and 63-65 wide, 1-4 output rows, padded on one side or both: the
-    padded row copies (moves of 4 or 8 floats for rows 4-64 wide, one run of zeros) and, for
-    kvec, its passes of 1-5 positions on one or two rows (the last pass as wide as the row's
-    positions left)."""
+def test_forced_forward_on_every_row_width(isa, rng, name, stride):
+    """Rows 1 to 18, 31-33 and 63-65 wide, 1-4 output rows (more when strided), padded on one
+    side or both: the padded row copies (moves of 4 or 8 floats for rows 4-64 wide, one run of
+    zeros) and, for kvec, its passes of 1-5 positions on one or two rows (the last pass as wide
+    as the row's positions left), their positions `stride` columns apart at AVX2."""
     ran = 0
     try:
         _core.conv2d_force("forward", name)
         for W in [*range(1, 19), 31, 32, 33, 63, 64, 65]:
             for H, (ph, pw) in ((1, (0, 1)), (2, (1, 0)), (3, (1, 2)), (4, (2, 1))):
-                shape = (1 + W % 2, 3, H, W, 20, (3, 3), (1, 1), (ph, pw), (1, 1), 1)
+                H = H * stride + stride - 1
+                shape = (1 + W % 2, 3, H, W, 20, (3, 3), (stride, stride), (ph, pw), (1, 1), 1)
                 x, w, b, kw = _data(rng, shape)
-                args = (tuple(x.shape), tuple(w.shape), 1, 1, ph, pw, 1, 1, 1)
+                args = (tuple(x.shape), tuple(w.shape), stride, stride, ph, pw, 1, 1, 1)
                 if H + 2 * ph < 3 or W + 2 * pw < 3 or \
                         not _core.conv2d_applies("forward", name, *args):
                     continue
@@ -303,7 +305,8 @@ def test_forced_forward_on_every_row_width(isa, rng, name):
                 assert_close(F.conv2d(x, w, b, **kw), _ref(x, w, b, kw), 1e-5, f"{name} {shape}")
     finally:
         _core.conv2d_force("forward", "")
-    assert ran >= 50 or (name == "kvec" and isa == "scalar"), (name, isa, ran)
+    kvec_here = isa == "avx2" or (isa == "avx512" and stride == 1)  # (AVX-512: K >= 32 strided)
+    assert ran >= 50 or (name == "kvec" and not kvec_here), (name, isa, stride, ran)
 
 
 _W4 = (9, 16, 21, 26, 18, (4, 4), (2, 2), (1, 2), (1, 1), 1)  # 4x4 stride 2: winograd4_s2
@@ -679,10 +682,11 @@ def test_rgb_stems_run_the_depthwise_rows_at_avx512(isa, rng, threads):
 def test_plan_of_winograd3_at_avx2(rng, threads):
     """At AVX2 (8-lane direct and kvec tiles) winograd3 takes 3x3 layers from 64 channels and 64
     tiles, 7x7 planes too, and 256 x 256 channels from 49 tiles (batch 1 on 14x14); kvec keeps
-    batch 1's other few tiles; 1x1 layers over up to 196 positions run the shared GEMM; 5x5
-    weight gradients on rows up to 32 run kvec; the weight gradients of 256+ x 256+ channels on
-    7x7 below 32 images run gemm, not winograd3. The forward gives the reference's values with
-    the same bits for 1 and 2 threads."""
+    batch 1's other few tiles, and batch 1's strided 3x3 layers over 128-256 channels; 1x1
+    layers over up to 196 positions run the shared GEMM; 5x5 weight gradients on rows up to 32
+    run kvec; the weight gradients of 256+ x 256+ channels on 7x7 below 32 images run gemm, not
+    winograd3. The forwards give the reference's values with the same bits for 1 and 2
+    threads."""
     before = _core.isa()
     try:
         _core.set_isa("avx2")
@@ -709,6 +713,18 @@ def test_plan_of_winograd3_at_avx2(rng, threads):
         assert dw((8, 32, 56, 56), (64, 32, 5, 5)) != "kvec"
         x, w, b, kw = _data(rng, (8, 64, 9, 11, 48, (3, 3), (1, 1), (1, 1), (1, 1), 1))
         assert plan(x.shape, w.shape) == "winograd3"
+        _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
+        # batch-1 strided 3x3 layers over 128-256 channels (ResNet-18/50's downsampling): kvec,
+        # its positions 2 columns apart; not 1x1, not 2 images, not 64 channels on 56 x 56
+        s2 = lambda xs, ws: _core.conv2d_plan(xs, ws, 2, 2, ws[2] // 2, ws[2] // 2, 1, 1,
+                                              1)["forward"]
+        assert s2((1, 128, 28, 28), (256, 128, 3, 3)) == "kvec"
+        assert s2((1, 256, 14, 14), (512, 256, 3, 3)) == "kvec"
+        for xs, ws in [((2, 256, 14, 14), (512, 256, 3, 3)), ((1, 64, 56, 56), (128, 64, 3, 3)),
+                       ((1, 256, 14, 14), (512, 256, 1, 1))]:
+            assert s2(xs, ws) != "kvec", xs
+        x, w, b, kw = _data(rng, (1, 128, 9, 10, 20, (3, 3), (2, 2), (1, 1), (1, 1), 1))
+        assert s2(x.shape, w.shape) == "kvec"
         _forward_matches_ref_for_1_and_2_threads(threads, x, w, b, kw)
     finally:
         _core.set_isa(before)

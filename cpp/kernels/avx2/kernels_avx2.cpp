@@ -186,10 +186,11 @@ static void conv_dw_tile_avx2(float* out, int64_t ldo, const DwTileArgs& a, int 
 // KernelTable::conv_kvec: 16 output channels as two halves of 8 lanes, passes of ROWS rows x
 // NQ positions (2 x 3 or 1 x 5: 12 or 10 accumulators, two weight vectors, a broadcast). The
 // same sums in the same order as the AVX-512 kernel: bias, then one multiply-add per k.
-template <int NQ, int ROWS>
+// STRIDED: positions xstep apart (else adjacent, at constant offsets).
+template <int NQ, int ROWS, bool STRIDED>
 static void kvec_pass(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
-                      const int64_t* off, int64_t crs, const float* w, const __m256* b, int nq,
-                      int nk, int nrows) {
+                      int64_t xstep, const int64_t* off, int64_t crs, const float* w,
+                      const __m256* b, int nq, int nk, int nrows) {
   __m256 acc[ROWS][NQ][2];
 #pragma GCC unroll 2
   for (int rr = 0; rr < ROWS; ++rr)
@@ -202,7 +203,7 @@ static void kvec_pass(float* out, int64_t ldo, int64_t ldr, const float* x, int6
     for (int rr = 0; rr < ROWS; ++rr)
 #pragma GCC unroll 5
       for (int i = 0; i < NQ; ++i) {
-        const __m256 xv = _mm256_broadcast_ss(xk + rr * Wp + i);
+        const __m256 xv = _mm256_broadcast_ss(xk + rr * Wp + (STRIDED ? i * xstep : i));
         acc[rr][i][0] = _mm256_fmadd_ps(xv, w0, acc[rr][i][0]);
         acc[rr][i][1] = _mm256_fmadd_ps(xv, w1, acc[rr][i][1]);
       }
@@ -226,27 +227,41 @@ static void kvec_pass(float* out, int64_t ldo, int64_t ldr, const float* x, int6
 // go as two passes of 2 (not 3 + 1), and a single row's last 6-8 as two passes of 3-4: a 7-wide
 // row in passes of 3 took 18 cycles a tap for two rows, 14 now (1-thread (1, 512, 7, 7) 3x3:
 // the multiply-adds had run at 95 % of the peak, 74 GFLOP/s of the layer's own).
-static void conv_kvec_avx2(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
-                           const int64_t* off, int64_t crs, const float* w, const float* bias,
-                           int nq, int nk, bool two_rows) {
+template <bool STRIDED>
+static void kvec_passes(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
+                        int64_t xstep, const int64_t* off, int64_t crs, const float* w,
+                        const float* bias, int nq, int nk, bool two_rows) {
   alignas(32) float b16[16] = {};
   for (int kk = 0; kk < nk; ++kk) b16[kk] = bias ? bias[kk] : 0.f;
   const __m256 b[2] = {_mm256_load_ps(b16), _mm256_load_ps(b16 + 8)};
-  using Pass = void (*)(float*, int64_t, int64_t, const float*, int64_t, const int64_t*, int64_t,
-                        const float*, const __m256*, int, int, int);
-  static const Pass one_row[6] = {nullptr, kvec_pass<1, 1>, kvec_pass<2, 1>, kvec_pass<3, 1>,
-                                  kvec_pass<4, 1>, kvec_pass<5, 1>};
-  static const Pass two[4] = {nullptr, kvec_pass<1, 2>, kvec_pass<2, 2>, kvec_pass<3, 2>};
+  using Pass = void (*)(float*, int64_t, int64_t, const float*, int64_t, int64_t, const int64_t*,
+                        int64_t, const float*, const __m256*, int, int, int);
+  static const Pass one_row[6] = {nullptr,
+                                  kvec_pass<1, 1, STRIDED>,
+                                  kvec_pass<2, 1, STRIDED>,
+                                  kvec_pass<3, 1, STRIDED>,
+                                  kvec_pass<4, 1, STRIDED>,
+                                  kvec_pass<5, 1, STRIDED>};
+  static const Pass two[4] = {nullptr, kvec_pass<1, 2, STRIDED>, kvec_pass<2, 2, STRIDED>,
+                              kvec_pass<3, 2, STRIDED>};
   const int full = two_rows ? 3 : 5;  // the widest pass
   for (int i0 = 0; i0 < nq;) {
     const int left = nq - i0;
     int n = left < full ? left : full;
     if (two_rows && left == 4) n = 2;
     if (!two_rows && left > 5 && left <= 8) n = (left + 1) / 2;
-    if (two_rows) two[n](out + i0, ldo, ldr, x + i0, Wp, off, crs, w, b, n, nk, 2);
-    else one_row[n](out + i0, ldo, 0, x + i0, Wp, off, crs, w, b, n, nk, 1);
+    const float* xi = x + i0 * xstep;
+    if (two_rows) two[n](out + i0, ldo, ldr, xi, Wp, xstep, off, crs, w, b, n, nk, 2);
+    else one_row[n](out + i0, ldo, 0, xi, Wp, xstep, off, crs, w, b, n, nk, 1);
     i0 += n;
   }
+}
+
+static void conv_kvec_avx2(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
+                           int64_t xstep, const int64_t* off, int64_t crs, const float* w,
+                           const float* bias, int nq, int nk, bool two_rows) {
+  (xstep == 1 ? kvec_passes<false> : kvec_passes<true>)(out, ldo, ldr, x, Wp, xstep, off, crs, w,
+                                                         bias, nq, nk, two_rows);
 }
 
 // KernelTable::conv_dw_kvec: T (<= 6) consecutive taps x 16 channels (two 8-lane halves) in

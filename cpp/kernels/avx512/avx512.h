@@ -29,8 +29,8 @@ void planes_to_lanes_avx512(float* xt, const float* x, int64_t stride, int n, in
 extern const int kDwTileShapes[7][2];  // the tiles conv_dw_tile_avx512 keeps in registers
 void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, int tg);
 void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
-                      const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
-                      int nk, bool two_rows);
+                      int64_t xstep, const int64_t* off, int64_t crs, const float* w,
+                      const float* bias, int nq, int nk, bool two_rows);
 void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, int64_t xstep,
                              const int64_t* off, int64_t crs, const float* w, int64_t wstride,
                              const float* bias, int nq, int nk, int nb, float* part, int mode,

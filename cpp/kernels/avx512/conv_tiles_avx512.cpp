@@ -83,10 +83,11 @@ void conv_dw_tile_avx512(float* out, int64_t ldo, const DwTileArgs& a, int kt, i
   else portable_conv_dw_tile(out, ldo, a, kt, tg);
 }
 // conv_kvec: 2 rows x NQ positions, one zmm of 16 output channels each (2 * NQ accumulators).
-template <int NQ>
+// STRIDED: positions xstep apart (else adjacent, at constant offsets).
+template <int NQ, bool STRIDED>
 static void kvec_tile(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
-                      const int64_t* off, int64_t crs, const float* w, const float* bias, int nq,
-                      int nk, bool two_rows) {
+                      int64_t xstep, const int64_t* off, int64_t crs, const float* w,
+                      const float* bias, int nq, int nk, bool two_rows) {
   __m512 acc[2][NQ];
   const __mmask16 mk = static_cast<__mmask16>((1u << nk) - 1u);
   const __m512 b0 = bias ? _mm512_maskz_loadu_ps(mk, bias) : _mm512_setzero_ps();
@@ -97,8 +98,9 @@ static void kvec_tile(float* out, int64_t ldo, int64_t ldr, const float* x, int6
     const float* xk = x + off[k];
 #pragma GCC unroll 16
     for (int i = 0; i < NQ; ++i) {
-      acc[0][i] = _mm512_fmadd_ps(_mm512_set1_ps(xk[i]), wk, acc[0][i]);
-      acc[1][i] = _mm512_fmadd_ps(_mm512_set1_ps(xk[Wp + i]), wk, acc[1][i]);
+      const int64_t xi = STRIDED ? i * xstep : i;
+      acc[0][i] = _mm512_fmadd_ps(_mm512_set1_ps(xk[xi]), wk, acc[0][i]);
+      acc[1][i] = _mm512_fmadd_ps(_mm512_set1_ps(xk[Wp + xi]), wk, acc[1][i]);
     }
   }
   // position-major in registers, channel-major in y: transpose in registers, masked stores
@@ -114,12 +116,24 @@ static void kvec_tile(float* out, int64_t ldo, int64_t ldr, const float* x, int6
   }
 }
 
+template <bool STRIDED>
+static void kvec_tiles(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
+                       int64_t xstep, const int64_t* off, int64_t crs, const float* w,
+                       const float* bias, int nq, int nk, bool two_rows) {
+  if (nq <= 8)
+    kvec_tile<8, STRIDED>(out, ldo, ldr, x, Wp, xstep, off, crs, w, bias, nq, nk, two_rows);
+  else if (nq <= 10)
+    kvec_tile<10, STRIDED>(out, ldo, ldr, x, Wp, xstep, off, crs, w, bias, nq, nk, two_rows);
+  else
+    kvec_tile<12, STRIDED>(out, ldo, ldr, x, Wp, xstep, off, crs, w, bias, nq < 12 ? nq : 12, nk,
+                           two_rows);
+}
+
 void conv_kvec_avx512(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
-                             const int64_t* off, int64_t crs, const float* w, const float* bias,
-                             int nq, int nk, bool two_rows) {
-  if (nq <= 8) kvec_tile<8>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq, nk, two_rows);
-  else if (nq <= 10) kvec_tile<10>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq, nk, two_rows);
-  else kvec_tile<12>(out, ldo, ldr, x, Wp, off, crs, w, bias, nq < 12 ? nq : 12, nk, two_rows);
+                      int64_t xstep, const int64_t* off, int64_t crs, const float* w,
+                      const float* bias, int nq, int nk, bool two_rows) {
+  (xstep == 1 ? kvec_tiles<false> : kvec_tiles<true>)(out, ldo, ldr, x, Wp, xstep, off, crs, w,
+                                                       bias, nq, nk, two_rows);
 }
 // conv_kvec_blocks: KB blocks of 16 channels x NQ positions of one row (KB * NQ <= 28
 // accumulators); per tap KB weight loads and NQ broadcasts feed KB * NQ multiply-adds.

@@ -200,10 +200,12 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
   const bool blocks = kblocks >= 2 && g_kernels->conv_kvec_blocks;
   const int nb = kblocks >= 4 ? 4 : 2;
   const int64_t groups = blocks ? (kblocks + nb - 1) / nb : 1;
-  // With several items an image (groups of output channels) and padding, the images are padded
-  // once, shared, where that takes 16 MiB or less: each item padding its rows itself took 5 %
-  // of an (8, 512, 7, 7) 3x3 layer (11 items an image).
-  const float* shared = (s.ph || s.pw) && groups > 1 && s.N * s.C * plane <= 4 * 1024 * 1024
+  // With several items an image (groups of output channels; with one-block tiles, each block)
+  // and padding, the images are padded once, shared, where that takes 16 MiB or less: each item
+  // padding its rows itself took 5 % of an (8, 512, 7, 7) 3x3 layer (11 items an image), and
+  // AVX2's 32 blocks of a batch-1 (1, 512, 7, 7) layer padded the whole image 32 times.
+  const int64_t per_image = blocks ? groups : kblocks;
+  const float* shared = (s.ph || s.pw) && per_image > 1 && s.N * s.C * plane <= 4 * 1024 * 1024
                             ? padded_input(x, s, slack) : nullptr;
   auto image = [&](int64_t n, int64_t r0 = 0, int64_t r1 = -1) {
     if (shared) return shared + n * s.C * plane;
@@ -284,8 +286,8 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
             const float* xb = buf + p * s.sh * Wp + q * s.sw;
             if (lone)  // a last lone block at stride 1 (its tile: 12 positions at most)
               for (int64_t q2 = q; q2 < q + nq; q2 += 12)
-                kern(y + (n * s.K + k0) * PQ + p * s.Q + q2, PQ, s.Q, xb + (q2 - q), Wp, offp,
-                     CRS, wb, b ? b + k0 : nullptr,
+                kern(y + (n * s.K + k0) * PQ + p * s.Q + q2, PQ, s.Q, xb + (q2 - q), Wp, 1,
+                     offp, CRS, wb, b ? b + k0 : nullptr,
                      static_cast<int>(std::min<int64_t>(12, q + nq - q2)), nk, false);
             else  // (a lone block strided: with the zero block after it)
               kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, xb, s.sw, offp + k1, taps,
@@ -308,8 +310,8 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
     for (int64_t p = 0; p < s.P; p += 2)
       for (int64_t q = 0; q < s.Q; q += 12) {
         const int nq = static_cast<int>(std::min<int64_t>(12, s.Q - q));
-        kern(yk + p * s.Q + q, PQ, s.Q, buf + p * Wp + q, Wp, offp, CRS, wp + kb * CRS * 16, bk,
-             nq, nk, p + 1 < s.P);
+        kern(yk + p * s.Q + q, PQ, s.Q, buf + p * s.sh * Wp + q * s.sw, s.sh * Wp, s.sw, offp,
+             CRS, wp + kb * CRS * 16, bk, nq, nk, p + 1 < s.P);
       }
   });
   return true;

@@ -364,7 +364,8 @@ const Row<FwdRun> kForward[] = {
     {"kvec",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.conv_kvec &&
-              (unit_stride(s) || (kt.conv_kvec_blocks && s.K >= 32 && s.sh <= 2 && s.sw <= 2));
+              (unit_stride(s) || (kt.conv_kvec_blocks && s.K >= 32 && s.sh <= 2 && s.sw <= 2) ||
+               !kt.conv_kvec_blocks);  // (AVX2: one-block tiles at any stride)
      },
      // not where winograd3 pays (below): 3x3 layers of 32+ channels measured faster there at
      // every width tried (forced, 2 threads: (128, 64, 8, 8) 6.0 ms against 6.9, (64, 128, 8, 8)
@@ -419,6 +420,14 @@ const Row<FwdRun> kForward[] = {
      // against 2.02, (16, 2048, 7, 7) -> 512 11.2 against 8.5, (1, 1024, 14, 14) -> 256 0.63
      // against 0.59, (4, 512, 14, 14) -> 512 2.57 against 2.27).
      [](const Conv2dShape& s, const KernelTable& kt) {
+       // AVX2 (one-block tiles, the positions sw columns apart): batch-1 strided 3x3 layers of
+       // 128-256 input channels on up to 196 output positions (ResNet-18/34/50's downsampling
+       // layers; 2 threads, forced, interleaved, ms: (1, 128, 28, 28) -> 256 0.78-1.03 against
+       // winograd3_s2's 0.92-1.51, (1, 256, 14, 14) -> 512 1.18-1.63 against direct's and
+       // im2col_gemm's 1.58-1.82, 1 thread 1.91 against 2.45; level at 2 images or 512
+       // channels, slower on (1, 64, 56, 56) -> 128 and 1x1 layers)
+       if (!unit_stride(s) && !kt.conv_kvec_blocks)
+         return s.N == 1 && s.R * s.S > 1 && s.C >= 128 && s.C <= 256 && s.P * s.Q <= 196;
        if (!unit_stride(s)) {  // (applies: several-block tiles, 32+ output channels)
          const bool k1 = s.R * s.S == 1;
          return s.N * s.P * s.Q <= (k1 ? 256 : 512) || (s.C <= 32 && s.Q <= (k1 ? 16 : 15)) ||
