@@ -199,22 +199,8 @@ void pack_colT(float* dst, const float* xpad, const Conv2dShape& s, int64_t j0, 
   }
 }
 
-// Convolution on a "wide" grid of positions j' = p * Wq + q, where row (c, r, t) of the implicit
-// im2col is a contiguous run base + off(c, r, t) + j' that the micro-kernel reads in place (no
-// im2col at all). Columns q >= Q of the wide grid are computed and dropped: the ISA's
-// compacting store (gemm_direct_wide) writes the rest straight into y, else tiles go to a
-// buffer that is copied out; when Wq == Q the wide grid is the output and tiles land in y
-// directly. When the dropped columns would waste more than tiles kept within each output row,
-// tiles go by row.
-//   Stride 1: the zero-padded input itself, Wq = Wp = W + 2pw, off = c*plane + r*Wp + t. Each
-//   item pads just the input rows it reads into its own buffer (hot in cache when the kernel
-//   reads it); without padding the kernel reads x itself.
-//   Stride (sh, sw): each item splits the input rows it reads into sh row phases and sw column
-//   phases (Wq = ceil(Wp / sw) wide): buffer row l of phase (fr, fc) holds columns fc, fc + sw,
-//   ... of input row hbase + l * sh + fr (hbase = p0 * sh - ph). Tap (r, t) of output row
-//   p0 + pl then sits in phase (r % sh, t % sw) at row pl + r / sh, column q + t / sw: rows and
-// (On one thread, the 4.7 MB of a batch-1 (1, 256, 14, 14) -> 512 stride-2 layer took 13 % of
-// its 2-thread time, the other thread idle.)
+// (On one thread, the pack of a batch-1 (1, 256, 14, 14) -> 512 stride-2 layer's 4.7 MB of
+// weights was 13 % of its 2-thread samples, the other thread idle.)
 void pack_weights(float* dst, MatView A, int64_t m, int64_t kc, int MR) {
   parallel_for((m + MR - 1) / MR, kCopyCost * m * kc, [&](int64_t p) {
     pack_a(dst + p * MR * kc, A, p * MR, std::min<int64_t>(MR, m - p * MR), 0, kc, MR);
