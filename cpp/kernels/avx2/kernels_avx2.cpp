@@ -183,14 +183,14 @@ static void conv_dw_tile_avx2(float* out, int64_t ldo, const DwTileArgs& a, int 
   if (f) f(out, ldo, a, kt, tg);
   else conv_dw_tile(out, ldo, a, kt, tg);
 }
-// KernelTable::conv_kvec: 16 output channels as two halves of 8 lanes, passes of ROWS rows x
-// NQ positions (2 x 3 or 1 x 5: 12 or 10 accumulators, two weight vectors, a broadcast). The
-// same sums in the same order as the AVX-512 kernel: bias, then one multiply-add per k.
-// STRIDED: positions xstep apart (else adjacent, at constant offsets).
+// KernelTable::conv_kvec: 16 output channels as two halves of 8 lanes, a pass of exactly ROWS
+// rows x NQ positions (up to 2 x 3 or 1 x 5: 12 or 10 accumulators, two weight vectors, a
+// broadcast). The same sums in the same order as the AVX-512 kernel: bias, then one
+// multiply-add per k. STRIDED: positions xstep apart (else adjacent, at constant offsets).
 template <int NQ, int ROWS, bool STRIDED>
 static void kvec_pass(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                       int64_t xstep, const int64_t* off, int64_t crs, const float* w,
-                      const __m256* b, int nq, int nk, int nrows) {
+                      const __m256* b, int nk) {
   __m256 acc[ROWS][NQ][2];
 #pragma GCC unroll 2
   for (int rr = 0; rr < ROWS; ++rr)
@@ -216,9 +216,9 @@ static void kvec_pass(float* out, int64_t ldo, int64_t ldr, const float* x, int6
       _mm256_store_ps(t[rr][i], acc[rr][i][0]);
       _mm256_store_ps(t[rr][i] + 8, acc[rr][i][1]);
     }
-  for (int rr = 0; rr < nrows && rr < ROWS; ++rr)
+  for (int rr = 0; rr < ROWS; ++rr)
     for (int kk = 0; kk < nk; ++kk)
-      for (int i = 0; i < nq && i < NQ; ++i) out[kk * ldo + rr * ldr + i] = t[rr][i][kk];
+      for (int i = 0; i < NQ; ++i) out[kk * ldo + rr * ldr + i] = t[rr][i][kk];
 }
 
 // Passes of 2 rows x 3 positions (one row: 5 positions), the last ones sized to the positions
@@ -235,7 +235,7 @@ static void kvec_passes(float* out, int64_t ldo, int64_t ldr, const float* x, in
   for (int kk = 0; kk < nk; ++kk) b16[kk] = bias ? bias[kk] : 0.f;
   const __m256 b[2] = {_mm256_load_ps(b16), _mm256_load_ps(b16 + 8)};
   using Pass = void (*)(float*, int64_t, int64_t, const float*, int64_t, int64_t, const int64_t*,
-                        int64_t, const float*, const __m256*, int, int, int);
+                        int64_t, const float*, const __m256*, int);
   static const Pass one_row[6] = {nullptr,
                                   kvec_pass<1, 1, STRIDED>,
                                   kvec_pass<2, 1, STRIDED>,
@@ -251,8 +251,8 @@ static void kvec_passes(float* out, int64_t ldo, int64_t ldr, const float* x, in
     if (two_rows && left == 4) n = 2;
     if (!two_rows && left > 5 && left <= 8) n = (left + 1) / 2;
     const float* xi = x + i0 * xstep;
-    if (two_rows) two[n](out + i0, ldo, ldr, xi, Wp, xstep, off, crs, w, b, n, nk, 2);
-    else one_row[n](out + i0, ldo, 0, xi, Wp, xstep, off, crs, w, b, n, nk, 1);
+    if (two_rows) two[n](out + i0, ldo, ldr, xi, Wp, xstep, off, crs, w, b, nk);
+    else one_row[n](out + i0, ldo, 0, xi, Wp, xstep, off, crs, w, b, nk);
     i0 += n;
   }
 }
