@@ -287,8 +287,10 @@ def test_every_algorithm_forced_matches_reference(isa, rng, direction, name):
 def test_forced_forward_on_every_row_width(isa, rng, name, stride):
     """Rows 1 to 18, 31-33 and 63-65 wide, 1-4 output rows (more when strided), padded on one
     side or both: the padded row copies (moves of 4 or 8 floats for rows 4-64 wide, one run of
-    zeros) and, for kvec, its passes of 1-5 positions on one or two rows (the last pass as wide
-    as the row's positions left), their positions `stride` columns apart at AVX2."""
+    zeros), at stride 2 the column phases (AVX2: masked 8-float loads, deinterleaved), 20
+    output channels (GEMM row blocks of 6 and a last one of 2) and, for kvec, its passes of 1-5
+    positions on one or two rows (the last pass as wide as the row's positions left), their
+    positions `stride` columns apart at AVX2."""
     ran = 0
     try:
         _core.conv2d_force("forward", name)

@@ -49,15 +49,17 @@ static inline __m256i lane_mask(int n) {
 // a: kc x 6 packed, b: kc x 16 packed -> the mr x nr corner of c (ldc)
 // Direct: B row k is the NR floats at b + boff[k] (masked: nothing past column nr is read),
 // else the packed row b + k * NR.
-template <bool Direct>
+// M (2, 4 or 6 >= mr): the rows computed. A last block of 4 rows (K = 16: 6 + 6 + 4) ran
+// the six rows' multiply-adds all the same; each row's sums are the same whatever M.
+template <bool Direct, int M>
 static inline void ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
                            float* c, int64_t ldc, int mr, int nr, bool accumulate,
                            const float* bias) {
-  __m256 acc[MR][2];
+  __m256 acc[M][2];
   const bool full = nr == NR;
   const __m256i m0 = lane_mask(nr < 8 ? nr : 8), m1 = lane_mask(nr > 8 ? nr - 8 : 0);
 #pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < M; ++i) {
     if (i < mr && accumulate) {
       acc[i][0] = full ? _mm256_loadu_ps(c + i * ldc) : _mm256_maskload_ps(c + i * ldc, m0);
       acc[i][1] = full ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_maskload_ps(c + i * ldc + 8, m1);
@@ -70,15 +72,15 @@ static inline void ukernel(int64_t kc, const float* a, const float* b, const int
     const __m256 b0 = Direct && !full ? _mm256_maskload_ps(bk, m0) : _mm256_loadu_ps(bk);
     const __m256 b1 = Direct && !full ? _mm256_maskload_ps(bk + 8, m1) : _mm256_loadu_ps(bk + 8);
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < M; ++i) {
       const __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
       acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
       acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
-  if (full && mr == MR) {
+  if (full && mr == M) {
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < M; ++i) {
       _mm256_storeu_ps(c + i * ldc, acc[i][0]);
       _mm256_storeu_ps(c + i * ldc + 8, acc[i][1]);
     }
@@ -86,7 +88,7 @@ static inline void ukernel(int64_t kc, const float* a, const float* b, const int
   }
   // unrolled with constant indices, so that acc stays in registers in the loop above
 #pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < M; ++i) {
     if (i < mr) {
       store_first(c + i * ldc, acc[i][0], nr);
       if (nr > 8) store_first(c + i * ldc + 8, acc[i][1], nr - 8);
@@ -94,15 +96,27 @@ static inline void ukernel(int64_t kc, const float* a, const float* b, const int
   }
 }
 
+template <bool Direct>
+static void ukernel_rows(int64_t kc, const float* a, const float* b, const int64_t* boff,
+                         float* c, int64_t ldc, int mr, int nr, bool accumulate,
+                         const float* bias) {
+  if (mr > 4)
+    ukernel<Direct, 6>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+  else if (mr > 2)
+    ukernel<Direct, 4>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+  else
+    ukernel<Direct, 2>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+}
+
 static void gemm_ukernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                          int mr, int nr, bool accumulate, const float* bias) {
-  ukernel<false>(kc, a, b, nullptr, c, ldc, mr, nr, accumulate, bias);
+  ukernel_rows<false>(kc, a, b, nullptr, c, ldc, mr, nr, accumulate, bias);
 }
 
 static void direct_ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
                            float* c, int64_t ldc, int mr, int nr, bool accumulate,
                            const float* bias) {
-  ukernel<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
+  ukernel_rows<true>(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias);
 }
 // KernelTable::conv_dw_tile: KT x TG dot products in 8 lanes, per 8 positions TG input loads
 // held while KT dy vectors stream past them (KT * TG + TG + 1 <= 16 registers); the lanes add
@@ -635,6 +649,45 @@ static void rows_to_lanes16_avx2(float* dst, const float* src, int64_t ld, int r
     }
   }
 }
+
+// KernelTable::phase_split_rows at strides 1 and 2 in vector moves: masked loads straight from
+// the row (lanes outside it read as zeros), deinterleaved at stride 2. Portable, a batch-1
+// (1, 16, 32, 32) -> 32 3x3 stride-2 direct layer spent 7 of its 47 us splitting 17-float rows
+// one float at a time.
+static void phase_split_rows_avx2(float* dst, int64_t dstep, int64_t fstride, const float* src,
+                                  int64_t sstep, int64_t nrows, int64_t W, int64_t pw, int64_t sw,
+                                  int64_t Wq) {
+  if (!src || sw > 2 || W + 2 * pw + 32 > INT32_MAX) {  // (columns in 32-bit lanes)
+    phase_split_rows(dst, dstep, fstride, src, sstep, nrows, W, pw, sw, Wq);
+    return;
+  }
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  // the lanes of the 8 columns from c on that lie inside [0, W)
+  auto inside = [&](int64_t c) {
+    const __m256i col = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(c)), lane);
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), col),
+                               _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(W)), col));
+  };
+  for (int64_t i = 0; i < nrows; ++i)
+    for (int64_t j = 0; j < Wq; j += 8) {
+      const int cnt = static_cast<int>(std::min<int64_t>(8, Wq - j));
+      const int64_t c0 = j * sw - pw;  // the first column read
+      const float* r = src + i * sstep + c0;
+      float* d = dst + i * dstep + j;
+      const __m256 a = _mm256_maskload_ps(r, inside(c0));
+      if (sw == 1) {
+        store_first(d, a, cnt);
+        continue;
+      }
+      const __m256 b = _mm256_maskload_ps(r + 8, inside(c0 + 8));
+      // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], and the odd columns alike
+      const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+      const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+      store_first(d, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8)), cnt);
+      store_first(d + fstride,
+                  _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8)), cnt);
+    }
+}
 }  // namespace avx2
 
 void fill_table_avx2(KernelTable& t) {
@@ -652,6 +705,7 @@ void fill_table_avx2(KernelTable& t) {
   t.conv_kvec = avx2::conv_kvec_avx2;
   t.conv_dw_kvec = avx2::conv_dw_kvec_avx2;
   t.rows_to_lanes16 = avx2::rows_to_lanes16_avx2;
+  t.phase_split_rows = avx2::phase_split_rows_avx2;
   t.wino_in_row = avx2::wino_in_row_avx2;
   t.wino_out_row = avx2::wino_out_row_avx2;
   t.wino_plain = false;
