@@ -189,6 +189,10 @@ struct KernelTable {
   const char* name;
   int lanes;  // floats per vector register: 16 (AVX-512), 8 (AVX2), 4 (SSE)
   int mr, nr;
+  // Longest reduction the direct forward runs in one pass over a tile; longer ones go in
+  // gemm_kc passes, each resuming the tile's sums (the same bits). One pass saves the reloads of
+  // the tile; short passes keep its B rows in L1.
+  int64_t direct_kc = 2048;
   GemmUkernel gemm;
   GemmDirectUkernel gemm_direct;
   // gemm_direct over the whole reduction (never accumulating), for a tile of a "wide" grid:

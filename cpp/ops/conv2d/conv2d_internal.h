@@ -16,9 +16,6 @@
 namespace convkit {
 namespace conv {
 
-// Longest reduction the direct forward runs in one pass (its B rows: 128 bytes each per tile).
-constexpr int64_t kDirectMaxKc = 2048;
-
 // parallel_for's work estimate (in flops) per float moved by a copy: a copy is memory-bound, and
 // one float moved costs about as much time as 16 flops of a multiply kernel.
 constexpr double kCopyCost = 16.0;
