@@ -212,8 +212,10 @@ FORCED_SHAPES = SHAPES + [
     (3, 20, 9, 11, 35, (1, 1), (2, 3), (0, 0), (1, 1), 1),
     (2, 7, 8, 8, 9, (1, 1), (3, 3), (0, 0), (1, 1), 1),
     # 1x1 input gradients as transposed convolutions: the weights' blocked transpose with tails,
-    # and per group
+    # and per group; the layer's weights as they are in gemm_1x1's GEMM (256 x 256 channels
+    # or more over few positions)
     (2, 20, 5, 6, 35, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    (1, 300, 5, 6, 261, (1, 1), (1, 1), (0, 0), (1, 1), 1),
     (2, 6, 5, 7, 9, (1, 1), (1, 1), (0, 0), (1, 1), 3),
     # rows merged from two column phases past 32 columns (odd first column, odd tail)
     (1, 3, 9, 75, 3, (3, 3), (2, 2), (1, 1), (1, 1), 3),

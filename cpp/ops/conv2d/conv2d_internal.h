@@ -193,6 +193,7 @@ bool winograd4_s2_fits(const Conv2dShape& s);
 bool im2col_gemm_forward(float* y, const float* x, const float* w, const float* b,
                          const Conv2dShape& s);
 // 1x1 stride-1 layers over few positions: the positions as the GEMM's rows
+void gemm1x1(float* y, const float* x, MatView wt, const float* b, const Conv2dShape& s);
 bool gemm1x1_forward(float* y, const float* x, const float* w, const float* b,
                      const Conv2dShape& s);
 // strided 1x1 layers without padding: one GEMM over the whole batch's positions

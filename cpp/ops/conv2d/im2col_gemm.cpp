@@ -67,8 +67,8 @@ bool dw_im2col_gemm(float* dw, const float* dy, const float* x, const Conv2dShap
 // the result transposed around it. With the channels on the lanes instead, kvec re-lays the
 // weights (4 MB for 2048 x 512) on every call (forced, 2 threads: (1, 2048, 7, 7) -> 512 0.66 ms
 // against kvec's 1.00; level at 196 positions).
-bool gemm1x1_forward(float* y, const float* x, const float* w, const float* b,
-                     const Conv2dShape& s) {
+// wt: the GEMM's right operand, wt(c, k) the weight of input channel c in output channel k.
+void gemm1x1(float* y, const float* x, MatView wt, const float* b, const Conv2dShape& s) {
   const int64_t PQ = s.P * s.Q;
   // xt's rows 16 floats longer than C: 2048 floats (8 KiB) apart, the transpose's stores all
   // fell on the same L1 sets (a quarter of the layer)
@@ -79,9 +79,14 @@ bool gemm1x1_forward(float* y, const float* x, const float* w, const float* b,
     transpose_into(xt, ldx, x + n * s.C * PQ, PQ, s.C, PQ);
     for (int64_t q = 0; q < PQ; ++q)
       for (int64_t k = 0; k < s.K; ++k) yt[q * ldy + k] = b ? b[k] : 0.f;
-    gemm(PQ, s.K, s.C, MatView{xt, ldx, 1}, MatView{w, 1, s.C}, yt, ldy, true);
+    gemm(PQ, s.K, s.C, MatView{xt, ldx, 1}, wt, yt, ldy, true);
     transpose_into(y + n * s.K * PQ, PQ, yt, ldy, PQ, s.K);
   }
+}
+
+bool gemm1x1_forward(float* y, const float* x, const float* w, const float* b,
+                     const Conv2dShape& s) {
+  gemm1x1(y, x, MatView{w, 1, s.C}, b, s);  // (packed by transposing 16 x 16 blocks)
   return true;
 }
 

@@ -24,8 +24,15 @@ bool dx_transposed_conv(float* dx, const float* dy, const float* w, const Conv2d
   // Where kvec runs it, kvec lays the weights out flipped straight from w: the flipped copy
   // below and kvec's own layout were two passes over them (9.4 MB at 512 x 512 x 3 x 3, and
   // (1, 512, 7, 7)'s input gradient took 3.4-3.8 ms against its forward's 1.5, 2 threads)
-  if (s.G == 1 && conv2d_plan(t, ConvDir::forward) == "kvec" && kvec_forward_flipped(dx, dy, w, t))
+  const std::string plan = s.G == 1 ? conv2d_plan(t, ConvDir::forward) : "";
+  if (plan == "kvec" && kvec_forward_flipped(dx, dy, w, t)) return true;
+  // A 1x1 layer's weights, as they are, are the right operand of gemm_1x1's GEMM for dx, packed
+  // by plain copies: the transpose below and the GEMM's transposing pack were two passes over
+  // them ((1, 2048, 7, 7) -> 512: 4 MB)
+  if (plan == "gemm_1x1") {
+    gemm1x1(dx, dy, MatView{w, s.C, 1}, nullptr, t);
     return true;
+  }
   float* wf = scratch(Buf::dx_weights, s.C * Kg * RS);
   // By blocks of 16 input channels of a group, each output channel's 16 x RS weights read in one
   // run; 1x1 kernels by a blocked transpose (element by element, a (2048, 512, 1, 1) weight took
