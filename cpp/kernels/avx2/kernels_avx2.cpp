@@ -49,8 +49,8 @@ static inline __m256i lane_mask(int n) {
 // a: kc x 6 packed, b: kc x 16 packed -> the mr x nr corner of c (ldc)
 // Direct: B row k is the NR floats at b + boff[k] (masked: nothing past column nr is read),
 // else the packed row b + k * NR.
-// M (2, 4 or 6 >= mr): the rows computed. A last block of 4 rows (K = 16: 6 + 6 + 4) ran
-// the six rows' multiply-adds all the same; each row's sums are the same whatever M.
+// M (2, 4 or 6, at least mr): the rows computed, so that a last block of 4 rows (K = 16:
+// 6 + 6 + 4) does not run six rows' multiply-adds. Each row's sums are the same whatever M.
 template <bool Direct, int M>
 static inline void ukernel(int64_t kc, const float* a, const float* b, const int64_t* boff,
                            float* c, int64_t ldc, int mr, int nr, bool accumulate,
