@@ -198,6 +198,10 @@ struct KernelTable {
   // gemm_kc passes, each resuming the tile's sums (the same bits). One pass saves the reloads of
   // the tile; short passes keep its B rows in L1.
   int64_t direct_kc = 2048;
+  // The 3x3 lanes Winograd's transforms and moves per 16 tiles, in multiply-add times per input
+  // and per output channel (winograd_lanes_pays). Twice the default where AVX-512's
+  // multiply-adds run at full width (AMD Zen 5, family 0x1A): the moves did not get faster.
+  double wino_lanes_moves = 100;
   GemmUkernel gemm;
   GemmDirectUkernel gemm_direct;
   // gemm_direct over the whole reduction (never accumulating), for a tile of a "wide" grid:

@@ -596,6 +596,11 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         got = plan(xs, ws, 2, p)["forward"]
         assert (got == "kvec") == (isa == "avx512"), (xs, ws, got)
     assert plan((128, 16, 32, 32), (32, 16, 3, 3), 2, 1)["forward"] == "winograd3_s2"
+    # the 32- and 64-channel stride-1 layers' forward: the lanes Winograd on any CPU (a Zen 5,
+    # which counts its moves at twice the cost, keeps the 16-channel ones direct)
+    if isa != "scalar":
+        for c, h in ((32, 16), (64, 8)):
+            assert plan((128, c, h, h), (c, c, 3, 3), 1, 1)["forward"] == "winograd3_lanes"
     if isa != "scalar":  # (no kvec kernels)
         lanes = isa == "avx512"
         assert plan((128, 64, 7, 7), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3_lanes"

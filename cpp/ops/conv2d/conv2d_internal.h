@@ -131,7 +131,7 @@ bool winograd_lanes_forward(float* y, const float* x, const float* w, const floa
                             const Conv2dShape& s);
 bool winograd_lanes_forward_bn(float* y, const float* x, const float* w, const float* b,
                                const Conv2dShape& s, const BnTerms* bn);
-bool winograd_lanes_pays(const Conv2dShape& s);
+bool winograd_lanes_pays(const Conv2dShape& s, const KernelTable& kt);
 bool winograd3_weight_grad(float* dw, const float* dy, const float* x, const Conv2dShape& s);
 bool winograd3_dw_from_du(float* dw, const float* parts, int64_t nparts, const Conv2dShape& s);
 bool winograd_lanes_weight_grad(float* dw, const float* dy, const float* x,

@@ -309,14 +309,14 @@ const Row<FwdRun> kForward[] = {
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_lanes_item && s.R == 5 && s.S == 5 && unit_stride(s);
      },
-     [](const Conv2dShape& s, const KernelTable&) { return winograd_lanes_pays(s); }, true,
-     winograd_lanes_forward},
+     [](const Conv2dShape& s, const KernelTable& kt) { return winograd_lanes_pays(s, kt); },
+     true, winograd_lanes_forward},
     {"winograd3_lanes",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_lanes_item && s.R == 3 && s.S == 3 && unit_stride(s);
      },
-     [](const Conv2dShape& s, const KernelTable&) { return winograd_lanes_pays(s); }, true,
-     winograd_lanes_forward},
+     [](const Conv2dShape& s, const KernelTable& kt) { return winograd_lanes_pays(s, kt); },
+     true, winograd_lanes_forward},
     {"gemm_1x1",
      [](const Conv2dShape& s, const KernelTable&) {
        return special(s) && s.R == 1 && s.S == 1 && unit_stride(s) && s.ph == 0 && s.pw == 0;

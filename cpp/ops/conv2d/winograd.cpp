@@ -588,7 +588,9 @@ bool winograd_lanes_forward_bn(float* y, const float* x, const float* w, const f
 // Whether the lanes Winograd beats the direct paths (~87 % of peak) on this shape, by a cost
 // model in multiply-add times per 16 tiles (fitted on this machine): the products, A^2 C Kp,
 // plus two per (e, k) for their stores; for the transforms and transposes ~300 C and ~100 K
-// at 5x5, ~100 C and ~100 K at 3x3; every group of 16 images paid in full. It must save 15 %.
+// at 5x5, ~100 C and ~100 K at 3x3 (KernelTable::wino_lanes_moves: 200 on Zen 5, where the
+// direct paths' multiply-adds got twice as fast and the moves did not); every group of 16
+// images paid in full. It must save 15 %.
 // (3x3, forced, 2 threads, AMD EPYC Zen 4, against the best other row: ResNet-20's layers at
 // batch 128 (128, 16, 32, 32) 2.72 ms against direct's 3.13, (128, 32, 16, 16) 2.20 against
 // kvec's 2.87, (128, 64, 8, 8) 1.98 against 2.87; (16, 64, 56, 56) 11.4 against winograd3's
@@ -608,7 +610,7 @@ bool winograd_lanes_forward_bn(float* y, const float* x, const float* w, const f
 // 64 1.84 against 2.08, (32, 32, 11, 11) -> 32 0.72 against 1.07; but (16, 64, 10, 10) -> 64
 // 1.51 against 1.40, (16, 32, 7, 7) -> 64 0.60 against 0.36, (16, 256, 8, 8) 13.1 against
 // 13.5, (16, 512, 7, 7) 60 against 50).
-bool winograd_lanes_pays(const Conv2dShape& s) {
+bool winograd_lanes_pays(const Conv2dShape& s, const KernelTable& kt) {
   if (s.R != s.S || (s.R != 3 && s.R != 5) || s.sh != 1 || s.sw != 1 || s.N < 16 || s.P < 2 ||
       s.Q < 2)
     return false;
@@ -621,7 +623,9 @@ bool winograd_lanes_pays(const Conv2dShape& s) {
                         Kp, nullptr, nullptr, static_cast<int>(s.R)};
   if (wino_lanes_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for buffers
   const double groups = (s.N + 15) / 16, C = s.C, K = s.K;
-  const double wino = groups * (A * A * Kp * (C + 2) + (s.R == 5 ? 300 : 100) * C + 100 * K);
+  const double cm = s.R == 5 ? 300 : kt.wino_lanes_moves;  // per input channel
+  const double km = s.R == 5 ? 100 : kt.wino_lanes_moves;  // per output channel
+  const double wino = groups * (A * A * Kp * (C + 2) + cm * C + km * K);
   const double direct = s.N / 16.0 * 4 * s.R * s.S * C * K / 0.87;
   return wino < 0.85 * direct;
 }
