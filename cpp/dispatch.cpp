@@ -38,9 +38,7 @@ KernelTable make_table(const std::string& isa) {
   fill_table_scalar(t);
   if (isa == "avx2") fill_table_avx2(t);
   if (isa == "avx512") fill_table_avx512(t);
-  // (forced, 2 threads, AMD EPYC Zen 5, ms: (128, 16, 32, 32) -> 16 direct 2.05 against the
-  // lanes Winograd's 2.55, where Zen 4 measured 3.13 against 2.72)
-  if (isa == "avx512" && amd_family() >= 0x1A) t.wino_lanes_moves = 200;
+  if (isa == "avx512" && amd_family() >= 0x1A) t.wide_fma = true;
   return t;
 }
 

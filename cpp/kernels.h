@@ -198,10 +198,11 @@ struct KernelTable {
   // gemm_kc passes, each resuming the tile's sums (the same bits). One pass saves the reloads of
   // the tile; short passes keep its B rows in L1.
   int64_t direct_kc = 2048;
-  // The 3x3 lanes Winograd's transforms and moves per 16 tiles, in multiply-add times per input
-  // and per output channel (winograd_lanes_pays). Twice the default where AVX-512's
-  // multiply-adds run at full width (AMD Zen 5, family 0x1A): the moves did not get faster.
-  double wino_lanes_moves = 100;
+  // AVX-512 multiply-adds at full width, two a cycle (AMD Zen 5, family 0x1A; Zen 4 splits
+  // them in halves): the direct paths run twice as fast per cycle, the Winograd rows' transforms
+  // and moves do not, so the planner gives those rows fewer layers (winograd_lanes_pays,
+  // winograd3_s2)
+  bool wide_fma = false;
   GemmUkernel gemm;
   GemmDirectUkernel gemm_direct;
   // gemm_direct over the whole reduction (never accumulating), for a tile of a "wide" grid:

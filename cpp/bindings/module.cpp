@@ -254,6 +254,8 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("obj"), py::arg("fn") = "convkit", py::arg("arg") = "input",
   "obj as an ndarray without a copy where possible (tensors detached, __dlpack__ read).");
   m.def("kernel_tile", []() { return py::make_tuple(g_kernels->mr, g_kernels->nr); });
+  m.def("wide_fma", []() { return g_kernels->wide_fma; },
+        "Whether the table in use runs AVX-512 multiply-adds at full width (the planner's rules).");
   bind::bind_conv(m);
   bind::bind_pool(m);
   bind::bind_activation(m);

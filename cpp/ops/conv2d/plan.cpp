@@ -483,8 +483,14 @@ const Row<FwdRun> kForward[] = {
      // ms: (8, 512, 14, 14) -> 512 15.4 against 18.3, (16, 256, 14, 14) -> 512 12.9 against
      // 17.1, (4, 256, 14, 14) -> 512 4.16 against 5.01, (4, 128, 14, 14) -> 256 1.01 against
      // 1.15; level at 2 images, slower at 1: (1, 256, 14, 14) -> 512 3.65 against 2.39).
+     // With KernelTable::wide_fma, not below 32 input channels on output rows up to 16 wide
+     // (forced, AMD EPYC Zen 5, medians of 9 interleaved calls, against direct, ms, 2 threads /
+     // 1 thread: (128, 16, 32, 32) -> 32 1.98 against 1.60 / 4.43 against 3.62, (64, 16, 32,
+     // 32) 0.70 against 0.64 / 1.99 against 1.74; wider rows keep it: (32, 16, 56, 56) 0.85
+     // against 0.93 / 2.52 against 2.70).
      [](const Conv2dShape& s, const KernelTable& kt) {
        const bool wide = s.Q >= 8 || (kt.lanes == 8 && s.Q == 7 && s.N >= 4);
+       if (kt.wide_fma && s.C < 32 && s.Q <= 16) return false;
        return s.C >= 16 && s.K >= 16 && wide && s.P >= 2 && direct_flops(s) >= 1e8 &&
               winograd_s2_columns_pay(s, kt);
      },

@@ -588,9 +588,9 @@ bool winograd_lanes_forward_bn(float* y, const float* x, const float* w, const f
 // Whether the lanes Winograd beats the direct paths (~87 % of peak) on this shape, by a cost
 // model in multiply-add times per 16 tiles (fitted on this machine): the products, A^2 C Kp,
 // plus two per (e, k) for their stores; for the transforms and transposes ~300 C and ~100 K
-// at 5x5, ~100 C and ~100 K at 3x3 (KernelTable::wino_lanes_moves: 200 on Zen 5, where the
-// direct paths' multiply-adds got twice as fast and the moves did not); every group of 16
-// images paid in full. It must save 15 %.
+// at 5x5, ~100 C and ~100 K at 3x3 (200 each where KernelTable::wide_fma: forced, 2 threads,
+// AMD EPYC Zen 5, ms: (128, 16, 32, 32) -> 16 direct 2.05 against 2.55, where Zen 4 measured
+// 3.13 against 2.72); every group of 16 images paid in full. It must save 15 %.
 // (3x3, forced, 2 threads, AMD EPYC Zen 4, against the best other row: ResNet-20's layers at
 // batch 128 (128, 16, 32, 32) 2.72 ms against direct's 3.13, (128, 32, 16, 16) 2.20 against
 // kvec's 2.87, (128, 64, 8, 8) 1.98 against 2.87; (16, 64, 56, 56) 11.4 against winograd3's
@@ -623,8 +623,8 @@ bool winograd_lanes_pays(const Conv2dShape& s, const KernelTable& kt) {
                         Kp, nullptr, nullptr, static_cast<int>(s.R)};
   if (wino_lanes_buf_floats(a, 1) > 4 * 1024 * 1024) return false;  // rows too wide for buffers
   const double groups = (s.N + 15) / 16, C = s.C, K = s.K;
-  const double cm = s.R == 5 ? 300 : kt.wino_lanes_moves;  // per input channel
-  const double km = s.R == 5 ? 100 : kt.wino_lanes_moves;  // per output channel
+  const double moves = kt.wide_fma ? 200 : 100;  // 3x3, per input and per output channel
+  const double cm = s.R == 5 ? 300 : moves, km = s.R == 5 ? 100 : moves;
   const double wino = groups * (A * A * Kp * (C + 2) + cm * C + km * K);
   const double direct = s.N / 16.0 * 4 * s.R * s.S * C * K / 0.87;
   return wino < 0.85 * direct;
