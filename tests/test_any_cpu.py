@@ -6,6 +6,11 @@ store there once killed the import on AVX2-only machines. These tests run a smal
 qemu's user-mode emulator with an older CPU model (Haswell: AVX2 and FMA, no AVX-512; Nehalem: no
 AVX at all) and compare its bits with this machine's run at the same ISA. CI installs qemu-user
 and sets CONVKIT_REQUIRE_QEMU=1, so there a missing emulator fails instead of skipping.
+
+NumPy 2.4.6 itself dies with an illegal instruction on qemu's Nehalem and Westmere models (and on
+qemu64), before convkit is imported; where it does, the scalar case runs on SandyBridge-v2
+instead: AVX but neither AVX2 nor FMA, so convkit still takes its scalar table there, and an
+AVX2, FMA or AVX-512 instruction outside the wider tables still fails the test.
 """
 import os
 import shutil
@@ -38,6 +43,12 @@ print(_core.isa(), h.hexdigest())
 """
 
 
+def _numpy_runs_on(cpu):
+    r = subprocess.run([QEMU, "-cpu", cpu, sys.executable, "-c", "import numpy"],
+                       capture_output=True, text=True, timeout=600)
+    return r.returncode == 0
+
+
 def _run(cmd, env):
     r = subprocess.run(cmd + ["-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, f"{' '.join(cmd)} exited {r.returncode}:\n{r.stderr[-3000:]}"
@@ -56,6 +67,8 @@ def test_imports_and_matches_on_an_older_cpu(cpu, isa):
     if isa not in ("scalar", "avx2", "avx512")[: ("scalar", "avx2", "avx512").index(
             _core.best_isa()) + 1]:
         pytest.skip(f"this CPU cannot run {isa} natively to compare with")
+    if cpu == "Nehalem-v2" and not _numpy_runs_on(cpu):  # (see the module's docstring)
+        cpu = "SandyBridge-v2"
     env = dict(os.environ, OMP_NUM_THREADS="2")
     env.pop("CONVKIT_ISA", None)
     emulated = _run([QEMU, "-cpu", cpu, sys.executable], env)
