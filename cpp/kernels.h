@@ -103,17 +103,12 @@ struct WinoLanesArgs {
   const BnTerms* bn = nullptr;  // an evaluation-mode batch norm applied to each item's outputs
 };
 
-// Output channels of one products block of KernelTable::wino_lanes_item, at most (AVX-512 16,
-// AVX2 8)
-constexpr int64_t kWinoLanesMaxKB = 16;
-
 // Floats of WinoLanesArgs::buf for an item of `tr` tile rows: 16 lanes each of the input rows,
-// the column-transformed rows, one transformed tile, its products for a block of output
-// channels, and the item's outputs.
+// the column-transformed rows, one transformed tile, its products for 8 output channels, and
+// the item's outputs.
 inline int64_t wino_lanes_buf_floats(const WinoLanesArgs& a, int64_t tr) {
   const int64_t A = a.r + 1, Wt = a.Q + a.Q % 2 + a.r - 1, rows = 2 * tr + a.r - 1;
-  return 16 * (a.C * rows * Wt + a.C * A * Wt + A * A * a.C + A * A * kWinoLanesMaxKB +
-               a.K * 2 * tr * a.Q);
+  return 16 * (a.C * rows * Wt + a.C * A * Wt + A * A * a.C + A * A * 8 + a.K * 2 * tr * a.Q);
 }
 
 // Operands of KernelTable::wino_lanes_dw_item: the weight gradient of a stride-1 3x3

@@ -74,9 +74,6 @@ NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx, int6
       }
 }
 
-// Output channels of a products block (16 running sums of two registers each would not fit)
-constexpr int64_t kKB = 8;
-
 // mb[e][k - kb] = sum over c (ascending) of vb[e][c] * u[e][c][k], k in [kb, kb + 8), e < ne: four
 // output channels x both halves (8 accumulators) per pass, 6 loads per 8 multiply-adds
 NOINLINE void products_stage(const WinoLanesArgs& a, const Bufs& b, int64_t kb, int64_t ne) {

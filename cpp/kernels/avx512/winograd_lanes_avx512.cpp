@@ -4,10 +4,9 @@
 // an item of 16 images and a band of tile rows:
 //   1. the input rows it reads, transposed to (c, row, column, image) and zero-padded (xt);
 //   2. per tile row, the input transform down the columns (colt, shared by the row's tiles);
-//      per tile, across the rows (vb: A^2 x C vectors); per block of 16 output channels (8
-//      for the last where Kp is not a multiple of 16), the products with the transformed
-//      weights summed over c (mb: 16 x A^2 vectors) and the output transform (ot,
-//      position-major);
+//      per tile, across the rows (vb: A^2 x C vectors); per block of 8 output channels, the
+//      products with the transformed weights summed over c (mb: 8 x A^2 vectors) and the output
+//      transform (ot, position-major);
 //   3. ot transposed back to (image, k, p, q) in y.
 #include <immintrin.h>
 
@@ -34,51 +33,17 @@ struct Vec {
 };
 #include "../winograd_1d.inc"
 
-// Output channels of a products block: 16 running sums (and up to 8 inputs) fill 24 of the 32
-// registers, and each input vector loaded serves 16 multiply-adds
-constexpr int64_t kKB = 16;
-
-// acc[kk] += sum over c < NC of v[c] * u[kk / 8][c * 8 + kk % 8], kk < KW (u[1] unused for
-// KW 8)
-template <int KW, int NC>
-inline void products(__m512* acc, const float* v, const float* u0, const float* u1) {
+// acc[kk] += sum over c < NC of v[c] * u[c * 8 + kk], kk < 8
+template <int NC>
+inline void products(__m512* acc, const float* v, const float* u) {
   __m512 vv[NC];
 #pragma GCC unroll 8
   for (int c = 0; c < NC; ++c) vv[c] = _mm512_loadu_ps(v + 16 * c);
 #pragma GCC unroll 8
   for (int c = 0; c < NC; ++c)
-#pragma GCC unroll 16
-    for (int kk = 0; kk < KW; ++kk)
-      acc[kk] = _mm512_fmadd_ps(vv[c], _mm512_set1_ps((kk < 8 ? u0 : u1)[c * 8 + kk % 8]),
-                                acc[kk]);
-}
-
-// mb[e][kk] for kk < KW (the block's output channels kb + kk): sums over c in ascending order
-template <int KW>
-inline void products_e(const WinoLanesArgs& a, const float* vb, float* mb, int64_t kb,
-                       int64_t e) {
-  const int64_t C = a.C, Kp = a.Kp;
-  const float* u0 = a.u + (e * Kp + kb) * C;  // (e, k / 8, c, k % 8)
-  const float* u1 = u0 + 8 * C;
-  __m512 acc[KW];
-#pragma GCC unroll 16
-  for (int kk = 0; kk < KW; ++kk) acc[kk] = _mm512_setzero_ps();
-  for (int64_t cb = 0; cb < C; cb += 8) {
-    const float* v = vb + 16 * (e * C + cb);
-    const float *w0 = u0 + 8 * cb, *w1 = u1 + 8 * cb;
-    switch (std::min<int64_t>(8, C - cb)) {
-      case 1: products<KW, 1>(acc, v, w0, w1); break;
-      case 2: products<KW, 2>(acc, v, w0, w1); break;
-      case 3: products<KW, 3>(acc, v, w0, w1); break;
-      case 4: products<KW, 4>(acc, v, w0, w1); break;
-      case 5: products<KW, 5>(acc, v, w0, w1); break;
-      case 6: products<KW, 6>(acc, v, w0, w1); break;
-      case 7: products<KW, 7>(acc, v, w0, w1); break;
-      default: products<KW, 8>(acc, v, w0, w1); break;
-    }
-  }
-#pragma GCC unroll 16
-  for (int kk = 0; kk < KW; ++kk) _mm512_storeu_ps(mb + 16 * (e * kKB + kk), acc[kk]);
+#pragma GCC unroll 8
+    for (int kk = 0; kk < 8; ++kk)
+      acc[kk] = _mm512_fmadd_ps(vv[c], _mm512_set1_ps(u[c * 8 + kk]), acc[kk]);
 }
 
 // B^T down the columns of buffer rows i0 .. i0 + A - 1, every column: colt[c][e_row][w]
@@ -120,14 +85,31 @@ NOINLINE void rows_stage(const WinoLanesArgs& a, const Bufs& b, int64_t tx, int6
     }
 }
 
-// mb[e][k - kb] = sum over c of vb[e][c] * u[e][c][k] for k in [kb, min(kb + kKB, Kp)), e < ne
+// mb[e][k - kb] = sum over c of vb[e][c] * u[e][c][k] for k in [kb, kb + 8), e < A^2
 NOINLINE void products_stage(const WinoLanesArgs& a, const Bufs& b, int64_t kb, int64_t ne) {
-  const bool whole = kb + 16 <= a.Kp;  // else the last 8 (Kp is a multiple of 8)
+  const int64_t C = a.C, Kp = a.Kp;
+  const float* vb = b.vb;
+  float* mb = b.mb;
   for (int64_t e = 0; e < ne; ++e) {
-    if (whole)
-      products_e<16>(a, b.vb, b.mb, kb, e);
-    else
-      products_e<8>(a, b.vb, b.mb, kb, e);
+    const float* u = a.u + (e * Kp + kb) * C;  // (e, k / 8, c, k % 8)
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int kk = 0; kk < 8; ++kk) acc[kk] = _mm512_setzero_ps();
+    for (int64_t cb = 0; cb < C; cb += 8) {
+      const float* v = vb + 16 * (e * C + cb);
+      switch (std::min<int64_t>(8, C - cb)) {
+        case 1: products<1>(acc, v, u + 8 * cb); break;
+        case 2: products<2>(acc, v, u + 8 * cb); break;
+        case 3: products<3>(acc, v, u + 8 * cb); break;
+        case 4: products<4>(acc, v, u + 8 * cb); break;
+        case 5: products<5>(acc, v, u + 8 * cb); break;
+        case 6: products<6>(acc, v, u + 8 * cb); break;
+        case 7: products<7>(acc, v, u + 8 * cb); break;
+        default: products<8>(acc, v, u + 8 * cb); break;
+      }
+    }
+#pragma GCC unroll 8
+    for (int kk = 0; kk < 8; ++kk) _mm512_storeu_ps(mb + 16 * (e * 8 + kk), acc[kk]);
   }
 }
 
@@ -136,7 +118,7 @@ template <class F>
 NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, int64_t orows,
                            int64_t ty, int64_t tx, int64_t kb) {
   constexpr int A = F::A;
-  const int64_t pl = 2 * ty - p0, q = 2 * tx, Q = a.Q, kend = std::min(a.K, kb + kKB);
+  const int64_t pl = 2 * ty - p0, q = 2 * tx, Q = a.Q, kend = std::min(a.K, kb + 8);
   const bool two_rows = 2 * ty + 1 < a.P, two_cols = q + 1 < Q;
   const float* mb = b.mb;
   const float* bias_k = a.bias;
@@ -148,7 +130,7 @@ NOINLINE void output_stage(const WinoLanesArgs& a, const Bufs& b, int64_t p0, in
     for (int ec = 0; ec < A; ++ec) {
       __m512 col[A];
 #pragma GCC unroll 6
-      for (int er = 0; er < A; ++er) col[er] = _mm512_loadu_ps(m + 16 * kKB * (er * A + ec));
+      for (int er = 0; er < A; ++er) col[er] = _mm512_loadu_ps(m + 16 * 8 * (er * A + ec));
       F::output(col, s0[ec], s1[ec]);
     }
     const __m512 bias = bias_k ? _mm512_set1_ps(bias_k[k]) : _mm512_setzero_ps();
