@@ -2,6 +2,8 @@
 padding='same', unbatched input, input_grad=False, conv_transpose2d; every algorithm of the plan
 tables forced on every shape it applies to; zero-size dimensions; NaN/Inf in the weights.
 Against the C++ float64 reference, PyTorch (float64) and finite differences, on every ISA."""
+import re
+
 import numpy as np
 import pytest
 
@@ -585,11 +587,24 @@ def test_weight_gradient_of_small_groups_runs_a_group_at_a_time(isa, rng, thread
     assert np.array_equal(np.isinf(dw), np.isinf(want))
 
 
+def _amd_family():
+    """/proc/cpuinfo's "cpu family" on an AMD CPU (Zen 5: 26), else 0."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return 0
+    if "AuthenticAMD" not in info:
+        return 0
+    fam = re.search(r"^cpu family\s*:\s*(\d+)", info, re.M)
+    return int(fam.group(1)) if fam else 0
+
+
 def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
     """ResNet-20's stride-2 layers on 16x16 input run kvec at AVX-512 (faster than direct or
     winograd3_s2 there), its 16 -> 32 layer on 32x32 winograd3_s2 on every ISA (direct with
-    full-width AVX-512 multiply-adds); 64 x 64-channel weight gradients on 7x7 and 8x8 planes (Fashion-MNIST's and CIFAR's last stage) run
-    winograd3_lanes at AVX-512 and AVX2, kvec or winograd3 on the scalar ISA."""
+    full-width AVX-512 multiply-adds); 64 x 64-channel weight gradients on 7x7 and 8x8 planes
+    (Fashion-MNIST's and CIFAR's last stage) run winograd3_lanes at AVX-512 and AVX2, kvec or
+    winograd3 on the scalar ISA."""
     plan = lambda xs, ws, s, p: _core.conv2d_plan(xs, ws, s, s, p, p, 1, 1, 1)
     s2 = [((128, 32, 16, 16), (64, 32, 3, 3), 1), ((128, 32, 14, 14), (64, 32, 1, 1), 0)]
     for xs, ws, p in s2:
@@ -598,11 +613,12 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
     # (on a CPU with full-width AVX-512 multiply-adds, a Zen 5, direct: the Winograd rows' moves
     # count twice there)
     wide = _core.wide_fma()
+    assert wide == (isa == "avx512" and _amd_family() >= 0x1A)
     want = "direct" if wide else "winograd3_s2"
     assert plan((128, 16, 32, 32), (32, 16, 3, 3), 2, 1)["forward"] == want
     assert plan((32, 16, 56, 56), (32, 16, 3, 3), 2, 1)["forward"] == "winograd3_s2"
-    # the 32- and 64-channel stride-1 layers' forward: the lanes Winograd on any CPU; the
-    # 16-channel one too but with full-width multiply-adds
+    # the stride-1 layers' forward: the lanes Winograd on any CPU, except the 16-channel one
+    # with full-width multiply-adds (direct there)
     if isa != "scalar":
         for c, h in ((16, 32), (32, 16), (64, 8)):
             want = "direct" if wide and c == 16 else "winograd3_lanes"

@@ -57,6 +57,7 @@ def digests(isa):
                             a = dx if d == "input_grad" else dw
                     finally:
                         _core.conv2d_force(d, "")
+                    name = row
                     if row == "transposed_conv":
                         # it runs a forward convolution as the forward table plans it, and the
                         # ISAs' tables may plan it differently (KernelTable::wide_fma): the two
@@ -64,8 +65,8 @@ def digests(isa):
                         q = r - 1 - p  # (stride 1: the transposed layer's padding)
                         t = ((n, k, h + 2 * p - r + 1, w_ + 2 * p - r + 1), (c, k, r, r), 1, 1,
                              q, q, 1, 1, 1)
-                        row = f"transposed_conv ({_core.conv2d_plan(*t)['forward']})"
-                    out[(shape, special, d, row)] = hashlib.md5(a.tobytes()).hexdigest()[:12]
+                        name = f"transposed_conv ({_core.conv2d_plan(*t)['forward']})"
+                    out[(shape, special, d, name)] = hashlib.md5(a.tobytes()).hexdigest()[:12]
             if s == 1 and _core.conv2d_applies("forward", "winograd3_lanes", *args):
                 # the evaluation-mode batch norm applied as the outputs leave the lanes
                 # (winograd3_lanes' items), with the residual sum and the ReLU
