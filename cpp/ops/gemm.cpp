@@ -58,6 +58,13 @@ void pack_b(float* dst, MatView B, int64_t k0, int64_t kc, int64_t j0, int64_t n
   pack_panels(dst, B.p + k0 * B.rs + j0 * B.cs, B.cs, B.rs, n, kc, NR);
 }
 
+// Fetches the rows of the next tile of C while the micro-kernel works on this one: it loads
+// its tile before the first multiply-add, and a tile of a large C waits on memory there.
+static inline void prefetch_tile(const float* c, int64_t ldc, int rows, int cols) {
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; j += 16) __builtin_prefetch(c + i * ldc + j, 1, 3);
+}
+
 int64_t gemm_kc(int64_t K) {
   const int64_t nb = (K + kMaxKc - 1) / kMaxKc;
   return nb == 0 ? 1 : (K + nb - 1) / nb;
@@ -173,22 +180,30 @@ void gemm(int64_t M, int64_t N, int64_t K, MatView A, MatView B, float* C, int64
   parallel_for(rt, 1.0 * M * K, [&](int64_t p) {  // (a (256, 1024) A took 0.15 ms on one thread)
     pack_a(apack + p * MR * K, A, p * MR, std::min<int64_t>(MR, M - p * MR), 0, K, MR);
   });
-  const int64_t kcmax = gemm_kc(K);
+  const int64_t kcmax = gemm_kc(K), mc_max = kMcPanels * MR, nc_l2 = 8 * NR;
   parallel_for(cb * rb, 2.0 * M * N * K, [&](int64_t item) {
     const int64_t i0 = (item / cb) * bh, j0 = (item % cb) * bw;
     const int64_t m = std::min(bh, M - i0), n = std::min(bw, N - j0);
-    float* bpack = scratch(Buf::gemm_b, kcmax * round_up(n, NR));
-    for (int64_t pc = 0; pc < K; pc += kcmax) {
-      const int64_t kc = std::min(kcmax, K - pc);
-      const bool acc = accumulate || pc > 0;
-      pack_b(bpack, B, pc, kc, j0, n, NR);
-      for (int64_t jr = 0; jr < n; jr += NR) {
-        const int nr = static_cast<int>(std::min<int64_t>(NR, n - jr));
-        for (int64_t ir = 0; ir < m; ir += MR) {
-          const int mr = static_cast<int>(std::min<int64_t>(MR, m - ir));
-          kt.gemm(kc, apack + (i0 + ir) * K + pc * MR, bpack + jr * kc,
-                  C + (i0 + ir) * ldc + j0 + jr, ldc, mr, nr, acc, nullptr);
-        }
+    float* bpack = scratch(Buf::gemm_b, kcmax * std::min(round_up(n, NR), nc_l2));
+    for (int64_t jc = 0; jc < n; jc += nc_l2) {
+      const int64_t nc = std::min(nc_l2, n - jc);
+      for (int64_t pc = 0; pc < K; pc += kcmax) {
+        const int64_t kc = std::min(kcmax, K - pc);
+        const bool acc = accumulate || pc > 0;
+        pack_b(bpack, B, pc, kc, j0 + jc, nc, NR);
+        // rows in blocks of mc_max: each block's A panels (kc x mc_max) stay in L2 while the
+        // panels of B (kc x nc_l2, in L2 too) go past them
+        for (int64_t ic = 0; ic < m; ic += mc_max)
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+            for (int64_t ir = ic; ir < std::min(m, ic + mc_max); ir += MR) {
+              const int mr = static_cast<int>(std::min<int64_t>(MR, m - ir));
+              float* c = C + (i0 + ir) * ldc + j0 + jc + jr;
+              if (ir + MR < m) prefetch_tile(c + MR * ldc, ldc, MR, nr);
+              kt.gemm(kc, apack + (i0 + ir) * K + pc * MR, bpack + jr * kc, c, ldc, mr, nr,
+                      acc, nullptr);
+            }
+          }
       }
     }
   });
