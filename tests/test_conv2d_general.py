@@ -634,10 +634,13 @@ def test_plan_of_resnet20_downsampling_and_odd_plane_layers(isa):
         assert plan((16, 128, 7, 7), (128, 128, 3, 3), 1, 1)["weight_grad"] == want
         assert plan((128, 128, 8, 8), (128, 128, 3, 3), 1, 1)["weight_grad"] == want
         # below 64 images, 256 x 256 channels stay winograd3 (the items have too few tiles),
-        # and so do 64 x 64 channels on rows of 28+ columns
-        assert plan((32, 256, 7, 7), (256, 256, 3, 3), 1, 1)["weight_grad"] == "winograd3"
-        assert plan((16, 64, 28, 28), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
-        assert plan((128, 64, 28, 28), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3"
+        # and so do 64 x 64 channels on rows of 28+ columns; with full-width multiply-adds
+        # gemm and kvec take them
+        want = "gemm" if wide else "winograd3"
+        assert plan((32, 256, 7, 7), (256, 256, 3, 3), 1, 1)["weight_grad"] == want
+        want = "kvec" if wide else "winograd3"
+        assert plan((16, 64, 28, 28), (64, 64, 3, 3), 1, 1)["weight_grad"] == want
+        assert plan((128, 64, 28, 28), (64, 64, 3, 3), 1, 1)["weight_grad"] == want
         assert plan((128, 64, 16, 16), (64, 64, 3, 3), 1, 1)["weight_grad"] == "winograd3_lanes"
         # strided 3x3 layers: kvec with a column step (ResNet-20's 16 -> 32 and 32 -> 64
         # layers), but 1x1 ones (the shortcuts) GEMM
@@ -680,6 +683,9 @@ def test_plan_of_deep_strided_layers(isa, rng, threads):
     deep = [((8, 1024, 14, 14), (2048, 1024, 1, 1), 0), ((32, 512, 14, 14), (512, 512, 3, 3), 1),
             ((32, 256, 28, 28), (256, 256, 3, 3), 1)]
     for xs, ws, p in deep:
+        if _core.wide_fma() and xs[2] == 28:  # (full-width multiply-adds: direct on 14 columns)
+            assert plan(xs, ws, p) == "direct"
+            continue
         assert (plan(xs, ws, p) == "kvec") == (isa == "avx512"), (xs, ws)
     # (the scalar set's 8-column GEMM tiles leave 43 % of winograd3_s2's columns idle on rows
     # of 14 tiles: it has always run direct there, and the plan now says so)
@@ -885,18 +891,24 @@ def test_plan_of_pointwise_layers_at_stride_1(isa):
     for xs, ws in [((128, 64, 8, 8), (256, 64, 1, 1)), ((128, 32, 16, 16), (128, 32, 1, 1)),
                    ((16, 64, 8, 8), (256, 64, 1, 1)), ((128, 8, 14, 14), (16, 8, 1, 1))]:
         assert plan(xs, ws) == "direct", (xs, ws)
-    for xs, ws in [((16, 256, 7, 7), (1024, 256, 1, 1)), ((1, 1024, 14, 14), (256, 1024, 1, 1))]:
-        assert (plan(xs, ws) == "kvec") == (isa == "avx512"), (xs, ws)
+    wide = _core.wide_fma()  # (full-width multiply-adds: direct on rows of 14 too)
+    assert (plan((16, 256, 7, 7), (1024, 256, 1, 1)) == "kvec") == (isa == "avx512")
+    got = plan((1, 1024, 14, 14), (256, 1024, 1, 1))
+    assert (got == "kvec") == (isa == "avx512" and not wide), got
+    assert got == "direct" or not wide, got
     # their weight gradient over 2+ images with 32+ channels each side: the packed GEMM
     dw = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["weight_grad"]
     for xs, ws in [((128, 64, 8, 8), (256, 64, 1, 1)), ((16, 256, 7, 7), (1024, 256, 1, 1)),
                    ((8, 512, 28, 28), (128, 512, 1, 1))]:
         assert dw(xs, ws) == "gemm", (xs, ws)
-    # at batch 1 kvec at AVX-512 (AVX2's one-block tiles: gemm, 3x faster there)
-    assert (dw((1, 1024, 14, 14), (256, 1024, 1, 1)) == "kvec") == (isa == "avx512")
-    # deep batch-1 3x3: gemm from 4 M weights at AVX-512, from 256 K at AVX2
+    # at batch 1 kvec at AVX-512 (AVX2's one-block tiles: gemm, 3x faster there; with
+    # full-width multiply-adds gemm on rows up to 14)
+    want = "kvec" if isa == "avx512" and not wide else "gemm"
+    assert dw((1, 1024, 14, 14), (256, 1024, 1, 1)) == want
+    # deep batch-1 3x3: gemm from 4 M weights at AVX-512, from 256 K at AVX2 (and with
+    # full-width multiply-adds on rows up to 14)
     assert dw((1, 768, 7, 7), (768, 768, 3, 3)) == "gemm"
-    assert (dw((1, 512, 7, 7), (512, 512, 3, 3)) == "kvec") == (isa == "avx512")
+    assert dw((1, 512, 7, 7), (512, 512, 3, 3)) == want
 
 
 def test_deep_pointwise_layers_over_few_positions_run_the_gemm(isa, rng, threads):

@@ -428,6 +428,20 @@ const Row<FwdRun> kForward[] = {
        // channels, slower on (1, 64, 56, 56) -> 128 and 1x1 layers)
        if (!unit_stride(s) && !kt.conv_kvec_blocks)
          return s.N == 1 && s.R * s.S > 1 && s.C >= 128 && s.C <= 256 && s.P * s.Q <= 196;
+       // With KernelTable::wide_fma, direct's tiles lead on rows wider than 12 (stride 1) or 8
+       // (strided 3x3), where kvec's broadcasts of single input values feed fewer multiply-adds
+       // a load (AMD EPYC Zen 5, forced, 2 threads, medians of 3 interleaved calls, against
+       // direct, ms: (1, 256, 14, 14) -> 256 1.07 against 0.96, (8, 64, 14, 14) -> 64 0.40
+       // against 0.31, (1, 192, 20, 20) -> 192 0.94 against 0.79; 1x1 (32, 256, 14, 14) -> 256
+       // 3.29 against 2.27, (1, 1024, 14, 14) -> 256 0.48 against 0.33; stride 2 (8, 128, 28,
+       // 28) -> 256 3.40 against 2.72, (32, ...) 13.9 against 10.8, (32, 32, 28, 28) -> 32 0.54
+       // against 0.46, (128, 16, 28, 28) -> 32 0.98 against 0.84; rows of 7 or 8 keep kvec:
+       // (8, 512, 7, 7) -> 512 6.66 against 7.57, (4, 256, 8, 8) -> 256 0.85 against 1.08,
+       // (8, 256, 14, 14) -> 512 stride 2 3.53 against 3.92, (128, 32, 16, 16) -> 64 0.89
+       // against 1.13; strided 1x1 layers too: (128, 16, 32, 32) -> 32 0.24 against 0.33)
+       if (kt.wide_fma && s.R * s.S <= 9 && (unit_stride(s) || s.R * s.S > 1) &&
+           s.Q > (unit_stride(s) ? 12 : 8))
+         return false;
        if (!unit_stride(s)) {  // (applies: several-block tiles, 32+ output channels)
          const bool k1 = s.R * s.S == 1;
          return s.N * s.P * s.Q <= (k1 ? 256 : 512) || (s.C <= 32 && s.Q <= (k1 ? 16 : 15)) ||
@@ -487,10 +501,14 @@ const Row<FwdRun> kForward[] = {
      // (forced, AMD EPYC Zen 5, medians of 9 interleaved calls, against direct, ms, 2 threads /
      // 1 thread: (128, 16, 32, 32) -> 32 1.98 against 1.60 / 4.43 against 3.62, (64, 16, 32,
      // 32) 0.70 against 0.64 / 1.99 against 1.74; wider rows keep it: (32, 16, 56, 56) 0.85
-     // against 0.93 / 2.52 against 2.70).
+     // against 0.93 / 2.52 against 2.70). Nor from 128 input channels on rows up to 14 (2
+     // threads, medians of 3, against direct: (8, 128, 28, 28) -> 256 3.61 against 3.63,
+     // (32, ...) 14.6 against 12.9, (1, ...) 1.16 against 0.49, (8, 256, 28, 28) -> 512 18.8
+     // against 13.7; wider rows keep it: (8, 256, 56, 56) -> 512 47.3 against 50.8, (8, 128,
+     // 56, 56) -> 256 11.8 against 12.1).
      [](const Conv2dShape& s, const KernelTable& kt) {
        const bool wide = s.Q >= 8 || (kt.lanes == 8 && s.Q == 7 && s.N >= 4);
-       if (kt.wide_fma && s.C < 32 && s.Q <= 16) return false;
+       if (kt.wide_fma && ((s.C < 32 && s.Q <= 16) || (s.C >= 128 && s.Q <= 14))) return false;
        return s.C >= 16 && s.K >= 16 && wide && s.P >= 2 && direct_flops(s) >= 1e8 &&
               winograd_s2_columns_pay(s, kt);
      },
@@ -658,10 +676,22 @@ const Row<BwdRun> kWeightGrad[] = {
      // medians of 5: (4, 512, 7, 7) -> 512 7.2 ms against 17.1, (8, 512, 7, 7) 14.5 against
      // 18.3, (8, 256, 7, 7) 3.9 against 5.2, (16, 256, 7, 7) 7.4 against 9.0; level at 128
      // channels; (32, 512, 7, 7) 36.9 against gemm's 46.3).
+     // With KernelTable::wide_fma (AMD EPYC Zen 5), where gemm's multiply-adds run twice as
+     // fast, not on planes the tiles fit badly, at batch 1 or 2, below 128 tiles, on 64 x 64
+     // channels or fewer, nor below 512 tiles under 256 x 256 channels (forced, 2 threads, medians of 3 interleaved calls, against
+     // the best other row, ms: (8, 512, 7, 7) -> 512 9.84 against gemm's 6.59, (8, 128, 14, 14)
+     // 2.58 against 1.51, (4, 256, 8, 8) 1.87 against 1.05, (8, 64, 14, 14) 0.86 against 0.43,
+     // (2, 64, 56, 56) 1.94 against kvec's 1.29, (8, 64, 56, 56) 5.83 against 5.19 and 9.00
+     // against 6.21 in a slow spell; it keeps (8, 256, 14, 14), 392 tiles, 5.18
+     // against gemm's 6.31, (8, 128, 28, 28) 4.13 against 5.19, (8, 512, 14, 14) 16.3 against
+     // 25.8).
      [](const Conv2dShape& s, const KernelTable& kt) {
+       const int64_t tiles = s.N * tiles2x2(s);
+       if (kt.wide_fma && (s.N <= 2 || tiles2x2_waste(s) || tiles < 128 ||
+                           s.C * s.K <= 64 * 64 || (tiles < 512 && s.C * s.K < 256 * 256)))
+         return false;
        if (s.C * s.K <= 64 * 64 && tiles2x2_waste(s)) return false;
-       if (kt.lanes == 8 && s.C * s.K >= 256 * 256 && tiles2x2_waste(s) &&
-           s.N * tiles2x2(s) < 512)
+       if (kt.lanes == 8 && s.C * s.K >= 256 * 256 && tiles2x2_waste(s) && tiles < 512)
          return false;
        return s.C >= 64 && s.K >= 64 && s.N >= 2 && s.N * tiles2x2(s) >= 64;
      },
@@ -720,6 +750,17 @@ const Row<BwdRun> kWeightGrad[] = {
             (unit_stride(s) && (kt.lanes < 16 || weights >= 4 * 1024 * 1024))))
          return false;
        if (!unit_stride(s) && s.R * s.S == 1) return false;
+       // With KernelTable::wide_fma, gemm also takes stride-1 layers of 64+ input channels on
+       // rows up to 16 over several images, and batch-1 weights of 256 K floats on rows up to 14
+       // (forced, AMD EPYC Zen 5, 2 threads, medians of 3, against kvec, ms: (4, 256, 8, 8) ->
+       // 256 1.05 against 1.84, (8, 96, 12, 12) 0.85 against 1.07, (8, 128, 14, 14) 1.51 against
+       // 1.88, (8, 64, 14, 14) 0.43 against 0.48; (1, 512, 7, 7) -> 512 0.82 against 1.27,
+       // (1, 256, 14, 14) -> 256 0.71 against 0.82, 1x1 (1, 1024, 14, 14) -> 256 0.31 against
+       // 0.48; kvec keeps (1, 128, 16, 16) -> 128, 0.25 against 0.41, and (1, 192, 20, 20), 0.84
+       // against 1.44)
+       if (kt.wide_fma && unit_stride(s) && s.R * s.S <= 9 &&
+           ((s.N >= 2 && s.C >= 64 && s.Q <= 16) || (weights >= 256 * 1024 && s.Q <= 14)))
+         return false;
        // (AVX2: 5x5 and larger kernels on rows up to 32, (32, 32, 28, 28) -> 64 5x5 15.2 ms
        // against dot's 20.8, (16, 16, 32, 32) -> 32 5x5 2.60 against 2.89; but 7x7 on 56
        // columns dot, 27.9 against 33.1)
