@@ -885,14 +885,16 @@ def test_plan_of_wide_5x5_weight_gradients(isa):
 
 def test_plan_of_pointwise_layers_at_stride_1(isa):
     """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of
-    4 blocks x 7 positions); on other planes (a tile of 7 + 1 positions on an 8-wide row) and
+    4 blocks x 7 positions; with full-width multiply-adds neither); on other planes (a tile of 7 + 1 positions on an 8-wide row) and
     at AVX2 direct runs them; over 2+ images their weight gradient is the packed GEMM."""
     plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["forward"]
     for xs, ws in [((128, 64, 8, 8), (256, 64, 1, 1)), ((128, 32, 16, 16), (128, 32, 1, 1)),
                    ((16, 64, 8, 8), (256, 64, 1, 1)), ((128, 8, 14, 14), (16, 8, 1, 1))]:
         assert plan(xs, ws) == "direct", (xs, ws)
-    wide = _core.wide_fma()  # (full-width multiply-adds: direct on rows of 14 too)
-    assert (plan((16, 256, 7, 7), (1024, 256, 1, 1)) == "kvec") == (isa == "avx512")
+    # (full-width multiply-adds: the batched GEMM on rows of 7, direct on rows of 14)
+    wide = _core.wide_fma()
+    got = plan((16, 256, 7, 7), (1024, 256, 1, 1))
+    assert got == "gemm_batch" if wide else (got == "kvec") == (isa == "avx512"), got
     got = plan((1, 1024, 14, 14), (256, 1024, 1, 1))
     assert (got == "kvec") == (isa == "avx512" and not wide), got
     assert got == "direct" or not wide, got

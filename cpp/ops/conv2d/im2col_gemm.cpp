@@ -100,15 +100,23 @@ bool gemm_batch_forward(float* y, const float* x, const float* w, const float* b
                         const Conv2dShape& s) {
   const KernelTable& kt = *g_kernels;
   const int MR = kt.mr, NR = kt.nr;
-  const int64_t PQ = s.P * s.Q, HW = s.H * s.W, D = s.N * PQ, bw = 4 * NR;
+  const int64_t PQ = s.P * s.Q, HW = s.H * s.W, D = s.N * PQ;
+  // Blocks of about 4 NR-wide tiles, the tiles spread evenly over them (the last, partial tile
+  // in a block of one tile more), as many blocks as threads or a multiple: (8, 512, 7, 7) ->
+  // 2048, 13 tiles, went in blocks of 4, 4, 4 and 1/4 tiles, one thread doing 8 and the other
+  // 4.25. (Which thread sums a column does not change its sum: the same bits.)
+  const int64_t nt = (D + NR - 1) / NR, threads = get_num_threads();
+  int64_t nb = (nt + 3) / 4;
+  if (nb < 4 * threads) nb = std::min(nt, (nb + threads - 1) / threads * threads);
+  const int64_t bw = (nt + nb - 1) / nb * NR;  // the widest block
   const int64_t rt = (s.K + MR - 1) / MR, Kp = rt * MR, kcmax = gemm_kc(s.C);
   float* apack = scratch(Buf::im2col_weights, Kp * s.C);
   parallel_for(rt, 1.0 * s.K * s.C, [&](int64_t p) {
     pack_a(apack + p * MR * s.C, MatView{w, s.C, 1}, p * MR, std::min<int64_t>(MR, s.K - p * MR),
            0, s.C, MR);
   });
-  parallel_for((D + bw - 1) / bw, 2.0 * s.K * s.C * D, [&](int64_t item) {
-    const int64_t j0 = item * bw, n = std::min(bw, D - j0);
+  parallel_for(nb, 2.0 * s.K * s.C * D, [&](int64_t item) {
+    const int64_t j0 = item * nt / nb * NR, n = std::min(D, (item + 1) * nt / nb * NR) - j0;
     float* bpack = scratch(Buf::im2col_panels, kcmax * bw + Kp * bw);
     float* out = bpack + kcmax * bw;  // the block's rows, bw floats apart
     for (int64_t pc = 0; pc < s.C; pc += kcmax) {

@@ -355,8 +355,14 @@ const Row<FwdRun> kForward[] = {
      // 128 0.95 against 1.17, (8, 128, 28, 28) -> 512 9.43 against 9.89; with fewer channels
      // direct leads or ties: (2, 256, 56, 56) -> 128 5.84 against 5.12, (8, 256, 28, 28) -> 128
      // 5.96 against 5.86, (8, 256, 56, 56) -> 64 9.30 against 7.74).
+     // With KernelTable::wide_fma (AMD EPYC Zen 5) also stride 1 on rows up to 8 (a ResNet-50's
+     // last stage) from 256 x 256 channels (forced, 2 threads, medians of 3, against kvec, the
+     // row planned before, ms: (8, 512, 7, 7) -> 2048 2.74 against 3.34, (16, 256, 7, 7) ->
+     // 1024 1.27 against 1.62, (32, 512, 7, 7) -> 2048 9.99 against 12.6, (8, 2048, 7, 7) ->
+     // 512 3.33 against 3.45).
      [](const Conv2dShape& s, const KernelTable& kt) {
-       if (unit_stride(s)) return kt.lanes == 8 && s.C * s.K >= 256 * 256;
+       if (unit_stride(s))
+         return (kt.lanes == 8 || (kt.wide_fma && s.Q <= 8)) && s.C * s.K >= 256 * 256;
        if (kt.lanes == 8) return true;
        return s.C >= 256 && s.K >= 256 && (s.C < 1024 || !kt.conv_kvec_blocks);
      },
