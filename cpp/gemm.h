@@ -17,6 +17,14 @@ int64_t gemm_kc(int64_t K);
 // Rows rounded up to whole MR panels (columns to NR panels): the packed sizes.
 inline int64_t round_up(int64_t v, int64_t unit) { return (v + unit - 1) / unit * unit; }
 
+// Fetches a rows x cols tile of C (ldc apart) into the cache: called for the next tile while the
+// micro-kernel works on this one, which loads its tile before the first multiply-add (a tile of a
+// large C waits on memory there).
+inline void prefetch_tile(const float* c, int64_t ldc, int rows, int cols) {
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; j += 16) __builtin_prefetch(c + i * ldc + j, 1, 3);
+}
+
 // dst[k * ds + i] = src[i * ss + k] for i < m, k < n (KernelTable::transpose).
 void transpose_into(float* dst, int64_t ds, const float* src, int64_t ss, int64_t m, int64_t n);
 

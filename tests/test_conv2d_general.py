@@ -683,8 +683,8 @@ def test_plan_of_deep_strided_layers(isa, rng, threads):
     deep = [((8, 1024, 14, 14), (2048, 1024, 1, 1), 0), ((32, 512, 14, 14), (512, 512, 3, 3), 1),
             ((32, 256, 28, 28), (256, 256, 3, 3), 1)]
     for xs, ws, p in deep:
-        if _core.wide_fma() and xs[2] == 28:  # (full-width multiply-adds: direct on 14 columns)
-            assert plan(xs, ws, p) == "direct"
+        if _core.wide_fma() and (xs[2] == 28 or ws[2] == 1):  # (full-width multiply-adds:
+            assert plan(xs, ws, p) == ("direct" if xs[2] == 28 else "gemm_batch")  # not kvec)
             continue
         assert (plan(xs, ws, p) == "kvec") == (isa == "avx512"), (xs, ws)
     # (the scalar set's 8-column GEMM tiles leave 43 % of winograd3_s2's columns idle on rows
@@ -964,14 +964,14 @@ def test_weight_gradient_of_large_weights_is_one_gemm_over_the_batch(isa, rng, t
 def test_strided_pointwise_layers_run_one_gemm_over_the_batch(isa, rng, threads):
     """Strided 1x1 layers of 256+ channels (ResNet-50's projection shortcuts) run one GEMM over
     the batch's positions (gemm_batch) on every ISA, except those over 1024+ channels, which
-    AVX-512's kvec keeps, and at AVX2 every strided 1x1 layer (ResNet-20's shortcuts): the
+    AVX-512's kvec keeps (but not with full-width multiply-adds), and at AVX2 every strided 1x1 layer (ResNet-20's shortcuts): the
     reference's values, the same bits for 1, 2 and 3 threads, and a NaN weight reaches only its
     own output channel."""
     plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 2, 2, 0, 0, 1, 1, 1)["forward"]
     assert plan((8, 512, 28, 28), (1024, 512, 1, 1)) == "gemm_batch"
     assert plan((1, 256, 56, 56), (512, 256, 1, 1)) == "gemm_batch"
-    deep = plan((8, 1024, 14, 14), (2048, 1024, 1, 1))
-    assert deep == ("kvec" if isa == "avx512" else "gemm_batch")
+    deep = plan((8, 1024, 14, 14), (2048, 1024, 1, 1))  # (gemm_batch with full-width FMAs)
+    assert deep == ("kvec" if isa == "avx512" and not _core.wide_fma() else "gemm_batch")
     for xs, ws in (((8, 64, 56, 56), (128, 64, 1, 1)), ((128, 32, 16, 16), (64, 32, 1, 1)),
                    ((128, 16, 32, 32), (32, 16, 1, 1))):
         assert (plan(xs, ws) == "gemm_batch") == (isa == "avx2"), (xs, plan(xs, ws))

@@ -58,13 +58,6 @@ void pack_b(float* dst, MatView B, int64_t k0, int64_t kc, int64_t j0, int64_t n
   pack_panels(dst, B.p + k0 * B.rs + j0 * B.cs, B.cs, B.rs, n, kc, NR);
 }
 
-// Fetches the rows of the next tile of C while the micro-kernel works on this one: it loads
-// its tile before the first multiply-add, and a tile of a large C waits on memory there.
-static inline void prefetch_tile(const float* c, int64_t ldc, int rows, int cols) {
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; j += 16) __builtin_prefetch(c + i * ldc + j, 1, 3);
-}
-
 int64_t gemm_kc(int64_t K) {
   const int64_t nb = (K + kMaxKc - 1) / kMaxKc;
   return nb == 0 ? 1 : (K + nb - 1) / nb;

@@ -359,12 +359,13 @@ const Row<FwdRun> kForward[] = {
      // last stage) from 256 x 256 channels (forced, 2 threads, medians of 3, against kvec, the
      // row planned before, ms: (8, 512, 7, 7) -> 2048 2.74 against 3.34, (16, 256, 7, 7) ->
      // 1024 1.27 against 1.62, (32, 512, 7, 7) -> 2048 9.99 against 12.6, (8, 2048, 7, 7) ->
-     // 512 3.33 against 3.45).
+     // 512 3.33 against 3.45), and strided over 1024+ channels ((8, 1024, 14, 14) -> 2048
+     // 7.07 against 9.36, (32, ...) 22.8 against 31.0, (1, ...) 2.54 against 3.22).
      [](const Conv2dShape& s, const KernelTable& kt) {
        if (unit_stride(s))
          return (kt.lanes == 8 || (kt.wide_fma && s.Q <= 8)) && s.C * s.K >= 256 * 256;
        if (kt.lanes == 8) return true;
-       return s.C >= 256 && s.K >= 256 && (s.C < 1024 || !kt.conv_kvec_blocks);
+       return s.C >= 256 && s.K >= 256 && (s.C < 1024 || !kt.conv_kvec_blocks || kt.wide_fma);
      },
      false, gemm_batch_forward},  // (as gemm_1x1)
     {"kvec",

@@ -212,11 +212,13 @@ static void dw_gemm_batch(float* dw, const float* dy, const float* xp, const Con
       }
       for (int64_t ic = 0; ic < m; ic += kMc * MR)
         for (int64_t jr = 0; jr < n; jr += NR)
-          for (int64_t ir = ic; ir < std::min(m, ic + kMc * MR); ir += MR)
-            kt.gemm(kc, apack + (i0 + ir) * D + pc * MR, bpack + jr * kc,
-                    dw + (i0 + ir) * CRS + j0 + jr, CRS,
-                    static_cast<int>(std::min<int64_t>(MR, m - ir)),
-                    static_cast<int>(std::min<int64_t>(NR, n - jr)), pc > 0, nullptr);
+          for (int64_t ir = ic; ir < std::min(m, ic + kMc * MR); ir += MR) {
+            const int nr = static_cast<int>(std::min<int64_t>(NR, n - jr));
+            float* c = dw + (i0 + ir) * CRS + j0 + jr;
+            if (ir + MR < m) prefetch_tile(c + MR * CRS, CRS, MR, nr);
+            kt.gemm(kc, apack + (i0 + ir) * D + pc * MR, bpack + jr * kc, c, CRS,
+                    static_cast<int>(std::min<int64_t>(MR, m - ir)), nr, pc > 0, nullptr);
+          }
     }
   });
 }
