@@ -311,11 +311,21 @@ const Row<FwdRun> kForward[] = {
      },
      [](const Conv2dShape& s, const KernelTable& kt) { return winograd_lanes_pays(s, kt); },
      true, winograd_lanes_forward},
+    // With KernelTable::wide_fma, where winograd3's GEMMs gained more than the lanes' broadcast
+    // products, up to 64 images of 64+ channels go to winograd3 where it pays (AMD EPYC Zen 5,
+    // forced, 2 threads, medians of 5, against winograd3, ms: (32, 128, 28, 28) 18.0 against
+    // 14.4, (32, 128, 14, 14) 5.33 against 4.87, (32, 96, 16, 16) 3.67 against 3.00, (32, 64,
+    // 32, 32) 7.02 against 6.25; level at (64, 128, 8, 8), 4.01 against 3.86; at batch 128 the
+    // lanes lead: (128, 128, 8, 8) 6.35 against 7.96, ResNet-20's (128, 64, 8, 8) 2.72 against
+    // 3.46).
     {"winograd3_lanes",
      [](const Conv2dShape& s, const KernelTable& kt) {
        return special(s) && kt.wino_lanes_item && s.R == 3 && s.S == 3 && unit_stride(s);
      },
-     [](const Conv2dShape& s, const KernelTable& kt) { return winograd_lanes_pays(s, kt); },
+     [](const Conv2dShape& s, const KernelTable& kt) {
+       if (kt.wide_fma && s.N <= 64 && s.C >= 64 && winograd3_pays(s, kt)) return false;
+       return winograd_lanes_pays(s, kt);
+     },
      true, winograd_lanes_forward},
     {"gemm_1x1",
      [](const Conv2dShape& s, const KernelTable&) {
