@@ -258,7 +258,11 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
     // item going through a run while its nb weight blocks (64 KiB a block) stay in L2: in one
     // run each tile streamed all of them (1.2 MB) from L3, and two threads ran no faster than
     // one. The tiles' running sums wait in `part` between runs (the same sums, the same bits).
-    constexpr int64_t kKvecTaps = 1024;
+    // 256 taps (64 KiB of weights for 4 blocks, near L1) rather than 1024 (AMD EPYC Zen 5,
+    // forced, 1 thread, 3 rounds of alternating processes, minima: (8, 512, 7, 7) -> 512 11.6
+    // -> 10.9 ms, (1, 512, 7, 7) 1.83 -> 1.66, (8, 256, 14, 14) -> 512 stride 2 6.73 -> 6.22,
+    // (4, 256, 8, 8) 1.47 -> 1.42; 128 taps in between).
+    constexpr int64_t kKvecTaps = 256;
     const int64_t nruns_k = (CRS + kKvecTaps - 1) / kKvecTaps;
     const int64_t tiles_row = (s.Q + nqt - 1) / nqt;
     parallel_for(s.N * groups * nruns, 2.0 * s.N * s.K * CRS * PQ, [&](int64_t item) {
