@@ -884,9 +884,10 @@ def test_plan_of_wide_5x5_weight_gradients(isa):
 
 
 def test_plan_of_pointwise_layers_at_stride_1(isa):
-    """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of
-    4 blocks x 7 positions; with full-width multiply-adds neither); on other planes (a tile of 7 + 1 positions on an 8-wide row) and
-    at AVX2 direct runs them; over 2+ images their weight gradient is the packed GEMM."""
+    """1x1 stride-1 layers go to kvec only on rows of 7 or 14 positions at AVX-512 (its tiles of 4
+    blocks x 7 positions; with full-width multiply-adds neither); on other planes (a tile of 7 +
+    1 positions on an 8-wide row) and at AVX2 direct runs them; over 2+ images their weight
+    gradient is the packed GEMM."""
     plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 1, 1, 0, 0, 1, 1, 1)["forward"]
     for xs, ws in [((128, 64, 8, 8), (256, 64, 1, 1)), ((128, 32, 16, 16), (128, 32, 1, 1)),
                    ((16, 64, 8, 8), (256, 64, 1, 1)), ((128, 8, 14, 14), (16, 8, 1, 1))]:
@@ -962,11 +963,11 @@ def test_weight_gradient_of_large_weights_is_one_gemm_over_the_batch(isa, rng, t
 
 
 def test_strided_pointwise_layers_run_one_gemm_over_the_batch(isa, rng, threads):
-    """Strided 1x1 layers of 256+ channels (ResNet-50's projection shortcuts) run one GEMM over
-    the batch's positions (gemm_batch) on every ISA, except those over 1024+ channels, which
-    AVX-512's kvec keeps (but not with full-width multiply-adds), and at AVX2 every strided 1x1 layer (ResNet-20's shortcuts): the
-    reference's values, the same bits for 1, 2 and 3 threads, and a NaN weight reaches only its
-    own output channel."""
+    """Strided 1x1 layers of 256+ channels (ResNet-50's projection shortcuts) run one GEMM over the
+    batch's positions (gemm_batch) on every ISA, except those over 1024+ channels, which
+    AVX-512's kvec keeps (but not with full-width multiply-adds), and at AVX2 every strided 1x1
+    layer (ResNet-20's shortcuts): the reference's values, the same bits for 1, 2 and 3 threads,
+    and a NaN weight reaches only its own output channel."""
     plan = lambda xs, ws: _core.conv2d_plan(xs, ws, 2, 2, 0, 0, 1, 1, 1)["forward"]
     assert plan((8, 512, 28, 28), (1024, 512, 1, 1)) == "gemm_batch"
     assert plan((1, 256, 56, 56), (512, 256, 1, 1)) == "gemm_batch"
@@ -1199,6 +1200,22 @@ def test_conv_transpose2d_bad_output_padding():
     with pytest.raises(ValueError, match="output_padding"):
         F.conv_transpose2d(np.zeros((1, 2, 3, 3)), np.zeros((2, 2, 3, 3)), stride=2,
                            output_padding=2)
+
+
+def test_empty_planes_and_empty_outputs_raise_like_pytorch():
+    """An input plane of zero height or width, and a transposed convolution whose output would
+    have zero height or width, raise as PyTorch's do (only the batch or channels may be empty)."""
+    w = np.zeros((3, 2, 3, 3), np.float32)
+    for x in (np.zeros((1, 2, 0, 4), np.float32), np.zeros((2, 5, 0), np.float32)):
+        with pytest.raises(ValueError, match="non-zero height and width"):
+            F.conv2d(x, w, padding=1)
+        with pytest.raises(ValueError, match="non-zero height and width"):
+            F.conv_transpose2d(x, np.zeros((2, 3, 3, 3), np.float32))
+    # output width (1 - 1) - 2 * pw + 1: -1 at padding 1 (PyTorch: "Output size is too small")
+    x, w = np.zeros((1, 2, 3, 1), np.float32), np.zeros((2, 3, 3, 1), np.float32)
+    with pytest.raises(ValueError, match="at least 1x1"):
+        F.conv_transpose2d(x, w, padding=(1, 1))
+    assert F.conv_transpose2d(x, w, padding=(1, 0)).shape == (1, 3, 3, 1)
 
 
 # ---- zero sizes, non-finite weights, bad arguments ------------------------------------------

@@ -33,12 +33,21 @@ void check_hyper(const char* fn, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                         pair_str(dh, dw) + ", groups " + std::to_string(groups));
 }
 
+// An empty plane (H or W zero) is an error, as PyTorch's: only the batch or the channels may be
+// empty.
+void expect_planes(const FArr& x, const char* fn) {
+  if (x.shape(2) == 0 || x.shape(3) == 0)
+    value_error(fn, "expected an input with non-zero height and width (only the batch or the "
+                    "channels may be empty), but got input of shape " + shape_str(x));
+}
+
 // x (N, C, H, W) and w (K, C/groups, R, S) of a convolution; the shape with P and Q filled.
 ConvArgs check_conv(const char* fn, py::handle xo, py::handle wo, py::handle bo, int64_t sh,
                     int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups) {
   ConvArgs a{to_float(xo, fn, "input"), to_float(wo, fn, "weight"), py::none(), {}};
   expect_ndim(a.x, 4, fn, "input", "(N, C, H, W), or unbatched (C, H, W)");
   expect_ndim(a.w, 4, fn, "weight", "(out_channels, in_channels / groups, kH, kW)");
+  expect_planes(a.x, fn);
   check_hyper(fn, sh, sw, ph, pw, dh, dw, groups);
   Conv2dShape& s = a.s;
   s.N = a.x.shape(0); s.C = a.x.shape(1); s.H = a.x.shape(2); s.W = a.x.shape(3);
@@ -147,6 +156,7 @@ ConvArgs check_convT(const char* fn, py::handle xo, py::handle wo, py::handle bo
   ConvArgs a{to_float(xo, fn, "input"), to_float(wo, fn, "weight"), py::none(), {}};
   expect_ndim(a.x, 4, fn, "input", "(N, C_in, H, W), or unbatched (C_in, H, W)");
   expect_ndim(a.w, 4, fn, "weight", "(in_channels, out_channels / groups, kH, kW)");
+  expect_planes(a.x, fn);
   check_hyper(fn, sh, sw, ph, pw, dh, dw, groups);
   if (oph < 0 || opw < 0 || (oph >= sh && oph >= dh) || (opw >= sw && opw >= dw))
     value_error(fn, "expected output_padding >= 0 and smaller than either stride or dilation, "
@@ -169,11 +179,11 @@ ConvArgs check_convT(const char* fn, py::handle xo, py::handle wo, py::handle bo
     value_error(fn, "weight " + shape_str(a.w) + " must have a kernel of at least 1x1");
   s.H = (s.P - 1) * sh - 2 * ph + dh * (s.R - 1) + oph + 1;
   s.W = (s.Q - 1) * sw - 2 * pw + dw * (s.S - 1) + opw + 1;
-  if (s.H < 0 || s.W < 0)
+  if (s.H < 1 || s.W < 1)  // (PyTorch: "Output size is too small")
     value_error(fn, "input " + shape_str(a.x) + " with stride " + pair_str(sh, sw) +
                         ", padding " + pair_str(ph, pw) + ", dilation " + pair_str(dh, dw) +
                         " and kernel " + pair_str(s.R, s.S) + " gives an output of size " +
-                        pair_str(s.H, s.W) + ": it must not be negative");
+                        pair_str(s.H, s.W) + ": it must be at least 1x1 (use less padding)");
   a.b = optional_bias(bo, s.C, a.w, fn);
   checked_numel({s.N, s.C, s.H, s.W}, fn, "output");
   checked_numel({s.C, s.R, s.S, s.P, s.Q}, fn, "im2col workspace");

@@ -693,15 +693,15 @@ const Row<BwdRun> kWeightGrad[] = {
      // medians of 5: (4, 512, 7, 7) -> 512 7.2 ms against 17.1, (8, 512, 7, 7) 14.5 against
      // 18.3, (8, 256, 7, 7) 3.9 against 5.2, (16, 256, 7, 7) 7.4 against 9.0; level at 128
      // channels; (32, 512, 7, 7) 36.9 against gemm's 46.3).
-     // With KernelTable::wide_fma (AMD EPYC Zen 5), where gemm's multiply-adds run twice as
-     // fast, not on planes the tiles fit badly, at batch 1 or 2, below 128 tiles, with under
-     // 128 channels on a side, nor below 512 tiles under 256 x 256 channels (forced, 2 threads, medians of 3 interleaved calls, against
-     // the best other row, ms: (8, 512, 7, 7) -> 512 9.84 against gemm's 6.59, (8, 128, 14, 14)
-     // 2.58 against 1.51, (4, 256, 8, 8) 1.87 against 1.05, (8, 64, 14, 14) 0.86 against 0.43,
-     // (2, 64, 56, 56) 1.94 against kvec's 1.29, (8, 64, 56, 56) 5.83 against 5.19 and 9.00
-     // against 6.21 in a slow spell, (4, 128, 128, 128) -> 64 41.9 against 32.6; it keeps (8, 256, 14, 14), 392 tiles, 5.18
-     // against gemm's 6.31, (8, 128, 28, 28) 4.13 against 5.19, (8, 512, 14, 14) 16.3 against
-     // 25.8).
+     // With KernelTable::wide_fma (AMD EPYC Zen 5), where gemm's multiply-adds run twice as fast,
+     // not on planes the tiles fit badly, at batch 1 or 2, below 128 tiles, with under 128 channels
+     // on a side, nor below 512 tiles under 256 x 256 channels (forced, 2 threads, medians of 3
+     // interleaved calls, against the best other row, ms: (8, 512, 7, 7) -> 512 9.84 against gemm's
+     // 6.59, (8, 128, 14, 14) 2.58 against 1.51, (4, 256, 8, 8) 1.87 against 1.05, (8, 64, 14, 14)
+     // 0.86 against 0.43, (2, 64, 56, 56) 1.94 against kvec's 1.29, (8, 64, 56, 56) 5.83 against
+     // 5.19 and 9.00 against 6.21 in a slow spell, (4, 128, 128, 128) -> 64 41.9 against 32.6; it
+     // keeps (8, 256, 14, 14), 392 tiles, 5.18 against gemm's 6.31, (8, 128, 28, 28) 4.13 against
+     // 5.19, (8, 512, 14, 14) 16.3 against 25.8).
      [](const Conv2dShape& s, const KernelTable& kt) {
        const int64_t tiles = s.N * tiles2x2(s);
        if (kt.wide_fma && (s.N <= 2 || tiles2x2_waste(s) || tiles < 128 ||
