@@ -392,3 +392,74 @@ def test_loss_options_are_checked():
         F.cross_entropy(np.zeros((2, 3)), [0, -100], ignore_index=2)
     with pytest.raises(ValueError, match="weight"):
         F.cross_entropy(np.zeros((2, 3)), [0, 1], weight=np.ones(2))
+
+
+@needs_torch
+@pytest.mark.parametrize("form", ["unbatched", "positions", "probabilities",
+                                  "position_probabilities"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_forms_match_pytorch(rng, form, reduction):
+    """PyTorch's other cross-entropy forms: unbatched logits (K,), logits (N, K, d1, d2) with
+    labels (N, d1, d2), and class probabilities as targets (2-D and per position), with class
+    weights and label smoothing: the loss and its gradient, function and layer."""
+    K = 5
+    shape = {"unbatched": (K,), "positions": (3, K, 4, 2), "probabilities": (6, K),
+             "position_probabilities": (2, K, 3)}[form]
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    if "probabilities" in form:
+        y = rng.random(shape).astype(np.float32)
+        y /= y.sum(axis=1, keepdims=True)
+    else:
+        y = rng.integers(0, K, shape[:1] + shape[2:] if len(shape) > 1 else ())
+        if form == "unbatched":
+            y = np.int64(3)  # (not the ignored class: one ignored sample's mean is NaN)
+        else:
+            y[0, 1, 1] = 2  # (ignored below)
+    w = rng.random(K).astype(np.float32) + 0.5
+    kw = dict(reduction=reduction, label_smoothing=0.1)
+    if "probabilities" not in form:
+        kw["ignore_index"] = 2
+    for weight in (None, w):
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        wt = None if weight is None else torch.tensor(weight.astype(np.float64))
+        yt = torch.tensor(y.astype(np.float64) if y.dtype.kind == "f" else y)
+        lt = torch.nn.functional.cross_entropy(xt, yt, weight=wt, **kw)
+        g = rng.standard_normal(lt.shape) if reduction == "none" else 1.7
+        lt.backward(torch.tensor(g, dtype=torch.float64))
+        loss = F.cross_entropy(x, y, weight=weight, **kw)
+        assert np.shape(loss) == tuple(lt.shape)
+        assert_close(np.asarray(loss, np.float64), lt.detach().numpy(), 1e-5)
+        gx = F.cross_entropy_backward(g, x, y, weight=weight, **kw)
+        assert gx.shape == x.shape and gx.dtype == np.float32
+        assert_close(gx, xt.grad.numpy(), 1e-5)
+        crit = nn.CrossEntropyLoss(weight=weight, **kw)
+        assert_close(np.asarray(crit(x, y), np.float64), lt.detach().numpy(), 1e-5)
+        assert_close(crit.backward(g), xt.grad.numpy(), 1e-5)
+
+
+def test_cross_entropy_probability_targets_gradient_by_finite_differences(rng):
+    """The probability-target gradient against central differences in float64."""
+    x = rng.standard_normal((3, 4))
+    t = rng.random((3, 4))
+    t /= t.sum(1, keepdims=True)
+    w = rng.random(4) + 0.5
+
+    def loss(v):
+        v = v - v.max(1, keepdims=True)
+        logp = v - np.log(np.exp(v).sum(1, keepdims=True))
+        tt = 0.8 * t + 0.2 / 4
+        return float(-(w * tt * logp).sum(1).mean())
+    fd = finite_diff(loss, x)
+    got = F.cross_entropy_backward(1.0, x.astype(np.float32), t.astype(np.float32),
+                                   weight=w.astype(np.float32), label_smoothing=0.2)
+    assert_close(got, fd, 1e-4)
+
+
+def test_cross_entropy_forms_reject_mismatches():
+    with pytest.raises(ValueError, match="ignore_index is not supported"):
+        F.cross_entropy(np.zeros((2, 3)), np.full((2, 3), 1 / 3), ignore_index=0)
+    with pytest.raises(ValueError, match=r"expected labels of shape \(2, 4\)"):
+        F.cross_entropy(np.zeros((2, 3, 4)), np.zeros((2, 3), np.int64))
+    with pytest.raises(ValueError, match=r"grad_out of shape \(2, 4\)"):
+        F.cross_entropy_backward(np.ones(8), np.zeros((2, 3, 4)), np.zeros((2, 4), np.int64),
+                                 reduction="none")

@@ -865,12 +865,26 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, weight: Optional[ArrayLi
     ``reduction`` "sum" adds the samples' losses, "none" returns them (N,); with
     ``label_smoothing`` e the target is (1 - e) on the label plus e / K on every class.
 
+    Also PyTorch's other forms: unbatched logits (K,) with one label; logits (N, K, d1, ...)
+    with labels (N, d1, ...) (a loss per position: "none" returns (N, d1, ...)); and class
+    probabilities as targets, float, of the logits' shape (``ignore_index`` does not apply; the
+    mean divides by the number of samples).
+
     >>> round(cross_entropy(np.zeros((2, 4)), [1, 3]), 6)  # log 4
     1.386294
     >>> round(cross_entropy(np.zeros((2, 4)), [1, -100]), 6), cross_entropy(
     ...     np.zeros((2, 2)), [0, 1], reduction="none")
     (1.386294, array([0.6931472, 0.6931472], dtype=float32))
+    >>> cross_entropy(np.zeros((1, 2, 3)), np.zeros((1, 3), np.int64), reduction="none").shape
+    (1, 3)
     """
+    flat = _ce_flat("cross_entropy", logits, labels, None, reduction)
+    if flat is not None:
+        x2, y2, _, back = flat
+        return back(cross_entropy(x2, y2, weight, ignore_index, reduction, label_smoothing))
+    if _soft_targets(logits, labels, ignore_index, "cross_entropy"):
+        return _ce_soft("cross_entropy", None, logits, labels, weight, reduction,
+                        label_smoothing)
     if _default_ce(weight, ignore_index, reduction, label_smoothing):
         try:
             return _core.cross_entropy(logits, labels)
@@ -891,6 +905,14 @@ def cross_entropy_backward(grad_out: Union[float, ArrayLike], logits: ArrayLike,
     >>> cross_entropy_backward(1.0, np.zeros((1, 2)), [0])
     array([[-0.5,  0.5]], dtype=float32)
     """
+    flat = _ce_flat("cross_entropy_backward", logits, labels, grad_out, reduction)
+    if flat is not None:
+        x2, y2, g2, back = flat
+        return back(cross_entropy_backward(g2, x2, y2, weight, ignore_index, reduction,
+                                           label_smoothing))
+    if _soft_targets(logits, labels, ignore_index, "cross_entropy_backward"):
+        return _ce_soft("cross_entropy_backward", grad_out, logits, labels, weight, reduction,
+                        label_smoothing)
     if _default_ce(weight, ignore_index, reduction, label_smoothing):
         g = _float(grad_out, "cross_entropy_backward", "grad_out")
         try:
@@ -900,6 +922,92 @@ def cross_entropy_backward(grad_out: Union[float, ArrayLike], logits: ArrayLike,
                 raise
     return _ce_general("cross_entropy_backward", grad_out, logits, labels, weight,
                        ignore_index, reduction, label_smoothing)
+
+
+def _ce_flat(fn, logits, labels, grad_out, reduction):
+    """PyTorch's other layouts of cross_entropy as the (M, K) one: unbatched logits (K,) and
+    logits (N, K, d1, ...) with their labels (or probabilities) -> (logits (M, K), labels,
+    grad_out for "none" flattened alike, back: the (M, ...) result in the caller's layout), or
+    None for (N, K)."""
+    x = _as_array(logits)
+    nd = getattr(x, "ndim", 2)
+    if nd == 2:
+        return None
+    none = _reduction(reduction, fn) == "none"
+    y = np.asarray(_as_array(labels))
+    soft = y.dtype.kind == "f" and y.shape == x.shape
+    if nd == 1:  # one sample
+        x2, y2 = x.reshape(1, -1), y.reshape((1,) + y.shape)
+        lead = ()
+    elif nd == 0:
+        raise ValueError(f"{fn}: expected logits of shape (N, num_classes), (num_classes,) or "
+                         f"(N, num_classes, d1, ...), but got a scalar")
+    else:  # (N, K, d1, ...): each position a sample, classes last
+        K = x.shape[1]
+        lead = (x.shape[0],) + x.shape[2:]
+        if not soft and y.shape != lead:
+            raise ValueError(f"{fn}: expected labels of shape {lead} to match logits "
+                             f"{x.shape}, but got {y.shape}")
+        x2 = np.moveaxis(x, 1, -1).reshape(-1, K)
+        y2 = np.moveaxis(y, 1, -1).reshape(-1, K) if soft else y.reshape(-1)
+    g2 = grad_out
+    if grad_out is not None and none:
+        g = np.asarray(_as_array(grad_out))
+        if g.ndim:
+            if g.shape != lead:
+                raise ValueError(f"{fn}: expected grad_out of shape {lead} (reduction 'none'), "
+                                 f"but got {g.shape}")
+            g2 = g.reshape(-1)
+
+    def back(out):
+        if grad_out is not None:  # the gradient, (M, K) -> the logits' layout
+            if nd == 1:
+                return out.reshape(x.shape)
+            return np.ascontiguousarray(np.moveaxis(out.reshape(lead + (x.shape[1],)), -1, 1))
+        return out.reshape(lead) if none else out
+    return x2, y2, g2, back
+
+
+def _soft_targets(logits, labels, ignore_index, fn):
+    """Whether labels are class probabilities: floats of the logits' shape (which take no
+    ignore_index, as PyTorch's)."""
+    y = np.asarray(_as_array(labels))
+    soft = y.dtype.kind == "f" and y.shape == np.shape(_as_array(logits))
+    if soft and _int(ignore_index, fn, "ignore_index") != -100:
+        raise ValueError(f"{fn}: ignore_index is not supported with class probabilities as "
+                         f"targets (float labels of the logits' shape), but got ignore_index="
+                         f"{ignore_index}")
+    return soft
+
+
+def _ce_soft(fn, grad_out, logits, targets, weight, reduction, eps):
+    """cross_entropy (grad_out None) or its gradient with class probabilities as targets
+    (PyTorch's): per sample -sum over classes of w_k t_k log softmax(x)_k, t smoothed to
+    (1 - eps) t + eps / K; the mean divides by the number of samples."""
+    reduction = _reduction(reduction, fn)
+    eps = _label_smoothing(eps, fn)
+    x = np.asarray(_as_array(logits), dtype=np.float32)
+    N, K = x.shape
+    t = np.asarray(_as_array(targets), dtype=np.float64)
+    t = (1 - eps) * t + eps / K if eps else t
+    w = np.ones(K) if weight is None else np.asarray(_as_array(weight), dtype=np.float64)
+    if w.shape != (K,):
+        raise ValueError(f"{fn}: expected weight of shape ({K},), but got {w.shape}")
+    wt = w * t  # (N, K)
+    logp = log_softmax(x).astype(np.float64) if N else np.zeros((0, K))
+    if grad_out is None:
+        loss = -(wt * logp).sum(1)
+        if reduction == "none":
+            return loss.astype(np.float32)
+        total = loss.sum()
+        return float(total) if reduction == "sum" else float(total / N) if N else float("nan")
+    if reduction == "none":
+        g = np.broadcast_to(np.asarray(_as_array(grad_out), dtype=np.float64), (N,))
+    else:
+        g = _float(grad_out, fn, "grad_out")
+        g = np.full(N, g / N if reduction == "mean" and N else g)
+    d = np.exp(logp) * wt.sum(1, keepdims=True) - wt
+    return (g[:, None] * d).astype(np.float32)
 
 
 def _has_label(labels, ignore_index):
