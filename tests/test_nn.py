@@ -1018,7 +1018,9 @@ def test_a_module_takes_any_arguments_and_zero_grad_takes_set_to_none():
 
 _UP_SPECS = [dict(scale_factor=2), dict(scale_factor=1.5), dict(scale_factor=(0.5, 3)),
              dict(scale_factor=0.37), dict(size=(3, 5)), dict(size=(16, 9)), dict(size=1),
-             dict(scale_factor=2.3, recompute_scale_factor=True)]
+             dict(scale_factor=2.3, recompute_scale_factor=True),
+             # an axis that keeps its size is a copy whatever the factor (PyTorch's kernels)
+             dict(scale_factor=1.1), dict(scale_factor=(0.6, 1.2))]
 
 
 @needs_torch

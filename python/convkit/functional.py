@@ -522,9 +522,14 @@ def _interp_plan_of(fn, shape, size, scale_factor, mode, align_corners, recomput
 
 
 def _axis_taps(n, o, f, mode, align_corners):
-    """One axis's taps, read-only arrays (_interp_plan keeps them for later calls)."""
+    """One axis's taps, read-only arrays (_interp_plan keeps them for later calls). An axis
+    that keeps its size is copied whatever the scale factor (PyTorch's kernels skip it: a 4x4
+    image by (1.1, 1.1) stays itself)."""
     j = np.arange(o, dtype=np.float32)
-    if mode == "nearest":
+    if o == n:
+        i0 = np.arange(n, dtype=np.int64)
+        taps = (i0, i0, np.ones(o, np.float32), np.zeros(o, np.float32))
+    elif mode == "nearest":
         scale = np.float32(1.0 / f if f else n / o)
         i0 = np.minimum(np.floor(j * scale).astype(np.int64), n - 1)
         taps = (i0, i0, np.ones(o, np.float32), np.zeros(o, np.float32))
