@@ -248,11 +248,11 @@ struct KernelTable {
   void (*conv_kvec)(float* out, int64_t ldo, int64_t ldr, const float* x, int64_t Wp,
                     int64_t xstep, const int64_t* off, int64_t crs, const float* w,
                     const float* bias, int nq, int nk, bool two_rows);
-  // conv_kvec for nb (2 or 4) blocks of 16 output channels at once, one row, position i
+  // conv_kvec for nb (2, 3 or 4) blocks of 16 output channels at once, one row, position i
   // reading x + i * xstep (xstep: the stride): each broadcast input value serves nb weight
   // vectors (the one-block tile spends a load per multiply). Block b's weights at
   // w + b * wstride, its channels at out + b * 16 * ldo, its bias at bias + 16b; nk (<= 16 * nb)
-  // channels are stored, nq <= 7 (nb = 4) or 14 (nb = 2) positions. The same sums
+  // channels are stored, nq <= 7 (nb = 3 or 4) or 14 (nb = 2) positions. The same sums
   // in the same order as conv_kvec. Null where the ISA has none.
   // A long sum may go in runs of taps (the tile's weights of a run staying in L2): mode
   // kKvecSuspend keeps the tile's running sums in part (448 floats) instead of storing

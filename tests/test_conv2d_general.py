@@ -190,6 +190,10 @@ FORCED_SHAPES = SHAPES + [
     # rows of 7 and 14 positions: tiles of 3 blocks x 7 (groups 3 + 3 + a lone block, 3 + 1,
     # strided 3 + 2)
     (2, 6, 7, 7, 100, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # (with full-width multiply-adds: strided rows of 7 in groups of 3 + 3 + 1, the last one a
+    # 2-block tile reading a zero block, and 3 + 1)
+    (2, 6, 13, 13, 112, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (1, 5, 14, 14, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1),
     # rows of 14 in 2-block tiles of 14 positions, then a lone block (48 channels)
     (2, 7, 9, 14, 48, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 5, 14, 14, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),

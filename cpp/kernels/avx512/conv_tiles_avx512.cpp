@@ -264,7 +264,9 @@ void conv_kvec_blocks_avx512(float* out, int64_t ldo, const float* x, int64_t xs
                              const KvecTaps* taps) {
 #define CK_KVEC_TILE(KB, NQ) \
   kvec_blocks_tile<KB, NQ>(out, ldo, x, xstep, off, crs, w, wstride, bias, nq, nk, part, mode, taps)
-  if (nb == 4) {
+  if (nb == 3) {  // (rows of 7: 21 sums, the input values broadcast into a register)
+    CK_KVEC_TILE(3, 7);
+  } else if (nb == 4) {
     if (nq <= 4)
       CK_KVEC_TILE(4, 4);
     else if (nq <= 6)

@@ -155,7 +155,17 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
   // (per call, so kept cheap: at batch 1 this setup was a fifth of LeNet-5's conv2)
   // (zero blocks up to a multiple of 4: a tile of 4 blocks may read them, storing nothing;
   // per call, so transposed in registers: scalar, this was a fifth of a 64-channel 8x8 layer)
-  const int64_t kalloc = kblocks >= 2 ? round_up(kblocks, 4) : kblocks;
+  // Tiles of nb blocks (conv_kvec_blocks, 2+ blocks; below): 4, or 2 below 4 blocks. With
+  // KernelTable::wide_fma 3 on rows of 7 (a ResNet's last stage): 4 x 7 = 28 sums leave no
+  // register for the broadcast input value, so each of the 28 multiply-adds reads it from
+  // memory, and the loads, not the multiply-adds, set the pace where the multiply-adds run at
+  // full width (the tile alone in L1, AMD EPYC Zen 5, 1 thread: 4 x 7 113-136 GFLOP/s, 3 x 7
+  // 207-212; on a Zen 4, where each multiply-add went in halves, 3 x 7 ran 17 % slower:
+  // (8, 512, 7, 7) 3x3, 1 thread, 18.1-18.9 against 15.6-16.3 ms).
+  const bool rows7 = s.Q % 7 == 0 && s.Q % 4 != 0 && s.Q % 6 != 0;
+  const int nb = kblocks >= 4 ? (g_kernels->wide_fma && rows7 ? 3 : 4) : 2;
+  // (a last group of one block of 3-block tiles runs a 2-block tile: one zero block after it)
+  const int64_t kalloc = kblocks >= 2 ? round_up(kblocks + (nb == 3), 4) : kblocks;
   float* wp = scratch(Buf::kvec_weights, kalloc * CRS * 16);
   // (in parallel: a (512, 512, 3, 3) weight alone took a fifth of its layer at batch 1)
   // The tiles multiply the padding's zeros: a NaN or Inf weight declines (the planner's row
@@ -197,7 +207,6 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
   // nb weight vectors; items (image, group of blocks, run of rows) give every thread work even
   // at batch 1.
   const bool blocks = kblocks >= 2 && g_kernels->conv_kvec_blocks;
-  const int nb = kblocks >= 4 ? 4 : 2;
   const int64_t groups = blocks ? (kblocks + nb - 1) / nb : 1;
   // With several items an image (groups of output channels; with one-block tiles, each block)
   // and padding, the images are padded once, shared, where that takes 16 MiB or less: each item
@@ -220,11 +229,10 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
   if (blocks) {
     // positions per tile: of the two tile widths, the one that wastes fewer lanes on a row;
     // rows of 7 or 14 (a ResNet's last stages) go 7 at a time in tiles of 4 blocks (28
-    // accumulators; tiles of 3 blocks, 21, ran 17 % slower: (8, 512, 7, 7) 3x3, 1 thread, 18.1-18.9
-    // against 15.6-16.3 ms)
+    // accumulators), or of 3 (above)
     auto waste = [&](int64_t w) { return (s.Q + w - 1) / w * w - s.Q; };
-    const int64_t w1 = nb == 4 ? 4 : 8, w2 = nb == 4 ? 6 : 12;
-    int64_t nqt = waste(w2) <= waste(w1) ? w2 : w1;
+    const int64_t w1 = nb >= 3 ? 4 : 8, w2 = nb >= 3 ? 6 : 12;
+    int64_t nqt = nb == 3 ? 7 : waste(w2) <= waste(w1) ? w2 : w1;
     if (nb == 4 && waste(7) == 0 && waste(nqt) > 0) nqt = 7;
     if (nb == 2 && waste(14) == 0 && waste(nqt) > 0) nqt = 14;
     // The products of padding (a row outside the image, a tile's first or last position
@@ -295,7 +303,7 @@ static bool kvec_run(float* y, const float* x, const float* w, const float* b,
             else  // (a lone block strided: with the zero block after it)
               kernb(y + (n * s.K + k0) * PQ + p * s.Q + q, PQ, xb, s.sw, offp + k1, taps,
                     wb + k1 * 16, CRS * 16, b ? b + k0 : nullptr, nq, nk,
-                    nbk == 3 ? 4 : std::max(2, nbk),
+                    nbk == 3 && nb == 4 ? 4 : std::max(2, nbk),
                     part ? part + ((p - p0) * tiles_row + q / nqt) * 448 : nullptr, mode,
                     skips ? &tc : nullptr);
           }
