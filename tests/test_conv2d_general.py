@@ -896,10 +896,8 @@ def test_plan_of_pointwise_layers_at_stride_1(isa):
     for xs, ws in [((128, 64, 8, 8), (256, 64, 1, 1)), ((128, 32, 16, 16), (128, 32, 1, 1)),
                    ((16, 64, 8, 8), (256, 64, 1, 1)), ((128, 8, 14, 14), (16, 8, 1, 1))]:
         assert plan(xs, ws) == "direct", (xs, ws)
-    # (full-width multiply-adds: the batched GEMM on rows of 7, direct on rows of 14)
-    wide = _core.wide_fma()
-    got = plan((16, 256, 7, 7), (1024, 256, 1, 1))
-    assert got == "gemm_batch" if wide else (got == "kvec") == (isa == "avx512"), got
+    wide = _core.wide_fma()  # (full-width multiply-adds: direct on rows of 14)
+    assert (plan((16, 256, 7, 7), (1024, 256, 1, 1)) == "kvec") == (isa == "avx512")
     got = plan((1, 1024, 14, 14), (256, 1024, 1, 1))
     assert (got == "kvec") == (isa == "avx512" and not wide), got
     assert got == "direct" or not wide, got

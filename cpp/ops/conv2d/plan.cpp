@@ -365,15 +365,13 @@ const Row<FwdRun> kForward[] = {
      // 128 0.95 against 1.17, (8, 128, 28, 28) -> 512 9.43 against 9.89; with fewer channels
      // direct leads or ties: (2, 256, 56, 56) -> 128 5.84 against 5.12, (8, 256, 28, 28) -> 128
      // 5.96 against 5.86, (8, 256, 56, 56) -> 64 9.30 against 7.74).
-     // With KernelTable::wide_fma (AMD EPYC Zen 5) also stride 1 on rows up to 8 (a ResNet-50's
-     // last stage) from 256 x 256 channels (forced, 2 threads, medians of 3, against kvec, the
-     // row planned before, ms: (8, 512, 7, 7) -> 2048 2.74 against 3.34, (16, 256, 7, 7) ->
-     // 1024 1.27 against 1.62, (32, 512, 7, 7) -> 2048 9.99 against 12.6, (8, 2048, 7, 7) ->
-     // 512 3.33 against 3.45), and strided over 1024+ channels ((8, 1024, 14, 14) -> 2048
-     // 7.07 against 9.36, (32, ...) 22.8 against 31.0, (1, ...) 2.54 against 3.22).
+     // With KernelTable::wide_fma (AMD EPYC Zen 5) also strided over 1024+ channels (forced, 2
+     // threads, medians of 5, against kvec, ms: (8, 1024, 14, 14) -> 2048 7.07 against 9.36,
+     // (32, ...) 22.8 against 31.0, (1, ...) 2.54 against 3.22). (Stride-1 rows of 7 stay
+     // kvec's, whose 3 x 7 tiles there run level or ahead: (8, 512, 7, 7) -> 2048 3.17 ms
+     // against 3.86, (32, ...) 10.8 against 10.6.)
      [](const Conv2dShape& s, const KernelTable& kt) {
-       if (unit_stride(s))
-         return (kt.lanes == 8 || (kt.wide_fma && s.Q <= 8)) && s.C * s.K >= 256 * 256;
+       if (unit_stride(s)) return kt.lanes == 8 && s.C * s.K >= 256 * 256;
        if (kt.lanes == 8) return true;
        return s.C >= 256 && s.K >= 256 && (s.C < 1024 || !kt.conv_kvec_blocks || kt.wide_fma);
      },
