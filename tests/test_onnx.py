@@ -139,9 +139,10 @@ def test_softmax_layers_export(tmp_path, layer):
                                 nn.Upsample(scale_factor=(1.5, 2), mode="bilinear"),
                                 nn.Upsample(size=(9, 13), mode="bilinear", align_corners=True),
                                 nn.Upsample(scale_factor=2.3, mode="bilinear",
-                                            recompute_scale_factor=True)],
+                                            recompute_scale_factor=True),
+                                nn.Upsample(scale_factor=(1.1, 1.5), mode="bilinear")],
                          ids=["nearest2", "nearest-size", "bilinear", "bilinear-ac-size",
-                              "bilinear-recompute"])
+                              "bilinear-recompute", "bilinear-axis-kept"])
 @pytest.mark.parametrize("opset", [11, 17])
 def test_upsample_exports_as_resize(tmp_path, up, opset):
     convkit.manual_seed(5)

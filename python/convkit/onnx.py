@@ -294,8 +294,11 @@ def _emit(g, m, x, xv, path):
         inputs = [x, g.const([], base + ".roi")]
         if m.scale_factor is not None and not m.recompute_scale_factor:
             f = m.scale_factor
-            inputs.append(g.const([1.0, 1.0] + list(f if isinstance(f, tuple) else (f, f)),
-                                  base + ".scales"))
+            f = list(f if isinstance(f, tuple) else (f, f))
+            # an axis that keeps its size is a copy (PyTorch's and convkit's) whatever its
+            # factor, and Resize would resample it: scale 1 there (the plane's size is fixed)
+            f = [1.0 if o == n else v for v, n, o in zip(f, np.shape(xv)[2:], np.shape(yv)[2:])]
+            inputs.append(g.const([1.0, 1.0] + f, base + ".scales"))
         else:  # the output size itself (scales would round): N and C from the input's shape
             nc = g.op("Slice", [g.op("Shape", [x], base + ".shape"),
                                 g.const([0], base + ".starts", np.int64),
