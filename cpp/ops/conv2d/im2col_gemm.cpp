@@ -131,7 +131,7 @@ bool gemm_batch_forward(float* y, const float* x, const float* w, const float* b
         }
         t += len;
       }
-      if (n < bw)  // zeros in the last panel's unused columns
+      if (n % NR)  // zeros in the last panel's unused columns (blocks are whole tiles but the last)
         for (int64_t c = 0; c < kc; ++c)
           std::fill(bpack + n / NR * NR * kc + c * NR + n % NR,
                     bpack + n / NR * NR * kc + (c + 1) * NR, 0.f);
