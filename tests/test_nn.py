@@ -75,6 +75,18 @@ OPTIMIZERS = [
     ("RMSprop", dict(lr=1e-3, alpha=0.9, momentum=0.5, weight_decay=1e-3)),
     ("Adadelta", dict(lr=1.0)),
     ("Adadelta", dict(lr=0.5, rho=0.8, weight_decay=1e-3)),
+    # PyTorch's keyword options
+    ("SGD", dict(lr=0.02, momentum=0.9, weight_decay=1e-3, maximize=True)),
+    ("SGD", dict(lr=0.02, maximize=True)),
+    ("Adam", dict(lr=1e-3, weight_decay=1e-2, amsgrad=True, maximize=True)),
+    ("Adam", dict(lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("AdamW", dict(lr=1e-3, weight_decay=0.1, maximize=True)),
+    ("Adagrad", dict(lr=1e-2, lr_decay=0.1, initial_accumulator_value=0.5, maximize=True)),
+    ("Adagrad", dict(lr=1e-2, weight_decay=1e-3, lr_decay=0.01)),
+    ("RMSprop", dict(lr=1e-3, centered=True)),
+    ("RMSprop", dict(lr=1e-3, alpha=0.9, momentum=0.5, weight_decay=1e-3, centered=True,
+                     maximize=True)),
+    ("Adadelta", dict(lr=0.5, weight_decay=1e-3, maximize=True)),
 ]
 
 

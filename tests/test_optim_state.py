@@ -210,6 +210,9 @@ OPTIMIZERS = {
     "adagrad": lambda p: optim.Adagrad(p, lr=0.05),
     "rmsprop": lambda p: optim.RMSprop(p, lr=0.01, momentum=0.5),
     "adadelta": lambda p: optim.Adadelta(p),
+    "adagrad-decay": lambda p: optim.Adagrad(p, lr=0.05, lr_decay=0.1,
+                                             initial_accumulator_value=0.2),
+    "rmsprop-centered": lambda p: optim.RMSprop(p, lr=0.01, momentum=0.5, centered=True),
 }
 
 
@@ -226,7 +229,7 @@ def test_optimizer_and_scheduler_state_resume_bit_exactly(name):
 
 @needs_torch
 @pytest.mark.parametrize("name", ["sgd", "adam", "adam-amsgrad", "adamw", "rmsprop", "adagrad",
-                                  "adadelta"])
+                                  "adadelta", "rmsprop-centered", "adagrad-decay", "sgd-max"])
 def test_a_pytorch_optimizer_state_continues_in_convkit(name):
     rng = np.random.default_rng(5)
     w0 = rng.standard_normal((3, 4)).astype(np.float32)
@@ -234,13 +237,19 @@ def test_a_pytorch_optimizer_state_continues_in_convkit(name):
     kw = {"sgd": dict(lr=0.1, momentum=0.9), "adam": dict(lr=0.01), "rmsprop":
           dict(lr=0.01, momentum=0.3), "adagrad": dict(lr=0.1), "adadelta": dict(lr=1.0),
           "adam-amsgrad": dict(lr=0.01, amsgrad=True),
-          "adamw": dict(lr=0.01, weight_decay=0.2, amsgrad=True)}[name]
+          "adamw": dict(lr=0.01, weight_decay=0.2, amsgrad=True),
+          "rmsprop-centered": dict(lr=0.01, momentum=0.3, centered=True),
+          "adagrad-decay": dict(lr=0.1, lr_decay=0.2, initial_accumulator_value=0.3),
+          "sgd-max": dict(lr=0.1, momentum=0.9, maximize=True)}[name]
     tcls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop,
             "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
-            "adam-amsgrad": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+            "adam-amsgrad": torch.optim.Adam, "adamw": torch.optim.AdamW,
+            "rmsprop-centered": torch.optim.RMSprop, "adagrad-decay": torch.optim.Adagrad,
+            "sgd-max": torch.optim.SGD}[name]
     ccls = {"sgd": optim.SGD, "adam": optim.Adam, "rmsprop": optim.RMSprop,
             "adagrad": optim.Adagrad, "adadelta": optim.Adadelta, "adam-amsgrad": optim.Adam,
-            "adamw": optim.AdamW}[name]
+            "adamw": optim.AdamW, "rmsprop-centered": optim.RMSprop,
+            "adagrad-decay": optim.Adagrad, "sgd-max": optim.SGD}[name]
     tp = torch.nn.Parameter(torch.from_numpy(w0.copy()))
     topt = tcls([tp], **kw)
     for g in grads[:3]:

@@ -120,7 +120,7 @@ class Optimizer:
                 if not (isinstance(v, (tuple, list)) and len(v) == 2):
                     raise ValueError(f"{name}: betas expected a pair, but got {v!r}")
                 group[k] = tuple(_check(f"{name}: betas", b) for b in v)
-            elif k in ("nesterov", "amsgrad"):
+            elif k in ("nesterov", "amsgrad", "maximize", "centered"):
                 group[k] = bool(v)
             else:
                 group[k] = _check(f"{name}: {k}", v)
@@ -142,13 +142,19 @@ class Optimizer:
             for g in grads:
                 g.fill(0.0)
 
-    def _grad(self, i, p, weight_decay):
-        """The gradient with weight decay folded in (in scratch memory when decay is on)."""
-        if weight_decay == 0.0:
+    def _grad(self, i, p, weight_decay, maximize=False):
+        """The gradient, negated with ``maximize``, with weight decay folded in (PyTorch's order:
+        -grad first, then + weight_decay * p), in scratch memory when either is on."""
+        if weight_decay == 0.0 and not maximize:
             return p.grad
         g = self._tmp[i]
+        if weight_decay == 0.0:
+            return np.negative(p.grad, out=g)
         np.multiply(p.data, weight_decay, out=g)
-        g += p.grad
+        if maximize:
+            g -= p.grad
+        else:
+            g += p.grad
         return g
 
     def step(self) -> None:
@@ -270,6 +276,7 @@ _TORCH_ONLY = {"maximize", "foreach", "differentiable", "fused", "capturable", "
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum, dampening and
     weight decay; PyTorch's update: buf = momentum*buf + (1 - dampening)*g, p -= lr*buf.
+    ``maximize`` ascends (the gradient negated), as PyTorch's.
 
     >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
     ... # doctest: +ELLIPSIS
@@ -281,9 +288,11 @@ class SGD(Optimizer):
 
     _state_names = ("momentum_buffer",)
 
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
+                 *, maximize=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
 
     def _validate(self, group):
         super()._validate(group)
@@ -298,15 +307,17 @@ class SGD(Optimizer):
             buf = st.get("momentum_buffer")
             if buf is None:  # first step: the buffer starts as the gradient itself
                 buf, first = np.empty_like(p.data), True
+        maximize = group.get("maximize", False)
         if _plain(p.data) and _plain(p.grad) and (buf is None or _plain(buf)):
             # the NumPy sequence below in one pass over memory, with the same roundings
-            _core.sgd_update(p.data, p.grad, buf, group["lr"], momentum, group["dampening"],
+            grad = np.negative(p.grad, out=self._tmp[i]) if maximize else p.grad
+            _core.sgd_update(p.data, grad, buf, group["lr"], momentum, group["dampening"],
                              group["nesterov"], group["weight_decay"], bool(first))
             if first:
                 st["momentum_buffer"] = buf
             return
         # parameters or gradients that are not float32 C-contiguous arrays: NumPy, step by step
-        g = self._grad(i, p, group["weight_decay"])
+        g = self._grad(i, p, group["weight_decay"], maximize)
         upd = np.empty_like(p.data)
         if momentum != 0.0:
             if first:
@@ -331,7 +342,7 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (PyTorch's equations, bias-corrected moments; weight decay added to the gradient).
     With ``amsgrad`` the denominator uses the largest second moment so far (PyTorch's
-    ``max_exp_avg_sq``).
+    ``max_exp_avg_sq``); ``maximize`` ascends; ``decoupled_weight_decay=True`` is AdamW.
 
     >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
     ... # doctest: +ELLIPSIS
@@ -345,18 +356,21 @@ class Adam(Optimizer):
     _decoupled = False  # AdamW: the decay scales the weights instead of joining the gradient
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False):
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+        if decoupled_weight_decay:
+            self._decoupled = True
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=bool(amsgrad)))
+                                      amsgrad=bool(amsgrad), maximize=maximize))
         self._d = [np.empty_like(p.data) for p in self._params]
 
     def _update(self, i, p, group):
+        maximize = group.get("maximize", False)
         if self._decoupled:
             if group["weight_decay"]:
                 p.data *= np.float32(1.0 - group["lr"] * group["weight_decay"])
-            g = p.grad
+            g = self._grad(i, p, 0.0, maximize)
         else:
-            g = self._grad(i, p, group["weight_decay"])
+            g = self._grad(i, p, group["weight_decay"], maximize)
         ams = group.get("amsgrad", False)
         st = self._stepped_state(i, p, "exp_avg", "exp_avg_sq",
                                  *(("max_exp_avg_sq",) if ams else ()))
@@ -394,12 +408,14 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
 
 
 class Adagrad(Optimizer):
-    """Adagrad: p -= lr * g / (sqrt(sum of g^2) + eps) (PyTorch's equations).
+    """Adagrad: p -= clr * g / (sqrt(sum of g^2) + eps) with clr = lr / (1 + (step - 1) *
+    lr_decay), the sum starting at ``initial_accumulator_value`` (PyTorch's equations);
+    ``maximize`` ascends.
 
     >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
     ... # doctest: +ELLIPSIS
@@ -411,25 +427,35 @@ class Adagrad(Optimizer):
 
     _state_names = ("step", "sum")
 
-    def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1e-2, eps=1e-10, weight_decay=0.0, *, lr_decay=0.0,
+                 initial_accumulator_value=0.0, maximize=False):
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
+                                      weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value,
+                                      maximize=maximize))
         self._d = [np.empty_like(p.data) for p in self._params]
 
     def _update(self, i, p, group):
-        g = self._grad(i, p, group["weight_decay"])
+        g = self._grad(i, p, group["weight_decay"], group.get("maximize", False))
+        fresh = i not in self.state
         st = self._stepped_state(i, p, "sum")
         s, d = st["sum"], self._d[i]
+        if fresh and group.get("initial_accumulator_value", 0.0):
+            s.fill(group["initial_accumulator_value"])
+        clr = group["lr"] / (1.0 + (st["step"] - 1.0) * group.get("lr_decay", 0.0))
         np.multiply(g, g, out=d)
         s += d
         np.sqrt(s, out=d)
         d += np.float32(group["eps"])
         np.divide(g, d, out=d)
-        d *= np.float32(group["lr"])
+        d *= np.float32(clr)
         p.data -= d
 
 
 class RMSprop(Optimizer):
-    """RMSprop: a running average of g^2 with decay alpha, optional momentum (PyTorch's).
+    """RMSprop: a running average of g^2 with decay alpha, optional momentum (PyTorch's);
+    ``centered`` divides by the estimated standard deviation sqrt(avg g^2 - (avg g)^2) instead
+    (a running average of g kept as ``grad_avg``); ``maximize`` ascends.
 
     >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
     ... # doctest: +ELLIPSIS
@@ -439,22 +465,35 @@ class RMSprop(Optimizer):
     >>> RMSprop(model.parameters(), lr=1e-2).step()
     """
 
-    _state_names = ("step", "square_avg", "momentum_buffer")
+    _state_names = ("step", "square_avg", "momentum_buffer", "grad_avg")
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0,
+                 *, centered=False, maximize=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps,
-                                      weight_decay=weight_decay))
+                                      centered=centered, weight_decay=weight_decay,
+                                      maximize=maximize))
         self._d = [np.empty_like(p.data) for p in self._params]
 
     def _update(self, i, p, group):
-        g = self._grad(i, p, group["weight_decay"])
+        g = self._grad(i, p, group["weight_decay"], group.get("maximize", False))
         st = self._stepped_state(i, p, "square_avg")
         sq, d, alpha = st["square_avg"], self._d[i], group["alpha"]
         sq *= np.float32(alpha)
         np.multiply(g, g, out=d)
         d *= np.float32(1.0 - alpha)
         sq += d
-        np.sqrt(sq, out=d)
+        if group.get("centered", False):
+            ga = st.get("grad_avg")
+            if ga is None:
+                ga = st["grad_avg"] = np.zeros_like(p.data)
+            np.subtract(g, ga, out=d)
+            d *= np.float32(1.0 - alpha)
+            ga += d                                   # grad_avg.lerp_(g, 1 - alpha)
+            np.multiply(ga, ga, out=d)
+            np.subtract(sq, d, out=d)
+            np.sqrt(d, out=d)                         # sqrt(sq - grad_avg^2)
+        else:
+            np.sqrt(sq, out=d)
         d += np.float32(group["eps"])
         np.divide(g, d, out=d)                        # g / (sqrt(sq) + eps)
         if group["momentum"] > 0.0:
@@ -470,7 +509,8 @@ class RMSprop(Optimizer):
 
 
 class Adadelta(Optimizer):
-    """Adadelta: running averages of g^2 and of the squared updates (PyTorch's equations).
+    """Adadelta: running averages of g^2 and of the squared updates (PyTorch's equations);
+    ``maximize`` ascends.
 
     >>> model = nn.Linear(3, 1); model(np.ones((2, 3), np.float32))
     ... # doctest: +ELLIPSIS
@@ -482,13 +522,14 @@ class Adadelta(Optimizer):
 
     _state_names = ("step", "square_avg", "acc_delta")
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize))
         self._d = [np.empty_like(p.data) for p in self._params]
         self._e = [np.empty_like(p.data) for p in self._params]
 
     def _update(self, i, p, group):
-        g = self._grad(i, p, group["weight_decay"])
+        g = self._grad(i, p, group["weight_decay"], group.get("maximize", False))
         st = self._stepped_state(i, p, "square_avg", "acc_delta")
         sq, acc, d, e = st["square_avg"], st["acc_delta"], self._d[i], self._e[i]
         rho = np.float32(group["rho"])
