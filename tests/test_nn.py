@@ -202,6 +202,18 @@ def test_save_load_roundtrip_and_mismatch(tmp_path, rng):
     del sd["11.bias"]
     with pytest.raises(ValueError, match=r"missing '11.bias'.*unexpected 'extra.weight'"):
         m2.load_state_dict(sd)
+    # strict=False (PyTorch's): the entries present load, the names are returned
+    before = m2.state_dict()["11.bias"].copy()
+    r = m2.load_state_dict(sd, strict=False)
+    assert (r.missing_keys, r.unexpected_keys) == (["11.bias"], ["extra.weight"])
+    assert np.array_equal(m2.state_dict()["0.weight"], sd["0.weight"])
+    assert np.array_equal(m2.state_dict()["11.bias"], before)
+    assert repr(m2.load_state_dict(m.state_dict())) == "<All keys matched successfully>"
+    sd["0.weight"] = np.zeros(3)
+    with pytest.raises(ValueError, match="'0.weight' has shape"):
+        m2.load_state_dict(sd, strict=False)
+    with pytest.raises(TypeError, match="mapping"):
+        m2.load_state_dict([("0.weight", sd["0.weight"])])
 
 
 def test_other_losses_and_layers(rng):

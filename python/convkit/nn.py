@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 from collections import OrderedDict
 
 import numpy as np
@@ -282,18 +282,26 @@ class Module:
             out[n] = (v.data if kind == "parameter" else v).copy()
         return out
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> "IncompatibleKeys":
         """Copies arrays into the parameters and buffers, all or nothing: a missing,
         unexpected, misshapen or non-numeric entry raises and leaves every array as it was.
-        Values may be NumPy arrays, anything with ``__array__``, or PyTorch tensors (also with
-        ``requires_grad``).
+        With ``strict=False`` (PyTorch's) missing and unexpected names are allowed: the entries
+        present are loaded, the others left as they are (a shape mismatch still raises).
+        Returns PyTorch's ``(missing_keys, unexpected_keys)``. Values may be NumPy arrays,
+        anything with ``__array__``, or PyTorch tensors (also with ``requires_grad``).
 
         >>> m = Linear(3, 2); m.load_state_dict(Linear(3, 2).state_dict())
+        <All keys matched successfully>
+        >>> m.load_state_dict({"weight": np.zeros((2, 3))}, strict=False)
+        IncompatibleKeys(missing_keys=['bias'], unexpected_keys=[])
         """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict: expected a mapping of names to arrays (a "
+                            f"state_dict), but got {type(state).__name__}")
         own = OrderedDict((n, (o, a, k)) for n, o, a, k in self._state_items())
         missing = [n for n in own if n not in state]
         unexpected = [n for n in state if n not in own]
-        if missing or unexpected:
+        if (missing or unexpected) and strict:
             parts = []
             if missing:
                 parts.append(f"missing {', '.join(repr(n) for n in missing)}")
@@ -301,6 +309,7 @@ class Module:
                 parts.append(f"unexpected {', '.join(repr(n) for n in unexpected)}")
             raise ValueError(f"load_state_dict: the state does not match {type(self).__name__}: "
                              + "; ".join(parts))
+        own = OrderedDict((n, v) for n, v in own.items() if n in state)
         new = {}
         for n, (o, a, kind) in own.items():  # check and convert everything before changing
             cur = getattr(o, a)
@@ -313,6 +322,7 @@ class Module:
         for n, (o, a, kind) in own.items():
             cur = getattr(o, a)
             (cur.data if kind == "parameter" else cur)[...] = new[n]
+        return IncompatibleKeys(missing, unexpected)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Writes the state_dict (parameters and buffers) to an .npz file (``.npz`` is appended when missing), atomically:
@@ -376,6 +386,20 @@ class Module:
             sub = repr(v).replace("\n", "\n  ")
             lines.append(f"  ({n}): {sub}")
         return "\n".join(lines) + "\n)"
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``Module.load_state_dict`` returns (PyTorch's): the model's names the state lacked
+    and the state's names the model lacks (both empty unless ``strict=False``)."""
+
+    missing_keys: List[str]
+    unexpected_keys: List[str]
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return (f"IncompatibleKeys(missing_keys={self.missing_keys!r}, "
+                f"unexpected_keys={self.unexpected_keys!r})")
 
 
 def _pair(v):
