@@ -144,17 +144,23 @@ def test_input_grad_false_skips_grad_x(rng):
     assert dx is None and dw.shape == db.shape == (3,)
 
 
-@pytest.mark.parametrize("n, c, h, w, k, r", [
-    (20, 5, 9, 11, 7, 3),    # a full group of 16 images and 4 more; 11 columns
-    (16, 16, 8, 8, 16, 3),   # whole blocks of 8 positions only
-    (33, 3, 6, 13, 9, 5),    # F(2x2, 5x5); 78 positions a plane
-    (17, 8, 4, 6, 8, 3),     # 24 positions a plane: the norm's own pass after the convolution
+@pytest.mark.parametrize("n, c, h, w, k, r, st", [
+    (20, 5, 9, 11, 7, 3, 1),    # a full group of 16 images and 4 more; 11 columns
+    (16, 16, 8, 8, 16, 3, 1),   # whole blocks of 8 positions only
+    (33, 3, 6, 13, 9, 5, 1),    # F(2x2, 5x5); 78 positions a plane
+    (17, 8, 4, 6, 8, 3, 1),     # 24 positions a plane: the norm's own pass after the convolution
+    (1, 32, 16, 16, 32, 3, 1),  # batch 1: direct's items are runs of rows
+    (3, 16, 13, 15, 40, 3, 2),  # strided; kvec's tiles of several channel blocks, a part block
+    (2, 24, 11, 9, 70, 1, 2),   # 1x1 strided, 5 channel blocks
+    (1, 64, 8, 8, 64, 3, 1),    # kvec's rows of 8 at batch 1
 ])
-def test_conv2d_bn_has_the_bits_of_conv2d_then_batch_norm(isa, rng, threads, n, c, h, w, k, r):
+def test_conv2d_bn_has_the_bits_of_conv2d_then_batch_norm(isa, rng, threads, n, c, h, w, k, r,
+                                                           st):
     # _core.conv2d_bn runs an evaluation-mode batch norm (and the residual sum and ReLU after
-    # it) on the convolution's output, in the lanes Winograd's item at AVX2: the output must be
-    # bitwise conv2d then batch_norm, for the planned row and the forced lanes / direct rows,
-    # with and without add, relu and the affine terms, 1 or 2 threads; NaN and -0 in the output
+    # it) on the convolution's output, in the lanes Winograd's item (the norm's own pass after
+    # the other rows): the output must be bitwise conv2d then batch_norm, for the planned row
+    # and the forced lanes / direct / kvec rows, strided too, with and without add, relu and the
+    # affine terms, 1 or 2 threads; NaN and -0 in the output
     from convkit import _core
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = (rng.standard_normal((k, c, r, r)) / r).astype(np.float32)
@@ -163,13 +169,13 @@ def test_conv2d_bn_has_the_bits_of_conv2d_then_batch_norm(isa, rng, threads, n, 
     rv = (rng.random(k) + 0.05).astype(np.float32)
     bw = rng.standard_normal(k).astype(np.float32)  # negative scales too
     bb = rng.standard_normal(k).astype(np.float32)
-    add = rng.standard_normal((n, k, h, w)).astype(np.float32)
+    p = r // 2
+    add = rng.standard_normal(_core.conv2d(x, wt, None, st, st, p, p).shape).astype(np.float32)
     add.flat[::5] = -0.0
     add.flat[3] = np.nan
-    p = r // 2
     cases = 0
-    for row in ["", "winograd3_lanes", "direct"]:
-        if row and not _core.conv2d_applies("forward", row, x.shape, wt.shape, 1, 1, p, p):
+    for row in ["", "winograd3_lanes", "direct", "kvec"]:
+        if row and not _core.conv2d_applies("forward", row, x.shape, wt.shape, st, st, p, p):
             continue
         _core.conv2d_force("forward", row)
         try:
@@ -177,10 +183,10 @@ def test_conv2d_bn_has_the_bits_of_conv2d_then_batch_norm(isa, rng, threads, n, 
                 threads(nthreads)
                 for bias, affine, a, relu in [(None, True, None, True), (b, True, add, True),
                                               (None, False, add, False), (b, False, None, False)]:
-                    y = _core.conv2d(x, wt, bias, 1, 1, p, p)
+                    y = _core.conv2d(x, wt, bias, st, st, p, p)
                     want = _core.batch_norm(y, rm, rv, bw if affine else None,
                                             bb if affine else None, False, 0.1, 1e-5, relu, a)
-                    got = _core.conv2d_bn(x, wt, bias, 1, 1, p, p, 1, 1, 1, rm, rv,
+                    got = _core.conv2d_bn(x, wt, bias, st, st, p, p, 1, 1, 1, rm, rv,
                                           bw if affine else None, bb if affine else None, 1e-5,
                                           relu, a)
                     assert np.array_equal(got.view(np.int32), want.view(np.int32)), \
@@ -189,8 +195,10 @@ def test_conv2d_bn_has_the_bits_of_conv2d_then_batch_norm(isa, rng, threads, n, 
         finally:
             _core.conv2d_force("forward", "")
     assert cases >= 16
+    if st != 1:
+        return
     # an infinite input: the lanes row declines, the next row and the norm's pass run
-    x[1, 0, 2, 3] = np.inf
+    x[-1, 0, 2, 3] = np.inf
     y = _core.conv2d(x, wt, b, 1, 1, p, p)
     want = _core.batch_norm(y, rm, rv, bw, bb, False, 0.1, 1e-5, True, add)
     got = _core.conv2d_bn(x, wt, b, 1, 1, p, p, 1, 1, 1, rm, rv, bw, bb, 1e-5, True, add)
