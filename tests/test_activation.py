@@ -103,6 +103,20 @@ def test_signed_zeros_and_specials_as_pytorch(isa):
         assert np.array_equal(got, want, equal_nan=True), f.__name__
         num = ~np.isnan(want)
         assert np.array_equal(np.signbit(got[num]), np.signbit(want[num])), f.__name__ + " signs"
+    # gradients at the specials: ReLU and LeakyReLU pass dy (times the slope) at NaN as
+    # PyTorch's do; ELU's is NaN there, as PyTorch's vectorised loop gives it (its scalar tail,
+    # below 64 values, gives dy)
+    g = np.linspace(0.5, 1.5, x.size).astype(np.float32)
+    for fb, tf in ((F.relu_backward, torch.relu), (F.elu_backward, torch.nn.functional.elu),
+                   (lambda g, x: F.leaky_relu_backward(g, x, 0.2),
+                    lambda t: torch.nn.functional.leaky_relu(t, 0.2))):
+        xt = torch.tensor(x, requires_grad=True)
+        tf(xt).backward(torch.from_numpy(g))
+        got, want = fb(g, x), xt.grad.numpy()
+        if fb is F.elu_backward:
+            assert np.isnan(got[np.isnan(x)]).all()
+            got, want = got[~np.isnan(x)], want[~np.isnan(x)]
+        assert np.array_equal(got, want, equal_nan=True), fb
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu"])
