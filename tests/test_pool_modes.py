@@ -154,6 +154,23 @@ def test_max_unpool_rejects_bad_indices_and_sizes():
             call()
 
 
+@needs_torch
+def test_max_unpool_to_an_empty_plane_as_pytorch():
+    # a 2-row input pooled 2/3/1 unpools to 0 rows by default: PyTorch returns the empty planes
+    # (checking no index) and its backward raises; a negative size raises in both
+    x = np.random.default_rng(0).standard_normal((2, 3, 2, 5)).astype(np.float32)
+    y, idx = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, 3, 1, return_indices=True)
+    want = torch.nn.functional.max_unpool2d(y, idx, 2, 3, 1)
+    got = F.max_unpool2d(y.numpy(), idx.numpy(), 2, 3, 1)
+    assert got.shape == tuple(want.shape) == (2, 3, 0, 3) and got.dtype == np.float32
+    assert F.max_unpool2d(y.numpy()[0], idx.numpy()[0], 2, 3, 1).shape == (3, 0, 3)
+    assert nn.MaxUnpool2d(2, 3, 1)(y.numpy(), idx.numpy()).shape == (2, 3, 0, 3)
+    with pytest.raises(ValueError, match="max_unpool2d_backward: the output size"):
+        F.max_unpool2d_backward(np.zeros((2, 3, 0, 3)), y.numpy(), idx.numpy(), 2, 3, 1)
+    with pytest.raises(ValueError, match="max_unpool2d: the output size"):
+        F.max_unpool2d(np.ones((1, 1, 1, 3)), np.zeros((1, 1, 1, 3), np.int64), 1, 1, 1)
+
+
 def test_max_unpool_later_entry_wins_a_shared_index():
     x = np.arange(1, 9, dtype=np.float32).reshape(1, 2, 2, 2)
     idx = np.array([[[[0, 5], [5, 15]], [[3, 3], [3, 0]]]])

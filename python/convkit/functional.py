@@ -352,8 +352,9 @@ def avg_pool2d_backward(grad_out: ArrayLike, x: ArrayLike, kernel_size: IntPair,
                                               _divisor(fn, divisor_override)), unb)
 
 
-def _unpool_setup(fn, x, indices, kernel_size, stride, padding, output_size):
-    """(x4, indices4 int64, (N, C, Ho, Wo), unbatched) for max_unpool2d, checked as PyTorch."""
+def _unpool_setup(fn, x, indices, kernel_size, stride, padding, output_size, allow_empty=False):
+    """(x4, indices4 int64, (N, C, Ho, Wo), unbatched) for max_unpool2d, checked as PyTorch
+    (``allow_empty``: an output plane of zero rows or columns, which the forward returns)."""
     kh, kw, sh, sw, ph, pw = _pool_args(fn, kernel_size, stride, padding)
     x = np.ascontiguousarray(_as_array(x), dtype=np.float32)
     unb = x.ndim == 3
@@ -388,7 +389,7 @@ def _unpool_setup(fn, x, indices, kernel_size, stride, padding, output_size):
                                  f"{(default[0] - sh + 1, default[1] - sw + 1)} and "
                                  f"{(default[0] + sh - 1, default[1] + sw - 1)}")
         out = o
-    if out[0] < 1 or out[1] < 1:
+    if min(out) < (0 if allow_empty else 1):
         raise ValueError(f"{fn}: the output size {out} is too small for input {x.shape}")
     return x, idx, (N, C) + tuple(out), unb
 
@@ -416,7 +417,9 @@ def max_unpool2d(x: ArrayLike, indices: ArrayLike, kernel_size: IntPair,
     array([0., 5., 0., 7.], dtype=float32)
     """
     x, idx, shape, unb = _unpool_setup("max_unpool2d", x, indices, kernel_size, stride, padding,
-                                       output_size)
+                                       output_size, allow_empty=True)
+    if shape[2] == 0 or shape[3] == 0:  # an empty plane holds nothing (PyTorch checks no index)
+        return _unbatch(np.zeros(shape, np.float32), unb)
     y = _unpool_checked("max_unpool2d", _core.max_unpool2d(x, idx, shape[2], shape[3]), idx,
                         shape)
     return _unbatch(y, unb)
