@@ -310,7 +310,7 @@ class SGD(Optimizer):
         maximize = group.get("maximize", False)
         if _plain(p.data) and _plain(p.grad) and (buf is None or _plain(buf)):
             # the NumPy sequence below in one pass over memory, with the same roundings
-            grad = np.negative(p.grad, out=self._tmp[i]) if maximize else p.grad
+            grad = self._grad(i, p, 0.0, maximize)  # (the core adds the weight decay)
             _core.sgd_update(p.data, grad, buf, group["lr"], momentum, group["dampening"],
                              group["nesterov"], group["weight_decay"], bool(first))
             if first:
